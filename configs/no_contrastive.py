@@ -1,0 +1,9 @@
+"""Ablation: cross-entropy only (lambda = 0), no InfoNCE between video and sensor embeddings."""
+
+from configs import full
+
+
+def get_config(variant=None):
+    config = full.get_config(variant)
+    config.loss.contrastive_weight = 0.0
+    return config

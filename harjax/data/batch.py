@@ -1,0 +1,126 @@
+"""The batch contract: the one definition of what every data source yields.
+
+An example (one row of a source) and a batch (stacked examples) carry:
+
+    'sensor'       float32 [T, C]     (batch: [B, T, C]) wearable streams, padded to T
+    'sensor_mask'  bool    [T]        (batch: [B, T])    True on recorded steps, False on padding
+    'label'        int32   []         (batch: [B])       class index in [0, num_classes)
+    'video'        float32 [d_v]      (batch: [B, d_v])  clip embedding, optional (video-free sources)
+                   or      [F, d_v]   (batch: [B, F, d_v]) per-frame embeddings
+
+The input pipeline adds 'valid' bool [B]: False on rows that only pad the last evaluation batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+SENSOR = "sensor"
+SENSOR_MASK = "sensor_mask"
+LABEL = "label"
+VIDEO = "video"
+VALID = "valid"
+
+Batch = dict[str, np.ndarray]
+
+
+class DataError(ValueError):
+    """Data that breaks the batch contract; the message names the file, array and expectation."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayData:
+    """A whole split held in memory as arrays that satisfy the contract, plus what the model needs to know."""
+
+    arrays: Mapping[str, np.ndarray]
+    num_classes: int
+    class_names: tuple[str, ...]
+    origin: str  # a file path or a generator description, used in error messages and config.json
+    fingerprint: str  # changes whenever the data changes: the data version saved with each run
+
+    def __len__(self) -> int:
+        return len(self.arrays[LABEL])
+
+    def __getitem__(self, index: int) -> Batch:
+        return {name: array[index] for name, array in self.arrays.items()}
+
+    @property
+    def has_video(self) -> bool:
+        return VIDEO in self.arrays
+
+    @property
+    def dims(self) -> dict[str, tuple[int, ...]]:
+        """Per-example shapes that fix the model's parameter shapes."""
+        return {name: tuple(array.shape[1:]) for name, array in self.arrays.items() if name != SENSOR_MASK}
+
+
+def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
+    """Checks raw arrays against the contract and returns them in the contract's dtypes.
+
+    A missing 'sensor_mask' means every step is recorded.
+    """
+    def fail(name: str, expected: str, got: str) -> DataError:
+        return DataError(f"{origin}: array '{name}' must be {expected}, got {got}")
+
+    for name in (SENSOR, LABEL):
+        if name not in arrays:
+            raise DataError(f"{origin}: missing required array '{name}' (found: {sorted(arrays)})")
+    sensor = np.asarray(arrays[SENSOR])
+    if sensor.ndim != 3 or not np.issubdtype(sensor.dtype, np.floating):
+        raise fail(SENSOR, "float [N, T, C]", f"{sensor.dtype} {list(sensor.shape)}")
+    n, t = sensor.shape[:2]
+    label = np.asarray(arrays[LABEL])
+    if label.shape != (n,) or not np.issubdtype(label.dtype, np.integer):
+        raise fail(LABEL, f"int [N] with N={n} (the number of 'sensor' rows)", f"{label.dtype} {list(label.shape)}")
+    if n and label.min() < 0:
+        raise fail(LABEL, "non-negative class indices", f"minimum {label.min()}")
+    out = {SENSOR: sensor.astype(np.float32), LABEL: label.astype(np.int32)}
+
+    if SENSOR_MASK in arrays:
+        mask = np.asarray(arrays[SENSOR_MASK])
+        if mask.shape != (n, t) or not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)):
+            raise fail(SENSOR_MASK, f"bool [N, T] = [{n}, {t}]", f"{mask.dtype} {list(mask.shape)}")
+        if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
+            raise fail(SENSOR_MASK, "0/1 or bool values", "other integers")
+        out[SENSOR_MASK] = mask.astype(bool)
+    else:
+        out[SENSOR_MASK] = np.ones((n, t), bool)
+    if n and not out[SENSOR_MASK].any(axis=1).all():
+        empty = int((~out[SENSOR_MASK].any(axis=1)).sum())
+        raise DataError(f"{origin}: array '{SENSOR_MASK}' marks no recorded step in {empty} rows; "
+                        "every example needs at least one")
+
+    if VIDEO in arrays:
+        video = np.asarray(arrays[VIDEO])
+        if video.ndim not in (2, 3) or len(video) != n or not np.issubdtype(video.dtype, np.floating):
+            raise fail(VIDEO, f"float [N, d_v] or [N, F, d_v] with N={n}", f"{video.dtype} {list(video.shape)}")
+        out[VIDEO] = video.astype(np.float32)
+
+    for name in (SENSOR, VIDEO):
+        if name in out and not np.isfinite(out[name]).all():
+            raise fail(name, "finite", "NaN or Inf values")
+    return out
+
+
+def check_compatible_splits(train: ArrayData, evaluation: ArrayData) -> None:
+    """Train and eval must agree on everything that shapes the model."""
+    if train.dims != evaluation.dims:
+        raise DataError(f"per-example shapes differ between {train.origin} {train.dims} and "
+                        f"{evaluation.origin} {evaluation.dims}")
+    if evaluation.num_classes > train.num_classes:
+        raise DataError(f"{evaluation.origin} has labels up to {evaluation.num_classes - 1} but "
+                        f"{train.origin} declares only {train.num_classes} classes")
+
+
+def pad_batch(batch: Batch, size: int) -> Batch:
+    """Pads a short batch to `size` rows and marks real rows in 'valid'; nothing is dropped."""
+    rows = len(batch[LABEL])
+    if rows > size:
+        raise ValueError(f"batch of {rows} rows does not fit in {size}")
+    padded = {name: np.concatenate([array, np.zeros((size - rows, *array.shape[1:]), array.dtype)])
+              for name, array in batch.items()}
+    padded[VALID] = np.arange(size) < rows
+    return padded

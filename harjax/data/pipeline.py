@@ -1,0 +1,92 @@
+"""The input pipeline: load a source's splits, standardise sensors, and serve grain iterators of batches.
+
+Training batches come from a checkpointable grain iterator (its state is saved with the model, so a resumed run
+sees exactly the batches the uninterrupted run would). Evaluation visits every example exactly once: the last
+batch is padded and masked through 'valid', never dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Iterator
+
+import grain
+import ml_collections
+import numpy as np
+
+from harjax.data import batch as batch_lib
+from harjax.data import npz, synthetic
+
+SOURCES = ("synthetic", "npz", "mmact")
+
+
+def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData, batch_lib.ArrayData]:
+    """(train, eval) splits of config.data.source, sensors standardised with train statistics."""
+    source = config.data.source
+    if source == "synthetic":
+        train = synthetic.generate(config.data.synthetic, "train", config.seed)
+        evaluation = synthetic.generate(config.data.synthetic, "eval", config.seed)
+    elif source == "npz":
+        train = npz.load(config.data.train_path, config.data.num_classes)
+        evaluation = npz.load(config.data.eval_path, config.data.num_classes or train.num_classes)
+    elif source == "mmact":
+        raise NotImplementedError(
+            "config.data.source='mmact' reads the MMAct TFDS dataset, which the data_builders/mmact builder "
+            "(not yet part of harjax) will produce; use config.data.source='synthetic' or 'npz' meanwhile")
+    else:
+        raise ValueError(f"config.data.source must be one of {SOURCES}, got {source!r}")
+    batch_lib.check_compatible_splits(train, evaluation)
+    if config.model.modalities in ("both", "video") and not train.has_video:
+        raise batch_lib.DataError(
+            f"config.model.modalities={config.model.modalities!r} needs video embeddings, but {train.origin} has no "
+            "'video' array [N, d_v]; add one or train a video-free config such as configs/sensor_only.py")
+    mean, std = sensor_statistics(train)
+    return standardise_sensors(train, mean, std), standardise_sensors(evaluation, mean, std)
+
+
+def sensor_statistics(data: batch_lib.ArrayData) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over recorded steps only (padding would bias both towards zero)."""
+    recorded = data.arrays[batch_lib.SENSOR][data.arrays[batch_lib.SENSOR_MASK]]  # [num_recorded_steps, C]
+    return recorded.mean(axis=0), np.maximum(recorded.std(axis=0), 1e-6)
+
+
+def standardise_sensors(data: batch_lib.ArrayData, mean: np.ndarray, std: np.ndarray) -> batch_lib.ArrayData:
+    mask = data.arrays[batch_lib.SENSOR_MASK][..., None]
+    sensor = np.where(mask, (data.arrays[batch_lib.SENSOR] - mean) / std, 0.0).astype(np.float32)
+    return dataclasses.replace(data, arrays={**data.arrays, batch_lib.SENSOR: sensor})
+
+
+def per_process_batch_size(global_batch_size: int, num_devices: int, num_processes: int, flag: str) -> int:
+    """The global batch splits evenly over devices (and therefore over processes)."""
+    if global_batch_size <= 0 or global_batch_size % num_devices:
+        raise ValueError(f"{flag}={global_batch_size} must be a positive multiple of the {num_devices} devices")
+    return global_batch_size // num_processes
+
+
+def train_iterator(data: batch_lib.ArrayData, batch_size: int, seed: int, process_index: int,
+                   process_count: int) -> grain.DatasetIterator:
+    """Endless, reshuffled each epoch; each process reads its own shard. The iterator state is checkpointable."""
+    shard = grain.MapDataset.source(data)[process_index::process_count]
+    if len(shard) < batch_size:
+        raise ValueError(f"{data.origin}: process {process_index} holds {len(shard)} training examples, fewer than "
+                         f"its batch of {batch_size} (config.train.batch_size / number of processes)")
+    dataset = shard.seed(seed).shuffle().repeat().batch(batch_size, drop_remainder=True)
+    return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+
+
+def eval_batches(data: batch_lib.ArrayData, batch_size: int, process_index: int,
+                 process_count: int) -> Iterator[batch_lib.Batch]:
+    """Every example once, in order; all processes yield the same number of batches so collectives line up."""
+    shard = grain.MapDataset.source(data)[process_index::process_count]
+    num_batches = max(1, math.ceil(math.ceil(len(data) / process_count) / batch_size))
+    batches = shard.batch(batch_size, drop_remainder=False)
+    empty = {name: array[:0] for name, array in data.arrays.items()}
+    for index in range(num_batches):
+        yield batch_lib.pad_batch(batches[index] if index < len(batches) else empty, batch_size)
+
+
+def log_summary(train: batch_lib.ArrayData, evaluation: batch_lib.ArrayData) -> None:
+    logging.info("train: %d examples from %s; eval: %d examples from %s; %d classes; shapes %s",
+                 len(train), train.origin, len(evaluation), evaluation.origin, train.num_classes, train.dims)

@@ -1,0 +1,33 @@
+"""Entry point: python -m harjax.main --config=configs/full.py --workdir=DIR [--config.key=value ...]."""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from harjax import parallel, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/full.py:synthetic.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the resolved config.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval the latest "
+                          "checkpoint.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 in a multi-process job.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    logging.info("config:\n%s", _CONFIG.value)
+    if _MODE.value == "train":
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+        train.evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

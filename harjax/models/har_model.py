@@ -1,0 +1,156 @@
+"""The full model and its baselines/ablations, all switches on one module (config.model)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import struct
+
+from harjax.data import batch as batch_lib
+from harjax.models.fusion import TokenClassifier
+from harjax.models.keyless_attention import KeylessAttention, masked_mean, segment_masks
+from harjax.models.sensor_encoder import SensorEncoder
+
+MODALITIES = ("both", "video", "sensor")
+FUSIONS = ("attention", "concat", "late")
+
+
+class ModelOutput(struct.PyTreeNode):
+    logits: jax.Array  # [B, num_classes] float32
+    video_embedding: jax.Array | None = None  # [B, projection_dim], for the contrastive term
+    sensor_embedding: jax.Array | None = None  # [B, projection_dim]
+    logit_scale: jax.Array | None = None  # [] = 1 / temperature
+    alpha: jax.Array | None = None  # [B, K, n] keyless attention weights
+
+
+class HARModel(nn.Module):
+    """Sensor CNN + keyless cross-modal attention per segment + Transformer over joint tokens + MLP.
+
+    modalities: 'both' | 'video' (video-only baseline) | 'sensor' (sensor-only baseline).
+    fusion: 'attention' (the paper) | 'concat' (mean pooling instead of attention) | 'late' (average of
+    unimodal logits). Tokens fed to the classifier:
+      both, attention/concat: K joint tokens [v || a_k] (+ one token per video frame when given per frame)
+      video:  the clip token (or one per frame);   sensor: K pooled segment tokens a_k.
+    """
+
+    num_classes: int
+    modalities: str
+    fusion: str
+    num_segments: int
+    encoder_channels: Sequence[int]
+    encoder_strides: Sequence[int]
+    encoder_kernel_size: int
+    model_dim: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    head_dim: int
+    dropout: float
+    use_transformer: bool
+    projection_dim: int  # 0: no contrastive heads
+    temperature: float
+    learnable_temperature: bool
+    max_logit_scale: float
+    dtype: Any = jnp.float32
+
+    def _classifier(self, name: str) -> TokenClassifier:
+        return TokenClassifier(self.num_classes, self.num_layers, self.num_heads, self.mlp_dim, self.head_dim,
+                               self.dropout, self.use_transformer, self.dtype, name=name)
+
+    def _tokens(self, features: jax.Array, name: str) -> jax.Array:
+        return nn.Dense(self.model_dim, dtype=self.dtype, name=name)(features.astype(self.dtype))
+
+    @nn.compact
+    def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
+        uses_video, uses_sensor = self.modalities in ("both", "video"), self.modalities in ("both", "sensor")
+        video = frames = sequence = sequence_mask = segments = alpha = None
+        if uses_video:
+            # Per-dimension standardisation: LLM hidden states have a few dimensions hundreds of times larger
+            # than the rest, which would otherwise dominate every projection.
+            video = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_bias=False, use_scale=False,
+                                 name="video_standardise")(batch[batch_lib.VIDEO].astype(jnp.float32))
+            if video.ndim == 3:  # per-frame embeddings [B, F, d_v]
+                frames, video = video, video.mean(axis=1)
+        if uses_sensor:
+            sequence, sequence_mask = SensorEncoder(self.encoder_channels, self.encoder_strides,
+                                                    self.encoder_kernel_size, self.dtype)(
+                batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
+            segments = segment_masks(sequence_mask, self.num_segments)  # [B, K, n]
+
+        def video_tokens() -> tuple[jax.Array, jax.Array]:
+            clip = frames if frames is not None else video[:, None]  # [B, F or 1, d_v]
+            return self._tokens(clip, "video_token"), jnp.ones(clip.shape[:2], bool)
+
+        if self.modalities == "video":
+            logits = self._classifier("classifier")(*video_tokens(), train)
+        elif self.modalities == "sensor" or self.fusion == "late":
+            sensor_logits = self._classifier("sensor_classifier" if self.fusion == "late" else "classifier")(
+                self._tokens(masked_mean(sequence, segments), "sensor_token"), segments.any(-1), train)
+            logits = sensor_logits if self.modalities == "sensor" else 0.5 * (
+                sensor_logits + self._classifier("video_classifier")(*video_tokens(), train))
+        else:
+            if self.fusion == "attention":
+                pooled, alpha = KeylessAttention(self.dtype)(video.astype(self.dtype), sequence, segments)
+            else:
+                pooled = masked_mean(sequence, segments)
+            joint = jnp.concatenate([jnp.broadcast_to(video[:, None].astype(self.dtype),
+                                                      (*pooled.shape[:2], video.shape[-1])), pooled], axis=-1)
+            tokens, token_mask = self._tokens(joint, "joint_token"), segments.any(-1)  # [B, K, D], [B, K]
+            if frames is not None:
+                frame_tokens, frame_mask = video_tokens()
+                tokens = jnp.concatenate([tokens, frame_tokens], axis=1)
+                token_mask = jnp.concatenate([token_mask, frame_mask], axis=1)
+            logits = self._classifier("classifier")(tokens, token_mask, train)
+
+        if not self.projection_dim:
+            return ModelOutput(logits=logits, alpha=alpha)
+        # The sensor side of the contrastive pair is the whole recording, not the video-attended pooling,
+        # which would leak v into its own positive.
+        sensor_summary = masked_mean(sequence, sequence_mask[:, None])[:, 0]  # [B, d_s]
+        if self.learnable_temperature:
+            log_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / self.temperature)), ())
+            logit_scale = jnp.exp(jnp.minimum(log_scale, math.log(self.max_logit_scale)))
+        else:
+            logit_scale = jnp.asarray(1 / self.temperature, jnp.float32)
+        return ModelOutput(
+            logits=logits,
+            video_embedding=nn.Dense(self.projection_dim, dtype=self.dtype, name="video_projection")(
+                video.astype(self.dtype)),
+            sensor_embedding=nn.Dense(self.projection_dim, dtype=self.dtype, name="sensor_projection")(sensor_summary),
+            logit_scale=logit_scale, alpha=alpha)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel:
+    """The model a config describes; rejects combinations that have no meaning, naming the flag."""
+    model = config.model
+    if model.modalities not in MODALITIES:
+        raise ValueError(f"config.model.modalities must be one of {MODALITIES}, got {model.modalities!r}")
+    if model.fusion not in FUSIONS:
+        raise ValueError(f"config.model.fusion must be one of {FUSIONS}, got {model.fusion!r}")
+    contrastive = config.loss.contrastive_weight > 0
+    if contrastive and model.modalities != "both":
+        raise ValueError(f"config.loss.contrastive_weight={config.loss.contrastive_weight} needs both modalities, "
+                         f"but config.model.modalities={model.modalities!r}; set the weight to 0")
+    if config.loss.temperature <= 0:
+        raise ValueError(f"config.loss.temperature must be positive, got {config.loss.temperature}")
+    if len(model.encoder_channels) != len(model.encoder_strides):
+        raise ValueError("config.model.encoder_channels and config.model.encoder_strides must have the same length, "
+                         f"got {model.encoder_channels} and {model.encoder_strides}")
+    if model.num_segments < 1 or model.model_dim % model.num_heads:
+        raise ValueError(f"config.model.num_segments must be >= 1 (got {model.num_segments}) and "
+                         f"config.model.model_dim ({model.model_dim}) a multiple of num_heads ({model.num_heads})")
+    if model.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"config.model.dtype must be 'float32' or 'bfloat16', got {model.dtype!r}")
+    return HARModel(
+        num_classes=num_classes, modalities=model.modalities, fusion=model.fusion, num_segments=model.num_segments,
+        encoder_channels=tuple(model.encoder_channels), encoder_strides=tuple(model.encoder_strides),
+        encoder_kernel_size=model.encoder_kernel_size, model_dim=model.model_dim, num_layers=model.num_layers,
+        num_heads=model.num_heads, mlp_dim=model.mlp_dim, head_dim=model.head_dim, dropout=model.dropout,
+        use_transformer=model.use_transformer, projection_dim=model.projection_dim if contrastive else 0,
+        temperature=config.loss.temperature, learnable_temperature=config.loss.learnable_temperature,
+        max_logit_scale=config.loss.max_logit_scale, dtype=jnp.dtype(model.dtype))

@@ -1,0 +1,112 @@
+"""The train and eval steps: pure functions of (state, batch), each jitted once over the device mesh."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh
+
+from harjax import losses, parallel
+from harjax.data import batch as batch_lib
+from harjax.models.har_model import ModelOutput
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any  # running statistics of the video standardisation
+    dropout_key: jax.Array
+    nonfinite_steps: jax.Array  # updates skipped because the loss or a gradient was NaN/Inf
+
+
+def learning_rate_schedule(train_config: ml_collections.ConfigDict) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
+        decay_steps=max(train_config.num_steps, train_config.warmup_steps + 1),
+        end_value=train_config.learning_rate * train_config.final_learning_rate_fraction)
+
+
+def make_optimizer(train_config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """AdamW with global-norm clipping; weight decay only on matrices (not biases, norms or the temperature)."""
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm),
+                       optax.adamw(schedule, weight_decay=train_config.weight_decay, mask=decay_mask))
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, example_batch: dict[str, jax.Array],
+                       seed: int) -> TrainState:
+    """Initial state from a batch's shapes; jit it with replicated out_shardings to place it on the mesh."""
+    init_key, dropout_key = jax.random.split(jax.random.key(seed))
+    variables = model.init(init_key, example_batch, train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}), dropout_key=dropout_key,
+                             nonfinite_steps=jnp.zeros((), jnp.int32))
+
+
+def _objective(output: ModelOutput, batch: dict[str, jax.Array], weights: jax.Array, contrastive_weight: float,
+               mesh: Mesh) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """L = CE + lambda * InfoNCE over the global batch, with its parts for logging."""
+    cross_entropy = losses.cross_entropy(output.logits, batch[batch_lib.LABEL], weights)
+    parts = {"cross_entropy": cross_entropy}
+    loss = cross_entropy
+    if output.video_embedding is not None:
+        contrastive = losses.global_info_nce(mesh, parallel.DATA_AXIS, output.video_embedding,
+                                             output.sensor_embedding, output.logit_scale, weights)
+        loss = loss + contrastive_weight * contrastive
+        parts |= {"contrastive": contrastive, "temperature": 1.0 / output.logit_scale}
+    return loss, parts
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float, mesh: Mesh,
+               learning_rate_fn: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update on a global batch. A non-finite loss or gradient leaves the state as it was (step aside)."""
+    dropout_key = jax.random.fold_in(state.dropout_key, state.step)  # a function of the step: resumes exactly
+    learning_rate = learning_rate_fn(state.step - state.nonfinite_steps)  # the optimizer counts applied updates
+    weights = jnp.ones_like(batch[batch_lib.LABEL], jnp.float32)
+
+    def loss_fn(params):
+        output, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, batch, train=True,
+                                         rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+        loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
+        return loss, (parts, output.logits, updates.get("batch_stats", {}))
+
+    (loss, (parts, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
+    updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    state = state.replace(step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    metrics = {"loss": loss, **parts, "grad_norm": optax.global_norm(grads),
+               "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[batch_lib.LABEL]),
+               "learning_rate": learning_rate}
+    return state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, num_classes: int, contrastive_weight: float,
+              mesh: Mesh) -> dict[str, jax.Array]:
+    """Sums over the batch's valid rows: the confusion matrix and the weighted losses."""
+    weights = batch[batch_lib.VALID].astype(jnp.float32)
+    output = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
+    loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
+    predictions = jax.nn.one_hot(jnp.argmax(output.logits, -1), num_classes)
+    truth = jax.nn.one_hot(batch[batch_lib.LABEL], num_classes) * weights[:, None]
+    count = weights.sum()
+    sums = {name: value * count for name, value in {"loss": loss, **parts}.items() if name != "temperature"}
+    return {"confusion": jnp.einsum("bi,bj->ij", truth, predictions), "count": count, **sums}
+
+
+def jit_train_step(mesh: Mesh, contrastive_weight: float, learning_rate_fn: optax.Schedule) -> Callable:
+    """The compiled train step; the old state's buffers are donated to the new one."""
+    def step(state, batch):
+        return train_step(state, batch, contrastive_weight=contrastive_weight, mesh=mesh,
+                          learning_rate_fn=learning_rate_fn)
+    return jax.jit(step, donate_argnums=0, out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+
+
+def jit_eval_step(mesh: Mesh, num_classes: int, contrastive_weight: float) -> Callable:
+    def step(state, batch):
+        return eval_step(state, batch, num_classes=num_classes, contrastive_weight=contrastive_weight, mesh=mesh)
+    return jax.jit(step, out_shardings=parallel.replicated(mesh))

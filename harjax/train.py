@@ -1,0 +1,163 @@
+"""train_and_evaluate(config, workdir): the training loop, evaluation cadence, logging and checkpoints."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import subprocess
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+import harjax
+from harjax import checkpointing, metrics as metrics_lib, parallel, step as step_lib
+from harjax.data import batch as batch_lib, pipeline
+from harjax.models.har_model import build_model
+
+
+def code_version() -> str:
+    """The git commit of the harjax checkout (with '+dirty' for uncommitted changes), or 'unknown'."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: batch_lib.ArrayData,
+                     evaluation: batch_lib.ArrayData) -> None:
+    """config.json: everything needed to reproduce the run from its workdir."""
+    record = {"config": config.to_dict(), "seed": config.seed, "harjax_version": harjax.__version__,
+              "git_commit": code_version(), "jax_version": jax.__version__,
+              "devices": jax.device_count(), "processes": jax.process_count(),
+              "data": {split: {"origin": data.origin, "fingerprint": data.fingerprint, "examples": len(data),
+                               "num_classes": data.num_classes, "dims": data.dims}
+                       for split, data in (("train", train), ("eval", evaluation))}}
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(record, f, indent=2, default=str)
+
+
+class _Run:
+    """What training and stand-alone evaluation share: data, model, mesh, initial state and checkpoints."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.mesh = parallel.make_mesh()
+        self.train_data, self.eval_data = pipeline.load_splits(config)
+        pipeline.log_summary(self.train_data, self.eval_data)
+        self.model = build_model(config, self.train_data.num_classes)
+        self.train_batch_size = pipeline.per_process_batch_size(
+            config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size")
+        self.eval_batch_size = pipeline.per_process_batch_size(
+            config.train.eval_batch_size, jax.device_count(), jax.process_count(), "config.train.eval_batch_size")
+        self.learning_rate_fn = step_lib.learning_rate_schedule(config.train)
+        example = {name: np.zeros((jax.device_count(), *array.shape[1:]), array.dtype)
+                   for name, array in self.train_data.arrays.items()}
+        init = functools.partial(step_lib.create_train_state, self.model,
+                                 step_lib.make_optimizer(config.train, self.learning_rate_fn), example, config.seed)
+        self.init_state = jax.jit(init, out_shardings=parallel.replicated(self.mesh))
+        self.abstract_state = _placed(jax.eval_shape(init), self.mesh)
+        self.checkpointer = checkpointing.Checkpointer(
+            workdir, config.train.keep_checkpoints, checkpointing.model_signature(config, self.train_data))
+        self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+        self.eval_step = step_lib.jit_eval_step(self.mesh, self.train_data.num_classes,
+                                                config.loss.contrastive_weight)
+
+    def evaluate(self, state: step_lib.TrainState, step: int) -> dict[str, float]:
+        """Scores every eval example once and writes the scalars and the confusion matrix."""
+        totals = None
+        for local_batch in pipeline.eval_batches(self.eval_data, self.eval_batch_size, jax.process_index(),
+                                                 jax.process_count()):
+            sums = self.eval_step(state, parallel.global_batch(local_batch, self.mesh))
+            totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+        totals = jax.device_get(totals)
+        confusion = np.rint(totals.pop("confusion")).astype(np.int64)
+        count = totals.pop("count")
+        report = metrics_lib.classification_metrics(confusion)
+        scalars = {f"eval/{name}": value / count for name, value in totals.items()}
+        scalars |= {"eval/accuracy": report["accuracy"], "eval/macro_f1": report["macro_f1"]}
+        self.writer.write(step, scalars)
+        self.writer.write_evaluation_report(step, "eval", confusion, self.eval_data.class_names, report)
+        logging.info("step %d: eval accuracy %.4f, macro-F1 %.4f on %d examples", step, report["accuracy"],
+                     report["macro_f1"], int(count))
+        return scalars
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.writer.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains from scratch or resumes from the workdir's latest checkpoint; returns the last eval metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    run = _Run(config, workdir)
+    train_config = config.train
+    train_iterator = pipeline.train_iterator(run.train_data, run.train_batch_size, config.seed,
+                                             jax.process_index(), jax.process_count())
+    start_step = run.checkpointer.latest_step
+    if start_step is None:
+        state, start_step = run.init_state(), 0
+    else:
+        state = run.checkpointer.restore(start_step, run.abstract_state, train_iterator)
+    run.writer.truncate_after(start_step)
+    if jax.process_index() == 0:
+        write_run_config(workdir, config, run.train_data, run.eval_data)
+    train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight, run.learning_rate_fn)
+    preemption = checkpointing.PreemptionWatcher(run.checkpointer)
+
+    eval_metrics: dict[str, float] = {}
+    pending: list[dict[str, jax.Array]] = []
+    progress = tqdm.tqdm(total=train_config.num_steps, initial=start_step, disable=jax.process_index() != 0,
+                         desc="train", unit="step", dynamic_ncols=True)
+    for step in range(start_step + 1, train_config.num_steps + 1):
+        state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh))
+        pending.append(step_metrics)
+        progress.update()
+        if step % train_config.log_every == 0 or step == train_config.num_steps:
+            means = jax.tree.map(lambda *values: float(np.mean(values)), *jax.device_get(pending))
+            pending.clear()
+            scalars = {f"train/{name}": value for name, value in means.items()}
+            scalars["train/nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
+            run.writer.write(step, scalars)
+            progress.set_postfix(loss=f"{means['loss']:.4f}")
+        evaluated = step % train_config.eval_every == 0 or step == train_config.num_steps
+        if evaluated:
+            eval_metrics = run.evaluate(state, step)
+        preempted = preemption.reached(step)
+        if preempted or step % train_config.checkpoint_every == 0 or step == train_config.num_steps:
+            run.checkpointer.save(step, state, train_iterator, eval_metrics if evaluated else None)
+        if preempted:
+            logging.warning("stopping at step %d after the preemption checkpoint", step)
+            break
+    progress.close()
+    preemption.close()
+    run.close()
+    return eval_metrics
+
+
+def _placed(abstract_state: Any, mesh) -> Any:
+    """Abstract arrays that tell Orbax to restore onto this mesh, whatever topology wrote the checkpoint."""
+    sharding = parallel.replicated(mesh)
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                        abstract_state)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Evaluates the workdir's latest checkpoint (--mode=eval)."""
+    run = _Run(config, workdir)
+    step = run.checkpointer.latest_step
+    if step is None:
+        raise FileNotFoundError(f"{run.checkpointer.directory} holds no checkpoint to evaluate; train first")
+    state = run.checkpointer.restore(step, run.abstract_state)
+    metrics = run.evaluate(state, step)
+    run.close()
+    return metrics
