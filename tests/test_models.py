@@ -1,0 +1,139 @@
+"""Model behaviour users rely on: masking, the keyless attention equations, every switch, padding invariance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import concat_fusion, full, late_fusion, no_contrastive, no_transformer, sensor_only, video_only
+from harjax.data import batch as batch_lib
+from harjax.models.har_model import build_model
+from harjax.models.keyless_attention import KeylessAttention, segment_masks
+from tests.conftest import small_config
+
+ALL_CONFIGS = [full, video_only, sensor_only, concat_fusion, late_fusion, no_transformer, no_contrastive]
+
+
+def _batch(batch_size=4, steps=32, channels=12, video_dim=32, lengths=(32, 20, 9, 3), frames=None, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.arange(steps)[None] < np.asarray(lengths)[:, None]
+    sensor = np.where(mask[..., None], rng.normal(size=(batch_size, steps, channels)), 0).astype(np.float32)
+    video_shape = (batch_size, video_dim) if frames is None else (batch_size, frames, video_dim)
+    return {batch_lib.SENSOR: sensor, batch_lib.SENSOR_MASK: mask,
+            batch_lib.VIDEO: rng.normal(size=video_shape).astype(np.float32),
+            batch_lib.LABEL: np.zeros(batch_size, np.int32)}
+
+
+def test_segment_masks_partition_recorded_steps_into_contiguous_segments():
+    mask = jnp.array([[True] * 10 + [False] * 6, [True] * 3 + [False] * 13])
+    segments = np.asarray(segment_masks(mask, 4))  # [B, K, n]
+    np.testing.assert_array_equal(segments.sum(axis=1), np.asarray(mask))  # each recorded step in one segment
+    assert segments[0].sum(axis=1).tolist() == [3, 2, 3, 2]  # near-equal shares of the 10 recorded steps
+    for k in range(4):  # contiguous and ordered
+        steps = np.flatnonzero(segments[0, k])
+        assert steps.tolist() == list(range(steps[0], steps[-1] + 1))
+    assert segments[1].any(axis=1).tolist() == [True, True, True, False]  # 3 steps cannot fill 4 segments
+
+
+def test_keyless_attention_matches_equations_and_ignores_padding():
+    rng = np.random.default_rng(0)
+    video = jnp.asarray(rng.normal(size=(2, 7)), jnp.float32)
+    sensor = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+    mask = jnp.array([[True, True, True, False, False], [True] * 5])
+    module = KeylessAttention()
+    params = module.init(jax.random.key(0), video, sensor, segment_masks(mask, 1))
+    pooled, alpha = module.apply(params, video, sensor, segment_masks(mask, 1))
+
+    w = params["params"]["w"]
+    for b, length in enumerate([3, 5]):
+        scores = np.array([video[b] @ w @ sensor[b, i] for i in range(length)]) / np.sqrt(3)
+        expected = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+        np.testing.assert_allclose(alpha[b, 0, :length], expected, rtol=1e-5)
+        np.testing.assert_allclose(pooled[b, 0], expected @ np.asarray(sensor[b, :length]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(alpha[0, 0, 3:], 0.0)  # padding never receives weight
+
+    # Whatever the padded steps hold, the output is the same.
+    noisy = sensor.at[0, 3:].set(1e4)
+    np.testing.assert_allclose(module.apply(params, video, noisy, segment_masks(mask, 1))[0], pooled, rtol=1e-6)
+
+
+def test_empty_segments_get_zero_weights_without_nans():
+    video, sensor = jnp.ones((1, 4)), jnp.ones((1, 6, 3))
+    masks = segment_masks(jnp.array([[True, True, False, False, False, False]]), 4)
+    module = KeylessAttention()
+    pooled, alpha = module.apply(module.init(jax.random.key(0), video, sensor, masks), video, sensor, masks)
+    assert np.isfinite(pooled).all() and np.isfinite(alpha).all()
+    np.testing.assert_allclose(alpha.sum(-1)[0], [1.0, 0.0, 1.0, 0.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("config_module", ALL_CONFIGS, ids=lambda m: m.__name__.split(".")[-1])
+@pytest.mark.parametrize("frames", [None, 3])
+def test_every_config_builds_and_predicts(config_module, frames):
+    config = small_config(config_module)
+    model = build_model(config, num_classes=6)
+    batch = _batch(frames=frames)
+    variables = model.init(jax.random.key(0), batch, train=False)
+    output = model.apply(variables, batch, train=False)
+    assert output.logits.shape == (4, 6) and output.logits.dtype == jnp.float32
+    assert np.isfinite(output.logits).all()
+    has_contrastive = config.loss.contrastive_weight > 0
+    assert (output.video_embedding is not None) == has_contrastive
+    assert (output.alpha is not None) == (config.model.modalities == "both" and config.model.fusion == "attention")
+    if config.model.modalities == "sensor":  # video-free: the model never reads 'video'
+        del batch[batch_lib.VIDEO]
+        np.testing.assert_allclose(model.apply(variables, batch, train=False).logits, output.logits, rtol=1e-6)
+
+
+@pytest.mark.parametrize("config_module", [full, late_fusion, sensor_only], ids=["full", "late", "sensor"])
+def test_padding_length_does_not_change_predictions(config_module):
+    config = small_config(config_module)
+    model = build_model(config, num_classes=6)
+    short = _batch(steps=32)
+    long = {**short, batch_lib.SENSOR: np.pad(short[batch_lib.SENSOR], ((0, 0), (0, 32), (0, 0))),
+            batch_lib.SENSOR_MASK: np.pad(short[batch_lib.SENSOR_MASK], ((0, 0), (0, 32)))}
+    variables = model.init(jax.random.key(0), short, train=False)
+    np.testing.assert_allclose(model.apply(variables, long, train=False).logits,
+                               model.apply(variables, short, train=False).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_logits():
+    config = small_config()
+    config.model.dtype = "bfloat16"
+    model = build_model(config, num_classes=6)
+    variables = model.init(jax.random.key(0), _batch(), train=False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
+    output = model.apply(variables, _batch(), train=False)
+    assert output.logits.dtype == jnp.float32 and np.isfinite(output.logits).all()
+
+
+def test_video_standardisation_tames_massive_dimensions():
+    """A few huge dimensions (as in LLM hidden states) must not swamp the rest once statistics are learned."""
+    config = small_config(video_only)
+    model = build_model(config, num_classes=6)
+    batch = _batch()
+    batch[batch_lib.VIDEO][:, :2] += 1000.0
+    variables = model.init(jax.random.key(0), batch, train=False)
+    _, updates = model.apply(variables, batch, train=True, mutable=["batch_stats"],
+                             rngs={"dropout": jax.random.key(1)})
+    stats = updates["batch_stats"]["video_standardise"]
+    assert stats["mean"][:2].min() > 5.0  # running mean moves towards the huge offset (momentum 0.99)
+
+
+@pytest.mark.parametrize("override, flag", [
+    (dict(modalities="audio"), "config.model.modalities"),
+    (dict(fusion="sum"), "config.model.fusion"),
+    (dict(encoder_strides=(1,)), "config.model.encoder_strides"),
+    (dict(dtype="float16"), "config.model.dtype"),
+])
+def test_bad_model_config_names_the_flag(override, flag):
+    config = small_config()
+    config.model.update(override)
+    with pytest.raises(ValueError, match=flag.replace(".", r"\.")):
+        build_model(config, num_classes=6)
+
+
+def test_contrastive_weight_with_one_modality_is_rejected():
+    config = small_config(video_only)
+    config.loss.contrastive_weight = 0.5
+    with pytest.raises(ValueError, match=r"config\.loss\.contrastive_weight"):
+        build_model(config, num_classes=6)
