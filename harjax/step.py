@@ -77,9 +77,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_we
     (loss, (parts, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
     updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-    state = state.replace(step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-    metrics = {"loss": loss, **parts, "grad_norm": optax.global_norm(grads),
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    state = kept.replace(step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    metrics = {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads),
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[batch_lib.LABEL]),
                "learning_rate": learning_rate}
     return state, metrics
