@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging as std_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,15 +20,15 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_orbax(record: logging.logging.LogRecord) -> bool:
+def _quiet_orbax(record: std_logging.LogRecord) -> bool:
     """Orbax narrates every save at INFO; keep its warnings and errors only."""
-    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_quiet_orbax)
+    logging.get_absl_handler().python_handler.addFilter(_quiet_orbax)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     logging.info("config:\n%s", _CONFIG.value)
     if _MODE.value == "train":
