@@ -46,10 +46,24 @@ def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: bat
         json.dump(record, f, indent=2, default=str)
 
 
+_POSITIVE_TRAIN_KEYS = ("batch_size", "eval_batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
+                        "keep_checkpoints")
+
+
+def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
+    for key in _POSITIVE_TRAIN_KEYS:
+        if not isinstance(train_config[key], int) or train_config[key] <= 0:
+            raise ValueError(f"config.train.{key} must be a positive integer, got {train_config[key]!r}")
+    if train_config.warmup_steps < 0 or train_config.learning_rate <= 0:
+        raise ValueError("config.train.warmup_steps must be >= 0 and config.train.learning_rate > 0, got "
+                         f"{train_config.warmup_steps} and {train_config.learning_rate}")
+
+
 class _Run:
     """What training and stand-alone evaluation share: data, model, mesh, initial state and checkpoints."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        validate_train_config(config.train)
         self.config, self.workdir = config, workdir
         self.mesh = parallel.make_mesh()
         self.train_data, self.eval_data = pipeline.load_splits(config)

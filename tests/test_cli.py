@@ -1,0 +1,40 @@
+"""The command line: locked configs, flag errors, and --mode=eval without a checkpoint."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from harjax import train
+from tests.conftest import small_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "harjax.main", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def test_misspelt_config_key_fails(tmp_path):
+    result = _cli("--config=configs/full.py:synthetic", f"--workdir={tmp_path}", "--config.train.batch_sise=64")
+    assert result.returncode != 0 and "batch_sise" in result.stderr
+
+
+def test_unknown_config_variant_fails(tmp_path):
+    result = _cli("--config=configs/full.py:imagenet", f"--workdir={tmp_path}")
+    assert result.returncode != 0 and "unknown config variant 'imagenet'" in result.stderr
+
+
+def test_eval_mode_without_checkpoint_says_train_first(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint to evaluate; train first"):
+        train.evaluate(small_config(), str(tmp_path))
+
+
+@pytest.mark.parametrize("key, value", [("eval_every", 0), ("num_steps", -1), ("batch_size", 12)])
+def test_bad_train_settings_name_the_flag(tmp_path, key, value):
+    config = small_config()
+    config.train[key] = value
+    with pytest.raises(ValueError, match=rf"config\.train\.{key}"):
+        train.train_and_evaluate(config, str(tmp_path))
