@@ -1,14 +1,14 @@
-"""Orbax checkpoints of the train state, the data iterator and the model signature; resume and preemption.
+"""Orbax checkpoints of the train state, the data iterator and the loop's own state; resume and preemption.
 
-A checkpoint directory holds, per step: 'state' (the TrainState), 'data_iter' (this process's grain iterator
-position) and 'signature' (what fixes the parameter shapes, checked before any array is read).
+A checkpoint holds, per step: 'state' (the TrainState), 'data_iter' (this process's grain iterator position),
+'loop' (the open window of train metrics) and 'signature' (parameter shapes and the model config, checked before
+any array is read, so a mismatch names its cause instead of failing deep inside Orbax).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 from typing import Any, Mapping
 
@@ -16,47 +16,43 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
-
-from harjax.data import batch as batch_lib
+from flax import traverse_util
 
 BEST_METRIC = "eval/macro_f1"
+_MAX_LISTED = 12
 
 
 class IncompatibleCheckpointError(ValueError):
-    """The workdir's checkpoint was written by a model with other shapes."""
+    """The workdir's checkpoint was written by a model with other parameter shapes."""
 
 
-def model_signature(config: ml_collections.ConfigDict, data: batch_lib.ArrayData) -> dict[str, Any]:
-    """Everything that decides the parameter tree, as plain JSON values."""
-    signature = {"model": config.model.to_dict(), "num_classes": data.num_classes, "data_dims": data.dims,
-                 "contrastive_heads": config.loss.contrastive_weight > 0,
-                 "learnable_temperature": config.loss.learnable_temperature}
-    return json.loads(json.dumps(signature))
+def model_signature(config: ml_collections.ConfigDict, abstract_state: Any) -> dict[str, Any]:
+    """Parameter and statistics shapes (what must match to restore), and the model config (to explain a mismatch)."""
+    arrays = traverse_util.flatten_dict({"params": abstract_state.params, "batch_stats": abstract_state.batch_stats},
+                                        sep="/")
+    return json.loads(json.dumps({
+        "shapes": {path: [list(leaf.shape), str(leaf.dtype)] for path, leaf in arrays.items()},
+        "model_config": config.model.to_dict()}))
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str) -> list[str]:
+    return [f"{prefix}{key}: checkpoint {saved.get(key, 'absent')!r}, config {current.get(key, 'absent')!r}"
+            for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
 
 
 class Checkpointer:
     """Keeps the last `keep` checkpoints plus the best by eval macro-F1; saves are asynchronous."""
 
-    def __init__(self, workdir: str, keep: int, signature: dict[str, Any]):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    def __init__(self, directory: str, keep: int, signature: dict[str, Any]):
+        self.directory = directory
         self._signature = signature
         policy = ocp.checkpoint_managers.AnyPreservationPolicy([
             ocp.checkpoint_managers.LatestN(keep),
             ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
                                           keep_checkpoints_without_metrics=False)])
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy,
-                                                                 enable_async_checkpointing=True))
+            directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy,
+                                                            enable_async_checkpointing=True))
 
     @property
     def latest_step(self) -> int | None:
@@ -64,30 +60,36 @@ class Checkpointer:
 
     def check_compatible(self, step: int) -> None:
         saved = self.manager.restore(step, args=ocp.args.Composite(signature=ocp.args.JsonRestore()))["signature"]
-        saved, current = _flatten(saved), _flatten(self._signature)
-        differences = [f"{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
-                       for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
-        if differences:
+        shapes = _differences(saved["shapes"], self._signature["shapes"], "")
+        if shapes:
+            config = _differences(traverse_util.flatten_dict(saved["model_config"], sep="."),
+                                  traverse_util.flatten_dict(self._signature["model_config"], sep="."), "model.")
+            listed = shapes[:_MAX_LISTED] + ([f"... and {len(shapes) - _MAX_LISTED} more"]
+                                             if len(shapes) > _MAX_LISTED else [])
             raise IncompatibleCheckpointError(
-                f"{self.directory} holds step {step} of a model that differs from this config:\n  "
-                + "\n  ".join(differences) + "\nUse a new --workdir, or the config that wrote the checkpoint.")
+                f"{self.directory} holds step {step} of a model with other parameter shapes.\n"
+                f"Model config differences:\n  " + ("\n  ".join(config) or "none (the data's shapes differ)")
+                + "\nParameters:\n  " + "\n  ".join(listed)
+                + "\nUse a new --workdir, or the config and data that wrote the checkpoint.")
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None = None) -> Any:
-        """The state at `step` (placed as `abstract_state`'s shardings say); moves `data_iterator` in place."""
+    def restore(self, step: int, abstract_state: Any,
+                data_iterator: grain.DatasetIterator | None = None) -> tuple[Any, dict[str, Any]]:
+        """(state, loop state) at `step`, placed as `abstract_state`'s shardings say; moves `data_iterator`."""
         self.check_compatible(step)
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        items = {"state": ocp.args.StandardRestore(abstract_state), "loop": ocp.args.JsonRestore()}
         if data_iterator is not None:
             items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         logging.info("restored step %d from %s", step, self.directory)
-        return restored["state"]
+        return restored["state"], restored["loop"]
 
-    def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator,
+    def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator, loop_state: Mapping[str, Any],
              metrics: Mapping[str, float] | None = None) -> None:
         """Every process calls this; Orbax writes to a temporary name, so a killed save never replaces a good one."""
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iterator),
-            signature=ocp.args.JsonSave(self._signature)), metrics=dict(metrics) if metrics else None, force=True)
+            loop=ocp.args.JsonSave(dict(loop_state)), signature=ocp.args.JsonSave(self._signature)),
+            metrics=dict(metrics) if metrics else None, force=True)
 
     def close(self) -> None:
         self.manager.wait_until_finished()
@@ -104,8 +106,7 @@ class PreemptionWatcher:
     def __init__(self, checkpointer: Checkpointer):
         self._checkpointer = checkpointer
         self._signalled = False
-        if jax.process_count() == 1:
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm) if jax.process_count() == 1 else None
 
     def _on_sigterm(self, signum, frame) -> None:
         logging.warning("SIGTERM received: saving a checkpoint at the end of this step, then stopping")
@@ -117,5 +118,5 @@ class PreemptionWatcher:
         return self._signalled
 
     def close(self) -> None:
-        if jax.process_count() == 1:
+        if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 import tensorboardX
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
-                     weights: np.ndarray | None = None) -> np.ndarray:
-    """[num_classes, num_classes] counts; rows are true classes, columns predictions."""
-    weights = np.ones_like(labels) if weights is None else weights
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, predictions), weights.astype(np.int64))
-    return matrix
 
 
 def classification_metrics(confusion: np.ndarray) -> dict[str, float | list[float]]:
@@ -40,6 +32,44 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, float | list[floa
     }
 
 
+class TrainMetricWindow:
+    """Running sums of per-step train metrics between two log lines.
+
+    Device values are fetched only when folded in, so steps stay asynchronous. Skipped (non-finite) steps are
+    kept out of the averages. The state is checkpointed, so a run resumed mid-window logs the same averages.
+    """
+
+    def __init__(self):
+        self._pending: list[dict[str, jax.Array]] = []
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def add(self, step_metrics: Mapping[str, jax.Array]) -> None:
+        self._pending.append(dict(step_metrics))
+
+    def _fold(self) -> None:
+        for step_metrics in jax.device_get(self._pending):
+            if step_metrics.pop("finite"):
+                for name, value in step_metrics.items():
+                    self._sums[name] = self._sums.get(name, 0.0) + float(value)
+                self._count += 1
+        self._pending.clear()
+
+    def pop_means(self) -> dict[str, float]:
+        """The window's averages (empty if every step in it was skipped); starts a new window."""
+        self._fold()
+        means = {name: total / self._count for name, total in self._sums.items()}
+        self._sums, self._count = {}, 0
+        return means
+
+    def state(self) -> dict[str, Any]:
+        self._fold()
+        return {"sums": dict(self._sums), "count": self._count}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._pending, self._sums, self._count = [], dict(state["sums"]), int(state["count"])
+
+
 class MetricWriter:
     """Appends scalars to metrics.jsonl and TensorBoard; writes only on the process given enabled=True."""
 
@@ -53,8 +83,14 @@ class MetricWriter:
         logs those steps again, so the file reads as if the run had never stopped."""
         if not self._enabled or not os.path.exists(self._path):
             return
+        kept = []
         with open(self._path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            for line in f:
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except json.JSONDecodeError:  # the line a killed run was writing; its step is redone
+                    continue
         with open(self._path + ".tmp", "w") as f:
             f.writelines(kept)
         os.replace(self._path + ".tmp", self._path)

@@ -1,9 +1,13 @@
-"""Devices, mesh and global batches: the only module (with losses.py) that knows how many devices there are."""
+"""Devices, mesh, shardings and global batches: where the data-parallel layout is decided.
+
+The model never sees the mesh; only this module, losses.py (the cross-device InfoNCE) and the loop's batch-size
+checks speak of devices.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -15,7 +19,7 @@ DATA_AXIS = "data"
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
                            process_id: int | None) -> None:
     """Joins a multi-process job when one is described; a lone process needs nothing."""
-    if coordinator_address:
+    if coordinator_address or num_processes is not None or process_id is not None:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id)
         logging.info("process %d of %d joined %s", jax.process_index(), jax.process_count(), coordinator_address)
@@ -31,11 +35,19 @@ def make_mesh() -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array: parameters, optimizer state, metrics."""
     return NamedSharding(mesh, P())
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Rows split over the data axis: batches and per-example activations."""
     return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated_abstract(tree: Any, mesh: Mesh) -> Any:
+    """Shape/dtype leaves that ask Orbax to restore onto this mesh, whatever topology wrote the checkpoint."""
+    sharding = replicated(mesh)
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), tree)
 
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

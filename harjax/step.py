@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -9,12 +11,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import traverse_util
 from flax.training import train_state
 from jax.sharding import Mesh
 
 from harjax import losses, parallel
 from harjax.data import batch as batch_lib
-from harjax.models.har_model import ModelOutput
+from harjax.models.har_model import LOGIT_SCALE, ModelOutput
 
 
 class TrainState(train_state.TrainState):
@@ -24,17 +27,42 @@ class TrainState(train_state.TrainState):
 
 
 def learning_rate_schedule(train_config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup, then cosine decay; it counts applied updates, so skipped steps do not advance it."""
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
         decay_steps=max(train_config.num_steps, train_config.warmup_steps + 1),
         end_value=train_config.learning_rate * train_config.final_learning_rate_fraction)
 
 
-def make_optimizer(train_config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; weight decay only on matrices (not biases, norms or the temperature)."""
+def _cap_logit_scale(max_logit_scale: float) -> optax.GradientTransformation:
+    """Keeps log(1/tau) at or below log(max) after every update, as CLIP clamps it.
+
+    A clamp inside the forward pass would have zero gradient above the cap and freeze the temperature there.
+    """
+    cap = math.log(max_logit_scale)
+
+    def update(updates, state, params):
+        return jax.tree.map(lambda u, p: jnp.minimum(u, cap - p), updates, params), state
+
+    transform = optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    return optax.masked(transform, lambda params: traverse_util.path_aware_map(
+        lambda path, _: path[-1] == LOGIT_SCALE, params))
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW; weight decay on kernels and embeddings (ndim >= 2) only."""
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-    return optax.chain(optax.clip_by_global_norm(train_config.grad_clip_norm),
-                       optax.adamw(schedule, weight_decay=train_config.weight_decay, mask=decay_mask))
+    return optax.chain(
+        optax.clip_by_global_norm(config.train.grad_clip_norm),
+        optax.inject_hyperparams(optax.adamw)(learning_rate=schedule, weight_decay=config.train.weight_decay,
+                                              mask=decay_mask),
+        _cap_logit_scale(config.loss.max_logit_scale))
+
+
+def _applied_learning_rate(opt_state: optax.OptState) -> jax.Array:
+    """The learning rate the optimizer used for its last update, read from its own state."""
+    return optax.tree_utils.tree_get(opt_state, "learning_rate",
+                                     filtering=lambda path, value: isinstance(value, jax.Array))
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, example_batch: dict[str, jax.Array],
@@ -61,11 +89,13 @@ def _objective(output: ModelOutput, batch: dict[str, jax.Array], weights: jax.Ar
     return loss, parts
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float, mesh: Mesh,
-               learning_rate_fn: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One update on a global batch. A non-finite loss or gradient leaves the state as it was (step aside)."""
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float,
+               mesh: Mesh) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One update on a global batch. A non-finite loss or gradient leaves the state as it was (step aside).
+
+    metrics['finite'] says whether the update was applied, so the loop can keep skipped steps out of averages.
+    """
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)  # a function of the step: resumes exactly
-    learning_rate = learning_rate_fn(state.step - state.nonfinite_steps)  # the optimizer counts applied updates
     weights = jnp.ones_like(batch[batch_lib.LABEL], jnp.float32)
 
     def loss_fn(params):
@@ -75,13 +105,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_we
         return loss, (parts, output.logits, updates.get("batch_stats", {}))
 
     (loss, (parts, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)]))
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)  # any NaN/Inf gradient makes the norm non-finite
     updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
     state = kept.replace(step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-    metrics = {"loss": loss, **parts, "grad_norm": optax.tree.norm(grads),
+    metrics = {"loss": loss, **parts, "grad_norm": grad_norm, "finite": finite,
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[batch_lib.LABEL]),
-               "learning_rate": learning_rate}
+               "learning_rate": _applied_learning_rate(updated.opt_state)}
     return state, metrics
 
 
@@ -98,15 +129,12 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, num_classes: in
     return {"confusion": jnp.einsum("bi,bj->ij", truth, predictions), "count": count, **sums}
 
 
-def jit_train_step(mesh: Mesh, contrastive_weight: float, learning_rate_fn: optax.Schedule) -> Callable:
+def jit_train_step(mesh: Mesh, contrastive_weight: float) -> Callable:
     """The compiled train step; the old state's buffers are donated to the new one."""
-    def step(state, batch):
-        return train_step(state, batch, contrastive_weight=contrastive_weight, mesh=mesh,
-                          learning_rate_fn=learning_rate_fn)
-    return jax.jit(step, donate_argnums=0, out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+    return jax.jit(functools.partial(train_step, contrastive_weight=contrastive_weight, mesh=mesh),
+                   donate_argnums=0, out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
 
 
 def jit_eval_step(mesh: Mesh, num_classes: int, contrastive_weight: float) -> Callable:
-    def step(state, batch):
-        return eval_step(state, batch, num_classes=num_classes, contrastive_weight=contrastive_weight, mesh=mesh)
-    return jax.jit(step, out_shardings=parallel.replicated(mesh))
+    return jax.jit(functools.partial(eval_step, num_classes=num_classes, contrastive_weight=contrastive_weight,
+                                     mesh=mesh), out_shardings=parallel.replicated(mesh))

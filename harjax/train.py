@@ -1,13 +1,14 @@
-"""train_and_evaluate(config, workdir): the training loop, evaluation cadence, logging and checkpoints."""
+"""train_and_evaluate(config, workdir) and evaluate(config, workdir): the loop, eval cadence, logs, checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import subprocess
-from typing import Any
+import time
 
 import jax
 import ml_collections
@@ -18,6 +19,18 @@ import harjax
 from harjax import checkpointing, metrics as metrics_lib, parallel, step as step_lib
 from harjax.data import batch as batch_lib, pipeline
 from harjax.models.har_model import build_model
+
+_POSITIVE_TRAIN_KEYS = ("batch_size", "eval_batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
+                        "keep_checkpoints")
+
+
+def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
+    for key in _POSITIVE_TRAIN_KEYS:
+        if not isinstance(train_config[key], int) or train_config[key] <= 0:
+            raise ValueError(f"config.train.{key} must be a positive integer, got {train_config[key]!r}")
+    if train_config.warmup_steps < 0 or train_config.learning_rate <= 0:
+        raise ValueError("config.train.warmup_steps must be >= 0 and config.train.learning_rate > 0, got "
+                         f"{train_config.warmup_steps} and {train_config.learning_rate}")
 
 
 def code_version() -> str:
@@ -34,29 +47,20 @@ def code_version() -> str:
 
 
 def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: batch_lib.ArrayData,
-                     evaluation: batch_lib.ArrayData) -> None:
-    """config.json: everything needed to reproduce the run from its workdir."""
+                     evaluation: batch_lib.ArrayData, start_step: int) -> None:
+    """config.json: what reproduces the run; every start (first or resumed) is also appended to runs.jsonl."""
     record = {"config": config.to_dict(), "seed": config.seed, "harjax_version": harjax.__version__,
-              "git_commit": code_version(), "jax_version": jax.__version__,
-              "devices": jax.device_count(), "processes": jax.process_count(),
+              "git_commit": code_version(), "jax_version": jax.__version__, "start_step": start_step,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "devices": jax.device_count(),
+              "processes": jax.process_count(),
               "data": {split: {"origin": data.origin, "fingerprint": data.fingerprint, "examples": len(data),
                                "num_classes": data.num_classes, "dims": data.dims}
                        for split, data in (("train", train), ("eval", evaluation))}}
+    text = json.dumps(record, default=str)
     with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(record, f, indent=2, default=str)
-
-
-_POSITIVE_TRAIN_KEYS = ("batch_size", "eval_batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
-                        "keep_checkpoints")
-
-
-def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
-    for key in _POSITIVE_TRAIN_KEYS:
-        if not isinstance(train_config[key], int) or train_config[key] <= 0:
-            raise ValueError(f"config.train.{key} must be a positive integer, got {train_config[key]!r}")
-    if train_config.warmup_steps < 0 or train_config.learning_rate <= 0:
-        raise ValueError("config.train.warmup_steps must be >= 0 and config.train.learning_rate > 0, got "
-                         f"{train_config.warmup_steps} and {train_config.learning_rate}")
+        json.dump(json.loads(text), f, indent=2)
+    with open(os.path.join(workdir, "runs.jsonl"), "a") as f:
+        f.write(text + "\n")
 
 
 class _Run:
@@ -73,21 +77,22 @@ class _Run:
             config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size")
         self.eval_batch_size = pipeline.per_process_batch_size(
             config.train.eval_batch_size, jax.device_count(), jax.process_count(), "config.train.eval_batch_size")
-        self.learning_rate_fn = step_lib.learning_rate_schedule(config.train)
         example = {name: np.zeros((jax.device_count(), *array.shape[1:]), array.dtype)
                    for name, array in self.train_data.arrays.items()}
         init = functools.partial(step_lib.create_train_state, self.model,
-                                 step_lib.make_optimizer(config.train, self.learning_rate_fn), example, config.seed)
+                                 step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train)),
+                                 example, config.seed)
         self.init_state = jax.jit(init, out_shardings=parallel.replicated(self.mesh))
-        self.abstract_state = _placed(jax.eval_shape(init), self.mesh)
+        self.abstract_state = parallel.replicated_abstract(jax.eval_shape(init), self.mesh)
         self.checkpointer = checkpointing.Checkpointer(
-            workdir, config.train.keep_checkpoints, checkpointing.model_signature(config, self.train_data))
+            os.path.join(os.path.abspath(workdir), "checkpoints"), config.train.keep_checkpoints,
+            checkpointing.model_signature(config, self.abstract_state))
         self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
         self.eval_step = step_lib.jit_eval_step(self.mesh, self.train_data.num_classes,
                                                 config.loss.contrastive_weight)
 
     def evaluate(self, state: step_lib.TrainState, step: int) -> dict[str, float]:
-        """Scores every eval example once and writes the scalars and the confusion matrix."""
+        """Scores every eval example once; writes the confusion matrix and per-class F1, returns the scalars."""
         totals = None
         for local_batch in pipeline.eval_batches(self.eval_data, self.eval_batch_size, jax.process_index(),
                                                  jax.process_count()):
@@ -97,9 +102,8 @@ class _Run:
         confusion = np.rint(totals.pop("confusion")).astype(np.int64)
         count = totals.pop("count")
         report = metrics_lib.classification_metrics(confusion)
-        scalars = {f"eval/{name}": value / count for name, value in totals.items()}
+        scalars = {f"eval/{name}": float(value / count) for name, value in totals.items()}
         scalars |= {"eval/accuracy": report["accuracy"], "eval/macro_f1": report["macro_f1"]}
-        self.writer.write(step, scalars)
         self.writer.write_evaluation_report(step, "eval", confusion, self.eval_data.class_names, report)
         logging.info("step %d: eval accuracy %.4f, macro-F1 %.4f on %d examples", step, report["accuracy"],
                      report["macro_f1"], int(count))
@@ -113,65 +117,65 @@ class _Run:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains from scratch or resumes from the workdir's latest checkpoint; returns the last eval metrics."""
     os.makedirs(workdir, exist_ok=True)
-    run = _Run(config, workdir)
     train_config = config.train
-    train_iterator = pipeline.train_iterator(run.train_data, run.train_batch_size, config.seed,
-                                             jax.process_index(), jax.process_count())
-    start_step = run.checkpointer.latest_step
-    if start_step is None:
-        state, start_step = run.init_state(), 0
-    else:
-        state = run.checkpointer.restore(start_step, run.abstract_state, train_iterator)
-    run.writer.truncate_after(start_step)
-    if jax.process_index() == 0:
-        write_run_config(workdir, config, run.train_data, run.eval_data)
-    train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight, run.learning_rate_fn)
-    preemption = checkpointing.PreemptionWatcher(run.checkpointer)
+    with contextlib.ExitStack() as cleanup:
+        run = _Run(config, workdir)
+        cleanup.callback(run.close)
+        train_iterator = pipeline.train_iterator(run.train_data, run.train_batch_size, config.seed,
+                                                 jax.process_index(), jax.process_count())
+        window = metrics_lib.TrainMetricWindow()
+        start_step = run.checkpointer.latest_step
+        if start_step is None:
+            state, start_step = run.init_state(), 0
+        else:
+            state, loop_state = run.checkpointer.restore(start_step, run.abstract_state, train_iterator)
+            window.restore(loop_state["train_window"])
+        run.writer.truncate_after(start_step)
+        if jax.process_index() == 0:
+            write_run_config(workdir, config, run.train_data, run.eval_data, start_step)
+        train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight)
+        preemption = checkpointing.PreemptionWatcher(run.checkpointer)
+        cleanup.callback(preemption.close)
+        progress = cleanup.enter_context(tqdm.tqdm(
+            total=train_config.num_steps, initial=start_step, disable=jax.process_index() != 0, desc="train",
+            unit="step", dynamic_ncols=True))
 
-    eval_metrics: dict[str, float] = {}
-    pending: list[dict[str, jax.Array]] = []
-    progress = tqdm.tqdm(total=train_config.num_steps, initial=start_step, disable=jax.process_index() != 0,
-                         desc="train", unit="step", dynamic_ncols=True)
-    for step in range(start_step + 1, train_config.num_steps + 1):
-        state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh))
-        pending.append(step_metrics)
-        progress.update()
-        if step % train_config.log_every == 0 or step == train_config.num_steps:
-            means = jax.tree.map(lambda *values: float(np.mean(values)), *jax.device_get(pending))
-            pending.clear()
-            scalars = {f"train/{name}": value for name, value in means.items()}
-            scalars["train/nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
-            run.writer.write(step, scalars)
-            progress.set_postfix(loss=f"{means['loss']:.4f}")
-        evaluated = step % train_config.eval_every == 0 or step == train_config.num_steps
-        if evaluated:
-            eval_metrics = run.evaluate(state, step)
-        preempted = preemption.reached(step)
-        if preempted or step % train_config.checkpoint_every == 0 or step == train_config.num_steps:
-            run.checkpointer.save(step, state, train_iterator, eval_metrics if evaluated else None)
-        if preempted:
-            logging.warning("stopping at step %d after the preemption checkpoint", step)
-            break
-    progress.close()
-    preemption.close()
-    run.close()
-    return eval_metrics
-
-
-def _placed(abstract_state: Any, mesh) -> Any:
-    """Abstract arrays that tell Orbax to restore onto this mesh, whatever topology wrote the checkpoint."""
-    sharding = parallel.replicated(mesh)
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-                        abstract_state)
+        eval_metrics: dict[str, float] = {}
+        for step in range(start_step + 1, train_config.num_steps + 1):
+            state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh))
+            window.add(step_metrics)
+            progress.update()
+            last = step == train_config.num_steps
+            if step % train_config.log_every == 0 or last:
+                scalars = {f"train/{name}": value for name, value in window.pop_means().items()}
+                scalars["train/nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
+                run.writer.write(step, scalars)
+                if "train/loss" in scalars:
+                    progress.set_postfix(loss=f"{scalars['train/loss']:.4f}")
+            evaluated = step % train_config.eval_every == 0 or last
+            if evaluated:
+                eval_metrics = run.evaluate(state, step)
+                run.writer.write(step, eval_metrics)
+            preempted = preemption.reached(step)
+            # Every evaluated step is saved too, so the best checkpoint by macro-F1 is among all evaluations.
+            if evaluated or preempted or step % train_config.checkpoint_every == 0:
+                run.checkpointer.save(step, state, train_iterator, {"train_window": window.state()},
+                                      eval_metrics if evaluated else None)
+            if preempted:
+                logging.warning("stopping at step %d after the preemption checkpoint", step)
+                break
+        return eval_metrics
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Evaluates the workdir's latest checkpoint (--mode=eval)."""
-    run = _Run(config, workdir)
-    step = run.checkpointer.latest_step
-    if step is None:
-        raise FileNotFoundError(f"{run.checkpointer.directory} holds no checkpoint to evaluate; train first")
-    state = run.checkpointer.restore(step, run.abstract_state)
-    metrics = run.evaluate(state, step)
-    run.close()
-    return metrics
+    """Evaluates the workdir's latest checkpoint (--mode=eval); the report lands in workdir/eval/."""
+    with contextlib.ExitStack() as cleanup:
+        run = _Run(config, workdir)
+        cleanup.callback(run.close)
+        step = run.checkpointer.latest_step
+        if step is None:
+            raise FileNotFoundError(f"{run.checkpointer.directory} holds no checkpoint to evaluate; train first")
+        state, _ = run.checkpointer.restore(step, run.abstract_state)
+        metrics = run.evaluate(state, step)
+        logging.info("step %d: %s", step, json.dumps(metrics))
+        return metrics

@@ -1,19 +1,28 @@
-"""Tests run on 8 fake CPU devices so every sharded path is exercised on one machine."""
+"""Tests run on 8 fake CPU devices so every sharded path is exercised on one machine (even where a GPU exists)."""
 
+import json
 import os
 
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+import jax
 
-import jax  # noqa: E402  (after XLA_FLAGS)
+jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 8)
+
 import pytest  # noqa: E402
 
-from configs import full  # noqa: E402
+from configs import (concat_fusion, full, late_fusion, no_contrastive, no_transformer, sensor_only,  # noqa: E402
+                     video_only)
 
 NUM_DEVICES = 8
+ALL_CONFIGS = [full, video_only, sensor_only, concat_fusion, late_fusion, no_transformer, no_contrastive]
+
+
+def config_id(module) -> str:
+    return module.__name__.split(".")[-1]
 
 
 def pytest_configure(config):
-    assert jax.device_count() == NUM_DEVICES, "XLA_FLAGS must be set before anything imports jax"
+    assert jax.device_count() == NUM_DEVICES, "jax was initialised before conftest could ask for 8 CPU devices"
 
 
 def small_config(variant_module=full):
@@ -25,6 +34,11 @@ def small_config(variant_module=full):
     config.train.update(batch_size=32, eval_batch_size=32, num_steps=6, warmup_steps=2, log_every=1, eval_every=3,
                         checkpoint_every=3)
     return config
+
+
+def read_metrics(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
 
 
 @pytest.fixture

@@ -1,22 +1,21 @@
 """Training and evaluation in-process: outputs, skipped non-finite updates, npz training, checkpoint checks."""
 
 import json
+import math
 import os
 
+import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from configs import concat_fusion, full, late_fusion, no_contrastive, no_transformer, sensor_only, video_only
+from configs import sensor_only
 from harjax import checkpointing, parallel, step as step_lib, train
-from harjax.data import batch as batch_lib, pipeline, synthetic
-from harjax.models.har_model import build_model
-from tests.conftest import small_config
-
-
-def _read_metrics(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+from harjax.data import batch as batch_lib, synthetic
+from harjax.models.har_model import LOGIT_SCALE, build_model
+from tests.conftest import ALL_CONFIGS, config_id, read_metrics as _read_metrics, small_config
 
 
 def test_training_writes_a_reproducible_workdir(tmp_path, config):
@@ -48,31 +47,50 @@ def test_training_writes_a_reproducible_workdir(tmp_path, config):
     assert train.evaluate(config, workdir)["eval/accuracy"] == final["eval/accuracy"]
 
 
-def test_nonfinite_loss_skips_the_update(config):
+@pytest.mark.parametrize("poisoned_input", [batch_lib.SENSOR, batch_lib.VIDEO])
+def test_nonfinite_loss_skips_the_update(config, poisoned_input):
     mesh = parallel.make_mesh()
     data = synthetic.generate(config.data.synthetic, "train", config.seed)
     model = build_model(config, data.num_classes)
     schedule = step_lib.learning_rate_schedule(config.train)
     batch = {name: array[:32] for name, array in data.arrays.items()}
-    state = step_lib.create_train_state(model, step_lib.make_optimizer(config.train, schedule), batch, 0)
-    train_step = step_lib.jit_train_step(mesh, config.loss.contrastive_weight, schedule)
-    params_before = jax.device_get(state.params)
+    state = step_lib.create_train_state(model, step_lib.make_optimizer(config, schedule), batch, 0)
+    train_step = step_lib.jit_train_step(mesh, config.loss.contrastive_weight)
+    before = jax.device_get((state.params, state.opt_state, state.batch_stats))
 
-    poisoned = {**batch, batch_lib.SENSOR: batch[batch_lib.SENSOR].copy()}
-    poisoned[batch_lib.SENSOR][3, 0, 0] = np.nan
+    poisoned = {**batch, poisoned_input: batch[poisoned_input].copy()}
+    poisoned[poisoned_input][3, 0] = np.nan
     state, metrics = train_step(state, parallel.global_batch(poisoned, mesh))
-    assert not np.isfinite(metrics["loss"])
+    assert not np.isfinite(metrics["loss"]) and not metrics["finite"]
     assert int(state.step) == 1 and int(state.nonfinite_steps) == 1
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), params_before)
-    numeric = jax.device_get((state.params, state.opt_state, state.batch_stats))
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(numeric))
+    # Parameters, optimizer moments and the video statistics are exactly as before the bad batch.
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get((state.params, state.opt_state, state.batch_stats)),
+                 before)
 
     for expected_learning_rate in (schedule(0), schedule(1)):  # the skipped step did not advance the schedule
         state, metrics = train_step(state, parallel.global_batch(batch, mesh))
-        assert np.isfinite(metrics["loss"]) and int(state.nonfinite_steps) == 1
+        assert metrics["finite"] and int(state.nonfinite_steps) == 1
         np.testing.assert_allclose(metrics["learning_rate"], expected_learning_rate)
-    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), jax.device_get(state.params), params_before)
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), jax.device_get(state.params), before[0])
     assert any(jax.tree.leaves(changed))
+
+
+def test_optimizer_caps_the_learnable_temperature(config):
+    config.loss.max_logit_scale = 100.0
+    config.train.learning_rate = 1.0
+    optimizer = step_lib.make_optimizer(config, optax.constant_schedule(1.0))
+    params = {LOGIT_SCALE: jnp.asarray(math.log(99.0)), "kernel": jnp.ones((2, 2))}
+    opt_state = optimizer.init(params)
+    for _ in range(3):  # gradients that keep pushing 1/tau up
+        updates, opt_state = optimizer.update({LOGIT_SCALE: jnp.asarray(-1.0), "kernel": jnp.ones((2, 2))},
+                                              opt_state, params)
+        params = optax.apply_updates(params, updates)
+    assert float(params[LOGIT_SCALE]) == pytest.approx(math.log(100.0))
+    for _ in range(20):  # gradients that pull it back: Adam's momentum turns, and the parameter follows
+        updates, opt_state = optimizer.update({LOGIT_SCALE: jnp.asarray(1.0), "kernel": jnp.ones((2, 2))},
+                                              opt_state, params)
+        params = optax.apply_updates(params, updates)
+    assert float(params[LOGIT_SCALE]) < math.log(50.0)
 
 
 def test_sensor_only_trains_from_npz(tmp_path):
@@ -95,8 +113,16 @@ def test_incompatible_checkpoint_names_the_mismatch(tmp_path, config):
     train.train_and_evaluate(config, str(tmp_path))
     config.model.model_dim = 64
     config.train.num_steps = 6
-    with pytest.raises(checkpointing.IncompatibleCheckpointError, match=r"model\.model_dim: checkpoint 32, config 64"):
+    with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                       match=r"(?s)model\.model_dim: checkpoint 32, config 64.*Parameters:.*\[32\].*\[64\]"):
         train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_settings_that_do_not_shape_parameters_restore_fine(tmp_path, config):
+    config.train.num_steps = 3
+    train.train_and_evaluate(config, str(tmp_path))
+    config.model.update(dropout=0.3, dtype="bfloat16")
+    assert "eval/accuracy" in train.evaluate(config, str(tmp_path))
 
 
 def test_a_finished_run_resumes_without_training(tmp_path, config):
@@ -107,8 +133,7 @@ def test_a_finished_run_resumes_without_training(tmp_path, config):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config_module", [full, video_only, sensor_only, concat_fusion, late_fusion, no_transformer,
-                                           no_contrastive], ids=lambda m: m.__name__.split(".")[-1])
+@pytest.mark.parametrize("config_module", ALL_CONFIGS, ids=config_id)
 def test_every_baseline_and_ablation_trains_on_synthetic(tmp_path, config_module):
     config = small_config(config_module)
     config.train.update(num_steps=40, eval_every=40, checkpoint_every=40, log_every=40, learning_rate=3e-3)
@@ -116,10 +141,15 @@ def test_every_baseline_and_ablation_trains_on_synthetic(tmp_path, config_module
     assert final["eval/accuracy"] > 0.3  # chance is 1/6
 
 
-def test_checkpoint_keeps_latest_and_best(tmp_path, config):
-    config.train.update(num_steps=12, eval_every=3, checkpoint_every=3, keep_checkpoints=1)
-    train.train_and_evaluate(config, str(tmp_path))
-    f1 = {line["step"]: line["eval/macro_f1"] for line in _read_metrics(str(tmp_path)) if "eval/macro_f1" in line}
-    best = max(f1, key=lambda step: (f1[step], -step))
-    kept = sorted(int(name) for name in os.listdir(tmp_path / "checkpoints"))
-    assert kept == sorted({best, 12})
+def test_checkpointer_keeps_the_latest_and_the_best(tmp_path, config):
+    state = step_lib.TrainState.create(apply_fn=None, params={"w": jnp.zeros(3)}, tx=optax.sgd(0.1), batch_stats={},
+                                       dropout_key=jax.random.key(0), nonfinite_steps=jnp.zeros((), jnp.int32))
+    abstract = jax.eval_shape(lambda: state)
+    iterator = iter(grain.MapDataset.range(10).to_iter_dataset())
+    checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2,
+                                              signature=checkpointing.model_signature(config, abstract))
+    for step, f1 in zip(range(1, 7), [0.2, 0.9, None, 0.3, None, 0.1]):
+        checkpointer.save(step, state, iterator, {}, None if f1 is None else {checkpointing.BEST_METRIC: f1})
+        checkpointer.manager.wait_until_finished()
+    checkpointer.close()
+    assert sorted(int(name) for name in os.listdir(tmp_path) if name.isdigit()) == [2, 5, 6]  # best, last two

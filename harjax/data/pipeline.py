@@ -37,6 +37,13 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData,
             "(not yet part of harjax) will produce; use config.data.source='synthetic' or 'npz' meanwhile")
     else:
         raise ValueError(f"config.data.source must be one of {SOURCES}, got {source!r}")
+    if config.model.modalities == "sensor":  # video-free: neither split needs (or must agree on) video
+        train, evaluation = (dataclasses.replace(data, arrays={name: array for name, array in data.arrays.items()
+                                                               if name != batch_lib.VIDEO})
+                             for data in (train, evaluation))
+    for data in (train, evaluation):
+        if not len(data):
+            raise batch_lib.DataError(f"{data.origin} holds no examples")
     batch_lib.check_compatible_splits(train, evaluation)
     if config.model.modalities in ("both", "video") and not train.has_video:
         raise batch_lib.DataError(
@@ -53,6 +60,7 @@ def sensor_statistics(data: batch_lib.ArrayData) -> tuple[np.ndarray, np.ndarray
 
 
 def standardise_sensors(data: batch_lib.ArrayData, mean: np.ndarray, std: np.ndarray) -> batch_lib.ArrayData:
+    """(x - mean) / std on recorded steps; padding stays exactly zero."""
     mask = data.arrays[batch_lib.SENSOR_MASK][..., None]
     sensor = np.where(mask, (data.arrays[batch_lib.SENSOR] - mean) / std, 0.0).astype(np.float32)
     return dataclasses.replace(data, arrays={**data.arrays, batch_lib.SENSOR: sensor})
@@ -68,10 +76,10 @@ def per_process_batch_size(global_batch_size: int, num_devices: int, num_process
 def train_iterator(data: batch_lib.ArrayData, batch_size: int, seed: int, process_index: int,
                    process_count: int) -> grain.DatasetIterator:
     """Endless, reshuffled each epoch; each process reads its own shard. The iterator state is checkpointable."""
+    if len(data) // process_count < batch_size:  # the same verdict on every process, so none waits for another
+        raise ValueError(f"{data.origin}: {len(data)} training examples over {process_count} processes leave fewer "
+                         f"than a batch of {batch_size} per process (config.train.batch_size / number of processes)")
     shard = grain.MapDataset.source(data)[process_index::process_count]
-    if len(shard) < batch_size:
-        raise ValueError(f"{data.origin}: process {process_index} holds {len(shard)} training examples, fewer than "
-                         f"its batch of {batch_size} (config.train.batch_size / number of processes)")
     dataset = shard.seed(seed).shuffle().repeat().batch(batch_size, drop_remainder=True)
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 

@@ -17,6 +17,7 @@ from harjax.models.keyless_attention import KeylessAttention, masked_mean, segme
 from harjax.models.sensor_encoder import SensorEncoder
 
 MODALITIES = ("both", "video", "sensor")
+LOGIT_SCALE = "logit_scale"  # log(1 / tau); the optimizer keeps it at or below log(max_logit_scale)
 FUSIONS = ("attention", "concat", "late")
 
 
@@ -55,7 +56,6 @@ class HARModel(nn.Module):
     projection_dim: int  # 0: no contrastive heads
     temperature: float
     learnable_temperature: bool
-    max_logit_scale: float
     dtype: Any = jnp.float32
 
     def _classifier(self, name: str) -> TokenClassifier:
@@ -71,9 +71,11 @@ class HARModel(nn.Module):
         video = frames = sequence = sequence_mask = segments = alpha = None
         if uses_video:
             # Per-dimension standardisation: LLM hidden states have a few dimensions hundreds of times larger
-            # than the rest, which would otherwise dominate every projection.
+            # than the rest, which would otherwise dominate every projection. The two-pass variance stays exact
+            # where E[x^2] - E[x]^2 would cancel catastrophically on such dimensions.
             video = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_bias=False, use_scale=False,
-                                 name="video_standardise")(batch[batch_lib.VIDEO].astype(jnp.float32))
+                                 use_fast_variance=False, name="video_standardise")(
+                batch[batch_lib.VIDEO].astype(jnp.float32))
             if video.ndim == 3:  # per-frame embeddings [B, F, d_v]
                 frames, video = video, video.mean(axis=1)
         if uses_sensor:
@@ -113,8 +115,7 @@ class HARModel(nn.Module):
         # which would leak v into its own positive.
         sensor_summary = masked_mean(sequence, sequence_mask[:, None])[:, 0]  # [B, d_s]
         if self.learnable_temperature:
-            log_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / self.temperature)), ())
-            logit_scale = jnp.exp(jnp.minimum(log_scale, math.log(self.max_logit_scale)))
+            logit_scale = jnp.exp(self.param(LOGIT_SCALE, nn.initializers.constant(math.log(1 / self.temperature)), ()))
         else:
             logit_scale = jnp.asarray(1 / self.temperature, jnp.float32)
         return ModelOutput(
@@ -136,8 +137,9 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
     if contrastive and model.modalities != "both":
         raise ValueError(f"config.loss.contrastive_weight={config.loss.contrastive_weight} needs both modalities, "
                          f"but config.model.modalities={model.modalities!r}; set the weight to 0")
-    if config.loss.temperature <= 0:
-        raise ValueError(f"config.loss.temperature must be positive, got {config.loss.temperature}")
+    if config.loss.temperature <= 0 or config.loss.temperature * config.loss.max_logit_scale < 1:
+        raise ValueError(f"config.loss.temperature ({config.loss.temperature}) must be positive and at least "
+                         f"1 / config.loss.max_logit_scale ({config.loss.max_logit_scale})")
     if len(model.encoder_channels) != len(model.encoder_strides):
         raise ValueError("config.model.encoder_channels and config.model.encoder_strides must have the same length, "
                          f"got {model.encoder_channels} and {model.encoder_strides}")
@@ -153,4 +155,4 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         num_heads=model.num_heads, mlp_dim=model.mlp_dim, head_dim=model.head_dim, dropout=model.dropout,
         use_transformer=model.use_transformer, projection_dim=model.projection_dim if contrastive else 0,
         temperature=config.loss.temperature, learnable_temperature=config.loss.learnable_temperature,
-        max_logit_scale=config.loss.max_logit_scale, dtype=jnp.dtype(model.dtype))
+        dtype=jnp.dtype(model.dtype))

@@ -25,9 +25,11 @@ class SensorEncoder(nn.Module):
     def __call__(self, sensor: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """sensor [B, T, C], mask [B, T] -> S [B, n, d_s], mask [B, n] with n = T / prod(strides)."""
         x = sensor
+        # Output i is centred on input i * stride whatever T is ('SAME' would shift by one for some T).
+        padding = ((self.kernel_size - 1) // 2, self.kernel_size // 2)
         for features, stride in zip(self.channels, self.strides, strict=True):
             x = x * mask[..., None].astype(x.dtype)
-            x = nn.Conv(features, (self.kernel_size,), strides=(stride,), padding="SAME", dtype=self.dtype)(x)
-            mask = mask[:, ::stride]  # a strided SAME conv's output i is centred on input i * stride
+            x = nn.Conv(features, (self.kernel_size,), strides=(stride,), padding=(padding,), dtype=self.dtype)(x)
+            mask = mask[:, ::stride]  # [B, ceil(T / stride)], the same length as x
             x = nn.gelu(nn.LayerNorm(dtype=self.dtype)(x))
         return x * mask[..., None].astype(x.dtype), mask
