@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import ml_collections
 
 jax.config.update("jax_platforms", "cpu")
 jax.config.update("jax_num_cpu_devices", 8)
@@ -25,7 +26,7 @@ def pytest_configure(config):
     assert jax.device_count() == NUM_DEVICES, "jax was initialised before conftest could ask for 8 CPU devices"
 
 
-def small_config(variant_module=full):
+def small_config(variant_module=full) -> ml_collections.ConfigDict:
     """A config of the given file, shrunk so a step compiles and runs in well under a second."""
     config = variant_module.get_config("synthetic")
     config.data.synthetic.update(num_train=256, num_eval=100, seq_len=32, video_dim=32, num_classes=6)
