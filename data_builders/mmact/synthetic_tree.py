@@ -1,0 +1,181 @@
+"""Writes a small synthetic MMAct release in the real layout, with the real release's defects, for tests and demos.
+
+Both modalities carry the class: sensors oscillate at a class-specific frequency, and each clip shows a bright
+square whose speed and height depend on the class. Defects (see ../shared/notes/mmact.md), each recorded in the
+returned manifest so tests can check that a builder repairs or counts every one of them:
+  rates 100/100/50/~50 Hz (orientation jittered); timestamps on whole seconds written without a fraction;
+  shuffled and duplicated rows; a missing sensor file; an empty sensor file; an action file name in another
+  case; scene-3 using_phone / talking_on_phone files (the *_desk classes); a missing camera view; an undecodable
+  clip.
+
+    python -m data_builders.mmact.synthetic_tree --output_dir=DIR [--subjects=1,2,17 --sessions=1,5 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from data_builders.mmact import layout
+
+SENSOR_RATES_HZ = {"acc_phone_clip": 100.0, "acc_watch_clip": 100.0, "gyro_clip": 50.0, "orientation_clip": 50.0}
+VIDEO_ROOT = "RGB"
+MANIFEST = "synthetic_manifest.json"
+# What the release's file names are: scene 3's phone classes keep their plain names on disk.
+_DESK_FILE_NAMES = {"using_phone_desk": "using_phone", "talking_on_phone_desk": "talking_on_phone"}
+_SCENE3_ACTIONS = ("using_phone_desk", "talking_on_phone_desk", "drinking", "sitting_down", "using_pc")
+_OTHER_ACTIONS = ("walking", "carrying_light", "fall", "waving_hand", "running")
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeSpec:
+    subjects: tuple[int, ...] = (1, 2, 17)
+    scenes: tuple[int, ...] = (1, 2, 3)
+    sessions: tuple[int, ...] = (1, 5)
+    actions_per_scene: int = 3
+    cameras: tuple[int, ...] = layout.CAMERAS
+    clip_frames: int = 16
+    frame_size: tuple[int, int] = (64, 48)  # width, height
+    fps: float = 29.97
+    seed: int = 0
+
+
+def scene_actions(scene: int, count: int) -> tuple[str, ...]:
+    """Classes recorded in a scene, the desk classes in scene 3 (always including both phone renames)."""
+    return (_SCENE3_ACTIONS if scene == layout.DESK_SCENE else _OTHER_ACTIONS)[:count]
+
+
+def _timestamp(moment: datetime.datetime) -> str:
+    """The release's format; like the real writer it drops a zero fraction."""
+    text = moment.strftime("%Y%m%d_%H:%M:%S")
+    return text + (f".{moment.microsecond:06d}" if moment.microsecond else "")
+
+
+def _sensor_rows(stream: str, class_index: int, start: datetime.datetime, seconds: float,
+                 rng: np.random.Generator) -> list[str]:
+    rate = SENSOR_RATES_HZ[stream]
+    times = np.arange(int(seconds * rate)) / rate
+    if stream == "orientation_clip":  # about 50 Hz, irregular
+        times = np.sort(times + rng.uniform(-0.004, 0.004, len(times)))
+        times[0] = 0.0
+    frequency = 0.5 + 0.35 * class_index  # Hz: separable classes
+    signal = np.sin(2 * np.pi * frequency * times[:, None] + np.arange(3) * np.pi / 3)  # [n, 3]
+    scale = {"acc_phone_clip": 3.0, "acc_watch_clip": 5.0, "gyro_clip": 1.5, "orientation_clip": 40.0}[stream]
+    values = scale * signal + 0.1 * rng.normal(size=signal.shape)
+    if stream.startswith("acc"):
+        values[:, 2] += 9.8  # gravity
+    rows = []
+    for t, row in zip(times, values):
+        moment = start + datetime.timedelta(microseconds=int(round(t * 1e6)))
+        rows.append(f"{_timestamp(moment)},{row[0]:.6f},{row[1]:.6f},{row[2]:.6f}\n")
+    return rows
+
+
+def _write_clip(path: str, class_index: int, spec: TreeSpec, rng: np.random.Generator) -> None:
+    import av  # the builder's extra; training never imports this module
+
+    width, height = spec.frame_size
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=round(spec.fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        speed = 1.5 + 1.2 * class_index  # pixels per frame
+        row = int((class_index * 7) % (height - 12))
+        for index in range(spec.clip_frames):
+            frame = np.full((height, width, 3), 30, np.uint8)
+            frame += rng.integers(0, 10, frame.shape, dtype=np.uint8)
+            column = int(index * speed) % (width - 10)
+            frame[row:row + 10, column:column + 10] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
+    """Writes the tree under `root`; returns (and saves as synthetic_manifest.json) what it wrote and broke."""
+    rng = np.random.default_rng(spec.seed)
+    trials = [layout.Trial(subject, scene, session, action)
+              for subject in spec.subjects for scene in spec.scenes for session in spec.sessions
+              for action in scene_actions(scene, spec.actions_per_scene)]
+    if len(trials) < 6:
+        raise ValueError(f"a synthetic tree needs at least 6 trials to hold every defect; {spec} gives {len(trials)}")
+    quirks = {"missing_sensor_file": [], "empty_sensor_file": [], "unsorted_file": [], "duplicate_rows": 0,
+              "case_variant": [], "missing_camera": [], "undecodable_clip": []}
+    # Defects go to fixed trials of the non-desk scenes, so scene 3's renames stay separate to check.
+    plain = [trial for trial in trials if trial.scene != layout.DESK_SCENE]
+    broken = {"missing_sensor_file": plain[0], "empty_sensor_file": plain[1], "unsorted_file": plain[2],
+              "case_variant": plain[3], "missing_camera": plain[4], "undecodable_clip": plain[5]}
+    start = datetime.datetime(2018, 10, 16, 13, 0, 0)
+    for number, trial in enumerate(trials):
+        class_index = layout.CLASSES.index(trial.action)
+        file_stem = _DESK_FILE_NAMES.get(trial.action, trial.action)
+        if trial == broken["case_variant"]:
+            file_stem = file_stem.capitalize()
+            quirks["case_variant"].append(trial.key)
+        moment = start + datetime.timedelta(minutes=number)
+        seconds = float(rng.uniform(2.0, 4.0))
+        for stream in layout.SENSOR_STREAMS:
+            directory = os.path.join(root, stream, f"subject{trial.subject}", f"scene{trial.scene}",
+                                     f"session{trial.session}")
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{file_stem}.csv")
+            if trial == broken["missing_sensor_file"] and stream == "gyro_clip":
+                quirks["missing_sensor_file"].append(path)
+                continue
+            rows = _sensor_rows(stream, class_index, moment, seconds, rng)
+            if trial == broken["empty_sensor_file"] and stream == "orientation_clip":
+                rows = []
+                quirks["empty_sensor_file"].append(path)
+            if trial == broken["unsorted_file"] and stream == "acc_watch_clip":
+                rows[10:20] = rows[10:20][::-1]
+                rows[30:30] = rows[25:28]  # three duplicated rows
+                quirks["unsorted_file"].append(path)
+                quirks["duplicate_rows"] += 3
+            with open(path, "w") as f:
+                f.writelines(rows)
+        for camera in spec.cameras:
+            directory = os.path.join(root, VIDEO_ROOT, f"subject{trial.subject}", f"cam{camera}",
+                                     f"scene{trial.scene}", f"session{trial.session}")
+            os.makedirs(directory, exist_ok=True)
+            path = os.path.join(directory, f"{file_stem}.mp4")
+            if trial == broken["missing_camera"] and camera == spec.cameras[-1]:
+                quirks["missing_camera"].append(path)
+                continue
+            if trial == broken["undecodable_clip"] and camera == spec.cameras[0]:
+                with open(path, "wb") as f:
+                    f.write(b"\x00\x00\x00\x18ftypmp42 truncated, not a video")
+                quirks["undecodable_clip"].append(path)
+                continue
+            _write_clip(path, class_index, spec, rng)
+    manifest = json.loads(json.dumps({"spec": dataclasses.asdict(spec), "trials": [trial.key for trial in trials],
+                                      "quirks": quirks}))  # as it reads back from the file
+    with open(os.path.join(root, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True)
+    ints = lambda text: tuple(int(part) for part in text.split(","))  # noqa: E731
+    defaults = TreeSpec()
+    parser.add_argument("--subjects", type=ints, default=defaults.subjects)
+    parser.add_argument("--scenes", type=ints, default=defaults.scenes)
+    parser.add_argument("--sessions", type=ints, default=defaults.sessions)
+    parser.add_argument("--actions_per_scene", type=int, default=defaults.actions_per_scene)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    args = parser.parse_args()
+    manifest = write_tree(args.output_dir, TreeSpec(subjects=args.subjects, scenes=args.scenes,
+                                                    sessions=args.sessions, actions_per_scene=args.actions_per_scene,
+                                                    seed=args.seed))
+    print(f"wrote {len(manifest['trials'])} trials to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()
