@@ -1,0 +1,42 @@
+"""Prompt sets for the Video-LLaVA embeddings: edit here, then re-extract; the paper's prompt ablation runs on them.
+
+The language model is causal: text after <video> cannot change the video tokens. So the context goes BEFORE the
+video, where every video token attends to it, and the question after it, whose last token summarises the clip
+in the light of both (read as the 'last_token' embedding).
+"""
+
+from __future__ import annotations
+
+QUESTION = "Which activity is the person performing? Answer in one word:"
+TEMPLATE = "USER: {context}<video>\n{question} ASSISTANT:"
+
+# prompt set -> {scene or None: context}; None is the context for every scene the set does not name.
+PROMPT_SETS: dict[str, dict[int | None, str]] = {
+    "plain": {None: ""},
+    "context": {None: "The person is in a crowded office with other people walking around. "},
+    "scene": {
+        1: "The person is in a free, open space with nothing around. ",
+        2: "The person is partly hidden behind furniture and other objects. ",
+        3: "The person is at a desk with a computer, a phone and a cup. ",
+        4: "The person is at a station entrance with gates and passers-by. ",
+    },
+}
+
+
+def prompt(prompt_set: str, scene: int) -> str:
+    """The full prompt for a clip of `scene` under `prompt_set`."""
+    if prompt_set not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {prompt_set!r}; choose one of {sorted(PROMPT_SETS)} "
+                         "(data_builders/mmact/prompts.py)")
+    contexts = PROMPT_SETS[prompt_set]
+    context = contexts.get(scene, contexts.get(None))
+    if context is None:
+        raise ValueError(f"prompt set {prompt_set!r} has no context for scene {scene} and no default")
+    return TEMPLATE.format(context=context, question=QUESTION)
+
+
+def vocabulary() -> list[str]:
+    """Every word the prompts use (for the tiny offline tokenizer of tests and the demo)."""
+    texts = [TEMPLATE.format(context=context, question=QUESTION)
+             for contexts in PROMPT_SETS.values() for context in contexts.values()]
+    return sorted({word for text in texts for word in text.replace("<video>", " ").split()})
