@@ -1,0 +1,85 @@
+"""The embedding extractor end to end on the tiny offline Video-LLaVA: kinds, prompts, resume, shards, failures."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_builders.mmact import extract_embeddings, synthetic_tree, tiny_model
+
+SPEC = synthetic_tree.TreeSpec(subjects=(1, 2, 17), scenes=(1, 3), sessions=(1,), actions_per_scene=2)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    manual_dir, model_dir = str(root / "mmact"), str(root / "model")
+    manifest = synthetic_tree.write_tree(manual_dir, SPEC)
+    tiny_model.save_tiny_model(model_dir)
+    return manual_dir, model_dir, manifest, root
+
+
+def _extract(setup, output, prompt_set="context", **kwargs):
+    manual_dir, model_dir, _, root = setup
+    return extract_embeddings.extract(manual_dir, str(root / output), model_dir, prompt_set, batch_size=4, **kwargs)
+
+
+def test_extracts_every_decodable_clip_and_reports_the_rest(setup):
+    _, _, manifest, root = setup
+    summary = _extract(setup, "full")
+    clips = extract_embeddings.list_clips(setup[0])
+    assert summary["clips_in_shard"] == len(clips) == len(manifest["trials"]) * 4 - 1
+    (failure,) = summary["failed"]
+    assert failure["path"] == manifest["quirks"]["undecodable_clip"][0]
+    directory = root / "full" / "context"
+    stored = sorted(name for name in os.listdir(directory) if name.endswith(".npz"))
+    assert len(stored) == summary["extracted"] == len(clips) - 1
+    with np.load(directory / stored[0]) as arrays:
+        assert {"video_mean_last", "video_mean_middle", "last_token", "frame_means", "frame_indices"} <= set(arrays)
+        assert arrays["video_mean_last"].shape == (32,) and arrays["frame_means"].shape == (8, 32)
+        assert arrays["video_mean_last"].dtype == np.float16
+        np.testing.assert_allclose(arrays["frame_means"].astype(np.float32).mean(0),
+                                   arrays["video_mean_last"].astype(np.float32), atol=2e-3)
+        assert arrays["frame_indices"].tolist() == [0, 2, 4, 6, 8, 10, 12, 14]  # 16-frame clips
+    metadata = json.load(open(directory / "metadata.json"))
+    assert metadata["prompt_set"] == "context" and "crowded office" in metadata["prompts"]["1"]
+    assert (directory / "failures_shard0.jsonl").exists()
+
+    # A rerun finds everything done (the undecodable clip is retried and reported again).
+    again = _extract(setup, "full")
+    assert again["skipped_done"] == len(clips) - 1 and again["extracted"] == 0 and len(again["failed"]) == 1
+
+
+def test_context_prompts_change_the_embeddings(setup):
+    """Context placed before <video> must reach the video tokens, and the last token reads the whole prompt."""
+    _extract(setup, "prompts", prompt_set="plain")
+    _extract(setup, "prompts", prompt_set="context")
+    root = setup[3] / "prompts"
+    name = next(n for n in os.listdir(root / "plain") if n.endswith(".npz"))
+    with np.load(root / "plain" / name) as plain, np.load(root / "context" / name) as context:
+        for kind in ("video_mean_last", "video_mean_middle", "last_token", "frame_means"):
+            assert np.abs(plain[kind].astype(np.float32) - context[kind].astype(np.float32)).max() > 1e-3, kind
+
+
+def test_shards_split_the_clips_and_together_cover_them(setup):
+    first = _extract(setup, "sharded", num_shards=2, shard_index=0)
+    second = _extract(setup, "sharded", num_shards=2, shard_index=1)
+    assert first["clips_in_shard"] + second["clips_in_shard"] == len(extract_embeddings.list_clips(setup[0]))
+    stored = [n for n in os.listdir(setup[3] / "sharded" / "context") if n.endswith(".npz")]
+    assert len(stored) == first["extracted"] + second["extracted"]
+    with pytest.raises(ValueError, match="--shard_index=2 must be in"):
+        _extract(setup, "sharded", num_shards=2, shard_index=2)
+
+
+def test_other_settings_into_the_same_folder_are_refused(setup, tmp_path):
+    directory = tmp_path / "context"
+    directory.mkdir()
+    extract_embeddings.check_metadata(str(directory), {"model": "a", "prompt_set": "context"})
+    with pytest.raises(ValueError, match=r"other settings \(model\)"):
+        extract_embeddings.check_metadata(str(directory), {"model": "b", "prompt_set": "context"})
+
+
+def test_frame_sampling_repeats_frames_of_short_clips():
+    assert extract_embeddings.frame_indices(3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert extract_embeddings.frame_indices(183).tolist() == [0, 22, 45, 68, 91, 114, 137, 160]
