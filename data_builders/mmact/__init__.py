@@ -1,4 +1,6 @@
-"""MMAct: the release's layout and classes, and sensor CSV parsing, repair and resampling.
+"""MMAct for harjax: layout and classes, sensor repair, the Video-LLaVA extractor, and the TFDS builder.
 
-The TFDS builder, the Video-LLaVA embedding extractor and the synthetic tree generator build on these modules.
+Importing this package registers the TFDS dataset 'mmact'.
 """
+
+from data_builders.mmact.mmact_dataset_builder import Builder  # noqa: F401  (registers 'mmact')

@@ -13,6 +13,7 @@ import argparse
 from data_builders.mmact import prompts
 
 SPECIAL_TOKENS = ["<image>", "<video>", "<unk>", "<pad>"]  # ids 0..3, as the model config below expects
+HIDDEN_SIZE = 32
 PATCH_SIZE = 56  # 224 px frames -> 4 x 4 patches + CLS = 17 tokens per frame
 NUM_FRAMES = 8
 
@@ -35,9 +36,9 @@ def save_tiny_model(output_dir: str, seed: int = 0) -> str:
                                                                                    "video_token": "<video>"})
     tokens_per_frame = (224 // PATCH_SIZE) ** 2 + 1
     config = VideoLlavaConfig(
-        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
-                                num_key_value_heads=4, intermediate_size=37, max_position_embeddings=4096,
-                                pad_token_id=3),
+        text_config=LlamaConfig(vocab_size=len(vocab), hidden_size=HIDDEN_SIZE, num_hidden_layers=4,
+                                num_attention_heads=4, num_key_value_heads=4, intermediate_size=37,
+                                max_position_embeddings=4096, pad_token_id=3),
         vision_config=CLIPVisionConfig(hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
                                        intermediate_size=37, image_size=224, patch_size=PATCH_SIZE),
         image_token_index=0, video_token_index=1, vision_feature_layer=-1,

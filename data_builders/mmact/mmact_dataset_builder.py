@@ -1,0 +1,231 @@
+"""MMAct as a TFDS dataset: one example per trial with aligned sensors and per-camera Video-LLaVA embeddings.
+
+Built without TensorFlow, to array_record:
+    python -m data_builders.mmact.build --manual_dir=M --embeddings_dir=E --data_dir=D [--config=NAME]
+and read with tfds.data_source / tfds.builder_from_directory (harjax.data.mmact does).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import io
+import json
+import os
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_builders.mmact import extract_embeddings, layout, prompts, sensors, tiny_model
+
+SENSOR_CHANNELS = tuple(f"{stream.removesuffix('_clip')}_{axis}" for stream in layout.SENSOR_STREAMS
+                        for axis in ("x", "y", "z"))
+SPLITS = tuple(f"{protocol}_{part}" for protocol in layout.PROTOCOLS for part in ("train", "test"))
+_FRAME_SHORT_EDGE = 224  # what Video-LLaVA sees; frames are stored no larger
+
+
+@dataclasses.dataclass
+class MMActConfig(tfds.core.BuilderConfig):
+    prompt_set: str = "context"  # a set of data_builders/mmact/prompts.py
+    embedding: str = "video_mean_last"  # one of extract_embeddings.EMBEDDING_KINDS
+    embedding_dim: int = 4096  # hidden size of the extracting model (4096 for Video-LLaVA-7B)
+    frames: bool = False  # also store the 8 frames per camera the model saw, as JPEG
+    sensor_rate_hz: float = 50.0
+
+
+def _builder_configs() -> list[MMActConfig]:
+    configs = [MMActConfig(name=f"{prompt_set}-{kind}", prompt_set=prompt_set, embedding=kind,
+                           description=f"Video-LLaVA-7B '{kind}' embeddings under the '{prompt_set}' prompts")
+               for prompt_set in prompts.PROMPT_SETS for kind in extract_embeddings.EMBEDDING_KINDS]
+    configs.append(MMActConfig(name="context-video_mean_last-frames", frames=True,
+                               description="the default config plus the 8 sampled frames per camera as JPEG"))
+    configs.append(MMActConfig(name="tiny-context-video_mean_last", embedding_dim=tiny_model.HIDDEN_SIZE,
+                               frames=True, description="embeddings of the tiny offline model: tests and the demo"))
+    return configs
+
+
+@dataclasses.dataclass
+class _ParsedTrial:
+    trial: layout.Trial
+    sensor: np.ndarray  # [T, 12] float32; T = 0 when no stream is usable
+    sensor_present: np.ndarray  # [4] bool
+    embeddings: dict[int, str]  # camera -> .npz
+    clips: dict[int, str]  # camera -> .mp4
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """MMAct (Kong et al., ICCV 2019) trials with Video-LLaVA embeddings; manual download."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols."}
+    BUILDER_CONFIGS = _builder_configs()
+    DEFAULT_CONFIG_NAME = "context-video_mean_last"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    MMAct is for academic use only and distributed on request: https://mmact19.github.io/2019/
+    Unpack the trimmed release into manual_dir so that it holds the four sensor folders
+    (acc_phone_clip, acc_watch_clip, gyro_clip, orientation_clip) and the trimmed clips
+    (<video folder>/subjectN/camC/sceneM/sessionL/<action>.mp4; the folder is found among RGB, Video_trimmed,
+    trimmed, video or given with video_root=). Extract the embeddings first with
+    python -m data_builders.mmact.extract_embeddings --manual_dir=M --output_dir=E --prompt_set=P
+    and pass embeddings_dir=E (default: manual_dir/embeddings).
+    """
+
+    def __init__(self, *, embeddings_dir: str | None = None, video_root: str | None = None, **kwargs: Any):
+        self._embeddings_dir = embeddings_dir
+        self._video_root = video_root
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        config = self.builder_config
+        cameras = len(layout.CAMERAS)
+        embedding_shape = ((cameras, extract_embeddings.NUM_FRAMES, config.embedding_dim)
+                           if config.embedding == "frame_means" else (cameras, config.embedding_dim))
+        features = {
+            "sensor": tfds.features.Tensor(shape=(None, len(SENSOR_CHANNELS)), dtype=np.float32,
+                                           doc=f"aligned at {config.sensor_rate_hz} Hz: {', '.join(SENSOR_CHANNELS)}"),
+            "sensor_present": tfds.features.Tensor(shape=(len(layout.SENSOR_STREAMS),), dtype=np.bool_,
+                                                   doc=f"which of {layout.SENSOR_STREAMS} the trial has"),
+            "embedding": tfds.features.Tensor(shape=embedding_shape, dtype=np.float16,
+                                              doc=f"'{config.embedding}' per camera {layout.CAMERAS}"),
+            "camera_mask": tfds.features.Tensor(shape=(cameras,), dtype=np.bool_,
+                                                doc="cameras with an embedding in this split"),
+            "label": tfds.features.ClassLabel(names=layout.CLASSES),
+            "subject": np.int32, "scene": np.int32, "session": np.int32,
+            "trial": tfds.features.Text(),
+        }
+        if config.frames:
+            features["frames"] = tfds.features.Tensor(
+                shape=(cameras, extract_embeddings.NUM_FRAMES), dtype=np.object_,
+                doc="JPEG bytes of the frames the model saw (b'' for a camera without a clip)")
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features),
+                                              homepage="https://mmact19.github.io/2019/",
+                                              metadata=tfds.core.MetadataDict())
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+        manual_dir = os.fspath(dl_manager.manual_dir)
+        config = self.builder_config
+        embeddings_dir = os.path.join(self._embeddings_dir or os.path.join(manual_dir, "embeddings"),
+                                      config.prompt_set)
+        self._check_embeddings(embeddings_dir)
+        trials, report = _parse_release(manual_dir, embeddings_dir, config, self._video_root)
+        self.info.metadata["build_report"] = report
+        self.info.metadata["normalization"] = {protocol: _normalization(trials, protocol)
+                                               for protocol in layout.PROTOCOLS}
+        self.info.metadata["sensor_channels"] = list(SENSOR_CHANNELS)
+        self.info.metadata["cameras"] = list(layout.CAMERAS)
+        with open(os.path.join(embeddings_dir, extract_embeddings.METADATA)) as f:
+            self.info.metadata["embeddings"] = json.load(f)
+        return {split: self._generate_examples(trials, *split.rsplit("_", 1)) for split in SPLITS}
+
+    def _check_embeddings(self, directory: str) -> None:
+        path = os.path.join(directory, extract_embeddings.METADATA)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} is missing: extract the '{self.builder_config.prompt_set}' embeddings "
+                                    "first (python -m data_builders.mmact.extract_embeddings) or pass embeddings_dir")
+
+    def _generate_examples(self, trials: list[_ParsedTrial], protocol: str, part: str) -> Iterator:
+        config = self.builder_config
+        for parsed in trials:
+            trial = parsed.trial
+            if layout.PROTOCOLS[protocol][0] == "camera":  # cross_view: every trial, cameras by split
+                cameras = [c for c in layout.CAMERAS if layout.is_test(protocol, trial, c) == (part == "test")]
+            elif layout.is_test(protocol, trial) == (part == "test"):
+                cameras = list(layout.CAMERAS)
+            else:
+                continue
+            example = {"sensor": parsed.sensor, "sensor_present": parsed.sensor_present,
+                       "label": trial.action, "subject": trial.subject, "scene": trial.scene,
+                       "session": trial.session, "trial": trial.key}
+            shape = self.info.features["embedding"].shape
+            embedding = np.zeros(shape, np.float16)
+            camera_mask = np.zeros(len(layout.CAMERAS), bool)
+            frames = np.full((len(layout.CAMERAS), extract_embeddings.NUM_FRAMES), b"", dtype=object)
+            for index, camera in enumerate(layout.CAMERAS):
+                if camera not in cameras or camera not in parsed.embeddings:
+                    continue
+                with np.load(parsed.embeddings[camera]) as stored:
+                    vector = stored[config.embedding]
+                    indices = stored["frame_indices"]
+                if vector.shape != shape[1:]:
+                    raise ValueError(f"{parsed.embeddings[camera]}: '{config.embedding}' has shape {vector.shape}, "
+                                     f"config {config.name!r} expects {shape[1:]} (embedding_dim)")
+                embedding[index], camera_mask[index] = vector, True
+                if config.frames:
+                    frames[index] = _jpeg_frames(parsed.clips[camera], indices)
+            example |= {"embedding": embedding, "camera_mask": camera_mask}
+            if config.frames:
+                example["frames"] = frames
+            yield trial.key, example
+
+
+def _jpeg_frames(path: str, indices: np.ndarray) -> list[bytes]:
+    from PIL import Image
+
+    frames, _ = extract_embeddings.read_frames(path, wanted=len(indices))
+    encoded = []
+    for frame in frames:
+        image = Image.fromarray(frame)
+        scale = _FRAME_SHORT_EDGE / min(image.size)
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig,
+                   video_root: str | None) -> tuple[list[_ParsedTrial], dict[str, Any]]:
+    """Reads every trial's sensors once (repairing and counting defects) and finds its embeddings."""
+    counts: collections.Counter = collections.Counter()
+    scans = {stream: layout.scan_sensor_stream(manual_dir, stream) for stream in layout.SENSOR_STREAMS}
+    videos = layout.scan_videos(layout.find_video_root(manual_dir, video_root))
+    counts["unknown_action_file"] = sum(len(scan.unknown_actions) for scan in [*scans.values(), videos])
+    undecodable = set()
+    for failures in glob.glob(os.path.join(embeddings_dir, "failures_shard*.jsonl")):
+        with open(failures) as f:
+            undecodable |= {json.loads(line)["path"] for line in f if line.strip()}
+    trials = []
+    for trial in layout.iter_trials([*scans.values(), videos]):
+        counts["trials_found"] += 1
+        paths = []
+        for stream in layout.SENSOR_STREAMS:
+            files = sorted(scans[stream].files.get(trial, []), key=lambda found: -os.path.getsize(found.path))
+            counts["duplicate_case_file"] += max(len(files) - 1, 0)  # keep the largest of case variants
+            paths.append(files[0].path if files else None)
+        aligned = sensors.read_trial(paths, config.sensor_rate_hz, counts)
+        sensor, present = aligned if aligned is not None else (np.zeros((0, len(SENSOR_CHANNELS)), np.float32),
+                                                              np.zeros(len(layout.SENSOR_STREAMS), bool))
+        clips = {found.camera: found.path for found in videos.files.get(trial, [])}
+        counts["missing_camera"] += len(layout.CAMERAS) - len(clips)
+        embeddings = {}
+        for camera, clip in clips.items():
+            path = os.path.join(embeddings_dir, f"{trial.key}_cam{camera}.npz")
+            if os.path.exists(path):
+                embeddings[camera] = path
+            else:
+                counts["undecodable_video" if clip in undecodable else "missing_embedding"] += 1
+        if not present.any() and not embeddings:
+            counts["skipped_nothing_usable"] += 1
+            continue
+        counts["trials_kept"] += 1
+        trials.append(_ParsedTrial(trial, sensor, present, embeddings, clips))
+    return trials, dict(sorted(counts.items()))
+
+
+def _normalization(trials: list[_ParsedTrial], protocol: str) -> dict[str, list[float]]:
+    """Per-channel mean and std over the protocol's training trials, each stream only where it was recorded."""
+    field = layout.PROTOCOLS[protocol][0]
+    train = [parsed for parsed in trials if field == "camera" or not layout.is_test(protocol, parsed.trial)]
+    channels = len(SENSOR_CHANNELS)
+    total, total_sq, count = np.zeros(channels), np.zeros(channels), np.zeros(channels)
+    for parsed in train:
+        recorded = np.repeat(parsed.sensor_present, sensors.AXES)  # [12]
+        total += np.where(recorded, parsed.sensor.sum(0), 0)
+        total_sq += np.where(recorded, (parsed.sensor.astype(np.float64) ** 2).sum(0), 0)
+        count += recorded * len(parsed.sensor)
+    mean = total / np.maximum(count, 1)
+    std = np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean ** 2, 0))
+    return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist(), "steps": count.astype(int).tolist()}
