@@ -186,7 +186,7 @@ def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig,
     undecodable = set()
     for failures in glob.glob(os.path.join(embeddings_dir, "failures_shard*.jsonl")):
         with open(failures) as f:
-            undecodable |= {json.loads(line)["path"] for line in f if line.strip()}
+            undecodable |= {json.loads(line)["clip"] for line in f if line.strip()}
     trials = []
     for trial in layout.iter_trials([*scans.values(), videos]):
         counts["trials_found"] += 1
@@ -201,12 +201,13 @@ def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig,
         clips = {found.camera: found.path for found in videos.files.get(trial, [])}
         counts["missing_camera"] += len(layout.CAMERAS) - len(clips)
         embeddings = {}
-        for camera, clip in clips.items():
-            path = os.path.join(embeddings_dir, f"{trial.key}_cam{camera}.npz")
+        for camera in clips:
+            name = f"{trial.key}_cam{camera}"  # extract_embeddings.Clip.name
+            path = os.path.join(embeddings_dir, name + ".npz")
             if os.path.exists(path):
                 embeddings[camera] = path
             else:
-                counts["undecodable_video" if clip in undecodable else "missing_embedding"] += 1
+                counts["undecodable_video" if name in undecodable else "missing_embedding"] += 1
         if not present.any() and not embeddings:
             counts["skipped_nothing_usable"] += 1
             continue

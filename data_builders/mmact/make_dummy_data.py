@@ -1,0 +1,41 @@
+"""Regenerates dummy_data/: a small synthetic MMAct tree with its defects, plus tiny-model embeddings.
+
+    python -m data_builders.mmact.make_dummy_data [--output_dir=data_builders/mmact/dummy_data]
+
+The builder test builds the 'tiny-context-video_mean_last' config from it; embeddings sit in the builder's
+default place, <manual_dir>/embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+
+from data_builders.mmact import extract_embeddings, synthetic_tree, tiny_model
+
+DUMMY_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dummy_data")
+SPEC = synthetic_tree.TreeSpec(subjects=(1, 17), scenes=(1, 2, 3), sessions=(1, 5), actions_per_scene=2,
+                               clip_frames=8, frame_size=(48, 32))
+PROMPT_SET = "context"
+
+
+def make_dummy_data(output_dir: str = DUMMY_DATA) -> None:
+    if os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    synthetic_tree.write_tree(output_dir, SPEC)
+    with tempfile.TemporaryDirectory() as model_dir:
+        tiny_model.save_tiny_model(model_dir)
+        extract_embeddings.extract(output_dir, os.path.join(output_dir, "embeddings"), model_dir, PROMPT_SET,
+                                   batch_size=8, device="cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", default=DUMMY_DATA)
+    make_dummy_data(parser.parse_args().output_dir)
+
+
+if __name__ == "__main__":
+    main()

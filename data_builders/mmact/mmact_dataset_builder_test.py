@@ -1,0 +1,138 @@
+"""Builds the MMAct dataset from dummy_data/ (a synthetic tree with the release's defects) and checks it.
+
+tfds.testing.DatasetBuilderTestCase needs TensorFlow, so this is plain pytest building into a temporary dir.
+"""
+
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+import data_builders.mmact  # noqa: F401  (registers 'mmact')
+from data_builders.mmact import build, layout, make_dummy_data
+
+CONFIG = "tiny-context-video_mean_last"
+
+
+def _build(manual_dir, data_dir):
+    return build.build(str(manual_dir), os.path.join(manual_dir, "embeddings"), str(data_dir), CONFIG)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    directory, report = _build(make_dummy_data.DUMMY_DATA, tmp_path_factory.mktemp("tfds"))
+    return tfds.builder_from_directory(directory), report, directory
+
+
+def test_split_sizes_follow_the_protocols(dataset):
+    builder, report, _ = dataset
+    sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
+    trials = 2 * 3 * 2 * 2  # subjects (1, 17) x scenes (1, 2, 3) x sessions (1, 5) x 2 actions
+    assert sizes == {"cross_subject_train": 12, "cross_subject_test": 12, "cross_view_train": trials,
+                     "cross_view_test": trials, "cross_scene_train": 16, "cross_scene_test": 8,
+                     "cross_session_train": 12, "cross_session_test": 12}
+    assert report["examples"] == sizes
+
+
+def test_examples_hold_labels_sensors_and_per_camera_embeddings(dataset):
+    builder, _, _ = dataset
+    source = builder.as_data_source("cross_subject_test")
+    names = builder.info.features["label"].names
+    assert tuple(names) == layout.CLASSES
+    seen = set()
+    for example in source:
+        seen.add(names[example["label"]])
+        assert example["subject"] == 17
+        assert example["sensor"].shape[1] == 12 and 90 <= example["sensor"].shape[0] <= 200  # 2-4 s at 50 Hz
+        assert example["sensor"].dtype == np.float32 and example["sensor_present"].shape == (4,)
+        assert example["embedding"].shape == (4, 32) and example["embedding"].dtype == np.float16
+        assert (np.abs(example["embedding"][~example["camera_mask"]]) == 0).all()
+        assert (np.abs(example["embedding"][example["camera_mask"]]).sum(-1) > 0).all()
+    assert {"using_phone_desk", "talking_on_phone_desk", "walking"} <= seen
+
+
+def test_cross_view_splits_cameras_not_trials(dataset):
+    builder, _, _ = dataset
+    train, test = builder.as_data_source("cross_view_train"), builder.as_data_source("cross_view_test")
+    assert all(not example["camera_mask"][3] for example in train)
+    assert all(not example["camera_mask"][:3].any() for example in test)
+    assert sum(example["camera_mask"][3] for example in test) == len(test) - 1  # one trial lacks cam4
+
+
+def test_every_defect_is_repaired_or_counted(dataset):
+    _, report, directory = dataset
+    manifest = json.load(open(os.path.join(make_dummy_data.DUMMY_DATA, "synthetic_manifest.json")))
+    quirks = manifest["quirks"]
+    assert report["trials_found"] == report["trials_kept"] == len(manifest["trials"])
+    assert report["missing_file"] == len(quirks["missing_sensor_file"]) == 1
+    assert report["empty_file"] == len(quirks["empty_sensor_file"]) == 1
+    assert report["duplicate_timestamp"] == quirks["duplicate_rows"]
+    assert report["unsorted_file"] >= 1 and report["timestamp_without_fraction"] > 0
+    assert report["missing_camera"] == len(quirks["missing_camera"]) == 1
+    assert report["undecodable_video"] == len(quirks["undecodable_clip"]) == 1
+    assert json.load(open(os.path.join(directory, build.REPORT))) == report
+
+
+def test_missing_and_empty_streams_are_masked_and_zero(dataset):
+    builder, _, _ = dataset
+    masks = [example["sensor_present"].tolist() + [example["sensor"]]
+             for example in builder.as_data_source("cross_view_train")]
+    no_gyro = [mask for mask in masks if mask[:4] == [True, True, False, True]]
+    no_orientation = [mask for mask in masks if mask[:4] == [True, True, True, False]]
+    assert len(no_gyro) == len(no_orientation) == 1
+    assert sum(False not in mask[:4] for mask in masks) == len(masks) - 2
+    assert not no_gyro[0][4][:, 6:9].any() and not no_orientation[0][4][:, 9:].any()
+
+
+def test_normalisation_statistics_come_from_each_protocols_train_split(dataset):
+    builder, _, _ = dataset
+    stats = builder.info.metadata["normalization"]
+    assert set(stats) == set(layout.PROTOCOLS)
+    for protocol, values in stats.items():
+        assert len(values["mean"]) == len(values["std"]) == 12 and min(values["std"]) > 0
+    train = builder.as_data_source("cross_subject_train")
+    acc_phone_x = np.concatenate([example["sensor"][:, 0] for example in train if example["sensor_present"][0]])
+    assert stats["cross_subject"]["mean"][0] == pytest.approx(acc_phone_x.mean(), rel=1e-4, abs=1e-4)
+    assert stats["cross_subject"]["std"][0] == pytest.approx(acc_phone_x.std(), rel=1e-3)
+
+
+def test_frames_are_the_jpegs_the_model_saw(dataset):
+    builder, _, _ = dataset
+    example = builder.as_data_source("cross_view_train")[0]
+    for camera in range(4):
+        if example["camera_mask"][camera]:
+            image = Image.open(io.BytesIO(example["frames"][camera][0]))
+            assert image.size == (48, 32)
+        else:
+            assert all(frame == b"" for frame in example["frames"][camera])
+
+
+def test_unusable_trials_are_skipped_and_missing_embeddings_counted(tmp_path):
+    manual_dir = tmp_path / "mmact"
+    shutil.copytree(make_dummy_data.DUMMY_DATA, manual_dir)
+    embeddings = manual_dir / "embeddings" / "context"
+    doomed = layout.Trial(17, 1, 1, "walking")  # a trial without injected defects
+    for stream in layout.SENSOR_STREAMS:
+        os.remove(manual_dir / stream / "subject17" / "scene1" / "session1" / "walking.csv")
+    for name in os.listdir(embeddings):
+        if name.startswith(doomed.key):
+            os.remove(embeddings / name)
+    os.remove(embeddings / "subject17_scene2_session5_walking_cam2.npz")
+    _, report = _build(manual_dir, tmp_path / "tfds")
+    assert report["skipped_nothing_usable"] == 1
+    assert report["trials_kept"] == report["trials_found"] - 1
+    assert report["missing_embedding"] == 4 + 1  # the skipped trial's four clips, and the one removed
+
+
+def test_missing_embeddings_dir_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="extract the 'context' embeddings first"):
+        build.build(make_dummy_data.DUMMY_DATA, str(tmp_path / "nowhere"), str(tmp_path / "tfds"), CONFIG)
+
+
+def test_importing_the_package_registers_mmact():
+    assert "mmact" in tfds.list_builders(with_community_datasets=False)
