@@ -24,9 +24,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.train_path = ""  # npz: training split
     config.data.eval_path = ""  # npz: evaluation split
     config.data.num_classes = 0  # npz: 0 = from 'class_names' in the file, else the largest label + 1
-    config.data.protocol = "cross_subject"  # mmact
-    config.data.data_dir = ""  # mmact: TFDS data_dir
+    config.data.protocol = "cross_subject"  # mmact: cross_subject | cross_view | cross_scene | cross_session
+    config.data.data_dir = ""  # mmact: the TFDS data_dir the builder wrote to
+    config.data.prompt_set = "context"  # mmact: plain | context | scene (data_builders/mmact/prompts.py)
     config.data.embedding = "video_mean_last"  # mmact: which stored Video-LLaVA embedding feeds v
+    config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'
+    config.data.max_length = 512  # mmact: sensor steps at 50 Hz; longer trials are cropped
     config.data.synthetic = ml_collections.ConfigDict(dict(
         num_train=4096, num_eval=1024, num_classes=37, seq_len=128, channels=12, video_dim=512,
         min_length_fraction=0.4, noise=0.5))

@@ -13,6 +13,24 @@ import tensorboardX
 METRICS_FILE = "metrics.jsonl"
 
 
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """[num_classes, num_classes] counts; rows are true classes, columns predictions."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def mean_by_group(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean logits [G, K] and the label [G] of each group (e.g. the camera views of one trial)."""
+    unique, inverse = np.unique(groups, return_inverse=True)
+    sums = np.zeros((len(unique), logits.shape[-1]), np.float64)
+    np.add.at(sums, inverse, logits)
+    counts = np.bincount(inverse, minlength=len(unique))[:, None]
+    group_labels = np.zeros(len(unique), labels.dtype)
+    group_labels[inverse] = labels
+    return sums / counts, group_labels
+
+
 def classification_metrics(confusion: np.ndarray) -> dict[str, float | list[float]]:
     """Top-1 accuracy, macro-F1 and per-class F1.
 

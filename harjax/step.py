@@ -116,17 +116,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_we
     return state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, num_classes: int, contrastive_weight: float,
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float,
               mesh: Mesh) -> dict[str, jax.Array]:
-    """Sums over the batch's valid rows: the confusion matrix and the weighted losses."""
+    """Per-example logits and labels (scored on the host), and the batch's losses summed over valid rows."""
     weights = batch[batch_lib.VALID].astype(jnp.float32)
     output = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
     loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
-    predictions = jax.nn.one_hot(jnp.argmax(output.logits, -1), num_classes)
-    truth = jax.nn.one_hot(batch[batch_lib.LABEL], num_classes) * weights[:, None]
     count = weights.sum()
     sums = {name: value * count for name, value in {"loss": loss, **parts}.items() if name != "temperature"}
-    return {"confusion": jnp.einsum("bi,bj->ij", truth, predictions), "count": count, **sums}
+    rows = {name: batch[name] for name in (batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL) if name in batch}
+    return {"logits": output.logits, **rows, "count": count, "sums": sums}
 
 
 def jit_train_step(mesh: Mesh, contrastive_weight: float) -> Callable:
@@ -135,6 +134,7 @@ def jit_train_step(mesh: Mesh, contrastive_weight: float) -> Callable:
                    donate_argnums=0, out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
 
 
-def jit_eval_step(mesh: Mesh, num_classes: int, contrastive_weight: float) -> Callable:
-    return jax.jit(functools.partial(eval_step, num_classes=num_classes, contrastive_weight=contrastive_weight,
-                                     mesh=mesh), out_shardings=parallel.replicated(mesh))
+def jit_eval_step(mesh: Mesh, contrastive_weight: float) -> Callable:
+    """Outputs are replicated, so every process sees the whole global batch's logits."""
+    return jax.jit(functools.partial(eval_step, contrastive_weight=contrastive_weight, mesh=mesh),
+                   out_shardings=parallel.replicated(mesh))

@@ -46,15 +46,15 @@ def code_version() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: batch_lib.ArrayData,
-                     evaluation: batch_lib.ArrayData, start_step: int) -> None:
+def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: batch_lib.Split,
+                     evaluation: batch_lib.Split, start_step: int) -> None:
     """config.json: what reproduces the run; every start (first or resumed) is also appended to runs.jsonl."""
     record = {"config": config.to_dict(), "seed": config.seed, "harjax_version": harjax.__version__,
               "git_commit": code_version(), "jax_version": jax.__version__, "start_step": start_step,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "devices": jax.device_count(),
               "processes": jax.process_count(),
               "data": {split: {"origin": data.origin, "fingerprint": data.fingerprint, "examples": len(data),
-                               "num_classes": data.num_classes, "dims": data.dims}
+                               "num_classes": data.num_classes, "dims": batch_lib.dims(data)}
                        for split, data in (("train", train), ("eval", evaluation))}}
     text = json.dumps(record, default=str)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -77,8 +77,8 @@ class _Run:
             config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size")
         self.eval_batch_size = pipeline.per_process_batch_size(
             config.train.eval_batch_size, jax.device_count(), jax.process_count(), "config.train.eval_batch_size")
-        example = {name: np.zeros((jax.device_count(), *array.shape[1:]), array.dtype)
-                   for name, array in self.train_data.arrays.items()}
+        example = {name: np.zeros((jax.device_count(), *shape), dtype)
+                   for name, (shape, dtype) in self.train_data.example_spec.items()}
         init = functools.partial(step_lib.create_train_state, self.model,
                                  step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train)),
                                  example, config.seed)
@@ -88,25 +88,34 @@ class _Run:
             os.path.join(os.path.abspath(workdir), "checkpoints"), config.train.keep_checkpoints,
             checkpointing.model_signature(config, self.abstract_state))
         self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
-        self.eval_step = step_lib.jit_eval_step(self.mesh, self.train_data.num_classes,
-                                                config.loss.contrastive_weight)
+        self.eval_step = step_lib.jit_eval_step(self.mesh, config.loss.contrastive_weight)
 
     def evaluate(self, state: step_lib.TrainState, step: int) -> dict[str, float]:
-        """Scores every eval example once; writes the confusion matrix and per-class F1, returns the scalars."""
-        totals = None
+        """Scores every eval example once (and, where examples are views of trials, every trial by its mean
+        logits); writes the confusion matrices and per-class F1, returns the scalars."""
+        outputs = []
         for local_batch in pipeline.eval_batches(self.eval_data, self.eval_batch_size, jax.process_index(),
                                                  jax.process_count()):
-            sums = self.eval_step(state, parallel.global_batch(local_batch, self.mesh))
-            totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-        totals = jax.device_get(totals)
-        confusion = np.rint(totals.pop("confusion")).astype(np.int64)
-        count = totals.pop("count")
-        report = metrics_lib.classification_metrics(confusion)
-        scalars = {f"eval/{name}": float(value / count) for name, value in totals.items()}
-        scalars |= {"eval/accuracy": report["accuracy"], "eval/macro_f1": report["macro_f1"]}
-        self.writer.write_evaluation_report(step, "eval", confusion, self.eval_data.class_names, report)
-        logging.info("step %d: eval accuracy %.4f, macro-F1 %.4f on %d examples", step, report["accuracy"],
-                     report["macro_f1"], int(count))
+            outputs.append(self.eval_step(state, parallel.global_batch(local_batch, self.mesh)))
+        outputs = jax.device_get(outputs)
+        count = sum(output["count"] for output in outputs)
+        scalars = {f"eval/{name}": float(sum(output["sums"][name] for output in outputs) / count)
+                   for name in outputs[0]["sums"]}
+        rows = {name: np.concatenate([output[name] for output in outputs])
+                for name in ("logits", batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL) if name in outputs[0]}
+        valid = rows.pop(batch_lib.VALID)
+        rows = {name: values[valid] for name, values in rows.items()}  # [N, ...]: every example once
+        levels = {"": (rows["logits"], rows[batch_lib.LABEL])}
+        if batch_lib.TRIAL in rows:
+            levels["trial_"] = metrics_lib.mean_by_group(rows["logits"], rows[batch_lib.LABEL], rows[batch_lib.TRIAL])
+        for prefix, (logits, labels) in levels.items():
+            confusion = metrics_lib.confusion_matrix(labels, logits.argmax(-1), self.train_data.num_classes)
+            report = metrics_lib.classification_metrics(confusion)
+            scalars |= {f"eval/{prefix}accuracy": report["accuracy"], f"eval/{prefix}macro_f1": report["macro_f1"]}
+            self.writer.write_evaluation_report(step, f"eval_{prefix}".rstrip("_"), confusion,
+                                                self.eval_data.class_names, report)
+        logging.info("step %d: eval accuracy %.4f, macro-F1 %.4f on %d examples", step, scalars["eval/accuracy"],
+                     scalars["eval/macro_f1"], len(valid.nonzero()[0]))
         return scalars
 
     def close(self) -> None:

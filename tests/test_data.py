@@ -72,10 +72,15 @@ def test_splits_with_different_shapes_are_rejected(tmp_path, config):
         pipeline.load_splits(config)
 
 
-@pytest.mark.parametrize("source, message", [("mmact", "data_builders/mmact"), ("csv", "must be one of")])
-def test_unavailable_sources_fail_clearly(config, source, message):
-    config.data.source = source
-    with pytest.raises((NotImplementedError, ValueError), match=message):
+@pytest.mark.parametrize("overrides, message", [
+    (dict(source="csv"), "config.data.source must be one of"),
+    (dict(source="mmact"), r"needs config\.data\.data_dir"),
+    (dict(source="mmact", data_dir="/nonexistent"), r"no built MMAct dataset.*data_builders\.mmact\.build"),
+    (dict(source="mmact", data_dir="/tmp", protocol="cross_moon"), "config.data.protocol must be one of"),
+])
+def test_bad_sources_fail_clearly(config, overrides, message):
+    config.data.update(overrides)
+    with pytest.raises(ValueError, match=message):
         pipeline.load_splits(config)
 
 

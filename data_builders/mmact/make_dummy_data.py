@@ -19,6 +19,7 @@ DUMMY_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dummy_dat
 SPEC = synthetic_tree.TreeSpec(subjects=(1, 17), scenes=(1, 2, 3), sessions=(1, 5), actions_per_scene=2,
                                clip_frames=8, frame_size=(48, 32))
 PROMPT_SET = "context"
+TFDS_CONFIG = "tiny-context-video_mean_last"  # the builder config these embeddings fit
 
 
 def make_dummy_data(output_dir: str = DUMMY_DATA) -> None:

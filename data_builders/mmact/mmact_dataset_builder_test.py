@@ -16,7 +16,7 @@ from PIL import Image
 import data_builders.mmact  # noqa: F401  (registers 'mmact')
 from data_builders.mmact import build, layout, make_dummy_data
 
-CONFIG = "tiny-context-video_mean_last"
+CONFIG = make_dummy_data.TFDS_CONFIG
 
 
 def _build(manual_dir, data_dir):

@@ -8,13 +8,16 @@ An example (one row of a source) and a batch (stacked examples) carry:
     'video'        float32 [d_v]      (batch: [B, d_v])  clip embedding, optional (video-free sources)
                    or      [F, d_v]   (batch: [B, F, d_v]) per-frame embeddings
 
+Optional:
+    'trial'        int32   []         (batch: [B])       examples with the same value are views (cameras) of
+                                                         one trial; evaluation also scores their mean logits
 The input pipeline adds 'valid' bool [B]: False on rows that only pad the last evaluation batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -23,12 +26,44 @@ SENSOR_MASK = "sensor_mask"
 LABEL = "label"
 VIDEO = "video"
 VALID = "valid"
+TRIAL = "trial"
 
 Batch = dict[str, np.ndarray]
 
 
 class DataError(ValueError):
     """Data that breaks the batch contract; the message names the file, array and expectation."""
+
+
+class Split(Protocol):
+    """What the pipeline needs of a split: random access to contract examples, and what shapes the model.
+
+    `random_transform(example, rng)`, when not None, runs on training examples after shuffling (e.g. MMAct picks
+    one of a trial's cameras); it must turn a stored example into a contract example.
+    """
+
+    num_classes: int
+    class_names: tuple[str, ...]
+    origin: str
+    fingerprint: str
+    report: Mapping[str, int]  # what loading skipped or changed, by reason (saved in config.json)
+    random_transform: Callable[[dict[str, Any], np.random.Generator], Batch] | None
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @property
+    def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of each contract array of one example (after random_transform)."""
+
+    @property
+    def has_video(self) -> bool: ...
+
+
+def dims(split: Split) -> dict[str, tuple[int, ...]]:
+    """Per-example shapes that fix the model's parameter shapes."""
+    return {name: shape for name, (shape, _) in split.example_spec.items() if name not in (SENSOR_MASK, TRIAL)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +76,9 @@ class ArrayData:
     origin: str  # a file path or a generator description, used in error messages and config.json
     fingerprint: str  # changes whenever the data changes: the data version saved with each run
 
+    random_transform = None
+    report: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
     def __len__(self) -> int:
         return len(self.arrays[LABEL])
 
@@ -52,9 +90,8 @@ class ArrayData:
         return VIDEO in self.arrays
 
     @property
-    def dims(self) -> dict[str, tuple[int, ...]]:
-        """Per-example shapes that fix the model's parameter shapes."""
-        return {name: tuple(array.shape[1:]) for name, array in self.arrays.items() if name != SENSOR_MASK}
+    def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        return {name: (tuple(array.shape[1:]), array.dtype) for name, array in self.arrays.items()}
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
@@ -105,14 +142,19 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, 
     return out
 
 
-def check_compatible_splits(train: ArrayData, evaluation: ArrayData) -> None:
+def check_compatible_splits(train: Split, evaluation: Split) -> None:
     """Train and eval must agree on everything that shapes the model."""
-    if train.dims != evaluation.dims:
-        raise DataError(f"per-example shapes differ between {train.origin} {train.dims} and "
-                        f"{evaluation.origin} {evaluation.dims}")
+    if dims(train) != dims(evaluation):
+        raise DataError(f"per-example shapes differ between {train.origin} {dims(train)} and "
+                        f"{evaluation.origin} {dims(evaluation)}")
     if evaluation.num_classes > train.num_classes:
         raise DataError(f"{evaluation.origin} has labels up to {evaluation.num_classes - 1} but "
                         f"{train.origin} declares only {train.num_classes} classes")
+
+
+def empty_batch(split: Split) -> Batch:
+    """A batch of zero rows with the split's arrays (what a process without eval data left pads)."""
+    return {name: np.zeros((0, *shape), dtype) for name, (shape, dtype) in split.example_spec.items()}
 
 
 def pad_batch(batch: Batch, size: int) -> Batch:

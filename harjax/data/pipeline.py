@@ -17,38 +17,44 @@ import ml_collections
 import numpy as np
 
 from harjax.data import batch as batch_lib
-from harjax.data import npz, synthetic
+from harjax.data import mmact, npz, synthetic
 
 SOURCES = ("synthetic", "npz", "mmact")
 
 
-def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData, batch_lib.ArrayData]:
+def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, batch_lib.Split]:
     """(train, eval) splits of config.data.source, sensors standardised with train statistics."""
     source = config.data.source
-    if source == "synthetic":
-        train = synthetic.generate(config.data.synthetic, "train", config.seed)
-        evaluation = synthetic.generate(config.data.synthetic, "eval", config.seed)
-    elif source == "npz":
-        train = npz.load(config.data.train_path, config.data.num_classes)
-        evaluation = npz.load(config.data.eval_path, config.data.num_classes or train.num_classes)
-    elif source == "mmact":
-        raise NotImplementedError(
-            "config.data.source='mmact' reads the MMAct TFDS dataset, which the data_builders/mmact builder "
-            "(not yet part of harjax) will produce; use config.data.source='synthetic' or 'npz' meanwhile")
+    if source == "mmact":
+        train, evaluation = mmact.load_splits(config)  # standardised with the dataset's stored statistics
+    elif source in ("synthetic", "npz"):
+        train, evaluation = _load_arrays(config)
     else:
         raise ValueError(f"config.data.source must be one of {SOURCES}, got {source!r}")
-    if config.model.modalities == "sensor":  # video-free: neither split needs (or must agree on) video
-        train, evaluation = (dataclasses.replace(data, arrays={name: array for name, array in data.arrays.items()
-                                                               if name != batch_lib.VIDEO})
-                             for data in (train, evaluation))
     for data in (train, evaluation):
         if not len(data):
             raise batch_lib.DataError(f"{data.origin} holds no examples")
-    batch_lib.check_compatible_splits(train, evaluation)
     if config.model.modalities in ("both", "video") and not train.has_video:
         raise batch_lib.DataError(
             f"config.model.modalities={config.model.modalities!r} needs video embeddings, but {train.origin} has no "
             "'video' array [N, d_v]; add one or train a video-free config such as configs/sensor_only.py")
+    return train, evaluation
+
+
+def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData, batch_lib.ArrayData]:
+    if config.data.source == "synthetic":
+        train = synthetic.generate(config.data.synthetic, "train", config.seed)
+        evaluation = synthetic.generate(config.data.synthetic, "eval", config.seed)
+    else:
+        train = npz.load(config.data.train_path, config.data.num_classes)
+        evaluation = npz.load(config.data.eval_path, config.data.num_classes or train.num_classes)
+    if config.model.modalities == "sensor":  # video-free: neither split needs (or must agree on) video
+        train, evaluation = (dataclasses.replace(data, arrays={name: array for name, array in data.arrays.items()
+                                                               if name != batch_lib.VIDEO})
+                             for data in (train, evaluation))
+    batch_lib.check_compatible_splits(train, evaluation)
+    if not len(train):
+        return train, evaluation  # load_splits reports the empty split
     mean, std = sensor_statistics(train)
     return standardise_sensors(train, mean, std), standardise_sensors(evaluation, mean, std)
 
@@ -73,28 +79,33 @@ def per_process_batch_size(global_batch_size: int, num_devices: int, num_process
     return global_batch_size // num_processes
 
 
-def train_iterator(data: batch_lib.ArrayData, batch_size: int, seed: int, process_index: int,
+def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_index: int,
                    process_count: int) -> grain.DatasetIterator:
-    """Endless, reshuffled each epoch; each process reads its own shard. The iterator state is checkpointable."""
+    """Endless, reshuffled each epoch; each process reads its own shard. The iterator state is checkpointable,
+    and so is the randomness of `data.random_transform` (grain seeds it per element)."""
     if len(data) // process_count < batch_size:  # the same verdict on every process, so none waits for another
         raise ValueError(f"{data.origin}: {len(data)} training examples over {process_count} processes leave fewer "
                          f"than a batch of {batch_size} per process (config.train.batch_size / number of processes)")
     shard = grain.MapDataset.source(data)[process_index::process_count]
-    dataset = shard.seed(seed).shuffle().repeat().batch(batch_size, drop_remainder=True)
+    dataset = shard.seed(seed).shuffle().repeat()
+    if data.random_transform is not None:
+        dataset = dataset.random_map(data.random_transform)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 
 
-def eval_batches(data: batch_lib.ArrayData, batch_size: int, process_index: int,
+def eval_batches(data: batch_lib.Split, batch_size: int, process_index: int,
                  process_count: int) -> Iterator[batch_lib.Batch]:
     """Every example once, in order; all processes yield the same number of batches so collectives line up."""
     shard = grain.MapDataset.source(data)[process_index::process_count]
     num_batches = max(1, math.ceil(math.ceil(len(data) / process_count) / batch_size))
     batches = shard.batch(batch_size, drop_remainder=False)
-    empty = {name: array[:0] for name, array in data.arrays.items()}
     for index in range(num_batches):
-        yield batch_lib.pad_batch(batches[index] if index < len(batches) else empty, batch_size)
+        yield batch_lib.pad_batch(batches[index] if index < len(batches) else batch_lib.empty_batch(data),
+                                  batch_size)
 
 
-def log_summary(train: batch_lib.ArrayData, evaluation: batch_lib.ArrayData) -> None:
+def log_summary(train: batch_lib.Split, evaluation: batch_lib.Split) -> None:
     logging.info("train: %d examples from %s; eval: %d examples from %s; %d classes; shapes %s",
-                 len(train), train.origin, len(evaluation), evaluation.origin, train.num_classes, train.dims)
+                 len(train), train.origin, len(evaluation), evaluation.origin, train.num_classes,
+                 batch_lib.dims(train))

@@ -1,0 +1,82 @@
+"""harjax's MMAct input pipeline over the TFDS dataset built from dummy_data, and training on it."""
+
+import numpy as np
+import pytest
+
+from configs import sensor_only
+from data_builders.mmact import build, make_dummy_data
+from harjax import train
+from harjax.data import batch as batch_lib, pipeline
+from tests.conftest import read_metrics, small_config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tfds")
+    build.build(make_dummy_data.DUMMY_DATA, f"{make_dummy_data.DUMMY_DATA}/embeddings", str(directory),
+                make_dummy_data.TFDS_CONFIG)
+    return str(directory)
+
+
+def _config(data_dir, module=None, **data):
+    config = small_config(module) if module else small_config()
+    config.data.update({"source": "mmact", "data_dir": data_dir, "tfds_config": make_dummy_data.TFDS_CONFIG,
+                        "max_length": 128, **data})
+    config.train.update(batch_size=8, eval_batch_size=16)
+    return config
+
+
+def test_splits_follow_the_contract_and_the_protocol(data_dir):
+    train_split, eval_split = pipeline.load_splits(_config(data_dir))
+    assert train_split.num_classes == 37 and eval_split.class_names[0] == "carrying"
+    # cross_subject: subject 1 trains, subject 17 tests; one trial of subject 1 has an undecodable cam1 clip
+    # and another lacks cam4, but every trial keeps some camera.
+    assert len(train_split) == 12 and train_split.report["skipped_no_camera"] == 0
+    assert len(eval_split) == 12 * 4  # subject 17's trials have every view
+    example = eval_split[0]
+    assert example[batch_lib.SENSOR].shape == (128, 12) and example[batch_lib.VIDEO].shape == (32,)
+    assert example[batch_lib.SENSOR_MASK].sum() > 0 and example[batch_lib.TRIAL] == eval_split.items[0][0]
+    views_of_first_trial = [eval_split[i][batch_lib.VIDEO] for i in range(4)]
+    assert len({view.tobytes() for view in views_of_first_trial}) == 4  # four cameras, four embeddings
+
+
+def test_training_draws_a_random_camera_each_epoch(data_dir):
+    train_split, _ = pipeline.load_splits(_config(data_dir))
+    stored = train_split[0]
+    views = {train_split.random_transform(stored, np.random.default_rng(seed))[batch_lib.VIDEO].tobytes()
+             for seed in range(20)}
+    assert len(views) == stored["camera_mask"].sum() > 1
+
+
+def test_sensors_are_standardised_with_the_protocols_statistics(data_dir):
+    train_split, _ = pipeline.load_splits(_config(data_dir))
+    rows = [train_split.random_transform(train_split[i], np.random.default_rng(0)) for i in range(len(train_split))]
+    recorded = np.concatenate([row[batch_lib.SENSOR][row[batch_lib.SENSOR_MASK]] for row in rows])
+    # acc_phone x (channel 0) is present in every training trial, so its standardised moments are 0 and 1.
+    assert abs(recorded[:, 0].mean()) < 0.05 and abs(recorded[:, 0].std() - 1) < 0.05
+
+
+def test_cross_view_evaluates_camera_4_only(data_dir):
+    _, eval_split = pipeline.load_splits(_config(data_dir, protocol="cross_view"))
+    assert set(eval_split.items[:, 1].tolist()) == {3}
+    assert len(eval_split) == 24 - 1  # the trial without a cam4 clip has no view to score
+
+
+def test_video_free_models_keep_trials_without_video(data_dir):
+    _, eval_split = pipeline.load_splits(_config(data_dir, module=sensor_only, protocol="cross_view"))
+    assert len(eval_split) == 24 and batch_lib.VIDEO not in eval_split[0]
+
+
+def test_long_trials_are_cropped_to_max_length(data_dir):
+    train_split, eval_split = pipeline.load_splits(_config(data_dir, max_length=64))
+    assert train_split.report["longer_than_max_length"] == len(train_split)
+    assert eval_split[0][batch_lib.SENSOR_MASK].all()
+
+
+def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path):
+    config = _config(data_dir)
+    config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)
+    final = train.train_and_evaluate(config, str(tmp_path))
+    assert {"eval/accuracy", "eval/macro_f1", "eval/trial_accuracy", "eval/trial_macro_f1"} <= set(final)
+    assert (tmp_path / "eval" / "eval_trial_step_4.json").exists()
+    assert read_metrics(str(tmp_path))[-1]["eval/trial_accuracy"] == final["eval/trial_accuracy"]
