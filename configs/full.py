@@ -1,15 +1,17 @@
 """The paper's model: Video-LLaVA embeddings + sensor CNN, keyless attention per segment, Transformer, CE + InfoNCE.
 
 Variants (the part after ':'):
-  --config=configs/full.py            MMAct (config.data.source='mmact')
-  --config=configs/full.py:synthetic  built-in synthetic data, runs anywhere in a few minutes
+  --config=configs/full.py            MMAct (config.data.source='mmact'; set config.data.data_dir)
+  --config=configs/full.py:synthetic  built-in synthetic data, in memory, runs anywhere in a few minutes
+  --config=configs/full.py:demo       the whole MMAct path on a generated tree: synthetic release -> tiny
+                                      Video-LLaVA embeddings -> TFDS dataset -> training (needs the [demo] extra)
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-VARIANTS = ("mmact", "synthetic")
+VARIANTS = ("mmact", "synthetic", "demo")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -30,6 +32,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.embedding = "video_mean_last"  # mmact: which stored Video-LLaVA embedding feeds v
     config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'
     config.data.max_length = 512  # mmact: sensor steps at 50 Hz; longer trials are cropped
+    config.data.prepare_demo_data = False  # generate, extract and build the demo dataset first (harjax.main)
     config.data.synthetic = ml_collections.ConfigDict(dict(
         num_train=4096, num_eval=1024, num_classes=37, seq_len=128, channels=12, video_dim=512,
         min_length_fraction=0.4, noise=0.5))
@@ -71,6 +74,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
 
+    if variant == "demo":
+        config.data.prepare_demo_data = True  # into config.data.data_dir, or <workdir>/demo_data
+        config.data.tfds_config = "tiny-context-video_mean_last"
+        config.data.max_length = 256
+        config.train.batch_size = 64
+        config.train.num_steps = 600
+        config.train.warmup_steps = 50
+        config.train.eval_every = 200
+        config.train.checkpoint_every = 200
     if variant == "synthetic":
         config.data.source = "synthetic"
         config.train.num_steps = 800

