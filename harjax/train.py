@@ -54,7 +54,8 @@ def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: bat
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "devices": jax.device_count(),
               "processes": jax.process_count(),
               "data": {split: {"origin": data.origin, "fingerprint": data.fingerprint, "examples": len(data),
-                               "num_classes": data.num_classes, "dims": batch_lib.dims(data)}
+                               "num_classes": data.num_classes, "dims": batch_lib.dims(data),
+                               "report": dict(data.report)}
                        for split, data in (("train", train), ("eval", evaluation))}}
     text = json.dumps(record, default=str)
     with open(os.path.join(workdir, "config.json"), "w") as f:
