@@ -60,15 +60,32 @@ def frame_indices(num_frames: int, wanted: int = NUM_FRAMES) -> np.ndarray:
 
 
 def read_frames(path: str, wanted: int = NUM_FRAMES) -> tuple[np.ndarray, np.ndarray]:
-    """(frames [wanted, H, W, 3] uint8, indices) with PyAV; raises on an undecodable or empty clip."""
+    """(frames [wanted, H, W, 3] uint8, indices) with PyAV; raises on an undecodable or empty clip.
+
+    Only the sampled frames are converted and kept (a 1544-frame 1080p clip would take 9 GB in full). When the
+    container does not know its frame count, a first pass counts the frames.
+    """
     import av
 
     with av.open(path) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-    if not frames:
+        total = container.streams.video[0].frames
+        if not total:
+            total = sum(1 for _ in container.decode(video=0))
+    if not total:
         raise ValueError(f"{path}: no video frames")
-    indices = frame_indices(len(frames), wanted)
-    return np.stack([frames[i] for i in indices]), indices
+    indices = frame_indices(total, wanted)
+    kept: dict[int, np.ndarray] = {}
+    with av.open(path) as container:
+        for position, frame in enumerate(container.decode(video=0)):
+            if position in indices:
+                kept[position] = frame.to_ndarray(format="rgb24")
+            if position >= indices[-1]:
+                break
+    if not kept:
+        raise ValueError(f"{path}: no decodable video frames")
+    # Where the container over-reported its length, the last sample decoded stands in for the missing ones.
+    indices = np.array([max(i for i in kept if i <= index) for index in indices])
+    return np.stack([kept[i] for i in indices]), indices
 
 
 def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
