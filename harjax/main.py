@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging as std_logging
 import os
 
@@ -32,11 +33,12 @@ def _prepare_demo_data(config, workdir: str) -> None:
     """Builds the demo's MMAct dataset (once) where config.data.data_dir points, default <workdir>/demo_data."""
     if jax.process_count() > 1:
         raise app.UsageError("config.data.prepare_demo_data is for one process; build the data first, then launch")
-    try:
-        from data_builders.mmact import demo
-    except ImportError as error:
+    missing = [name for name in ("av", "torch", "transformers", "PIL") if importlib.util.find_spec(name) is None]
+    if missing:
         raise app.UsageError(f"the demo extracts and builds its data, which needs the demo extra "
-                             f"(pip install -e '.[demo]'): {error}") from error
+                             f"(pip install -e '.[demo]'); missing: {', '.join(missing)}")
+    from data_builders.mmact import demo
+
     config.data.data_dir = config.data.data_dir or os.path.join(workdir, "demo_data")
     demo.prepare(config.data.data_dir)
 

@@ -68,6 +68,9 @@ def test_shards_split_the_clips_and_together_cover_them(setup):
     assert first["clips_in_shard"] + second["clips_in_shard"] == len(extract_embeddings.list_clips(setup[0]))
     stored = [n for n in os.listdir(setup[3] / "sharded" / "context") if n.endswith(".npz")]
     assert len(stored) == first["extracted"] + second["extracted"]
+    names = [clip.name for clip in extract_embeddings.list_clips(setup[0])]
+    assert set(names[0::2]).isdisjoint(names[1::2]) and sorted(stored) == sorted(
+        f"{name}.npz" for name in names if name + ".npz" in stored)
     with pytest.raises(ValueError, match="--shard_index=2 must be in"):
         _extract(setup, "sharded", num_shards=2, shard_index=2)
 
@@ -83,3 +86,35 @@ def test_other_settings_into_the_same_folder_are_refused(setup, tmp_path):
 def test_frame_sampling_repeats_frames_of_short_clips():
     assert extract_embeddings.frame_indices(3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
     assert extract_embeddings.frame_indices(183).tolist() == [0, 22, 45, 68, 91, 114, 137, 160]
+
+
+def test_batching_prompts_of_different_lengths_changes_nothing(setup):
+    """Left padding: a clip's embeddings are the same alone or batched with longer and shorter prompts."""
+    manual_dir, model_dir, _, root = setup
+    extract_embeddings.extract(manual_dir, str(root / "alone"), model_dir, "scene", batch_size=1)
+    extract_embeddings.extract(manual_dir, str(root / "batched"), model_dir, "scene", batch_size=8)
+    for name in sorted(os.listdir(root / "alone" / "scene"))[:12]:
+        if not name.endswith(".npz"):
+            continue
+        with np.load(root / "alone" / "scene" / name) as alone, np.load(root / "batched" / "scene" / name) as batched:
+            for kind in extract_embeddings.EMBEDDING_KINDS:
+                np.testing.assert_allclose(alone[kind].astype(np.float32), batched[kind].astype(np.float32),
+                                           atol=2e-3, err_msg=f"{name} {kind}")
+
+
+def test_middle_layer_is_the_models_own_hidden_state(setup):
+    import torch
+
+    manual_dir, model_dir, _, _ = setup
+    extractor = extract_embeddings.Extractor(model_dir, "cpu")
+    clip = extract_embeddings.list_clips(manual_dir)[0]
+    frames, _ = extract_embeddings.read_frames(clip.path)
+    text = extract_embeddings.prompts.prompt("context", clip.trial.scene)
+    (ours,) = extractor.embed([frames], [text])
+    inputs = extractor.processor(text=[text], videos=[frames], return_tensors="pt")
+    with torch.inference_mode():
+        hidden = extractor.model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+    video = inputs["input_ids"][0] == extractor.video_token_id
+    np.testing.assert_allclose(ours["video_mean_middle"].astype(np.float32),
+                               hidden[extractor.middle_layer][0, video].mean(0).numpy(), atol=2e-3)
+    np.testing.assert_allclose(ours["last_token"].astype(np.float32), hidden[-1][0, -1].numpy(), atol=2e-3)

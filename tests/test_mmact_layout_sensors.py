@@ -129,11 +129,34 @@ def test_resampling_does_not_alias_fast_vibration(tmp_path):
     assert np.abs(values[:, 0]).max() < 0.2
 
 
-def test_streams_that_never_overlap_are_counted(tmp_path):
+def test_a_stream_that_never_overlaps_is_dropped_and_counted(tmp_path):
     first, _ = _sine_rows(50, 2.0)
     second, _ = _sine_rows(50, 1.0, start=10.0)
     counts = collections.Counter()
     values, present = sensors.read_trial([_write(tmp_path / "a.csv", first), _write(tmp_path / "b.csv", second)],
                                          rate_hz=50, counts=counts)
-    assert present.all() and counts["streams_do_not_overlap"] == 1 and len(values) == 100
+    assert present.tolist() == [True, False] and counts["stream_without_overlap"] == 1 and len(values) == 100
+    assert not values[:, 3:].any()
     assert sensors.read_trial([None, None], 50, collections.Counter()) is None
+
+
+def test_partial_overlap_is_counted(tmp_path):
+    long_rows, _ = _sine_rows(50, 4.0)
+    short_rows, _ = _sine_rows(50, 1.0, start=1.0)
+    counts = collections.Counter()
+    values, _ = sensors.read_trial([_write(tmp_path / "a.csv", long_rows), _write(tmp_path / "b.csv", short_rows)],
+                                   rate_hz=50, counts=counts)
+    assert counts["streams_partly_overlap"] == 1 and len(values) == 50
+
+
+def test_angles_are_resampled_across_the_wrap_around(tmp_path):
+    """Azimuth going 350 -> 10 degrees must pass through 0, not 180."""
+    times = np.arange(100) / 100
+    azimuth = (350 + 20 * times) % 360
+    rows = [(_timestamp(t), a, -179.5 + 359 * (i % 2), 0) for i, (t, a) in enumerate(zip(times, azimuth))]
+    values, _ = sensors.read_trial([_write(tmp_path / "o.csv", rows)], rate_hz=50, counts=collections.Counter(),
+                                   angular=[True])
+    distance_from_north = np.minimum(values[:, 0], 360 - values[:, 0])
+    assert distance_from_north.max() <= 10.5 and values[:, 0].min() >= 0  # stays in [0, 360)
+    roll = values[:, 1]  # alternating -179.5 / 179.5 is one angle, +-180: never averaged to 0
+    assert np.all(np.abs(roll) > 170) and roll.min() >= -180

@@ -59,21 +59,22 @@ def frame_indices(num_frames: int, wanted: int = NUM_FRAMES) -> np.ndarray:
     return np.arange(0, num_frames, num_frames / wanted).astype(int)[:wanted]
 
 
-def read_frames(path: str, wanted: int = NUM_FRAMES) -> tuple[np.ndarray, np.ndarray]:
-    """(frames [wanted, H, W, 3] uint8, indices) with PyAV; raises on an undecodable or empty clip.
+def read_frames(path: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(frames [8, H, W, 3] uint8, their indices) with PyAV; raises on an undecodable or empty clip.
 
-    Only the sampled frames are converted and kept (a 1544-frame 1080p clip would take 9 GB in full). When the
-    container does not know its frame count, a first pass counts the frames.
+    Frames at `indices`, by default 8 evenly spaced. Only those are converted and kept (a 1544-frame 1080p clip
+    would take 9 GB in full). When the container does not know its frame count, a first pass counts the frames.
     """
     import av
 
-    with av.open(path) as container:
-        total = container.streams.video[0].frames
+    if indices is None:
+        with av.open(path) as container:
+            total = container.streams.video[0].frames
+            if not total:
+                total = sum(1 for _ in container.decode(video=0))
         if not total:
-            total = sum(1 for _ in container.decode(video=0))
-    if not total:
-        raise ValueError(f"{path}: no video frames")
-    indices = frame_indices(total, wanted)
+            raise ValueError(f"{path}: no video frames")
+        indices = frame_indices(total)
     kept: dict[int, np.ndarray] = {}
     with av.open(path) as container:
         for position, frame in enumerate(container.decode(video=0)):
@@ -92,6 +93,8 @@ def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     directory = os.path.dirname(path)
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz.tmp", delete=False) as f:
         np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())  # a crash must not leave a truncated file under the final name
     os.replace(f.name, path)
 
 
@@ -112,7 +115,7 @@ class Extractor:
         self.num_layers = self.model.config.text_config.num_hidden_layers
         self.middle_layer = self.num_layers // 2  # index into hidden_states (0 = embeddings)
         self.video_token_id = self.model.config.video_token_index
-        self.revision = getattr(self.model.config, "_commit_hash", None) or "local"
+        self.revision = _revision(model_id)
 
     def metadata(self, model_id: str, prompt_set: str) -> dict[str, Any]:
         return {"model": model_id, "revision": self.revision, "prompt_set": prompt_set,
@@ -151,26 +154,42 @@ class Extractor:
         return [{name: array[i] for name, array in arrays.items()} for i in range(batch)]
 
 
+def _revision(model_id: str) -> str:
+    """The hub commit the weights came from (the snapshot folder's name), or 'local' for a directory."""
+    if os.path.isdir(model_id):
+        return "local"
+    from transformers.utils.hub import cached_file
+
+    parts = os.path.normpath(cached_file(model_id, "config.json")).split(os.sep)
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else "unknown"
+
+
 def _batches(items: Sequence[Clip], size: int) -> Iterable[Sequence[Clip]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
 def check_metadata(directory: str, metadata: dict[str, Any]) -> None:
-    """Writes metadata.json, or checks that an earlier run into `directory` used the same settings."""
+    """Writes metadata.json, or checks that an earlier run (or a parallel shard) used the same settings.
+
+    Shards race to create it: each writes a private file and links it into place, which fails for all but one.
+    """
     path = os.path.join(directory, METADATA)
-    if os.path.exists(path):
-        with open(path) as f:
-            existing = json.load(f)
-        if existing != metadata:
-            different = sorted(key for key in existing.keys() | metadata.keys()
-                               if existing.get(key) != metadata.get(key))
-            raise ValueError(f"{path} was written with other settings ({', '.join(different)}); "
-                             "extract into another --output_dir or delete it")
-    else:
-        with open(path + ".tmp", "w") as f:
+    if not os.path.exists(path):
+        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json.tmp", delete=False) as f:
             json.dump(metadata, f, indent=1)
-        os.replace(path + ".tmp", path)
+        try:
+            os.link(f.name, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(f.name)
+    with open(path) as f:
+        existing = json.load(f)
+    if existing != metadata:
+        different = sorted(key for key in existing.keys() | metadata.keys() if existing.get(key) != metadata.get(key))
+        raise ValueError(f"{path} was written with other settings ({', '.join(different)}); "
+                         "extract into another --output_dir or delete it")
 
 
 def extract(manual_dir: str, output_dir: str, model_id: str, prompt_set: str, batch_size: int = 8,
@@ -185,9 +204,12 @@ def extract(manual_dir: str, output_dir: str, model_id: str, prompt_set: str, ba
     shard = list_clips(manual_dir, video_root)[shard_index::num_shards]
     todo = [clip for clip in shard if not os.path.exists(os.path.join(directory, clip.name + ".npz"))]
     logging.info("shard %d/%d: %d clips, %d already done", shard_index, num_shards, len(shard), len(shard) - len(todo))
+    failures: list[dict[str, str]] = []
+    summary = {"clips_in_shard": len(shard), "skipped_done": len(shard) - len(todo), "failed": failures}
+    if not todo:
+        return summary | {"extracted": 0}
     extractor = Extractor(model_id, device)
     check_metadata(directory, extractor.metadata(model_id, prompt_set))
-    failures = []
     with tqdm.tqdm(total=len(todo), unit="clip", desc=f"extract {prompt_set}") as progress:
         for batch in _batches(todo, batch_size):
             decoded = []
@@ -203,11 +225,13 @@ def extract(manual_dir: str, output_dir: str, model_id: str, prompt_set: str, ba
                     _write_atomic(os.path.join(directory, clip.name + ".npz"),
                                   {**arrays, "frame_indices": indices.astype(np.int32)})
             progress.update(len(batch))
-    if failures:
-        with open(os.path.join(directory, f"failures_shard{shard_index}.jsonl"), "a") as f:
+    failures_path = os.path.join(directory, f"failures_shard{shard_index}.jsonl")
+    if failures:  # this run's failures are exactly the clips still missing
+        with open(failures_path, "w") as f:
             f.writelines(json.dumps(failure) + "\n" for failure in failures)
-    return {"clips_in_shard": len(shard), "skipped_done": len(shard) - len(todo),
-            "extracted": len(todo) - len(failures), "failed": failures}
+    elif os.path.exists(failures_path):
+        os.remove(failures_path)
+    return summary | {"extracted": len(todo) - len(failures)}
 
 
 def main() -> None:

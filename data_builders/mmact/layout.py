@@ -14,6 +14,7 @@ from typing import Iterator
 
 # Sensor folders in channel order: the example's [T, 12] array is these streams' 3 axes each, in this order.
 SENSOR_STREAMS = ("acc_phone_clip", "acc_watch_clip", "gyro_clip", "orientation_clip")
+ANGULAR_STREAMS = tuple(stream == "orientation_clip" for stream in SENSOR_STREAMS)  # degrees: resample as angles
 CAMERAS = (1, 2, 3, 4)
 DESK_SCENE = 3
 _DESK_RENAMED = ("using_phone", "talking_on_phone")  # in scene 3 these are the separate *_desk classes
@@ -82,7 +83,7 @@ class FoundFile:
 
 @dataclasses.dataclass
 class Scan:
-    """Files found under a root, keyed by trial, and the names that could not be used (counted by reason)."""
+    """Files found under a root, keyed by trial, and the files whose names are none of the 37 classes."""
 
     files: dict[Trial, list[FoundFile]]
     unknown_actions: list[str]

@@ -161,9 +161,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
 
 def _jpeg_frames(path: str, indices: np.ndarray) -> list[bytes]:
+    """The clip's frames at `indices` (those the model saw), as JPEG no larger than Video-LLaVA's input."""
     from PIL import Image
 
-    frames, _ = extract_embeddings.read_frames(path, wanted=len(indices))
+    frames, _ = extract_embeddings.read_frames(path, indices)
     encoded = []
     for frame in frames:
         image = Image.fromarray(frame)
@@ -195,14 +196,19 @@ def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig,
             files = sorted(scans[stream].files.get(trial, []), key=lambda found: -os.path.getsize(found.path))
             counts["duplicate_case_file"] += max(len(files) - 1, 0)  # keep the largest of case variants
             paths.append(files[0].path if files else None)
-        aligned = sensors.read_trial(paths, config.sensor_rate_hz, counts)
+        aligned = sensors.read_trial(paths, config.sensor_rate_hz, counts, layout.ANGULAR_STREAMS)
         sensor, present = aligned if aligned is not None else (np.zeros((0, len(SENSOR_CHANNELS)), np.float32),
                                                               np.zeros(len(layout.SENSOR_STREAMS), bool))
-        clips = {found.camera: found.path for found in videos.files.get(trial, [])}
+        clips = {}
+        for found in sorted(videos.files.get(trial, []), key=lambda found: -os.path.getsize(found.path)):
+            if found.camera in clips:
+                counts["duplicate_case_file"] += 1  # the same clip under two spellings: the larger is kept
+            else:
+                clips[found.camera] = found.path
         counts["missing_camera"] += len(layout.CAMERAS) - len(clips)
         embeddings = {}
         for camera in clips:
-            name = f"{trial.key}_cam{camera}"  # extract_embeddings.Clip.name
+            name = extract_embeddings.Clip(trial, camera, clips[camera]).name
             path = os.path.join(embeddings_dir, name + ".npz")
             if os.path.exists(path):
                 embeddings[camera] = path
@@ -229,4 +235,5 @@ def _normalization(trials: list[_ParsedTrial], protocol: str) -> dict[str, list[
         count += recorded * len(parsed.sensor)
     mean = total / np.maximum(count, 1)
     std = np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean ** 2, 0))
-    return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist(), "steps": count.astype(int).tolist()}
+    std = np.where(count > 0, np.maximum(std, 1e-6), 1.0)  # a channel never recorded in training stays as is
+    return {"mean": mean.tolist(), "std": std.tolist(), "steps": count.astype(int).tolist()}

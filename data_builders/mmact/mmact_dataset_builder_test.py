@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import data_builders.mmact  # noqa: F401  (registers 'mmact')
-from data_builders.mmact import build, layout, make_dummy_data
+from data_builders.mmact import build, extract_embeddings, layout, make_dummy_data
 
 CONFIG = make_dummy_data.TFDS_CONFIG
 
@@ -73,6 +73,7 @@ def test_every_defect_is_repaired_or_counted(dataset):
     assert report["empty_file"] == len(quirks["empty_sensor_file"]) == 1
     assert report["duplicate_timestamp"] == quirks["duplicate_rows"]
     assert report["unsorted_file"] >= 1 and report["timestamp_without_fraction"] > 0
+    assert report["duplicate_case_file"] == quirks["duplicate_case_file"] == 1
     assert report["missing_camera"] == len(quirks["missing_camera"]) == 1
     assert report["undecodable_video"] == len(quirks["undecodable_clip"]) == 1
     assert json.load(open(os.path.join(directory, build.REPORT))) == report
@@ -103,13 +104,20 @@ def test_normalisation_statistics_come_from_each_protocols_train_split(dataset):
 
 def test_frames_are_the_jpegs_the_model_saw(dataset):
     builder, _, _ = dataset
-    example = builder.as_data_source("cross_view_train")[0]
+    example = next(e for e in builder.as_data_source("cross_view_train") if e["camera_mask"][:3].sum() == 3)
+    trial = example["trial"].decode()
     for camera in range(4):
-        if example["camera_mask"][camera]:
-            image = Image.open(io.BytesIO(example["frames"][camera][0]))
-            assert image.size == (48, 32)
-        else:
+        if not example["camera_mask"][camera]:
             assert all(frame == b"" for frame in example["frames"][camera])
+            continue
+        name = f"{trial}_cam{camera + 1}"
+        with np.load(os.path.join(make_dummy_data.DUMMY_DATA, "embeddings", "context", name + ".npz")) as stored:
+            indices = stored["frame_indices"]
+        clip = next(c for c in extract_embeddings.list_clips(make_dummy_data.DUMMY_DATA) if c.name == name)
+        originals, _ = extract_embeddings.read_frames(clip.path, indices)
+        for jpeg, original in zip(example["frames"][camera], originals):
+            decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)
+            assert decoded.shape == original.shape and np.abs(decoded - original).mean() < 8  # JPEG-close
 
 
 def test_unusable_trials_are_skipped_and_missing_embeddings_counted(tmp_path):

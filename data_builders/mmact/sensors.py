@@ -4,6 +4,7 @@ Each CSV has no header and four columns: timestamp (20181016_13:37:28.612000), t
 the real release, each repaired and counted here: timestamps without a fraction (the writer drops ".000000"),
 rows out of order or duplicated, malformed rows, empty files. Streams come at different rates (100, 100, 50,
 about 50 Hz) with no shared index, so they are aligned on their timestamps and resampled to one rate.
+Orientation (azimuth, pitch, roll, probably degrees) is resampled as angles.
 """
 
 from __future__ import annotations
@@ -92,34 +93,48 @@ def _low_pass(stream: SensorStream, rate_hz: float) -> np.ndarray:
     return np.stack([np.convolve(padded[:, axis], kernel, mode="valid") for axis in range(AXES)], axis=1)
 
 
-def align(streams: Sequence[SensorStream | None], rate_hz: float,
-          counts: collections.Counter) -> tuple[np.ndarray, np.ndarray] | None:
+def align(streams: Sequence[SensorStream | None], rate_hz: float, counts: collections.Counter,
+          angular: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Resamples the streams onto one grid at `rate_hz` over the time all present streams cover.
 
     Returns (values [T, 3 * len(streams)] float32 with zeros for absent streams, present [len(streams)] bool), or
-    None when no stream is present. Streams that share no time span are aligned over the longest one's span,
-    holding the others' edge values, and counted as 'streams_do_not_overlap'.
+    None when no stream is present. A stream that shares no time with the longest one is dropped (counted as
+    'stream_without_overlap'), and a trial whose common span is under 80% of its longest stream is counted as
+    'streams_partly_overlap'. Streams flagged `angular` (degrees) are unwrapped before filtering and
+    interpolation, so 359 -> 1 does not pass through 180, and wrapped back afterwards.
     """
-    present = np.array([stream is not None for stream in streams])
-    if not present.any():
+    angular = angular or [False] * len(streams)
+    longest = max((stream for stream in streams if stream is not None),
+                  key=lambda stream: stream.seconds[-1] - stream.seconds[0], default=None)
+    if longest is None:
         return None
-    spans = [(stream.seconds[0], stream.seconds[-1]) for stream in streams if stream is not None]
-    start, end = max(span[0] for span in spans), min(span[1] for span in spans)
-    if end < start:
-        counts["streams_do_not_overlap"] += 1
-        start, end = max(spans, key=lambda span: span[1] - span[0])
+    streams = list(streams)
+    for index, stream in enumerate(streams):
+        if stream is not None and (stream.seconds[-1] < longest.seconds[0] or stream.seconds[0] > longest.seconds[-1]):
+            counts["stream_without_overlap"] += 1
+            streams[index] = None
+    present = np.array([stream is not None for stream in streams])
+    start = max(stream.seconds[0] for stream in streams if stream is not None)
+    end = min(stream.seconds[-1] for stream in streams if stream is not None)
+    if end - start < 0.8 * (longest.seconds[-1] - longest.seconds[0]):
+        counts["streams_partly_overlap"] += 1
     grid = start + np.arange(int(np.floor((end - start) * rate_hz + 1e-9)) + 1) / rate_hz  # [T]
     values = np.zeros((len(grid), AXES * len(streams)), np.float32)
     for index, stream in enumerate(streams):
-        if stream is not None:
-            smoothed = _low_pass(stream, rate_hz)
-            for axis in range(AXES):
-                values[:, AXES * index + axis] = np.interp(grid, stream.seconds, smoothed[:, axis])
+        if stream is None:
+            continue
+        samples = np.unwrap(stream.values, period=360.0, axis=0) if angular[index] else stream.values
+        smoothed = _low_pass(SensorStream(stream.seconds, samples), rate_hz)
+        columns = np.stack([np.interp(grid, stream.seconds, smoothed[:, axis]) for axis in range(AXES)], axis=1)
+        if angular[index]:  # back into the range the stream was recorded in
+            low = np.where(stream.values.min(axis=0) < 0, -180.0, 0.0)
+            columns = (columns - low) % 360.0 + low
+        values[:, AXES * index:AXES * (index + 1)] = columns
     return values, present
 
 
-def read_trial(paths: Sequence[str | None], rate_hz: float,
-               counts: collections.Counter) -> tuple[np.ndarray, np.ndarray] | None:
+def read_trial(paths: Sequence[str | None], rate_hz: float, counts: collections.Counter,
+               angular: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Reads and aligns one trial's streams (None or a missing path: that stream is absent, counted)."""
     streams = []
     for path in paths:
@@ -128,4 +143,4 @@ def read_trial(paths: Sequence[str | None], rate_hz: float,
             streams.append(None)
         else:
             streams.append(read_stream(path, counts))
-    return align(streams, rate_hz, counts)
+    return align(streams, rate_hz, counts, angular)

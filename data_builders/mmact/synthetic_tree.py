@@ -5,7 +5,7 @@ square whose speed and height depend on the class. Defects (see ../shared/notes/
 returned manifest so tests can check that a builder repairs or counts every one of them:
   rates 100/100/50/~50 Hz (orientation jittered); timestamps on whole seconds written without a fraction;
   shuffled and duplicated rows; a missing sensor file; an empty sensor file; an action file name in another
-  case; scene-3 using_phone / talking_on_phone files (the *_desk classes); a missing camera view; an undecodable
+  case, once next to a lowercase copy; scene-3 using_phone / talking_on_phone files (the *_desk classes); a missing camera view; an undecodable
   clip.
 
     python -m data_builders.mmact.synthetic_tree --output_dir=DIR [--subjects=1,2,17 --sessions=1,5 ...]
@@ -106,7 +106,7 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
     if len(trials) < 6:
         raise ValueError(f"a synthetic tree needs at least 6 trials to hold every defect; {spec} gives {len(trials)}")
     quirks = {"missing_sensor_file": [], "empty_sensor_file": [], "unsorted_file": [], "duplicate_rows": 0,
-              "case_variant": [], "missing_camera": [], "undecodable_clip": []}
+              "case_variant": [], "duplicate_case_file": 0, "missing_camera": [], "undecodable_clip": []}
     # Defects go to fixed trials of the non-desk scenes, so scene 3's renames stay separate to check.
     plain = [trial for trial in trials if trial.scene != layout.DESK_SCENE]
     broken = {"missing_sensor_file": plain[0], "empty_sensor_file": plain[1], "unsorted_file": plain[2],
@@ -139,6 +139,10 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
                 quirks["duplicate_rows"] += 3
             with open(path, "w") as f:
                 f.writelines(rows)
+            if trial == broken["case_variant"] and stream == "acc_phone_clip":  # the release has such pairs
+                with open(os.path.join(directory, f"{file_stem.lower()}.csv"), "w") as f:
+                    f.writelines(rows[: len(rows) // 2])  # a shorter copy under the lowercase name
+                quirks["duplicate_case_file"] = 1
         for camera in spec.cameras:
             directory = os.path.join(root, VIDEO_ROOT, f"subject{trial.subject}", f"cam{camera}",
                                      f"scene{trial.scene}", f"session{trial.session}")

@@ -131,6 +131,17 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
     streams = builder.info.features["sensor_present"].shape[0]
     uses_video = config.model.modalities in ("both", "video")
     uses_sensor = config.model.modalities in ("both", "sensor")
+    if data.protocol == "cross_view":  # its train and test splits hold the same trials, cameras aside
+        if not uses_video:
+            raise ValueError("config.data.protocol='cross_view' tests unseen cameras of the training trials: a "
+                             "video-free model would be tested on its training data; choose another protocol")
+        if uses_sensor:
+            logging.warning("cross_view: the test trials' sensor data is in the training split; only the camera "
+                            "view is new")
+    extracted_with = builder.info.metadata.get("embeddings", {}).get("prompt_set")
+    if extracted_with != data.prompt_set:
+        raise ValueError(f"{directory} holds embeddings of prompt set {extracted_with!r}, but config.data.prompt_set="
+                         f"{data.prompt_set!r}")
 
     def split(part: str) -> MMActSplit:
         name = f"{data.protocol}_{part}"

@@ -87,7 +87,7 @@ def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_in
         raise ValueError(f"{data.origin}: {len(data)} training examples over {process_count} processes leave fewer "
                          f"than a batch of {batch_size} per process (config.train.batch_size / number of processes)")
     shard = grain.MapDataset.source(data)[process_index::process_count]
-    dataset = shard.seed(seed).shuffle().repeat()
+    dataset = shard.seed(seed + process_index).shuffle().repeat()  # processes draw independent orders
     if data.random_transform is not None:
         dataset = dataset.random_map(data.random_transform)
     dataset = dataset.batch(batch_size, drop_remainder=True)
