@@ -76,9 +76,11 @@ def main() -> None:
         produced = pipeline_rate(train_split, args.batch_size, args.steps)
         consumed = step_rate(config, train_split, args.batch_size, args.steps)
     print(f"{'input pipeline':<22} {produced:>10.1f} examples/s")
-    print(f"{'train step consumes':<22} {consumed:>10.1f} examples/s  ({jax.device_count()} x {jax.devices()[0].platform})")
+    device = f"{jax.device_count()} x {jax.devices()[0].platform}"
+    print(f"{'train step consumes':<22} {consumed:>10.1f} examples/s  ({device})")
     print(f"{'ratio':<22} {produced / consumed:>10.2f}x")
-    print(json.dumps({"benchmark": "input_pipeline", "batch_size": args.batch_size, "max_length": config.data.max_length,
+    print(json.dumps({"benchmark": "input_pipeline", "batch_size": args.batch_size,
+                      "max_length": config.data.max_length,
                       "pipeline_examples_per_s": round(produced, 1), "step_examples_per_s": round(consumed, 1),
                       "ratio": round(produced / consumed, 2), "device": jax.devices()[0].device_kind,
                       "cpu_count": os.cpu_count()}))

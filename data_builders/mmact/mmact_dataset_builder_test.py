@@ -144,3 +144,11 @@ def test_missing_embeddings_dir_says_what_to_run(tmp_path):
 
 def test_importing_the_package_registers_mmact():
     assert "mmact" in tfds.list_builders(with_community_datasets=False)
+
+
+def test_another_sensor_rate_builds_its_own_config(tmp_path):
+    directory, _ = build.build(make_dummy_data.DUMMY_DATA, os.path.join(make_dummy_data.DUMMY_DATA, "embeddings"),
+                               str(tmp_path), CONFIG, sensor_rate_hz=25)
+    assert f"{CONFIG}-25hz" in directory
+    example = tfds.builder_from_directory(directory).as_data_source("cross_subject_test")[0]
+    assert 45 <= len(example["sensor"]) <= 100  # 2-4 s at 25 Hz

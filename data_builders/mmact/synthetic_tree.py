@@ -5,8 +5,8 @@ square whose speed and height depend on the class. Defects (see ../shared/notes/
 returned manifest so tests can check that a builder repairs or counts every one of them:
   rates 100/100/50/~50 Hz (orientation jittered); timestamps on whole seconds written without a fraction;
   shuffled and duplicated rows; a missing sensor file; an empty sensor file; an action file name in another
-  case, once next to a lowercase copy; scene-3 using_phone / talking_on_phone files (the *_desk classes); a missing camera view; an undecodable
-  clip.
+  case, once next to a lowercase copy; scene-3 using_phone / talking_on_phone files (the *_desk classes); a
+  missing camera view; an undecodable clip.
 
     python -m data_builders.mmact.synthetic_tree --output_dir=DIR [--subjects=1,2,17 --sessions=1,5 ...]
 """

@@ -58,5 +58,6 @@ class TokenClassifier(nn.Module):
         else:
             weights = token_mask[..., None].astype(x.dtype)
             pooled = (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1)
-        hidden = nn.Dropout(self.dropout, deterministic=not train)(nn.gelu(nn.Dense(self.head_dim, dtype=self.dtype)(pooled)))
+        hidden = nn.gelu(nn.Dense(self.head_dim, dtype=self.dtype)(pooled))
+        hidden = nn.Dropout(self.dropout, deterministic=not train)(hidden)
         return nn.Dense(self.num_classes, dtype=self.dtype)(hidden).astype(jnp.float32)
