@@ -9,6 +9,7 @@ import os
 import jax
 
 from absl import app, flags, logging
+import ml_collections
 from ml_collections import config_flags
 
 from harjax import parallel, train
@@ -29,7 +30,7 @@ def _quiet_orbax(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
-def _prepare_demo_data(config, workdir: str) -> None:
+def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Builds the demo's MMAct dataset (once) where config.data.data_dir points, default <workdir>/demo_data."""
     if jax.process_count() > 1:
         raise app.UsageError("config.data.prepare_demo_data is for one process; build the data first, then launch")

@@ -18,6 +18,7 @@ E/<prompt_set>/failures_shard<I>.jsonl and reported at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -179,9 +180,8 @@ def check_metadata(directory: str, metadata: dict[str, Any]) -> None:
         with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json.tmp", delete=False) as f:
             json.dump(metadata, f, indent=1)
         try:
-            os.link(f.name, path)
-        except FileExistsError:
-            pass
+            with contextlib.suppress(FileExistsError):  # another shard won the race: compare with its file
+                os.link(f.name, path)
         finally:
             os.remove(f.name)
     with open(path) as f:
