@@ -107,8 +107,9 @@ class _Run:
         valid = rows.pop(batch_lib.VALID)
         rows = {name: values[valid] for name, values in rows.items()}  # [N, ...]: every example once
         levels = {"": (rows["logits"], rows[batch_lib.LABEL])}
-        if batch_lib.TRIAL in rows:
-            levels["trial_"] = metrics_lib.mean_by_group(rows["logits"], rows[batch_lib.LABEL], rows[batch_lib.TRIAL])
+        trials = rows.get(batch_lib.TRIAL)
+        if trials is not None and len(np.unique(trials)) < len(trials):  # several camera views per trial
+            levels["trial_"] = metrics_lib.mean_by_group(rows["logits"], rows[batch_lib.LABEL], trials)
         for prefix, (logits, labels) in levels.items():
             confusion = metrics_lib.confusion_matrix(labels, logits.argmax(-1), self.train_data.num_classes)
             report = metrics_lib.classification_metrics(confusion)

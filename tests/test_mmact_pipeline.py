@@ -105,3 +105,10 @@ def test_resumed_iterator_repeats_batches_and_camera_draws(data_dir):
         again = next(resumed)
         for name in batch:
             np.testing.assert_array_equal(again[name], batch[name])
+
+
+def test_video_free_models_report_no_redundant_per_trial_scores(data_dir, tmp_path):
+    config = _config(data_dir, module=sensor_only)
+    config.train.update(num_steps=2, eval_every=2, checkpoint_every=2)
+    final = train.train_and_evaluate(config, str(tmp_path))
+    assert "eval/accuracy" in final and "eval/trial_accuracy" not in final  # one view per trial
