@@ -130,6 +130,8 @@ def test_train_iterator_shards_processes_and_resumes_from_state(config):
     shards = [next(pipeline.train_iterator(train, 64, 0, p, 2))[batch_lib.SENSOR] for p in range(2)]
     rows = [set(map(tuple, shard.reshape(64, -1).tolist())) for shard in shards]
     assert not rows[0] & rows[1]  # disjoint shards
+    single = next(pipeline.train_iterator(train, 128, 0, 0, 1))[batch_lib.SENSOR]
+    np.testing.assert_array_equal(np.concatenate(shards), single)  # the same global batch, in process order
 
     iterator = pipeline.train_iterator(train, 32, 0, 0, 1)
     next(iterator)

@@ -81,16 +81,19 @@ def per_process_batch_size(global_batch_size: int, num_devices: int, num_process
 
 def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_index: int,
                    process_count: int) -> grain.DatasetIterator:
-    """Endless, reshuffled each epoch; each process reads its own shard. The iterator state is checkpointable,
-    and so is the randomness of `data.random_transform` (grain seeds it per element)."""
-    if len(data) // process_count < batch_size:  # the same verdict on every process, so none waits for another
-        raise ValueError(f"{data.origin}: {len(data)} training examples over {process_count} processes leave fewer "
-                         f"than a batch of {batch_size} per process (config.train.batch_size / number of processes)")
-    shard = grain.MapDataset.source(data)[process_index::process_count]
-    dataset = shard.seed(seed + process_index).shuffle().repeat()  # processes draw independent orders
+    """Endless, reshuffled each epoch, checkpointable (the randomness of `data.random_transform` too).
+
+    One global order whatever the number of processes: global batch s is rows [s*B, (s+1)*B) of the shuffled
+    stream, and process p reads its consecutive `batch_size` rows of it, so 1 process x 8 devices and 2 processes
+    x 4 devices train on the same global batches.
+    """
+    if len(data) < batch_size * process_count:
+        raise ValueError(f"{data.origin}: {len(data)} training examples are fewer than one global batch of "
+                         f"{batch_size * process_count} (config.train.batch_size)")
+    dataset = grain.MapDataset.source(data).seed(seed).shuffle().repeat()
     if data.random_transform is not None:
-        dataset = dataset.random_map(data.random_transform)
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+        dataset = dataset.random_map(data.random_transform)  # seeded by global position
+    dataset = dataset.batch(batch_size, drop_remainder=True)[process_index::process_count]
     return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
 
 

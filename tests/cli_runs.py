@@ -1,0 +1,72 @@
+"""Running the real CLI in subprocesses: small configs, fake CPU devices, waiting for steps, reading results."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = {
+    "data.synthetic.num_train": 512, "data.synthetic.num_eval": 100, "data.synthetic.seq_len": 32,
+    "data.synthetic.video_dim": 32, "data.synthetic.num_classes": 6,
+    "model.encoder_channels": "(16,32)", "model.encoder_strides": "(1,2)", "model.model_dim": 32,
+    "model.num_layers": 1, "model.num_heads": 2, "model.mlp_dim": 64, "model.head_dim": 32,
+    "model.projection_dim": 16, "train.batch_size": 32, "train.eval_batch_size": 32, "train.warmup_steps": 10,
+}
+
+
+def command(workdir, overrides, *flags):
+    return [sys.executable, "-m", "harjax.main", "--config=configs/full.py:synthetic", f"--workdir={workdir}",
+            *(f"--config.{key}={value}" for key, value in (SMALL | overrides).items()), *flags]
+
+
+def environment(devices):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return env | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
+                  "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+
+
+def start(workdir, overrides, devices, *flags):
+    return subprocess.Popen(command(workdir, overrides, *flags), cwd=REPO, env=environment(devices),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def run(workdir, overrides, devices=4, *flags):
+    completed = subprocess.run(command(workdir, overrides, *flags), cwd=REPO, env=environment(devices),
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def logged_steps(workdir):
+    try:
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            return [json.loads(line)["step"] for line in f if line.endswith("\n")]
+    except (FileNotFoundError, json.JSONDecodeError):  # not there yet, or caught mid-write
+        return []
+
+
+def checkpoint_steps(workdir):
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
+
+
+def wait_until(workdir, processes, step, timeout=300):
+    """Until a checkpoint is committed and `step` logged (or a process ends)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and all(process.poll() is None for process in processes):
+        if checkpoint_steps(workdir) and max(logged_steps(workdir), default=0) >= step:
+            return
+        time.sleep(0.02)
+
+
+def metrics_lines(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return f.read().splitlines()

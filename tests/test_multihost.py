@@ -1,0 +1,77 @@
+"""Several processes train like one: 2 processes x 4 CPU devices (gloo collectives) against 1 x 8 devices.
+
+Both see the same global batches (one global data order), so every logged loss and evaluation must agree; they
+agree to float32 rounding (reductions cross processes in another order), not bit for bit. Checkpoints written
+on one device count restore onto another.
+"""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from tests import cli_runs
+
+OVERRIDES = {"train.num_steps": 40, "train.log_every": 1, "train.eval_every": 20, "train.checkpoint_every": 10}
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in cli_runs.metrics_lines(workdir)]
+
+
+def _assert_same_training(actual, expected):
+    assert [line["step"] for line in actual] == [line["step"] for line in expected]
+    for got, want in zip(actual, expected):
+        assert got.keys() == want.keys()
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=1e-6, err_msg=f"step {want['step']} {key}")
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("one_process"))
+    cli_runs.run(workdir, OVERRIDES, 8)
+    return _metrics(workdir)
+
+
+def _two_processes(workdir, port):
+    return [cli_runs.start(workdir, OVERRIDES, 4, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                           f"--process_id={index}") for index in range(2)]
+
+
+def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_process):
+    workdir = str(tmp_path)
+    processes = _two_processes(workdir, cli_runs.free_port())
+    cli_runs.wait_until(workdir, processes, 15)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == -signal.SIGKILL, f"ended before it could be killed: {stderr[-2000:]}"
+    assert max(cli_runs.logged_steps(workdir)) < OVERRIDES["train.num_steps"]
+
+    processes = _two_processes(workdir, cli_runs.free_port())
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    _assert_same_training(_metrics(workdir), one_process)
+    record = json.load(open(os.path.join(workdir, "config.json")))
+    assert record["processes"] == 2 and record["devices"] == 8
+
+
+@pytest.mark.parametrize("first, then", [(8, 4), (4, 8)])
+def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, first, then):
+    workdir = str(tmp_path)
+    process = cli_runs.start(workdir, OVERRIDES, first)
+    cli_runs.wait_until(workdir, [process], 12)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    cli_runs.run(workdir, OVERRIDES, then)
+    record = json.load(open(os.path.join(workdir, "config.json")))
+    assert record["devices"] == then and record["start_step"] > 0
+    _assert_same_training(_metrics(workdir), one_process)
