@@ -7,6 +7,7 @@ checks speak of devices.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping
 
 import jax
@@ -16,13 +17,32 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
+def _cluster() -> str | None:
+    """The multi-process launcher this process runs under, if JAX can bootstrap from its environment."""
+    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(name in os.environ for name in slurm) and int(os.environ["SLURM_NTASKS"]) > 1:
+        return "SLURM"  # one process per task; JAX gives each its SLURM_LOCALID-th GPU
+    if len([host for host in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if host]) > 1:
+        return "Cloud TPU pod"
+    return None
+
+
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
                            process_id: int | None) -> None:
-    """Joins a multi-process job when one is described; a lone process needs nothing."""
+    """Joins a multi-process job: explicitly from the flags, or from a SLURM or Cloud TPU pod environment.
+
+    A lone process (the default) needs nothing. Kubernetes jobs pass the flags (see launch/gke_jobset.yaml).
+    """
     if coordinator_address or num_processes is not None or process_id is not None:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id)
-        logging.info("process %d of %d joined %s", jax.process_index(), jax.process_count(), coordinator_address)
+    elif (cluster := _cluster()) is not None:
+        logging.info("joining the %s job from its environment", cluster)
+        jax.distributed.initialize()
+    else:
+        return
+    logging.info("process %d of %d, %d local of %d devices", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count())
 
 
 def make_mesh() -> Mesh:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harjax import train
+from harjax import parallel, train
 from tests.conftest import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,3 +38,21 @@ def test_bad_train_settings_name_the_flag(tmp_path, key, value):
     config.train[key] = value
     with pytest.raises(ValueError, match=rf"config\.train\.{key}"):
         train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, None),
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+      "SLURM_LOCALID": "0"}, None),  # a one-task SLURM job is a lone process
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "16", "SLURM_PROCID": "3",
+      "SLURM_LOCALID": "3"}, "SLURM"),
+    ({"TPU_WORKER_HOSTNAMES": "t1"}, None),
+    ({"TPU_WORKER_HOSTNAMES": "t1,t2,t3,t4"}, "Cloud TPU pod"),
+])
+def test_multi_process_launchers_are_recognised(monkeypatch, env, expected):
+    for name in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                 "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert parallel._cluster() == expected
