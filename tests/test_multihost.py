@@ -7,6 +7,7 @@ on one device count restore onto another.
 
 import json
 import os
+import re
 import signal
 
 import numpy as np
@@ -74,4 +75,25 @@ def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, fi
     cli_runs.run(workdir, OVERRIDES, then)
     record = json.load(open(os.path.join(workdir, "config.json")))
     assert record["devices"] == then and record["start_step"] > 0
+    _assert_same_training(_metrics(workdir), one_process)
+
+
+def test_sigterm_stops_every_process_at_the_same_step(tmp_path, one_process):
+    workdir = str(tmp_path)
+    processes = _two_processes(workdir, cli_runs.free_port())
+    cli_runs.wait_until(workdir, processes, 15)
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    stopped = []
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        found = re.search(r"stopping at step (\d+) after the preemption checkpoint", stderr)
+        assert found, f"a process did not stop for SIGTERM: {stderr[-2000:]}"
+        stopped.append(int(found.group(1)))
+    assert stopped[0] == stopped[1] == cli_runs.checkpoint_steps(workdir)[-1]
+    processes = _two_processes(workdir, cli_runs.free_port())
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
     _assert_same_training(_metrics(workdir), one_process)
