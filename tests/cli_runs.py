@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -70,3 +71,10 @@ def wait_until(workdir, processes, step, timeout=300):
 def metrics_lines(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return f.read().splitlines()
+
+
+def preemption_step(stderr):
+    """The step a run reports stopping at after SIGTERM; fails when it did not stop for one."""
+    found = re.search(r"stopping at step (\d+) after the preemption checkpoint", stderr)
+    assert found, f"the run did not stop for SIGTERM: {stderr[-2000:]}"
+    return int(found.group(1))

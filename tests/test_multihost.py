@@ -7,7 +7,6 @@ on one device count restore onto another.
 
 import json
 import os
-import re
 import signal
 
 import numpy as np
@@ -39,26 +38,37 @@ def one_process(tmp_path_factory):
     return _metrics(workdir)
 
 
-def _two_processes(workdir, port):
+def _two_processes(workdir):
+    port = cli_runs.free_port()
     return [cli_runs.start(workdir, OVERRIDES, 4, f"--coordinator_address=localhost:{port}", "--num_processes=2",
                            f"--process_id={index}") for index in range(2)]
 
 
-def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_process):
-    workdir = str(tmp_path)
-    processes = _two_processes(workdir, cli_runs.free_port())
+def _interrupt_two_processes(workdir, sig):
+    """Starts both processes, sends `sig` to both after step 15 and a checkpoint; (returncode, stderr) each."""
+    processes = _two_processes(workdir)
     cli_runs.wait_until(workdir, processes, 15)
     for process in processes:
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(sig)
+    results = []
     for process in processes:
-        _, stderr = process.communicate(timeout=120)
-        assert process.returncode == -signal.SIGKILL, f"ended before it could be killed: {stderr[-2000:]}"
-    assert max(cli_runs.logged_steps(workdir)) < OVERRIDES["train.num_steps"]
+        _, stderr = process.communicate(timeout=300)
+        results.append((process.returncode, stderr))
+    return results
 
-    processes = _two_processes(workdir, cli_runs.free_port())
-    for process in processes:
+
+def _resume_two_processes(workdir):
+    for process in _two_processes(workdir):
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
+
+
+def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_process):
+    workdir = str(tmp_path)
+    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGKILL):
+        assert returncode == -signal.SIGKILL, f"ended before it could be killed: {stderr[-2000:]}"
+    assert max(cli_runs.logged_steps(workdir)) < OVERRIDES["train.num_steps"]
+    _resume_two_processes(workdir)
     _assert_same_training(_metrics(workdir), one_process)
     record = json.load(open(os.path.join(workdir, "config.json")))
     assert record["processes"] == 2 and record["devices"] == 8
@@ -80,20 +90,10 @@ def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, fi
 
 def test_sigterm_stops_every_process_at_the_same_step(tmp_path, one_process):
     workdir = str(tmp_path)
-    processes = _two_processes(workdir, cli_runs.free_port())
-    cli_runs.wait_until(workdir, processes, 15)
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
     stopped = []
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-3000:]
-        found = re.search(r"stopping at step (\d+) after the preemption checkpoint", stderr)
-        assert found, f"a process did not stop for SIGTERM: {stderr[-2000:]}"
-        stopped.append(int(found.group(1)))
+    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGTERM):
+        assert returncode == 0, stderr[-3000:]
+        stopped.append(cli_runs.preemption_step(stderr))
     assert stopped[0] == stopped[1] == cli_runs.checkpoint_steps(workdir)[-1]
-    processes = _two_processes(workdir, cli_runs.free_port())
-    for process in processes:
-        _, stderr = process.communicate(timeout=600)
-        assert process.returncode == 0, stderr[-3000:]
+    _resume_two_processes(workdir)
     _assert_same_training(_metrics(workdir), one_process)

@@ -5,7 +5,6 @@ the training losses averaged over windows of 7 steps (not aligned with the check
 window must carry on from the checkpoint) and every evaluation.
 """
 
-import re
 import signal
 
 import pytest
@@ -51,9 +50,7 @@ def test_sigterm_saves_before_exiting_and_resumes_exactly(tmp_path, uninterrupte
     workdir = str(tmp_path)
     returncode, stderr = _interrupt(workdir, signal.SIGTERM, after_step=60)
     assert returncode == 0, stderr[-3000:]
-    stopped = re.search(r"stopping at step (\d+) after the preemption checkpoint", stderr)
-    assert stopped, f"the run did not stop for SIGTERM: {stderr[-2000:]}"
-    stopped_at = int(stopped.group(1))
+    stopped_at = cli_runs.preemption_step(stderr)
     assert stopped_at < NUM_STEPS
     assert cli_runs.checkpoint_steps(workdir)[-1] == stopped_at  # saved at the very step it stopped, not an older one
     cli_runs.run(workdir, OVERRIDES)
