@@ -14,56 +14,42 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_MEASURE = r'''
-import json, sys, time
-sys.path.insert(0, {repo!r})
-import jax, jax.numpy as jnp, numpy as np
-from configs import full
-from harjax import losses, parallel, step as step_lib
-from harjax.data import synthetic
-from harjax.models.har_model import build_model
 
-batch_size, steps = {batch_size}, {steps}
-mesh = parallel.make_mesh()
-sharded = parallel.batch_sharded(mesh)
+def measure(batch_size: int, steps: int) -> dict[str, float]:
+    """Runs in a child process whose device count XLA_FLAGS fixed."""
+    sys.path.insert(0, REPO)
+    import jax
+    import jax.numpy as jnp
 
-def timed(fn, *args):
-    out = fn(*args); jax.block_until_ready(out)
+    from benchmarks import common
+    from configs import full
+    from harjax import losses, parallel
+    from harjax.data import synthetic
+
+    mesh = parallel.make_mesh()
+    sharded = parallel.batch_sharded(mesh)
+    video, sensor = (jax.device_put(jax.random.normal(jax.random.key(seed), (batch_size, 128)), sharded)
+                     for seed in (0, 1))
+    weights = jax.device_put(jnp.ones(batch_size), sharded)
+    infonce = jax.jit(jax.value_and_grad(lambda v, s: losses.global_info_nce(
+        mesh, parallel.DATA_AXIS, v, s, jnp.float32(14.3), weights), argnums=(0, 1)))
+    jax.block_until_ready(infonce(video, sensor))
     start = time.perf_counter()
     for _ in range(steps):
-        out = fn(*args)
+        out = infonce(video, sensor)
     jax.block_until_ready(out)
-    return (time.perf_counter() - start) / steps * 1e3
+    infonce_ms = (time.perf_counter() - start) / steps * 1e3
 
-video = jax.device_put(jax.random.normal(jax.random.key(0), (batch_size, 128)), sharded)
-sensor = jax.device_put(jax.random.normal(jax.random.key(1), (batch_size, 128)), sharded)
-weights = jax.device_put(jnp.ones(batch_size), sharded)
-infonce = jax.jit(jax.value_and_grad(
-    lambda v, s: losses.global_info_nce(mesh, parallel.DATA_AXIS, v, s, jnp.float32(14.3), weights), argnums=(0, 1)))
-infonce_ms = timed(infonce, video, sensor)
-
-config = full.get_config("synthetic")
-config.data.synthetic.update(num_train=batch_size, num_eval=8)
-data = synthetic.generate(config.data.synthetic, "train", 0)
-model = build_model(config, data.num_classes)
-schedule = step_lib.learning_rate_schedule(config.train)
-local = {{name: array[:batch_size] for name, array in data.arrays.items()}}
-state = jax.jit(lambda: step_lib.create_train_state(model, step_lib.make_optimizer(config, schedule), local, 0),
-                out_shardings=parallel.replicated(mesh))()
-train_step = step_lib.jit_train_step(mesh, config.loss.contrastive_weight)
-batch = parallel.global_batch(local, mesh)
-state, metrics = train_step(state, batch); jax.block_until_ready(metrics)
-start = time.perf_counter()
-for _ in range(steps):
-    state, metrics = train_step(state, batch)
-jax.block_until_ready(metrics)
-step_ms = (time.perf_counter() - start) / steps * 1e3
-print(json.dumps({{"devices": jax.device_count(), "infonce_fwd_bwd_ms": round(infonce_ms, 3),
-                   "train_step_ms": round(step_ms, 2), "examples_per_s": round(batch_size / step_ms * 1e3, 1)}}))
-'''
+    config = full.get_config("synthetic")
+    config.data.synthetic.update(num_train=batch_size, num_eval=8)
+    data = synthetic.generate(config.data.synthetic, "train", 0)
+    step_ms = common.train_step_ms(config, dict(data.arrays), data.num_classes, steps)
+    return {"devices": jax.device_count(), "infonce_fwd_bwd_ms": round(infonce_ms, 3),
+            "train_step_ms": round(step_ms, 2), "examples_per_s": round(batch_size / step_ms * 1e3, 1)}
 
 
 def main() -> None:
@@ -71,13 +57,17 @@ def main() -> None:
     parser.add_argument("--devices", default="1,2,4,8")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.batch_size, args.steps)))
+        return
     rows = []
     for devices in (int(n) for n in args.devices.split(",")):
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-        code = _MEASURE.format(repo=REPO, batch_size=args.batch_size, steps=args.steps)
-        output = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, capture_output=True,
-                                text=True).stdout
+        output = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                                 f"--batch_size={args.batch_size}", f"--steps={args.steps}"],
+                                env=env, cwd=REPO, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         row = rows[-1]
         print(f"{row['devices']:>3} devices  InfoNCE fwd+bwd {row['infonce_fwd_bwd_ms']:>8.3f} ms  "

@@ -21,10 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from configs import full  # noqa: E402
-from harjax import parallel, step as step_lib  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
-from harjax.models.har_model import build_model  # noqa: E402
 
 
 def pipeline_rate(split, batch_size: int, steps: int) -> float:
@@ -33,25 +32,6 @@ def pipeline_rate(split, batch_size: int, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         next(iterator)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def step_rate(config, split, batch_size: int, steps: int) -> float:
-    mesh = parallel.make_mesh()
-    model = build_model(config, split.num_classes)
-    schedule = step_lib.learning_rate_schedule(config.train)
-    local = next(pipeline.train_iterator(split, batch_size, 0, 0, 1))
-    state = jax.jit(lambda: step_lib.create_train_state(model, step_lib.make_optimizer(config, schedule), local, 0),
-                    out_shardings=parallel.replicated(mesh))()
-    train_step = step_lib.jit_train_step(mesh, config.loss.contrastive_weight)
-    batch = parallel.global_batch(local, mesh)
-    for _ in range(3):  # compile and warm up
-        state, metrics = train_step(state, batch)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = train_step(state, batch)
-    jax.block_until_ready(metrics)
     return steps * batch_size / (time.perf_counter() - start)
 
 
@@ -74,7 +54,9 @@ def main() -> None:
         config.train.batch_size = args.batch_size
         train_split, _ = pipeline.load_splits(config)
         produced = pipeline_rate(train_split, args.batch_size, args.steps)
-        consumed = step_rate(config, train_split, args.batch_size, args.steps)
+        local_batch = next(pipeline.train_iterator(train_split, args.batch_size, 0, 0, 1))
+        consumed = args.batch_size / common.train_step_ms(config, local_batch, train_split.num_classes,
+                                                          args.steps) * 1e3
     print(f"{'input pipeline':<22} {produced:>10.1f} examples/s")
     device = f"{jax.device_count()} x {jax.devices()[0].platform}"
     print(f"{'train step consumes':<22} {consumed:>10.1f} examples/s  ({device})")

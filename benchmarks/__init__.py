@@ -1,0 +1,1 @@
+"""Scripts that measure and print; see RESULTS.md."""
