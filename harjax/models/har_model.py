@@ -29,6 +29,28 @@ class ModelOutput(struct.PyTreeNode):
     alpha: jax.Array | None = None  # [B, K, n] keyless attention weights
 
 
+class JointTokens(nn.Module):
+    """The joint tokens Dense([v || a_k]) for k = 1..K, with v's share computed once per example, not K times.
+
+    [v || a_k] W + b = (v W_v + b) + a_k W_a: one [d_v, D] product per example instead of K (d_v is 4096 for
+    Video-LLaVA, d_s 128). Parameters are a Dense's (kernel [d_v + d_s, D], bias [D]), so checkpoints and the
+    PyTorch reference's Linear over the concatenation map one to one.
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, video: jax.Array, pooled: jax.Array) -> jax.Array:
+        """video [B, d_v], pooled [B, K, d_s] -> tokens [B, K, features]."""
+        video_dim = video.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (video_dim + pooled.shape[-1], self.features)).astype(self.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        video_share = jnp.dot(video.astype(self.dtype), kernel[:video_dim]) + bias  # [B, D]
+        return video_share[:, None, :] + jnp.dot(pooled.astype(self.dtype), kernel[video_dim:])
+
+
 class HARModel(nn.Module):
     """Sensor CNN + keyless cross-modal attention per segment + Transformer over joint tokens + MLP.
 
@@ -100,9 +122,8 @@ class HARModel(nn.Module):
                 pooled, alpha = KeylessAttention(self.dtype)(video.astype(self.dtype), sequence, segments)
             else:
                 pooled = masked_mean(sequence, segments)
-            joint = jnp.concatenate([jnp.broadcast_to(video[:, None].astype(self.dtype),
-                                                      (*pooled.shape[:2], video.shape[-1])), pooled], axis=-1)
-            tokens, token_mask = self._tokens(joint, "joint_token"), segments.any(-1)  # [B, K, D], [B, K]
+            tokens = JointTokens(self.model_dim, self.dtype, name="joint_token")(video, pooled)  # [B, K, D]
+            token_mask = segments.any(-1)  # [B, K]
             if frames is not None:
                 frame_tokens, frame_mask = video_tokens()
                 tokens = jnp.concatenate([tokens, frame_tokens], axis=1)

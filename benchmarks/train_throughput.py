@@ -1,0 +1,98 @@
+"""Train-step throughput of harjax against the PyTorch reference (eager and torch.compile), in one process.
+
+    python benchmarks/train_throughput.py [--batch_size=128 --steps=10 --rounds=5]
+
+All three train configs/full.py's model with its optimizer on one batch of MMAct's sizes (d_v 4096, T 256,
+C 12, 37 classes; benchmarks/torch_reference.py is the same model, tested equal). After compilation and warm-up
+they take turns, `--steps` updates each per round, so a slow spell of a shared machine hits all three alike; the
+table gives each one's median over rounds. Runs on CPU (torch keeps to the CPU, and JAX is asked for it) so the
+three share one processor; pass --platform=gpu on a GPU machine to put both frameworks there. Prints a table and,
+last, one JSON line. Targets (issue 4, 2-core CPU): harjax >= 1.5x eager and >= 1x torch.compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Between turns: idle worker threads of the previous framework (OpenMP spins before it sleeps) would otherwise
+# take cores from the next one's first steps.
+_PAUSE_S = 0.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10, help="updates per implementation per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu"))
+    args = parser.parse_args()
+
+    import jax
+
+    jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
+    import torch
+
+    from benchmarks import common, torch_reference
+    from harjax import step as step_lib
+
+    device = torch.device("cuda" if args.platform == "gpu" else "cpu")
+    config, batch, num_classes = common.mmact_sized(args.batch_size)
+    schedule = step_lib.learning_rate_schedule(config.train)
+    tensors = {name: value.to(device) for name, value in torch_reference.torch_batch(batch).items()}
+
+    def torch_runner(compile_loss: bool):
+        torch.manual_seed(config.seed)
+        model = torch_reference.HARModel(config.model, config.loss, num_classes, video_dim=batch["video"].shape[-1],
+                                         sensor_channels=batch["sensor"].shape[-1]).to(device).train()
+        train_step = torch_reference.make_train_step(model, config, schedule, compile_loss=compile_loss)
+
+        def run(steps: int) -> float:
+            start = time.perf_counter()
+            for _ in range(steps):
+                loss = train_step(tensors)
+            loss.item()  # waits for the device
+            return (time.perf_counter() - start) / steps
+
+        run(3)  # torch.compile compiles here
+        return run
+
+    runners = {}
+    for name, make in (("harjax (jax.jit)", lambda: common.harjax_trainer(config, batch, num_classes)[0]),
+                       ("pytorch eager", lambda: torch_runner(False)),
+                       ("pytorch torch.compile", lambda: torch_runner(True))):
+        start = time.perf_counter()
+        runners[name] = make()
+        print(f"{name}: compiled and warmed up in {time.perf_counter() - start:.1f} s", flush=True)
+
+    seconds = {name: [] for name in runners}
+    for round_index in range(args.rounds):
+        for name, run in runners.items():
+            time.sleep(_PAUSE_S)
+            seconds[name].append(run(args.steps))
+        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
+            f"{name} {seconds[name][-1] * 1e3:.1f} ms" for name in runners), flush=True)
+
+    rate = {name: args.batch_size / statistics.median(times) for name, times in seconds.items()}
+    harjax_rate = rate["harjax (jax.jit)"]
+    print(f"\n{'implementation':<24} {'ms/step':>9} {'examples/s':>11} {'harjax speed-up':>16}")
+    for name in runners:
+        print(f"{name:<24} {args.batch_size / rate[name] * 1e3:>9.1f} {rate[name]:>11.1f} "
+              f"{harjax_rate / rate[name]:>15.2f}x")
+    print(json.dumps({
+        "benchmark": "train_throughput", "global_batch": args.batch_size, "sizes": common.MMACT_SIZES,
+        "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "jax": jax.__version__, "torch": torch.__version__,
+        "examples_per_s": {name: round(value, 1) for name, value in rate.items()},
+        "speedup_vs_eager": round(harjax_rate / rate["pytorch eager"], 3),
+        "speedup_vs_compile": round(harjax_rate / rate["pytorch torch.compile"], 3)}))
+
+
+if __name__ == "__main__":
+    main()
