@@ -1,0 +1,97 @@
+"""FLOPs per example of harjax's train step (counted by XLA from the compiled step) and the share of the machine's
+measured matmul peak that the step achieves, both in one run.
+
+    python benchmarks/flops.py [--batch_size=128 --steps=20]
+
+The model is configs/full.py's at MMAct's sizes (d_v 4096, T 256, C 12). The FLOP count is the compiled step's
+`cost_analysis()` (forward, backward and optimizer, as XLA will execute them), divided by the batch; the forward
+alone is counted the same way. The peak is the best float32 matmul rate of this process over a few square sizes
+(jnp.dot, and torch.matmul when torch is installed), so the fraction is against what this machine really does,
+not a datasheet. Prints a table and, last, one JSON line. Target (issue 4): at least 45% of the peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from harjax.models.har_model import build_model  # noqa: E402
+
+_MATMUL_SIZES = (1024, 2048, 3072)
+
+
+def _best_rate(matmul, size: int, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of `repeats` calls of matmul() on [size, size] operands (it waits for its result)."""
+    matmul()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def matmul_peak() -> dict[str, float]:
+    """Best float32 matmul FLOP/s per framework on this process's default device."""
+    rates = {}
+    for size in _MATMUL_SIZES:
+        a, b = (jax.random.normal(jax.random.key(seed), (size, size), jnp.float32) for seed in (0, 1))
+        dot = jax.jit(jnp.dot)
+        rates["jax"] = max(rates.get("jax", 0.0), _best_rate(lambda: dot(a, b).block_until_ready(), size))
+    try:
+        import torch
+    except ImportError:
+        return rates
+    if jax.devices()[0].platform == "cpu":
+        for size in _MATMUL_SIZES:
+            a, b = torch.randn(size, size), torch.randn(size, size)
+            rates["torch"] = max(rates.get("torch", 0.0), _best_rate(lambda: torch.matmul(a, b), size))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    config, batch, num_classes = common.mmact_sized(args.batch_size)
+    run, compiled_step = common.harjax_trainer(config, batch, num_classes)
+    step_flops = compiled_step.cost_analysis()["flops"]
+    model = build_model(config, num_classes)
+    variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
+    forward_flops = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile(
+    ).cost_analysis()["flops"]
+    step_seconds = min(run(args.steps) for _ in range(3))
+    peaks = matmul_peak()
+    peak = max(peaks.values())
+    achieved = step_flops / step_seconds
+
+    rows = [("forward FLOPs per example", f"{forward_flops / args.batch_size / 1e6:.1f} M"),
+            ("train step FLOPs per example", f"{step_flops / args.batch_size / 1e6:.1f} M"),
+            ("train step time (best of 3 x --steps)", f"{step_seconds * 1e3:.1f} ms"),
+            ("achieved", f"{achieved / 1e9:.1f} GFLOP/s"),
+            *((f"float32 matmul peak ({name})", f"{rate / 1e9:.1f} GFLOP/s") for name, rate in peaks.items()),
+            ("fraction of peak", f"{achieved / peak:.1%}")]
+    for name, value in rows:
+        print(f"{name:<40} {value:>16}")
+    print(json.dumps({
+        "benchmark": "flops", "global_batch": args.batch_size, "sizes": common.MMACT_SIZES,
+        "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
+        "forward_flops_per_example": forward_flops / args.batch_size,
+        "train_step_flops_per_example": step_flops / args.batch_size, "step_ms": round(step_seconds * 1e3, 2),
+        "achieved_gflops": round(achieved / 1e9, 2), "matmul_peak_gflops": {k: round(v / 1e9, 2) for k, v in peaks.items()},
+        "fraction_of_peak": round(achieved / peak, 4)}))
+
+
+if __name__ == "__main__":
+    main()
