@@ -209,9 +209,10 @@ def load_flax_variables(model: HARModel, variables: Mapping[str, Any]) -> None:
         model.video_standardise.running_var.copy_(t(stats["var"]))
         encoder = params["SensorEncoder_0"]
         for i, (conv, norm) in enumerate(zip(model.sensor_encoder.convs, model.sensor_encoder.norms)):
-            conv.weight.copy_(t(encoder[f"Conv_{i}"]["kernel"]).permute(2, 1, 0))  # [k, in, out] -> [out, in, k]
-            conv.bias.copy_(t(encoder[f"Conv_{i}"]["bias"]))
-            layer_norm(norm, encoder[f"LayerNorm_{i}"])
+            block = encoder[f"ConvBlock_{i}"]
+            conv.weight.copy_(t(block["kernel"]).permute(2, 1, 0))  # [k, in, out] -> [out, in, k]
+            conv.bias.copy_(t(block["conv_bias"]))
+            layer_norm(norm, block)
         model.attention.w.copy_(t(params["KeylessAttention_0"]["w"]))
         dense(model.joint_token, params["joint_token"])
         dense(model.video_projection, params["video_projection"])

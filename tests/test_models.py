@@ -9,6 +9,7 @@ from configs import full, late_fusion, sensor_only, video_only
 from harjax.data import batch as batch_lib
 from harjax.models.har_model import build_model
 from harjax.models.keyless_attention import KeylessAttention, segment_masks
+from harjax.models.sensor_encoder import conv1d, conv_norm_gelu
 from tests.conftest import ALL_CONFIGS, config_id, small_config
 
 
@@ -95,6 +96,30 @@ def test_padding_length_does_not_change_predictions(config_module, extra_padding
                                model.apply(variables, short, train=False).logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride,steps", [(1, 16), (2, 16), (2, 15), (3, 10)])
+def test_conv_norm_gelu_has_the_values_and_gradients_of_autodiff(stride, steps):
+    """The encoder block's hand-written backward against JAX's gradient of the same composition."""
+    rng = np.random.default_rng(stride + steps)
+    x, kernel = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in [(3, steps, 4), (5, 4, 6)])
+    conv_bias, scale, bias = (jnp.asarray(rng.normal(size=6), jnp.float32) for _ in range(3))
+    cotangent = jnp.asarray(rng.normal(size=(3, -(-steps // stride), 6)), jnp.float32)
+
+    def reference(x, kernel, conv_bias, scale, bias):
+        z = conv1d(x, kernel, stride) + conv_bias
+        normalized = (z - z.mean(-1, keepdims=True)) / jnp.sqrt(z.var(-1, keepdims=True) + 1e-6)
+        return jax.nn.gelu(normalized * scale + bias)
+
+    def fused(x, kernel, conv_bias, scale, bias):
+        return conv_norm_gelu(x, kernel, conv_bias, scale, bias, stride, jnp.float32)
+
+    arguments = (x, kernel, conv_bias, scale, bias)
+    expected, expected_vjp = jax.vjp(reference, *arguments)
+    value, fused_vjp = jax.vjp(jax.jit(fused), *arguments)
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(fused_vjp(cotangent), expected_vjp(cotangent), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     config = small_config()
     config.model.dtype = "bfloat16"
@@ -103,6 +128,10 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
     output = model.apply(variables, _batch(), train=False)
     assert output.logits.dtype == jnp.float32 and np.isfinite(output.logits).all()
+    grads = jax.grad(lambda params: model.apply({**variables, "params": params}, _batch(), train=True,
+                                                rngs={"dropout": jax.random.key(1)},
+                                                mutable=["batch_stats"])[0].logits.sum())(variables["params"])
+    assert all(g.dtype == jnp.float32 and np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
 def test_video_standardisation_makes_per_dimension_scale_irrelevant():
