@@ -24,6 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from harjax import host_memory  # noqa: E402
 from harjax.models.har_model import build_model  # noqa: E402
 
 _MATMUL_SIZES = (1024, 2048, 3072)
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    host_memory.retain_freed_memory()  # as harjax.main
 
     config, batch, num_classes = common.mmact_sized(args.batch_size)
     run, compiled_step = common.harjax_trainer(config, batch, num_classes)

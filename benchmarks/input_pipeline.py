@@ -28,6 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from harjax import host_memory  # noqa: E402
 from configs import full  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
 
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
+    host_memory.retain_freed_memory()  # as harjax.main
     config = full.get_config("mmact")
     with tempfile.TemporaryDirectory() as scratch:
         data_dir, tfds_config = ((args.data_dir, args.tfds_config) if args.data_dir

@@ -8,6 +8,7 @@ they take turns, `--steps` updates each per round, so a slow spell of a shared m
 table gives each one's median and best round (shared machines drift by 10-20% within minutes). Runs on CPU (torch keeps to the CPU, and JAX is asked for it) so the
 three share one processor; pass --platform=gpu on a GPU machine to put both frameworks there. Prints a table and,
 last, one JSON line. Targets (issue 4, 2-core CPU): harjax >= 1.5x eager and >= 1x torch.compile.
+--allocator=default leaves glibc's malloc as it is (see harjax/host_memory.py for why harjax.main changes it).
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="updates per implementation per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--allocator", default="retain", choices=("retain", "default"),
+                        help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/host_memory.py); "
+                             "the setting is process-wide, so all three run under it")
     args = parser.parse_args()
+    if args.allocator == "retain":
+        from harjax import host_memory
+
+        host_memory.retain_freed_memory()
 
     import jax
 
@@ -91,7 +99,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "train_throughput", "global_batch": args.batch_size, "sizes": common.MMACT_SIZES,
         "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "jax": jax.__version__, "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "allocator": args.allocator, "jax": jax.__version__, "torch": torch.__version__,
         "examples_per_s": {name: round(value, 1) for name, value in rate.items()},
         "best_examples_per_s": {name: round(value, 1) for name, value in best_rate.items()},
         "speedup_vs_eager": round(harjax_rate / rate["pytorch eager"], 3),

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
-from harjax import parallel, train
+from harjax import host_memory, parallel, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/full.py:synthetic.",
                                           lock_config=True)
@@ -47,6 +47,7 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    host_memory.retain_freed_memory()  # before JAX starts its threads
     logging.get_absl_handler().python_handler.addFilter(_quiet_orbax)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _CONFIG.value

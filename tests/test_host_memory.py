@@ -1,0 +1,37 @@
+"""harjax.main keeps freed host memory in the process, so a step's large temporary block is not page-faulted in
+again every step (harjax/host_memory.py)."""
+
+import subprocess
+import sys
+
+import pytest
+
+_BLOCK_BYTES = 320 * 2**20  # far above glibc's largest mmap threshold (32 MB)
+# Plain malloc, as XLA's CPU runtime allocates (numpy would ask the kernel for huge pages instead).
+_REALLOCATE = f"""
+import ctypes, resource, sys
+if sys.argv[1] == "retain":
+    from harjax import host_memory
+    assert host_memory.retain_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+block = libc.malloc({_BLOCK_BYTES})
+ctypes.memset(block, 1, {_BLOCK_BYTES})
+libc.free(block)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+ctypes.memset(libc.malloc({_BLOCK_BYTES}), 1, {_BLOCK_BYTES})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_on_reallocation(mode: str) -> int:
+    return int(subprocess.run([sys.executable, "-c", _REALLOCATE, mode], check=True, capture_output=True,
+                              text=True).stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the setting is glibc's (a no-op elsewhere)")
+def test_reallocating_a_freed_block_does_not_fault_its_pages_in_again():
+    retained = _faults_on_reallocation("retain")
+    assert retained < _BLOCK_BYTES // 4096 // 100
+    # Control: glibc's default unmaps the block, so every page (or huge page) faults in again.
+    assert _faults_on_reallocation("default") > 10 * max(retained, 1)
