@@ -7,7 +7,7 @@ Without --data_dir it builds the demo's MMAct dataset (480 synthetic trials, 192
 with --embedding_dim other than the tiny model's 32 it then rebuilds it with every stored embedding replaced by
 a random vector of that width (4096: Video-LLaVA-7B's, the size real MMAct data has), so records are as large as
 real ones. The pipeline is timed alone (grain over the array_record files: read, pick a camera, standardise, pad
-to 256 steps, batch), then the jitted train step of configs/full.py's model on one of its batches. Prints a table
+to 256 steps, batch; in config.data.num_workers worker processes unless --num_workers says otherwise), then the jitted train step of configs/full.py's model on one of its batches. Prints a table
 and, last, one JSON line. Target (issue 4): the pipeline delivers at least 3x what the step consumes.
 """
 
@@ -35,13 +35,16 @@ from harjax.data import pipeline  # noqa: E402
 _WIDE_CONFIG = "context-video_mean_last"  # the builder config of real Video-LLaVA-7B embeddings (4096)
 
 
-def pipeline_rate(split, batch_size: int, steps: int) -> float:
-    iterator = pipeline.train_iterator(split, batch_size, seed=0, process_index=0, process_count=1)
-    next(iterator)  # threads started, first reads done
+def pipeline_rate(split, batch_size: int, steps: int, num_workers: int) -> float:
+    iterator = pipeline.train_iterator(split, batch_size, seed=0, process_index=0, process_count=1,
+                                       num_workers=num_workers)
+    next(iterator)  # threads and workers started, first reads done
     start = time.perf_counter()
     for _ in range(steps):
         next(iterator)
-    return steps * batch_size / (time.perf_counter() - start)
+    rate = steps * batch_size / (time.perf_counter() - start)
+    iterator.close()
+    return rate
 
 
 def widen_embeddings(embeddings_dir: str, output_dir: str, width: int) -> None:
@@ -85,6 +88,8 @@ def main() -> None:
     parser.add_argument("--protocol", default="cross_subject")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="grain worker processes; default: config.data.num_workers of configs/full.py")
     args = parser.parse_args()
     host_memory.retain_freed_memory()  # as harjax.main
     config = full.get_config("mmact")
@@ -93,18 +98,22 @@ def main() -> None:
                                  else demo_dataset(scratch, args.embedding_dim))
         config.data.update(data_dir=data_dir, tfds_config=tfds_config, protocol=args.protocol, max_length=256)
         config.train.batch_size = args.batch_size
+        if args.num_workers is not None:
+            config.data.num_workers = args.num_workers
         train_split, _ = pipeline.load_splits(config)
-        produced = pipeline_rate(train_split, args.batch_size, args.steps)
+        produced = pipeline_rate(train_split, args.batch_size, args.steps, config.data.num_workers)
         local_batch = next(pipeline.train_iterator(train_split, args.batch_size, 0, 0, 1))
         consumed = args.batch_size / common.train_step_ms(config, local_batch, train_split.num_classes,
                                                           args.steps) * 1e3
     video_dim = local_batch["video"].shape[-1]
-    print(f"{'input pipeline':<22} {produced:>10.1f} examples/s  (d_v {video_dim}, T {config.data.max_length})")
+    print(f"{'input pipeline':<22} {produced:>10.1f} examples/s  (d_v {video_dim}, T {config.data.max_length}, "
+          f"{config.data.num_workers} worker processes)")
     device = f"{jax.device_count()} x {jax.devices()[0].platform}"
     print(f"{'train step consumes':<22} {consumed:>10.1f} examples/s  ({device})")
     print(f"{'ratio':<22} {produced / consumed:>10.2f}x")
     print(json.dumps({"benchmark": "input_pipeline", "batch_size": args.batch_size, "video_dim": video_dim,
                       "max_length": config.data.max_length, "tfds_config": tfds_config,
+                      "num_workers": config.data.num_workers,
                       "pipeline_examples_per_s": round(produced, 1), "step_examples_per_s": round(consumed, 1),
                       "ratio": round(produced / consumed, 2), "device": jax.devices()[0].device_kind,
                       "cpu_count": os.cpu_count()}))

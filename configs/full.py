@@ -33,6 +33,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'
     config.data.max_length = 512  # mmact: sensor steps at 50 Hz; longer trials are cropped
     config.data.prepare_demo_data = False  # generate, extract and build the demo dataset first (harjax.main)
+    # Worker processes that build training batches (0: threads in the training process). Decoding MMAct records
+    # holds the GIL: on a GPU host give each training process a few cores' worth.
+    config.data.num_workers = 4
     config.data.synthetic = ml_collections.ConfigDict(dict(
         num_train=4096, num_eval=1024, num_classes=37, seq_len=128, channels=12, video_dim=512,
         min_length_fraction=0.4, noise=0.5))
@@ -76,6 +79,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     if variant == "demo":
         config.data.prepare_demo_data = True  # into config.data.data_dir, or <workdir>/demo_data
+        config.data.num_workers = 0  # the demo runs on small machines
         config.data.tfds_config = "tiny-context-video_mean_last"
         config.data.max_length = 256
         config.train.batch_size = 64
@@ -85,6 +89,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         config.train.checkpoint_every = 200
     if variant == "synthetic":
         config.data.source = "synthetic"
+        config.data.num_workers = 0  # in memory: nothing to decode
         config.train.num_steps = 800
         config.train.warmup_steps = 100
         config.train.eval_every = 200

@@ -133,7 +133,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         run = _Run(config, workdir)
         cleanup.callback(run.close)
         train_iterator = pipeline.train_iterator(run.train_data, run.train_batch_size, config.seed,
-                                                 jax.process_index(), jax.process_count())
+                                                 jax.process_index(), jax.process_count(), config.data.num_workers)
+        cleanup.callback(train_iterator.close)
         window = metrics_lib.TrainMetricWindow()
         start_step = run.checkpointer.latest_step
         if start_step is None:

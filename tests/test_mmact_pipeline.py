@@ -82,8 +82,9 @@ def test_long_trials_are_cropped_to_max_length(data_dir):
     assert eval_split[0][batch_lib.SENSOR_MASK].all()
 
 
-def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path):
-    config = _config(data_dir)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path, num_workers):
+    config = _config(data_dir, num_workers=num_workers)
     config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)
     final = train.train_and_evaluate(config, str(tmp_path))
     assert {"eval/accuracy", "eval/macro_f1", "eval/trial_accuracy", "eval/trial_macro_f1"} <= set(final)
@@ -91,20 +92,33 @@ def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path):
     assert read_metrics(str(tmp_path))[-1]["eval/trial_accuracy"] == final["eval/trial_accuracy"]
 
 
-def test_resumed_iterator_repeats_batches_and_camera_draws(data_dir):
-    """The iterator state saved with checkpoints reproduces the batches, the random camera choice included."""
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resumed_iterator_repeats_batches_and_camera_draws(data_dir, num_workers):
+    """The iterator state saved with checkpoints reproduces the batches, the random camera choice included, and
+    worker processes change nothing: they give the batches threads give."""
     train_split, _ = pipeline.load_splits(_config(data_dir))
-    iterator = pipeline.train_iterator(train_split, 4, seed=0, process_index=0, process_count=1)
+
+    def iterator():
+        return pipeline.train_iterator(train_split, 4, seed=0, process_index=0, process_count=1,
+                                       num_workers=num_workers)
+
+    first = iterator()
     for _ in range(5):  # into the second epoch (12 trials)
-        next(iterator)
-    state = iterator.get_state()
-    expected = [next(iterator) for _ in range(4)]
-    resumed = pipeline.train_iterator(train_split, 4, seed=0, process_index=0, process_count=1)
+        next(first)
+    state = first.get_state()
+    expected = [next(first) for _ in range(4)]
+    first.close()
+    resumed = iterator()
     resumed.set_state(state)
+    in_process = pipeline.train_iterator(train_split, 4, seed=0, process_index=0, process_count=1)
+    for _ in range(5):
+        next(in_process)
     for batch in expected:
-        again = next(resumed)
+        again, reference = next(resumed), next(in_process)
         for name in batch:
             np.testing.assert_array_equal(again[name], batch[name])
+            np.testing.assert_array_equal(reference[name], batch[name])
+    resumed.close()
 
 
 def test_video_free_models_report_no_redundant_per_trial_scores(data_dir, tmp_path):
