@@ -1,13 +1,13 @@
 """Train-step throughput of harjax against the PyTorch reference (eager and torch.compile), in one process.
 
-    python benchmarks/train_throughput.py [--batch_size=128 --steps=10 --rounds=5]
+    python benchmarks/train_throughput.py [--batch_size=128 --steps=10 --rounds=7 --allocator=retain]
 
 All three train configs/full.py's model with its optimizer on one batch of MMAct's sizes (d_v 4096, T 256,
 C 12, 37 classes; benchmarks/torch_reference.py is the same model, tested equal). After compilation and warm-up
 they take turns, `--steps` updates each per round, so a slow spell of a shared machine hits all three alike; the
-table gives each one's median and best round (shared machines drift by 10-20% within minutes). Runs on CPU (torch keeps to the CPU, and JAX is asked for it) so the
-three share one processor; pass --platform=gpu on a GPU machine to put both frameworks there. Prints a table and,
-last, one JSON line. Targets (issue 4, 2-core CPU): harjax >= 1.5x eager and >= 1x torch.compile.
+table gives each one's median and best round (shared machines drift by 10-20% within minutes). Runs on CPU
+(torch keeps to the CPU, and JAX is asked for it) so the three share one processor; pass --platform=gpu on a GPU
+machine to put both frameworks there. Prints a table and, last, one JSON line. Targets (issue 4, 2-core CPU): harjax >= 1.5x eager and >= 1x torch.compile.
 --allocator=default leaves glibc's malloc as it is (see harjax/host_memory.py for why harjax.main changes it).
 """
 
@@ -37,14 +37,14 @@ def main() -> None:
                         help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/host_memory.py); "
                              "the setting is process-wide, so all three run under it")
     args = parser.parse_args()
-    if args.allocator == "retain":
-        from harjax import host_memory
-
-        host_memory.retain_freed_memory()
 
     import jax
 
     jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
+    if args.allocator == "retain":  # before JAX and torch start their threads
+        from harjax import host_memory
+
+        host_memory.retain_freed_memory()
     import torch
 
     from benchmarks import common, torch_reference
