@@ -18,13 +18,19 @@ from harjax.models.har_model import build_model
 MMACT_SIZES = dict(video_dim=4096, seq_len=256, channels=12, num_classes=37)
 
 
-def mmact_sized(batch_size: int) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
-    """configs/full.py's model on one synthetic batch of MMAct's sizes: (config, batch, num_classes)."""
+def synthetic_batch(batch_size: int, **sizes: int) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
+    """configs/full.py:synthetic on one batch of its data, `sizes` overriding config.data.synthetic:
+    (config, batch, num_classes)."""
     config = full.get_config("synthetic")
-    config.data.synthetic.update(num_train=batch_size, num_eval=8, **MMACT_SIZES)
+    config.data.synthetic.update(num_train=batch_size, num_eval=8, **sizes)
     config.train.batch_size = batch_size
     data = synthetic.generate(config.data.synthetic, "train", config.seed)
     return config, dict(data.arrays), data.num_classes
+
+
+def mmact_sized(batch_size: int) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
+    """configs/full.py's model on one synthetic batch of MMAct's sizes: (config, batch, num_classes)."""
+    return synthetic_batch(batch_size, **MMACT_SIZES)
 
 
 def harjax_trainer(config: ml_collections.ConfigDict, local_batch: dict[str, np.ndarray], num_classes: int

@@ -29,9 +29,7 @@ def measure(batch_size: int, steps: int) -> dict[str, float]:
     import jax.numpy as jnp
 
     from benchmarks import common
-    from configs import full
     from harjax import losses, parallel
-    from harjax.data import synthetic
 
     mesh = parallel.make_mesh()
     sharded = parallel.batch_sharded(mesh)
@@ -47,10 +45,7 @@ def measure(batch_size: int, steps: int) -> dict[str, float]:
     jax.block_until_ready(out)
     infonce_ms = (time.perf_counter() - start) / steps * 1e3
 
-    config = full.get_config("synthetic")
-    config.data.synthetic.update(num_train=batch_size, num_eval=8)
-    data = synthetic.generate(config.data.synthetic, "train", 0)
-    step_ms = common.train_step_ms(config, dict(data.arrays), data.num_classes, steps)
+    step_ms = common.train_step_ms(*common.synthetic_batch(batch_size), steps)
     return {"devices": jax.device_count(), "infonce_fwd_bwd_ms": round(infonce_ms, 3),
             "train_step_ms": round(step_ms, 2), "examples_per_s": round(batch_size / step_ms * 1e3, 1)}
 

@@ -46,8 +46,7 @@ def _normalized(x, kernel, conv_bias, stride, dtype):
 def conv_norm_gelu(x: jax.Array, kernel: jax.Array, conv_bias: jax.Array, scale: jax.Array, bias: jax.Array,
                    stride: int, dtype: Any) -> jax.Array:
     """gelu(LayerNorm(conv1d(x, kernel) + conv_bias) * scale + bias) in `dtype`; statistics in float32."""
-    normalized, _ = _normalized(x, kernel, conv_bias, stride, dtype)
-    return nn.gelu(normalized * scale + bias).astype(dtype)
+    return _forward(x, kernel, conv_bias, scale, bias, stride, dtype)[0]
 
 
 def _forward(x, kernel, conv_bias, scale, bias, stride, dtype):
