@@ -3,7 +3,8 @@
 Same computation as harjax.models.har_model.HARModel with modalities='both', fusion='attention' and a
 Transformer (configs/full.py), step for step: batch-statistics video standardisation, Conv1d -> LayerNorm ->
 tanh-GELU sensor blocks with masking, keyless attention per segment (v^T W once per example), joint tokens
-[v || a_k], pre-LN Transformer with a class token, MLP head, projection heads, CE + lambda * symmetric InfoNCE
+[v || a_k] W with v's share once per example (harjax's two algorithmic savings, so the benchmark compares
+frameworks, not algorithms), pre-LN Transformer with a class token, MLP head, projection heads, CE + lambda * symmetric InfoNCE
 with a learnable, capped temperature, global-norm clipping and AdamW with weight decay on matrices only.
 `load_flax_variables` copies a harjax model's weights in, and tests/test_torch_reference.py checks that both
 give the same logits and loss, so the benchmark compares two implementations of one model.
@@ -127,13 +128,16 @@ class HARModel(nn.Module):
         self.sensor_projection = nn.Linear(sensor_dim, m.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / loss_config.temperature)))
 
-    def forward(self, video: torch.Tensor, sensor: torch.Tensor, sensor_mask: torch.Tensor):
+    def forward(self, video: torch.Tensor, sensor: torch.Tensor, sensor_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         video = self.video_standardise(video)
         sequence, sequence_mask = self.sensor_encoder(sensor, sensor_mask)
         segments = segment_masks(sequence_mask, self.num_segments)  # [B, K, n]
         pooled = self.attention(video, sequence, segments)
-        joint = torch.cat([video[:, None].expand(-1, pooled.shape[1], -1), pooled], dim=-1)  # [B, K, d_v + d_s]
-        logits = self.classifier(self.joint_token(joint), segments.any(-1))
+        # joint_token([v || a_k]) with v's share once per example, as harjax's JointTokens: [B, K, D]
+        video_weight, pooled_weight = self.joint_token.weight.split([video.shape[-1], pooled.shape[-1]], dim=1)
+        tokens = F.linear(video, video_weight, self.joint_token.bias)[:, None] + F.linear(pooled, pooled_weight)
+        logits = self.classifier(tokens, segments.any(-1))
         sensor_summary = masked_mean(sequence, sequence_mask[:, None])[:, 0]
         return (logits, self.video_projection(video), self.sensor_projection(sensor_summary),
                 self.logit_scale.exp())
@@ -153,12 +157,16 @@ def objective(model: HARModel, batch: Mapping[str, torch.Tensor], contrastive_we
 
 def make_optimizer(model: HARModel, train_config: Any, schedule: Callable[[int], float]
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with decay on matrices only (ndim >= 2), as harjax.step.make_optimizer; the schedule is per step."""
+    """AdamW with decay on matrices only (ndim >= 2), as harjax.step.make_optimizer; the schedule is per step.
+
+    The (optax) schedule is tabulated once, so no JAX call lands in torch's timed steps.
+    """
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=train_config.learning_rate)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: float(schedule(step)) / train_config.learning_rate)
+    factors = np.asarray(schedule(np.arange(train_config.num_steps + 1)), np.float64) / train_config.learning_rate
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factors[min(step, len(factors) - 1)])
 
 
 def make_train_step(model: HARModel, config: Any, schedule: Callable[[int], float],

@@ -1,8 +1,9 @@
-"""Orbax checkpoints of the train state, the data iterator and the loop's own state; resume and preemption.
+"""Orbax checkpoints of the train state and the loop's own state; resume and preemption.
 
-A checkpoint holds, per step: 'state' (the TrainState), 'data_iter' (this process's grain iterator position),
-'loop' (the open window of train metrics) and 'signature' (parameter shapes and the model config, checked before
-any array is read, so a mismatch names its cause instead of failing deep inside Orbax).
+A checkpoint holds, per step: 'state' (the TrainState), 'loop' (the open window of train metrics) and 'signature'
+(parameter shapes and the model config, checked before any array is read, so a mismatch names its cause instead
+of failing deep inside Orbax). The data position needs no entry: the training batches are a function of the step
+(harjax/data/pipeline.py), so a resume may change the number of input workers or processes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import signal
 from typing import Any, Mapping
 
-import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -72,23 +72,20 @@ class Checkpointer:
                 + "\nParameters:\n  " + "\n  ".join(listed)
                 + "\nUse a new --workdir, or the config and data that wrote the checkpoint.")
 
-    def restore(self, step: int, abstract_state: Any,
-                data_iterator: grain.DatasetIterator | None = None) -> tuple[Any, dict[str, Any]]:
-        """(state, loop state) at `step`, placed as `abstract_state`'s shardings say; moves `data_iterator`."""
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """(state, loop state) at `step`, placed as `abstract_state`'s shardings say."""
         self.check_compatible(step)
-        items = {"state": ocp.args.StandardRestore(abstract_state), "loop": ocp.args.JsonRestore()}
-        if data_iterator is not None:
-            items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
         logging.info("restored step %d from %s", step, self.directory)
         return restored["state"], restored["loop"]
 
-    def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator, loop_state: Mapping[str, Any],
+    def save(self, step: int, state: Any, loop_state: Mapping[str, Any],
              metrics: Mapping[str, float] | None = None) -> None:
         """Every process calls this; Orbax writes to a temporary name, so a killed save never replaces a good one."""
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iterator),
-            loop=ocp.args.JsonSave(dict(loop_state)), signature=ocp.args.JsonSave(self._signature)),
+            state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(dict(loop_state)),
+            signature=ocp.args.JsonSave(self._signature)),
             metrics=dict(metrics) if metrics else None, force=True)
 
     def close(self) -> None:

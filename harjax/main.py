@@ -22,6 +22,9 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes au
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 in a multi-process job.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
+_JOIN_CLUSTER = flags.DEFINE_bool("join_cluster", False, "Join a multi-process job found by JAX's own cluster "
+                                  "detection (needed on Cloud TPU VM slices; launch/tpu_pod.sh sets it). SLURM "
+                                  "and GKE TPU jobs are joined without it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -49,7 +52,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     host_memory.retain_freed_memory()  # before JAX starts its threads
     logging.get_absl_handler().python_handler.addFilter(_quiet_orbax)
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                    _JOIN_CLUSTER.value)
     config = _CONFIG.value
     if config.data.prepare_demo_data:
         _prepare_demo_data(config, _WORKDIR.value)

@@ -23,21 +23,23 @@ def _cluster() -> str | None:
     if all(name in os.environ for name in slurm) and int(os.environ["SLURM_NTASKS"]) > 1:
         return "SLURM"  # one process per task; JAX gives each its SLURM_LOCALID-th GPU
     if len([host for host in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if host]) > 1:
-        return "Cloud TPU pod"
+        return "GKE TPU slice"
     return None
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None) -> None:
-    """Joins a multi-process job: explicitly from the flags, or from a SLURM or Cloud TPU pod environment.
+                           process_id: int | None, join_cluster: bool = False) -> None:
+    """Joins a multi-process job: explicitly from the flags, or from a SLURM or GKE TPU environment.
 
     A lone process (the default) needs nothing. Kubernetes jobs pass the flags (see launch/gke_jobset.yaml).
+    Cloud TPU VM slices are only recognisable through the metadata server, which a lone process should not
+    query at every start: launch/tpu_pod.sh passes --join_cluster, which leaves the detection to JAX.
     """
     if coordinator_address or num_processes is not None or process_id is not None:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id)
-    elif (cluster := _cluster()) is not None:
-        logging.info("joining the %s job from its environment", cluster)
+    elif join_cluster or (cluster := _cluster()) is not None:
+        logging.info("joining the %s job from its environment", "cluster" if join_cluster else cluster)
         jax.distributed.initialize()
     else:
         return

@@ -132,16 +132,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with contextlib.ExitStack() as cleanup:
         run = _Run(config, workdir)
         cleanup.callback(run.close)
-        train_iterator = pipeline.train_iterator(run.train_data, run.train_batch_size, config.seed,
-                                                 jax.process_index(), jax.process_count(), config.data.num_workers)
-        cleanup.callback(train_iterator.close)
         window = metrics_lib.TrainMetricWindow()
         start_step = run.checkpointer.latest_step
         if start_step is None:
             state, start_step = run.init_state(), 0
         else:
-            state, loop_state = run.checkpointer.restore(start_step, run.abstract_state, train_iterator)
+            state, loop_state = run.checkpointer.restore(start_step, run.abstract_state)
             window.restore(loop_state["train_window"])
+        # Every step, skipped non-finite ones included, consumes one global batch.
+        train_iterator = pipeline.train_iterator(run.train_data, run.train_batch_size, config.seed,
+                                                 jax.process_index(), jax.process_count(), config.data.num_workers,
+                                                 start_batch=start_step)
+        cleanup.callback(train_iterator.close)
         run.writer.truncate_after(start_step)
         if jax.process_index() == 0:
             write_run_config(workdir, config, run.train_data, run.eval_data, start_step)
@@ -171,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             preempted = preemption.reached(step)
             # Every evaluated step is saved too, so the best checkpoint by macro-F1 is among all evaluations.
             if evaluated or preempted or step % train_config.checkpoint_every == 0:
-                run.checkpointer.save(step, state, train_iterator, {"train_window": window.state()},
+                run.checkpointer.save(step, state, {"train_window": window.state()},
                                       eval_metrics if evaluated else None)
             if preempted:
                 logging.warning("stopping at step %d after the preemption checkpoint", step)

@@ -25,14 +25,23 @@ export JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=${DEVICES_PER_PROCESS:-4}"
 
 pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM  # forward preemption to every process
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' INT TERM  # forward preemption to every process
 for ((index = 0; index < num_processes; index++)); do
   "$python" -m harjax.main --workdir="$workdir" --coordinator_address="localhost:$port" \
     --num_processes="$num_processes" --process_id="$index" "$@" &
   pids+=("$!")
 done
+# A trapped signal interrupts `wait` with a status above 128 while the process still runs (saving its
+# checkpoint): wait again until it has really exited, and report its own status.
 status=0
 for pid in "${pids[@]}"; do
-  wait "$pid" || status=$?
+  while true; do
+    code=0
+    wait "$pid" || code=$?
+    if ((code <= 128)) || ! kill -0 "$pid" 2>/dev/null; then
+      break
+    fi
+  done
+  ((code == 0)) || status=$code
 done
 exit "$status"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# harjax on a Cloud TPU VM pod slice: the same command on every worker; JAX joins them from the TPU
-# environment (harjax.parallel), so no address flags are needed.
+# harjax on a Cloud TPU VM pod slice: the same command on every worker. --join_cluster lets JAX find the other
+# workers through the TPU VM's metadata server (harjax.parallel), so no address flags are needed.
 #
 #   launch/tpu_pod.sh --config=configs/full.py --config.data.data_dir=gs://bucket/tfds
 #
@@ -16,4 +16,4 @@ workdir=${WORKDIR:?set WORKDIR}
 
 flags=$(printf ' %q' "$@")
 gcloud compute tpus tpu-vm ssh "$tpu_name" --zone="$zone" --project="$project" --worker=all \
-  --command="cd $repo_dir && python -m harjax.main --workdir=$workdir$flags"
+  --command="cd $repo_dir && python -m harjax.main --join_cluster --workdir=$workdir$flags"

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any, Mapping
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {
@@ -18,35 +19,41 @@ SMALL = {
 }
 
 
-def command(workdir, overrides, *flags):
+def command(workdir: str, overrides: Mapping[str, Any], *flags: str) -> list[str]:
     return [sys.executable, "-m", "harjax.main", "--config=configs/full.py:synthetic", f"--workdir={workdir}",
             *(f"--config.{key}={value}" for key, value in (SMALL | overrides).items()), *flags]
 
 
-def environment(devices):
+def environment(devices: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     return env | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
                   "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
 
 
-def start(workdir, overrides, devices, *flags):
+def start(workdir: str, overrides: Mapping[str, Any], devices: int, *flags: str) -> subprocess.Popen:
+    """The CLI in its own process group (its pid is the group's), as a cluster runs it: signal_group reaches the
+    trainer and its input workers together."""
     return subprocess.Popen(command(workdir, overrides, *flags), cwd=REPO, env=environment(devices),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def run(workdir, overrides, devices=4, *flags):
+def signal_group(process: subprocess.Popen, sig: int) -> None:
+    os.killpg(process.pid, sig)
+
+
+def run(workdir: str, overrides: Mapping[str, Any], devices: int = 4, *flags: str) -> None:
     completed = subprocess.run(command(workdir, overrides, *flags), cwd=REPO, env=environment(devices),
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
 
 
-def logged_steps(workdir):
+def logged_steps(workdir: str) -> list[int]:
     try:
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             return [json.loads(line)["step"] for line in f if line.endswith("\n")]
@@ -54,12 +61,12 @@ def logged_steps(workdir):
         return []
 
 
-def checkpoint_steps(workdir):
+def checkpoint_steps(workdir: str) -> list[int]:
     directory = os.path.join(workdir, "checkpoints")
     return sorted(int(name) for name in os.listdir(directory) if name.isdigit()) if os.path.isdir(directory) else []
 
 
-def wait_until(workdir, processes, step, timeout=300):
+def wait_until(workdir: str, processes: list[subprocess.Popen], step: int, timeout: float = 300) -> None:
     """Until a checkpoint is committed and `step` logged (or a process ends)."""
     deadline = time.time() + timeout
     while time.time() < deadline and all(process.poll() is None for process in processes):
@@ -68,12 +75,12 @@ def wait_until(workdir, processes, step, timeout=300):
         time.sleep(0.02)
 
 
-def metrics_lines(workdir):
+def metrics_lines(workdir: str) -> list[str]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return f.read().splitlines()
 
 
-def preemption_step(stderr):
+def preemption_step(stderr: str) -> int:
     """The step a run reports stopping at after SIGTERM; fails when it did not stop for one."""
     found = re.search(r"stopping at step (\d+) after the preemption checkpoint", stderr)
     assert found, f"the run did not stop for SIGTERM: {stderr[-2000:]}"

@@ -47,7 +47,7 @@ def test_bad_train_settings_name_the_flag(tmp_path, key, value):
     ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "16", "SLURM_PROCID": "3",
       "SLURM_LOCALID": "3"}, "SLURM"),
     ({"TPU_WORKER_HOSTNAMES": "t1"}, None),
-    ({"TPU_WORKER_HOSTNAMES": "t1,t2,t3,t4"}, "Cloud TPU pod"),
+    ({"TPU_WORKER_HOSTNAMES": "t1,t2,t3,t4"}, "GKE TPU slice"),
 ])
 def test_multi_process_launchers_are_recognised(monkeypatch, env, expected):
     for name in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
@@ -56,3 +56,17 @@ def test_multi_process_launchers_are_recognised(monkeypatch, env, expected):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert parallel._cluster() == expected
+
+
+def test_join_cluster_leaves_the_detection_to_jax(monkeypatch):
+    """Cloud TPU VM slices are found only through JAX's metadata-server query, which --join_cluster asks for; a
+    lone process outside any launcher must not start jax.distributed at all."""
+    for name in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                 "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(parallel.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    parallel.initialize_distributed(None, None, None)
+    assert calls == []
+    parallel.initialize_distributed(None, None, None, join_cluster=True)
+    assert calls == [{}]

@@ -1,5 +1,11 @@
 """The batch contract, the npz and synthetic sources, and the pipeline's coverage guarantees."""
 
+import contextlib
+import multiprocessing
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -125,7 +131,7 @@ def test_eval_batches_cover_every_example_exactly_once(config, process_count):
                                                    .tolist()))
 
 
-def test_train_iterator_shards_processes_and_resumes_from_state(config):
+def test_train_iterator_shards_processes_and_resumes_at_a_step(config):
     train, _ = pipeline.load_splits(config)
     shards = [next(pipeline.train_iterator(train, 64, 0, p, 2))[batch_lib.SENSOR] for p in range(2)]
     rows = [set(map(tuple, shard.reshape(64, -1).tolist())) for shard in shards]
@@ -135,12 +141,37 @@ def test_train_iterator_shards_processes_and_resumes_from_state(config):
 
     iterator = pipeline.train_iterator(train, 32, 0, 0, 1)
     next(iterator)
-    state = iterator.get_state()
     expected = [next(iterator)[batch_lib.LABEL] for _ in range(12)]  # crosses an epoch boundary (256 / 32 = 8)
-    resumed = pipeline.train_iterator(train, 32, 0, 0, 1)
-    resumed.set_state(state)
+    resumed = pipeline.train_iterator(train, 32, 0, 0, 1, start_batch=1)
     for batch in expected:
         np.testing.assert_array_equal(next(resumed)[batch_lib.LABEL], batch)
+    # A resume onto two processes reads the same global batches, split in process order.
+    halves = [pipeline.train_iterator(train, 16, 0, p, 2, start_batch=1) for p in range(2)]
+    for batch in expected:
+        np.testing.assert_array_equal(np.concatenate([next(half)[batch_lib.LABEL] for half in halves]), batch)
+
+
+def test_input_workers_outlive_sigterm(config):
+    """Clusters signal every process of a job on preemption; the trainer still needs batches until its checkpoint
+    step, so the worker processes must keep serving after SIGTERM (far beyond what they had buffered)."""
+    train, _ = pipeline.load_splits(config)
+    expected = pipeline.train_iterator(train, 32, 0, 0, 1)
+    with contextlib.closing(pipeline.train_iterator(train, 32, 0, 0, 1, num_workers=2)) as iterator:
+        np.testing.assert_array_equal(next(iterator)[batch_lib.LABEL], next(expected)[batch_lib.LABEL])
+        workers = multiprocessing.active_children()
+        assert workers, "num_workers=2 started no worker processes"
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert all(worker.is_alive() for worker in workers)
+        for _ in range(24):  # three epochs
+            np.testing.assert_array_equal(next(iterator)[batch_lib.LABEL], next(expected)[batch_lib.LABEL])
+
+
+def test_negative_num_workers_is_rejected(config):
+    train, _ = pipeline.load_splits(config)
+    with pytest.raises(ValueError, match="config.data.num_workers must be >= 0"):
+        pipeline.train_iterator(train, 32, 0, 0, 1, num_workers=-1)
 
 
 def test_batch_size_must_split_over_devices():

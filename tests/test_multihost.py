@@ -38,18 +38,19 @@ def one_process(tmp_path_factory):
     return _metrics(workdir)
 
 
-def _two_processes(workdir):
+def _two_processes(workdir, overrides=OVERRIDES):
     port = cli_runs.free_port()
-    return [cli_runs.start(workdir, OVERRIDES, 4, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+    return [cli_runs.start(workdir, overrides, 4, f"--coordinator_address=localhost:{port}", "--num_processes=2",
                            f"--process_id={index}") for index in range(2)]
 
 
-def _interrupt_two_processes(workdir, sig):
-    """Starts both processes, sends `sig` to both after step 15 and a checkpoint; (returncode, stderr) each."""
-    processes = _two_processes(workdir)
+def _interrupt_two_processes(workdir, sig, overrides=OVERRIDES):
+    """Starts both processes, sends `sig` to both process groups (input workers included) after step 15 and a
+    checkpoint; (returncode, stderr) each."""
+    processes = _two_processes(workdir, overrides)
     cli_runs.wait_until(workdir, processes, 15)
     for process in processes:
-        process.send_signal(sig)
+        cli_runs.signal_group(process, sig)
     results = []
     for process in processes:
         _, stderr = process.communicate(timeout=300)
@@ -82,18 +83,21 @@ def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, fi
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
+    assert cli_runs.preemption_step(stderr) < OVERRIDES["train.num_steps"]
     cli_runs.run(workdir, OVERRIDES, then)
     record = json.load(open(os.path.join(workdir, "config.json")))
-    assert record["devices"] == then and record["start_step"] > 0
+    assert record["devices"] == then and 0 < record["start_step"] < OVERRIDES["train.num_steps"]
     _assert_same_training(_metrics(workdir), one_process)
 
 
 def test_sigterm_stops_every_process_at_the_same_step(tmp_path, one_process):
+    """As a cluster preempts: SIGTERM to each process group, input worker processes included. The resume runs
+    without workers: the batches are a function of the step, not of the iterator's workers."""
     workdir = str(tmp_path)
     stopped = []
-    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGTERM):
+    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGTERM, OVERRIDES | {"data.num_workers": 2}):
         assert returncode == 0, stderr[-3000:]
         stopped.append(cli_runs.preemption_step(stderr))
-    assert stopped[0] == stopped[1] == cli_runs.checkpoint_steps(workdir)[-1]
+    assert stopped[0] == stopped[1] == cli_runs.checkpoint_steps(workdir)[-1] < OVERRIDES["train.num_steps"]
     _resume_two_processes(workdir)
     _assert_same_training(_metrics(workdir), one_process)

@@ -4,7 +4,6 @@ import json
 import math
 import os
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,11 +144,10 @@ def test_checkpointer_keeps_the_latest_and_the_best(tmp_path, config):
     state = step_lib.TrainState.create(apply_fn=None, params={"w": jnp.zeros(3)}, tx=optax.sgd(0.1), batch_stats={},
                                        dropout_key=jax.random.key(0), nonfinite_steps=jnp.zeros((), jnp.int32))
     abstract = jax.eval_shape(lambda: state)
-    iterator = iter(grain.MapDataset.range(10).to_iter_dataset())
     checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2,
                                               signature=checkpointing.model_signature(config, abstract))
     for step, f1 in zip(range(1, 7), [0.2, 0.9, None, 0.3, None, 0.1]):
-        checkpointer.save(step, state, iterator, {}, None if f1 is None else {checkpointing.BEST_METRIC: f1})
+        checkpointer.save(step, state, {}, None if f1 is None else {checkpointing.BEST_METRIC: f1})
         checkpointer.manager.wait_until_finished()
     checkpointer.close()
     assert sorted(int(name) for name in os.listdir(tmp_path) if name.isdigit()) == [2, 5, 6]  # best, last two

@@ -1,8 +1,9 @@
 """The input pipeline: load a source's splits, standardise sensors, and serve grain iterators of batches.
 
-Training batches come from a checkpointable grain iterator (its state is saved with the model, so a resumed run
-sees exactly the batches the uninterrupted run would). Evaluation visits every example exactly once: the last
-batch is padded and masked through 'valid', never dropped.
+Training batches are a function of the step alone (the shuffled order, the random transforms and the split over
+processes are all seeded by position), so a resumed run starts its iterator at the restored step and sees exactly
+the batches the uninterrupted run would, whatever its number of input workers or processes. Evaluation visits every
+example exactly once: the last batch is padded and masked through 'valid', never dropped.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import signal
+import threading
+import time
 from typing import Iterator
 
 import grain
@@ -81,28 +86,52 @@ def per_process_batch_size(global_batch_size: int, num_devices: int, num_process
 
 
 def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_index: int,
-                   process_count: int, num_workers: int = 0) -> grain.DatasetIterator:
-    """Endless, reshuffled each epoch, checkpointable (the randomness of `data.random_transform` too).
+                   process_count: int, num_workers: int = 0, start_batch: int = 0) -> grain.DatasetIterator:
+    """Endless, reshuffled each epoch, starting after `start_batch` global batches (the step a run resumes from).
 
     One global order whatever the number of processes: global batch s is rows [s*B, (s+1)*B) of the shuffled
     stream, and process p reads its consecutive `batch_size` rows of it, so 1 process x 8 devices and 2 processes
     x 4 devices train on the same global batches. num_workers > 0 builds batches in that many worker processes
-    (decoding MMAct records holds the GIL, so threads alone stop scaling); the batches and the checkpointed
-    position are the same as with 0. Call close() on the iterator when done.
+    (decoding MMAct records holds the GIL, so threads alone stop scaling); the batches are the same as with 0.
+    Call close() on the iterator when done.
     """
     if len(data) < batch_size * process_count:
         raise ValueError(f"{data.origin}: {len(data)} training examples are fewer than one global batch of "
                          f"{batch_size * process_count} (config.train.batch_size)")
+    if num_workers < 0:
+        raise ValueError(f"config.data.num_workers must be >= 0 (0: batches built in the training process), "
+                         f"got {num_workers}")
     dataset = grain.MapDataset.source(data).seed(seed).shuffle().repeat()
     if data.random_transform is not None:
         dataset = dataset.random_map(data.random_transform)  # seeded by global position
-    dataset = dataset.batch(batch_size, drop_remainder=True)[process_index::process_count]
+    dataset = dataset.batch(batch_size, drop_remainder=True)  # per-process batches, process_count per global batch
+    dataset = dataset[start_batch * process_count + process_index::process_count]
     batches = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if num_workers > 0:
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use their defaults
             flags.FLAGS.mark_as_parsed()
-        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
+                                      worker_init_fn=_leave_signals_to_the_trainer)
     return iter(batches)
+
+
+def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
+    """Input workers ignore SIGTERM and SIGINT, and exit when the trainer is gone.
+
+    Clusters signal every process of a job on preemption; the trainer then still needs batches until the step all
+    processes agree to checkpoint at, so workers must outlive the signal. The trainer's close() stops them; if the
+    trainer is killed outright, a watcher thread notices the new parent and ends the worker.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    trainer = os.getppid()
+
+    def exit_when_orphaned() -> None:
+        while os.getppid() == trainer:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_when_orphaned, daemon=True, name="harjax-orphan-watch").start()
 
 
 def eval_batches(data: batch_lib.Split, batch_size: int, process_index: int,

@@ -4,8 +4,10 @@ Each block is conv -> LayerNorm over channels -> tanh-GELU, with a hand-written 
 (`conv_norm_gelu`). Profiling the train step on CPU showed the encoder taking most of the step, and in it XLA's
 own gradient of this block transposing the activations to [C, T, B] for the kernel gradient while recomputing
 LayerNorm and GELU in that transposed order. The backward below keeps the natural layout: LayerNorm and GELU in
-closed form, the kernel gradient as one product per tap over all (batch, step) rows. Same function, same
-parameters; tests/test_models.py checks values and gradients against the plain autodiff composition.
+closed form, the kernel gradient as one product per tap over all (batch, step) rows. The same function as
+flax's Conv -> LayerNorm -> gelu; its parameters live in one ConvBlock_i scope (kernel, conv_bias, scale, bias),
+so checkpoints written before this block existed (Conv_i / LayerNorm_i) do not restore. tests/test_models.py
+checks values and gradients against the plain autodiff composition.
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ conv_norm_gelu.defvjp(_forward, _backward)
 
 
 class ConvBlock(nn.Module):
+    """One encoder block as a module: the parameters of `conv_norm_gelu`, whose backward is hand-written."""
+
     features: int
     kernel_size: int
     stride: int
