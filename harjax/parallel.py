@@ -38,8 +38,8 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
     if coordinator_address or num_processes is not None or process_id is not None:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id)
-    elif join_cluster or (cluster := _cluster()) is not None:
-        logging.info("joining the %s job from its environment", "cluster" if join_cluster else cluster)
+    elif (cluster := "JAX-detected" if join_cluster else _cluster()) is not None:
+        logging.info("joining the %s job from its environment", cluster)
         jax.distributed.initialize()
     else:
         return

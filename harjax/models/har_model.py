@@ -34,7 +34,7 @@ class JointTokens(nn.Module):
 
     [v || a_k] W + b = (v W_v + b) + a_k W_a: one [d_v, D] product per example instead of K (d_v is 4096 for
     Video-LLaVA, d_s 128). Parameters are a Dense's (kernel [d_v + d_s, D], bias [D]), so checkpoints and the
-    PyTorch reference's Linear over the concatenation map one to one.
+    PyTorch reference's Linear (which splits its weight the same way) map one to one.
     """
 
     features: int
