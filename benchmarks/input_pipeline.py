@@ -32,7 +32,7 @@ from harjax import host_memory  # noqa: E402
 from configs import full  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
 
-_WIDE_CONFIG = "context-video_mean_last"  # the builder config of real Video-LLaVA-7B embeddings (4096)
+_WIDE_CONFIG = "context-video_mean_last"  # the demo's builder config; its width is the embeddings' own
 
 
 def pipeline_rate(split, batch_size: int, steps: int, num_workers: int) -> float:
@@ -55,6 +55,12 @@ def widen_embeddings(embeddings_dir: str, output_dir: str, width: int) -> None:
     for source in glob.glob(os.path.join(embeddings_dir, "*", "*")):
         target = os.path.join(output_dir, os.path.relpath(source, embeddings_dir))
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.basename(source) == extract_embeddings.METADATA:
+            with open(source) as f:
+                metadata = json.load(f) | {"hidden_size": width}
+            with open(target, "w") as f:
+                json.dump(metadata, f)
+            continue
         if not source.endswith(".npz"):
             shutil.copy(source, target)
             continue
@@ -68,23 +74,21 @@ def demo_dataset(scratch: str, embedding_dim: int) -> tuple[str, str]:
     """(data_dir, tfds config) of the demo dataset, its embeddings `embedding_dim` wide."""
     from data_builders.mmact import build, demo, tiny_model
 
-    data_dir = demo.prepare(scratch)
+    data_dir = demo.prepare(os.path.join(scratch, "demo"))
     if embedding_dim == tiny_model.HIDDEN_SIZE:
-        return data_dir, "tiny-context-video_mean_last"
-    if embedding_dim != 4096:
-        raise ValueError(f"--embedding_dim must be {tiny_model.HIDDEN_SIZE} (the tiny model) or 4096 (Video-LLaVA-7B, "
-                         f"the width of the '{_WIDE_CONFIG}' builder config), got {embedding_dim}")
+        return data_dir, _WIDE_CONFIG
     wide = os.path.join(scratch, "embeddings_wide")
     widen_embeddings(os.path.join(data_dir, "embeddings"), wide, embedding_dim)
-    build.build(os.path.join(data_dir, "manual"), wide, data_dir, _WIDE_CONFIG)
-    return data_dir, _WIDE_CONFIG
+    wide_data_dir = os.path.join(scratch, "wide")
+    build.build(os.path.join(data_dir, "manual"), wide, wide_data_dir, _WIDE_CONFIG)
+    return wide_data_dir, _WIDE_CONFIG
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--tfds_config", default=_WIDE_CONFIG, help="with --data_dir")
-    parser.add_argument("--embedding_dim", type=int, default=4096, help="without --data_dir: 4096 or 32")
+    parser.add_argument("--embedding_dim", type=int, default=4096, help="without --data_dir: the width of the random embeddings (32: the tiny model's own)")
     parser.add_argument("--protocol", default="cross_subject")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30)

@@ -33,6 +33,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'
     config.data.max_length = 512  # mmact: sensor steps at 50 Hz; longer trials are cropped
     config.data.prepare_demo_data = False  # generate, extract and build the demo dataset first (harjax.main)
+    config.data.demo_tree = "demo"  # the demo's synthetic release: 'demo' (480 trials) or 'tiny' (24, for tests)
     # Worker processes that build training batches (0: threads in the training process). Decoding MMAct records
     # holds the GIL: on a GPU host give each training process a few cores' worth.
     config.data.num_workers = 4
@@ -80,7 +81,6 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     if variant == "demo":
         config.data.prepare_demo_data = True  # into config.data.data_dir, or <workdir>/demo_data
         config.data.num_workers = 0  # the demo runs on small machines
-        config.data.tfds_config = "tiny-context-video_mean_last"
         config.data.max_length = 256
         config.train.batch_size = 64
         config.train.num_steps = 600

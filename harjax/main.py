@@ -34,7 +34,8 @@ def _quiet_orbax(record: std_logging.LogRecord) -> bool:
 
 
 def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Builds the demo's MMAct dataset (once) where config.data.data_dir points, default <workdir>/demo_data."""
+    """Builds the demo's MMAct dataset '<prompt_set>-<embedding>' (once) where config.data.data_dir points,
+    default <workdir>/demo_data."""
     if jax.process_count() > 1:
         raise app.UsageError("config.data.prepare_demo_data is for one process; build the data first, then launch")
     missing = [name for name in ("av", "torch", "transformers", "PIL") if importlib.util.find_spec(name) is None]
@@ -43,8 +44,11 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
                              f"(pip install -e '.[demo]'); missing: {', '.join(missing)}")
     from data_builders.mmact import demo
 
+    if config.data.tfds_config:
+        raise app.UsageError("config.data.prepare_demo_data builds '<prompt_set>-<embedding>'; leave "
+                             f"config.data.tfds_config empty (got {config.data.tfds_config!r})")
     config.data.data_dir = config.data.data_dir or os.path.join(workdir, "demo_data")
-    demo.prepare(config.data.data_dir)
+    demo.prepare(config.data.data_dir, config.data.prompt_set, config.data.embedding, config.data.demo_tree)
 
 
 def main(argv: list[str]) -> None:

@@ -1,34 +1,67 @@
 """The demo's data: a synthetic MMAct tree, tiny-model embeddings and the built TFDS dataset, made once.
 
-harjax.main calls prepare() for configs/full.py:demo, so the whole real path (release layout -> extractor ->
-TFDS builder -> grain pipeline -> training) runs on a fresh machine without MMAct or a GPU.
+harjax.main calls prepare() for configs/full.py:demo (and the experiment suites' :demo and :smoke variants), so
+the whole real path (release layout -> extractor -> TFDS builder -> grain pipeline -> training) runs on a fresh
+machine without MMAct or a GPU. Each prompt set is extracted, and each '<prompt_set>-<embedding>' dataset built,
+the first time a run asks for it; runs that share a data_dir (a suite's runs) take turns through a file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import shutil
+from typing import Iterator
 
 from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
 
-SPEC = synthetic_tree.TreeSpec(subjects=(1, 2, 3, 4, 5, 6, 17, 18), scenes=(1, 2, 3, 4), sessions=(1, 2, 5),
-                               actions_per_scene=5, clip_frames=8, frame_size=(48, 32))
+# 'demo': 480 trials over 8 subjects, every scene, 3 sessions; 'tiny': the 24 trials of dummy_data/ (tests).
+TREES = {
+    "demo": synthetic_tree.TreeSpec(subjects=(1, 2, 3, 4, 5, 6, 17, 18), scenes=(1, 2, 3, 4), sessions=(1, 2, 5),
+                                    actions_per_scene=5, clip_frames=8, frame_size=(48, 32)),
+    "tiny": make_dummy_data.SPEC,
+}
 
 
-def prepare(data_dir: str) -> str:
-    """Builds the demo dataset under data_dir unless it is there; returns data_dir."""
-    dataset = os.path.join(data_dir, "mmact", make_dummy_data.TFDS_CONFIG)
-    if os.path.isdir(dataset) and any(name[:1].isdigit() for name in os.listdir(dataset)):
-        logging.info("demo dataset already built in %s", dataset)
-        return data_dir
-    manual_dir, model_dir = os.path.join(data_dir, "manual"), os.path.join(data_dir, "tiny_video_llava")
-    logging.info("demo: writing a synthetic MMAct tree to %s", manual_dir)
-    synthetic_tree.write_tree(manual_dir, SPEC)
-    tiny_model.save_tiny_model(model_dir)
-    embeddings_dir = os.path.join(data_dir, "embeddings")
-    summary = extract_embeddings.extract(manual_dir, embeddings_dir, model_dir, make_dummy_data.PROMPT_SET,
-                                         batch_size=16, device="cpu")
-    logging.info("demo: extracted %d clips, %d could not be decoded", summary["extracted"], len(summary["failed"]))
-    directory, report = build.build(manual_dir, embeddings_dir, data_dir, make_dummy_data.TFDS_CONFIG)
-    logging.info("demo: built %s: %s", directory, report)
+@contextlib.contextmanager
+def _exclusive(data_dir: str) -> Iterator[None]:
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, ".prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+        yield
+
+
+def _is_built(data_dir: str, tfds_config: str) -> bool:
+    dataset = os.path.join(data_dir, "mmact", tfds_config)
+    return os.path.isdir(dataset) and any(name[:1].isdigit() for name in os.listdir(dataset))
+
+
+def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_mean_last",
+            tree: str = "demo") -> str:
+    """Builds the '<prompt_set>-<embedding>' demo dataset under data_dir unless it is there; returns data_dir."""
+    if tree not in TREES:
+        raise ValueError(f"config.data.demo_tree must be one of {sorted(TREES)}, got {tree!r}")
+    tfds_config = f"{prompt_set}-{embedding}"
+    with _exclusive(data_dir):
+        if _is_built(data_dir, tfds_config):
+            logging.info("demo dataset %s already built in %s", tfds_config, data_dir)
+            return data_dir
+        manual_dir = os.path.join(data_dir, "manual")
+        if not os.path.exists(os.path.join(manual_dir, synthetic_tree.MANIFEST)):  # written last: the tree is whole
+            logging.info("demo: writing a synthetic MMAct tree (%s) to %s", tree, manual_dir)
+            shutil.rmtree(manual_dir, ignore_errors=True)
+            synthetic_tree.write_tree(manual_dir, TREES[tree])
+        model_dir = os.path.join(data_dir, "tiny_video_llava")
+        if not os.path.isdir(model_dir):
+            shutil.rmtree(model_dir + ".tmp", ignore_errors=True)
+            os.replace(tiny_model.save_tiny_model(model_dir + ".tmp"), model_dir)
+        embeddings_dir = os.path.join(data_dir, "embeddings")
+        summary = extract_embeddings.extract(manual_dir, embeddings_dir, model_dir, prompt_set, batch_size=16,
+                                             device="cpu")  # skips clips already extracted
+        logging.info("demo: extracted %d clips (%d already done), %d could not be decoded", summary["extracted"],
+                     summary["skipped_done"], len(summary["failed"]))
+        directory, report = build.build(manual_dir, embeddings_dir, data_dir, tfds_config)
+        logging.info("demo: built %s: %s", directory, report)
     return data_dir

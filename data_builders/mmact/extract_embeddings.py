@@ -10,8 +10,8 @@ and several GPUs or machines can share the work by shard. Each file holds:
     last_token         [d]     hidden state of the last prompt token, last layer: reads the clip after the
                                question, so it depends on the whole prompt
     frame_means        [8, d]  per-frame means over each frame's tokens, last layer
-E/<prompt_set>/metadata.json records the model, its revision, the prompt texts, layers and frame sampling; a
-rerun with other settings into the same folder is refused. Clips that cannot be decoded are listed in
+E/<prompt_set>/metadata.json records the model, its revision, its hidden size d, the prompt texts, layers and frame
+sampling; a rerun with other settings into the same folder is refused. Clips that cannot be decoded are listed in
 E/<prompt_set>/failures_shard<I>.jsonl and reported at the end.
 """
 
@@ -121,7 +121,8 @@ class Extractor:
     def metadata(self, model_id: str, prompt_set: str) -> dict[str, Any]:
         return {"model": model_id, "revision": self.revision, "prompt_set": prompt_set,
                 "prompts": {str(scene): prompts.prompt(prompt_set, scene) for scene in (1, 2, 3, 4)},
-                "layers": {"last": self.num_layers, "middle": self.middle_layer}, "num_frames": NUM_FRAMES,
+                "layers": {"last": self.num_layers, "middle": self.middle_layer},
+                "hidden_size": self.model.config.text_config.hidden_size, "num_frames": NUM_FRAMES,
                 "frame_sampling": "np.arange(0, n, n / 8).astype(int)", "kinds": list(EMBEDDING_KINDS),
                 "dtype": "float16"}
 
@@ -168,6 +169,29 @@ def _revision(model_id: str) -> str:
 def _batches(items: Sequence[Clip], size: int) -> Iterable[Sequence[Clip]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def read_metadata(directory: str) -> dict[str, Any]:
+    """The metadata.json of one prompt set's extraction; its absence says what to run."""
+    path = os.path.join(directory, METADATA)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: extract the '{os.path.basename(directory)}' embeddings first "
+                                "(python -m data_builders.mmact.extract_embeddings) or pass embeddings_dir")
+    with open(path) as f:
+        return json.load(f)
+
+
+def embedding_dim(directory: str) -> int:
+    """The hidden size d of one prompt set's extraction: from its metadata, or (for extractions made before the
+    metadata recorded it) from the first stored clip."""
+    metadata = read_metadata(directory)
+    if "hidden_size" in metadata:
+        return int(metadata["hidden_size"])
+    stored = sorted(name for name in os.listdir(directory) if name.endswith(".npz"))
+    if not stored:
+        raise FileNotFoundError(f"{directory} holds no embeddings (*.npz) to take their size from")
+    with np.load(os.path.join(directory, stored[0])) as first:
+        return int(first[EMBEDDING_KINDS[0]].shape[-1])
 
 
 def check_metadata(directory: str, metadata: dict[str, Any]) -> None:

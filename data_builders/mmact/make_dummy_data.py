@@ -2,8 +2,8 @@
 
     python -m data_builders.mmact.make_dummy_data [--output_dir=data_builders/mmact/dummy_data]
 
-The builder test builds the 'tiny-context-video_mean_last' config from it; embeddings sit in the builder's
-default place, <manual_dir>/embeddings.
+The builder test builds the 'context-video_mean_last-frames' config from it; embeddings sit in
+<manual_dir>/embeddings.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ DUMMY_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dummy_dat
 SPEC = synthetic_tree.TreeSpec(subjects=(1, 17), scenes=(1, 2, 3), sessions=(1, 5), actions_per_scene=2,
                                clip_frames=8, frame_size=(48, 32))
 PROMPT_SET = "context"
-TFDS_CONFIG = "tiny-context-video_mean_last"  # the builder config these embeddings fit
+TFDS_CONFIG = "context-video_mean_last-frames"  # what the tests build: the context prompts, frames stored too
 
 
 def make_dummy_data(output_dir: str = DUMMY_DATA) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_builders.mmact import extract_embeddings, layout, prompts, sensors, tiny_model
+from data_builders.mmact import extract_embeddings, layout, prompts, sensors
 
 SENSOR_CHANNELS = tuple(f"{stream.removesuffix('_clip')}_{axis}" for stream in layout.SENSOR_STREAMS
                         for axis in ("x", "y", "z"))
@@ -30,7 +30,6 @@ _FRAME_SHORT_EDGE = 224  # what Video-LLaVA sees; frames are stored no larger
 class MMActConfig(tfds.core.BuilderConfig):
     prompt_set: str = "context"  # a set of data_builders/mmact/prompts.py
     embedding: str = "video_mean_last"  # one of extract_embeddings.EMBEDDING_KINDS
-    embedding_dim: int = 4096  # hidden size of the extracting model (4096 for Video-LLaVA-7B)
     frames: bool = False  # also store the 8 frames per camera the model saw, as JPEG
     sensor_rate_hz: float = 50.0
 
@@ -41,8 +40,6 @@ def _builder_configs() -> list[MMActConfig]:
                for prompt_set in prompts.PROMPT_SETS for kind in extract_embeddings.EMBEDDING_KINDS]
     configs.append(MMActConfig(name="context-video_mean_last-frames", frames=True,
                                description="the default config plus the 8 sampled frames per camera as JPEG"))
-    configs.append(MMActConfig(name="tiny-context-video_mean_last", embedding_dim=tiny_model.HIDDEN_SIZE,
-                               frames=True, description="embeddings of the tiny offline model: tests and the demo"))
     return configs
 
 
@@ -56,7 +53,11 @@ class _ParsedTrial:
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
-    """MMAct (Kong et al., ICCV 2019) trials with Video-LLaVA embeddings; manual download."""
+    """MMAct (Kong et al., ICCV 2019) trials with Video-LLaVA embeddings; manual download.
+
+    The embedding width d is the extraction's own (its metadata.json), so embeddings of any model build without
+    a code change: Video-LLaVA-7B gives 4096, the tiny test model 32.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols."}
@@ -69,19 +70,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     (<video folder>/subjectN/camC/sceneM/sessionL/<action>.mp4; the folder is found among RGB, Video_trimmed,
     trimmed, video or given with video_root=). Extract the embeddings first with
     python -m data_builders.mmact.extract_embeddings --manual_dir=M --output_dir=E --prompt_set=P
-    and pass embeddings_dir=E (default: manual_dir/embeddings).
+    and pass embeddings_dir=E.
     """
 
-    def __init__(self, *, embeddings_dir: str | None = None, video_root: str | None = None, **kwargs: Any):
-        self._embeddings_dir = embeddings_dir
+    def __init__(self, *, embeddings_dir: str, video_root: str | None = None, **kwargs: Any):
+        self._embeddings_dir = embeddings_dir  # the extractor's --output_dir (one folder per prompt set inside)
         self._video_root = video_root
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
         cameras = len(layout.CAMERAS)
-        embedding_shape = ((cameras, extract_embeddings.NUM_FRAMES, config.embedding_dim)
-                           if config.embedding == "frame_means" else (cameras, config.embedding_dim))
+        dim = extract_embeddings.embedding_dim(os.path.join(self._embeddings_dir, config.prompt_set))
+        embedding_shape = ((cameras, extract_embeddings.NUM_FRAMES, dim)
+                           if config.embedding == "frame_means" else (cameras, dim))
         features = {
             "sensor": tfds.features.Tensor(shape=(None, len(SENSOR_CHANNELS)), dtype=np.float32,
                                            doc=f"aligned at {config.sensor_rate_hz} Hz: {', '.join(SENSOR_CHANNELS)}"),
@@ -106,24 +108,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         manual_dir = os.fspath(dl_manager.manual_dir)
         config = self.builder_config
-        embeddings_dir = os.path.join(self._embeddings_dir or os.path.join(manual_dir, "embeddings"),
-                                      config.prompt_set)
-        self._check_embeddings(embeddings_dir)
-        trials, report = _parse_release(manual_dir, embeddings_dir, config, self._video_root)
+        embeddings_dir = os.path.join(self._embeddings_dir, config.prompt_set)
+        shape = self.info.features["embedding"].shape[1:]
+        trials, report = _parse_release(manual_dir, embeddings_dir, config, shape, self._video_root)
         self.info.metadata["build_report"] = report
         self.info.metadata["normalization"] = {protocol: _normalization(trials, protocol)
                                                for protocol in layout.PROTOCOLS}
         self.info.metadata["sensor_channels"] = list(SENSOR_CHANNELS)
         self.info.metadata["cameras"] = list(layout.CAMERAS)
-        with open(os.path.join(embeddings_dir, extract_embeddings.METADATA)) as f:
-            self.info.metadata["embeddings"] = json.load(f)
+        self.info.metadata["embeddings"] = extract_embeddings.read_metadata(embeddings_dir)
         return {split: self._generate_examples(trials, *split.rsplit("_", 1)) for split in SPLITS}
-
-    def _check_embeddings(self, directory: str) -> None:
-        path = os.path.join(directory, extract_embeddings.METADATA)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing: extract the '{self.builder_config.prompt_set}' embeddings "
-                                    "first (python -m data_builders.mmact.extract_embeddings) or pass embeddings_dir")
 
     def _generate_examples(self, trials: list[_ParsedTrial], protocol: str, part: str) -> Iterator:
         config = self.builder_config
@@ -146,12 +140,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 if camera not in cameras or camera not in parsed.embeddings:
                     continue
                 with np.load(parsed.embeddings[camera]) as stored:
-                    vector = stored[config.embedding]
+                    embedding[index], camera_mask[index] = stored[config.embedding], True  # shape checked in parsing
                     indices = stored["frame_indices"]
-                if vector.shape != shape[1:]:
-                    raise ValueError(f"{parsed.embeddings[camera]}: '{config.embedding}' has shape {vector.shape}, "
-                                     f"config {config.name!r} expects {shape[1:]} (embedding_dim)")
-                embedding[index], camera_mask[index] = vector, True
                 if config.frames:
                     frames[index] = _jpeg_frames(parsed.clips[camera], indices)
             example |= {"embedding": embedding, "camera_mask": camera_mask}
@@ -177,9 +167,20 @@ def _jpeg_frames(path: str, indices: np.ndarray) -> list[bytes]:
     return encoded
 
 
-def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig,
+def _check_embedding_shape(path: str, kind: str, shape: tuple[int, ...]) -> None:
+    """Every stored clip must have the extraction's width: a file from another model stops the build before any
+    example is written."""
+    with np.load(path) as stored:
+        found = stored[kind].shape
+    if found != shape:
+        raise ValueError(f"{path}: '{kind}' has shape {found}, but the extraction's metadata.json gives {shape} "
+                         "(another model's embeddings in the same folder?); re-extract it")
+
+
+def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig, embedding_shape: tuple[int, ...],
                    video_root: str | None) -> tuple[list[_ParsedTrial], dict[str, Any]]:
-    """Reads every trial's sensors once (repairing and counting defects) and finds its embeddings."""
+    """Reads every trial's sensors once (repairing and counting defects), finds its embeddings and checks their
+    shapes."""
     counts: collections.Counter = collections.Counter()
     scans = {stream: layout.scan_sensor_stream(manual_dir, stream) for stream in layout.SENSOR_STREAMS}
     videos = layout.scan_videos(layout.find_video_root(manual_dir, video_root))
@@ -211,6 +212,7 @@ def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig,
             name = extract_embeddings.Clip(trial, camera, clips[camera]).name
             path = os.path.join(embeddings_dir, name + ".npz")
             if os.path.exists(path):
+                _check_embedding_shape(path, config.embedding, embedding_shape)
                 embeddings[camera] = path
             else:
                 counts["undecodable_video" if name in undecodable else "missing_embedding"] += 1

@@ -3,6 +3,7 @@
 tfds.testing.DatasetBuilderTestCase needs TensorFlow, so this is plain pytest building into a temporary dir.
 """
 
+import glob
 import io
 import json
 import os
@@ -152,3 +153,37 @@ def test_another_sensor_rate_builds_its_own_config(tmp_path):
     assert f"{CONFIG}-25hz" in directory
     example = tfds.builder_from_directory(directory).as_data_source("cross_subject_test")[0]
     assert 45 <= len(example["sensor"]) <= 100  # 2-4 s at 25 Hz
+
+
+def _rewrite_width(path, width, rng):
+    with np.load(path) as stored:
+        arrays = {name: (rng.standard_normal((*stored[name].shape[:-1], width)).astype(np.float16)
+                         if name in extract_embeddings.EMBEDDING_KINDS else stored[name]) for name in stored}
+    np.savez(path, **arrays)
+
+
+def test_the_embedding_width_is_the_extractions_own(tmp_path):
+    """Embeddings of another model (here 48 wide) build without a code change: the width comes from metadata."""
+    manual_dir = tmp_path / "mmact"
+    shutil.copytree(make_dummy_data.DUMMY_DATA, manual_dir)
+    embeddings = manual_dir / "embeddings" / "context"
+    rng = np.random.default_rng(0)
+    for name in os.listdir(embeddings):
+        if name.endswith(".npz"):
+            _rewrite_width(embeddings / name, 48, rng)
+    metadata = json.load(open(embeddings / extract_embeddings.METADATA)) | {"hidden_size": 48}
+    json.dump(metadata, open(embeddings / extract_embeddings.METADATA, "w"))
+    directory, _ = build.build(str(manual_dir), str(manual_dir / "embeddings"), str(tmp_path / "tfds"),
+                               "context-last_token")
+    example = tfds.builder_from_directory(directory).as_data_source("cross_subject_test")[0]
+    assert example["embedding"].shape == (4, 48)
+
+
+def test_an_embedding_of_another_width_stops_the_build_naming_the_file(tmp_path):
+    manual_dir = tmp_path / "mmact"
+    shutil.copytree(make_dummy_data.DUMMY_DATA, manual_dir)
+    odd = manual_dir / "embeddings" / "context" / "subject17_scene2_session5_walking_cam2.npz"
+    _rewrite_width(odd, 64, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=rf"{odd}: 'video_mean_last' has shape \(64,\), but .* gives \(32,\)"):
+        _build(manual_dir, tmp_path / "tfds")
+    assert not glob.glob(str(tmp_path / "tfds" / "mmact" / "*" / "*" / "*.array_record*"))  # nothing generated
