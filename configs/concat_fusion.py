@@ -1,4 +1,8 @@
-"""Simple fusion baseline: [v || mean of the segment] tokens, mean pooling in place of keyless attention."""
+"""Simple fusion baseline: [v || mean of the sensor sequence] straight into the MLP head.
+
+No keyless attention, no Transformer (one token, K = 1) and no contrastive term: the plain concatenation
+fusion HAR papers compare against. configs/no_attention.py is the ablation that swaps only the attention.
+"""
 
 import ml_collections
 
@@ -8,4 +12,7 @@ from configs import full
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = full.get_config(variant)
     config.model.fusion = "concat"
+    config.model.num_segments = 1
+    config.model.use_transformer = False
+    config.loss.contrastive_weight = 0.0
     return config

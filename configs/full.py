@@ -37,9 +37,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # Worker processes that build training batches (0: threads in the training process). Decoding MMAct records
     # holds the GIL: on a GPU host give each training process a few cores' worth.
     config.data.num_workers = 4
+    # The synthetic source (harjax/data/synthetic.py): task 'pairs' checks that fusion works; 'bursts' (the
+    # experiment suite's) needs the video to find the one burst of motion that names the class.
     config.data.synthetic = ml_collections.ConfigDict(dict(
-        num_train=4096, num_eval=1024, num_classes=37, seq_len=128, channels=12, video_dim=512,
-        min_length_fraction=0.4, noise=0.5))
+        task="pairs", num_train=4096, num_eval=1024, num_classes=37, seq_len=128, channels=12, video_dim=512,
+        min_length_fraction=0.4, noise=0.5,
+        num_contexts=3, burst_steps=16, kind_offset=2.0))  # 'bursts' only: kinds of burst, their length, marker
 
     config.model = ml_collections.ConfigDict()
     config.model.modalities = "both"  # 'both' | 'video' | 'sensor'
@@ -77,6 +80,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
+
+    # Evaluation beyond the scores logged at every eval (which include cross-modal retrieval Recall@1/5/10 when
+    # the contrastive term is on). The analysis runs once, on the final checkpoint, into <workdir>/analysis/.
+    config.eval = ml_collections.ConfigDict()
+    config.eval.at_start = False  # also evaluate the untrained model at step 0 (the chance line of the curves)
+    config.eval.robustness = False  # scores with the video removed, each sensor stream removed, spans occluded
+    config.eval.occlusion_fractions = (0.1, 0.25, 0.5)  # of each recording's recorded steps, one span each
+    config.eval.attention_examples = 0  # keyless-attention weights of this many eval examples of distinct classes
 
     if variant == "demo":
         config.data.prepare_demo_data = True  # into config.data.data_dir, or <workdir>/demo_data

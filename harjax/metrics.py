@@ -50,6 +50,38 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, float | list[floa
     }
 
 
+RECALL_AT = (1, 5, 10)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def retrieval_recalls(video: np.ndarray, sensor: np.ndarray, groups: np.ndarray | None = None) -> dict[str, float]:
+    """Cross-modal Recall@1/5/10 by cosine similarity, video-to-sensor (v2s) and sensor-to-video (s2v).
+
+    video, sensor [N, D]: example i pairs video i with sensor i. Where examples are views of one recording
+    (`groups`: equal ids share their sensor data, e.g. the cameras of an MMAct trial), each recording is one sensor
+    candidate: a view's query hits when its recording is in the top k, and a recording's query hits when any of
+    its views is (as image-text retrieval counts any caption of an image). Ties count against the query, so a
+    collapsed embedding scores chance, not 1.
+    """
+    video, sensor = _unit(video), _unit(sensor)
+    groups = np.arange(len(video)) if groups is None else groups
+    _, first, owner = np.unique(groups, return_index=True, return_inverse=True)  # owner [N]: each view's recording
+    recordings = len(first)
+    similarity = video @ sensor[first].T  # [N videos, G recordings]
+    correct = similarity[np.arange(len(video)), owner]  # [N]
+    wrong = np.arange(recordings)[None, :] != owner[:, None]  # [N, G]
+    v2s_rank = ((similarity >= correct[:, None]) & wrong).sum(axis=1)
+    best = np.full(recordings, -np.inf)
+    np.maximum.at(best, owner, correct)  # each recording's most similar own view
+    s2v_rank = ((similarity.T >= best[:, None]) & wrong.T).sum(axis=1)  # [G]
+    return {f"retrieval_{direction}_r{k}": float(np.mean(rank < k))
+            for direction, rank in (("v2s", v2s_rank), ("s2v", s2v_rank)) for k in RECALL_AT}
+
+
 class TrainMetricWindow:
     """Running sums of per-step train metrics between two log lines.
 

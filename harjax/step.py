@@ -118,14 +118,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_we
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float,
               mesh: Mesh) -> dict[str, jax.Array]:
-    """Per-example logits and labels (scored on the host), and the batch's losses summed over valid rows."""
+    """Per-example logits, labels and contrastive embeddings (scored on the host: accuracy, F1, retrieval), and the
+    batch's losses summed over valid rows."""
     weights = batch[batch_lib.VALID].astype(jnp.float32)
     output = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
     loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
     count = weights.sum()
     sums = {name: value * count for name, value in {"loss": loss, **parts}.items() if name != "temperature"}
-    rows = {name: batch[name] for name in (batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL) if name in batch}
-    return {"logits": output.logits, **rows, "count": count, "sums": sums}
+    rows = {name: batch[name] for name in (batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL, batch_lib.INDEX)
+            if name in batch}
+    embeddings = {name: value for name, value in (("video_embedding", output.video_embedding),
+                                                  ("sensor_embedding", output.sensor_embedding)) if value is not None}
+    return {"logits": output.logits, **rows, **embeddings, "count": count, "sums": sums}
 
 
 def jit_train_step(mesh: Mesh, contrastive_weight: float) -> Callable:

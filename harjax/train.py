@@ -16,10 +16,13 @@ import numpy as np
 import tqdm
 
 import harjax
-from harjax import checkpointing, metrics as metrics_lib, parallel, step as step_lib
+from harjax import checkpointing, metrics as metrics_lib, parallel, robustness, step as step_lib
 from harjax.data import batch as batch_lib, pipeline
 from harjax.models.har_model import build_model
 
+ANALYSIS_DIR = "analysis"
+ROBUSTNESS_FILE = "robustness.json"
+ATTENTION_FILE = "attention.npz"
 _POSITIVE_TRAIN_KEYS = ("batch_size", "eval_batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
                         "keep_checkpoints")
 
@@ -91,34 +94,110 @@ class _Run:
         self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
         self.eval_step = step_lib.jit_eval_step(self.mesh, config.loss.contrastive_weight)
 
-    def evaluate(self, state: step_lib.TrainState, step: int) -> dict[str, float]:
-        """Scores every eval example once (and, where examples are views of trials, every trial by its mean
-        logits); writes the confusion matrices and per-class F1, returns the scalars."""
+    def predict(self, state: step_lib.TrainState,
+                corrupt: robustness.Corruption | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Every eval example once, optionally corrupted: per-example rows (logits, label, index, trial and the
+        contrastive embeddings where the model has them) and the mean eval losses."""
         outputs = []
         for local_batch in pipeline.eval_batches(self.eval_data, self.eval_batch_size, jax.process_index(),
                                                  jax.process_count()):
+            if corrupt is not None:
+                local_batch = corrupt(local_batch)
             outputs.append(self.eval_step(state, parallel.global_batch(local_batch, self.mesh)))
         outputs = jax.device_get(outputs)
         count = sum(output["count"] for output in outputs)
-        scalars = {f"eval/{name}": float(sum(output["sums"][name] for output in outputs) / count)
-                   for name in outputs[0]["sums"]}
+        losses = {f"eval/{name}": float(sum(output["sums"][name] for output in outputs) / count)
+                  for name in outputs[0]["sums"]}
         rows = {name: np.concatenate([output[name] for output in outputs])
-                for name in ("logits", batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL) if name in outputs[0]}
+                for name in outputs[0] if name not in ("count", "sums")}
         valid = rows.pop(batch_lib.VALID)
-        rows = {name: values[valid] for name, values in rows.items()}  # [N, ...]: every example once
+        return {name: values[valid] for name, values in rows.items()}, losses  # [N, ...]: every example once
+
+    def score(self, rows: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Accuracy and macro-F1 per example and, where examples are camera views of trials, per trial by the
+        views' mean logits: (scalars without the 'eval/' prefix, confusion matrix per level)."""
         levels = {"": (rows["logits"], rows[batch_lib.LABEL])}
         trials = rows.get(batch_lib.TRIAL)
         if trials is not None and len(np.unique(trials)) < len(trials):  # several camera views per trial
             levels["trial_"] = metrics_lib.mean_by_group(rows["logits"], rows[batch_lib.LABEL], trials)
+        scalars, confusions = {}, {}
         for prefix, (logits, labels) in levels.items():
-            confusion = metrics_lib.confusion_matrix(labels, logits.argmax(-1), self.train_data.num_classes)
-            report = metrics_lib.classification_metrics(confusion)
-            scalars |= {f"eval/{prefix}accuracy": report["accuracy"], f"eval/{prefix}macro_f1": report["macro_f1"]}
+            confusions[prefix] = metrics_lib.confusion_matrix(labels, logits.argmax(-1), self.train_data.num_classes)
+            report = metrics_lib.classification_metrics(confusions[prefix])
+            scalars |= {f"{prefix}accuracy": report["accuracy"], f"{prefix}macro_f1": report["macro_f1"]}
+        return scalars, confusions
+
+    def evaluate(self, state: step_lib.TrainState, step: int) -> dict[str, float]:
+        """Scores every eval example once (and every trial, where examples are its views), and the cross-modal
+        retrieval where the model has the contrastive term; writes the confusion matrices and per-class F1."""
+        rows, scalars = self.predict(state)
+        scores, confusions = self.score(rows)
+        scalars |= {f"eval/{name}": value for name, value in scores.items()}
+        for prefix, confusion in confusions.items():
             self.writer.write_evaluation_report(step, f"eval_{prefix}".rstrip("_"), confusion,
-                                                self.eval_data.class_names, report)
+                                                self.eval_data.class_names,
+                                                metrics_lib.classification_metrics(confusion))
+        if "video_embedding" in rows:
+            recalls = metrics_lib.retrieval_recalls(rows["video_embedding"], rows["sensor_embedding"],
+                                                    rows.get(batch_lib.TRIAL))
+            scalars |= {f"eval/{name}": value for name, value in recalls.items()}
         logging.info("step %d: eval accuracy %.4f, macro-F1 %.4f on %d examples", step, scalars["eval/accuracy"],
-                     scalars["eval/macro_f1"], len(valid.nonzero()[0]))
+                     scalars["eval/macro_f1"], len(rows[batch_lib.LABEL]))
         return scalars
+
+    def analyse(self, state: step_lib.TrainState, step: int) -> None:
+        """What config.eval asks of the final checkpoint, into workdir/analysis/: robustness.json (scores under
+        missing modalities and occlusion) and attention.npz (keyless-attention weights of a few eval examples)."""
+        settings = self.config.eval
+        modalities = self.config.model.modalities
+        if settings.robustness:
+            conditions = robustness.conditions(modalities in ("both", "video"), modalities in ("both", "sensor"),
+                                               self.eval_data.channel_names, settings.occlusion_fractions,
+                                               self.config.seed)
+            results = {name: self.score(self.predict(state, corrupt)[0])[0] for name, corrupt in conditions.items()}
+            self.writer.write(step, {f"robustness/{name}/{metric}": value for name, scores in results.items()
+                                     for metric, value in scores.items()})
+            self._write_analysis(ROBUSTNESS_FILE, json.dumps({"step": step, "conditions": results}, indent=1))
+        if settings.attention_examples:
+            self._save_attention(state, step, settings.attention_examples)
+
+    def _write_analysis(self, name: str, text: str | None = None, arrays: dict[str, np.ndarray] | None = None) -> None:
+        if jax.process_index() != 0:
+            return
+        directory = os.path.join(self.workdir, ANALYSIS_DIR)
+        os.makedirs(directory, exist_ok=True)
+        temporary = os.path.join(directory, "." + name)
+        with open(temporary, "wb") as f:
+            if arrays is not None:
+                np.savez(f, **arrays)
+            else:
+                f.write(text.encode())
+        os.replace(temporary, os.path.join(directory, name))  # a killed run never leaves a half-written file
+
+    def _save_attention(self, state: step_lib.TrainState, step: int, count: int) -> None:
+        """alpha [k, K, n] of one eval example from each of `count` classes spread over those present."""
+        if self.config.model.modalities != "both" or self.config.model.fusion != "attention":
+            logging.info("config.eval.attention_examples: this model has no keyless attention to show")
+            return
+        labels = np.asarray([self.eval_data[index][batch_lib.LABEL] for index in range(len(self.eval_data))])
+        classes = np.unique(labels)
+        chosen_classes = classes[np.linspace(0, len(classes) - 1, min(count, len(classes))).round().astype(int)]
+        indices = [int(np.flatnonzero(labels == label)[0]) for label in chosen_classes]
+        examples = [self.eval_data[index] for index in indices]
+        batch = {name: np.stack([example[name] for example in examples])
+                 for name in self.train_data.example_spec if name != batch_lib.TRIAL}
+        output = jax.device_get(jax.jit(lambda state, batch: state.apply_fn(
+            {"params": state.params, "batch_stats": state.batch_stats}, batch, train=False))(state, batch))
+        self._write_analysis(ATTENTION_FILE, arrays={
+            "step": np.asarray(step), "index": np.asarray(indices), "alpha": output.alpha,
+            "sensor": batch[batch_lib.SENSOR], "sensor_mask": batch[batch_lib.SENSOR_MASK],
+            "label": batch[batch_lib.LABEL], "prediction": output.logits.argmax(-1),
+            "class_names": np.asarray(self.eval_data.class_names)})
+
+    def analysis_done(self) -> bool:
+        settings = self.config.eval
+        wanted = [ROBUSTNESS_FILE] * bool(settings.robustness) + [ATTENTION_FILE] * bool(settings.attention_examples)
+        return all(os.path.exists(os.path.join(self.workdir, ANALYSIS_DIR, name)) for name in wanted)
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -144,9 +223,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                                  jax.process_index(), jax.process_count(), config.data.num_workers,
                                                  start_batch=start_step)
         cleanup.callback(train_iterator.close)
-        run.writer.truncate_after(start_step)
+        run.writer.truncate_after(start_step if start_step else -1)  # from scratch: a clean file
         if jax.process_index() == 0:
             write_run_config(workdir, config, run.train_data, run.eval_data, start_step)
+        if config.eval.at_start and start_step == 0:  # the untrained model: the chance line of every curve
+            run.writer.write(0, run.evaluate(state, 0))
         train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight)
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)
@@ -178,11 +259,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if preempted:
                 logging.warning("stopping at step %d after the preemption checkpoint", step)
                 break
+        else:  # training is complete (now or in an earlier start): the final checkpoint's analysis, once
+            if not run.analysis_done():
+                run.analyse(state, train_config.num_steps)
         return eval_metrics
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Evaluates the workdir's latest checkpoint (--mode=eval); the report lands in workdir/eval/."""
+    """Evaluates the workdir's latest checkpoint (--mode=eval); the report lands in workdir/eval/, and what
+    config.eval asks for (robustness, attention weights) in workdir/analysis/."""
     with contextlib.ExitStack() as cleanup:
         run = _Run(config, workdir)
         cleanup.callback(run.close)
@@ -192,4 +277,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         state, _ = run.checkpointer.restore(step, run.abstract_state)
         metrics = run.evaluate(state, step)
         logging.info("step %d: %s", step, json.dumps(metrics))
+        run.analyse(state, step)
         return metrics

@@ -11,7 +11,14 @@ An example (one row of a source) and a batch (stacked examples) carry:
 Optional:
     'trial'        int32   []         (batch: [B])       examples with the same value are views (cameras) of
                                                          one trial; evaluation also scores their mean logits
-The input pipeline adds 'valid' bool [B]: False on rows that only pad the last evaluation batch.
+    'video_present' bool   []         (batch: [B])       False: the video is removed (the model sees the
+                                                         standardised embedding as zeros); absent = all present
+The input pipeline adds 'valid' bool [B] (False on rows that only pad the last evaluation batch) and, to
+evaluation batches, 'index' int32 [B] (the example's position in its split, -1 on padding).
+
+"Removed" means the same for both modalities: the value the model sees is the training data's mean. A removed
+sensor stream is zeros after standardisation (as MMAct's missing streams are stored); a removed video embedding is
+zeros after the model's per-dimension standardisation.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ LABEL = "label"
 VIDEO = "video"
 VALID = "valid"
 TRIAL = "trial"
+VIDEO_PRESENT = "video_present"
+INDEX = "index"
 
 Batch = dict[str, np.ndarray]
 
@@ -44,6 +53,7 @@ class Split(Protocol):
 
     num_classes: int
     class_names: tuple[str, ...]
+    channel_names: tuple[str, ...]  # one per sensor channel C; sensor_streams() groups them
     origin: str
     fingerprint: str
     report: Mapping[str, int]  # what loading skipped or changed, by reason (saved in config.json)
@@ -61,6 +71,22 @@ class Split(Protocol):
     def has_video(self) -> bool: ...
 
 
+def default_channel_names(num_channels: int) -> tuple[str, ...]:
+    """'imu<k>_x/y/z' when channels come in threes (one stream per 3-axis sensor), else 'ch<i>'."""
+    if num_channels % 3 == 0:
+        return tuple(f"imu{k}_{axis}" for k in range(num_channels // 3) for axis in "xyz")
+    return tuple(f"ch{i}" for i in range(num_channels))
+
+
+def sensor_streams(channel_names: tuple[str, ...]) -> dict[str, list[int]]:
+    """Channels grouped into streams by the name before the last '_' (acc_phone_x, acc_phone_y -> 'acc_phone');
+    a name without '_' is a stream of its own."""
+    streams: dict[str, list[int]] = {}
+    for index, name in enumerate(channel_names):
+        streams.setdefault(name.rsplit("_", 1)[0], []).append(index)
+    return streams
+
+
 def dims(split: Split) -> dict[str, tuple[int, ...]]:
     """Per-example shapes that fix the model's parameter shapes."""
     return {name: shape for name, (shape, _) in split.example_spec.items() if name not in (SENSOR_MASK, TRIAL)}
@@ -75,9 +101,14 @@ class ArrayData:
     class_names: tuple[str, ...]
     origin: str  # a file path or a generator description, used in error messages and config.json
     fingerprint: str  # changes whenever the data changes: the data version saved with each run
+    channel_names: tuple[str, ...] = ()  # () = default_channel_names of the sensor's width
 
     random_transform = None
     report: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.channel_names:
+            object.__setattr__(self, "channel_names", default_channel_names(self.arrays[SENSOR].shape[-1]))
 
     def __len__(self) -> int:
         return len(self.arrays[LABEL])
@@ -147,6 +178,9 @@ def check_compatible_splits(train: Split, evaluation: Split) -> None:
     if dims(train) != dims(evaluation):
         raise DataError(f"per-example shapes differ between {train.origin} {dims(train)} and "
                         f"{evaluation.origin} {dims(evaluation)}")
+    if tuple(train.channel_names) != tuple(evaluation.channel_names):
+        raise DataError(f"sensor channels differ between {train.origin} {list(train.channel_names)} and "
+                        f"{evaluation.origin} {list(evaluation.channel_names)}")
     if evaluation.num_classes > train.num_classes:
         raise DataError(f"{evaluation.origin} has labels up to {evaluation.num_classes - 1} but "
                         f"{train.origin} declares only {train.num_classes} classes")

@@ -52,6 +52,7 @@ class MMActSplit:
     video_shape: tuple[int, ...]
     num_classes: int
     class_names: tuple[str, ...]
+    channel_names: tuple[str, ...]
     origin: str
     fingerprint: str
     report: dict[str, int]
@@ -133,9 +134,10 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
     uses_sensor = config.model.modalities in ("both", "sensor")
     if data.protocol == "cross_view":  # its train and test splits hold the same trials, cameras aside
         if not uses_video:
-            raise ValueError("config.data.protocol='cross_view' tests unseen cameras of the training trials: a "
-                             "video-free model would be tested on its training data; choose another protocol")
-        if uses_sensor:
+            logging.warning("config.data.protocol='cross_view' tests unseen cameras of the training trials: this "
+                            "video-free model is tested on the recordings it trained on, so its scores measure "
+                            "memorisation, not generalisation (experiment suites leave such runs out)")
+        elif uses_sensor:
             logging.warning("cross_view: the test trials' sensor data is in the training split; only the camera "
                             "view is new")
     extracted_with = builder.info.metadata.get("embeddings", {}).get("prompt_set")
@@ -171,6 +173,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
             mean=np.asarray(stats["mean"], np.float32), std=np.asarray(stats["std"], np.float32),
             stream_axes=len(stats["mean"]) // streams, max_length=data.max_length, uses_video=uses_video,
             video_shape=embedding_shape[1:], num_classes=len(names), class_names=names,
+            channel_names=tuple(builder.info.metadata["sensor_channels"]),
             origin=f"{directory} [{name}]", fingerprint=fingerprint, report=report)
 
     return split("train"), split("test")

@@ -1,7 +1,9 @@
 """Bring-your-own HAR data from .npz files that follow the batch contract.
 
 Required: 'sensor' [N, T, C] float, 'label' [N] int. Optional: 'sensor_mask' [N, T] bool, 'video' [N, d_v]
-float, 'class_names' [num_classes] str (fixes the number of classes when some are absent from a split).
+float, 'class_names' [num_classes] str (fixes the number of classes when some are absent from a split),
+'channel_names' [C] str (channels named '<stream>_<axis>' are grouped into streams, e.g. for the robustness
+evaluation's removal of one stream at a time; default 'imu<k>_x/y/z' for 3-axis triples, else 'ch<i>').
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from harjax.data import batch as batch_lib
 
 CLASS_NAMES = "class_names"
+CHANNEL_NAMES = "channel_names"
 
 
 def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
@@ -29,7 +32,12 @@ def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
     except (ValueError, OSError) as error:
         raise batch_lib.DataError(f"{path}: not a readable .npz archive of plain arrays ({error})") from error
     class_names = raw.pop(CLASS_NAMES, None)
+    channel_names = raw.pop(CHANNEL_NAMES, None)
     arrays = batch_lib.validate_arrays(raw, origin=path)
+    num_channels = arrays[batch_lib.SENSOR].shape[-1]
+    if channel_names is not None and len(channel_names) != num_channels:
+        raise batch_lib.DataError(f"{path}: array '{CHANNEL_NAMES}' has {len(channel_names)} names for "
+                                  f"{num_channels} sensor channels")
 
     labels = arrays[batch_lib.LABEL]
     if num_classes <= 0:
@@ -47,4 +55,6 @@ def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return batch_lib.ArrayData(arrays=arrays, num_classes=num_classes, class_names=names, origin=path,
-                               fingerprint=digest.hexdigest()[:16])
+                               fingerprint=digest.hexdigest()[:16],
+                               channel_names=tuple(str(name) for name in channel_names)
+                               if channel_names is not None else ())

@@ -136,13 +136,21 @@ def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
 
 def eval_batches(data: batch_lib.Split, batch_size: int, process_index: int,
                  process_count: int) -> Iterator[batch_lib.Batch]:
-    """Every example once, in order; all processes yield the same number of batches so collectives line up."""
+    """Every example once, in order; all processes yield the same number of batches so collectives line up.
+
+    Each batch carries 'index', the rows' positions in the split (-1 on padding), so what is computed per
+    example (robustness corruptions, chosen examples) does not depend on the number of processes.
+    """
     shard = grain.MapDataset.source(data)[process_index::process_count]
     num_batches = max(1, math.ceil(math.ceil(len(data) / process_count) / batch_size))
     batches = shard.batch(batch_size, drop_remainder=False)
     for index in range(num_batches):
-        yield batch_lib.pad_batch(batches[index] if index < len(batches) else batch_lib.empty_batch(data),
-                                  batch_size)
+        batch = batches[index] if index < len(batches) else batch_lib.empty_batch(data)
+        rows = len(batch[batch_lib.LABEL])
+        positions = (index * batch_size + np.arange(rows)) * process_count + process_index  # rows p, p+P, ...
+        padded = batch_lib.pad_batch(batch | {batch_lib.INDEX: positions.astype(np.int32)}, batch_size)
+        padded[batch_lib.INDEX][rows:] = -1
+        yield padded
 
 
 def log_summary(train: batch_lib.Split, evaluation: batch_lib.Split) -> None:

@@ -98,6 +98,9 @@ class HARModel(nn.Module):
             video = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_bias=False, use_scale=False,
                                  use_fast_variance=False, name="video_standardise")(
                 batch[batch_lib.VIDEO].astype(jnp.float32))
+            if batch_lib.VIDEO_PRESENT in batch:  # a removed video is the training mean: zeros once standardised
+                present = batch[batch_lib.VIDEO_PRESENT].reshape(-1, *(1,) * (video.ndim - 1))  # [B, 1(, 1)]
+                video = jnp.where(present, video, 0.0)
             if video.ndim == 3:  # per-frame embeddings [B, F, d_v]
                 frames, video = video, video.mean(axis=1)
         if uses_sensor:

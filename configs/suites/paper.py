@@ -1,0 +1,100 @@
+"""The paper's study: the full model against its baselines, every ablation, prompt sets, sweeps and protocols.
+
+    python -m harjax.experiments --suite=configs/suites/paper.py[:VARIANT] --workdir=DIR [--seeds=3]
+
+Variants:
+  mmact      (default) MMAct through the TFDS dataset: add --config.data.data_dir=D (built with the prompt sets
+             and embedding kinds the 'prompts' group reads; see the README's "Reproducing the paper")
+  synthetic  the 'bursts' synthetic task, in memory, anywhere; the groups that need MMAct are skipped
+  demo       every group on the demo's generated MMAct release with tiny Video-LLaVA embeddings (built once, in
+             DIR/data)
+  smoke      every group on a 24-trial generated release, a few steps each: the suite's own test
+
+A suite is a plain config: `groups`, each a list of runs; a run is a config file of configs/ plus overrides of
+it (config keys and values as harjax.main takes them). `overrides` applies to every run, `shown` lists runs of
+other groups a table repeats for comparison (not trained twice), and `reference` names the run every other run
+is compared with over the same seeds (a group or a run may name its own).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+VARIANTS = ("mmact", "synthetic", "demo", "smoke")
+BASELINES = ("full", "video_only", "sensor_only", "concat_fusion", "late_fusion")
+PROTOCOLS = ("cross_view", "cross_scene", "cross_session")  # cross_subject is the main group's protocol
+LAMBDAS = (0.03, 0.3, 1.0)  # the full model's is 0.1; 0 is the no_contrastive ablation
+TEMPERATURES = (0.03, 0.07, 0.2)  # held fixed; the full model learns tau from 0.07
+PROMPT_SETS = ("plain", "scene")  # the full model's is 'context'
+EMBEDDINGS = ("video_mean_middle", "last_token", "frame_means")  # the full model's is 'video_mean_last'
+NEEDS_MMACT = "needs MMAct's prompt sets and stored embedding kinds: run the :mmact or :demo variant"
+NEEDS_PROTOCOLS = "needs MMAct's subjects, views, scenes and sessions: run the :mmact or :demo variant"
+
+_SIZES = {
+    # 'bursts' (harjax/data/synthetic.py): the video must find the one burst that names the class. 12 classes,
+    # so that its 4096 training recordings teach every motion; 400 steps keep 3 seeds under an hour on 2 cores.
+    "synthetic": {"data.synthetic.task": "bursts", "data.synthetic.num_classes": 12,
+                  "data.synthetic.burst_steps": 24, "data.synthetic.min_length_fraction": 0.6,
+                  "train.num_steps": 400, "train.warmup_steps": 40, "train.eval_every": 100,
+                  "train.checkpoint_every": 100, "train.log_every": 20},
+    "mmact": {},
+    "demo": {},
+    "smoke": {"data.demo_tree": "tiny", "data.max_length": 64, "train.batch_size": 8, "train.eval_batch_size": 32,
+              "train.num_steps": 4, "train.warmup_steps": 1, "train.eval_every": 2, "train.checkpoint_every": 2,
+              "train.log_every": 1, "model.encoder_channels": (16, 32), "model.encoder_strides": (1, 2),
+              "model.model_dim": 32, "model.num_layers": 1, "model.num_heads": 2, "model.mlp_dim": 64,
+              "model.head_dim": 32, "model.projection_dim": 16},
+}
+
+
+def _run(name: str, config: str = "full", **overrides) -> dict:
+    return {"name": name, "config": f"configs/{config}.py", "overrides": overrides}
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    variant = variant or "mmact"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown suite variant {variant!r}; choose one of {VARIANTS} (configs/suites/paper.py:VARIANT)")
+    suite = ml_collections.ConfigDict()
+    suite.title = f"The paper's study ({variant})"
+    suite.base_config = "configs/full.py"  # what each run's difference is shown against
+    # Each run's config file is read with this variant (configs/full.py:VARIANT); smoke is the demo's data, tiny.
+    suite.config_variant = "demo" if variant == "smoke" else variant
+    suite.seeds = 1 if variant == "smoke" else 3
+    # demo and smoke runs build their data on first use; every run of the suite shares it in DIR/<shared_data_dir>.
+    suite.shared_data_dir = "data" if variant in ("demo", "smoke") else ""
+    suite.reference = "main/full"
+    # Every run evaluates its untrained model first: the curves' chance line and the retrieval chance line.
+    suite.overrides = ml_collections.ConfigDict({"eval.at_start": True, **_SIZES[variant]}, allow_dotted_keys=True)
+    mmact_only = variant == "synthetic"
+
+    suite.groups = [
+        {"name": "main", "title": "The full model and the baselines",
+         "runs": [_run("full", **{"eval.robustness": True, "eval.attention_examples": 6})]
+                 + [_run(name, name) for name in BASELINES[1:]]},
+        {"name": "ablations", "title": "Ablations: keyless attention, Transformer, contrastive term, segments K",
+         "shown": ["main/full"],
+         "runs": [_run("no_attention", "no_attention"), _run("no_transformer", "no_transformer"),
+                  _run("no_contrastive", "no_contrastive"),
+                  _run("segments_1", **{"model.num_segments": 1}),  # the paper read literally
+                  _run("segments_8", **{"model.num_segments": 8})]},  # the full model has K = 4
+        {"name": "prompts", "title": "Prompt sets and stored Video-LLaVA embedding kinds",
+         "shown": ["main/full"],
+         "skipped": NEEDS_MMACT if mmact_only else "",
+         "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in PROMPT_SETS]
+                 + [_run(f"embedding_{kind}", **{"data.embedding": kind}) for kind in EMBEDDINGS]},
+        {"name": "sweeps", "title": "Contrastive weight lambda and (fixed) temperature tau",
+         "shown": ["main/full", "ablations/no_contrastive"],
+         "runs": [_run(f"lambda_{value:g}", **{"loss.contrastive_weight": value}) for value in LAMBDAS]
+                 + [_run(f"tau_{value:g}", **{"loss.temperature": value, "loss.learnable_temperature": False})
+                    for value in TEMPERATURES]},
+        {"name": "protocols", "title": "The other MMAct protocols (cross_subject is the main group)",
+         "shown": [f"main/{name}" for name in BASELINES],
+         "skipped": NEEDS_PROTOCOLS if mmact_only else "",
+         "excluded": {"sensor_only-cross_view": "cross_view tests unseen cameras of the training trials: a "
+                                                "sensor-only model would be tested on the recordings it trained on"},
+         "runs": [dict(_run(f"{name}-{protocol}", name, **{"data.protocol": protocol}),
+                       reference=f"protocols/full-{protocol}")
+                  for protocol in PROTOCOLS for name in BASELINES if f"{name}-{protocol}" != "sensor_only-cross_view"]},
+    ]
+    return suite

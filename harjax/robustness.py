@@ -1,0 +1,71 @@
+"""Missing-modality and occlusion robustness: evaluation inputs corrupted on the host, the trained model unchanged.
+
+Each condition is a function of an evaluation batch (numpy, batch contract plus 'index'). "Removed" follows the
+batch contract's convention (harjax/data/batch.py): the model sees the training mean, i.e. zeros after
+standardisation, for a removed video embedding ('video_present' False) and for a removed sensor stream (its
+channels zeroed, as MMAct stores a missing stream). Occlusion masks out one contiguous span covering a fraction of
+each recording's recorded steps, placed by a hash of (seed, fraction, recording), so the span does not depend on
+batch size or process count, and all camera views of an MMAct trial lose the same span.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from harjax.data import batch as batch_lib
+
+Corruption = Callable[[batch_lib.Batch], batch_lib.Batch]
+CLEAN = "clean"
+
+
+def remove_video(batch: batch_lib.Batch) -> batch_lib.Batch:
+    return batch | {batch_lib.VIDEO_PRESENT: np.zeros(len(batch[batch_lib.LABEL]), bool)}
+
+
+def remove_channels(batch: batch_lib.Batch, channels: Sequence[int]) -> batch_lib.Batch:
+    sensor = batch[batch_lib.SENSOR].copy()
+    sensor[..., list(channels)] = 0.0
+    return batch | {batch_lib.SENSOR: sensor}
+
+
+def _uniform(keys: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    """A uniform [0, 1) number per key, the same wherever and in whatever batch the key is seen (splitmix64)."""
+    with np.errstate(over="ignore"):
+        x = keys.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt) * np.uint64(
+            0xD1B54A32D192ED03)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def occlude(batch: batch_lib.Batch, fraction: float, seed: int) -> batch_lib.Batch:
+    """Masks out a span of round(fraction * L) of each row's L recorded steps (at least one step stays)."""
+    mask = batch[batch_lib.SENSOR_MASK]
+    keys = batch[batch_lib.TRIAL] if batch_lib.TRIAL in batch else batch[batch_lib.INDEX]
+    length = mask.sum(axis=1)  # [B]
+    span = np.minimum(np.round(fraction * length).astype(int), np.maximum(length - 1, 0))
+    start = np.floor(_uniform(keys, seed, round(fraction * 1e6)) * (length - span + 1)).astype(int)
+    rank = np.cumsum(mask, axis=1) - 1  # position of each step among the recorded ones  [B, T]
+    hidden = mask & (rank >= start[:, None]) & (rank < (start + span)[:, None])
+    return batch | {batch_lib.SENSOR_MASK: mask & ~hidden,
+                    batch_lib.SENSOR: np.where(hidden[..., None], 0.0, batch[batch_lib.SENSOR]).astype(np.float32)}
+
+
+def conditions(uses_video: bool, uses_sensor: bool, channel_names: Sequence[str], fractions: Sequence[float],
+               seed: int) -> dict[str, Corruption | None]:
+    """Condition name -> corruption (None for the clean inputs), for the modalities the model uses."""
+    found: dict[str, Corruption | None] = {CLEAN: None}
+    if uses_video:
+        found["video_removed"] = remove_video
+    if uses_sensor:
+        for stream, channels in batch_lib.sensor_streams(tuple(channel_names)).items():
+            found[f"{stream}_removed"] = lambda batch, channels=channels: remove_channels(batch, channels)
+        for fraction in fractions:
+            if not 0 < fraction < 1:
+                raise ValueError(f"config.eval.occlusion_fractions must lie in (0, 1), got {fraction}")
+            found[f"occluded_{round(fraction * 100)}pct"] = (
+                lambda batch, fraction=fraction: occlude(batch, fraction, seed))
+    return found

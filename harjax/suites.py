@@ -1,0 +1,190 @@
+"""Experiment suites: groups of runs, each a config file plus overrides, trained over several seeds.
+
+A suite file is a plain ml_collections config (configs/suites/paper.py is the paper's study). load_suite checks it,
+and resolves every run's config exactly as harjax.main would, before anything trains; a Trial is one (run, seed)
+with its workdir and harjax.main command. harjax.experiments runs them, harjax.report reads what they left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+SUITE_KEYS = {"title", "base_config", "config_variant", "seeds", "shared_data_dir", "reference", "overrides",
+              "groups"}
+GROUP_KEYS = {"name", "title", "runs", "shown", "skipped", "excluded"}
+RUN_KEYS = {"name", "config", "overrides", "reference"}
+STATUS_FILE = "suite_status.json"
+LOG_FILE = "suite.log"
+CONFIG_OVERRIDE_PREFIX = "--config."
+
+
+class SuiteError(ValueError):
+    """A suite that cannot run as written; the message names the file, group, run or flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    group: str
+    name: str
+    config: str  # a configs/*.py file
+    overrides: tuple[str, ...]  # 'key=value', as harjax.main takes them after --config.
+    reference: str  # 'group/run' this run is compared with
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    name: str
+    title: str
+    runs: tuple[RunSpec, ...]
+    shown: tuple[str, ...]  # runs of other groups repeated in this group's table
+    skipped: str  # why the whole group does not run in this variant ('' = it runs)
+    excluded: dict[str, str]  # runs left out of the group, and why
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    path: str
+    title: str
+    base_config: str
+    config_variant: str
+    seeds: int
+    reference: str
+    overrides: tuple[str, ...]  # the suite's, its shared data dir and the command line's, in that order
+    groups: tuple[Group, ...]
+    base: ml_collections.ConfigDict = dataclasses.field(compare=False)  # what each run's difference is from
+    configs: dict[str, ml_collections.ConfigDict] = dataclasses.field(compare=False)  # each run's, resolved
+
+    def runs(self) -> dict[str, RunSpec]:
+        return {run.key: run for group in self.groups for run in group.runs}
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One (run, seed): what --list prints and --run_index selects."""
+
+    index: int
+    run: RunSpec
+    seed: int
+
+    def workdir(self, root: str) -> str:
+        return os.path.join(root, "runs", self.run.group, self.run.name, f"seed{self.seed}")
+
+    def command(self, suite: Suite, root: str) -> list[str]:
+        overrides = [*suite.overrides, *self.run.overrides, f"seed={self.seed}"]
+        return ["python", "-m", "harjax.main", f"--config={self.run.config}:{suite.config_variant}",
+                f"--workdir={self.workdir(root)}", *(CONFIG_OVERRIDE_PREFIX + override for override in overrides)]
+
+
+def format_value(value: Any) -> str:
+    """A config value as harjax.main's --config.KEY=VALUE parses it back."""
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(format_value(item) for item in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _overrides(mapping: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(mapping, (dict, ml_collections.ConfigDict)):
+        raise SuiteError(f"{where}: 'overrides' must map config keys to values, got {mapping!r}")
+    items = mapping.items() if isinstance(mapping, dict) else mapping.to_dict().items()
+    return tuple(f"{key}={format_value(value)}" for key, value in items)
+
+
+def _check_keys(found: Any, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(found) - allowed)
+    if unknown:
+        raise SuiteError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                         f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def resolve_config(config_arg: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """The config harjax.main would build from --config=config_arg and --config.<override> flags."""
+    argv = ["harjax.main", f"--config={config_arg}", *(CONFIG_OVERRIDE_PREFIX + override for override in overrides)]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_line: Sequence[str]) -> Suite:
+    """Checks a suite file, and the command line's overrides against every run's config, before anything runs."""
+    raw = config.to_dict()
+    _check_keys(raw, SUITE_KEYS, path)
+    groups, names = [], {}
+    base_overrides = [*_overrides(raw.get("overrides", {}), f"{path}: overrides")]
+    if raw.get("shared_data_dir"):
+        base_overrides.append(f"data.data_dir={os.path.join(os.path.abspath(root), raw['shared_data_dir'])}")
+    base_overrides += list(command_line)
+    for entry in raw["groups"]:
+        where = f"{path}: group {entry.get('name', '?')!r}"
+        _check_keys(entry, GROUP_KEYS, where)
+        runs = []
+        for run in entry["runs"]:
+            _check_keys(run, RUN_KEYS, f"{where}, run {run.get('name', '?')!r}")
+            if run["name"] in names:
+                raise SuiteError(f"{path}: run name {run['name']!r} is used twice (groups {names[run['name']]!r} "
+                                 f"and {entry['name']!r})")
+            names[run["name"]] = entry["name"]
+            runs.append(RunSpec(entry["name"], run["name"], run.get("config", raw["base_config"]),
+                                _overrides(run.get("overrides", {}), f"{where}, run {run['name']!r}"),
+                                run.get("reference", raw["reference"])))
+        groups.append(Group(entry["name"], entry.get("title", entry["name"]), tuple(runs),
+                            tuple(entry.get("shown", ())), entry.get("skipped", ""),
+                            dict(entry.get("excluded", {}))))
+    base = _resolve(path, "the base config", f"{raw['base_config']}:{raw['config_variant']}", base_overrides)
+    configs = {}
+    for group in groups:
+        for run in group.runs:
+            if not group.skipped:
+                configs[run.key] = _resolve(path, f"run {run.key}", f"{run.config}:{raw['config_variant']}",
+                                            [*base_overrides, *run.overrides])
+    suite = Suite(path, raw.get("title", path), raw["base_config"], raw["config_variant"], raw["seeds"],
+                  raw["reference"], tuple(base_overrides), tuple(groups), base, configs)
+    known = suite.runs()
+    for group in groups:
+        for key in [*group.shown, *(run.reference for run in group.runs)]:
+            if key not in known:
+                raise SuiteError(f"{path}: group {group.name!r} refers to run {key!r}, which the suite does not have")
+    return suite
+
+
+def _resolve(path: str, what: str, config_arg: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    try:
+        return resolve_config(config_arg, overrides)
+    except Exception as error:  # absl and ml_collections raise several types; each message names the key
+        flags_given = " ".join(CONFIG_OVERRIDE_PREFIX + override for override in overrides)
+        raise SuiteError(f"{path}: {what} (--config={config_arg} {flags_given}): "
+                         f"{type(error).__name__}: {error}") from error
+
+
+def trials(suite: Suite, seeds: int, only: Sequence[str] | None = None) -> list[Trial]:
+    """Every (run, seed) of the groups that run in this variant (those of `only`), in --list order."""
+    if only:
+        unknown = sorted(set(only) - {group.name for group in suite.groups})
+        if unknown:
+            raise SuiteError(f"--only names groups {unknown} that {suite.path} does not have "
+                             f"({', '.join(group.name for group in suite.groups)})")
+    runnable = [run for group in suite.groups if not group.skipped and (not only or group.name in only)
+                for run in group.runs]
+    return [Trial(index, run, seed) for index, (run, seed) in enumerate(
+        (run, seed) for run in runnable for seed in range(seeds))]
+
+
+def read_status(workdir: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(workdir, STATUS_FILE)) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"status": "missing"}
+
+
