@@ -12,6 +12,7 @@ checkpoints; --report (and the end of a full run) writes DIR/report/ from whatev
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -95,26 +96,37 @@ class _Runner:
         status = suites.read_status(workdir)
         if status["status"] == "finished":
             if status["command"] != command:
-                raise suites.SuiteError(f"{trial.run.key} seed {trial.seed} finished in {workdir} with another command "
-                                 f"({shlex.join(status['command'])}); use a new --workdir for other settings")
+                raise suites.SuiteError(f"{trial.run.key} seed {trial.seed} finished in {workdir} with another "
+                                        f"command ({shlex.join(status['command'])}); use a new --workdir for other "
+                                        "settings")
             logging.info("[%d] %s seed %d: finished earlier, skipped", trial.index, trial.run.key, trial.seed)
             return
         os.makedirs(workdir, exist_ok=True)
+        # The run holds this lock for as long as it lives (it inherits the descriptor), also when this process is
+        # gone: a rerun, or a second array task of the same index, waits instead of training beside it.
+        lock = open(os.path.join(workdir, ".suite.lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.warning("[%d] %s seed %d: an earlier process still runs in %s; waiting for it", trial.index,
+                            trial.run.key, trial.seed, workdir)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         log = open(os.path.join(workdir, LOG_FILE), "a")
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         log.flush()
         logging.info("[%d] %s seed %d: %s", trial.index, trial.run.key, trial.seed,
-                     "resuming" if status["status"] != "missing" else "starting")
+                     "resuming" if os.path.isdir(os.path.join(workdir, "checkpoints")) else "starting")
         process = subprocess.Popen([sys.executable, *command[1:]], stdout=log, stderr=subprocess.STDOUT,
-                                   env=self.environment, preexec_fn=_exit_with_parent)
-        self.running[process] = (trial, time.time(), log)
+                                   env=self.environment, preexec_fn=_exit_with_parent, pass_fds=(lock.fileno(),))
+        self.running[process] = (trial, time.time(), (log, lock))
 
     def _reap(self) -> None:
         for process in list(self.running):
             if process.poll() is None:
                 continue
-            trial, started, log = self.running.pop(process)
-            log.close()
+            trial, started, files = self.running.pop(process)
+            for file in files:
+                file.close()
             workdir = trial.workdir(self.root)
             num_steps = self.suite.configs[trial.run.key].train.num_steps
             complete = process.returncode == 0 and _final_eval_logged(workdir, num_steps)

@@ -1,0 +1,216 @@
+"""Experiment suites: checks before training, the report's arithmetic, and whole suites through the CLI."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs.suites import paper
+from harjax import report, suites
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _suite_config(**changes) -> ml_collections.ConfigDict:
+    config = paper.get_config("synthetic")
+    config.unlock()
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def _load(config, root="/tmp/suite", command_line=()):
+    return suites.load_suite(config, "configs/suites/paper.py:synthetic", root, command_line)
+
+
+def test_the_paper_suite_resolves_every_run():
+    suite = _load(paper.get_config("synthetic"))
+    assert [group.name for group in suite.groups] == ["main", "ablations", "prompts", "sweeps", "protocols"]
+    skipped = {group.name: group.skipped for group in suite.groups if group.skipped}
+    assert set(skipped) == {"prompts", "protocols"} and "MMAct" in skipped["prompts"]
+    assert suite.configs["main/concat_fusion"].model.fusion == "concat"
+    assert suite.configs["sweeps/tau_0.2"].loss.temperature == 0.2
+    assert all(config.data.synthetic.task == "bursts" for config in suite.configs.values())
+    assert len(suites.trials(suite, seeds=3)) == 3 * 16
+    mmact = suites.load_suite(paper.get_config("mmact"), "paper.py", "/tmp/suite", ())
+    runs = mmact.runs()
+    assert "protocols/sensor_only-cross_view" not in runs and "protocols/video_only-cross_view" in runs
+    assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 5 + 6 + 14
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.__setitem__("colour", "red"), r"unknown key 'colour'"),
+    (lambda c: c.groups[1]["runs"].append({"name": "no_attention", "config": "configs/full.py"}),
+     r"run name 'no_attention' is used twice \(groups 'ablations' and 'ablations'\)"),
+    (lambda c: c.groups[0]["runs"][1]["overrides"].update({"model.fusionn": "late"}),
+     r"run main/video_only .*fusionn"),
+    (lambda c: c.groups[0]["runs"][0].update({"seeds": 4}), r"run 'full'.*unknown key 'seeds'"),
+    (lambda c: c.groups[3]["shown"].append("main/nothing"), r"refers to run 'main/nothing'"),
+])
+def test_a_bad_suite_fails_before_training_naming_the_problem(change, message):
+    config = paper.get_config("synthetic")
+    config.unlock()
+    change(config)
+    with pytest.raises(suites.SuiteError, match=message):
+        _load(config)
+
+
+def test_command_line_overrides_reach_every_run_and_are_checked():
+    suite = _load(paper.get_config("synthetic"), command_line=["train.learning_rate=0.01"])
+    assert {config.train.learning_rate for config in suite.configs.values()} == {0.01}
+    with pytest.raises(suites.SuiteError, match="learning_ratee"):
+        _load(paper.get_config("synthetic"), command_line=["train.learning_ratee=0.01"])
+
+
+def test_each_trial_is_a_harjax_main_command_with_its_seed():
+    suite = _load(paper.get_config("synthetic"))
+    trial = suites.trials(suite, seeds=2)[3]
+    assert (trial.run.key, trial.seed) == ("main/video_only", 1)
+    command = trial.command(suite, "/tmp/suite")
+    assert command[:4] == ["python", "-m", "harjax.main", "--config=configs/video_only.py:synthetic"]
+    assert "--workdir=/tmp/suite/runs/main/video_only/seed1" in command and command[-1] == "--config.seed=1"
+    assert suites.format_value((16, 32)) == "(16,32)" and suites.format_value((4,)) == "(4,)"
+
+
+def _fake_run(root, key, seed, f1, num_steps, status="finished", classes=3):
+    """A workdir as harjax.main and the suite runner leave it, with the given final macro-F1."""
+    group, name = key.split("/")
+    workdir = os.path.join(root, "runs", group, name, f"seed{seed}")
+    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        for step, value in ((0, 0.1), (num_steps, f1)):
+            f.write(json.dumps({"step": step, "eval/accuracy": value + 0.05, "eval/macro_f1": value,
+                                "train/loss": 1.0}) + "\n")
+    with open(os.path.join(workdir, "eval", f"eval_step_{num_steps}.json"), "w") as f:
+        json.dump({"class_names": [f"c{i}" for i in range(classes)], "per_class_f1": [f1] * classes,
+                   "confusion_matrix": np.eye(classes, dtype=int).tolist()}, f)
+    with open(os.path.join(workdir, suites.STATUS_FILE), "w") as f:
+        json.dump({"status": status, "log": os.path.join(workdir, suites.LOG_FILE), "command": []}, f)
+
+
+def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path):
+    suite = _load(paper.get_config("synthetic"), root=str(tmp_path))
+    steps = suite.configs["main/full"].train.num_steps
+    for seed, (full_f1, video_f1) in enumerate([(0.8, 0.5), (0.9, 0.7), (0.7, 0.75)]):
+        _fake_run(str(tmp_path), "main/full", seed, full_f1, steps)
+        _fake_run(str(tmp_path), "main/video_only", seed, video_f1, steps)
+    _fake_run(str(tmp_path), "main/sensor_only", 0, 0.4, steps)
+    _fake_run(str(tmp_path), "main/sensor_only", 1, 0.9, steps, status="failed")
+    report.write_report(suite, 3, str(tmp_path))
+    rows = {row["run"]: row for row in csv.DictReader(open(tmp_path / "report" / "results.csv"))}
+    video = rows["video_only"]
+    assert float(video["macro_f1_mean"]) == pytest.approx(np.mean([0.5, 0.7, 0.75]))
+    assert float(video["macro_f1_std"]) == pytest.approx(np.std([0.5, 0.7, 0.75], ddof=1))
+    assert float(video["delta_macro_f1_mean"]) == pytest.approx(np.mean([-0.3, -0.2, 0.05]))
+    assert (video["seeds_better"], video["seeds_worse"]) == ("1", "2")
+    # A failed or missing seed is not in the mean: sensor_only is seed 0 alone, and says so.
+    sensor = rows["sensor_only"]
+    assert (sensor["seeds_finished"], float(sensor["macro_f1_mean"])) == ("1", pytest.approx(0.4))
+    text = open(tmp_path / "report" / "results.md").read()
+    # accuracy = F1 + 0.05 on every seed: the same std
+    assert "| `main/video_only` | loss.contrastive_weight=0.0, model.modalities=video | 3/3 | 70.0 ± 13.2 | 65.0 ± 13.2 |" in text
+    assert "- `main/sensor_only` seed 1: failed, log: `runs/main/sensor_only/seed1/suite.log`" in text
+    assert "- `main/sensor_only` seed 2: missing" in text
+    assert "Skipped in this variant: needs MMAct's prompt sets" in text
+    runs = list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))
+    assert len(runs) == 3 * 16 and {row["status"] for row in runs} == {"finished", "failed", "missing"}
+    for name in ("confusion.png", "per_class_f1.png", "curves_main.png"):
+        assert os.path.getsize(tmp_path / "report" / "figures" / name) > 0
+
+
+def _suite_cli(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "harjax.experiments", *args], cwd=REPO, capture_output=True,
+                          text=True, env=env, **kwargs)
+
+
+def test_list_and_run_index_bounds(tmp_path):
+    listed = _suite_cli("--suite=configs/suites/paper.py:synthetic", f"--workdir={tmp_path}", "--list",
+                        "--only=ablations", "--seeds=2", timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 5 * 2 and lines[0].startswith("0\tablations/no_attention\tseed0\tpython -m harjax.main ")
+    assert "group prompts is skipped: needs MMAct" in listed.stderr
+    out_of_range = _suite_cli("--suite=configs/suites/paper.py:synthetic", f"--workdir={tmp_path}",
+                              "--only=ablations", "--run_index=10", "--seeds=2", timeout=300)
+    assert out_of_range.returncode != 0 and "--run_index=10 is out of range" in out_of_range.stderr
+    assert not os.path.exists(tmp_path / "runs")
+
+
+# The suites below compile many small programs: XLA's cheapest CPU codegen keeps them fast (runs stay exact:
+# every run of a comparison is compiled the same way), and all share one compilation cache.
+def _fast_env(cache):
+    env = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "SLURM_ARRAY_TASK_ID")}
+    return env | {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0",
+                  "JAX_COMPILATION_CACHE_DIR": str(cache)}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The whole :smoke suite, every group, as the README's command runs it (two runs at a time)."""
+    root = tmp_path_factory.mktemp("smoke")
+    start = time.time()
+    result = _suite_cli("--suite=configs/suites/paper.py:smoke", f"--workdir={root}", "--parallel=2",
+                        env=_fast_env(root / "jax_cache"), timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return root, time.time() - start
+
+
+@pytest.mark.slow
+def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
+    root, seconds = smoke
+    assert seconds < 600
+    runs = list(csv.DictReader(open(root / "report" / "runs.csv")))
+    assert len(runs) == 35 and {row["status"] for row in runs} == {"finished"}
+    assert {row["group"] for row in runs} == {"main", "ablations", "prompts", "sweeps", "protocols"}
+    text = open(root / "report" / "results.md").read()
+    for section in ("## Per class", "## Cross-modal retrieval", "## Robustness of the trained model",
+                    "## Keyless attention", "Left out: `sensor_only-cross_view`"):
+        assert section in text
+    assert "Missing or failed" not in text
+    for name in ("confusion", "per_class_f1", "attention", "retrieval", "robustness", "curves_main",
+                 "curves_ablations", "curves_prompts", "curves_sweeps", "curves_protocols"):
+        assert f"figures/{name}.png" in text and os.path.getsize(root / "report" / "figures" / f"{name}.png") > 0
+    robustness = json.load(open(root / "runs" / "main" / "full" / "seed0" / "analysis" / "robustness.json"))
+    assert set(robustness["conditions"]) == {"clean", "video_removed", "acc_phone_removed", "acc_watch_removed",
+                                             "gyro_removed", "orientation_removed", "occluded_10pct",
+                                             "occluded_25pct", "occluded_50pct"}
+
+
+def _status(workdir):
+    return suites.read_status(str(workdir))["status"]
+
+
+@pytest.mark.slow
+def test_a_killed_suite_resumes_without_retraining_and_reports_the_same(smoke, tmp_path):
+    root, _ = smoke
+    args = ["--suite=configs/suites/paper.py:smoke", "--only=main", f"--config.data.data_dir={root / 'data'}"]
+    env = _fast_env(root / "jax_cache")
+    straight = _suite_cli(*args, f"--workdir={tmp_path / 'straight'}", env=env, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "harjax.experiments", *args, f"--workdir={interrupted}"],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first, second = interrupted / "runs" / "main" / "full" / "seed0", interrupted / "runs" / "main" / "video_only" / "seed0"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (second / "checkpoints" / "2").exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _status(first) == "finished" and _status(second) != "finished"
+    time.sleep(3)  # the orphaned run saves its preemption checkpoint and exits
+
+    resumed = _suite_cli(*args, f"--workdir={interrupted}", env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert open(first / suites.LOG_FILE).read().count("=== ") == 1  # finished earlier: not trained again
+    starts = [json.loads(line)["start_step"] for line in open(second / "runs.jsonl")]
+    assert starts[0] == 0 and starts[-1] >= 2  # resumed from its checkpoint
+    for name in ("results.md", "results.csv", "runs.csv"):
+        assert open(interrupted / "report" / name).read() == open(tmp_path / "straight" / "report" / name).read()
