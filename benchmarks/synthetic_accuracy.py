@@ -19,7 +19,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALL = ["full", "video_only", "sensor_only", "concat_fusion", "late_fusion", "no_transformer", "no_contrastive"]
+ALL = ["full", "video_only", "sensor_only", "concat_fusion", "late_fusion", "no_attention", "no_transformer",
+       "no_contrastive"]
 
 
 def run(name: str, workdir: str) -> dict:

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from harjax import suites
+from harjax import report, suites
 from harjax.suites import CONFIG_OVERRIDE_PREFIX, LOG_FILE, STATUS_FILE, Suite, Trial
 
 _SUITE = config_flags.DEFINE_config_file("suite", None, "A suite file, e.g. configs/suites/paper.py:synthetic.",
@@ -40,6 +40,7 @@ _RUN_INDEX = flags.DEFINE_integer("run_index", None, "Run only the (run, seed) w
 _REPORT = flags.DEFINE_bool("report", False, "Only gather finished runs into DIR/report/.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs trained at the same time on this machine.")
 flags.mark_flags_as_required(["suite", "workdir"])
+
 
 def _write_status(workdir: str, status: dict[str, Any]) -> None:
     temporary = os.path.join(workdir, "." + STATUS_FILE)
@@ -130,8 +131,12 @@ class _Runner:
             workdir = trial.workdir(self.root)
             num_steps = self.suite.configs[trial.run.key].train.num_steps
             complete = process.returncode == 0 and _final_eval_logged(workdir, num_steps)
-            outcome = "finished" if complete else "failed" if process.returncode not in (0, -signal.SIGTERM) \
-                else "interrupted"
+            if complete:
+                outcome = "finished"
+            elif process.returncode in (0, -signal.SIGTERM):  # stopped for preemption: a rerun resumes it
+                outcome = "interrupted"
+            else:
+                outcome = "failed"
             _write_status(workdir, {"status": outcome, "returncode": process.returncode,
                                     "command": trial.command(self.suite, self.root),
                                     "log": os.path.join(workdir, LOG_FILE)})
@@ -155,15 +160,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from harjax import report  # matplotlib is only needed once a suite is loaded
-
     root = os.path.abspath(_WORKDIR.value)
-    suite = suites.load_suite(_SUITE.value, config_flags.get_config_filename(flags.FLAGS["suite"]), root,
-                       _config_overrides)
-    seeds = _SEEDS.value or suite.seeds
-    if seeds < 1:
-        raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
-    selected = suites.trials(suite, seeds, _ONLY.value)
+    try:
+        suite = suites.load_suite(_SUITE.value, config_flags.get_config_filename(flags.FLAGS["suite"]), root,
+                                  _config_overrides)
+        seeds = suite.seeds if _SEEDS.value is None else _SEEDS.value
+        selected = suites.trials(suite, seeds, _ONLY.value)
+    except suites.SuiteError as error:
+        raise app.UsageError(str(error)) from error
     for group in suite.groups:
         if group.skipped:
             logging.warning("group %s is skipped: %s", group.name, group.skipped)

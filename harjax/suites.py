@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 SUITE_KEYS = {"title", "base_config", "config_variant", "seeds", "shared_data_dir", "reference", "overrides",
               "groups"}
+REQUIRED_SUITE_KEYS = {"base_config", "config_variant", "seeds", "reference", "groups"}
 GROUP_KEYS = {"name", "title", "runs", "shown", "skipped", "excluded"}
 RUN_KEYS = {"name", "config", "overrides", "reference"}
 STATUS_FILE = "suite_status.json"
@@ -100,11 +101,13 @@ def _overrides(mapping: Any, where: str) -> tuple[str, ...]:
     return tuple(f"{key}={format_value(value)}" for key, value in items)
 
 
-def _check_keys(found: Any, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(found) - allowed)
+def _check_keys(found: Any, allowed: set[str], required: set[str], where: str) -> None:
+    unknown, missing = sorted(set(found) - allowed), sorted(required - set(found))
     if unknown:
         raise SuiteError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
                          f"(allowed: {', '.join(sorted(allowed))})")
+    if missing:
+        raise SuiteError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
 
 
 def resolve_config(config_arg: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
@@ -119,7 +122,7 @@ def resolve_config(config_arg: str, overrides: Sequence[str]) -> ml_collections.
 def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_line: Sequence[str]) -> Suite:
     """Checks a suite file, and the command line's overrides against every run's config, before anything runs."""
     raw = config.to_dict()
-    _check_keys(raw, SUITE_KEYS, path)
+    _check_keys(raw, SUITE_KEYS, REQUIRED_SUITE_KEYS, path)
     groups, names = [], {}
     base_overrides = [*_overrides(raw.get("overrides", {}), f"{path}: overrides")]
     if raw.get("shared_data_dir"):
@@ -127,10 +130,10 @@ def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_
     base_overrides += list(command_line)
     for entry in raw["groups"]:
         where = f"{path}: group {entry.get('name', '?')!r}"
-        _check_keys(entry, GROUP_KEYS, where)
+        _check_keys(entry, GROUP_KEYS, {"name", "runs"}, where)
         runs = []
         for run in entry["runs"]:
-            _check_keys(run, RUN_KEYS, f"{where}, run {run.get('name', '?')!r}")
+            _check_keys(run, RUN_KEYS, {"name"}, f"{where}, run {run.get('name', '?')!r}")
             if run["name"] in names:
                 raise SuiteError(f"{path}: run name {run['name']!r} is used twice (groups {names[run['name']]!r} "
                                  f"and {entry['name']!r})")
@@ -169,6 +172,8 @@ def _resolve(path: str, what: str, config_arg: str, overrides: Sequence[str]) ->
 
 def trials(suite: Suite, seeds: int, only: Sequence[str] | None = None) -> list[Trial]:
     """Every (run, seed) of the groups that run in this variant (those of `only`), in --list order."""
+    if seeds < 1:
+        raise SuiteError(f"--seeds must be >= 1, got {seeds}")
     if only:
         unknown = sorted(set(only) - {group.name for group in suite.groups})
         if unknown:

@@ -174,9 +174,12 @@ class _Run:
                 f.write(text.encode())
         os.replace(temporary, os.path.join(directory, name))  # a killed run never leaves a half-written file
 
+    def _has_attention(self) -> bool:
+        return self.config.model.modalities == "both" and self.config.model.fusion == "attention"
+
     def _save_attention(self, state: step_lib.TrainState, step: int, count: int) -> None:
         """alpha [k, K, n] of one eval example from each of `count` classes spread over those present."""
-        if self.config.model.modalities != "both" or self.config.model.fusion != "attention":
+        if not self._has_attention():
             logging.info("config.eval.attention_examples: this model has no keyless attention to show")
             return
         labels = np.asarray([self.eval_data[index][batch_lib.LABEL] for index in range(len(self.eval_data))])
@@ -196,7 +199,8 @@ class _Run:
 
     def analysis_done(self) -> bool:
         settings = self.config.eval
-        wanted = [ROBUSTNESS_FILE] * bool(settings.robustness) + [ATTENTION_FILE] * bool(settings.attention_examples)
+        wanted = ([ROBUSTNESS_FILE] * bool(settings.robustness)
+                  + [ATTENTION_FILE] * bool(settings.attention_examples and self._has_attention()))
         return all(os.path.exists(os.path.join(self.workdir, ANALYSIS_DIR, name)) for name in wanted)
 
     def close(self) -> None:

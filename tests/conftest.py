@@ -11,11 +11,12 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 import pytest  # noqa: E402
 
-from configs import (concat_fusion, full, late_fusion, no_contrastive, no_transformer, sensor_only,  # noqa: E402
-                     video_only)
+from configs import (concat_fusion, full, late_fusion, no_attention, no_contrastive, no_transformer,  # noqa: E402
+                     sensor_only, video_only)
 
 NUM_DEVICES = 8
-ALL_CONFIGS = [full, video_only, sensor_only, concat_fusion, late_fusion, no_transformer, no_contrastive]
+ALL_CONFIGS = [full, video_only, sensor_only, concat_fusion, late_fusion, no_attention, no_transformer,
+               no_contrastive]
 
 
 def config_id(module) -> str:
