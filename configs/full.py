@@ -37,6 +37,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # Worker processes that build training batches (0: threads in the training process). Decoding MMAct records
     # holds the GIL: on a GPU host give each training process a few cores' worth.
     config.data.num_workers = 4
+    # Where training data lives (harjax/data/pipeline.py): 'device' (on the accelerators, gathered inside the step),
+    # 'host' (in memory, vectorised gathers), 'none' (records read per batch) or 'auto', the first that fits in
+    # cache_memory_fraction of the free memory it would live in.
+    config.data.cache = "auto"
+    config.data.cache_memory_fraction = 0.5
     # The synthetic source (harjax/data/synthetic.py): task 'pairs' checks that fusion works; 'bursts' (the
     # experiment suite's) needs the video to find the one burst of motion that names the class.
     config.data.synthetic = ml_collections.ConfigDict(dict(

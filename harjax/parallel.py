@@ -72,6 +72,19 @@ def replicated_abstract(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), tree)
 
 
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Host arrays copied once onto every device (the device data cache); every process passes the same arrays."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def free_device_bytes() -> int | None:
+    """Free memory of one local device, or None where devices do not report it (CPU: its memory is the host's)."""
+    stats = jax.local_devices()[0].memory_stats()
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles this process's rows into global arrays sharded over the data axis ([B_local, ...] -> [B, ...])."""
     sharding = batch_sharded(mesh)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from harjax.data import batch as batch_lib
+from harjax.data import batch as batch_lib, sampling
 
 Corruption = Callable[[batch_lib.Batch], batch_lib.Batch]
 CLEAN = "clean"
@@ -30,24 +30,14 @@ def remove_channels(batch: batch_lib.Batch, channels: Sequence[int]) -> batch_li
     return batch | {batch_lib.SENSOR: sensor}
 
 
-def _uniform(keys: np.ndarray, seed: int, salt: int) -> np.ndarray:
-    """A uniform [0, 1) number per key, the same wherever and in whatever batch the key is seen (splitmix64)."""
-    with np.errstate(over="ignore"):
-        x = keys.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt) * np.uint64(
-            0xD1B54A32D192ED03)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
 def occlude(batch: batch_lib.Batch, fraction: float, seed: int) -> batch_lib.Batch:
     """Masks out a span of round(fraction * L) of each row's L recorded steps (at least one step stays)."""
     mask = batch[batch_lib.SENSOR_MASK]
     keys = batch[batch_lib.TRIAL] if batch_lib.TRIAL in batch else batch[batch_lib.INDEX]
     length = mask.sum(axis=1)  # [B]
     span = np.minimum(np.round(fraction * length).astype(int), np.maximum(length - 1, 0))
-    start = np.floor(_uniform(keys, seed, round(fraction * 1e6)) * (length - span + 1)).astype(int)
+    draw = sampling.uniform(seed, sampling.OCCLUSION, round(fraction * 1e6), keys)
+    start = np.floor(draw * (length - span + 1)).astype(int)
     rank = np.cumsum(mask, axis=1) - 1  # position of each step among the recorded ones  [B, T]
     hidden = mask & (rank >= start[:, None]) & (rank < (start + span)[:, None])
     return batch | {batch_lib.SENSOR_MASK: mask & ~hidden,

@@ -89,12 +89,15 @@ def _objective(output: ModelOutput, batch: dict[str, jax.Array], weights: jax.Ar
     return loss, parts
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float,
-               mesh: Mesh) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: TrainState, inputs: dict[str, jax.Array], resident: Any = None, *, contrastive_weight: float,
+               mesh: Mesh, gather: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
     """One update on a global batch. A non-finite loss or gradient leaves the state as it was (step aside).
 
-    metrics['finite'] says whether the update was applied, so the loop can keep skipped steps out of averages.
+    `inputs` is the batch, or with the device data cache a Selection that `gather` turns into the batch from the
+    device-resident columns `resident`. metrics['finite'] says whether the update was applied, so the loop can keep
+    skipped steps out of averages.
     """
+    batch = inputs if gather is None else gather(resident, inputs, jnp)
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)  # a function of the step: resumes exactly
     weights = jnp.ones_like(batch[batch_lib.LABEL], jnp.float32)
 
@@ -132,9 +135,10 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_wei
     return {"logits": output.logits, **rows, **embeddings, "count": count, "sums": sums}
 
 
-def jit_train_step(mesh: Mesh, contrastive_weight: float) -> Callable:
-    """The compiled train step; the old state's buffers are donated to the new one."""
-    return jax.jit(functools.partial(train_step, contrastive_weight=contrastive_weight, mesh=mesh),
+def jit_train_step(mesh: Mesh, contrastive_weight: float, gather: Callable | None = None) -> Callable:
+    """The compiled train step, (state, inputs, resident) -> (state, metrics); the old state's buffers are donated
+    to the new one. With `gather` (the device data cache) the step builds its batch from resident columns."""
+    return jax.jit(functools.partial(train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather),
                    donate_argnums=0, out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
 
 

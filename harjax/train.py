@@ -50,14 +50,16 @@ def code_version() -> str:
 
 
 def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: batch_lib.Split,
-                     evaluation: batch_lib.Split, start_step: int) -> None:
+                     evaluation: batch_lib.Split, start_step: int, data_cache: str) -> None:
     """config.json: what reproduces the run; every start (first or resumed) is also appended to runs.jsonl."""
-    record = {"config": config.to_dict(), "seed": config.seed, "harjax_version": harjax.__version__,
+    record = {"config": config.to_dict(), "seed": config.seed, "data_cache": data_cache,
+              "harjax_version": harjax.__version__,
               "git_commit": code_version(), "jax_version": jax.__version__, "start_step": start_step,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "devices": jax.device_count(),
               "processes": jax.process_count(),
               "data": {split: {"origin": data.origin, "fingerprint": data.fingerprint, "examples": len(data),
-                               "num_classes": data.num_classes, "dims": batch_lib.dims(data),
+                               "num_classes": data.num_classes,
+                               "shapes": {name: shape for name, (shape, _) in data.example_spec.items()},
                                "report": dict(data.report)}
                        for split, data in (("train", train), ("eval", evaluation))}}
     text = json.dumps(record, default=str)
@@ -76,6 +78,10 @@ class _Run:
         self.mesh = parallel.make_mesh()
         self.train_data, self.eval_data = pipeline.load_splits(config)
         pipeline.log_summary(self.train_data, self.eval_data)
+        self.cache = pipeline.choose_cache(config.data.cache, self.train_data, self.eval_data,
+                                           config.data.cache_memory_fraction, parallel.free_device_bytes(),
+                                           jax.local_device_count())
+        self.eval_columns = self.eval_data.columns() if self.cache != "none" else None  # evaluation: from host
         self.model = build_model(config, self.train_data.num_classes)
         self.train_batch_size = pipeline.per_process_batch_size(
             config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size")
@@ -100,7 +106,7 @@ class _Run:
         contrastive embeddings where the model has them) and the mean eval losses."""
         outputs = []
         for local_batch in pipeline.eval_batches(self.eval_data, self.eval_batch_size, jax.process_index(),
-                                                 jax.process_count()):
+                                                 jax.process_count(), self.eval_columns):
             if corrupt is not None:
                 local_batch = corrupt(local_batch)
             outputs.append(self.eval_step(state, parallel.global_batch(local_batch, self.mesh)))
@@ -182,13 +188,11 @@ class _Run:
         if not self._has_attention():
             logging.info("config.eval.attention_examples: this model has no keyless attention to show")
             return
-        labels = np.asarray([self.eval_data[index][batch_lib.LABEL] for index in range(len(self.eval_data))])
+        labels = self.eval_data.labels
         classes = np.unique(labels)
         chosen_classes = classes[np.linspace(0, len(classes) - 1, min(count, len(classes))).round().astype(int)]
         indices = [int(np.flatnonzero(labels == label)[0]) for label in chosen_classes]
-        examples = [self.eval_data[index] for index in indices]
-        batch = {name: np.stack([example[name] for example in examples])
-                 for name in self.train_data.example_spec if name != batch_lib.TRIAL}
+        batch = batch_lib.examples(self.eval_data, indices)
         output = jax.device_get(jax.jit(lambda state, batch: state.apply_fn(
             {"params": state.params, "batch_stats": state.batch_stats}, batch, train=False))(state, batch))
         self._write_analysis(ATTENTION_FILE, arrays={
@@ -225,14 +229,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # Every step, skipped non-finite ones included, consumes one global batch.
         train_iterator = pipeline.train_iterator(run.train_data, run.train_batch_size, config.seed,
                                                  jax.process_index(), jax.process_count(), config.data.num_workers,
-                                                 start_batch=start_step)
+                                                 start_batch=start_step, cache=run.cache)
         cleanup.callback(train_iterator.close)
+        on_device = run.cache == "device"
+        resident = parallel.replicate(run.train_data.columns(), run.mesh) if on_device else None
         run.writer.truncate_after(start_step if start_step else -1)  # from scratch: a clean file
         if jax.process_index() == 0:
-            write_run_config(workdir, config, run.train_data, run.eval_data, start_step)
+            write_run_config(workdir, config, run.train_data, run.eval_data, start_step, run.cache)
         if config.eval.at_start and start_step == 0:  # the untrained model: the chance line of every curve
             run.writer.write(0, run.evaluate(state, 0))
-        train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight)
+        train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight,
+                                             run.train_data.gather if on_device else None)
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)
         progress = cleanup.enter_context(tqdm.tqdm(
@@ -241,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         eval_metrics: dict[str, float] = {}
         for step in range(start_step + 1, train_config.num_steps + 1):
-            state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh))
+            state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh), resident)
             window.add(step_metrics)
             progress.update()
             last = step == train_config.num_steps

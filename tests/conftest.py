@@ -1,13 +1,24 @@
 """Tests run on 8 fake CPU devices so every sharded path is exercised on one machine (even where a GPU exists)."""
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 
 import jax
 import ml_collections
 
 jax.config.update("jax_platforms", "cpu")
 jax.config.update("jax_num_cpu_devices", 8)
+# Many tests compile the same small programs, in this process and in the CLI subprocesses they start: one XLA
+# compilation cache for the whole session (removed at its end) compiles each once.
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="harjax-test-xla-cache-")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 import pytest  # noqa: E402
 
@@ -46,3 +57,35 @@ def read_metrics(workdir) -> list[dict]:
 @pytest.fixture
 def config():
     return small_config()
+
+
+def assert_caches_serve_the_same_batches(train, evaluation, batch_size: int, steps: int) -> None:
+    """Training batches of every data cache, bit for bit: 'none' (records read per batch), 'host' (vectorised
+    gathers from columns) and 'device' (the jitted gather from device-resident columns); and evaluation batches
+    read per batch or gathered from columns."""
+    import contextlib
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from harjax.data import pipeline
+
+    iterators = {cache: contextlib.closing(pipeline.train_iterator(train, batch_size, 3, 0, 1, cache=cache))
+                 for cache in ("none", "host", "device")}
+    resident = jax.device_put(train.columns(), jax.devices()[0])
+    gather = jax.jit(lambda columns, selection: train.gather(columns, selection, jnp))
+    with contextlib.ExitStack() as stack:
+        opened = {cache: stack.enter_context(iterator) for cache, iterator in iterators.items()}
+        for _ in range(steps):
+            expected = next(opened["none"])
+            host = next(opened["host"])
+            device = jax.device_get(gather(resident, next(opened["device"])))
+            assert expected.keys() == host.keys() == device.keys()
+            for name in expected:
+                np.testing.assert_array_equal(host[name], expected[name], err_msg=f"host cache: {name}")
+                np.testing.assert_array_equal(device[name], expected[name], err_msg=f"device cache: {name}")
+    columns = evaluation.columns()
+    for read, gathered in zip(pipeline.eval_batches(evaluation, 8, 0, 1),
+                              pipeline.eval_batches(evaluation, 8, 0, 1, columns)):
+        for name in read:
+            np.testing.assert_array_equal(gathered[name], read[name], err_msg=f"evaluation: {name}")

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from harjax.data import batch as batch_lib, npz, pipeline, synthetic
+from harjax.data import batch as batch_lib, npz, pipeline, sampling, synthetic
+from tests.conftest import assert_caches_serve_the_same_batches
 
 
 def _write_npz(path, n=10, steps=16, channels=12, video_dim=8, **overrides):
@@ -178,3 +179,34 @@ def test_batch_size_must_split_over_devices():
     with pytest.raises(ValueError, match="config.train.batch_size=30 must be a positive multiple of the 8 devices"):
         pipeline.per_process_batch_size(30, 8, 1, "config.train.batch_size")
     assert pipeline.per_process_batch_size(32, 8, 2, "config.train.batch_size") == 16
+
+
+def test_every_data_cache_serves_the_same_batches(config):
+    train, evaluation = pipeline.load_splits(config)
+    assert_caches_serve_the_same_batches(train, evaluation, batch_size=32, steps=12)  # 256 examples: 1.5 epochs
+
+
+def test_training_batches_are_a_function_of_seed_and_step():
+    order = sampling.TrainingOrder(num_examples=10, global_batch=4, seed=1)
+    first_epoch = np.concatenate([order.batch(step)[0] for step in range(2)] + [order.batch(2)[0][:2]])
+    assert sorted(first_epoch.tolist()) == list(range(10))  # an epoch is a permutation
+    examples, epochs = order.batch(2)  # positions 8..11 straddle epochs 0 and 1
+    assert epochs.tolist() == [0, 0, 1, 1]
+    again = sampling.TrainingOrder(num_examples=10, global_batch=4, seed=1)
+    np.testing.assert_array_equal(again.batch(7)[0], order.batch(7)[0])
+    halves = [order.batch(7, process, 2)[0] for process in range(2)]
+    np.testing.assert_array_equal(np.concatenate(halves), order.batch(7)[0])
+    assert not np.array_equal(sampling.TrainingOrder(10, 4, seed=2).batch(0)[0], order.batch(0)[0])
+    draws = sampling.uniform(1, sampling.CAMERA, np.arange(1000), 5)
+    assert 0 <= draws.min() and draws.max() < 1 and abs(draws.mean() - 0.5) < 0.05
+
+
+def test_splits_of_different_lengths_train_together(tmp_path, config):
+    """npz files padded each to its own longest recording: the model is length-agnostic, so they pair as they are."""
+    config.data.source = "npz"
+    config.data.train_path = _write_npz(tmp_path / "train.npz", n=64, steps=16)
+    config.data.eval_path = _write_npz(tmp_path / "eval.npz", n=20, steps=40)
+    config.data.synthetic.video_dim = 8
+    train, evaluation = pipeline.load_splits(config)
+    assert train.example_spec[batch_lib.SENSOR][0] == (16, 12)
+    assert evaluation.example_spec[batch_lib.SENSOR][0] == (40, 12)

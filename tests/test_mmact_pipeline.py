@@ -8,8 +8,8 @@ import pytest
 from configs import sensor_only
 from data_builders.mmact import build, make_dummy_data
 from harjax import train
-from harjax.data import batch as batch_lib, pipeline
-from tests.conftest import read_metrics, small_config
+from harjax.data import batch as batch_lib, pipeline, sampling
+from tests.conftest import assert_caches_serve_the_same_batches, read_metrics, small_config
 
 
 @pytest.fixture(scope="module")
@@ -35,26 +35,41 @@ def test_splits_follow_the_contract_and_the_protocol(data_dir):
     # and another lacks cam4, but every trial keeps some camera.
     assert len(train_split) == 12 and train_split.report["skipped_no_camera"] == 0
     assert len(eval_split) == 12 * 4  # subject 17's trials have every view
-    example = eval_split[0]
-    assert example[batch_lib.SENSOR].shape == (128, 12) and example[batch_lib.VIDEO].shape == (32,)
-    assert example[batch_lib.SENSOR_MASK].sum() > 0 and example[batch_lib.TRIAL] == eval_split.items[0][0]
-    views_of_first_trial = [eval_split[i][batch_lib.VIDEO] for i in range(4)]
+    example = batch_lib.examples(eval_split, [0])
+    assert example[batch_lib.SENSOR].shape == (1, 128, 12) and example[batch_lib.VIDEO].shape == (1, 32)
+    assert example[batch_lib.SENSOR_MASK].sum() > 0 and example[batch_lib.TRIAL][0] == eval_split.views[0][0]
+    views_of_first_trial = batch_lib.examples(eval_split, range(4))[batch_lib.VIDEO]
     assert len({view.tobytes() for view in views_of_first_trial}) == 4  # four cameras, four embeddings
 
 
 def test_training_draws_a_random_camera_each_epoch(data_dir):
     train_split, _ = pipeline.load_splits(_config(data_dir))
-    stored = train_split[0]
-    views = {train_split.random_transform(stored, np.random.default_rng(seed))[batch_lib.VIDEO].tobytes()
-             for seed in range(20)}
-    assert len(views) == stored["camera_mask"].sum() > 1
+    first = int(np.flatnonzero(train_split.listing.camera_mask[train_split.views[:, 0]].sum(1) > 1)[0])
+    epochs = np.arange(20)
+    draws = np.stack([sampling.uniform(0, sampling.CAMERA, epochs, first), np.zeros(20)], axis=1)
+    cameras = train_split.select(np.full(20, first), draws)["camera"]
+    available = np.flatnonzero(train_split.listing.camera_mask[train_split.views[first, 0]])
+    assert set(cameras.tolist()) == set(available.tolist())  # over 20 epochs every camera of the trial comes up
+
+
+def test_long_training_trials_are_cropped_at_a_random_start(data_dir):
+    train_split, _ = pipeline.load_splits(_config(data_dir, max_length=32))
+    trial = np.zeros(8, np.int64)
+    draws = np.stack([np.zeros(8), np.linspace(0, 0.999, 8)], axis=1)
+    starts = train_split.select(trial, draws)["start"]
+    excess = train_split.listing.sensor_length[train_split.views[0, 0]] - 32
+    assert starts[0] == 0 and starts[-1] == excess and np.all(np.diff(starts) >= 0)
+    batch = train_split.gather(*train_split.read(train_split.select(trial, draws)), np)
+    assert batch[batch_lib.SENSOR_MASK].all()  # every crop is 32 recorded steps
+    assert not np.array_equal(batch[batch_lib.SENSOR][0], batch[batch_lib.SENSOR][-1])
 
 
 @pytest.mark.parametrize("protocol", ["cross_subject", "cross_scene"])
 def test_sensors_are_standardised_with_the_protocols_statistics(data_dir, protocol):
     train_split, _ = pipeline.load_splits(_config(data_dir, protocol=protocol, max_length=256))
-    rows = [train_split.random_transform(train_split[i], np.random.default_rng(0)) for i in range(len(train_split))]
-    recorded = np.concatenate([row[batch_lib.SENSOR][row[batch_lib.SENSOR_MASK]] for row in rows])
+    rows = train_split.gather(train_split.columns(), train_split.select(np.arange(len(train_split)),
+                                                                       np.zeros((len(train_split), 2))), np)
+    recorded = rows[batch_lib.SENSOR][rows[batch_lib.SENSOR_MASK]]
     # acc_phone x (channel 0) is present in every training trial, so its standardised moments are 0 and 1 only
     # with this protocol's own training statistics.
     assert abs(recorded[:, 0].mean()) < 1e-3 and abs(recorded[:, 0].std() - 1) < 1e-3
@@ -62,13 +77,13 @@ def test_sensors_are_standardised_with_the_protocols_statistics(data_dir, protoc
 
 def test_cross_view_evaluates_camera_4_only(data_dir):
     _, eval_split = pipeline.load_splits(_config(data_dir, protocol="cross_view"))
-    assert set(eval_split.items[:, 1].tolist()) == {3}
+    assert set(eval_split.views[:, 1].tolist()) == {3}
     assert len(eval_split) == 24 - 1  # the trial without a cam4 clip has no view to score
 
 
 def test_video_free_models_score_one_view_per_trial_and_are_warned_off_cross_view(data_dir, caplog):
     _, eval_split = pipeline.load_splits(_config(data_dir, module=sensor_only))
-    assert len(eval_split) == 12 and batch_lib.VIDEO not in eval_split[0]
+    assert len(eval_split) == 12 and batch_lib.VIDEO not in batch_lib.examples(eval_split, [0])
     assert "tested on the recordings it trained on" not in caplog.text
     pipeline.load_splits(_config(data_dir, module=sensor_only, protocol="cross_view"))
     assert "tested on the recordings it trained on" in caplog.text
@@ -88,7 +103,7 @@ def test_embeddings_of_another_prompt_set_are_refused(data_dir):
 def test_long_trials_are_cropped_to_max_length(data_dir):
     train_split, eval_split = pipeline.load_splits(_config(data_dir, max_length=64))
     assert train_split.report["longer_than_max_length"] == len(train_split)
-    assert eval_split[0][batch_lib.SENSOR_MASK].all()
+    assert batch_lib.examples(eval_split, [0])[batch_lib.SENSOR_MASK].all()
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -123,3 +138,10 @@ def test_video_free_models_report_no_redundant_per_trial_scores(data_dir, tmp_pa
     config.train.update(num_steps=2, eval_every=2, checkpoint_every=2)
     final = train.train_and_evaluate(config, str(tmp_path))
     assert "eval/accuracy" in final and "eval/trial_accuracy" not in final  # one view per trial
+
+
+@pytest.mark.parametrize("module", [None, sensor_only])
+def test_every_data_cache_serves_the_same_batches(data_dir, module):
+    """Random cameras and crops (max_length 64 crops every trial) drawn from (seed, step), for 20 steps (7 epochs)."""
+    train_split, eval_split = pipeline.load_splits(_config(data_dir, module=module, max_length=64))
+    assert_caches_serve_the_same_batches(train_split, eval_split, batch_size=4, steps=20)

@@ -151,3 +151,39 @@ def test_checkpointer_keeps_the_latest_and_the_best(tmp_path, config):
         checkpointer.manager.wait_until_finished()
     checkpointer.close()
     assert sorted(int(name) for name in os.listdir(tmp_path) if name.isdigit()) == [2, 5, 6]  # best, last two
+
+
+@pytest.fixture(scope="module")
+def streamed_run(tmp_path_factory):
+    """The metrics of an uninterrupted run that reads its batches record by record (cache 'none')."""
+    config = small_config()
+    config.train.log_every = 1
+    config.data.cache = "none"
+    workdir = str(tmp_path_factory.mktemp("streamed"))
+    train.train_and_evaluate(config, workdir)
+    return _read_metrics(workdir)
+
+
+@pytest.mark.parametrize("cache", ["none", "host", "device"])
+def test_every_data_cache_trains_alike_and_resumes_exactly(tmp_path, config, monkeypatch, cache, streamed_run):
+    """The run with each cache, stopped for preemption at step 3 and resumed, logs what the streamed run logs
+    uninterrupted: the same batches reach the same step function."""
+    config.train.log_every = 1
+    config.data.cache = cache
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpointing.PreemptionWatcher, "reached", lambda self, step: step == 3)
+        train.train_and_evaluate(config, str(tmp_path))
+    assert max(line["step"] for line in _read_metrics(str(tmp_path))) == 3
+    train.train_and_evaluate(config, str(tmp_path))
+    assert _read_metrics(str(tmp_path)) == streamed_run
+    assert json.load(open(tmp_path / "config.json"))["data_cache"] == cache
+
+
+def test_a_cache_that_does_not_fit_says_what_to_use(tmp_path, config):
+    config.data.update(cache="host", cache_memory_fraction=1e-12)
+    with pytest.raises(batch_lib.DataError, match=r"config.data.cache='host' does not fit \(training split .* GB.*"
+                                                  r"use config.data.cache='none'"):
+        train.train_and_evaluate(config, str(tmp_path))
+    config.data.cache = "auto"  # auto never picks what does not fit: here, only 'none' does
+    train.train_and_evaluate(config, str(tmp_path))
+    assert json.load(open(tmp_path / "config.json"))["data_cache"] == "none"

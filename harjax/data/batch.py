@@ -24,7 +24,7 @@ zeros after the model's per-dimension standardisation.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -44,11 +44,19 @@ class DataError(ValueError):
     """Data that breaks the batch contract; the message names the file, array and expectation."""
 
 
-class Split(Protocol):
-    """What the pipeline needs of a split: random access to contract examples, and what shapes the model.
+Columns = Mapping[str, Any]  # a split's stored arrays, numpy (host) or jax (device)
+Selection = dict[str, np.ndarray]  # int arrays [B]: which stored rows make a batch and how each is viewed
 
-    `random_transform(example, rng)`, when not None, runs on training examples after shuffling (e.g. MMAct picks
-    one of a trial's cameras); it must turn a stored example into a contract example.
+
+class Split(Protocol):
+    """A split as its data path runs: select -> (read or columns) -> gather.
+
+    `select(indices, draws)` turns example positions into a Selection: small int arrays that say which stored rows
+    make the batch and how each is viewed (MMAct: which camera, where the crop starts). Training passes `draws`
+    [B, 2], uniform numbers from harjax.data.sampling (camera, crop); evaluation passes None and gets the fixed view
+    (each listed camera, the centred crop). `gather(columns, selection, xp)` builds the contract batch with array
+    namespace xp (numpy, or jax.numpy inside the jitted step), the same code for every data cache: from `columns()`
+    (the whole split in memory) or from `read(selection)` (just the rows it needs, the streaming path).
     """
 
     num_classes: int
@@ -57,18 +65,36 @@ class Split(Protocol):
     origin: str
     fingerprint: str
     report: Mapping[str, int]  # what loading skipped or changed, by reason (saved in config.json)
-    random_transform: Callable[[dict[str, Any], np.random.Generator], Batch] | None
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @property
+    def labels(self) -> np.ndarray:
+        """[N] the label of every example, known without reading any embedding."""
 
     @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Shape and dtype of each contract array of one example (after random_transform)."""
+        """Shape and dtype of each contract array of one example."""
 
     @property
     def has_video(self) -> bool: ...
+
+    @property
+    def column_bytes(self) -> int:
+        """What columns() takes in memory, known before reading it."""
+
+    def select(self, indices: np.ndarray, draws: np.ndarray | None) -> Selection: ...
+
+    def columns(self) -> Columns: ...
+
+    def read(self, selection: Selection) -> tuple[Columns, Selection]: ...
+
+    def gather(self, columns: Columns, selection: Selection, xp: Any) -> Batch: ...
+
+
+def examples(split: Split, indices: Sequence[int] | np.ndarray) -> Batch:
+    """Contract examples at split positions `indices` (evaluation's view), stacked; reads only those rows."""
+    return split.gather(*split.read(split.select(np.asarray(indices), None)), np)
 
 
 def default_channel_names(num_channels: int) -> tuple[str, ...]:
@@ -88,8 +114,11 @@ def sensor_streams(channel_names: tuple[str, ...]) -> dict[str, list[int]]:
 
 
 def dims(split: Split) -> dict[str, tuple[int, ...]]:
-    """Per-example shapes that fix the model's parameter shapes."""
-    return {name: shape for name, (shape, _) in split.example_spec.items() if name not in (SENSOR_MASK, TRIAL)}
+    """Per-example shapes that fix the model's parameter shapes: not the recording length T, since the model is
+    length-agnostic (splits of different lengths, e.g. npz files each padded to its own longest recording, pair
+    without padding or cropping)."""
+    return {name: shape[-1:] if name == SENSOR else shape for name, (shape, _) in split.example_spec.items()
+            if name not in (SENSOR_MASK, TRIAL)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +131,6 @@ class ArrayData:
     origin: str  # a file path or a generator description, used in error messages and config.json
     fingerprint: str  # changes whenever the data changes: the data version saved with each run
     channel_names: tuple[str, ...] = ()  # () = default_channel_names of the sensor's width
-
-    random_transform = None
     report: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -113,8 +140,9 @@ class ArrayData:
     def __len__(self) -> int:
         return len(self.arrays[LABEL])
 
-    def __getitem__(self, index: int) -> Batch:
-        return {name: array[index] for name, array in self.arrays.items()}
+    @property
+    def labels(self) -> np.ndarray:
+        return self.arrays[LABEL]
 
     @property
     def has_video(self) -> bool:
@@ -123,6 +151,22 @@ class ArrayData:
     @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         return {name: (tuple(array.shape[1:]), array.dtype) for name, array in self.arrays.items()}
+
+    @property
+    def column_bytes(self) -> int:
+        return sum(array.nbytes for array in self.arrays.values())
+
+    def select(self, indices: np.ndarray, draws: np.ndarray | None) -> Selection:
+        return {"rows": np.asarray(indices, np.int32)}  # nothing random in how a stored row is viewed
+
+    def columns(self) -> Columns:
+        return self.arrays  # already in memory
+
+    def read(self, selection: Selection) -> tuple[Columns, Selection]:
+        return self.arrays, selection
+
+    def gather(self, columns: Columns, selection: Selection, xp: Any) -> Batch:
+        return {name: array[selection["rows"]] for name, array in columns.items()}
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:

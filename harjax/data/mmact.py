@@ -1,11 +1,12 @@
 """MMAct from its TFDS dataset (built by data_builders/mmact): protocol splits, camera views, normalisation.
 
 Reads with tfds.builder_from_directory, so training needs neither the builder's code nor its dependencies.
-Training examples are trials: each epoch picks one of the trial's cameras at random (seeded per element by
-grain, so resumes stay exact). Evaluation examples are (trial, camera) views; views of a trial share a 'trial'
-id, so the evaluation also reports the per-trial average. Sensors are standardised with the protocol's training
-statistics stored in the dataset, then padded (or cropped: randomly in training, centred in evaluation) to
-config.data.max_length steps.
+A split is its stored trials and a list of views of them. Training views are trials: each epoch draws one of the
+trial's cameras and, for a trial longer than config.data.max_length, where its crop starts. Evaluation views are
+(trial, camera) pairs with the centred crop; views of a trial share a 'trial' id, so the evaluation also reports
+the per-trial average. Both are the same transform of the stored trials (MMActSplit.gather), from columns read
+once into memory or from the few records a batch needs. Sensors are standardised with the protocol's training
+statistics stored in the dataset (a stream a trial lacks stays zero), then padded to max_length steps.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from harjax.data import batch as batch_lib
 
 DATASET = "mmact"
 PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")
+INDEX = "index"  # dataset metadata: per split, what listing the views needs (camera_mask, sensor_length, label)
 
 
 def dataset_directory(data_dir: str, tfds_config: str) -> str:
@@ -38,11 +40,22 @@ def dataset_directory(data_dir: str, tfds_config: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class Listing:
+    """What selecting views needs of every stored trial of a split, without reading any embedding."""
+
+    camera_mask: np.ndarray  # [N, cameras] bool: cameras with an embedding in this split
+    sensor_length: np.ndarray  # [N] int: aligned sensor steps (0: no stream usable)
+    label: np.ndarray  # [N] int
+
+
+@dataclasses.dataclass(frozen=True)
 class MMActSplit:
-    """One protocol split as contract examples; see the module docstring."""
+    """One protocol split: stored trials (the TFDS source), the views to serve, and how to turn them into
+    contract examples."""
 
     source: Any  # tfds random-access data source of stored trials
-    items: np.ndarray  # train: [N] trial indices; eval: [N, 2] (trial index, camera index)
+    listing: Listing
+    views: np.ndarray  # [N_views, 2] (trial, camera); camera -1: drawn per epoch (training) or none (no video)
     training: bool
     mean: np.ndarray  # [C] normalisation of recorded streams
     std: np.ndarray
@@ -58,39 +71,15 @@ class MMActSplit:
     report: dict[str, int]
 
     def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.training:
-            return self.source[int(self.items[index])]
-        trial, camera = self.items[index]
-        return self._contract(self.source[int(trial)], int(camera), None) | {batch_lib.TRIAL: np.int32(trial)}
+        return len(self.views)
 
     @property
-    def random_transform(self):
-        return self._random_view if self.training else None
+    def labels(self) -> np.ndarray:
+        return self.listing.label[self.views[:, 0]].astype(np.int32)
 
-    def _random_view(self, stored: dict[str, Any], rng: np.random.Generator) -> batch_lib.Batch:
-        cameras = np.flatnonzero(stored["camera_mask"])
-        return self._contract(stored, int(rng.choice(cameras)) if len(cameras) else -1, rng)
-
-    def _contract(self, stored: dict[str, Any], camera: int, rng: np.random.Generator | None) -> batch_lib.Batch:
-        sensor = stored["sensor"]  # [T, C]
-        recorded = np.repeat(stored["sensor_present"], self.stream_axes)  # [C]
-        sensor = np.where(recorded, (sensor - self.mean) / self.std, 0.0).astype(np.float32)
-        excess = len(sensor) - self.max_length
-        if excess > 0:
-            start = int(rng.integers(0, excess + 1)) if rng is not None else excess // 2
-            sensor = sensor[start:start + self.max_length]
-        length = len(sensor)
-        example = {
-            batch_lib.SENSOR: np.pad(sensor, ((0, self.max_length - length), (0, 0))),
-            batch_lib.SENSOR_MASK: np.arange(self.max_length) < length,
-            batch_lib.LABEL: np.int32(stored["label"]),
-        }
-        if self.uses_video:
-            example[batch_lib.VIDEO] = stored["embedding"][camera].astype(np.float32)
-        return example
+    @property
+    def has_video(self) -> bool:
+        return self.uses_video
 
     @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -104,14 +93,89 @@ class MMActSplit:
         return spec
 
     @property
-    def has_video(self) -> bool:
-        return self.uses_video
+    def column_bytes(self) -> int:
+        steps = int(self.listing.sensor_length.sum()) + 1
+        trials = len(self.listing.label)
+        video = trials * len(self.listing.camera_mask[0]) * int(np.prod(self.video_shape)) * 2 if self.uses_video \
+            else 0
+        return steps * len(self.mean) * 4 + video + trials * 3 * 8
+
+    def select(self, indices: np.ndarray, draws: np.ndarray | None) -> batch_lib.Selection:
+        """Training (draws [B, 2]: camera, crop) picks one of each trial's cameras and a crop start; evaluation
+        keeps the listed camera and centres the crop."""
+        trials, cameras = self.views[indices, 0], self.views[indices, 1]
+        excess = np.maximum(self.listing.sensor_length[trials] - self.max_length, 0)
+        if draws is None:
+            start = excess // 2
+        else:
+            start = np.floor(draws[:, 1] * (excess + 1)).astype(np.int64)
+            if self.uses_video:  # the k-th available camera, k uniform over the trial's count
+                available = self.listing.camera_mask[trials]  # [B, cameras]
+                pick = np.floor(draws[:, 0] * available.sum(axis=1)).astype(np.int64)
+                cameras = np.argmax(np.cumsum(available, axis=1) > pick[:, None], axis=1)
+        selection = {"rows": trials.astype(np.int32), "camera": np.maximum(cameras, 0).astype(np.int32),
+                     "start": start.astype(np.int32)}
+        if not self.training:
+            selection["trial"] = trials.astype(np.int32)
+        return selection
+
+    def _columns(self, trials: np.ndarray) -> batch_lib.Columns:
+        """The given stored trials as columns: sensors standardised, one after another in one [S + 1, C] array
+        (the last row zero, so an index into an empty recording stays in range)."""
+        records = [self.source[int(trial)] for trial in trials]
+        sensors = []
+        for record in records:
+            recorded = np.repeat(record["sensor_present"], self.stream_axes)  # [C]
+            sensors.append(np.where(recorded, (record["sensor"] - self.mean) / self.std, 0.0).astype(np.float32))
+        sensors.append(np.zeros((1, len(self.mean)), np.float32))
+        lengths = np.asarray([len(sensor) for sensor in sensors[:-1]], np.int32)
+        columns = {"sensor": np.concatenate(sensors),
+                   "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32),
+                   "length": lengths, "label": np.asarray([record["label"] for record in records], np.int32)}
+        if self.uses_video:
+            columns["embedding"] = np.stack([record["embedding"] for record in records])  # float16 as stored
+        return columns
+
+    def columns(self) -> batch_lib.Columns:
+        return self._columns(np.arange(len(self.listing.label)))
+
+    def read(self, selection: batch_lib.Selection) -> tuple[batch_lib.Columns, batch_lib.Selection]:
+        trials, rows = np.unique(selection["rows"], return_inverse=True)
+        return self._columns(trials), selection | {"rows": rows.astype(np.int32)}
+
+    def gather(self, columns: batch_lib.Columns, selection: batch_lib.Selection, xp: Any) -> batch_lib.Batch:
+        rows, start = selection["rows"], selection["start"]
+        steps = xp.arange(self.max_length)
+        kept = xp.clip(columns["length"][rows] - start, 0, self.max_length)  # [B] recorded steps after the crop
+        mask = steps[None, :] < kept[:, None]  # [B, T]
+        index = xp.where(mask, columns["offset"][rows][:, None] + start[:, None] + steps[None, :], 0)
+        batch = {batch_lib.SENSOR: xp.where(mask[..., None], columns["sensor"][index], xp.zeros((), xp.float32)),
+                 batch_lib.SENSOR_MASK: mask, batch_lib.LABEL: columns["label"][rows]}
+        if self.uses_video:
+            batch[batch_lib.VIDEO] = columns["embedding"][rows, selection["camera"]].astype(xp.float32)
+        if "trial" in selection:
+            batch[batch_lib.TRIAL] = selection["trial"]
+        return batch
 
 
 def _open(directory: str) -> Any:
     import tensorflow_datasets as tfds
 
     return tfds.builder_from_directory(directory)
+
+
+def _listing(builder: Any, source: Any, name: str, directory: str) -> Listing:
+    """From the dataset's metadata; a dataset built before the builder stored it is read record by record."""
+    stored = builder.info.metadata.get(INDEX, {}).get(name)
+    if stored is not None:
+        return Listing(np.asarray(stored["camera_mask"], bool).reshape(len(source), -1),
+                       np.asarray(stored["sensor_length"], np.int64), np.asarray(stored["label"], np.int64))
+    logging.warning("%s [%s] has no stored listing (built by an older builder): reading every record to list the "
+                    "views; rebuild the dataset to start faster", directory, name)
+    records = [source[index] for index in range(len(source))]
+    return Listing(np.asarray([record["camera_mask"] for record in records], bool).reshape(len(source), -1),
+                   np.asarray([len(record["sensor"]) for record in records], np.int64),
+                   np.asarray([record["label"] for record in records], np.int64))
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSplit]:
@@ -148,32 +212,29 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
     def split(part: str) -> MMActSplit:
         name = f"{data.protocol}_{part}"
         source = builder.as_data_source(name)
-        items, report = [], {"trials": len(source), "skipped_no_camera": 0, "skipped_no_sensor": 0,
-                             "longer_than_max_length": 0}
-        for index in range(len(source)):
-            stored = source[index]
-            cameras = np.flatnonzero(stored["camera_mask"])
-            if uses_video and not len(cameras):
-                report["skipped_no_camera"] += 1
-                continue
-            if uses_sensor and not len(stored["sensor"]):
-                report["skipped_no_sensor"] += 1
-                continue
-            report["longer_than_max_length"] += len(stored["sensor"]) > data.max_length
-            if part == "train":
-                items.append(index)
-            else:  # one view per camera; a video-free model needs one view per trial
-                items.extend((index, camera) for camera in (cameras if uses_video else [-1]))
-        report["examples"] = len(items)
+        listing = _listing(builder, source, name, directory)
+        no_camera = uses_video & ~listing.camera_mask.any(axis=1)  # [N]: trials this model cannot use, by reason
+        no_sensor = uses_sensor & (listing.sensor_length == 0) & ~no_camera
+        usable = ~no_camera & ~no_sensor
+        report = {"trials": len(source), "skipped_no_camera": int(no_camera.sum()),
+                  "skipped_no_sensor": int(no_sensor.sum()),
+                  "longer_than_max_length": int((usable & (listing.sensor_length > data.max_length)).sum())}
+        trials = np.flatnonzero(usable)
+        if part == "train" or not uses_video:  # one view per trial (a video-free model scores each trial once)
+            views = np.stack([trials, np.full(len(trials), -1)], axis=1)
+        else:  # one view per camera
+            trial_index, camera = np.nonzero(listing.camera_mask[trials])
+            views = np.stack([trials[trial_index], camera], axis=1)
+        report["examples"] = len(views)
         skipped = {reason: count for reason, count in report.items() if reason.startswith("skipped") and count}
         if skipped:
             logging.warning("%s/%s: %s", directory, name, skipped)
         return MMActSplit(
-            source=source, items=np.asarray(items, np.int64), training=part == "train",
+            source=source, listing=listing, views=views.astype(np.int64), training=part == "train",
             mean=np.asarray(stats["mean"], np.float32), std=np.asarray(stats["std"], np.float32),
             stream_axes=len(stats["mean"]) // streams, max_length=data.max_length, uses_video=uses_video,
             video_shape=embedding_shape[1:], num_classes=len(names), class_names=names,
-            channel_names=tuple(builder.info.metadata["sensor_channels"]),
-            origin=f"{directory} [{name}]", fingerprint=fingerprint, report=report)
+            channel_names=tuple(builder.info.metadata["sensor_channels"]), origin=f"{directory} [{name}]",
+            fingerprint=fingerprint, report=report)
 
     return split("train"), split("test")

@@ -1,14 +1,19 @@
-"""The input pipeline: load a source's splits, standardise sensors, and serve grain iterators of batches.
+"""The input pipeline: load a source's splits, standardise sensors, and serve batches from a data cache.
 
-Training batches are a function of the step alone (the shuffled order, the random transforms and the split over
-processes are all seeded by position), so a resumed run starts its iterator at the restored step and sees exactly
-the batches the uninterrupted run would, whatever its number of input workers or processes. Evaluation visits every
-example exactly once: the last batch is padded and masked through 'valid', never dropped.
+Training batches are a function of (seed, step) alone (harjax.data.sampling), so a resumed run starts its
+iterator at the restored step and sees exactly the batches the uninterrupted run would, whatever its data cache,
+number of input workers or processes. Caches (config.data.cache): 'none' reads the records each batch needs
+(grain, optionally in worker processes), 'host' reads each split once into columns and gathers batches with
+vectorised numpy, 'device' also places the training columns on the accelerators, where the jitted step gathers
+its own batch from the selection it is given; 'auto' takes the first that fits. All gather with the split's one
+gather function, so they serve the same batches bit for bit. Evaluation visits every example exactly once: the last
+batch is padded and masked through 'valid', never dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -23,9 +28,11 @@ from absl import flags
 import numpy as np
 
 from harjax.data import batch as batch_lib
-from harjax.data import mmact, npz, synthetic
+from harjax.data import mmact, npz, sampling, synthetic
 
 SOURCES = ("synthetic", "npz", "mmact")
+CACHES = ("auto", "none", "host", "device")
+_ENDLESS = 2**62  # steps: a range no run reaches
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, batch_lib.Split]:
@@ -85,29 +92,94 @@ def per_process_batch_size(global_batch_size: int, num_devices: int, num_process
     return global_batch_size // num_processes
 
 
-def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_index: int,
-                   process_count: int, num_workers: int = 0, start_batch: int = 0) -> grain.DatasetIterator:
-    """Endless, reshuffled each epoch, starting after `start_batch` global batches (the step a run resumes from).
+def choose_cache(setting: str, train: batch_lib.Split, evaluation: batch_lib.Split, fraction: float,
+                 device_bytes: int | None, replicas: int) -> str:
+    """The data cache to use: config.data.cache, with 'auto' resolved by sizes; a named cache that does not fit
+    fails here, before training, with the sizes and the setting to use instead.
 
-    One global order whatever the number of processes: global batch s is rows [s*B, (s+1)*B) of the shuffled
-    stream, and process p reads its consecutive `batch_size` rows of it, so 1 process x 8 devices and 2 processes
-    x 4 devices train on the same global batches. num_workers > 0 builds batches in that many worker processes
-    (decoding MMAct records holds the GIL, so threads alone stop scaling); the batches are the same as with 0.
+    device: the training split on every local device (`replicas` copies), evaluation from host memory;
+    host: both splits in host memory; none: records read as batches need them. Each may take `fraction` of the
+    free memory it lives in (`device_bytes` of one device; None, as on CPU, means the device's memory is the
+    host's).
+    """
+    if setting not in CACHES:
+        raise ValueError(f"config.data.cache must be one of {CACHES}, got {setting!r}")
+    host_free = _free_host_bytes()
+    needs = {"device": train.column_bytes, "host": train.column_bytes + evaluation.column_bytes}
+    budgets = {"device": fraction * (device_bytes if device_bytes is not None else host_free / replicas),
+               "host": fraction * host_free}
+    if device_bytes is None:  # CPU devices live in host memory: their copies and evaluation's share it
+        needs["device"] = train.column_bytes + evaluation.column_bytes / replicas
+    fits = {cache: needs[cache] <= budgets[cache] for cache in needs}
+    sizes = (f"training split {_gigabytes(train.column_bytes)}, evaluation split "
+             f"{_gigabytes(evaluation.column_bytes)}; {fraction:g} of free memory: "
+             f"{_gigabytes(budgets['device'])} per device, {_gigabytes(budgets['host'])} host")
+    if setting == "auto":
+        choice = next((cache for cache in ("device", "host") if fits[cache]), "none")
+    elif setting != "none" and not fits[setting]:
+        instead = next((cache for cache in ("host", "none") if cache == "none" or fits[cache]))
+        raise batch_lib.DataError(f"config.data.cache={setting!r} does not fit ({sizes}); use "
+                                  f"config.data.cache={instead!r} (or raise config.data.cache_memory_fraction)")
+    else:
+        choice = setting
+    logging.info("data cache: %s (config.data.cache=%r; %s)", choice, setting, sizes)
+    return choice
+
+
+def _free_host_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(line for line in f if line.startswith("MemAvailable:"))
+        return int(available.split()[1]) * 1024
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gigabytes(size: float) -> str:
+    return f"{size / 2**30:.2f} GB"
+
+
+def training_selection(data: batch_lib.Split, order: sampling.TrainingOrder, step: int, process_index: int,
+                       process_count: int) -> batch_lib.Selection:
+    """This process's rows of global batch `step`, with their random draws (camera, crop)."""
+    examples, epochs = order.batch(step, process_index, process_count)
+    draws = np.stack([sampling.uniform(order.seed, sampling.CAMERA, epochs, examples),
+                      sampling.uniform(order.seed, sampling.CROP, epochs, examples)], axis=1)  # [b, 2]
+    return data.select(examples, draws)
+
+
+def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_index: int, process_count: int,
+                   num_workers: int = 0, start_batch: int = 0, cache: str = "none") -> grain.DatasetIterator:
+    """Endless, reshuffled each epoch, starting at global batch `start_batch` (the step a run resumes from).
+
+    Yields this process's `batch_size` rows of each global batch: contract batches, or with cache='device' the
+    Selections the jitted step gathers its batch with. Global batch s is a function of (seed, s) alone
+    (harjax.data.sampling), so every cache, worker count and process count serves the same batches.
+    num_workers > 0 reads records in that many worker processes (cache='none' only: reading MMAct records holds
+    the GIL, so threads alone stop scaling; the in-memory caches gather whole batches with vectorised numpy).
     Call close() on the iterator when done.
     """
-    if len(data) < batch_size * process_count:
-        raise ValueError(f"{data.origin}: {len(data)} training examples are fewer than one global batch of "
-                         f"{batch_size * process_count} (config.train.batch_size)")
     if num_workers < 0:
         raise ValueError(f"config.data.num_workers must be >= 0 (0: batches built in the training process), "
                          f"got {num_workers}")
-    dataset = grain.MapDataset.source(data).seed(seed).shuffle().repeat()
-    if data.random_transform is not None:
-        dataset = dataset.random_map(data.random_transform)  # seeded by global position
-    dataset = dataset.batch(batch_size, drop_remainder=True)  # per-process batches, process_count per global batch
-    dataset = dataset[start_batch * process_count + process_index::process_count]
-    batches = dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
-    if num_workers > 0:
+    if cache not in CACHES[1:]:
+        raise ValueError(f"cache must be one of {CACHES[1:]} (resolve 'auto' with choose_cache), got {cache!r}")
+    try:
+        order = sampling.TrainingOrder(len(data), batch_size * process_count, seed)
+    except ValueError as error:
+        raise ValueError(f"{data.origin}: {error}") from error
+    select = functools.partial(training_selection, data, order, process_index=process_index,
+                               process_count=process_count)
+    if cache == "device":
+        build = select
+    elif cache == "host":
+        columns = data.columns()
+        build = lambda step: data.gather(columns, select(step), np)  # noqa: E731
+    else:
+        build = lambda step: data.gather(*data.read(select(step)), np)  # noqa: E731
+    batches = grain.MapDataset.range(start_batch, _ENDLESS).map(build).to_iter_dataset(
+        grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    if num_workers > 0 and cache == "none":
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use their defaults
             flags.FLAGS.mark_as_parsed()
         batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
@@ -134,22 +206,26 @@ def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
     threading.Thread(target=exit_when_orphaned, daemon=True, name="harjax-orphan-watch").start()
 
 
-def eval_batches(data: batch_lib.Split, batch_size: int, process_index: int,
-                 process_count: int) -> Iterator[batch_lib.Batch]:
+def eval_batches(data: batch_lib.Split, batch_size: int, process_index: int, process_count: int,
+                 columns: batch_lib.Columns | None = None) -> Iterator[batch_lib.Batch]:
     """Every example once, in order; all processes yield the same number of batches so collectives line up.
 
-    Each batch carries 'index', the rows' positions in the split (-1 on padding), so what is computed per
-    example (robustness corruptions, chosen examples) does not depend on the number of processes.
+    From `columns` (the split in memory) when given, else reading just each batch's records. Each batch carries
+    'index', the rows' positions in the split (-1 on padding), so what is computed per example (robustness
+    corruptions, chosen examples) does not depend on the number of processes.
     """
-    shard = grain.MapDataset.source(data)[process_index::process_count]
+    positions = np.arange(process_index, len(data), process_count)  # this process's rows: p, p + P, ...
     num_batches = max(1, math.ceil(math.ceil(len(data) / process_count) / batch_size))
-    batches = shard.batch(batch_size, drop_remainder=False)
     for index in range(num_batches):
-        batch = batches[index] if index < len(batches) else batch_lib.empty_batch(data)
-        rows = len(batch[batch_lib.LABEL])
-        positions = (index * batch_size + np.arange(rows)) * process_count + process_index  # rows p, p+P, ...
-        padded = batch_lib.pad_batch(batch | {batch_lib.INDEX: positions.astype(np.int32)}, batch_size)
-        padded[batch_lib.INDEX][rows:] = -1
+        chosen = positions[index * batch_size:(index + 1) * batch_size]
+        if len(chosen):
+            selection = data.select(chosen, None)
+            batch = data.gather(columns, selection, np) if columns is not None else \
+                data.gather(*data.read(selection), np)
+        else:
+            batch = batch_lib.empty_batch(data)
+        padded = batch_lib.pad_batch(batch | {batch_lib.INDEX: chosen.astype(np.int32)}, batch_size)
+        padded[batch_lib.INDEX][len(chosen):] = -1
         yield padded
 
 
