@@ -57,6 +57,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.encoder_channels = (64, 128, 128)
     config.model.encoder_strides = (1, 2, 2)
     config.model.encoder_kernel_size = 5
+    # The encoder blocks' backward: 'hand_written' (faster on CPU), 'autodiff' (the reference) or 'auto' (by
+    # platform, from benchmarks/RESULTS.md). The parameters are the same: checkpoints move between them.
+    config.model.encoder_backward = "auto"
     config.model.model_dim = 128
     config.model.num_layers = 2
     config.model.num_heads = 4

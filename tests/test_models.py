@@ -1,5 +1,7 @@
 """Model behaviour users rely on: masking, the keyless attention equations, every switch, padding invariance."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,4 +175,33 @@ def test_contrastive_weight_with_one_modality_is_rejected():
     config = small_config(video_only)
     config.loss.contrastive_weight = 0.5
     with pytest.raises(ValueError, match=r"config\.loss\.contrastive_weight"):
+        build_model(config, num_classes=6)
+
+
+def test_both_encoder_backwards_share_parameters_values_and_gradients():
+    """'autodiff' (the reference) and 'hand_written' are one function with one parameter layout: a checkpoint of
+    either restores into the other, and their gradients agree."""
+    batch = _batch()
+    models = {}
+    for setting in ("autodiff", "hand_written"):
+        config = small_config()
+        config.model.encoder_backward = setting
+        models[setting] = build_model(config, num_classes=6)
+    variables = models["autodiff"].init(jax.random.key(0), batch, train=False)
+    other = models["hand_written"].init(jax.random.key(0), batch, train=False)
+    assert jax.tree.structure(other) == jax.tree.structure(variables)
+
+    def loss(model, params):
+        output = model.apply({**variables, "params": params}, batch, train=True, rngs={"dropout": jax.random.key(1)},
+                             mutable=["batch_stats"])[0]
+        return output.logits.sum()
+
+    grads = {name: jax.grad(functools.partial(loss, model))(variables["params"]) for name, model in models.items()}
+    np.testing.assert_allclose(models["hand_written"].apply(variables, batch, train=False).logits,
+                               models["autodiff"].apply(variables, batch, train=False).logits, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5),
+                 grads["hand_written"], grads["autodiff"])
+    config = small_config()
+    config.model.encoder_backward = "fast"
+    with pytest.raises(ValueError, match=r"config\.model\.encoder_backward must be one of"):
         build_model(config, num_classes=6)

@@ -59,8 +59,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     a code change: Video-LLaVA-7B gives 4096, the tiny test model 32.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols.",
+                     "1.1.0": "Records in generation order with their listing (camera mask, sensor length, label) "
+                              "in the metadata, so readers list views without decoding records; the embedding "
+                              "width is the extraction's own."}
     BUILDER_CONFIGS = _builder_configs()
     DEFAULT_CONFIG_NAME = "context-video_mean_last"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -101,9 +104,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features["frames"] = tfds.features.Tensor(
                 shape=(cameras, extract_embeddings.NUM_FRAMES), dtype=np.object_,
                 doc="JPEG bytes of the frames the model saw (b'' for a camera without a clip)")
+        # Records stay in generation order, the order of the stored listing (metadata 'index') the reader lists
+        # its views from without decoding any record.
         return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features),
                                               homepage="https://mmact19.github.io/2019/",
-                                              metadata=tfds.core.MetadataDict())
+                                              metadata=tfds.core.MetadataDict(), disable_shuffling=True)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         manual_dir = os.fspath(dl_manager.manual_dir)
@@ -117,18 +122,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["sensor_channels"] = list(SENSOR_CHANNELS)
         self.info.metadata["cameras"] = list(layout.CAMERAS)
         self.info.metadata["embeddings"] = extract_embeddings.read_metadata(embeddings_dir)
-        return {split: self._generate_examples(trials, *split.rsplit("_", 1)) for split in SPLITS}
+        members = {split: _split_members(trials, *split.rsplit("_", 1)) for split in SPLITS}
+        self.info.metadata["index"] = {split: {
+            "camera_mask": [[camera in parsed.embeddings and camera in cameras for camera in layout.CAMERAS]
+                            for parsed, cameras in pairs],
+            "sensor_length": [len(parsed.sensor) for parsed, _ in pairs],
+            "label": [layout.CLASSES.index(parsed.trial.action) for parsed, _ in pairs]}
+            for split, pairs in members.items()}
+        return {split: self._generate_examples(pairs) for split, pairs in members.items()}
 
-    def _generate_examples(self, trials: list[_ParsedTrial], protocol: str, part: str) -> Iterator:
+    def _generate_examples(self, members: list[tuple[_ParsedTrial, list[int]]]) -> Iterator:
         config = self.builder_config
-        for parsed in trials:
+        for parsed, cameras in members:
             trial = parsed.trial
-            if layout.PROTOCOLS[protocol][0] == "camera":  # cross_view: every trial, cameras by split
-                cameras = [c for c in layout.CAMERAS if layout.is_test(protocol, trial, c) == (part == "test")]
-            elif layout.is_test(protocol, trial) == (part == "test"):
-                cameras = list(layout.CAMERAS)
-            else:
-                continue
             example = {"sensor": parsed.sensor, "sensor_present": parsed.sensor_present,
                        "label": trial.action, "subject": trial.subject, "scene": trial.scene,
                        "session": trial.session, "trial": trial.key}
@@ -148,6 +154,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             if config.frames:
                 example["frames"] = frames
             yield trial.key, example
+
+
+def _split_members(trials: list[_ParsedTrial], protocol: str, part: str) -> list[tuple[_ParsedTrial, list[int]]]:
+    """The trials of one protocol split, in order, each with the cameras it may use there."""
+    members = []
+    for parsed in trials:
+        trial = parsed.trial
+        if layout.PROTOCOLS[protocol][0] == "camera":  # cross_view: every trial, cameras by split
+            cameras = [c for c in layout.CAMERAS if layout.is_test(protocol, trial, c) == (part == "test")]
+            members.append((parsed, cameras))
+        elif layout.is_test(protocol, trial) == (part == "test"):
+            members.append((parsed, list(layout.CAMERAS)))
+    return members
 
 
 def _jpeg_frames(path: str, indices: np.ndarray) -> list[bytes]:

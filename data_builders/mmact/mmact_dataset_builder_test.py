@@ -187,3 +187,15 @@ def test_an_embedding_of_another_width_stops_the_build_naming_the_file(tmp_path)
     with pytest.raises(ValueError, match=rf"{odd}: 'video_mean_last' has shape \(64,\), but .* gives \(32,\)"):
         _build(manual_dir, tmp_path / "tfds")
     assert not glob.glob(str(tmp_path / "tfds" / "mmact" / "*" / "*" / "*.array_record*"))  # nothing generated
+
+
+def test_the_stored_listing_matches_the_records_in_order(dataset):
+    """Readers list views from metadata['index'] without decoding records, so it must describe them in order."""
+    builder, _, _ = dataset
+    for split in builder.info.splits:
+        listing, source = builder.info.metadata["index"][split], builder.as_data_source(split)
+        assert len(listing["label"]) == len(source)
+        for index, example in enumerate(source):
+            assert listing["camera_mask"][index] == example["camera_mask"].tolist()
+            assert listing["sensor_length"][index] == len(example["sensor"])
+            assert listing["label"][index] == example["label"]

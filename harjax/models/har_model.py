@@ -14,6 +14,7 @@ from flax import struct
 from harjax.data import batch as batch_lib
 from harjax.models.fusion import TokenClassifier
 from harjax.models.keyless_attention import KeylessAttention, masked_mean, segment_masks
+from harjax.models import sensor_encoder
 from harjax.models.sensor_encoder import SensorEncoder
 
 MODALITIES = ("both", "video", "sensor")
@@ -79,6 +80,7 @@ class HARModel(nn.Module):
     temperature: float
     learnable_temperature: bool
     dtype: Any = jnp.float32
+    hand_written_encoder_backward: bool = True
 
     def _classifier(self, name: str) -> TokenClassifier:
         return TokenClassifier(self.num_classes, self.num_layers, self.num_heads, self.mlp_dim, self.head_dim,
@@ -105,7 +107,8 @@ class HARModel(nn.Module):
                 frames, video = video, video.mean(axis=1)
         if uses_sensor:
             sequence, sequence_mask = SensorEncoder(self.encoder_channels, self.encoder_strides,
-                                                    self.encoder_kernel_size, self.dtype)(
+                                                    self.encoder_kernel_size, self.dtype,
+                                                    self.hand_written_encoder_backward)(
                 batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
             segments = segment_masks(sequence_mask, self.num_segments)  # [B, K, n]
 
@@ -179,4 +182,6 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         num_heads=model.num_heads, mlp_dim=model.mlp_dim, head_dim=model.head_dim, dropout=model.dropout,
         use_transformer=model.use_transformer, projection_dim=model.projection_dim if contrastive else 0,
         temperature=config.loss.temperature, learnable_temperature=config.loss.learnable_temperature,
-        dtype=jnp.dtype(model.dtype))
+        dtype=jnp.dtype(model.dtype),
+        hand_written_encoder_backward=sensor_encoder.hand_written_backward(model.encoder_backward,
+                                                                            jax.default_backend()))

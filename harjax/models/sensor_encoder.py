@@ -1,13 +1,17 @@
 """A light 1D CNN that turns wearable streams [B, T, C] into the sequence S = s_1..s_n [B, n, d_s].
 
-Each block is conv -> LayerNorm over channels -> tanh-GELU, with a hand-written backward pass
-(`conv_norm_gelu`). Profiling the train step on CPU showed the encoder taking most of the step, and in it XLA's
-own gradient of this block transposing the activations to [C, T, B] for the kernel gradient while recomputing
-LayerNorm and GELU in that transposed order. The backward below keeps the natural layout: LayerNorm and GELU in
-closed form, the kernel gradient as one product per tap over all (batch, step) rows. The same function as
-flax's Conv -> LayerNorm -> gelu; its parameters live in one ConvBlock_i scope (kernel, conv_bias, scale, bias),
-so checkpoints written before this block existed (Conv_i / LayerNorm_i) do not restore. tests/test_models.py
-checks values and gradients against the plain autodiff composition.
+Each block is conv -> LayerNorm over channels -> tanh-GELU, in two implementations with the same parameters
+(one ConvBlock_i scope: kernel, conv_bias, scale, bias), so checkpoints move freely between them:
+- 'autodiff': the plain composition, differentiated by JAX: the reference.
+- 'hand_written': `conv_norm_gelu`, whose backward is written out. Profiling the train step on a 2-core CPU
+  showed the encoder taking most of the step, and in it XLA's own gradient of this block transposing the
+  activations to [C, T, B] for the kernel gradient while recomputing LayerNorm and GELU in that transposed order.
+  The backward below keeps the natural layout: LayerNorm and GELU in closed form, the kernel gradient as one
+  product per tap over all (batch, step) rows (157 -> 132 ms per step there; benchmarks/RESULTS.md).
+config.model.encoder_backward chooses; 'auto' takes the hand-written one on CPU, where it was measured faster, and
+autodiff elsewhere until a measurement (benchmarks/accelerator.sh) says otherwise. tests/test_models.py checks
+values and gradients of the two against each other. Checkpoints written before ConvBlock existed (Conv_i /
+LayerNorm_i) do not restore.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 _LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's
+BACKWARDS = ("auto", "hand_written", "autodiff")
 
 
 def conv1d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
@@ -83,13 +88,27 @@ def _backward(stride, dtype, residuals, grad):
 conv_norm_gelu.defvjp(_forward, _backward)
 
 
+def plain_conv_norm_gelu(x: jax.Array, kernel: jax.Array, conv_bias: jax.Array, scale: jax.Array, bias: jax.Array,
+                         stride: int, dtype: Any) -> jax.Array:
+    """The same function as conv_norm_gelu, left to JAX's autodiff."""
+    return _forward(x, kernel, conv_bias, scale, bias, stride, dtype)[0]
+
+
+def hand_written_backward(setting: str, platform: str) -> bool:
+    """config.model.encoder_backward on `platform` (jax.default_backend()): whether to use conv_norm_gelu."""
+    if setting not in BACKWARDS:
+        raise ValueError(f"config.model.encoder_backward must be one of {BACKWARDS}, got {setting!r}")
+    return setting == "hand_written" or (setting == "auto" and platform == "cpu")
+
+
 class ConvBlock(nn.Module):
-    """One encoder block as a module: the parameters of `conv_norm_gelu`, whose backward is hand-written."""
+    """One encoder block as a module: the parameters of conv_norm_gelu, with or without its hand-written backward."""
 
     features: int
     kernel_size: int
     stride: int
     dtype: Any = jnp.float32
+    hand_written: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,7 +116,8 @@ class ConvBlock(nn.Module):
         conv_bias = self.param("conv_bias", nn.initializers.zeros, (self.features,))
         scale = self.param("scale", nn.initializers.ones, (self.features,))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return conv_norm_gelu(x, kernel, conv_bias, scale, bias, self.stride, self.dtype)
+        block = conv_norm_gelu if self.hand_written else plain_conv_norm_gelu
+        return block(x, kernel, conv_bias, scale, bias, self.stride, self.dtype)
 
 
 class SensorEncoder(nn.Module):
@@ -111,6 +131,7 @@ class SensorEncoder(nn.Module):
     strides: Sequence[int]
     kernel_size: int
     dtype: Any = jnp.float32
+    hand_written_backward: bool = True
 
     @nn.compact
     def __call__(self, sensor: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -118,6 +139,6 @@ class SensorEncoder(nn.Module):
         x = sensor
         for features, stride in zip(self.channels, self.strides, strict=True):
             x = x * mask[..., None].astype(x.dtype)
-            x = ConvBlock(features, self.kernel_size, stride, self.dtype)(x)
+            x = ConvBlock(features, self.kernel_size, stride, self.dtype, self.hand_written_backward)(x)
             mask = mask[:, ::stride]  # [B, ceil(T / stride)], the same length as x
         return x * mask[..., None].astype(x.dtype), mask
