@@ -1,126 +1,167 @@
-"""Input pipeline examples/s next to the train step's consumption, on the same machine and batch.
+"""Training input per data cache against the train step's consumption, at MMAct's size.
 
-    python benchmarks/input_pipeline.py [--embedding_dim=4096 --batch_size=128 --steps=30]
+    python benchmarks/input_pipeline.py [--trials=8968 --embedding_dim=4096 --max_length=512 --batch_size=128]
     python benchmarks/input_pipeline.py --data_dir=D --tfds_config=NAME      # an MMAct dataset you built
+    python benchmarks/input_pipeline.py --smoke                               # tiny, to check that it runs
 
-Without --data_dir it builds the demo's MMAct dataset (480 synthetic trials, 1920 clips) in a temporary folder;
-with --embedding_dim other than the tiny model's 32 it then rebuilds it with every stored embedding replaced by
-a random vector of that width (4096: Video-LLaVA-7B's, the size real MMAct data has), so records are as large as
-real ones. The pipeline is timed alone (grain over the array_record files: read, pick a camera, standardise, pad
-to 256 steps, batch; in config.data.num_workers worker processes unless --num_workers says otherwise), then the jitted train step of configs/full.py's model on one of its batches. Prints a table
-and, last, one JSON line. Target (issue 4): the pipeline delivers at least 3x what the step consumes.
+Without --data_dir it writes an MMAct-sized dataset of random records in the builder's format
+(benchmarks/mmact_sized.py; about a minute and 1.5 GB, kept in --scratch for reruns). Each cache is measured in a
+process of its own, so its peak host memory is its own: start-up (loading the splits, which lists the views
+without reading records, then filling the cache), training examples/s served (the 'device' cache serves
+selections and its gather runs inside the step, so its figure is the jitted gather's), and peak resident memory.
+Then, in this process, the train step on a constant batch placed on the device once (the input costs nothing)
+against the same step gathering each batch from device-resident columns. Prints a table and, last, one JSON line:
+"examples_per_s": {"none": ..., "host": ..., "device": ...}, "step_examples_per_s", "startup_s", "peak_rss_mb".
+Targets (issue 9, 2-core CPU, batch 128, T 512, d_v 4096): host >= 50,000 examples/s; the device-cache step within
+10% of the constant-batch step.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import shutil
+import resource
+import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import common  # noqa: E402
-from harjax import host_memory  # noqa: E402
+from benchmarks import mmact_sized  # noqa: E402
 from configs import full  # noqa: E402
+from harjax import host_memory, parallel, step as step_lib  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
+from harjax.models.har_model import build_model  # noqa: E402
 
-_WIDE_CONFIG = "context-video_mean_last"  # the demo's builder config; its width is the embeddings' own
+CACHES = ("none", "host", "device")
 
 
-def pipeline_rate(split, batch_size: int, steps: int, num_workers: int) -> float:
-    iterator = pipeline.train_iterator(split, batch_size, seed=0, process_index=0, process_count=1,
-                                       num_workers=num_workers)
-    next(iterator)  # threads and workers started, first reads done
+def _config(args: argparse.Namespace):
+    config = full.get_config("mmact")
+    config.data.update(data_dir=args.data_dir, tfds_config=args.tfds_config, max_length=args.max_length,
+                       num_workers=args.num_workers)
+    config.train.batch_size = args.batch_size
+    return config
+
+
+def measure_cache(args: argparse.Namespace) -> dict:
+    """In a process of its own: start-up, examples/s and peak memory of one cache."""
+    config = _config(args)
     start = time.perf_counter()
-    for _ in range(steps):
-        next(iterator)
-    rate = steps * batch_size / (time.perf_counter() - start)
+    train, _ = pipeline.load_splits(config)
+    listed = time.perf_counter() - start
+    result = {"cache": args.cache, "listing_s": round(listed, 2)}
+    if args.cache == "none":  # what listing cost before the dataset stored its listing: decoding every record
+        begin = time.perf_counter()
+        for index in range(len(train.source)):
+            train.source[index]
+        result["listing_by_decoding_s"] = round(time.perf_counter() - begin, 2)
+        start += time.perf_counter() - begin
+    iterator = pipeline.train_iterator(train, args.batch_size, 0, 0, 1, args.num_workers, cache=args.cache)
+    if args.cache == "device":  # what the step does with each selection: the gather, on the device
+        resident = jax.device_put(train.columns(), jax.devices()[0])
+        gather = jax.jit(lambda columns, selection: train.gather(columns, selection, jnp))
+        produce = lambda: gather(resident, next(iterator))  # noqa: E731
+    else:
+        produce = lambda: next(iterator)  # noqa: E731
+    jax.block_until_ready(produce())  # the cache filled, workers started, the gather compiled
+    ready = time.perf_counter() - start
+    begin = time.perf_counter()
+    for _ in range(args.steps):
+        out = produce()
+    jax.block_until_ready(out)
+    rate = args.steps * args.batch_size / (time.perf_counter() - begin)
     iterator.close()
-    return rate
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return result | {"examples_per_s": round(rate, 1), "startup_s": round(ready, 2), "peak_rss_mb": round(peak, 1)}
 
 
-def widen_embeddings(embeddings_dir: str, output_dir: str, width: int) -> None:
-    """Copies extractor output with every embedding kind replaced by random float16 vectors of `width`."""
-    from data_builders.mmact import extract_embeddings
-
-    rng = np.random.default_rng(0)
-    for source in glob.glob(os.path.join(embeddings_dir, "*", "*")):
-        target = os.path.join(output_dir, os.path.relpath(source, embeddings_dir))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.path.basename(source) == extract_embeddings.METADATA:
-            with open(source) as f:
-                metadata = json.load(f) | {"hidden_size": width}
-            with open(target, "w") as f:
-                json.dump(metadata, f)
-            continue
-        if not source.endswith(".npz"):
-            shutil.copy(source, target)
-            continue
-        with np.load(source) as stored:
-            arrays = {name: (rng.standard_normal((*stored[name].shape[:-1], width)).astype(np.float16)
-                             if name in extract_embeddings.EMBEDDING_KINDS else stored[name]) for name in stored}
-        np.savez(target, **arrays)
-
-
-def demo_dataset(scratch: str, embedding_dim: int) -> tuple[str, str]:
-    """(data_dir, tfds config) of the demo dataset, its embeddings `embedding_dim` wide."""
-    from data_builders.mmact import build, demo, tiny_model
-
-    data_dir = demo.prepare(os.path.join(scratch, "demo"))
-    if embedding_dim == tiny_model.HIDDEN_SIZE:
-        return data_dir, _WIDE_CONFIG
-    wide = os.path.join(scratch, "embeddings_wide")
-    widen_embeddings(os.path.join(data_dir, "embeddings"), wide, embedding_dim)
-    wide_data_dir = os.path.join(scratch, "wide")
-    build.build(os.path.join(data_dir, "manual"), wide, wide_data_dir, _WIDE_CONFIG)
-    return wide_data_dir, _WIDE_CONFIG
+def step_comparison(args: argparse.Namespace) -> dict:
+    """ms per train step fed one constant pre-placed batch, and gathering each batch from device-resident data,
+    alternating rounds in one process."""
+    config = _config(args)
+    train, _ = pipeline.load_splits(config)
+    mesh = parallel.make_mesh()
+    iterator = pipeline.train_iterator(train, args.batch_size, 0, 0, 1, cache="device")
+    constant = parallel.global_batch(train.gather(train.columns(), next(iterator), np), mesh)
+    model = build_model(config, train.num_classes)
+    optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
+    state = jax.jit(lambda: step_lib.create_train_state(model, optimizer, jax.device_get(constant), config.seed),
+                    out_shardings=parallel.replicated(mesh))()
+    resident = parallel.replicate(train.columns(), mesh)
+    steps = {"constant": step_lib.jit_train_step(mesh, config.loss.contrastive_weight),
+             "device": step_lib.jit_train_step(mesh, config.loss.contrastive_weight, train.gather)}
+    inputs = {"constant": lambda: (constant, None),
+              "device": lambda: (parallel.global_batch(next(iterator), mesh), resident)}
+    timings = {name: [] for name in steps}
+    for _ in range(args.rounds + 1):  # the first round compiles and warms up
+        for name, step in steps.items():
+            begin = time.perf_counter()
+            for _ in range(args.step_repeats):
+                state, metrics = step(state, *inputs[name]())
+            jax.block_until_ready(metrics)
+            timings[name].append((time.perf_counter() - begin) / args.step_repeats * 1e3)
+    iterator.close()
+    medians = {name: float(np.median(values[1:])) for name, values in timings.items()}
+    return {"step_ms": {name: round(value, 2) for name, value in medians.items()},
+            "device_over_constant": round(medians["device"] / medians["constant"], 3),
+            "step_examples_per_s": round(args.batch_size / medians["constant"] * 1e3, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--tfds_config", default=_WIDE_CONFIG, help="with --data_dir")
-    parser.add_argument("--embedding_dim", type=int, default=4096, help="without --data_dir: the width of the random embeddings (32: the tiny model's own)")
-    parser.add_argument("--protocol", default="cross_subject")
+    parser.add_argument("--data_dir", default=None, help="an MMAct TFDS data_dir; default: the MMAct-sized one")
+    parser.add_argument("--tfds_config", default=mmact_sized.TFDS_CONFIG)
+    parser.add_argument("--scratch", default="/tmp/harjax_mmact_sized", help="where the MMAct-sized data goes")
+    parser.add_argument("--trials", type=int, default=8968)
+    parser.add_argument("--embedding_dim", type=int, default=4096)
+    parser.add_argument("--max_length", type=int, default=512)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--num_workers", type=int, default=None,
-                        help="grain worker processes; default: config.data.num_workers of configs/full.py")
+    parser.add_argument("--steps", type=int, default=40, help="batches timed per cache")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the step comparison")
+    parser.add_argument("--step_repeats", type=int, default=5)
+    parser.add_argument("--num_workers", type=int, default=0, help="input worker processes for cache 'none'")
+    parser.add_argument("--cache", choices=CACHES, default=None, help="(internal) measure one cache and exit")
+    parser.add_argument("--smoke", action="store_true", help="a tiny dataset and a few steps: checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.trials, args.embedding_dim, args.max_length, args.batch_size = 64, 32, 64, 8
+        args.steps, args.rounds, args.step_repeats = 3, 1, 1
+        args.scratch = args.scratch + "_smoke"
     host_memory.retain_freed_memory()  # as harjax.main
-    config = full.get_config("mmact")
-    with tempfile.TemporaryDirectory() as scratch:
-        data_dir, tfds_config = ((args.data_dir, args.tfds_config) if args.data_dir
-                                 else demo_dataset(scratch, args.embedding_dim))
-        config.data.update(data_dir=data_dir, tfds_config=tfds_config, protocol=args.protocol, max_length=256)
-        config.train.batch_size = args.batch_size
-        if args.num_workers is not None:
-            config.data.num_workers = args.num_workers
-        train_split, _ = pipeline.load_splits(config)
-        produced = pipeline_rate(train_split, args.batch_size, args.steps, config.data.num_workers)
-        local_batch = next(pipeline.train_iterator(train_split, args.batch_size, 0, 0, 1))
-        consumed = args.batch_size / common.train_step_ms(config, local_batch, train_split.num_classes,
-                                                          args.steps) * 1e3
-    video_dim = local_batch["video"].shape[-1]
-    print(f"{'input pipeline':<22} {produced:>10.1f} examples/s  (d_v {video_dim}, T {config.data.max_length}, "
-          f"{config.data.num_workers} worker processes)")
-    device = f"{jax.device_count()} x {jax.devices()[0].platform}"
-    print(f"{'train step consumes':<22} {consumed:>10.1f} examples/s  ({device})")
-    print(f"{'ratio':<22} {produced / consumed:>10.2f}x")
-    print(json.dumps({"benchmark": "input_pipeline", "batch_size": args.batch_size, "video_dim": video_dim,
-                      "max_length": config.data.max_length, "tfds_config": tfds_config,
-                      "num_workers": config.data.num_workers,
-                      "pipeline_examples_per_s": round(produced, 1), "step_examples_per_s": round(consumed, 1),
-                      "ratio": round(produced / consumed, 2), "device": jax.devices()[0].device_kind,
-                      "cpu_count": os.cpu_count()}))
+    if args.cache is not None:
+        print(json.dumps(measure_cache(args)))
+        return
+    if args.data_dir is None:
+        args.data_dir = mmact_sized.build(args.scratch, args.trials, args.embedding_dim)
+    caches = {}
+    for cache in CACHES:  # each in a fresh process: its own start-up and peak memory
+        command = [sys.executable, __file__, *sys.argv[1:], f"--cache={cache}", f"--data_dir={args.data_dir}"]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        caches[cache] = json.loads(result.stdout.strip().splitlines()[-1])
+    comparison = step_comparison(args)
+    device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+    print(f"{'cache':<8} {'examples/s':>12} {'listing s':>10} {'start-up s':>11} {'peak RSS MB':>12}")
+    for cache, row in caches.items():
+        print(f"{cache:<8} {row['examples_per_s']:>12.1f} {row['listing_s']:>10.2f} {row['startup_s']:>11.2f} "
+              f"{row['peak_rss_mb']:>12.1f}")
+    print(f"listing the training views by decoding every record instead: {caches['none']['listing_by_decoding_s']} s")
+    print(f"train step ({device}): constant pre-placed batch {comparison['step_ms']['constant']:.1f} ms, device "
+          f"cache {comparison['step_ms']['device']:.1f} ms ({comparison['device_over_constant']:.3f}x); the step "
+          f"consumes {comparison['step_examples_per_s']:.0f} examples/s")
+    print(json.dumps({"benchmark": "input_pipeline", "batch_size": args.batch_size, "max_length": args.max_length,
+                      "video_dim": args.embedding_dim, "trials": args.trials, "data_dir": args.data_dir,
+                      "examples_per_s": {cache: row["examples_per_s"] for cache, row in caches.items()},
+                      "startup_s": {cache: row["startup_s"] for cache, row in caches.items()},
+                      "listing_s": {cache: row["listing_s"] for cache, row in caches.items()},
+                      "listing_by_decoding_s": caches["none"].get("listing_by_decoding_s"),
+                      "peak_rss_mb": {cache: row["peak_rss_mb"] for cache, row in caches.items()},
+                      **comparison, "device": device, "cpu_count": os.cpu_count()}))
 
 
 if __name__ == "__main__":

@@ -81,10 +81,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._video_root = video_root
         super().__init__(**kwargs)
 
+    def _embedding_dim(self) -> int:
+        return extract_embeddings.embedding_dim(os.path.join(self._embeddings_dir, self.builder_config.prompt_set))
+
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
         cameras = len(layout.CAMERAS)
-        dim = extract_embeddings.embedding_dim(os.path.join(self._embeddings_dir, config.prompt_set))
+        dim = self._embedding_dim()
         embedding_shape = ((cameras, extract_embeddings.NUM_FRAMES, dim)
                            if config.embedding == "frame_means" else (cameras, dim))
         features = {

@@ -96,7 +96,7 @@ class MMActSplit:
     def column_bytes(self) -> int:
         steps = int(self.listing.sensor_length.sum()) + 1
         trials = len(self.listing.label)
-        video = trials * len(self.listing.camera_mask[0]) * int(np.prod(self.video_shape)) * 2 if self.uses_video \
+        video = trials * len(self.listing.camera_mask[0]) * int(np.prod(self.video_shape)) * 4 if self.uses_video \
             else 0
         return steps * len(self.mean) * 4 + video + trials * 3 * 8
 
@@ -121,7 +121,7 @@ class MMActSplit:
 
     def _columns(self, trials: np.ndarray) -> batch_lib.Columns:
         """The given stored trials as columns: sensors standardised, one after another in one [S + 1, C] array
-        (the last row zero, so an index into an empty recording stays in range)."""
+        whose last row is zero (what padding steps read), embeddings [N, cameras, (F,) d] float32."""
         records = [self.source[int(trial)] for trial in trials]
         sensors = []
         for record in records:
@@ -132,8 +132,8 @@ class MMActSplit:
         columns = {"sensor": np.concatenate(sensors),
                    "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32),
                    "length": lengths, "label": np.asarray([record["label"] for record in records], np.int32)}
-        if self.uses_video:
-            columns["embedding"] = np.stack([record["embedding"] for record in records])  # float16 as stored
+        if self.uses_video:  # float32 once here, not per batch (numpy's float16 conversion is slow)
+            columns["embedding"] = np.stack([record["embedding"] for record in records]).astype(np.float32)
         return columns
 
     def columns(self) -> batch_lib.Columns:
@@ -148,11 +148,14 @@ class MMActSplit:
         steps = xp.arange(self.max_length)
         kept = xp.clip(columns["length"][rows] - start, 0, self.max_length)  # [B] recorded steps after the crop
         mask = steps[None, :] < kept[:, None]  # [B, T]
-        index = xp.where(mask, columns["offset"][rows][:, None] + start[:, None] + steps[None, :], 0)
-        batch = {batch_lib.SENSOR: xp.where(mask[..., None], columns["sensor"][index], xp.zeros((), xp.float32)),
+        zero_row = columns["sensor"].shape[0] - 1  # padding reads the zero row: no masking pass over the batch
+        index = xp.where(mask, columns["offset"][rows][:, None] + start[:, None] + steps[None, :], zero_row)
+        batch = {batch_lib.SENSOR: xp.take(columns["sensor"], index, axis=0),  # [B, T, C]
                  batch_lib.SENSOR_MASK: mask, batch_lib.LABEL: columns["label"][rows]}
         if self.uses_video:
-            batch[batch_lib.VIDEO] = columns["embedding"][rows, selection["camera"]].astype(xp.float32)
+            cameras = columns["embedding"].shape[1]
+            views = columns["embedding"].reshape(-1, *self.video_shape)  # [N * cameras, (F,) d]
+            batch[batch_lib.VIDEO] = xp.take(views, rows * cameras + selection["camera"], axis=0)
         if "trial" in selection:
             batch[batch_lib.TRIAL] = selection["trial"]
         return batch
