@@ -16,6 +16,8 @@ from harjax.models.har_model import build_model
 
 # Issue 4's reference sizes: Video-LLaVA's hidden size, 256 sensor steps (5 s at 50 Hz), 4 devices x 3 axes.
 MMACT_SIZES = dict(video_dim=4096, seq_len=256, channels=12, num_classes=37)
+# --sizes=tiny: a batch that compiles and steps in moments, for the --smoke runs of benchmarks/accelerator.sh.
+SIZES = {"mmact": MMACT_SIZES, "tiny": dict(video_dim=32, seq_len=32, channels=12, num_classes=6)}
 
 
 def synthetic_batch(batch_size: int, **sizes: int) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
@@ -28,9 +30,10 @@ def synthetic_batch(batch_size: int, **sizes: int) -> tuple[ml_collections.Confi
     return config, dict(data.arrays), data.num_classes
 
 
-def mmact_sized(batch_size: int) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
-    """configs/full.py's model on one synthetic batch of MMAct's sizes: (config, batch, num_classes)."""
-    return synthetic_batch(batch_size, **MMACT_SIZES)
+def mmact_sized(batch_size: int, sizes: str = "mmact") -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
+    """configs/full.py's model on one synthetic batch of MMAct's sizes (or SIZES[sizes]): (config, batch,
+    num_classes)."""
+    return synthetic_batch(batch_size, **SIZES[sizes])
 
 
 def harjax_trainer(config: ml_collections.ConfigDict, local_batch: dict[str, np.ndarray], num_classes: int

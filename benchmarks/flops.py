@@ -1,13 +1,14 @@
 """FLOPs per example of harjax's train step (counted by XLA from the compiled step) and the share of the machine's
 measured matmul peak that the step achieves, both in one run.
 
-    python benchmarks/flops.py [--batch_size=128 --steps=20]
+    python benchmarks/flops.py [--batch_size=128 --steps=20 --dtype=float32|bfloat16]
 
 The model is configs/full.py's at MMAct's sizes (d_v 4096, T 256, C 12). The FLOP count is the compiled step's
 `cost_analysis()` (forward, backward and optimizer, as XLA will execute them), divided by the batch; the forward
-alone is counted the same way. The peak is the best float32 matmul rate of this process over a few square sizes
-(jnp.dot, and torch.matmul when torch is installed), so the fraction is against what this machine really does,
-not a datasheet. Prints a table and, last, one JSON line. Target (issue 4): at least 45% of the peak.
+alone is counted the same way. The peak is the best matmul rate of this process in the step's compute dtype over a
+few square sizes (jnp.dot at JAX's default precision, which is TF32 for float32 on recent NVIDIA GPUs; and
+torch.matmul on CPU when torch is installed), so the fraction is against what this machine really does, not a
+datasheet. Prints a table and, last, one JSON line. Target (issue 4): at least 45% of the peak.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from benchmarks import common  # noqa: E402
 from harjax import host_memory  # noqa: E402
 from harjax.models.har_model import build_model  # noqa: E402
 
-_MATMUL_SIZES = (1024, 2048, 3072)
+_MATMUL_SIZES = {"cpu": (1024, 2048, 3072), "gpu": (4096, 8192, 16384), "tpu": (4096, 8192, 16384)}
 
 
 def _best_rate(matmul, size: int, repeats: int = 5) -> float:
@@ -41,20 +42,21 @@ def _best_rate(matmul, size: int, repeats: int = 5) -> float:
     return 2 * size ** 3 / best
 
 
-def matmul_peak() -> dict[str, float]:
-    """Best float32 matmul FLOP/s per framework on this process's default device."""
+def matmul_peak(dtype: str) -> dict[str, float]:
+    """Best matmul FLOP/s in `dtype` per framework on this process's default device."""
     rates = {}
-    for size in _MATMUL_SIZES:
-        a, b = (jax.random.normal(jax.random.key(seed), (size, size), jnp.float32) for seed in (0, 1))
+    platform = jax.devices()[0].platform
+    for size in _MATMUL_SIZES.get(platform, _MATMUL_SIZES["gpu"]):
+        a, b = (jax.random.normal(jax.random.key(seed), (size, size), jnp.dtype(dtype)) for seed in (0, 1))
         dot = jax.jit(jnp.dot)
         rates["jax"] = max(rates.get("jax", 0.0), _best_rate(lambda: dot(a, b).block_until_ready(), size))
     try:
         import torch
     except ImportError:
         return rates
-    if jax.devices()[0].platform == "cpu":
-        for size in _MATMUL_SIZES:
-            a, b = torch.randn(size, size), torch.randn(size, size)
+    if platform == "cpu":
+        for size in _MATMUL_SIZES["cpu"]:
+            a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
             rates["torch"] = max(rates.get("torch", 0.0), _best_rate(lambda: torch.matmul(a, b), size))
     return rates
 
@@ -63,10 +65,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="config.model.dtype")
+    parser.add_argument("--sizes", default="mmact", choices=("mmact", "tiny"),
+                        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)")
     args = parser.parse_args()
     host_memory.retain_freed_memory()  # as harjax.main
 
-    config, batch, num_classes = common.mmact_sized(args.batch_size)
+    config, batch, num_classes = common.mmact_sized(args.batch_size, args.sizes)
+    config.model.dtype = args.dtype
     run, compiled_step = common.harjax_trainer(config, batch, num_classes)
     step_flops = compiled_step.cost_analysis()["flops"]
     model = build_model(config, num_classes)
@@ -74,7 +80,7 @@ def main() -> None:
     forward_flops = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile(
     ).cost_analysis()["flops"]
     step_seconds = min(run(args.steps) for _ in range(3))
-    peaks = matmul_peak()
+    peaks = matmul_peak(args.dtype)
     peak = max(peaks.values())
     achieved = step_flops / step_seconds
 
@@ -82,12 +88,12 @@ def main() -> None:
             ("train step FLOPs per example", f"{step_flops / args.batch_size / 1e6:.1f} M"),
             ("train step time (best of 3 x --steps)", f"{step_seconds * 1e3:.1f} ms"),
             ("achieved", f"{achieved / 1e9:.1f} GFLOP/s"),
-            *((f"float32 matmul peak ({name})", f"{rate / 1e9:.1f} GFLOP/s") for name, rate in peaks.items()),
+            *((f"{args.dtype} matmul peak ({name})", f"{rate / 1e9:.1f} GFLOP/s") for name, rate in peaks.items()),
             ("fraction of peak", f"{achieved / peak:.1%}")]
     for name, value in rows:
         print(f"{name:<40} {value:>16}")
     print(json.dumps({
-        "benchmark": "flops", "global_batch": args.batch_size, "sizes": common.MMACT_SIZES,
+        "benchmark": "flops", "global_batch": args.batch_size, "dtype": args.dtype, "sizes": common.SIZES[args.sizes],
         "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
         "forward_flops_per_example": forward_flops / args.batch_size,
         "train_step_flops_per_example": step_flops / args.batch_size, "step_ms": round(step_seconds * 1e3, 2),

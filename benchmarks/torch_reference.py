@@ -171,14 +171,21 @@ def make_optimizer(model: HARModel, train_config: Any, schedule: Callable[[int],
 
 def make_train_step(model: HARModel, config: Any, schedule: Callable[[int], float],
                     compile_loss: bool = False) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
-    """One update: loss, backward, global-norm clipping, AdamW, learning-rate step, temperature cap."""
+    """One update: loss, backward, global-norm clipping, AdamW, learning-rate step, temperature cap.
+
+    config.model.dtype 'bfloat16' runs the loss under torch.autocast (bf16 compute, float32 parameters), as a
+    PyTorch user trains in bf16 and as harjax's bf16 compute does.
+    """
     optimizer, scheduler = make_optimizer(model, config.train, schedule)
     loss_fn = torch.compile(objective) if compile_loss else objective
     max_log_scale = math.log(config.loss.max_logit_scale)
+    device_type = next(model.parameters()).device.type
+    bf16 = config.model.dtype == "bfloat16"
 
     def step(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch, config.loss.contrastive_weight)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model, batch, config.loss.contrastive_weight)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip_norm)
         optimizer.step()

@@ -1,6 +1,7 @@
 """Train-step throughput of harjax against the PyTorch reference (eager and torch.compile), in one process.
 
     python benchmarks/train_throughput.py [--batch_size=128 --steps=10 --rounds=7 --allocator=retain]
+        [--platform=gpu --dtype=bfloat16]
 
 All three train configs/full.py's model with its optimizer on one batch of MMAct's sizes (d_v 4096, T 256,
 C 12, 37 classes; benchmarks/torch_reference.py is the same model, tested equal). After compilation and warm-up
@@ -33,9 +34,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="updates per implementation per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="compute dtype (parameters stay float32): config.model.dtype; torch.autocast for torch")
     parser.add_argument("--allocator", default="retain", choices=("retain", "default"),
                         help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/host_memory.py); "
                              "the setting is process-wide, so all three run under it")
+    parser.add_argument("--sizes", default="mmact", choices=("mmact", "tiny"),
+                        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)")
     args = parser.parse_args()
 
     import jax
@@ -51,7 +56,8 @@ def main() -> None:
     from harjax import step as step_lib
 
     device = torch.device("cuda" if args.platform == "gpu" else "cpu")
-    config, batch, num_classes = common.mmact_sized(args.batch_size)
+    config, batch, num_classes = common.mmact_sized(args.batch_size, args.sizes)
+    config.model.dtype = args.dtype
     schedule = step_lib.learning_rate_schedule(config.train)
     tensors = {name: value.to(device) for name, value in torch_reference.torch_batch(batch).items()}
 
@@ -97,7 +103,8 @@ def main() -> None:
               f"{harjax_rate / rate[name]:>15.2f}x {args.batch_size / best_rate[name] * 1e3:>13.1f} "
               f"{harjax_best / best_rate[name]:>14.2f}x")
     print(json.dumps({
-        "benchmark": "train_throughput", "global_batch": args.batch_size, "sizes": common.MMACT_SIZES,
+        "benchmark": "train_throughput", "global_batch": args.batch_size, "dtype": args.dtype,
+        "sizes": common.SIZES[args.sizes],
         "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "allocator": args.allocator, "jax": jax.__version__, "torch": torch.__version__,
         "examples_per_s": {name: round(value, 1) for name, value in rate.items()},

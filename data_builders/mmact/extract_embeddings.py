@@ -100,23 +100,28 @@ def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 class Extractor:
-    """Loads the HF model once; turns batches of clips into the stored embedding kinds."""
+    """Loads the HF model once (or takes one already built, `model_and_processor`, as the GPU benchmark's random
+    Video-LLaVA-7B); turns batches of clips into the stored embedding kinds."""
 
-    def __init__(self, model_id: str, device: str):
+    def __init__(self, model_id: str, device: str, model_and_processor: tuple[Any, Any] | None = None):
         import torch
         from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
 
         self._torch = torch
         self.device = device
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.model = VideoLlavaForConditionalGeneration.from_pretrained(
-            model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False).to(device).eval()
-        self.processor = VideoLlavaProcessor.from_pretrained(model_id, trust_remote_code=False)
+        loaded = model_and_processor is None
+        if loaded:
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+            model = VideoLlavaForConditionalGeneration.from_pretrained(
+                model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+            model_and_processor = model, VideoLlavaProcessor.from_pretrained(model_id, trust_remote_code=False)
+        model, self.processor = model_and_processor
+        self.model = model.to(device).eval()
         self.processor.tokenizer.padding_side = "left"  # the last position is every prompt's last token
         self.num_layers = self.model.config.text_config.num_hidden_layers
         self.middle_layer = self.num_layers // 2  # index into hidden_states (0 = embeddings)
         self.video_token_id = self.model.config.video_token_index
-        self.revision = _revision(model_id)
+        self.revision = _revision(model_id) if loaded else "built in process, not loaded"
 
     def metadata(self, model_id: str, prompt_set: str) -> dict[str, Any]:
         return {"model": model_id, "revision": self.revision, "prompt_set": prompt_set,
@@ -217,9 +222,10 @@ def check_metadata(directory: str, metadata: dict[str, Any]) -> None:
 
 
 def extract(manual_dir: str, output_dir: str, model_id: str, prompt_set: str, batch_size: int = 8,
-            num_shards: int = 1, shard_index: int = 0, device: str = "cpu",
-            video_root: str | None = None) -> dict[str, Any]:
-    """Embeds this shard's clips that are not done yet; returns counts and the clips that failed."""
+            num_shards: int = 1, shard_index: int = 0, device: str = "cpu", video_root: str | None = None,
+            extractor: Extractor | None = None) -> dict[str, Any]:
+    """Embeds this shard's clips that are not done yet; returns counts and the clips that failed. `extractor`:
+    one already loaded (model_id then only names it in the metadata)."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard_index={shard_index} must be in [0, --num_shards={num_shards})")
     prompts.prompt(prompt_set, 1)  # a bad prompt set fails before the model loads
@@ -232,7 +238,7 @@ def extract(manual_dir: str, output_dir: str, model_id: str, prompt_set: str, ba
     summary = {"clips_in_shard": len(shard), "skipped_done": len(shard) - len(todo), "failed": failures}
     if not todo:
         return summary | {"extracted": 0}
-    extractor = Extractor(model_id, device)
+    extractor = extractor or Extractor(model_id, device)
     check_metadata(directory, extractor.metadata(model_id, prompt_set))
     with tqdm.tqdm(total=len(todo), unit="clip", desc=f"extract {prompt_set}") as progress:
         for batch in _batches(todo, batch_size):

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Every measurement that needs an accelerator, in one go: under 8 minutes on one GPU (each item has a time cap),
+# each item appending one JSON line to one file. GPU time is scarce: run it once, then copy the lines into
+# benchmarks/RESULTS.md with the GPU's name.
+#
+#   bash benchmarks/accelerator.sh [OUTPUT]           # on a GPU machine (default OUTPUT: accelerator.jsonl)
+#   bash benchmarks/accelerator.sh --smoke [OUTPUT]   # every item tiny, on the CPU: what the test suite runs
+#
+# Items: (1) train step against the PyTorch reference, eager and torch.compile, float32 and bfloat16, batch 128
+# and 1024; (2) the step's FLOP/s as a share of the measured matmul peak in its dtype, batch 1024; (3) the input
+# pipeline per data cache against the GPU step; (4) Video-LLaVA-7B extraction (its published architecture with
+# random weights, bfloat16, 8 frames per clip, batch 8 and 16) on decoded clips and end to end from 1920x1080 clips;
+# (5) the sensor encoder's hand-written backward against autodiff. Needs the training install and the extract extra
+# (torch, transformers, av) on the machine; PYTHON picks the interpreter. An item that fails or runs out of time
+# writes an error line and the rest go on; the exit status is the number of failed items.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=false
+if [ "${1:-}" = "--smoke" ]; then
+  smoke=true
+  shift
+fi
+output=${1:-accelerator.jsonl}
+python=${PYTHON:-python}
+: > "$output"
+failed=0
+
+# item NAME SECONDS COMMAND...: runs COMMAND for at most SECONDS and appends its last line (its JSON) to $output.
+item() {
+  local name=$1 limit=$2 log status
+  shift 2
+  log=$(mktemp)
+  echo "== $name (at most ${limit} s): $*" >&2
+  timeout "$limit" "$@" > "$log" 2>&1
+  status=$?
+  if [ "$status" -eq 0 ] && tail -n 1 "$log" | "$python" -c "import json, sys; json.loads(sys.stdin.read())" 2>/dev/null; then
+    tail -n 1 "$log" >> "$output"
+  else
+    failed=$((failed + 1))
+    tail -n 15 "$log" >&2
+    printf '{"benchmark": "%s", "error": "exit status %s%s", "command": "%s"}\n' "$name" "$status" \
+      "$([ "$status" -eq 124 ] && echo ', out of time')" "$*" >> "$output"
+  fi
+  rm -f "$log"
+}
+
+if $smoke; then
+  export JAX_PLATFORMS=cpu
+  item train_throughput 300 "$python" benchmarks/train_throughput.py --sizes=tiny --batch_size=8 --steps=1 --rounds=1
+  item flops 180 "$python" benchmarks/flops.py --sizes=tiny --batch_size=8 --steps=1 --dtype=bfloat16
+  item input_pipeline 300 "$python" benchmarks/input_pipeline.py --smoke
+  item extraction 300 "$python" benchmarks/extraction.py --model=random-tiny --batch_size=2,4 --clip_frames=8 \
+    --frame_width=96 --frame_height=64
+  item encoder_backward 180 "$python" benchmarks/encoder_backward.py --sizes=tiny --batch_size=8 --steps=1 --rounds=1
+else
+  for dtype in float32 bfloat16; do
+    for batch in 128 1024; do
+      item "train_throughput $dtype $batch" 45 "$python" benchmarks/train_throughput.py --platform=gpu \
+        --dtype="$dtype" --batch_size="$batch" --steps=10 --rounds=3
+    done
+  done
+  for dtype in bfloat16 float32; do
+    item "flops $dtype" 25 "$python" benchmarks/flops.py --dtype="$dtype" --batch_size=1024 --steps=20
+  done
+  item input_pipeline 110 "$python" benchmarks/input_pipeline.py --num_workers=8
+  item extraction 90 "$python" benchmarks/extraction.py --model=random-7b --device=cuda --batch_size=8,16 \
+    --frame_width=1920 --frame_height=1080
+  for dtype in float32 bfloat16; do
+    item "encoder_backward $dtype" 25 "$python" benchmarks/encoder_backward.py --dtype="$dtype" --batch_size=1024
+  done
+fi
+echo "$failed item(s) failed; results in $output" >&2
+exit "$failed"
