@@ -26,6 +26,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.train_path = ""  # npz: training split
     config.data.eval_path = ""  # npz: evaluation split
     config.data.num_classes = 0  # npz: 0 = from 'class_names' in the file, else the largest label + 1
+    config.data.sampling_rate_hz = 50.0  # npz, synthetic: the sensor steps' rate (MMAct: the dataset's own)
     config.data.protocol = "cross_subject"  # mmact: cross_subject | cross_view | cross_scene | cross_session
     config.data.data_dir = ""  # mmact: the TFDS data_dir the builder wrote to
     config.data.prompt_set = "context"  # mmact: plain | context | scene (data_builders/mmact/prompts.py)

@@ -61,7 +61,11 @@ def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: bat
                                "num_classes": data.num_classes,
                                "shapes": {name: shape for name, (shape, _) in data.example_spec.items()},
                                "report": dict(data.report)}
-                       for split, data in (("train", train), ("eval", evaluation))}}
+                       for split, data in (("train", train), ("eval", evaluation))},
+              # What using the trained model on new data needs (harjax.export puts it in the bundle):
+              "inputs": {"class_names": list(train.class_names), "channel_names": list(train.channel_names),
+                         "sampling_rate_hz": train.sampling_rate_hz, "normalization": dict(train.normalization),
+                         "video_source": dict(train.video_source)}}
     text = json.dumps(record, default=str)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(json.loads(text), f, indent=2)

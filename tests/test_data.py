@@ -158,7 +158,8 @@ def test_input_workers_outlive_sigterm(config):
     train, _ = pipeline.load_splits(config)
     expected = pipeline.train_iterator(train, 32, 0, 0, 1)
     with contextlib.closing(pipeline.train_iterator(train, 32, 0, 0, 1, num_workers=2)) as iterator:
-        np.testing.assert_array_equal(next(iterator)[batch_lib.LABEL], next(expected)[batch_lib.LABEL])
+        for _ in range(2):  # a batch from each worker: both have started and set their signal handling
+            np.testing.assert_array_equal(next(iterator)[batch_lib.LABEL], next(expected)[batch_lib.LABEL])
         workers = multiprocessing.active_children()
         assert workers, "num_workers=2 started no worker processes"
         for worker in workers:

@@ -8,7 +8,7 @@ import pytest
 from configs import sensor_only
 from data_builders.mmact import build, make_dummy_data
 from harjax import train
-from harjax.data import batch as batch_lib, pipeline, sampling
+from harjax.data import batch as batch_lib, mmact, pipeline, sampling
 from tests.conftest import assert_caches_serve_the_same_batches, read_metrics, small_config
 
 
@@ -145,3 +145,47 @@ def test_every_data_cache_serves_the_same_batches(data_dir, module):
     """Random cameras and crops (max_length 64 crops every trial) drawn from (seed, step), for 20 steps (7 epochs)."""
     train_split, eval_split = pipeline.load_splits(_config(data_dir, module=module, max_length=64))
     assert_caches_serve_the_same_batches(train_split, eval_split, batch_size=4, steps=20)
+
+
+class _NoRecordReads:
+    """A data source that knows its length but refuses to decode a record."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self):
+        return len(self._source)
+
+    def __getitem__(self, index):
+        raise AssertionError(f"record {index} was decoded while listing the views")
+
+
+def test_listing_the_views_decodes_no_record(data_dir, monkeypatch):
+    opened = mmact._open
+
+    def guarded(directory):
+        builder = opened(directory)
+        as_data_source = builder.as_data_source
+        builder.as_data_source = lambda split: _NoRecordReads(as_data_source(split))
+        return builder
+
+    monkeypatch.setattr(mmact, "_open", guarded)
+    train_split, eval_split = pipeline.load_splits(_config(data_dir))
+    assert len(train_split) == 12 and len(eval_split) == 48 and len(train_split.labels) == 12
+
+
+def test_a_dataset_without_a_stored_listing_is_listed_from_its_records(data_dir, monkeypatch, caplog):
+    opened = mmact._open
+
+    def older(directory):
+        builder = opened(directory)
+        builder.info.metadata.pop("index")
+        return builder
+
+    expected = pipeline.load_splits(_config(data_dir))
+    monkeypatch.setattr(mmact, "_open", older)
+    listed = pipeline.load_splits(_config(data_dir))
+    assert "has no stored listing" in caplog.text
+    for new, old in zip(listed, expected):
+        np.testing.assert_array_equal(new.views, old.views)
+        np.testing.assert_array_equal(new.listing.sensor_length, old.listing.sensor_length)

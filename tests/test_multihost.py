@@ -1,7 +1,7 @@
 """Several processes train like one: 2 processes x 4 CPU devices (gloo collectives) against 1 x 8 devices.
 
-Both see the same global batches (one global data order), so every logged loss and evaluation must agree; they
-agree to float32 rounding (reductions cross processes in another order), not bit for bit. Checkpoints written
+Both see the same global batches (one global data order, whatever the data cache), so every logged loss and
+evaluation must agree; they agree to float32 rounding (reductions cross processes in another order), not bit for bit. Checkpoints written
 on one device count restore onto another.
 """
 
@@ -58,21 +58,25 @@ def _interrupt_two_processes(workdir, sig, overrides=OVERRIDES):
     return results
 
 
-def _resume_two_processes(workdir):
-    for process in _two_processes(workdir):
+def _resume_two_processes(workdir, overrides=OVERRIDES):
+    for process in _two_processes(workdir, overrides):
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
 
 
-def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_process):
+@pytest.mark.parametrize("cache", ["host", "device"])
+def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_process, cache):
+    """One process reads its batches from the 'auto' cache (device-resident on CPU); two processes, killed and
+    resumed, from another cache: the same global batches reach the same steps."""
     workdir = str(tmp_path)
-    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGKILL):
+    overrides = OVERRIDES | {"data.cache": cache}
+    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGKILL, overrides):
         assert returncode == -signal.SIGKILL, f"ended before it could be killed: {stderr[-2000:]}"
     assert max(cli_runs.logged_steps(workdir)) < OVERRIDES["train.num_steps"]
-    _resume_two_processes(workdir)
+    _resume_two_processes(workdir, overrides)
     _assert_same_training(_metrics(workdir), one_process)
     record = json.load(open(os.path.join(workdir, "config.json")))
-    assert record["processes"] == 2 and record["devices"] == 8
+    assert record["processes"] == 2 and record["devices"] == 8 and record["data_cache"] == cache
 
 
 @pytest.mark.parametrize("first, then", [(8, 4), (4, 8)])
@@ -91,11 +95,13 @@ def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, fi
 
 
 def test_sigterm_stops_every_process_at_the_same_step(tmp_path, one_process):
-    """As a cluster preempts: SIGTERM to each process group, input worker processes included. The resume runs
-    without workers: the batches are a function of the step, not of the iterator's workers."""
+    """As a cluster preempts: SIGTERM to each process group, input worker processes included (cache 'none', where
+    workers read records). The resume runs without workers and from the device cache: the batches are a function
+    of the step, not of the iterator's workers or the cache."""
     workdir = str(tmp_path)
     stopped = []
-    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGTERM, OVERRIDES | {"data.num_workers": 2}):
+    streamed = OVERRIDES | {"data.num_workers": 2, "data.cache": "none"}
+    for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGTERM, streamed):
         assert returncode == 0, stderr[-3000:]
         stopped.append(cli_runs.preemption_step(stderr))
     assert stopped[0] == stopped[1] == cli_runs.checkpoint_steps(workdir)[-1] < OVERRIDES["train.num_steps"]

@@ -123,6 +123,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["normalization"] = {protocol: _normalization(trials, protocol)
                                                for protocol in layout.PROTOCOLS}
         self.info.metadata["sensor_channels"] = list(SENSOR_CHANNELS)
+        self.info.metadata["sensor_rate_hz"] = config.sensor_rate_hz
         self.info.metadata["cameras"] = list(layout.CAMERAS)
         self.info.metadata["embeddings"] = extract_embeddings.read_metadata(embeddings_dir)
         members = {split: _split_members(trials, *split.rsplit("_", 1)) for split in SPLITS}

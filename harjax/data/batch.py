@@ -65,6 +65,10 @@ class Split(Protocol):
     origin: str
     fingerprint: str
     report: Mapping[str, int]  # what loading skipped or changed, by reason (saved in config.json)
+    # What a model trained on this split needs to be used on new data (saved in config.json, then in bundles):
+    normalization: Mapping[str, Any]  # 'mode' ('dataset'), and the per-channel 'mean' and 'std' applied
+    sampling_rate_hz: float  # of the sensor steps
+    video_source: Mapping[str, Any]  # what produced the video embeddings (model, prompts, kind), {} if none
 
     def __len__(self) -> int: ...
 
@@ -132,6 +136,9 @@ class ArrayData:
     fingerprint: str  # changes whenever the data changes: the data version saved with each run
     channel_names: tuple[str, ...] = ()  # () = default_channel_names of the sensor's width
     report: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    normalization: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # set when standardised
+    sampling_rate_hz: float = 0.0  # 0: not known (set by the pipeline from config.data.sampling_rate_hz)
+    video_source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not self.channel_names:

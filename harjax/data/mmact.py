@@ -24,6 +24,7 @@ from harjax.data import batch as batch_lib
 
 DATASET = "mmact"
 PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")
+DEFAULT_RATE_HZ = 50.0  # the builder's rate, for datasets built before it recorded its rate in the metadata
 INDEX = "index"  # dataset metadata: per split, what listing the views needs (camera_mask, sensor_length, label)
 
 
@@ -69,9 +70,15 @@ class MMActSplit:
     origin: str
     fingerprint: str
     report: dict[str, int]
+    sampling_rate_hz: float
+    video_source: dict[str, Any]
 
     def __len__(self) -> int:
         return len(self.views)
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        return {"mode": "dataset", "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @property
     def labels(self) -> np.ndarray:
@@ -238,6 +245,9 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
             stream_axes=len(stats["mean"]) // streams, max_length=data.max_length, uses_video=uses_video,
             video_shape=embedding_shape[1:], num_classes=len(names), class_names=names,
             channel_names=tuple(builder.info.metadata["sensor_channels"]), origin=f"{directory} [{name}]",
-            fingerprint=fingerprint, report=report)
+            fingerprint=fingerprint, report=report,
+            sampling_rate_hz=float(builder.info.metadata.get("sensor_rate_hz", DEFAULT_RATE_HZ)),
+            video_source={"extraction": builder.info.metadata.get("embeddings", {}), "embedding": data.embedding,
+                          "tfds_config": tfds_config} if uses_video else {})
 
     return split("train"), split("test")

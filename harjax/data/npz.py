@@ -56,5 +56,6 @@ def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
             digest.update(chunk)
     return batch_lib.ArrayData(arrays=arrays, num_classes=num_classes, class_names=names, origin=path,
                                fingerprint=digest.hexdigest()[:16],
+                               video_source={"file": path} if batch_lib.VIDEO in arrays else {},
                                channel_names=tuple(str(name) for name in channel_names)
                                if channel_names is not None else ())

@@ -69,7 +69,9 @@ def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData
     if not len(train):
         return train, evaluation  # load_splits reports the empty split
     mean, std = sensor_statistics(train)
-    return standardise_sensors(train, mean, std), standardise_sensors(evaluation, mean, std)
+    return tuple(dataclasses.replace(standardise_sensors(data, mean, std),
+                                     sampling_rate_hz=config.data.sampling_rate_hz)
+                 for data in (train, evaluation))
 
 
 def sensor_statistics(data: batch_lib.ArrayData) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +84,8 @@ def standardise_sensors(data: batch_lib.ArrayData, mean: np.ndarray, std: np.nda
     """(x - mean) / std on recorded steps; padding stays exactly zero."""
     mask = data.arrays[batch_lib.SENSOR_MASK][..., None]
     sensor = np.where(mask, (data.arrays[batch_lib.SENSOR] - mean) / std, 0.0).astype(np.float32)
-    return dataclasses.replace(data, arrays={**data.arrays, batch_lib.SENSOR: sensor})
+    return dataclasses.replace(data, arrays={**data.arrays, batch_lib.SENSOR: sensor},
+                               normalization={"mode": "dataset", "mean": mean.tolist(), "std": std.tolist()})
 
 
 def per_process_batch_size(global_batch_size: int, num_devices: int, num_processes: int, flag: str) -> int:

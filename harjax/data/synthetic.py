@@ -62,7 +62,8 @@ def generate(cfg: ml_collections.ConfigDict, split: str, seed: int) -> batch_lib
                               **cfg.to_dict()}, sort_keys=True)
     return batch_lib.ArrayData(
         arrays=arrays, num_classes=num_classes, class_names=tuple(f"class_{i:02d}" for i in range(num_classes)),
-        origin=f"synthetic {split} split", fingerprint=hashlib.sha256(description.encode()).hexdigest()[:16])
+        origin=f"synthetic {split} split", fingerprint=hashlib.sha256(description.encode()).hexdigest()[:16],
+        video_source={"generator": "harjax.data.synthetic", "task": cfg.task})
 
 
 def _motion_library(prototypes: np.random.Generator, count: int, channels: int,

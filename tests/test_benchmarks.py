@@ -1,0 +1,26 @@
+"""The GPU measurements' one script runs, tiny and on the CPU, so it works the first time a GPU is there."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ITEMS = ["train_throughput", "flops", "input_pipeline", "extraction", "encoder_backward"]
+
+
+@pytest.mark.slow
+def test_the_accelerator_script_runs_every_item(tmp_path):
+    output = tmp_path / "accelerator.jsonl"
+    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+    result = subprocess.run(["bash", "benchmarks/accelerator.sh", "--smoke", str(output)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["benchmark"] for line in lines] == ITEMS
+    assert not any("error" in line for line in lines)
+    by_name = {line["benchmark"]: line for line in lines}
+    assert set(by_name["input_pipeline"]["examples_per_s"]) == {"none", "host", "device"}
+    assert by_name["encoder_backward"]["faster"] in ("hand_written", "autodiff")
+    assert set(by_name["extraction"]["clips_per_s"]["model"]) == {"2", "4"}
