@@ -23,7 +23,9 @@ def segment_masks(mask: jax.Array, num_segments: int) -> jax.Array:
     """
     rank = jnp.cumsum(mask, axis=-1) - 1  # position of each step among the recorded ones
     length = jnp.maximum(mask.sum(axis=-1, keepdims=True), 1)
-    segment = rank * num_segments // length  # [B, n]
+    # Truncating division: equal to floor division on recorded steps (rank >= 0), the only ones the mask keeps,
+    # and a single division op, which ONNX converters express for any batch size.
+    segment = jax.lax.div(rank * num_segments, length)  # [B, n]
     return mask[:, None, :] & (segment[:, None, :] == jnp.arange(num_segments)[None, :, None])
 
 

@@ -1,0 +1,270 @@
+"""A trained model used on new data: bundle, predictions, streaming, StableHLO and ONNX, all giving one model's
+logits; and every bad input failing with a message that names the file and the problem."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import sensor_only
+from harjax import export, inference, predict, robustness, train
+from harjax.data import batch as batch_lib, pipeline, synthetic
+from tests.conftest import small_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """configs/full.py:synthetic (small), trained a few steps and exported in every format."""
+    root = tmp_path_factory.mktemp("full")
+    config = small_config()
+    train.train_and_evaluate(config, str(root / "workdir"))
+    bundle = export.bundle_from_workdir(str(root / "workdir"), str(root / "bundle"), "latest")
+    export.export_stablehlo(bundle, str(root / "bundle" / "stablehlo"), steps=32)
+    export.export_onnx(bundle, str(root / "bundle" / "onnx"), steps=32)
+    return config, root, bundle
+
+
+def _raw_eval(config):
+    """The eval split as a user would hold it: raw (not standardised) sensors."""
+    return synthetic.generate(config.data.synthetic, "eval", config.seed).arrays
+
+
+def _flax_logits(config, root):
+    """The trained model's logits on the eval split through the training code's own evaluation path."""
+    run = train._Run(config, str(root / "workdir"))
+    try:
+        state, _ = run.checkpointer.restore(run.checkpointer.latest_step, run.abstract_state)
+        rows, _ = run.predict(state)
+    finally:
+        run.close()
+    return rows["logits"][np.argsort(rows[batch_lib.INDEX])]
+
+
+def _standardised(bundle, raw):
+    normalization = bundle.meta["inputs"]["normalization"]
+    mask = raw[batch_lib.SENSOR_MASK]
+    sensor = np.where(mask[..., None], (raw[batch_lib.SENSOR] - np.asarray(normalization["mean"], np.float32))
+                      / np.asarray(normalization["std"], np.float32), 0).astype(np.float32)
+    return [sensor, mask, raw[batch_lib.VIDEO], np.ones(len(mask), bool)]
+
+
+def test_the_bundle_holds_what_inference_needs(trained):
+    config, root, bundle = trained
+    meta = bundle.meta
+    assert meta["class_names"] == [f"class_{i:02d}" for i in range(6)]
+    assert meta["inputs"]["channel_names"] == list(batch_lib.default_channel_names(12))
+    assert meta["inputs"]["sampling_rate_hz"] == config.data.sampling_rate_hz
+    assert len(meta["inputs"]["normalization"]["mean"]) == 12 and meta["inputs"]["video_shape"] == [32]
+    assert meta["inputs"]["video_source"]["generator"] == "harjax.data.synthetic"
+    assert meta["step"] == 6 and meta["metrics"]["eval/accuracy"] >= 0 and meta["jax_version"] == jax.__version__
+    assert sorted(os.listdir(root / "bundle")) == ["MODEL_CARD.md", "bundle.json", "onnx", "params.msgpack",
+                                                   "stablehlo"]
+    card = open(root / "bundle" / "MODEL_CARD.md").read()
+    assert "imu0_x" in card and "eval/accuracy" in card and "synthetic" in card
+    assert "opt_state" not in json.dumps(meta) and set(bundle.variables) == {"params", "batch_stats"}
+
+
+def test_every_format_gives_the_trained_models_logits(trained):
+    config, root, bundle = trained
+    raw = _raw_eval(config)
+    expected = _flax_logits(config, root)
+    predictor = inference.Predictor(bundle)
+    got = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK], raw[batch_lib.VIDEO])
+    np.testing.assert_allclose(got.logits, expected, rtol=1e-5, atol=1e-5)
+
+    inputs = _standardised(bundle, raw)
+    np.savez(root / "inputs.npz", *inputs)
+    script = f"""
+import sys, numpy as np, jax
+exported = jax.export.deserialize(open({str(root / 'bundle' / 'stablehlo' / 'model.jax_export')!r}, 'rb').read())
+params = np.load({str(root / 'bundle' / 'stablehlo' / 'params.npz')!r})
+inputs = np.load({str(root / 'inputs.npz')!r})
+logits = exported.call([params[key] for key in sorted(params.files)], *[inputs[f"arr_{{i}}"] for i in range(4)])
+assert not any(name.startswith('harjax') for name in sys.modules), 'the artifact needs no harjax code'
+np.save({str(root / 'stablehlo_logits.npy')!r}, np.asarray(logits))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=str(root), capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(np.load(root / "stablehlo_logits.npy"), expected, rtol=1e-5, atol=1e-5)
+
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(root / "bundle" / "onnx" / "model.onnx"))
+    names = [node.name for node in session.get_inputs()]
+    onnx_logits = session.run(None, dict(zip(names, inputs)))[0]
+    np.testing.assert_allclose(onnx_logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_writes_classes_top5_and_attention(trained, tmp_path):
+    config, root, bundle = trained
+    raw = _raw_eval(config)
+    np.savez(tmp_path / "new.npz", **raw)
+    predictor = inference.Predictor(bundle)
+    rows = predict.predict_file(predictor, str(tmp_path / "new.npz"), batch_size=16)
+    predict.write_rows(rows, str(tmp_path / "out.jsonl"))
+    predict.write_rows(rows, str(tmp_path / "out.csv"))
+    records = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
+    expected = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK], raw[batch_lib.VIDEO])
+    assert [record["predicted"] for record in records] == expected.labels()
+    assert [record["label"] for record in records] == [bundle.class_names[i] for i in raw[batch_lib.LABEL]]
+    assert len(records[0]["top"]) == 5 and records[0]["top"][0]["class"] == records[0]["predicted"]
+    assert np.asarray(records[0]["alpha"]).shape == (config.model.num_segments, 16)
+    table = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert len(table) == len(records) and float(table[0]["top1_probability"]) >= float(table[0]["top5_probability"])
+
+
+def test_a_missing_video_is_refused_or_removed_as_in_the_robustness_evaluation(trained):
+    config, root, bundle = trained
+    raw = _raw_eval(config)
+    with pytest.raises(inference.InputError, match="no 'video' embeddings.*--allow_missing_video"):
+        inference.Predictor(bundle).predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK])
+    removed = inference.Predictor(bundle, allow_missing_video=True).predict_batch(raw[batch_lib.SENSOR],
+                                                                                  raw[batch_lib.SENSOR_MASK])
+    assert not removed.video_given.any()
+    run = train._Run(config, str(root / "workdir"))
+    try:
+        state, _ = run.checkpointer.restore(run.checkpointer.latest_step, run.abstract_state)
+        rows, _ = run.predict(state, robustness.remove_video)
+    finally:
+        run.close()
+    np.testing.assert_allclose(removed.logits, rows["logits"][np.argsort(rows[batch_lib.INDEX])], rtol=1e-5,
+                               atol=1e-5)
+
+
+def _write_stream(path, rate_hz, seconds, channels, seed=0):
+    time = np.arange(0, seconds, 1 / rate_hz)
+    values = np.random.default_rng(seed).normal(size=(len(time), len(channels)))
+    with open(path, "w") as f:
+        f.write("time," + ",".join(channels) + "\n")
+        for t, row in zip(time, values):
+            f.write(f"{t:.6f}," + ",".join(f"{v:.6f}" for v in row) + "\n")
+    return time, values
+
+
+def test_streaming_windows_a_recording_at_the_bundles_rate(trained, tmp_path):
+    config, root, bundle = trained
+    channels = list(bundle.channel_names)
+    time, values = _write_stream(tmp_path / "long.csv", rate_hz=100.0, seconds=6.0, channels=channels)
+    video = np.random.default_rng(1).normal(size=32).astype(np.float32)
+    np.save(tmp_path / "context.npy", video)
+    predictor = inference.Predictor(bundle)
+    rows = predict.predict_stream(predictor, str(tmp_path / "long.csv"), window_s=0.64, hop_s=0.5, smooth=3,
+                                  video_path=str(tmp_path / "context.npy"), batch_size=4)
+    rate = bundle.sampling_rate_hz  # 50 Hz: every second row of the 100 Hz recording
+    assert [row["start_s"] for row in rows[:3]] == [0.0, 0.5, 1.0]
+    assert rows[0]["end_s"] == pytest.approx(32 / rate)
+    assert len(rows) == 1 + int((len(np.arange(0, 5.99 + 1e-9, 1 / rate)) - 32) // 25)
+    window = values[::2][25:25 + 32].astype(np.float32)  # the second window, resampled by hand
+    expected = predictor.predict(window, video)
+    assert rows[1]["predicted"] == expected.label
+    assert [name for name, _ in rows[1]["top"]] == [name for name, _ in expected.top]
+    for index in range(2, len(rows)):  # the majority of the last three windows' labels
+        recent = [row["predicted"] for row in rows[index - 2:index + 1]]
+        assert recent.count(rows[index]["smoothed"]) == max(recent.count(label) for label in recent)
+
+
+def test_nan_steps_are_masked_and_counted(trained):
+    config, _, bundle = trained
+    raw = _raw_eval(config)
+    sensor = raw[batch_lib.SENSOR][:4].copy()
+    sensor[0, 2, 5] = np.nan
+    sensor[1, 3:6] = np.nan
+    result = inference.Predictor(bundle).predict_batch(sensor, raw[batch_lib.SENSOR_MASK][:4], raw[batch_lib.VIDEO][:4])
+    assert result.nan_steps.tolist() == [1, 3, 0, 0] and np.isfinite(result.logits).all()
+    masked = raw[batch_lib.SENSOR_MASK][:4].copy()
+    masked[0, 2] = False
+    masked[1, 3:6] = False
+    again = inference.Predictor(bundle).predict_batch(np.nan_to_num(sensor), masked, raw[batch_lib.VIDEO][:4])
+    np.testing.assert_allclose(result.logits, again.logits, rtol=1e-6)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "harjax.predict", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing bundle", r"nowhere: no such bundle directory"),
+    ("corrupt parameters", r"params\.msgpack: unreadable"),
+    ("newer bundle", r"bundle\.json: written by harjax 9\.9 in bundle format 99; this harjax .* reads formats up to"),
+    ("wrong channel count", r"'sensor' has 6 channels; the bundle's model reads 12: imu0_x"),
+    ("unknown class index", r"'label' holds class indices \[6\]"),
+    ("shorter than a window", r"lasts 0\.\d+ s, shorter than one window of 5 s"),
+])
+def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, case, message):
+    config, root, bundle = trained
+    raw = _raw_eval(config)
+    bundle_dir = str(root / "bundle")
+    args = [f"--input={tmp_path / 'in.npz'}"]
+    np.savez(tmp_path / "in.npz", **raw)
+    if case == "missing bundle":
+        bundle_dir = str(tmp_path / "nowhere")
+    elif case in ("corrupt parameters", "newer bundle"):
+        bundle_dir = str(tmp_path / "copy")
+        export._write_bundle(bundle_dir, bundle.meta, bundle.variables)
+        if case == "corrupt parameters":
+            with open(os.path.join(bundle_dir, inference.PARAMS_FILE), "r+b") as f:
+                f.seek(100)
+                f.write(b"\x00" * 64)  # values changed, the format intact: only the checksum can tell
+        else:
+            json.dump(bundle.meta | {"bundle_format": 99, "harjax_version": "9.9"},
+                      open(os.path.join(bundle_dir, inference.BUNDLE_FILE), "w"))
+    elif case == "wrong channel count":
+        np.savez(tmp_path / "in.npz", **raw | {batch_lib.SENSOR: raw[batch_lib.SENSOR][..., :6]})
+    elif case == "unknown class index":
+        np.savez(tmp_path / "in.npz", **raw | {batch_lib.LABEL: np.full(len(raw[batch_lib.LABEL]), 6)})
+    else:
+        _write_stream(tmp_path / "short.csv", 50.0, 0.5, list(bundle.channel_names))
+        args = [f"--stream={tmp_path / 'short.csv'}", "--window_s=5", "--hop_s=1"]
+    result = _cli(f"--bundle={bundle_dir}", *args, f"--output={tmp_path / 'out.csv'}")
+    assert result.returncode != 0
+    assert __import__("re").search(message, result.stderr), result.stderr[-2000:]
+    assert not any(name.startswith("out") for name in os.listdir(tmp_path))
+
+
+def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
+    config = small_config(sensor_only)
+    for split in ("train", "eval"):
+        data = synthetic.generate(config.data.synthetic, split, config.seed)
+        np.savez(tmp_path / f"{split}.npz", **{name: array for name, array in data.arrays.items()
+                                               if name != batch_lib.VIDEO},
+                 channel_names=np.array([f"imu{k}_{axis}" for k in range(4) for axis in "xyz"]))
+    config.data.update(source="npz", train_path=str(tmp_path / "train.npz"), eval_path=str(tmp_path / "eval.npz"),
+                       sampling_rate_hz=20.0)
+    train.train_and_evaluate(config, str(tmp_path / "workdir"))
+    bundle = export.bundle_from_workdir(str(tmp_path / "workdir"), str(tmp_path / "bundle"), "best")
+    assert not bundle.uses_video and bundle.sampling_rate_hz == 20.0 and bundle.meta["inputs"]["video_source"] == {}
+    export.export_stablehlo(bundle, str(tmp_path / "bundle" / "stablehlo"), steps=32)
+    export.export_onnx(bundle, str(tmp_path / "bundle" / "onnx"), steps=32)
+    raw = np.load(tmp_path / "eval.npz")
+    predictor = inference.Predictor(bundle)
+    got = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK],
+                                  channel_names=[str(name) for name in raw["channel_names"]])
+    train_split, eval_split = pipeline.load_splits(config)
+    del train_split
+    standardised = batch_lib.examples(eval_split, range(len(eval_split)))
+    exported = jax.export.deserialize(open(tmp_path / "bundle" / "stablehlo" / "model.jax_export", "rb").read())
+    params = np.load(tmp_path / "bundle" / "stablehlo" / "params.npz")
+    stablehlo_logits = exported.call([params[key] for key in sorted(params.files)], standardised[batch_lib.SENSOR],
+                                     standardised[batch_lib.SENSOR_MASK])
+    np.testing.assert_allclose(got.logits, stablehlo_logits, rtol=1e-5, atol=1e-5)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "bundle" / "onnx" / "model.onnx"))
+    names = [node.name for node in session.get_inputs()]
+    onnx_logits = session.run(None, dict(zip(names, [standardised[batch_lib.SENSOR],
+                                                     standardised[batch_lib.SENSOR_MASK]])))[0]
+    np.testing.assert_allclose(onnx_logits, got.logits, rtol=1e-4, atol=1e-4)
+    with pytest.raises(inference.InputError, match=r"not the bundle's .*another order"):
+        predictor.predict_batch(raw[batch_lib.SENSOR], channel_names=list(reversed(bundle.channel_names)))
+    time, values = _write_stream(tmp_path / "long.csv", 20.0, 10.0, list(bundle.channel_names))
+    rows = predict.predict_stream(predictor, str(tmp_path / "long.csv"), 1.6, 0.8, 1, None, 8)
+    assert rows[0]["video"] == "not used" and rows[1]["start_s"] == 0.8 and rows[0]["smoothed"] == rows[0]["predicted"]
