@@ -1,0 +1,159 @@
+"""Inference latency of one window and batch throughput: the Flax model under jit, the StableHLO artifact and
+onnxruntime, with one thread and with two.
+
+    python benchmarks/inference.py [--window_steps=256 --calls=300 --batch_size=256]
+    python benchmarks/inference.py --smoke                     # a tiny model, a few calls: checks it runs
+
+Trains configs/full.py's model (MMAct sizes: d_v 4096, 12 channels) for one step on synthetic data, exports it as a
+bundle with both serving formats, then, for each runtime and thread count in a fresh process (XLA's thread pool is
+fixed when JAX starts): p50 and p99 latency of one window [1, T, C] over --calls calls after warm-up, and examples/s
+at --batch_size. Inputs are standardised windows (what each runtime's function takes). Prints a table and, last,
+one JSON line. Target (issue 10, 2-core CPU): p99 under 5 ms with one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+RUNTIMES = ("flax", "stablehlo", "onnxruntime")
+_SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def _inputs(bundle, rows: int, steps: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    inputs = [rng.normal(size=(rows, steps, len(bundle.channel_names))).astype(np.float32),
+              np.ones((rows, steps), bool)]
+    if bundle.uses_video:
+        inputs += [rng.normal(size=(rows, *bundle.video_shape)).astype(np.float32), np.ones(rows, bool)]
+    return inputs
+
+
+def _runner(runtime: str, bundle_dir: str, threads: int):
+    """f(*inputs) -> logits as numpy, for one runtime."""
+    import numpy as np
+
+    from harjax import inference
+
+    bundle = inference.Bundle.load(bundle_dir)
+    if runtime == "flax":
+        import jax
+
+        model = inference.inference_model(bundle.meta)
+        variables = jax.device_put(bundle.variables)
+        compiled = jax.jit(lambda *inputs: inference.forward(model, variables, *inputs))
+        return bundle, lambda *inputs: np.asarray(compiled(*inputs))
+    if runtime == "stablehlo":
+        import jax
+
+        exported = jax.export.deserialize(open(os.path.join(bundle_dir, "stablehlo", "model.jax_export"), "rb").read())
+        stored = np.load(os.path.join(bundle_dir, "stablehlo", "params.npz"))
+        parameters = [jax.device_put(stored[key]) for key in sorted(stored.files)]
+        call = jax.jit(exported.call)
+        return bundle, lambda *inputs: np.asarray(call(parameters, *inputs))
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(os.path.join(bundle_dir, "onnx", "model.onnx"), options)
+    names = [node.name for node in session.get_inputs()]
+    return bundle, lambda *inputs: session.run(None, dict(zip(names, inputs)))[0]
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """In a fresh process: one runtime at one thread count."""
+    import numpy as np
+
+    bundle, run = _runner(args.runtime, args.bundle, args.threads)
+    window = _inputs(bundle, 1, args.window_steps)
+    for _ in range(20):
+        run(*window)
+    latencies = []
+    for _ in range(args.calls):
+        start = time.perf_counter()
+        run(*window)
+        latencies.append(time.perf_counter() - start)
+    batch = _inputs(bundle, args.batch_size, args.window_steps)
+    run(*batch)
+    start = time.perf_counter()
+    repeats = 3
+    for _ in range(repeats):
+        run(*batch)
+    throughput = repeats * args.batch_size / (time.perf_counter() - start)
+    milliseconds = np.asarray(latencies) * 1e3
+    return {"runtime": args.runtime, "threads": args.threads, "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
+            "p99_ms": round(float(np.percentile(milliseconds, 99)), 3),
+            "examples_per_s": round(throughput, 1)}
+
+
+def build_bundle(directory: str, smoke: bool, window_steps: int) -> str:
+    """A bundle of configs/full.py's model (trained one step), exported in both serving formats."""
+    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
+    sizes = (["--config.data.synthetic.video_dim=32", "--config.model.encoder_channels=(16,32)",
+              "--config.model.encoder_strides=(1,2)",
+              "--config.model.model_dim=32", "--config.model.mlp_dim=64", "--config.model.head_dim=32",
+              "--config.model.projection_dim=16", "--config.model.num_heads=2"] if smoke
+             else ["--config.data.synthetic.video_dim=4096"])
+    workdir, bundle = os.path.join(directory, "workdir"), os.path.join(directory, "bundle")
+    for command in (["harjax.main", "--config=configs/full.py:synthetic", f"--workdir={workdir}",
+                     "--config.train.num_steps=1", "--config.data.synthetic.num_train=128",
+                     "--config.data.synthetic.num_eval=16", f"--config.data.synthetic.seq_len={window_steps}",
+                     "--config.train.eval_batch_size=16", *sizes],
+                    ["harjax.export", f"--workdir={workdir}", f"--output={bundle}", "--step=latest",
+                     "--format=stablehlo,onnx"]):
+        done = subprocess.run([sys.executable, "-m", *command], env=env, capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return bundle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window_steps", type=int, default=256, help="sensor steps per window (5 s at 50 Hz)")
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--smoke", action="store_true", help="a tiny model and a few calls: checks it runs")
+    parser.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--bundle", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.runtime:
+        print(json.dumps(measure(args)))
+        return
+    if args.smoke:
+        args.window_steps, args.calls, args.batch_size = 32, 20, 8
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle = build_bundle(scratch, args.smoke, args.window_steps)
+        for runtime in RUNTIMES:
+            for threads in (1, 2):
+                env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+                env |= {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": _SINGLE_THREAD_XLA if threads == 1 else ""}
+                result = subprocess.run([sys.executable, __file__, f"--runtime={runtime}", f"--threads={threads}",
+                                         f"--bundle={bundle}", f"--window_steps={args.window_steps}",
+                                         f"--calls={args.calls}", f"--batch_size={args.batch_size}"],
+                                        capture_output=True, text=True, env=env)
+                if result.returncode:
+                    raise RuntimeError(f"{runtime} with {threads} thread(s) failed:\n{result.stderr[-3000:]}")
+                rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    print(f"{'runtime':<12} {'threads':>7} {'p50 ms':>8} {'p99 ms':>8} {'examples/s at batch ' + str(args.batch_size):>24}")
+    for row in rows:
+        print(f"{row['runtime']:<12} {row['threads']:>7} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
+              f"{row['examples_per_s']:>24.1f}")
+    print(json.dumps({"benchmark": "inference", "window_steps": args.window_steps, "batch_size": args.batch_size,
+                      "smoke": args.smoke, "cpu_count": os.cpu_count(), "results": rows}))
+
+
+if __name__ == "__main__":
+    main()
