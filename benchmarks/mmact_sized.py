@@ -47,9 +47,10 @@ class MMActSized(mmact_dataset_builder.Builder):
         self.info.metadata["embeddings"] = {"prompt_set": "context", "hidden_size": self._embedding_dim_value,
                                             "model": "random (benchmarks/mmact_sized.py)"}
         members = {f"{PROTOCOL}_train": np.flatnonzero(~test), f"{PROTOCOL}_test": np.flatnonzero(test)}
+        subjects = rng.integers(1, 21, self._trials)
         self.info.metadata["index"] = {split: {"camera_mask": masks[trials].tolist(),
                                                "sensor_length": lengths[trials].tolist(),
-                                               "label": labels[trials].tolist()}
+                                               "label": labels[trials].tolist(), "subject": subjects[trials].tolist()}
                                        for split, trials in members.items()}
         return {split: self._random_trials(trials, lengths, masks, labels) for split, trials in members.items()}
 

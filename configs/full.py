@@ -27,6 +27,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_path = ""  # npz: evaluation split
     config.data.num_classes = 0  # npz: 0 = from 'class_names' in the file, else the largest label + 1
     config.data.sampling_rate_hz = 50.0  # npz, synthetic: the sensor steps' rate (MMAct: the dataset's own)
+    # 'dataset': by the training split's per-channel statistics; 'recording': each recording by its own
+    # (harjax/data/normalization.py says when each fits).
+    config.data.sensor_normalization = "dataset"
+    # Held out of the training split for model selection (the best checkpoint), whole subjects where the data
+    # names them (MMAct; npz 'subject'); 0: none, and the best checkpoint is chosen on the eval split.
+    config.data.validation_fraction = 0.0
     config.data.protocol = "cross_subject"  # mmact: cross_subject | cross_view | cross_scene | cross_session
     config.data.data_dir = ""  # mmact: the TFDS data_dir the builder wrote to
     config.data.prompt_set = "context"  # mmact: plain | context | scene (data_builders/mmact/prompts.py)
@@ -43,6 +49,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # cache_memory_fraction of the free memory it would live in.
     config.data.cache = "auto"
     config.data.cache_memory_fraction = 0.5
+    # Training-time augmentation inside the train step (harjax/augment.py); all off in the paper's recipe.
+    config.data.augment = ml_collections.ConfigDict(dict(
+        jitter=0.0, scale=0.0, magnitude_warp=0.0, time_warp=0.0, knots=4, crop=0.0, shift=False, stream_drop=0.0,
+        video_noise=0.0, video_drop=0.0))
     # The synthetic source (harjax/data/synthetic.py): task 'pairs' checks that fusion works; 'bursts' (the
     # experiment suite's) needs the video to find the one burst of motion that names the class.
     config.data.synthetic = ml_collections.ConfigDict(dict(

@@ -41,22 +41,28 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: s
 
 
 class Checkpointer:
-    """Keeps the last `keep` checkpoints plus the best by eval macro-F1; saves are asynchronous."""
+    """Keeps the last `keep` checkpoints plus the best by `best_metric` (the macro-F1 of the split that selects
+    the model); saves are asynchronous."""
 
-    def __init__(self, directory: str, keep: int, signature: dict[str, Any]):
+    def __init__(self, directory: str, keep: int, signature: dict[str, Any], best_metric: str = BEST_METRIC):
         self.directory = directory
         self._signature = signature
+        score = lambda metrics: metrics[best_metric]  # noqa: E731
         policy = ocp.checkpoint_managers.AnyPreservationPolicy([
             ocp.checkpoint_managers.LatestN(keep),
-            ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
-                                          keep_checkpoints_without_metrics=False)])
-        self.manager = ocp.CheckpointManager(
-            directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy,
+            ocp.checkpoint_managers.BestN(get_metric_fn=score, n=1, keep_checkpoints_without_metrics=False)])
+        self.manager = ocp.CheckpointManager(  # best_fn: what best_step() ranks by (the policy only keeps)
+            directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=score, best_mode="max",
                                                             enable_async_checkpointing=True))
 
     @property
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    @property
+    def best_step(self) -> int | None:
+        """The saved step with the best selection metric (the run's model selection)."""
+        return self.manager.best_step()
 
     def check_compatible(self, step: int) -> None:
         saved = self.manager.restore(step, args=ocp.args.Composite(signature=ocp.args.JsonRestore()))["signature"]

@@ -7,10 +7,11 @@
 A bundle (written by `python -m harjax.export`) is a directory: bundle.json (what the model is and expects: its
 config, class names, the sensor channels in order, their sampling rate and normalisation, what produced the video
 embeddings, versions, the metrics of the exported checkpoint, the parameters' checksum), params.msgpack
-(parameters and the video standardisation statistics) and MODEL_CARD.md. Inputs are raw: sensors are standardised here with the bundle's
-statistics (never with the input's own). A step with a NaN in any channel is masked out and counted. A model that
-uses video and is given none stops, unless allowed, in which case the video is "removed" exactly as in the
-robustness evaluation (harjax/data/batch.py).
+(parameters and the video standardisation statistics) and MODEL_CARD.md. Inputs are raw: sensors are
+standardised here as in training (harjax/data/normalization.py), with the bundle's training statistics or each
+recording by its own, never with statistics of the input set. A step with a NaN in any channel is masked out and
+counted. A model that uses video and is given none stops, unless allowed, in which case the video is "removed"
+exactly as in the robustness evaluation (harjax/data/batch.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import ml_collections
 import numpy as np
 
 import harjax
-from harjax.data import batch as batch_lib
+from harjax.data import batch as batch_lib, normalization
 from harjax.models.har_model import HARModel, build_model
 
 BUNDLE_FORMAT = 1  # bumped whenever a bundle's layout changes; a reader refuses formats newer than its own
@@ -182,9 +183,10 @@ class Predictor:
         self.bundle = bundle
         self.allow_missing_video = allow_missing_video
         model = inference_model(bundle.meta)
-        normalization = bundle.meta["inputs"]["normalization"]
-        self._mean = np.asarray(normalization["mean"], np.float32)
-        self._std = np.asarray(normalization["std"], np.float32)
+        applied = bundle.meta["inputs"]["normalization"]
+        self._normalization = applied["mode"]
+        self._mean = np.asarray(applied.get("mean", 0.0), np.float32)  # 'dataset': the training statistics
+        self._std = np.asarray(applied.get("std", 1.0), np.float32)
         self._apply = jax.jit(lambda variables, batch: model.apply(variables, batch, train=False))
         self._variables = jax.device_put(bundle.variables)
 
@@ -217,8 +219,9 @@ class Predictor:
         if bundle.uses_sensor and n and not mask.any(axis=1).all():
             empty = np.flatnonzero(~mask.any(axis=1)).tolist()
             raise InputError(f"{origin}: examples {empty[:10]} have no recorded step without NaN")
-        standardised = np.where(mask[..., None], (np.nan_to_num(sensor) - self._mean) / self._std, 0.0)
-        batch = {batch_lib.SENSOR: standardised.astype(np.float32), batch_lib.SENSOR_MASK: mask}
+        standardised = normalization.standardise(np.nan_to_num(sensor).astype(np.float32), mask, self._normalization,
+                                                 self._mean, self._std)
+        batch = {batch_lib.SENSOR: standardised, batch_lib.SENSOR_MASK: mask}
         if bundle.uses_video:
             batch |= self._video(video, n, origin)
         return batch, nan_steps.sum(axis=1)

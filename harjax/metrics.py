@@ -145,6 +145,13 @@ class MetricWriter:
             f.writelines(kept)
         os.replace(self._path + ".tmp", self._path)
 
+    def logged(self, name: str) -> bool:
+        """Whether metrics.jsonl holds `name` (what process 0 wrote; parallel.agree shares the answer)."""
+        if not self._enabled or not os.path.exists(self._path):
+            return False
+        with open(self._path) as f:
+            return any(name in json.loads(line) for line in f if line.strip())
+
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self._enabled:
             return

@@ -72,6 +72,16 @@ def replicated_abstract(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), tree)
 
 
+def agree(flag: bool) -> bool:
+    """Process 0's `flag` on every process: a decision every process must take alike (they run the same
+    collectives), made from what only process 0 can see (the files it writes)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Host arrays copied once onto every device (the device data cache); every process passes the same arrays."""
     return jax.device_put(tree, replicated(mesh))

@@ -15,7 +15,7 @@ from flax import traverse_util
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from harjax import losses, parallel
+from harjax import augment, losses, parallel
 from harjax.data import batch as batch_lib
 from harjax.models.har_model import LOGIT_SCALE, ModelOutput
 
@@ -90,15 +90,19 @@ def _objective(output: ModelOutput, batch: dict[str, jax.Array], weights: jax.Ar
 
 
 def train_step(state: TrainState, inputs: dict[str, jax.Array], resident: Any = None, *, contrastive_weight: float,
-               mesh: Mesh, gather: Callable | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+               mesh: Mesh, gather: Callable | None = None,
+               augmentation: tuple[ml_collections.ConfigDict, Any] | None = None) -> tuple[TrainState, dict]:
     """One update on a global batch. A non-finite loss or gradient leaves the state as it was (step aside).
 
     `inputs` is the batch, or with the device data cache a Selection that `gather` turns into the batch from the
-    device-resident columns `resident`. metrics['finite'] says whether the update was applied, so the loop can keep
-    skipped steps out of averages.
+    device-resident columns `resident`. `augmentation` (config.data.augment and the sensor streams) transforms
+    the batch first (harjax/augment.py). metrics['finite'] says whether the update was applied, so the loop can
+    keep skipped steps out of averages.
     """
     batch = inputs if gather is None else gather(resident, inputs, jnp)
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)  # a function of the step: resumes exactly
+    if augmentation is not None:
+        batch = augment.augment(batch, jax.random.fold_in(dropout_key, 1), *augmentation)
     weights = jnp.ones_like(batch[batch_lib.LABEL], jnp.float32)
 
     def loss_fn(params):
@@ -135,10 +139,13 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_wei
     return {"logits": output.logits, **rows, **embeddings, "count": count, "sums": sums}
 
 
-def jit_train_step(mesh: Mesh, contrastive_weight: float, gather: Callable | None = None) -> Callable:
+def jit_train_step(mesh: Mesh, contrastive_weight: float, gather: Callable | None = None,
+                   augmentation: tuple[ml_collections.ConfigDict, Any] | None = None) -> Callable:
     """The compiled train step, (state, inputs, resident) -> (state, metrics); the old state's buffers are donated
-    to the new one. With `gather` (the device data cache) the step builds its batch from resident columns."""
-    return jax.jit(functools.partial(train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather),
+    to the new one. With `gather` (the device data cache) the step builds its batch from resident columns; with
+    `augmentation` it augments it."""
+    return jax.jit(functools.partial(train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather,
+                                     augmentation=augmentation),
                    donate_argnums=0, out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
 
 

@@ -16,10 +16,12 @@ import numpy as np
 import tqdm
 
 import harjax
-from harjax import checkpointing, metrics as metrics_lib, parallel, robustness, step as step_lib
+from harjax import augment, checkpointing, metrics as metrics_lib, parallel, robustness, step as step_lib
 from harjax.data import batch as batch_lib, pipeline
 from harjax.models.har_model import build_model
 
+TEST, VALIDATION, SELECTED = "eval", "val", "eval_selected"  # metric prefixes: test split, validation, test at
+# the checkpoint the validation split selected
 ANALYSIS_DIR = "analysis"
 ROBUSTNESS_FILE = "robustness.json"
 ATTENTION_FILE = "attention.npz"
@@ -50,7 +52,8 @@ def code_version() -> str:
 
 
 def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: batch_lib.Split,
-                     evaluation: batch_lib.Split, start_step: int, data_cache: str) -> None:
+                     evaluation: batch_lib.Split, validation: batch_lib.Split | None, start_step: int,
+                     data_cache: str) -> None:
     """config.json: what reproduces the run; every start (first or resumed) is also appended to runs.jsonl."""
     record = {"config": config.to_dict(), "seed": config.seed, "data_cache": data_cache,
               "harjax_version": harjax.__version__,
@@ -61,7 +64,8 @@ def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: bat
                                "num_classes": data.num_classes,
                                "shapes": {name: shape for name, (shape, _) in data.example_spec.items()},
                                "report": dict(data.report)}
-                       for split, data in (("train", train), ("eval", evaluation))},
+                       for split, data in (("train", train), ("eval", evaluation), ("validation", validation))
+                       if data is not None},
               # What using the trained model on new data needs (harjax.export puts it in the bundle):
               "inputs": {"class_names": list(train.class_names), "channel_names": list(train.channel_names),
                          "sampling_rate_hz": train.sampling_rate_hz, "normalization": dict(train.normalization),
@@ -81,11 +85,16 @@ class _Run:
         self.config, self.workdir = config, workdir
         self.mesh = parallel.make_mesh()
         self.train_data, self.eval_data = pipeline.load_splits(config)
+        self.train_data, self.validation_data = pipeline.validation_split(config, self.train_data)
         pipeline.log_summary(self.train_data, self.eval_data)
         self.cache = pipeline.choose_cache(config.data.cache, self.train_data, self.eval_data,
                                            config.data.cache_memory_fraction, parallel.free_device_bytes(),
                                            jax.local_device_count())
-        self.eval_columns = self.eval_data.columns() if self.cache != "none" else None  # evaluation: from host
+        # The splits evaluation reads (from host memory unless streamed), and the one that selects the model.
+        self.evaluation_sets = {name: (data, data.columns() if self.cache != "none" else None)
+                                for name, data in ((TEST, self.eval_data), (VALIDATION, self.validation_data))
+                                if data is not None}
+        self.selection = VALIDATION if self.validation_data is not None else TEST
         self.model = build_model(config, self.train_data.num_classes)
         self.train_batch_size = pipeline.per_process_batch_size(
             config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size")
@@ -100,17 +109,18 @@ class _Run:
         self.abstract_state = parallel.replicated_abstract(jax.eval_shape(init), self.mesh)
         self.checkpointer = checkpointing.Checkpointer(
             os.path.join(os.path.abspath(workdir), "checkpoints"), config.train.keep_checkpoints,
-            checkpointing.model_signature(config, self.abstract_state))
+            checkpointing.model_signature(config, self.abstract_state), best_metric=f"{self.selection}/macro_f1")
         self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
         self.eval_step = step_lib.jit_eval_step(self.mesh, config.loss.contrastive_weight)
 
-    def predict(self, state: step_lib.TrainState,
-                corrupt: robustness.Corruption | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Every eval example once, optionally corrupted: per-example rows (logits, label, index, trial and the
-        contrastive embeddings where the model has them) and the mean eval losses."""
+    def predict(self, state: step_lib.TrainState, corrupt: robustness.Corruption | None = None,
+                split: str = TEST) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Every example of an evaluation split once, optionally corrupted: per-example rows (logits, label, index,
+        trial and the contrastive embeddings where the model has them) and the mean losses (as 'eval/...')."""
+        data, columns = self.evaluation_sets[split]
         outputs = []
-        for local_batch in pipeline.eval_batches(self.eval_data, self.eval_batch_size, jax.process_index(),
-                                                 jax.process_count(), self.eval_columns):
+        for local_batch in pipeline.eval_batches(data, self.eval_batch_size, jax.process_index(),
+                                                 jax.process_count(), columns):
             if corrupt is not None:
                 local_batch = corrupt(local_batch)
             outputs.append(self.eval_step(state, parallel.global_batch(local_batch, self.mesh)))
@@ -137,23 +147,51 @@ class _Run:
             scalars |= {f"{prefix}accuracy": report["accuracy"], f"{prefix}macro_f1": report["macro_f1"]}
         return scalars, confusions
 
-    def evaluate(self, state: step_lib.TrainState, step: int) -> dict[str, float]:
-        """Scores every eval example once (and every trial, where examples are its views), and the cross-modal
-        retrieval where the model has the contrastive term; writes the confusion matrices and per-class F1."""
-        rows, scalars = self.predict(state)
+    def evaluate(self, state: step_lib.TrainState, step: int, split: str | None = None,
+                 prefix: str | None = None) -> dict[str, float]:
+        """Scores every example of a split (default: the one that selects the model) once, every trial where
+        examples are its views, and the cross-modal retrieval where the model has the contrastive term; writes the
+        confusion matrices and per-class F1. Scalars are named '<prefix or split>/<metric>'."""
+        split = split or self.selection
+        prefix = prefix or split
+        rows, losses = self.predict(state, split=split)
         scores, confusions = self.score(rows)
-        scalars |= {f"eval/{name}": value for name, value in scores.items()}
-        for prefix, confusion in confusions.items():
-            self.writer.write_evaluation_report(step, f"eval_{prefix}".rstrip("_"), confusion,
+        if "video_embedding" in rows:
+            scores |= metrics_lib.retrieval_recalls(rows["video_embedding"], rows["sensor_embedding"],
+                                                    rows.get(batch_lib.TRIAL))
+        scalars = {f"{prefix}/{name.split('/', 1)[1]}": value for name, value in losses.items()}
+        scalars |= {f"{prefix}/{name}": value for name, value in scores.items()}
+        for level, confusion in confusions.items():
+            self.writer.write_evaluation_report(step, f"{prefix}_{level}".rstrip("_"), confusion,
                                                 self.eval_data.class_names,
                                                 metrics_lib.classification_metrics(confusion))
-        if "video_embedding" in rows:
-            recalls = metrics_lib.retrieval_recalls(rows["video_embedding"], rows["sensor_embedding"],
-                                                    rows.get(batch_lib.TRIAL))
-            scalars |= {f"eval/{name}": value for name, value in recalls.items()}
-        logging.info("step %d: eval accuracy %.4f, macro-F1 %.4f on %d examples", step, scalars["eval/accuracy"],
-                     scalars["eval/macro_f1"], len(rows[batch_lib.LABEL]))
+        logging.info("step %d: %s accuracy %.4f, macro-F1 %.4f on %d examples", step, prefix,
+                     scalars[f"{prefix}/accuracy"], scalars[f"{prefix}/macro_f1"], len(rows[batch_lib.LABEL]))
         return scalars
+
+    def finish(self, state: step_lib.TrainState, step: int) -> None:
+        """Once training is complete: with a validation split, the test split at the last step ('eval/...') and
+        at the checkpoint the validation selected ('eval_selected/...'); then what config.eval asks of the final
+        checkpoint. Every process takes part; process 0 decides whether an earlier start already did it."""
+        if not parallel.agree(not self._finished()):
+            return
+        if self.validation_data is not None:
+            scalars = self.evaluate(state, step, TEST, TEST)
+            self.checkpointer.manager.wait_until_finished()
+            selected = self.checkpointer.best_step or step
+            selected_state, _ = self.checkpointer.restore(selected, self.abstract_state)
+            scalars |= self.evaluate(selected_state, selected, TEST, SELECTED) | {f"{SELECTED}/step": selected}
+            self.writer.write(step, scalars)
+            logging.info("test split: macro-F1 %.4f at the last step %d, %.4f at step %d selected on the validation "
+                         "split", scalars[f"{TEST}/macro_f1"], step, scalars[f"{SELECTED}/macro_f1"], selected)
+        self.analyse(state, step)
+
+    def _finished(self) -> bool:
+        settings = self.config.eval
+        wanted = ([ROBUSTNESS_FILE] * bool(settings.robustness)
+                  + [ATTENTION_FILE] * bool(settings.attention_examples and self._has_attention()))
+        analysed = all(os.path.exists(os.path.join(self.workdir, ANALYSIS_DIR, name)) for name in wanted)
+        return analysed and (self.validation_data is None or self.writer.logged(f"{SELECTED}/step"))
 
     def analyse(self, state: step_lib.TrainState, step: int) -> None:
         """What config.eval asks of the final checkpoint, into workdir/analysis/: robustness.json (scores under
@@ -205,12 +243,6 @@ class _Run:
             "label": batch[batch_lib.LABEL], "prediction": output.logits.argmax(-1),
             "class_names": np.asarray(self.eval_data.class_names)})
 
-    def analysis_done(self) -> bool:
-        settings = self.config.eval
-        wanted = ([ROBUSTNESS_FILE] * bool(settings.robustness)
-                  + [ATTENTION_FILE] * bool(settings.attention_examples and self._has_attention()))
-        return all(os.path.exists(os.path.join(self.workdir, ANALYSIS_DIR, name)) for name in wanted)
-
     def close(self) -> None:
         self.checkpointer.close()
         self.writer.close()
@@ -239,11 +271,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         resident = parallel.replicate(run.train_data.columns(), run.mesh) if on_device else None
         run.writer.truncate_after(start_step if start_step else -1)  # from scratch: a clean file
         if jax.process_index() == 0:
-            write_run_config(workdir, config, run.train_data, run.eval_data, start_step, run.cache)
+            write_run_config(workdir, config, run.train_data, run.eval_data, run.validation_data, start_step,
+                             run.cache)
         if config.eval.at_start and start_step == 0:  # the untrained model: the chance line of every curve
             run.writer.write(0, run.evaluate(state, 0))
+        augment.check(config.data.augment)
+        streams = tuple(map(tuple, batch_lib.sensor_streams(run.train_data.channel_names).values()))
         train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight,
-                                             run.train_data.gather if on_device else None)
+                                             run.train_data.gather if on_device else None,
+                                             (config.data.augment, streams) if augment.enabled(config.data.augment)
+                                             else None)
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)
         progress = cleanup.enter_context(tqdm.tqdm(
@@ -274,9 +311,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if preempted:
                 logging.warning("stopping at step %d after the preemption checkpoint", step)
                 break
-        else:  # training is complete (now or in an earlier start): the final checkpoint's analysis, once
-            if not run.analysis_done():
-                run.analyse(state, train_config.num_steps)
+        else:  # training is complete (now or in an earlier start)
+            run.finish(state, train_config.num_steps)
         return eval_metrics
 
 
@@ -290,7 +326,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         if step is None:
             raise FileNotFoundError(f"{run.checkpointer.directory} holds no checkpoint to evaluate; train first")
         state, _ = run.checkpointer.restore(step, run.abstract_state)
-        metrics = run.evaluate(state, step)
+        metrics = run.evaluate(state, step, TEST)
         logging.info("step %d: %s", step, json.dumps(metrics))
         run.analyse(state, step)
         return metrics

@@ -61,7 +61,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {"1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols.",
-                     "1.1.0": "Records in generation order with their listing (camera mask, sensor length, label) "
+                     "1.1.0": "Records in generation order with their listing (camera mask, sensor length, label, subject) "
                               "in the metadata, so readers list views without decoding records; the embedding "
                               "width is the extraction's own."}
     BUILDER_CONFIGS = _builder_configs()
@@ -131,7 +131,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "camera_mask": [[camera in parsed.embeddings and camera in cameras for camera in layout.CAMERAS]
                             for parsed, cameras in pairs],
             "sensor_length": [len(parsed.sensor) for parsed, _ in pairs],
-            "label": [layout.CLASSES.index(parsed.trial.action) for parsed, _ in pairs]}
+            "label": [layout.CLASSES.index(parsed.trial.action) for parsed, _ in pairs],
+            "subject": [parsed.trial.subject for parsed, _ in pairs]}
             for split, pairs in members.items()}
         return {split: self._generate_examples(pairs) for split, pairs in members.items()}
 

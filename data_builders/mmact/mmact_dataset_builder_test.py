@@ -199,3 +199,4 @@ def test_the_stored_listing_matches_the_records_in_order(dataset):
             assert listing["camera_mask"][index] == example["camera_mask"].tolist()
             assert listing["sensor_length"][index] == len(example["sensor"])
             assert listing["label"][index] == example["label"]
+            assert listing["subject"][index] == example["subject"]

@@ -89,6 +89,10 @@ class Split(Protocol):
 
     def select(self, indices: np.ndarray, draws: np.ndarray | None) -> Selection: ...
 
+    def hold_out(self, fraction: float, seed: int) -> tuple["Split", "Split"]:
+        """(the rest, a validation split of about `fraction` of the examples), by whole subjects where the split
+        knows them, else stratified by class; the validation split is viewed as evaluation views it."""
+
     def columns(self) -> Columns: ...
 
     def read(self, selection: Selection) -> tuple[Columns, Selection]: ...
@@ -139,6 +143,7 @@ class ArrayData:
     normalization: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # set when standardised
     sampling_rate_hz: float = 0.0  # 0: not known (set by the pipeline from config.data.sampling_rate_hz)
     video_source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    subjects: np.ndarray | None = None  # [N] who was recorded (npz 'subject'); validation holds out whole subjects
 
     def __post_init__(self):
         if not self.channel_names:
@@ -166,6 +171,16 @@ class ArrayData:
     def select(self, indices: np.ndarray, draws: np.ndarray | None) -> Selection:
         return {"rows": np.asarray(indices, np.int32)}  # nothing random in how a stored row is viewed
 
+    def hold_out(self, fraction: float, seed: int) -> tuple["ArrayData", "ArrayData"]:
+        held = hold_out_positions(self.labels, self.subjects, fraction, seed)
+
+        def part(keep: np.ndarray, name: str) -> "ArrayData":
+            return dataclasses.replace(self, arrays={key: array[keep] for key, array in self.arrays.items()},
+                                       origin=f"{self.origin} [{name}]", subjects=None if self.subjects is None
+                                       else self.subjects[keep], report={**self.report, "examples": int(keep.sum())})
+
+        return part(~held, "training part"), part(held, "validation part")
+
     def columns(self) -> Columns:
         return self.arrays  # already in memory
 
@@ -174,6 +189,28 @@ class ArrayData:
 
     def gather(self, columns: Columns, selection: Selection, xp: Any) -> Batch:
         return {name: array[selection["rows"]] for name, array in columns.items()}
+
+
+def hold_out_positions(labels: np.ndarray, subjects: np.ndarray | None, fraction: float,
+                       seed: int) -> np.ndarray:
+    """[N] bool, True for the validation examples: whole subjects (at least one, never all) when `subjects` is
+    given, so no one is on both sides; else round(fraction * n) examples of each class with at least two."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"config.data.validation_fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    if subjects is not None:
+        people = np.unique(subjects)
+        if len(people) < 2:
+            raise DataError(f"a validation split of whole subjects needs two or more; the training split has {people}")
+        count = min(max(1, round(fraction * len(people))), len(people) - 1)
+        return np.isin(subjects, rng.choice(people, count, replace=False))
+    held = np.zeros(len(labels), bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) >= 2:
+            held[rng.choice(members, min(max(1, round(fraction * len(members))), len(members) - 1),
+                            replace=False)] = True
+    return held
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from harjax.data import batch as batch_lib
+from harjax.data import batch as batch_lib, normalization
 
 DATASET = "mmact"
 PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")
@@ -47,6 +47,7 @@ class Listing:
     camera_mask: np.ndarray  # [N, cameras] bool: cameras with an embedding in this split
     sensor_length: np.ndarray  # [N] int: aligned sensor steps (0: no stream usable)
     label: np.ndarray  # [N] int
+    subject: np.ndarray  # [N] int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +59,9 @@ class MMActSplit:
     listing: Listing
     views: np.ndarray  # [N_views, 2] (trial, camera); camera -1: drawn per epoch (training) or none (no video)
     training: bool
-    mean: np.ndarray  # [C] normalisation of recorded streams
+    mean: np.ndarray  # [C] the protocol's training statistics ('dataset' normalisation) of recorded streams
     std: np.ndarray
+    normalization_mode: str  # config.data.sensor_normalization
     stream_axes: int
     max_length: int
     uses_video: bool
@@ -78,6 +80,8 @@ class MMActSplit:
 
     @property
     def normalization(self) -> dict[str, Any]:
+        if self.normalization_mode == "recording":
+            return {"mode": "recording"}
         return {"mode": "dataset", "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @property
@@ -126,6 +130,23 @@ class MMActSplit:
             selection["trial"] = trials.astype(np.int32)
         return selection
 
+    def hold_out(self, fraction: float, seed: int) -> tuple["MMActSplit", "MMActSplit"]:
+        """Whole training subjects held out; their trials are scored view by view, as the test split is."""
+        trials = self.views[:, 0]
+        held = batch_lib.hold_out_positions(self.listing.label[trials], self.listing.subject[trials], fraction, seed)
+        subjects = sorted(set(self.listing.subject[trials[held]].tolist()))
+        if self.uses_video:
+            trial_index, camera = np.nonzero(self.listing.camera_mask[trials[held]])
+            validation_views = np.stack([trials[held][trial_index], camera], axis=1)
+        else:
+            validation_views = self.views[held]
+        rest = dataclasses.replace(self, views=self.views[~held], origin=f"{self.origin} without subjects {subjects}",
+                                   report={**self.report, "examples": int((~held).sum())})
+        validation = dataclasses.replace(self, views=validation_views, training=False,
+                                         origin=f"{self.origin} subjects {subjects} (validation)",
+                                         report={"examples": len(validation_views), "subjects": len(subjects)})
+        return rest, validation
+
     def _columns(self, trials: np.ndarray) -> batch_lib.Columns:
         """The given stored trials as columns: sensors standardised, one after another in one [S + 1, C] array
         whose last row is zero (what padding steps read), embeddings [N, cameras, (F,) d] float32."""
@@ -133,7 +154,10 @@ class MMActSplit:
         sensors = []
         for record in records:
             recorded = np.repeat(record["sensor_present"], self.stream_axes)  # [C]
-            sensors.append(np.where(recorded, (record["sensor"] - self.mean) / self.std, 0.0).astype(np.float32))
+            steps = np.ones((1, len(record["sensor"])), bool)
+            standardised = normalization.standardise(record["sensor"][None], steps, self.normalization_mode,
+                                                     self.mean, self.std)[0]
+            sensors.append(np.where(recorded, standardised, 0.0).astype(np.float32))  # a missing stream stays 0
         sensors.append(np.zeros((1, len(self.mean)), np.float32))
         lengths = np.asarray([len(sensor) for sensor in sensors[:-1]], np.int32)
         columns = {"sensor": np.concatenate(sensors),
@@ -179,13 +203,15 @@ def _listing(builder: Any, source: Any, name: str, directory: str) -> Listing:
     stored = builder.info.metadata.get(INDEX, {}).get(name)
     if stored is not None:
         return Listing(np.asarray(stored["camera_mask"], bool).reshape(len(source), -1),
-                       np.asarray(stored["sensor_length"], np.int64), np.asarray(stored["label"], np.int64))
+                       np.asarray(stored["sensor_length"], np.int64), np.asarray(stored["label"], np.int64),
+                       np.asarray(stored["subject"], np.int64))
     logging.warning("%s [%s] has no stored listing (built by an older builder): reading every record to list the "
                     "views; rebuild the dataset to start faster", directory, name)
     records = [source[index] for index in range(len(source))]
     return Listing(np.asarray([record["camera_mask"] for record in records], bool).reshape(len(source), -1),
                    np.asarray([len(record["sensor"]) for record in records], np.int64),
-                   np.asarray([record["label"] for record in records], np.int64))
+                   np.asarray([record["label"] for record in records], np.int64),
+                   np.asarray([record["subject"] for record in records], np.int64))
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSplit]:
@@ -242,6 +268,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
         return MMActSplit(
             source=source, listing=listing, views=views.astype(np.int64), training=part == "train",
             mean=np.asarray(stats["mean"], np.float32), std=np.asarray(stats["std"], np.float32),
+            normalization_mode=normalization.check_mode(data.sensor_normalization),
             stream_axes=len(stats["mean"]) // streams, max_length=data.max_length, uses_video=uses_video,
             video_shape=embedding_shape[1:], num_classes=len(names), class_names=names,
             channel_names=tuple(builder.info.metadata["sensor_channels"]), origin=f"{directory} [{name}]",

@@ -3,7 +3,8 @@
 Required: 'sensor' [N, T, C] float, 'label' [N] int. Optional: 'sensor_mask' [N, T] bool, 'video' [N, d_v]
 float, 'class_names' [num_classes] str (fixes the number of classes when some are absent from a split),
 'channel_names' [C] str (channels named '<stream>_<axis>' are grouped into streams, e.g. for the robustness
-evaluation's removal of one stream at a time; default 'imu<k>_x/y/z' for 3-axis triples, else 'ch<i>').
+evaluation's removal of one stream at a time; default 'imu<k>_x/y/z' for 3-axis triples, else 'ch<i>'),
+'subject' [N] int (who was recorded: a validation split then holds out whole subjects).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from harjax.data import batch as batch_lib
 
 CLASS_NAMES = "class_names"
 CHANNEL_NAMES = "channel_names"
+SUBJECT = "subject"
 
 
 def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
@@ -33,8 +35,13 @@ def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
         raise batch_lib.DataError(f"{path}: not a readable .npz archive of plain arrays ({error})") from error
     class_names = raw.pop(CLASS_NAMES, None)
     channel_names = raw.pop(CHANNEL_NAMES, None)
+    subjects = raw.pop(SUBJECT, None)
     arrays = batch_lib.validate_arrays(raw, origin=path)
     num_channels = arrays[batch_lib.SENSOR].shape[-1]
+    if subjects is not None and (np.shape(subjects) != (len(arrays[batch_lib.LABEL]),)
+                                 or not np.issubdtype(np.asarray(subjects).dtype, np.integer)):
+        raise batch_lib.DataError(f"{path}: array '{SUBJECT}' must be int [N], one subject id per example, got "
+                                  f"{np.asarray(subjects).dtype} {list(np.shape(subjects))}")
     if channel_names is not None and len(channel_names) != num_channels:
         raise batch_lib.DataError(f"{path}: array '{CHANNEL_NAMES}' has {len(channel_names)} names for "
                                   f"{num_channels} sensor channels")
@@ -57,5 +64,6 @@ def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
     return batch_lib.ArrayData(arrays=arrays, num_classes=num_classes, class_names=names, origin=path,
                                fingerprint=digest.hexdigest()[:16],
                                video_source={"file": path} if batch_lib.VIDEO in arrays else {},
+                               subjects=subjects,
                                channel_names=tuple(str(name) for name in channel_names)
                                if channel_names is not None else ())

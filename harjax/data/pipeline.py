@@ -28,7 +28,7 @@ from absl import flags
 import numpy as np
 
 from harjax.data import batch as batch_lib
-from harjax.data import mmact, npz, sampling, synthetic
+from harjax.data import mmact, normalization, npz, sampling, synthetic
 
 SOURCES = ("synthetic", "npz", "mmact")
 CACHES = ("auto", "none", "host", "device")
@@ -36,7 +36,7 @@ _ENDLESS = 2**62  # steps: a range no run reaches
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, batch_lib.Split]:
-    """(train, eval) splits of config.data.source, sensors standardised with train statistics."""
+    """(train, eval) splits of config.data.source, sensors standardised (config.data.sensor_normalization)."""
     source = config.data.source
     if source == "mmact":
         train, evaluation = mmact.load_splits(config)  # standardised with the dataset's stored statistics
@@ -68,24 +68,27 @@ def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData
     batch_lib.check_compatible_splits(train, evaluation)
     if not len(train):
         return train, evaluation  # load_splits reports the empty split
-    mean, std = sensor_statistics(train)
-    return tuple(dataclasses.replace(standardise_sensors(data, mean, std),
-                                     sampling_rate_hz=config.data.sampling_rate_hz)
-                 for data in (train, evaluation))
+    mode = normalization.check_mode(config.data.sensor_normalization)
+    mean, std = normalization.dataset_statistics(train.arrays[batch_lib.SENSOR], train.arrays[batch_lib.SENSOR_MASK])
+    applied = {"mode": mode} | ({"mean": mean.tolist(), "std": std.tolist()} if mode == "dataset" else {})
+    return tuple(dataclasses.replace(data, arrays=data.arrays | {batch_lib.SENSOR: normalization.standardise(
+        data.arrays[batch_lib.SENSOR], data.arrays[batch_lib.SENSOR_MASK], mode, mean, std)},
+        normalization=applied, sampling_rate_hz=config.data.sampling_rate_hz) for data in (train, evaluation))
 
 
-def sensor_statistics(data: batch_lib.ArrayData) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std over recorded steps only (padding would bias both towards zero)."""
-    recorded = data.arrays[batch_lib.SENSOR][data.arrays[batch_lib.SENSOR_MASK]]  # [num_recorded_steps, C]
-    return recorded.mean(axis=0), np.maximum(recorded.std(axis=0), 1e-6)
+VALIDATION_SEED = 0  # the validation split is a property of the data, the same for every run's seed
 
 
-def standardise_sensors(data: batch_lib.ArrayData, mean: np.ndarray, std: np.ndarray) -> batch_lib.ArrayData:
-    """(x - mean) / std on recorded steps; padding stays exactly zero."""
-    mask = data.arrays[batch_lib.SENSOR_MASK][..., None]
-    sensor = np.where(mask, (data.arrays[batch_lib.SENSOR] - mean) / std, 0.0).astype(np.float32)
-    return dataclasses.replace(data, arrays={**data.arrays, batch_lib.SENSOR: sensor},
-                               normalization={"mode": "dataset", "mean": mean.tolist(), "std": std.tolist()})
+def validation_split(config: ml_collections.ConfigDict,
+                     train: batch_lib.Split) -> tuple[batch_lib.Split, batch_lib.Split | None]:
+    """(what trains, the validation split or None): config.data.validation_fraction of the training split, held
+    out for model selection so the test split never reaches it. Whole subjects where the data has them."""
+    fraction = config.data.validation_fraction
+    if not fraction:
+        return train, None
+    rest, validation = train.hold_out(fraction, VALIDATION_SEED)
+    logging.info("validation: %d examples from %s; training on %d", len(validation), validation.origin, len(rest))
+    return rest, validation
 
 
 def per_process_batch_size(global_batch_size: int, num_devices: int, num_processes: int, flag: str) -> int:
