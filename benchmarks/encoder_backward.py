@@ -78,7 +78,8 @@ def main() -> None:
             seconds[name].append(run(args.steps))
     ms = {name: statistics.median(values) * 1e3 for name, values in seconds.items()}
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-    print(f"{'median ms':<28} {'hand_written':>13} {'autodiff':>10}   ({device}, batch {args.batch_size}, {args.dtype})")
+    print(f"{'median ms':<28} {'hand_written':>13} {'autodiff':>10}   "
+          f"({device}, batch {args.batch_size}, {args.dtype})")
     for part in ("encoder", "step"):
         print(f"{part + (' fwd+bwd' if part == 'encoder' else ''):<28} {ms[f'{part} hand_written']:>13.2f} "
               f"{ms[f'{part} autodiff']:>10.2f}")

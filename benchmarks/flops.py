@@ -97,7 +97,8 @@ def main() -> None:
         "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
         "forward_flops_per_example": forward_flops / args.batch_size,
         "train_step_flops_per_example": step_flops / args.batch_size, "step_ms": round(step_seconds * 1e3, 2),
-        "achieved_gflops": round(achieved / 1e9, 2), "matmul_peak_gflops": {k: round(v / 1e9, 2) for k, v in peaks.items()},
+        "achieved_gflops": round(achieved / 1e9, 2),
+        "matmul_peak_gflops": {k: round(v / 1e9, 2) for k, v in peaks.items()},
         "fraction_of_peak": round(achieved / peak, 4)}))
 
 

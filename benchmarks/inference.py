@@ -91,7 +91,8 @@ def measure(args: argparse.Namespace) -> dict:
         run(*batch)
     throughput = repeats * args.batch_size / (time.perf_counter() - start)
     milliseconds = np.asarray(latencies) * 1e3
-    return {"runtime": args.runtime, "threads": args.threads, "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
+    return {"runtime": args.runtime, "threads": args.threads,
+            "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
             "p99_ms": round(float(np.percentile(milliseconds, 99)), 3),
             "examples_per_s": round(throughput, 1)}
 
@@ -147,7 +148,8 @@ def main() -> None:
                 if result.returncode:
                     raise RuntimeError(f"{runtime} with {threads} thread(s) failed:\n{result.stderr[-3000:]}")
                 rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-    print(f"{'runtime':<12} {'threads':>7} {'p50 ms':>8} {'p99 ms':>8} {'examples/s at batch ' + str(args.batch_size):>24}")
+    throughput = f"examples/s at batch {args.batch_size}"
+    print(f"{'runtime':<12} {'threads':>7} {'p50 ms':>8} {'p99 ms':>8} {throughput:>24}")
     for row in rows:
         print(f"{row['runtime']:<12} {row['threads']:>7} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
               f"{row['examples_per_s']:>24.1f}")

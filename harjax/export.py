@@ -70,11 +70,17 @@ def _choose_step(manager: Any, step: str, directory: str) -> int:
 
 
 def _metrics_at(workdir: str, step: int) -> dict[str, float]:
+    """The evaluations of checkpoint `step`: 'eval/' (test split) and 'val/' (validation) logged at that step, and
+    'eval_selected/' (the test split at the checkpoint the validation split selected) when that is this step."""
     path = os.path.join(workdir, "metrics.jsonl")
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
-    return {name: value for record in records if record["step"] == step
-            for name, value in record.items() if name.startswith("eval/")}
+    found = {name: value for record in records if record["step"] == step
+             for name, value in record.items() if name.startswith(("eval/", "val/"))}
+    for record in records:
+        if record.get("eval_selected/step") == step:
+            found |= {name: value for name, value in record.items() if name.startswith("eval_selected/")}
+    return found
 
 
 def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> Bundle:
@@ -160,11 +166,15 @@ Transformer {'on' if model['use_transformer'] else 'off'}; checkpoint of step {m
 - Classes ({len(meta['class_names'])}): {', '.join(meta['class_names'])}.
 
 ## Training data
-Source `{data['source']}`{f", protocol `{data['protocol']}`" if data['source'] == 'mmact' else ''}: {data['train']['examples']}
-training examples from {data['train']['origin']} (fingerprint {data['train']['fingerprint']}); evaluated on
-{data['eval']['examples']} examples from {data['eval']['origin']} (fingerprint {data['eval']['fingerprint']}).
+Source `{data['source']}`{f", protocol `{data['protocol']}`" if data['source'] == 'mmact' else ''}:
+{data['train']['examples']} training examples from {data['train']['origin']}
+(fingerprint {data['train']['fingerprint']}); evaluated on {data['eval']['examples']} examples from
+{data['eval']['origin']} (fingerprint {data['eval']['fingerprint']}).
 
 ## Evaluation at this checkpoint
+`val/`: the validation split (held out of training; it selects the checkpoint when there is one), `eval/`: the test
+split, `eval_selected/`: the test split at the checkpoint the validation split selected.
+
 | metric | value |
 |---|---|
 {metrics}

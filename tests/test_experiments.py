@@ -115,7 +115,8 @@ def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path
     assert (sensor["seeds_finished"], float(sensor["macro_f1_mean"])) == ("1", pytest.approx(0.4))
     text = open(tmp_path / "report" / "results.md").read()
     # accuracy = F1 + 0.05 on every seed: the same std
-    assert "| `main/video_only` | loss.contrastive_weight=0.0, model.modalities=video | 3/3 | 70.0 ± 13.2 | 65.0 ± 13.2 |" in text
+    assert ("| `main/video_only` | loss.contrastive_weight=0.0, model.modalities=video | 3/3 | 70.0 ± 13.2 | "
+            "65.0 ± 13.2 |") in text
     assert "- `main/sensor_only` seed 1: failed, log: `runs/main/sensor_only/seed1/suite.log`" in text
     assert "- `main/sensor_only` seed 2: missing" in text
     assert "Skipped in this variant: needs MMAct's prompt sets" in text
@@ -198,7 +199,8 @@ def test_a_killed_suite_resumes_without_retraining_and_reports_the_same(smoke, t
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-m", "harjax.experiments", *args, f"--workdir={interrupted}"],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first, second = interrupted / "runs" / "main" / "full" / "seed0", interrupted / "runs" / "main" / "video_only" / "seed0"
+    first = interrupted / "runs" / "main" / "full" / "seed0"
+    second = interrupted / "runs" / "main" / "video_only" / "seed0"
     deadline = time.time() + 300
     while time.time() < deadline and not (second / "checkpoints" / "2").exists():
         time.sleep(0.05)

@@ -1,7 +1,8 @@
 """Several processes train like one: 2 processes x 4 CPU devices (gloo collectives) against 1 x 8 devices.
 
 Both see the same global batches (one global data order, whatever the data cache), so every logged loss and
-evaluation must agree; they agree to float32 rounding (reductions cross processes in another order), not bit for bit. Checkpoints written
+evaluation must agree; they agree to float32 rounding (reductions cross processes in another order), not bit for
+bit. Checkpoints written
 on one device count restore onto another.
 """
 

@@ -56,7 +56,8 @@ def _run(name: str, config: str = "full", **overrides) -> dict:
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     variant = variant or "mmact"
     if variant not in VARIANTS:
-        raise ValueError(f"unknown suite variant {variant!r}; choose one of {VARIANTS} (configs/suites/paper.py:VARIANT)")
+        raise ValueError(f"unknown suite variant {variant!r}; choose one of {VARIANTS} "
+                         "(configs/suites/paper.py:VARIANT)")
     suite = ml_collections.ConfigDict()
     suite.title = f"The paper's study ({variant})"
     suite.base_config = "configs/full.py"  # what each run's difference is shown against

@@ -61,7 +61,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {"1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols.",
-                     "1.1.0": "Records in generation order with their listing (camera mask, sensor length, label, subject) "
+                     "1.1.0": "Records in generation order with their listing (camera mask, sensor length, label, "
+                              "subject) "
                               "in the metadata, so readers list views without decoding records; the embedding "
                               "width is the extraction's own."}
     BUILDER_CONFIGS = _builder_configs()

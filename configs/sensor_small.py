@@ -1,0 +1,26 @@
+"""Sensors alone on small real datasets (a few to a few dozen recordings per class): one recipe for all of them.
+
+What it changes from configs/sensor_only.py, each measured on the validation split of real IMU data
+(benchmarks/real_sensor_accuracy.py, benchmarks/RESULTS.md): each recording standardised by its own statistics
+(devices and people differ in offset and gain), a smaller encoder and Transformer with more dropout, augmentation
+of the sensors, and a validation split for choosing the checkpoint. Bring the data as npz files:
+
+    python -m harjax.main --config=configs/sensor_small.py --workdir=W --config.data.source=npz \\
+        --config.data.train_path=train.npz --config.data.eval_path=test.npz
+"""
+
+import ml_collections
+
+from configs import sensor_only
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = sensor_only.get_config(variant)
+    config.data.sensor_normalization = "recording"
+    config.data.validation_fraction = 0.2
+    config.data.augment.update(jitter=0.05, scale=0.1, magnitude_warp=0.1, time_warp=0.1, crop=0.9)
+    config.model.update(encoder_channels=(32, 64), encoder_strides=(1, 2), model_dim=64, num_layers=1, num_heads=4,
+                        mlp_dim=128, head_dim=64, dropout=0.2)
+    config.train.update(batch_size=16, eval_batch_size=64, num_steps=1500, warmup_steps=100, learning_rate=1e-3,
+                        weight_decay=0.05, eval_every=50, checkpoint_every=50, log_every=25, keep_checkpoints=2)
+    return config
