@@ -32,11 +32,11 @@ NEEDS_PROTOCOLS = "needs MMAct's subjects, views, scenes and sessions: run the :
 
 _SIZES = {
     # 'bursts' (harjax/data/synthetic.py): the video must find the one burst that names the class. 12 classes,
-    # so that its 4096 training recordings teach every motion; 400 steps keep 3 seeds under an hour on 2 cores.
+    # so that its 4096 training recordings teach every motion; 300 steps keep 3 seeds well under an hour on 2 cores.
     "synthetic": {"data.synthetic.task": "bursts", "data.synthetic.num_classes": 12,
                   "data.synthetic.burst_steps": 24, "data.synthetic.min_length_fraction": 0.6,
-                  "train.num_steps": 400, "train.warmup_steps": 40, "train.eval_every": 100,
-                  "train.checkpoint_every": 100, "train.log_every": 20},
+                  "train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 75,
+                  "train.checkpoint_every": 75, "train.log_every": 15},
     "mmact": {},
     # The demo's release is small (480 trials): 300 steps show every group end to end in about half an hour.
     "demo": {"train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 100,
