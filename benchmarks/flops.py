@@ -28,7 +28,8 @@ from benchmarks import common  # noqa: E402
 from harjax import host_memory  # noqa: E402
 from harjax.models.har_model import build_model  # noqa: E402
 
-_MATMUL_SIZES = {"cpu": (1024, 2048, 3072), "gpu": (4096, 8192, 16384), "tpu": (4096, 8192, 16384)}
+_MATMUL_SIZES = {"cpu": (1024, 2048, 3072), "gpu": (4096, 8192, 16384), "tpu": (4096, 8192, 16384),
+                 "tiny": (128, 256)}  # --sizes=tiny: a check that the script runs, not a peak
 
 
 def _best_rate(matmul, size: int, repeats: int = 5) -> float:
@@ -42,11 +43,12 @@ def _best_rate(matmul, size: int, repeats: int = 5) -> float:
     return 2 * size ** 3 / best
 
 
-def matmul_peak(dtype: str) -> dict[str, float]:
+def matmul_peak(dtype: str, tiny: bool = False) -> dict[str, float]:
     """Best matmul FLOP/s in `dtype` per framework on this process's default device."""
     rates = {}
     platform = jax.devices()[0].platform
-    for size in _MATMUL_SIZES.get(platform, _MATMUL_SIZES["gpu"]):
+    sizes = _MATMUL_SIZES["tiny"] if tiny else _MATMUL_SIZES.get(platform, _MATMUL_SIZES["gpu"])
+    for size in sizes:
         a, b = (jax.random.normal(jax.random.key(seed), (size, size), jnp.dtype(dtype)) for seed in (0, 1))
         dot = jax.jit(jnp.dot)
         rates["jax"] = max(rates.get("jax", 0.0), _best_rate(lambda: dot(a, b).block_until_ready(), size))
@@ -55,7 +57,7 @@ def matmul_peak(dtype: str) -> dict[str, float]:
     except ImportError:
         return rates
     if platform == "cpu":
-        for size in _MATMUL_SIZES["cpu"]:
+        for size in sizes:
             a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
             rates["torch"] = max(rates.get("torch", 0.0), _best_rate(lambda: torch.matmul(a, b), size))
     return rates
@@ -80,7 +82,7 @@ def main() -> None:
     forward_flops = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile(
     ).cost_analysis()["flops"]
     step_seconds = min(run(args.steps) for _ in range(3))
-    peaks = matmul_peak(args.dtype)
+    peaks = matmul_peak(args.dtype, tiny=args.sizes == "tiny")
     peak = max(peaks.values())
     achieved = step_flops / step_seconds
 

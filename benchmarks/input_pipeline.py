@@ -24,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -132,13 +133,19 @@ def main() -> None:
     if args.smoke:
         args.trials, args.embedding_dim, args.max_length, args.batch_size = 64, 32, 64, 8
         args.steps, args.rounds, args.step_repeats = 3, 1, 1
-        args.scratch = args.scratch + "_smoke"
     host_memory.retain_freed_memory()  # as harjax.main
     if args.cache is not None:
         print(json.dumps(measure_cache(args)))
         return
-    if args.data_dir is None:
-        args.data_dir = mmact_sized.build(args.scratch, args.trials, args.embedding_dim)
+    with tempfile.TemporaryDirectory() as smoke_data:
+        if args.data_dir is None:  # kept between runs, in a folder named by what made it (not --smoke's)
+            scratch = f"{args.scratch}-{args.trials}x{args.embedding_dim}-builder{mmact_sized.MMActSized.VERSION}"
+            args.data_dir = mmact_sized.build(smoke_data if args.smoke else scratch, args.trials, args.embedding_dim)
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    """Measures every cache, then the step comparison, on args.data_dir; prints the table and the JSON line."""
     caches = {}
     for cache in CACHES:  # each in a fresh process: its own start-up and peak memory
         command = [sys.executable, __file__, *sys.argv[1:], f"--cache={cache}", f"--data_dir={args.data_dir}"]

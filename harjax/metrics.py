@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
-import tensorboardX
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -120,13 +120,28 @@ class TrainMetricWindow:
         self._pending, self._sums, self._count = [], dict(state["sums"]), int(state["count"])
 
 
+def _summary_writer(directory: str) -> Any:
+    """tensorboardX's SummaryWriter. tensorboardX imports PyTorch whenever it is installed, only to accept torch
+    tensors, which costs every harjax process 2-3 s at start where the extractor's extra is installed; harjax logs
+    floats, so torch is hidden from that import (a later `import torch` is unaffected)."""
+    hidden = "torch" not in sys.modules
+    if hidden:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX expects
+    try:
+        import tensorboardX
+    finally:
+        if hidden:
+            del sys.modules["torch"]
+    return tensorboardX.SummaryWriter(directory)
+
+
 class MetricWriter:
     """Appends scalars to metrics.jsonl and TensorBoard; writes only on the process given enabled=True."""
 
     def __init__(self, workdir: str, enabled: bool):
         self._enabled = enabled
         self._path = os.path.join(workdir, METRICS_FILE)
-        self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard")) if enabled else None
+        self._tensorboard = _summary_writer(os.path.join(workdir, "tensorboard")) if enabled else None
 
     def truncate_after(self, step: int) -> None:
         """Drops lines logged after `step` by a run that died before its next checkpoint; the resumed run

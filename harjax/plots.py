@@ -123,8 +123,9 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[np.ndarray, n
         axes.axhline(reference, color="0.3", linestyle="--", linewidth=1, label=reference_label)
     axes.set_xticks(positions, groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else
                     "center", fontsize=8)
+    top = max([float(np.max(means + stds)) for means, stds in series.values()] + [reference or 0.0])
     axes.set_ylabel(ylabel)
-    axes.set_ylim(0, 1.05)
+    axes.set_ylim(0, min(1.05, max(1.2 * top, 0.02)))  # small values (retrieval among many) stay readable
     axes.set_title(title)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8)

@@ -154,10 +154,10 @@ def _fast_env(cache):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The whole :smoke suite, every group, as the README's command runs it (two runs at a time)."""
+    """The whole :smoke suite, every group, as the README's command runs it (three runs at a time)."""
     root = tmp_path_factory.mktemp("smoke")
     start = time.time()
-    result = _suite_cli("--suite=configs/suites/paper.py:smoke", f"--workdir={root}", "--parallel=2",
+    result = _suite_cli("--suite=configs/suites/paper.py:smoke", f"--workdir={root}", "--parallel=3",
                         env=_fast_env(root / "jax_cache"), timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return root, time.time() - start
@@ -184,35 +184,52 @@ def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
                                              "occluded_25pct", "occluded_50pct"}
 
 
+def _training(workdir):
+    """Whether the run has logged a training step (its SIGTERM handler is in place by then)."""
+    path = workdir / "metrics.jsonl"
+    return path.exists() and "train/loss" in path.read_text()
+
+
 def _status(workdir):
     return suites.read_status(str(workdir))["status"]
 
 
+def _group_rows(root, name, group):
+    """One group's rows of a report table (workdirs and logs are relative to the suite's directory)."""
+    return [row for row in csv.DictReader(open(root / "report" / name)) if row["group"] == group]
+
+
+def _section(root, group):
+    text = open(root / "report" / "results.md").read()
+    start = text.index(f"(`{group}`)")
+    return text[start:text.index("\n## ", start)]
+
+
 @pytest.mark.slow
 def test_a_killed_suite_resumes_without_retraining_and_reports_the_same(smoke, tmp_path):
+    """kill -9 of the suite while a run trains, then the same command: finished runs are not trained again, the
+    interrupted one resumes from its checkpoint, and the report of the group is that of the uninterrupted smoke
+    suite (the same data and compiled programs)."""
     root, _ = smoke
     args = ["--suite=configs/suites/paper.py:smoke", "--only=main", f"--config.data.data_dir={root / 'data'}"]
     env = _fast_env(root / "jax_cache")
-    straight = _suite_cli(*args, f"--workdir={tmp_path / 'straight'}", env=env, timeout=600)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen([sys.executable, "-m", "harjax.experiments", *args, f"--workdir={interrupted}"],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = interrupted / "runs" / "main" / "full" / "seed0"
     second = interrupted / "runs" / "main" / "video_only" / "seed0"
     deadline = time.time() + 300
-    while time.time() < deadline and not (second / "checkpoints" / "2").exists():
+    while time.time() < deadline and not _training(second):
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)  # the run in training gets SIGTERM: it checkpoints and stops
     process.wait()
     assert _status(first) == "finished" and _status(second) != "finished"
-    time.sleep(3)  # the orphaned run saves its preemption checkpoint and exits
 
-    resumed = _suite_cli(*args, f"--workdir={interrupted}", env=env, timeout=600)
+    resumed = _suite_cli(*args, f"--workdir={interrupted}", env=env, timeout=600)  # waits for the orphan's lock
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert open(first / suites.LOG_FILE).read().count("=== ") == 1  # finished earlier: not trained again
     starts = [json.loads(line)["start_step"] for line in open(second / "runs.jsonl")]
-    assert starts[0] == 0 and starts[-1] >= 2  # resumed from its checkpoint
-    for name in ("results.md", "results.csv", "runs.csv"):
-        assert open(interrupted / "report" / name).read() == open(tmp_path / "straight" / "report" / name).read()
+    assert starts[0] == 0 and starts[-1] >= 1  # resumed from its preemption checkpoint
+    for name in ("results.csv", "runs.csv"):
+        assert _group_rows(interrupted, name, "main") == _group_rows(root, name, "main")
+    assert _section(interrupted, "main") == _section(root, "main")

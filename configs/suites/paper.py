@@ -42,7 +42,7 @@ _SIZES = {
     "demo": {"train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 100,
              "train.checkpoint_every": 100},
     "smoke": {"data.demo_tree": "tiny", "data.max_length": 64, "train.batch_size": 8, "train.eval_batch_size": 32,
-              "train.num_steps": 4, "train.warmup_steps": 1, "train.eval_every": 2, "train.checkpoint_every": 2,
+              "train.num_steps": 4, "train.warmup_steps": 1, "train.eval_every": 4, "train.checkpoint_every": 4,
               "train.log_every": 1, "model.encoder_channels": (16, 32), "model.encoder_strides": (1, 2),
               "model.model_dim": 32, "model.num_layers": 1, "model.num_heads": 2, "model.mlp_dim": 64,
               "model.head_dim": 32, "model.projection_dim": 16},
