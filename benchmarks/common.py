@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Callable
 
@@ -34,6 +35,22 @@ def mmact_sized(batch_size: int, sizes: str = "mmact") -> tuple[ml_collections.C
     """configs/full.py's model on one synthetic batch of MMAct's sizes (or SIZES[sizes]): (config, batch,
     num_classes)."""
     return synthetic_batch(batch_size, **SIZES[sizes])
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dtype and --sizes, which every train-step benchmark takes (read back with `model_and_batch`)."""
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="compute dtype, parameters stay float32 (config.model.dtype; torch.autocast for torch)")
+    parser.add_argument("--sizes", default="mmact", choices=tuple(SIZES),
+                        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)")
+
+
+def model_and_batch(args: argparse.Namespace) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
+    """configs/full.py's config in args.dtype, one batch of args.batch_size at args.sizes: (config, batch,
+    num_classes)."""
+    config, batch, num_classes = mmact_sized(args.batch_size, args.sizes)
+    config.model.dtype = args.dtype
+    return config, batch, num_classes
 
 
 def harjax_trainer(config: ml_collections.ConfigDict, local_batch: dict[str, np.ndarray], num_classes: int

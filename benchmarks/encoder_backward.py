@@ -58,15 +58,12 @@ def encoder_runner(config, batch, hand_written: bool):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--steps", type=int, default=20, help="per implementation per round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sizes", default="mmact", choices=("mmact", "tiny"),
-                        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)")
+    common.add_model_arguments(parser)
     args = parser.parse_args()
     host_memory.retain_freed_memory()  # as harjax.main
-    config, batch, num_classes = common.mmact_sized(args.batch_size, args.sizes)
-    config.model.dtype = args.dtype
+    config, batch, num_classes = common.model_and_batch(args)
     runners = {}
     for name in IMPLEMENTATIONS:
         config.model.encoder_backward = name

@@ -67,14 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="config.model.dtype")
-    parser.add_argument("--sizes", default="mmact", choices=("mmact", "tiny"),
-                        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)")
+    common.add_model_arguments(parser)
     args = parser.parse_args()
     host_memory.retain_freed_memory()  # as harjax.main
 
-    config, batch, num_classes = common.mmact_sized(args.batch_size, args.sizes)
-    config.model.dtype = args.dtype
+    config, batch, num_classes = common.model_and_batch(args)
     run, compiled_step = common.harjax_trainer(config, batch, num_classes)
     step_flops = compiled_step.cost_analysis()["flops"]
     model = build_model(config, num_classes)

@@ -23,6 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402  (JAX's backend starts only in main(), after the allocator setting)
+
 # Between turns: idle worker threads of the previous framework (OpenMP spins before it sleeps) would otherwise
 # take cores from the next one's first steps.
 _PAUSE_S = 0.5
@@ -34,13 +36,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="updates per implementation per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                        help="compute dtype (parameters stay float32): config.model.dtype; torch.autocast for torch")
     parser.add_argument("--allocator", default="retain", choices=("retain", "default"),
                         help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/host_memory.py); "
                              "the setting is process-wide, so all three run under it")
-    parser.add_argument("--sizes", default="mmact", choices=("mmact", "tiny"),
-                        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)")
+    common.add_model_arguments(parser)
     args = parser.parse_args()
 
     import jax
@@ -52,12 +51,11 @@ def main() -> None:
         host_memory.retain_freed_memory()
     import torch
 
-    from benchmarks import common, torch_reference
+    from benchmarks import torch_reference
     from harjax import step as step_lib
 
     device = torch.device("cuda" if args.platform == "gpu" else "cpu")
-    config, batch, num_classes = common.mmact_sized(args.batch_size, args.sizes)
-    config.model.dtype = args.dtype
+    config, batch, num_classes = common.model_and_batch(args)
     schedule = step_lib.learning_rate_schedule(config.train)
     tensors = {name: value.to(device) for name, value in torch_reference.torch_batch(batch).items()}
 

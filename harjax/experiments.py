@@ -59,7 +59,7 @@ def _final_eval_logged(workdir: str, num_steps: int) -> bool:
 
 
 def _exit_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the suite process dies (even by kill -9), so the run saves a
+    """In the child, before exec (Linux): SIGTERM when the suite process dies (even by kill -9), so the run saves a
     preemption checkpoint and a rerun resumes it exactly."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -118,7 +118,8 @@ class _Runner:
         logging.info("[%d] %s seed %d: %s", trial.index, trial.run.key, trial.seed,
                      "resuming" if os.path.isdir(os.path.join(workdir, "checkpoints")) else "starting")
         process = subprocess.Popen([sys.executable, *command[1:]], stdout=log, stderr=subprocess.STDOUT,
-                                   env=self.environment, preexec_fn=_exit_with_parent, pass_fds=(lock.fileno(),))
+                                   env=self.environment, pass_fds=(lock.fileno(),),
+                                   preexec_fn=_exit_with_parent if sys.platform.startswith("linux") else None)
         self.running[process] = (trial, time.time(), (log, lock))
 
     def _reap(self) -> None:
@@ -189,7 +190,10 @@ def main(argv: list[str]) -> None:
     os.makedirs(root, exist_ok=True)
     runner = _Runner(suite, root, max(1, _PARALLEL.value))
     signal.signal(signal.SIGTERM, runner.stop)
-    runner.run(selected if index is None else [selected[index]])
+    try:
+        runner.run(selected if index is None else [selected[index]])
+    except suites.SuiteError as error:  # a finished run's command no longer matches
+        raise app.UsageError(str(error)) from error
     if runner.stopping:
         sys.exit(143)
     if index is None:
