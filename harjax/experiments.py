@@ -49,15 +49,6 @@ def _write_status(workdir: str, status: dict[str, Any]) -> None:
     os.replace(temporary, os.path.join(workdir, STATUS_FILE))
 
 
-def _final_eval_logged(workdir: str, num_steps: int) -> bool:
-    try:
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            return any(record.get("step") == num_steps and "eval/accuracy" in record
-                       for record in map(json.loads, f))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-
-
 def _exit_with_parent() -> None:
     """In the child, before exec (Linux): SIGTERM when the suite process dies (even by kill -9), so the run saves a
     preemption checkpoint and a rerun resumes it exactly."""
@@ -84,6 +75,17 @@ class _Runner:
         for process in self.running:
             process.send_signal(signal.SIGTERM)
 
+    def check_commands(self, todo: Sequence[Trial]) -> None:
+        """Before anything starts: a run recorded with another command (other settings) is neither skipped as
+        finished nor resumed under the new one, which would mix settings in one table."""
+        for trial in todo:
+            workdir = trial.workdir(self.root)
+            status = suites.read_status(workdir)
+            if "command" in status and status["command"] != trial.command(self.suite, self.root):
+                raise suites.SuiteError(f"{trial.run.key} seed {trial.seed} ran in {workdir} ({status['status']}) "
+                                        f"with another command ({shlex.join(status['command'])}); use a new "
+                                        "--workdir for other settings, or delete that run's workdir")
+
     def run(self, todo: Sequence[Trial]) -> None:
         queue = list(todo)
         while (queue and not self.stopping) or self.running:
@@ -94,12 +96,8 @@ class _Runner:
     def _start(self, trial: Trial) -> None:
         workdir = trial.workdir(self.root)
         command = trial.command(self.suite, self.root)
-        status = suites.read_status(workdir)
-        if status["status"] == "finished":
-            if status["command"] != command:
-                raise suites.SuiteError(f"{trial.run.key} seed {trial.seed} finished in {workdir} with another "
-                                        f"command ({shlex.join(status['command'])}); use a new --workdir for other "
-                                        "settings")
+        num_steps = self.suite.configs[trial.run.key].train.num_steps
+        if report.run_status(workdir, num_steps)["status"] == "finished":
             logging.info("[%d] %s seed %d: finished earlier, skipped", trial.index, trial.run.key, trial.seed)
             return
         os.makedirs(workdir, exist_ok=True)
@@ -131,7 +129,7 @@ class _Runner:
                 file.close()
             workdir = trial.workdir(self.root)
             num_steps = self.suite.configs[trial.run.key].train.num_steps
-            complete = process.returncode == 0 and _final_eval_logged(workdir, num_steps)
+            complete = process.returncode == 0 and report.final_eval_logged(workdir, num_steps)
             if complete:
                 outcome = "finished"
             elif process.returncode in (0, -signal.SIGTERM):  # stopped for preemption: a rerun resumes it
@@ -190,10 +188,12 @@ def main(argv: list[str]) -> None:
     os.makedirs(root, exist_ok=True)
     runner = _Runner(suite, root, max(1, _PARALLEL.value))
     signal.signal(signal.SIGTERM, runner.stop)
+    todo = selected if index is None else [selected[index]]
     try:
-        runner.run(selected if index is None else [selected[index]])
-    except suites.SuiteError as error:  # a finished run's command no longer matches
+        runner.check_commands(todo)
+    except suites.SuiteError as error:
         raise app.UsageError(str(error)) from error
+    runner.run(todo)
     if runner.stopping:
         sys.exit(143)
     if index is None:

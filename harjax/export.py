@@ -6,7 +6,8 @@
 The bundle (harjax/inference.py reads it) holds everything inference needs and nothing of training: parameters
 and the video standardisation statistics, the model config, class names, the sensor channels in order with their
 sampling rate and normalisation, what produced the video embeddings, versions, and MODEL_CARD.md with the eval
-metrics of the exported checkpoint. --step=best is the checkpoint with the best eval macro-F1 (as the run kept it).
+metrics of the exported checkpoint. --step=best is the checkpoint the run selected: the best validation macro-F1
+when it held out a validation split, else the best eval macro-F1.
 
 Formats, each in a folder of the bundle, of the forward function on standardised inputs (inference.forward) with
 a symbolic batch dimension and a fixed number of sensor steps (--window_steps, default the training length):
@@ -34,7 +35,7 @@ import numpy as np
 from absl import app, flags
 
 import harjax
-from harjax import checkpointing, parallel, step as step_lib
+from harjax import checkpointing, metrics as metrics_lib, parallel, step as step_lib
 from harjax.data import batch as batch_lib
 from harjax.inference import (BUNDLE_FILE, BUNDLE_FORMAT, CARD_FILE, PARAMS_FILE, Bundle, forward,
                               inference_model)
@@ -49,7 +50,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("bundle", None, "Instead of --workdir: a bundle to export other formats from (into "
                         "itself, or into --output).")
     flags.DEFINE_string("output", None, "The bundle directory to write.")
-    flags.DEFINE_string("step", "best", "best (by eval macro-F1), latest, or a step number.")
+    flags.DEFINE_string("step", "best", "best (the run's selection metric), latest, or a step number.")
     flags.DEFINE_list("format", ["bundle"], f"Any of {FORMATS}; the bundle is always written.")
     flags.DEFINE_integer("window_steps", None, "Sensor steps of the exported formats' input "
                          "(default: the training length).")
@@ -72,9 +73,7 @@ def _choose_step(manager: Any, step: str, directory: str) -> int:
 def _metrics_at(workdir: str, step: int) -> dict[str, float]:
     """The evaluations of checkpoint `step`: 'eval/' (test split) and 'val/' (validation) logged at that step, and
     'eval_selected/' (the test split at the checkpoint the validation split selected) when that is this step."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = metrics_lib.read_metrics(workdir)
     found = {name: value for record in records if record["step"] == step
              for name, value in record.items() if name.startswith(("eval/", "val/"))}
     for record in records:
@@ -92,6 +91,7 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> Bundle
         record = json.load(f)
     config = ml_collections.ConfigDict(record["config"])
     train_data = record["data"]["train"]
+    selection_metric = record.get("selection_metric", checkpointing.BEST_METRIC)  # older workdirs: the eval split
     model = build_model(config, train_data["num_classes"])
     example = {name: np.zeros((jax.device_count(), *shape), np.bool_ if name == batch_lib.SENSOR_MASK else
                               np.int32 if name == batch_lib.LABEL else np.float32)
@@ -102,7 +102,8 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> Bundle
         jax.eval_shape(lambda: step_lib.create_train_state(model, optimizer, example, config.seed)), mesh)
     checkpointer = checkpointing.Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                               config.train.keep_checkpoints,
-                                              checkpointing.model_signature(config, abstract))
+                                              checkpointing.model_signature(config, abstract),
+                                              best_metric=selection_metric)
     try:
         chosen = _choose_step(checkpointer.manager, step, checkpointer.directory)
         state, _ = checkpointer.restore(chosen, abstract)
@@ -112,7 +113,8 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> Bundle
                                        "sensor_steps": train_data["shapes"][batch_lib.SENSOR][0]}
     meta = {"bundle_format": BUNDLE_FORMAT, "harjax_version": harjax.__version__, "jax_version": jax.__version__,
             "training_code": record.get("git_commit"), "exported_from": os.path.abspath(workdir), "step": chosen,
-            "step_choice": step, "config": {"model": config.model.to_dict(), "loss": config.loss.to_dict()},
+            "step_choice": step, "selection_metric": selection_metric,
+            "config": {"model": config.model.to_dict(), "loss": config.loss.to_dict()},
             "class_names": inputs.pop("class_names"), "inputs": inputs, "metrics": _metrics_at(workdir, chosen),
             "data": {"source": config.data.source, "protocol": config.data.protocol,
                      "train": {key: train_data[key] for key in ("origin", "fingerprint", "examples")},
@@ -150,16 +152,22 @@ def model_card(meta: dict[str, Any]) -> str:
     metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(meta["metrics"].items())) or \
         "| (no evaluation at this step) | |"
     video = json.dumps(inputs["video_source"]) if inputs.get("video_source") else "none (a video-free model)"
+    normalisation = "each example by its own recorded steps" if inputs["normalization"].get("mode") == "recording" \
+        else "with the training split's statistics in bundle.json"
+    selection = meta.get("selection_metric", checkpointing.BEST_METRIC)
+    chosen = f"chosen by {selection}" + (" of the test split itself, so its eval/ scores are optimistic"
+                                         if selection.startswith("eval/") else "")
     return f"""# harjax model card
 
 A human activity recognition model of harjax {meta['harjax_version']} (training code {meta['training_code']}):
 modalities `{model['modalities']}`, fusion `{model['fusion']}`, {model['num_segments']} temporal segments,
-Transformer {'on' if model['use_transformer'] else 'off'}; checkpoint of step {meta['step']} ({meta['step_choice']}).
+Transformer {'on' if model['use_transformer'] else 'off'}; checkpoint of step {meta['step']} ({meta['step_choice']};
+the run's best checkpoint is {chosen}).
 
 ## Inputs
 - Sensors: {len(inputs['channel_names'])} channels in this order: {', '.join(inputs['channel_names'])}; raw values at
-  {inputs['sampling_rate_hz']:g} Hz, standardised inside harjax.inference with the training statistics in bundle.json
-  ({inputs['normalization'].get('mode', 'dataset')} normalisation). A missing stream is given as the training mean.
+  {inputs['sampling_rate_hz']:g} Hz, standardised inside harjax.inference as in training ({normalisation}).
+  A missing stream is given as the training mean.
 - Video: {f"embedding {inputs['video_shape']} per example, from {video}" if inputs.get('video_shape') else video}.
   Extract matching embeddings (same model, prompt set and kind) before predicting; without them, predictions
   with the video removed (`--allow_missing_video`) are those of the robustness evaluation's "video removed".

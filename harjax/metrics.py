@@ -135,6 +135,22 @@ def _summary_writer(directory: str) -> Any:
     return tensorboardX.SummaryWriter(directory)
 
 
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """The records of workdir/metrics.jsonl ([] before the first); a line being written (or left half-written by a
+    killed run, whose resume logs that step again) is not a record yet."""
+    records = []
+    try:
+        with open(os.path.join(workdir, METRICS_FILE)) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return records
+
+
 class MetricWriter:
     """Appends scalars to metrics.jsonl and TensorBoard; writes only on the process given enabled=True."""
 
@@ -148,24 +164,16 @@ class MetricWriter:
         logs those steps again, so the file reads as if the run had never stopped."""
         if not self._enabled or not os.path.exists(self._path):
             return
-        kept = []
-        with open(self._path) as f:
-            for line in f:
-                try:
-                    if json.loads(line)["step"] <= step:
-                        kept.append(line)
-                except json.JSONDecodeError:  # the line a killed run was writing; its step is redone
-                    continue
+        kept = [record for record in read_metrics(os.path.dirname(self._path)) if record["step"] <= step]
         with open(self._path + ".tmp", "w") as f:
-            f.writelines(kept)
+            f.writelines(json.dumps(record) + "\n" for record in kept)
         os.replace(self._path + ".tmp", self._path)
 
     def logged(self, name: str) -> bool:
         """Whether metrics.jsonl holds `name` (what process 0 wrote; parallel.agree shares the answer)."""
-        if not self._enabled or not os.path.exists(self._path):
+        if not self._enabled:
             return False
-        with open(self._path) as f:
-            return any(name in json.loads(line) for line in f if line.strip())
+        return any(name in record for record in read_metrics(os.path.dirname(self._path)))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self._enabled:

@@ -198,7 +198,13 @@ def predict_stream(predictor: inference.Predictor, path: str, window_s: float, h
     logging.info("%s: %s; %d windows of %d steps at %g Hz", path, report, len(starts), window_steps, rate)
     video = None
     if video_path is not None:
-        video = np.load(video_path, allow_pickle=False)
+        if not bundle.uses_video:
+            raise inference.InputError(f"{video_path}: the bundle's model reads no video (modalities "
+                                       f"{bundle.meta['config']['model']['modalities']}); leave out --video")
+        try:
+            video = np.load(video_path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise inference.InputError(f"{video_path}: not a readable .npy array ({error})") from error
         if video.shape == bundle.video_shape:  # one embedding: a fixed context for every window
             video = np.broadcast_to(video, (len(starts), *video.shape))
         elif video.shape != (len(starts), *bundle.video_shape):
@@ -228,22 +234,31 @@ def write_rows(rows: list[dict[str, Any]], path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".partial", delete=False, newline="") as f:
-        if path.endswith(".jsonl"):
-            for row in rows:
-                record = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in row.items()}
-                record["top"] = [{"class": name, "probability": probability} for name, probability in row["top"]]
-                f.write(json.dumps(record) + "\n")
-        else:
-            fields = [key for key in rows[0] if key not in ("top", "alpha")] if rows else ["index"]
-            top = [f"top{i}_{part}" for i in range(1, inference.TOP_K + 1) for part in ("class", "probability")]
-            writer = csv.DictWriter(f, fieldnames=fields + top)
-            writer.writeheader()
-            for row in rows:
-                flat = {key: row[key] for key in fields}
-                for i, (name, probability) in enumerate(row["top"], 1):
-                    flat |= {f"top{i}_class": name, f"top{i}_probability": round(probability, 6)}
-                writer.writerow(flat)
+        try:
+            _write(rows, path, f)
+        except BaseException:
+            f.close()
+            os.remove(f.name)
+            raise
     os.replace(f.name, path)
+
+
+def _write(rows: list[dict[str, Any]], path: str, f: Any) -> None:
+    if path.endswith(".jsonl"):
+        for row in rows:
+            record = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in row.items()}
+            record["top"] = [{"class": name, "probability": probability} for name, probability in row["top"]]
+            f.write(json.dumps(record) + "\n")
+    else:
+        fields = [key for key in rows[0] if key not in ("top", "alpha")] if rows else ["index"]
+        top = [f"top{i}_{part}" for i in range(1, inference.TOP_K + 1) for part in ("class", "probability")]
+        writer = csv.DictWriter(f, fieldnames=fields + top)
+        writer.writeheader()
+        for row in rows:
+            flat = {key: row[key] for key in fields}
+            for i, (name, probability) in enumerate(row["top"], 1):
+                flat |= {f"top{i}_class": name, f"top{i}_probability": round(probability, 6)}
+            writer.writerow(flat)
 
 
 def main(argv: list[str]) -> None:

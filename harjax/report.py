@@ -18,10 +18,13 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from harjax import plots, robustness, suites, train
+from harjax import metrics as metrics_lib, plots, robustness, suites, train
 
 SCORES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("trial_accuracy", "trial accuracy"),
-          ("trial_macro_f1", "trial macro-F1"))
+          ("trial_macro_f1", "trial macro-F1"),
+          # runs with a validation split: the test split at the checkpoint the validation split selected
+          ("selected_accuracy", "accuracy at the selected step"), ("selected_macro_f1", "macro-F1 at the selected step"))
+CURVES = (("train/loss", "train loss"), ("eval/macro_f1", "eval macro-F1"), ("val/macro_f1", "validation macro-F1"))
 RETRIEVAL = [f"retrieval_{direction}_r{k}" for direction in ("v2s", "s2v") for k in (1, 5, 10)]
 _HIDDEN_KEYS = ("seed", "eval.")  # not part of what a run *is*: the seed is a column, eval.* only adds analyses
 
@@ -35,8 +38,8 @@ class Result:
     workdir: str
     status: str  # finished | failed | interrupted | missing
     log: str
-    final: dict[str, float]  # eval scalars at the last step, without the 'eval/' prefix
-    untrained: dict[str, float]  # eval scalars at step 0 (config.eval.at_start), same keys
+    final: dict[str, float]  # eval scalars at the last step without the 'eval/' prefix (eval_selected/ as selected_)
+    untrained: dict[str, float]  # eval (or, with a validation split, val) scalars at step 0 (config.eval.at_start)
     history: list[dict[str, Any]]  # metrics.jsonl
 
     @property
@@ -44,12 +47,22 @@ class Result:
         return self.status == "finished"
 
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
+def final_eval_logged(workdir: str, num_steps: int) -> bool:
+    return any(record.get("step") == num_steps and f"{train.TEST}/accuracy" in record
+               for record in metrics_lib.read_metrics(workdir))
+
+
+def run_status(workdir: str, num_steps: int) -> dict[str, Any]:
+    """The suite runner's record; a run started by hand from --list's command has none, and counts as finished
+    when its final evaluation is logged."""
+    status = suites.read_status(workdir)
+    if status["status"] == "missing" and final_eval_logged(workdir, num_steps):
+        status = {"status": "finished", "log": ""}
+    return status
+
+
+def _scalars(record: dict[str, Any], prefix: str, renamed: str = "") -> dict[str, float]:
+    return {renamed + name[len(prefix):]: value for name, value in record.items() if name.startswith(prefix)}
 
 
 def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]]:
@@ -60,14 +73,16 @@ def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]
         results[key] = []
         for seed in range(seeds):
             workdir = suites.Trial(0, run, seed).workdir(root)
-            status = suites.read_status(workdir)
-            history = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-            evals = {record["step"]: {name[len("eval/"):]: value for name, value in record.items()
-                                      if name.startswith("eval/")}
-                     for record in history if "eval/accuracy" in record}
-            results[key].append(Result(run, seed, workdir, status["status"], status.get("log", ""),
-                                       evals.get(config.train.num_steps, {}) if status["status"] == "finished"
-                                       else {}, evals.get(0, {}), history))
+            status = run_status(workdir, config.train.num_steps)
+            history = metrics_lib.read_metrics(workdir)
+            by_step = {record["step"]: record for record in history if "eval/accuracy" in record or
+                       "val/accuracy" in record}
+            last = by_step.get(config.train.num_steps, {}) if status["status"] == "finished" else {}
+            final = _scalars(last, f"{train.TEST}/") | _scalars(last, f"{train.SELECTED}/", "selected_")
+            untrained = _scalars(by_step.get(0, {}), f"{train.TEST}/") or \
+                _scalars(by_step.get(0, {}), f"{train.VALIDATION}/")
+            results[key].append(Result(run, seed, workdir, status["status"], status.get("log", ""), final, untrained,
+                                       history))
     return results
 
 
@@ -332,7 +347,8 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
     results = gather(suite, seeds, root)
     lines = [f"# {suite.title}", "",
              f"Suite `{suite.path}`, {seeds} seed(s) per run; each cell is the mean ± std over the seeds that "
-             "finished (seeds column: finished / asked), in % of the eval split, at the last training step. "
+             "finished (seeds column: finished / asked), in % of the eval split, at the last training step (and, for runs "
+             "that hold out a validation split, at the step it selected). "
              "Differences are paired over the same seeds against each run's reference; the last column says on how "
              "many seeds the run beat it. Base config: "
              f"`{suite.base_config}:{suite.config_variant}` with "
@@ -341,10 +357,10 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
     for group in suite.groups:
         rows = [] if group.skipped else _group_rows(suite, group, results, seeds)
         curve_runs = [row["key"] for row in rows if row["finished"]]
-        figure = plots.curves(_curve_series(curve_runs, results, ["train/loss", "eval/macro_f1"]),
-                              [("train/loss", "train loss"), ("eval/macro_f1", "eval macro-F1")],
-                              f"{group.title}: mean over seeds", os.path.join(figures, f"curves_{group.name}.png")) \
-            if curve_runs else None
+        series = _curve_series(curve_runs, results, [metric for metric, _ in CURVES])
+        shown = [(metric, label) for metric, label in CURVES if any(metric in runs for runs in series.values())]
+        figure = plots.curves(series, shown, f"{group.title}: mean over seeds",
+                              os.path.join(figures, f"curves_{group.name}.png")) if curve_runs else None
         lines += _group_section(suite, group, rows, figure)
         csv_rows += [_csv_row(group, row) for row in rows if not row["shown"]]
     lines += _class_figures(suite, results, figures)

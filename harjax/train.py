@@ -53,9 +53,10 @@ def code_version() -> str:
 
 def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: batch_lib.Split,
                      evaluation: batch_lib.Split, validation: batch_lib.Split | None, start_step: int,
-                     data_cache: str) -> None:
+                     data_cache: str, selection_metric: str) -> None:
     """config.json: what reproduces the run; every start (first or resumed) is also appended to runs.jsonl."""
     record = {"config": config.to_dict(), "seed": config.seed, "data_cache": data_cache,
+              "selection_metric": selection_metric,  # what the best checkpoint is ranked by
               "harjax_version": harjax.__version__,
               "git_commit": code_version(), "jax_version": jax.__version__, "start_step": start_step,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "devices": jax.device_count(),
@@ -87,7 +88,8 @@ class _Run:
         self.train_data, self.eval_data = pipeline.load_splits(config)
         self.train_data, self.validation_data = pipeline.validation_split(config, self.train_data)
         pipeline.log_summary(self.train_data, self.eval_data)
-        self.cache = pipeline.choose_cache(config.data.cache, self.train_data, self.eval_data,
+        evaluated = [data for data in (self.eval_data, self.validation_data) if data is not None]
+        self.cache = pipeline.choose_cache(config.data.cache, self.train_data, evaluated,
                                            config.data.cache_memory_fraction, parallel.free_device_bytes(),
                                            jax.local_device_count())
         # The splits evaluation reads (from host memory unless streamed), and the one that selects the model.
@@ -95,6 +97,7 @@ class _Run:
                                 for name, data in ((TEST, self.eval_data), (VALIDATION, self.validation_data))
                                 if data is not None}
         self.selection = VALIDATION if self.validation_data is not None else TEST
+        self.selection_metric = f"{self.selection}/macro_f1"
         self.model = build_model(config, self.train_data.num_classes)
         self.train_batch_size = pipeline.per_process_batch_size(
             config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size")
@@ -109,7 +112,7 @@ class _Run:
         self.abstract_state = parallel.replicated_abstract(jax.eval_shape(init), self.mesh)
         self.checkpointer = checkpointing.Checkpointer(
             os.path.join(os.path.abspath(workdir), "checkpoints"), config.train.keep_checkpoints,
-            checkpointing.model_signature(config, self.abstract_state), best_metric=f"{self.selection}/macro_f1")
+            checkpointing.model_signature(config, self.abstract_state), best_metric=self.selection_metric)
         self.writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
         self.eval_step = step_lib.jit_eval_step(self.mesh, config.loss.contrastive_weight)
 
@@ -272,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         run.writer.truncate_after(start_step if start_step else -1)  # from scratch: a clean file
         if jax.process_index() == 0:
             write_run_config(workdir, config, run.train_data, run.eval_data, run.validation_data, start_step,
-                             run.cache)
+                             run.cache, run.selection_metric)
         if config.eval.at_start and start_step == 0:  # the untrained model: the chance line of every curve
             run.writer.write(0, run.evaluate(state, 0))
         augment.check(config.data.augment)
@@ -308,7 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if evaluated or preempted or step % train_config.checkpoint_every == 0:
                 run.checkpointer.save(step, state, {"train_window": window.state()},
                                       eval_metrics if evaluated else None)
-            if preempted:
+            if preempted and not last:  # at the last step the final evaluation still runs
                 logging.warning("stopping at step %d after the preemption checkpoint", step)
                 break
         else:  # training is complete (now or in an earlier start)

@@ -91,6 +91,10 @@ def _fake_run(root, key, seed, f1, num_steps, status="finished", classes=3):
     with open(os.path.join(workdir, "eval", f"eval_step_{num_steps}.json"), "w") as f:
         json.dump({"class_names": [f"c{i}" for i in range(classes)], "per_class_f1": [f1] * classes,
                    "confusion_matrix": np.eye(classes, dtype=int).tolist()}, f)
+    if status is None:  # started by hand from --list's command: no suite status, a line being written
+        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+            f.write('{"step": 1, "train/lo')
+        return
     with open(os.path.join(workdir, suites.STATUS_FILE), "w") as f:
         json.dump({"status": status, "log": os.path.join(workdir, suites.LOG_FILE), "command": []}, f)
 
@@ -103,6 +107,7 @@ def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path
         _fake_run(str(tmp_path), "main/video_only", seed, video_f1, steps)
     _fake_run(str(tmp_path), "main/sensor_only", 0, 0.4, steps)
     _fake_run(str(tmp_path), "main/sensor_only", 1, 0.9, steps, status="failed")
+    _fake_run(str(tmp_path), "main/concat_fusion", 0, 0.6, steps, status=None)
     report.write_report(suite, 3, str(tmp_path))
     rows = {row["run"]: row for row in csv.DictReader(open(tmp_path / "report" / "results.csv"))}
     video = rows["video_only"]
@@ -113,6 +118,8 @@ def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path
     # A failed or missing seed is not in the mean: sensor_only is seed 0 alone, and says so.
     sensor = rows["sensor_only"]
     assert (sensor["seeds_finished"], float(sensor["macro_f1_mean"])) == ("1", pytest.approx(0.4))
+    concat = rows["concat_fusion"]  # run by hand: its final evaluation counts
+    assert (concat["seeds_finished"], float(concat["macro_f1_mean"])) == ("1", pytest.approx(0.6))
     text = open(tmp_path / "report" / "results.md").read()
     # accuracy = F1 + 0.05 on every seed: the same std
     assert ("| `main/video_only` | loss.contrastive_weight=0.0, model.modalities=video | 3/3 | 70.0 ± 13.2 | "
@@ -233,3 +240,6 @@ def test_a_killed_suite_resumes_without_retraining_and_reports_the_same(smoke, t
     for name in ("results.csv", "runs.csv"):
         assert _group_rows(interrupted, name, "main") == _group_rows(root, name, "main")
     assert _section(interrupted, "main") == _section(root, "main")
+    changed = _suite_cli(*args, f"--workdir={interrupted}", "--config.train.learning_rate=0.5", env=env, timeout=300)
+    assert changed.returncode != 0 and "with another command" in changed.stderr  # before anything trains
+    assert open(first / suites.LOG_FILE).read().count("=== ") == 1

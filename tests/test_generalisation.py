@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import full, sensor_only
-from harjax import augment, checkpointing, train
+from harjax import augment, checkpointing, export, train
 from harjax.data import batch as batch_lib, normalization, npz, pipeline, synthetic
 from tests.conftest import read_metrics, small_config
 
@@ -170,6 +170,8 @@ def test_model_selection_uses_the_validation_split_only(tmp_path, monkeypatch):
     assert "eval/macro_f1" in final and final["step"] == 9
     record = json.load(open(tmp_path / "config.json"))
     assert record["data"]["validation"]["examples"] + record["data"]["train"]["examples"] == 256
+    bundle = export.bundle_from_workdir(str(tmp_path), str(tmp_path / "bundle"), "best")  # the selected step
+    assert bundle.meta["step"] == final["eval_selected/step"]
 
 
 @pytest.mark.parametrize("mode", normalization.MODES)

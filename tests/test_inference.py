@@ -198,6 +198,7 @@ def _cli(*args):
     ("wrong channel count", r"'sensor' has 6 channels; the bundle's model reads 12: imu0_x"),
     ("unknown class index", r"'label' holds class indices \[6\]"),
     ("shorter than a window", r"lasts 0\.\d+ s, shorter than one window of 5 s"),
+    ("unreadable stream video", r"context\.npy: not a readable \.npy array"),
 ])
 def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, case, message):
     config, root, bundle = trained
@@ -221,6 +222,10 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
         np.savez(tmp_path / "in.npz", **raw | {batch_lib.SENSOR: raw[batch_lib.SENSOR][..., :6]})
     elif case == "unknown class index":
         np.savez(tmp_path / "in.npz", **raw | {batch_lib.LABEL: np.full(len(raw[batch_lib.LABEL]), 6)})
+    elif case == "unreadable stream video":
+        _write_stream(tmp_path / "long.csv", 50.0, 10.0, list(bundle.channel_names))
+        (tmp_path / "context.npy").write_bytes(b"not an array")
+        args = [f"--stream={tmp_path / 'long.csv'}", "--window_s=5", "--hop_s=1", f"--video={tmp_path / 'context.npy'}"]
     else:
         _write_stream(tmp_path / "short.csv", 50.0, 0.5, list(bundle.channel_names))
         args = [f"--stream={tmp_path / 'short.csv'}", "--window_s=5", "--hop_s=1"]

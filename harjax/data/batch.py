@@ -241,7 +241,13 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, 
             raise fail(SENSOR_MASK, f"bool [N, T] = [{n}, {t}]", f"{mask.dtype} {list(mask.shape)}")
         if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
             raise fail(SENSOR_MASK, "0/1 or bool values", "other integers")
-        out[SENSOR_MASK] = mask.astype(bool)
+        mask = mask.astype(bool)
+        # Recorded steps first, then padding: crops and time warps (harjax.augment) read a recording as a prefix.
+        gapped = np.flatnonzero((mask[:, 1:] & ~mask[:, :-1]).any(axis=1))
+        if len(gapped):
+            raise fail(SENSOR_MASK, "recorded steps first and padding after in every row (fill or interpolate gaps "
+                       "inside a recording)", f"gaps inside rows {gapped[:10].tolist()}")
+        out[SENSOR_MASK] = mask
     else:
         out[SENSOR_MASK] = np.ones((n, t), bool)
     if n and not out[SENSOR_MASK].any(axis=1).all():

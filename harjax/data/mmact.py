@@ -74,6 +74,12 @@ class MMActSplit:
     report: dict[str, int]
     sampling_rate_hz: float
     video_source: dict[str, Any]
+    # The stored trials this split's views use, in order: row r of columns() is stored trial stored_trials[r]. A
+    # held-out validation split and what remains for training each hold only their own trials in memory.
+    stored_trials: np.ndarray = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stored_trials", np.unique(self.views[:, 0]))
 
     def __len__(self) -> int:
         return len(self.views)
@@ -105,9 +111,9 @@ class MMActSplit:
 
     @property
     def column_bytes(self) -> int:
-        steps = int(self.listing.sensor_length.sum()) + 1
-        trials = len(self.listing.label)
-        video = trials * len(self.listing.camera_mask[0]) * int(np.prod(self.video_shape)) * 4 if self.uses_video \
+        steps = int(self.listing.sensor_length[self.stored_trials].sum()) + 1
+        trials = len(self.stored_trials)
+        video = trials * self.listing.camera_mask.shape[1] * int(np.prod(self.video_shape)) * 4 if self.uses_video \
             else 0
         return steps * len(self.mean) * 4 + video + trials * 3 * 8
 
@@ -124,7 +130,8 @@ class MMActSplit:
                 available = self.listing.camera_mask[trials]  # [B, cameras]
                 pick = np.floor(draws[:, 0] * available.sum(axis=1)).astype(np.int64)
                 cameras = np.argmax(np.cumsum(available, axis=1) > pick[:, None], axis=1)
-        selection = {"rows": trials.astype(np.int32), "camera": np.maximum(cameras, 0).astype(np.int32),
+        rows = np.searchsorted(self.stored_trials, trials)
+        selection = {"rows": rows.astype(np.int32), "camera": np.maximum(cameras, 0).astype(np.int32),
                      "start": start.astype(np.int32)}
         if not self.training:
             selection["trial"] = trials.astype(np.int32)
@@ -168,10 +175,10 @@ class MMActSplit:
         return columns
 
     def columns(self) -> batch_lib.Columns:
-        return self._columns(np.arange(len(self.listing.label)))
+        return self._columns(self.stored_trials)
 
     def read(self, selection: batch_lib.Selection) -> tuple[batch_lib.Columns, batch_lib.Selection]:
-        trials, rows = np.unique(selection["rows"], return_inverse=True)
+        trials, rows = np.unique(self.stored_trials[selection["rows"]], return_inverse=True)
         return self._columns(trials), selection | {"rows": rows.astype(np.int32)}
 
     def gather(self, columns: batch_lib.Columns, selection: batch_lib.Selection, xp: Any) -> batch_lib.Batch:

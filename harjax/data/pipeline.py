@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import grain
 import ml_collections
@@ -98,28 +98,30 @@ def per_process_batch_size(global_batch_size: int, num_devices: int, num_process
     return global_batch_size // num_processes
 
 
-def choose_cache(setting: str, train: batch_lib.Split, evaluation: batch_lib.Split, fraction: float,
+def choose_cache(setting: str, train: batch_lib.Split, evaluations: Sequence[batch_lib.Split], fraction: float,
                  device_bytes: int | None, replicas: int) -> str:
     """The data cache to use: config.data.cache, with 'auto' resolved by sizes; a named cache that does not fit
     fails here, before training, with the sizes and the setting to use instead.
 
-    device: the training split on every local device (`replicas` copies), evaluation from host memory;
-    host: both splits in host memory; none: records read as batches need them. Each may take `fraction` of the
-    free memory it lives in (`device_bytes` of one device; None, as on CPU, means the device's memory is the
-    host's).
+    device: the training split on every local device (`replicas` copies), the evaluated splits (test, validation)
+    in host memory; host: every split in host memory; none: records read as batches need them. Each may take
+    `fraction` of the free memory it lives in (`device_bytes` of one device; None, as on CPU, means the device's
+    memory is the host's).
     """
     if setting not in CACHES:
         raise ValueError(f"config.data.cache must be one of {CACHES}, got {setting!r}")
     host_free = _free_host_bytes()
-    needs = {"device": train.column_bytes, "host": train.column_bytes + evaluation.column_bytes}
-    budgets = {"device": fraction * (device_bytes if device_bytes is not None else host_free / replicas),
-               "host": fraction * host_free}
-    if device_bytes is None:  # CPU devices live in host memory: their copies and evaluation's share it
-        needs["device"] = train.column_bytes + evaluation.column_bytes / replicas
-    fits = {cache: needs[cache] <= budgets[cache] for cache in needs}
-    sizes = (f"training split {_gigabytes(train.column_bytes)}, evaluation split "
-             f"{_gigabytes(evaluation.column_bytes)}; {fraction:g} of free memory: "
-             f"{_gigabytes(budgets['device'])} per device, {_gigabytes(budgets['host'])} host")
+    evaluated = sum(data.column_bytes for data in evaluations)
+    host_budget = fraction * host_free
+    if device_bytes is None:  # CPU devices live in host memory: their copies and the evaluated splits share it
+        fits = {"device": train.column_bytes + evaluated / replicas <= host_budget / replicas}
+        device_budget = host_budget / replicas
+    else:
+        device_budget = fraction * device_bytes
+        fits = {"device": train.column_bytes <= device_budget and evaluated <= host_budget}
+    fits["host"] = train.column_bytes + evaluated <= host_budget
+    sizes = (f"training split {_gigabytes(train.column_bytes)}, evaluated splits {_gigabytes(evaluated)}; "
+             f"{fraction:g} of free memory: {_gigabytes(device_budget)} per device, {_gigabytes(host_budget)} host")
     if setting == "auto":
         choice = next((cache for cache in ("device", "host") if fits[cache]), "none")
     elif setting != "none" and not fits[setting]:
