@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from absl import app, flags
 from ml_collections import config_flags
 
-from harjax import report, suites
+from harjax import report, suites, train
 from harjax.suites import CONFIG_OVERRIDE_PREFIX, LOG_FILE, STATUS_FILE, Suite, Trial
 
 _SUITE = config_flags.DEFINE_config_file("suite", None, "A suite file, e.g. configs/suites/paper.py:synthetic.",
@@ -96,8 +96,9 @@ class _Runner:
     def _start(self, trial: Trial) -> None:
         workdir = trial.workdir(self.root)
         command = trial.command(self.suite, self.root)
-        num_steps = self.suite.configs[trial.run.key].train.num_steps
-        if report.run_status(workdir, num_steps)["status"] == "finished":
+        # Only what this runner recorded is skipped: a run without a record (started by hand, or orphaned by a
+        # killed suite) is started again, and harjax.main resumes it or finds it complete.
+        if suites.read_status(workdir)["status"] == "finished":
             logging.info("[%d] %s seed %d: finished earlier, skipped", trial.index, trial.run.key, trial.seed)
             return
         os.makedirs(workdir, exist_ok=True)
@@ -128,8 +129,7 @@ class _Runner:
             for file in files:
                 file.close()
             workdir = trial.workdir(self.root)
-            num_steps = self.suite.configs[trial.run.key].train.num_steps
-            complete = process.returncode == 0 and report.final_eval_logged(workdir, num_steps)
+            complete = process.returncode == 0 and train.training_complete(self.suite.configs[trial.run.key], workdir)
             if complete:
                 outcome = "finished"
             elif process.returncode in (0, -signal.SIGTERM):  # stopped for preemption: a rerun resumes it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Iterable, Sequence
 
@@ -47,16 +48,11 @@ class Result:
         return self.status == "finished"
 
 
-def final_eval_logged(workdir: str, num_steps: int) -> bool:
-    return any(record.get("step") == num_steps and f"{train.TEST}/accuracy" in record
-               for record in metrics_lib.read_metrics(workdir))
-
-
-def run_status(workdir: str, num_steps: int) -> dict[str, Any]:
+def run_status(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The suite runner's record; a run started by hand from --list's command has none, and counts as finished
-    when its final evaluation is logged."""
+    once it has done everything that follows its last step."""
     status = suites.read_status(workdir)
-    if status["status"] == "missing" and final_eval_logged(workdir, num_steps):
+    if status["status"] == "missing" and train.training_complete(config, workdir):
         status = {"status": "finished", "log": ""}
     return status
 
@@ -73,7 +69,7 @@ def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]
         results[key] = []
         for seed in range(seeds):
             workdir = suites.Trial(0, run, seed).workdir(root)
-            status = run_status(workdir, config.train.num_steps)
+            status = run_status(workdir, config)
             history = metrics_lib.read_metrics(workdir)
             by_step = {record["step"]: record for record in history if "eval/accuracy" in record or
                        "val/accuracy" in record}
@@ -307,11 +303,11 @@ def _attention_section(suite: suites.Suite, results: dict[str, list[Result]], fi
     with np.load(os.path.join(result.workdir, train.ANALYSIS_DIR, train.ATTENTION_FILE)) as stored:
         saved = {name: stored[name] for name in stored}
     names = saved["class_names"]
+    stride = math.prod(suite.configs[reference].model.encoder_strides)  # input steps per encoder step
     examples = []
     for i in range(len(saved["label"])):
         mask = saved["sensor_mask"][i]
         alpha = saved["alpha"][i]  # [K, n]: zero outside each segment
-        stride = mask.shape[0] // alpha.shape[1]
         segments = np.where(alpha.sum(axis=0) > 0, alpha.argmax(axis=0), -1)
         magnitude = np.linalg.norm(saved["sensor"][i], axis=-1) * mask
         length = int(mask.sum())

@@ -78,6 +78,26 @@ def write_run_config(workdir: str, config: ml_collections.ConfigDict, train: bat
         f.write(text + "\n")
 
 
+def has_attention(config: ml_collections.ConfigDict) -> bool:
+    return config.model.modalities == "both" and config.model.fusion == "attention"
+
+
+def training_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    """Whether the run in `workdir` did everything that follows its last step: the final evaluation, the test
+    split at the selected checkpoint (with a validation split) and the analyses config.eval asks for. A restart
+    does not repeat them, and the experiment runner counts only such runs as finished (a run preempted in its
+    last step has logged that step's evaluation, not these)."""
+    records = metrics_lib.read_metrics(workdir)
+    if not any(record["step"] == config.train.num_steps and f"{TEST}/accuracy" in record for record in records):
+        return False
+    if config.data.validation_fraction and not any(f"{SELECTED}/step" in record for record in records):
+        return False
+    settings = config.eval
+    wanted = ([ROBUSTNESS_FILE] * bool(settings.robustness)
+              + [ATTENTION_FILE] * bool(settings.attention_examples and has_attention(config)))
+    return all(os.path.exists(os.path.join(workdir, ANALYSIS_DIR, name)) for name in wanted)
+
+
 class _Run:
     """What training and stand-alone evaluation share: data, model, mesh, initial state and checkpoints."""
 
@@ -176,7 +196,7 @@ class _Run:
         """Once training is complete: with a validation split, the test split at the last step ('eval/...') and
         at the checkpoint the validation selected ('eval_selected/...'); then what config.eval asks of the final
         checkpoint. Every process takes part; process 0 decides whether an earlier start already did it."""
-        if not parallel.agree(not self._finished()):
+        if not parallel.agree(not training_complete(self.config, self.workdir)):
             return
         if self.validation_data is not None:
             scalars = self.evaluate(state, step, TEST, TEST)
@@ -188,13 +208,6 @@ class _Run:
             logging.info("test split: macro-F1 %.4f at the last step %d, %.4f at step %d selected on the validation "
                          "split", scalars[f"{TEST}/macro_f1"], step, scalars[f"{SELECTED}/macro_f1"], selected)
         self.analyse(state, step)
-
-    def _finished(self) -> bool:
-        settings = self.config.eval
-        wanted = ([ROBUSTNESS_FILE] * bool(settings.robustness)
-                  + [ATTENTION_FILE] * bool(settings.attention_examples and self._has_attention()))
-        analysed = all(os.path.exists(os.path.join(self.workdir, ANALYSIS_DIR, name)) for name in wanted)
-        return analysed and (self.validation_data is None or self.writer.logged(f"{SELECTED}/step"))
 
     def analyse(self, state: step_lib.TrainState, step: int) -> None:
         """What config.eval asks of the final checkpoint, into workdir/analysis/: robustness.json (scores under
@@ -225,12 +238,9 @@ class _Run:
                 f.write(text.encode())
         os.replace(temporary, os.path.join(directory, name))  # a killed run never leaves a half-written file
 
-    def _has_attention(self) -> bool:
-        return self.config.model.modalities == "both" and self.config.model.fusion == "attention"
-
     def _save_attention(self, state: step_lib.TrainState, step: int, count: int) -> None:
         """alpha [k, K, n] of one eval example from each of `count` classes spread over those present."""
-        if not self._has_attention():
+        if not has_attention(self.config):
             logging.info("config.eval.attention_examples: this model has no keyless attention to show")
             return
         labels = self.eval_data.labels
@@ -311,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             if evaluated or preempted or step % train_config.checkpoint_every == 0:
                 run.checkpointer.save(step, state, {"train_window": window.state()},
                                       eval_metrics if evaluated else None)
-            if preempted and not last:  # at the last step the final evaluation still runs
+            if preempted:  # even at the last step: the final evaluation and analyses run at the restart
                 logging.warning("stopping at step %d after the preemption checkpoint", step)
                 break
         else:  # training is complete (now or in an earlier start)
