@@ -169,12 +169,6 @@ class MetricWriter:
             f.writelines(json.dumps(record) + "\n" for record in kept)
         os.replace(self._path + ".tmp", self._path)
 
-    def logged(self, name: str) -> bool:
-        """Whether metrics.jsonl holds `name` (what process 0 wrote; parallel.agree shares the answer)."""
-        if not self._enabled:
-            return False
-        return any(name in record for record in read_metrics(os.path.dirname(self._path)))
-
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self._enabled:
             return
