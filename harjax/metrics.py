@@ -138,16 +138,16 @@ def _summary_writer(directory: str) -> Any:
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
     """The records of workdir/metrics.jsonl ([] before the first); a line being written (or left half-written by a
     killed run, whose resume logs that step again) is not a record yet."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
     records = []
-    try:
-        with open(os.path.join(workdir, METRICS_FILE)) as f:
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        pass
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
     return records
 
 

@@ -71,8 +71,9 @@ def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]
             workdir = suites.Trial(0, run, seed).workdir(root)
             status = run_status(workdir, config)
             history = metrics_lib.read_metrics(workdir)
-            by_step = {record["step"]: record for record in history if "eval/accuracy" in record or
-                       "val/accuracy" in record}
+            by_step: dict[int, dict[str, Any]] = {}  # every scalar logged at a step, over its records
+            for record in history:
+                by_step.setdefault(record["step"], {}).update(record)
             last = by_step.get(config.train.num_steps, {}) if status["status"] == "finished" else {}
             final = _scalars(last, f"{train.TEST}/") | _scalars(last, f"{train.SELECTED}/", "selected_")
             untrained = _scalars(by_step.get(0, {}), f"{train.TEST}/") or \

@@ -114,7 +114,7 @@ def choose_cache(setting: str, train: batch_lib.Split, evaluations: Sequence[bat
     evaluated = sum(data.column_bytes for data in evaluations)
     host_budget = fraction * host_free
     if device_bytes is None:  # CPU devices live in host memory: their copies and the evaluated splits share it
-        fits = {"device": train.column_bytes + evaluated / replicas <= host_budget / replicas}
+        fits = {"device": replicas * train.column_bytes + evaluated <= host_budget}
         device_budget = host_budget / replicas
     else:
         device_budget = fraction * device_bytes
