@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import real_sensor_accuracy  # noqa: E402
 from configs import full  # noqa: E402
-from harjax import augment  # noqa: E402
+from harjax.training import augment  # noqa: E402
 from harjax.data import batch as batch_lib, normalization  # noqa: E402
 
 SHOWN = {"jitter": 0.2, "scale": 0.3, "magnitude_warp": 0.3, "time_warp": 0.4, "crop": 0.6, "shift": True,

@@ -11,9 +11,9 @@ import ml_collections
 import numpy as np
 
 from configs import full
-from harjax import parallel, step as step_lib
+from harjax.training import parallel, step as step_lib
 from harjax.data import synthetic
-from harjax.models.har_model import build_model
+from harjax.models import har_model
 
 # Issue 4's reference sizes: Video-LLaVA's hidden size, 256 sensor steps (5 s at 50 Hz), 4 devices x 3 axes.
 MMACT_SIZES = dict(video_dim=4096, seq_len=256, channels=12, num_classes=37)
@@ -60,7 +60,7 @@ def harjax_trainer(config: ml_collections.ConfigDict, local_batch: dict[str, np.
     The step is compiled and run three times before run() is handed out, so run() times the steady state.
     """
     mesh = parallel.make_mesh()
-    model = build_model(config, num_classes)
+    model = har_model.build_model(config, num_classes)
     optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
     state = jax.jit(lambda: step_lib.create_train_state(model, optimizer, local_batch, config.seed),
                     out_shardings=parallel.replicated(mesh))()

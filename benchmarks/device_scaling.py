@@ -22,14 +22,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def measure(batch_size: int, steps: int) -> dict[str, float]:
     """Runs in a child process whose device count XLA_FLAGS fixed."""
     sys.path.insert(0, REPO)
-    from harjax import host_memory
+    from harjax.training import host_memory
 
     host_memory.retain_freed_memory()  # as harjax.main
     import jax
     import jax.numpy as jnp
 
     from benchmarks import common
-    from harjax import losses, parallel
+    from harjax.training import losses, parallel
 
     mesh = parallel.make_mesh()
     sharded = parallel.batch_sharded(mesh)

@@ -25,8 +25,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from harjax import host_memory  # noqa: E402
-from harjax.models.har_model import build_model  # noqa: E402
+from harjax.training import host_memory  # noqa: E402
+from harjax.models import har_model  # noqa: E402
 
 _MATMUL_SIZES = {"cpu": (1024, 2048, 3072), "gpu": (4096, 8192, 16384), "tpu": (4096, 8192, 16384),
                  "tiny": (128, 256)}  # --sizes=tiny: a check that the script runs, not a peak
@@ -74,7 +74,7 @@ def main() -> None:
     config, batch, num_classes = common.model_and_batch(args)
     run, compiled_step = common.harjax_trainer(config, batch, num_classes)
     step_flops = compiled_step.cost_analysis()["flops"]
-    model = build_model(config, num_classes)
+    model = har_model.build_model(config, num_classes)
     variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
     forward_flops = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile(
     ).cost_analysis()["flops"]

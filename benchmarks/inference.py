@@ -42,15 +42,15 @@ def _runner(runtime: str, bundle_dir: str, threads: int):
     """f(*inputs) -> logits as numpy, for one runtime."""
     import numpy as np
 
-    from harjax import inference
+    from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
 
-    bundle = inference.Bundle.load(bundle_dir)
+    bundle = bundle_lib.Bundle.load(bundle_dir)
     if runtime == "flax":
         import jax
 
-        model = inference.inference_model(bundle.meta)
+        model = bundle_lib.inference_model(bundle.meta)
         variables = jax.device_put(bundle.variables)
-        compiled = jax.jit(lambda *inputs: inference.forward(model, variables, *inputs))
+        compiled = jax.jit(lambda *inputs: predictor_lib.forward(model, variables, *inputs))
         return bundle, lambda *inputs: np.asarray(compiled(*inputs))
     if runtime == "stablehlo":
         import jax

@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks import mmact_sized  # noqa: E402
 from configs import full  # noqa: E402
-from harjax import host_memory, parallel, step as step_lib  # noqa: E402
+from harjax.training import host_memory, parallel, step as step_lib  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
-from harjax.models.har_model import build_model  # noqa: E402
+from harjax.models import har_model  # noqa: E402
 
 CACHES = ("none", "host", "device")
 
@@ -90,7 +90,7 @@ def step_comparison(args: argparse.Namespace) -> dict:
     mesh = parallel.make_mesh()
     iterator = pipeline.train_iterator(train, args.batch_size, 0, 0, 1, cache="device")
     constant = parallel.global_batch(train.gather(train.columns(), next(iterator), np), mesh)
-    model = build_model(config, train.num_classes)
+    model = har_model.build_model(config, train.num_classes)
     optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
     state = jax.jit(lambda: step_lib.create_train_state(model, optimizer, jax.device_get(constant), config.seed),
                     out_shardings=parallel.replicated(mesh))()

@@ -46,13 +46,13 @@ def main() -> None:
 
     jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
     if args.allocator == "retain":  # before JAX and torch start their threads
-        from harjax import host_memory
+        from harjax.training import host_memory
 
         host_memory.retain_freed_memory()
     import torch
 
     from benchmarks import torch_reference
-    from harjax import step as step_lib
+    from harjax.training import step as step_lib
 
     device = torch.device("cuda" if args.platform == "gpu" else "cpu")
     config, batch, num_classes = common.model_and_batch(args)

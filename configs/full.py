@@ -10,11 +10,13 @@ Variants (the part after ':'):
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 VARIANTS = ("mmact", "synthetic", "demo")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    """The config of a variant: 'mmact' (the default), 'synthetic' or 'demo'."""
     variant = variant or "mmact"
     if variant not in VARIANTS:
         raise ValueError(f"unknown config variant {variant!r}; choose one of {VARIANTS} (configs/full.py:VARIANT)")
@@ -100,13 +102,30 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
 
-    # Evaluation beyond the scores logged at every eval (which include cross-modal retrieval Recall@1/5/10 when
-    # the contrastive term is on). The analysis runs once, on the final checkpoint, into <workdir>/analysis/.
-    config.eval = ml_collections.ConfigDict()
-    config.eval.at_start = False  # also evaluate the untrained model at step 0 (the chance line of the curves)
-    config.eval.robustness = False  # scores with the video removed, each sensor stream removed, spans occluded
-    config.eval.occlusion_fractions = (0.1, 0.25, 0.5)  # of each recording's recorded steps, one span each
-    config.eval.attention_examples = 0  # keyless-attention weights of this many eval examples of distinct classes
+    config.train.eval_at_start = False  # also evaluate the untrained model at step 0 (the chance line of curves)
+    config.train.profile_steps = ()  # (first, stop): a jax.profiler trace of steps first..stop-1 in <workdir>/profile
+
+    # Evaluators (harjax/evaluators/): each entry's type, split, checkpoint and cadence. `every` and `at_start`
+    # default to config.train.eval_every and eval_at_start. With a validation split (data.validation_fraction),
+    # 'val' selects the checkpoint and the test split is scored after training only, at the last step ('eval') and
+    # at the selected checkpoint ('eval_selected'); without one, 'eval' selects (harjax/evaluators/common.py).
+    config.evals = ml_collections.ConfigDict()
+    config.evals.val = dict(type="classification", split="validation", every=placeholder(int),
+                            at_start=placeholder(bool))
+    config.evals.val_retrieval = dict(type="retrieval", split="validation", prefix="val/", every=placeholder(int),
+                                      at_start=placeholder(bool))
+    config.evals.eval = dict(type="classification", split="test", every=placeholder(int), at_start=placeholder(bool))
+    config.evals.eval_retrieval = dict(type="retrieval", split="test", prefix="eval/", every=placeholder(int),
+                                       at_start=placeholder(bool))
+    config.evals.eval_selected = dict(type="classification", split="test", checkpoint="selected", every=0,
+                                      at_end=True)
+    config.evals.eval_selected_retrieval = dict(type="retrieval", split="test", checkpoint="selected",
+                                                prefix="eval_selected/", every=0, at_end=True)
+    # Analyses of the final checkpoint, into <workdir>/analysis/; switched on with at_end=True.
+    config.evals.robustness = dict(type="robustness", split="test", every=0, at_end=False,
+                                   occlusion_fractions=(0.1, 0.25, 0.5))  # of each recording's recorded steps
+    config.evals.attention = dict(type="attention", split="test", every=0, at_end=False,
+                                  examples=6)  # one eval example from each of this many classes
 
     if variant == "demo":
         config.data.prepare_demo_data = True  # into config.data.data_dir, or <workdir>/demo_data

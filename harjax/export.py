@@ -1,292 +1,54 @@
-"""A trained model as a portable bundle, and as StableHLO or ONNX for serving and the edge.
+"""Exports a trained model: a bundle, and StableHLO or ONNX for serving (harjax/serving/export.py).
 
     python -m harjax.export --workdir=W --output=B [--step=best|latest|N] [--format=bundle,stablehlo,onnx]
     python -m harjax.export --bundle=B --format=stablehlo,onnx        # export again from a bundle alone
-
-The bundle (harjax/inference.py reads it) holds everything inference needs and nothing of training: parameters
-and the video standardisation statistics, the model config, class names, the sensor channels in order with their
-sampling rate and normalisation, what produced the video embeddings, versions, and MODEL_CARD.md with the eval
-metrics of the exported checkpoint. --step=best is the checkpoint the run selected: the best validation macro-F1
-when it held out a validation split, else the best eval macro-F1.
-
-Formats, each in a folder of the bundle, of the forward function on standardised inputs (inference.forward) with
-a symbolic batch dimension and a fixed number of sensor steps (--window_steps, default the training length):
-  stablehlo/  model.jax_export (jax.export, serialised), params.npz (its first argument, in order), signature.json.
-              Readable by JAX releases inside StableHLO's compatibility window; after a JAX upgrade, export
-              again from the bundle.
-  onnx/       model.onnx (jax2onnx; parameters as initializers), signature.json. Needs the export extra.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
-import shutil
-import tempfile
-from typing import Any
 
-import flax
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
-import harjax
-from harjax import checkpointing, metrics as metrics_lib, parallel, step as step_lib
-from harjax.data import batch as batch_lib
-from harjax.inference import (BUNDLE_FILE, BUNDLE_FORMAT, CARD_FILE, PARAMS_FILE, Bundle, forward,
-                              inference_model)
-from harjax.models.har_model import build_model
+from harjax.serving import bundle as bundle_lib, export
+from harjax.training import checkpointing
 
-FORMATS = ("bundle", "stablehlo", "onnx")
-
-
-def _define_flags() -> None:
-    """The command line (defined when run as a program, so the module imports beside other CLIs)."""
-    flags.DEFINE_string("workdir", None, "A training workdir to export from.")
-    flags.DEFINE_string("bundle", None, "Instead of --workdir: a bundle to export other formats from (into "
-                        "itself, or into --output).")
-    flags.DEFINE_string("output", None, "The bundle directory to write.")
-    flags.DEFINE_string("step", "best", "best (the run's selection metric), latest, or a step number.")
-    flags.DEFINE_list("format", ["bundle"], f"Any of {FORMATS}; the bundle is always written.")
-    flags.DEFINE_integer("window_steps", None, "Sensor steps of the exported formats' input "
-                         "(default: the training length).")
-
-
-def _choose_step(manager: Any, step: str, directory: str) -> int:
-    steps = manager.all_steps()
-    if not steps:
-        raise FileNotFoundError(f"{directory} holds no checkpoint; train first")
-    if step == "latest":
-        return manager.latest_step()
-    if step == "best":
-        best = manager.best_step()
-        return best if best is not None else manager.latest_step()
-    if not step.isdigit() or int(step) not in steps:
-        raise app.UsageError(f"--step={step}: choose best, latest or one of the saved steps {sorted(steps)}")
-    return int(step)
-
-
-def _metrics_at(workdir: str, step: int) -> dict[str, float]:
-    """The evaluations of checkpoint `step`: 'eval/' (test split) and 'val/' (validation) logged at that step, and
-    'eval_selected/' (the test split at the checkpoint the validation split selected) when that is this step."""
-    records = metrics_lib.read_metrics(workdir)
-    found = {name: value for record in records if record["step"] == step
-             for name, value in record.items() if name.startswith(("eval/", "val/"))}
-    for record in records:
-        if record.get("eval_selected/step") == step:
-            found |= {name: value for name, value in record.items() if name.startswith("eval_selected/")}
-    return found
-
-
-def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> Bundle:
-    """Writes the bundle of one checkpoint of a training workdir; returns it, loaded back."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing: {workdir} is not a harjax workdir")
-    with open(path) as f:
-        record = json.load(f)
-    config = ml_collections.ConfigDict(record["config"])
-    train_data = record["data"]["train"]
-    selection_metric = record.get("selection_metric", checkpointing.BEST_METRIC)  # older workdirs: the eval split
-    model = build_model(config, train_data["num_classes"])
-    example = {name: np.zeros((jax.device_count(), *shape), np.bool_ if name == batch_lib.SENSOR_MASK else
-                              np.int32 if name == batch_lib.LABEL else np.float32)
-               for name, shape in train_data["shapes"].items() if name != batch_lib.TRIAL}
-    optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
-    mesh = parallel.make_mesh()
-    abstract = parallel.replicated_abstract(
-        jax.eval_shape(lambda: step_lib.create_train_state(model, optimizer, example, config.seed)), mesh)
-    checkpointer = checkpointing.Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                              config.train.keep_checkpoints,
-                                              checkpointing.model_signature(config, abstract),
-                                              best_metric=selection_metric)
-    try:
-        chosen = _choose_step(checkpointer.manager, step, checkpointer.directory)
-        state, _ = checkpointer.restore(chosen, abstract)
-    finally:
-        checkpointer.close()
-    inputs = dict(record["inputs"]) | {"video_shape": train_data["shapes"].get(batch_lib.VIDEO),
-                                       "sensor_steps": train_data["shapes"][batch_lib.SENSOR][0]}
-    meta = {"bundle_format": BUNDLE_FORMAT, "harjax_version": harjax.__version__, "jax_version": jax.__version__,
-            "training_code": record.get("git_commit"), "exported_from": os.path.abspath(workdir), "step": chosen,
-            "step_choice": step, "selection_metric": selection_metric,
-            "config": {"model": config.model.to_dict(), "loss": config.loss.to_dict()},
-            "class_names": inputs.pop("class_names"), "inputs": inputs, "metrics": _metrics_at(workdir, chosen),
-            "data": {"source": config.data.source, "protocol": config.data.protocol,
-                     "train": {key: train_data[key] for key in ("origin", "fingerprint", "examples")},
-                     "eval": {key: record["data"]["eval"][key] for key in ("origin", "fingerprint", "examples")}}}
-    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    return _write_bundle(output, meta, variables)
-
-
-def _write_bundle(output: str, meta: dict[str, Any], variables: dict[str, Any]) -> Bundle:
-    """Into a temporary folder first, then renamed: a failed export leaves nothing half-written at `output`."""
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=".bundle-")
-    try:
-        parameters = flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, variables))
-        meta = meta | {"params_sha256": hashlib.sha256(parameters).hexdigest()}
-        with open(os.path.join(staging, PARAMS_FILE), "wb") as f:
-            f.write(parameters)
-        with open(os.path.join(staging, BUNDLE_FILE), "w") as f:
-            json.dump(meta, f, indent=1)
-        with open(os.path.join(staging, CARD_FILE), "w") as f:
-            f.write(model_card(meta))
-        Bundle.load(staging)  # what was written reads back, before it replaces anything
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return Bundle.load(output)
-
-
-def model_card(meta: dict[str, Any]) -> str:
-    model, inputs, data = meta["config"]["model"], meta["inputs"], meta["data"]
-    metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(meta["metrics"].items())) or \
-        "| (no evaluation at this step) | |"
-    video = json.dumps(inputs["video_source"]) if inputs.get("video_source") else "none (a video-free model)"
-    normalisation = "each example by its own recorded steps" if inputs["normalization"].get("mode") == "recording" \
-        else "with the training split's statistics in bundle.json"
-    selection = meta.get("selection_metric", checkpointing.BEST_METRIC)
-    chosen = f"chosen by {selection}" + (" of the test split itself, so its eval/ scores are optimistic"
-                                         if selection.startswith("eval/") else "")
-    return f"""# harjax model card
-
-A human activity recognition model of harjax {meta['harjax_version']} (training code {meta['training_code']}):
-modalities `{model['modalities']}`, fusion `{model['fusion']}`, {model['num_segments']} temporal segments,
-Transformer {'on' if model['use_transformer'] else 'off'}; checkpoint of step {meta['step']} ({meta['step_choice']};
-the run's best checkpoint is {chosen}).
-
-## Inputs
-- Sensors: {len(inputs['channel_names'])} channels in this order: {', '.join(inputs['channel_names'])}; raw values at
-  {inputs['sampling_rate_hz']:g} Hz, standardised inside harjax.inference as in training ({normalisation}).
-  A missing stream is given as the training mean.
-- Video: {f"embedding {inputs['video_shape']} per example, from {video}" if inputs.get('video_shape') else video}.
-  Extract matching embeddings (same model, prompt set and kind) before predicting; without them, predictions
-  with the video removed (`--allow_missing_video`) are those of the robustness evaluation's "video removed".
-- Classes ({len(meta['class_names'])}): {', '.join(meta['class_names'])}.
-
-## Training data
-Source `{data['source']}`{f", protocol `{data['protocol']}`" if data['source'] == 'mmact' else ''}:
-{data['train']['examples']} training examples from {data['train']['origin']}
-(fingerprint {data['train']['fingerprint']}); evaluated on {data['eval']['examples']} examples from
-{data['eval']['origin']} (fingerprint {data['eval']['fingerprint']}).
-
-## Evaluation at this checkpoint
-`val/`: the validation split (held out of training; it selects the checkpoint when there is one), `eval/`: the test
-split, `eval_selected/`: the test split at the checkpoint the validation split selected.
-
-| metric | value |
-|---|---|
-{metrics}
-
-## Use
-    python -m harjax.predict --bundle=THIS_DIR --input=recordings.npz --output=predictions.csv
-    python -m harjax.predict --bundle=THIS_DIR --stream=recording.csv --window_s=5 --hop_s=1 --output=track.csv
-"""
-
-
-def _forward_function(bundle: Bundle):
-    """(f(*inputs), the bundle's variables): logits from standardised inputs, parameters closed over."""
-    model = inference_model(bundle.meta)
-
-    def infer(variables, sensor, sensor_mask, video=None, video_present=None):
-        return forward(model, variables, sensor, sensor_mask, video, video_present)
-
-    return infer
-
-
-def _input_specs(bundle: Bundle, batch: Any, steps: int) -> list[jax.ShapeDtypeStruct]:
-    specs = [jax.ShapeDtypeStruct((batch, steps, len(bundle.channel_names)), jnp.float32),
-             jax.ShapeDtypeStruct((batch, steps), jnp.bool_)]
-    if bundle.uses_video:
-        specs += [jax.ShapeDtypeStruct((batch, *bundle.video_shape), jnp.float32),
-                  jax.ShapeDtypeStruct((batch,), jnp.bool_)]
-    return specs
-
-
-def _signature(bundle: Bundle, steps: int, extra: dict[str, Any]) -> dict[str, Any]:
-    inputs = ["sensor [batch, steps, channels] float32, standardised", "sensor_mask [batch, steps] bool"]
-    if bundle.uses_video:
-        inputs += ["video [batch, ...] float32", "video_present [batch] bool"]
-    return {"inputs": inputs, "output": "logits [batch, classes] float32", "steps": steps,
-            "channels": list(bundle.channel_names), "class_names": list(bundle.class_names),
-            "normalization": bundle.meta["inputs"]["normalization"], "jax_version": jax.__version__, **extra}
-
-
-def export_stablehlo(bundle: Bundle, directory: str, steps: int) -> str:
-    """jax.export of the forward function: parameters as its first argument (a list, params.npz in order)."""
-    infer = _forward_function(bundle)
-    leaves, treedef = jax.tree.flatten(bundle.variables)
-
-    def exported_function(parameters, *inputs):
-        return infer(jax.tree.unflatten(treedef, parameters), *inputs)
-
-    (batch,) = jax.export.symbolic_shape("batch")
-    exported = jax.export.export(jax.jit(exported_function))(
-        [jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype) for leaf in leaves],
-        *_input_specs(bundle, batch, steps))
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "model.jax_export"), "wb") as f:
-        f.write(exported.serialize())
-    np.savez(os.path.join(directory, "params.npz"), **{f"p{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
-    with open(os.path.join(directory, "signature.json"), "w") as f:
-        json.dump(_signature(bundle, steps, {"call": "jax.export.deserialize(bytes).call([params.npz arrays in key "
-                                                     "order], *inputs)"}), f, indent=1)
-    return directory
-
-
-def export_onnx(bundle: Bundle, directory: str, steps: int) -> str:
-    """ONNX (jax2onnx) of the forward function, parameters as initializers, batch dimension 'batch'."""
-    try:
-        from jax2onnx import to_onnx
-    except ImportError as error:
-        raise app.UsageError("--format=onnx needs jax2onnx: pip install -e '.[export]'") from error
-    infer = _forward_function(bundle)
-    variables = jax.device_put(bundle.variables)
-    model_proto = to_onnx(lambda *inputs: infer(variables, *inputs), _input_specs(bundle, "batch", steps),
-                          model_name="harjax")
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "model.onnx"), "wb") as f:
-        f.write(model_proto.SerializeToString())
-    with open(os.path.join(directory, "signature.json"), "w") as f:
-        json.dump(_signature(bundle, steps, {"call": "onnxruntime.InferenceSession('model.onnx').run(None, inputs)"}),
-                  f, indent=1)
-    return directory
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir to export from.")
+_BUNDLE = flags.DEFINE_string("bundle", None, "Instead of --workdir: a bundle to export other formats from (into "
+                              "itself, or into --output).")
+_OUTPUT = flags.DEFINE_string("output", None, "The bundle directory to write.")
+_STEP = flags.DEFINE_string("step", "best", "best (the run's selection metric), latest, or a step number.")
+_FORMAT = flags.DEFINE_list("format", ["bundle"], f"Any of {export.FORMATS}; the bundle is always written.")
+_WINDOW_STEPS = flags.DEFINE_integer("window_steps", None, "Sensor steps of the exported formats' input "
+                                     "(default: the training length).")
 
 
 def main(argv: list[str]) -> None:
-    FLAGS = flags.FLAGS
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    formats = set(FLAGS.format) | {"bundle"}
-    if formats - set(FORMATS):
-        raise app.UsageError(f"--format={','.join(FLAGS.format)}: choose from {FORMATS}")
-    if bool(FLAGS.workdir) == bool(FLAGS.bundle):
+    formats = set(_FORMAT.value) | {"bundle"}
+    if formats - set(export.FORMATS):
+        raise app.UsageError(f"--format={','.join(_FORMAT.value)}: choose from {export.FORMATS}")
+    if bool(_WORKDIR.value) == bool(_BUNDLE.value):
         raise app.UsageError("give --workdir (a training workdir) or --bundle (an exported bundle), not both")
-    if FLAGS.workdir:
-        if not FLAGS.output:
-            raise app.UsageError("--output: the bundle directory to write")
-        bundle = bundle_from_workdir(FLAGS.workdir, FLAGS.output, FLAGS.step)
-    else:
-        bundle = Bundle.load(FLAGS.bundle)
-        if FLAGS.output and os.path.abspath(FLAGS.output) != os.path.abspath(FLAGS.bundle):
-            bundle = _write_bundle(FLAGS.output, bundle.meta, bundle.variables)
-    steps = FLAGS.window_steps or bundle.meta["inputs"]["sensor_steps"]
-    for name, export in (("stablehlo", export_stablehlo), ("onnx", export_onnx)):
-        if name in formats:
-            logging.info("wrote %s", export(bundle, os.path.join(bundle.directory, name), steps))
+    try:
+        if _WORKDIR.value:
+            if not _OUTPUT.value:
+                raise app.UsageError("--output: the bundle directory to write")
+            bundle = export.bundle_from_workdir(_WORKDIR.value, _OUTPUT.value, _STEP.value)
+        else:
+            bundle = bundle_lib.Bundle.load(_BUNDLE.value)
+            if _OUTPUT.value and os.path.abspath(_OUTPUT.value) != os.path.abspath(_BUNDLE.value):
+                bundle = export.write_bundle(_OUTPUT.value, bundle.meta, bundle.variables)
+        steps = _WINDOW_STEPS.value or bundle.meta["inputs"]["sensor_steps"]
+        for name, writer in (("stablehlo", export.export_stablehlo), ("onnx", export.export_onnx)):
+            if name in formats:
+                logging.info("wrote %s", writer(bundle, os.path.join(bundle.directory, name), steps))
+    except (bundle_lib.BundleError, export.ExportError, checkpointing.IncompatibleCheckpointError) as error:
+        raise app.UsageError(str(error)) from error
     logging.info("bundle %s: step %d, %d classes, formats %s", bundle.directory, bundle.meta["step"],
                  len(bundle.class_names), sorted(formats))
 
 
 if __name__ == "__main__":
-    _define_flags()
     app.run(main)

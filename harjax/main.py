@@ -7,12 +7,12 @@ import logging as std_logging
 import os
 
 import jax
-
-from absl import app, flags, logging
 import ml_collections
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from harjax import host_memory, parallel, train
+from harjax.evaluators import common as evaluators
+from harjax.training import host_memory, loop, parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/full.py:synthetic.",
                                           lock_config=True)
@@ -34,8 +34,10 @@ def _quiet_orbax(record: std_logging.LogRecord) -> bool:
 
 
 def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Builds the demo's MMAct dataset '<prompt_set>-<embedding>' (once) where config.data.data_dir points,
-    default <workdir>/demo_data."""
+    """Builds the demo's MMAct dataset '<prompt_set>-<embedding>' once, where config.data.data_dir points.
+
+    The default place is <workdir>/demo_data.
+    """
     if jax.process_count() > 1:
         raise app.UsageError("config.data.prepare_demo_data is for one process; build the data first, then launch")
     missing = [name for name in ("av", "torch", "transformers", "PIL") if importlib.util.find_spec(name) is None]
@@ -63,10 +65,19 @@ def main(argv: list[str]) -> None:
         _prepare_demo_data(config, _WORKDIR.value)
     logging.info("config:\n%s", config)
     if _MODE.value == "train":
-        train.train_and_evaluate(config, _WORKDIR.value)
+        loop.train_and_evaluate(config, _WORKDIR.value)
     else:
-        train.evaluate(config, _WORKDIR.value)
+        loop.evaluate(config, _WORKDIR.value)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, after refusing config keys that moved (naming where they went)."""
+    for argument in argv[1:]:
+        message = evaluators.moved_key_message(argument)
+        if message:
+            raise flags.Error(message)
+    return flags.FLAGS(argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -5,15 +5,16 @@ import numpy as np
 import pytest
 
 from configs import full, sensor_only, video_only
-from harjax import metrics, robustness, train
 from harjax.data import batch as batch_lib
-from harjax.models.har_model import build_model
+from harjax.evaluators import attention, retrieval, robustness
+from harjax.training import loop
+from harjax.models import har_model
 from tests.conftest import read_metrics, small_config
 
 
 def test_a_perfect_aligner_retrieves_every_pair_first():
     embeddings = np.random.default_rng(0).normal(size=(20, 8))
-    recalls = metrics.retrieval_recalls(embeddings, embeddings.copy())
+    recalls = retrieval.retrieval_recalls(embeddings, embeddings.copy())
     assert recalls == {f"retrieval_{d}_r{k}": 1.0 for d in ("v2s", "s2v") for k in (1, 5, 10)}
 
 
@@ -23,7 +24,7 @@ def test_recall_at_k_by_hand():
     angles = np.deg2rad([0, 60, 120])
     unit = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     video = unit[[1, 2, 0]]  # video i points where sensor (i + 1) % 3 does
-    recalls = metrics.retrieval_recalls(video, unit)
+    recalls = retrieval.retrieval_recalls(video, unit)
     # video 0 (60 deg): sims to sensors 0, 1, 2 = 0.5, 1, 0.5 -> own (sensor 0) ties with sensor 2: rank 2.
     # video 1 (120 deg): sims 1 -> -0.5, 0.5, 1 -> own (sensor 1, 0.5) is second: rank 1.
     # video 2 (0 deg): sims 1, 0.5, -0.5 -> own (sensor 2) is last: rank 2.
@@ -35,7 +36,7 @@ def test_recall_at_k_by_hand():
 
 def test_collapsed_embeddings_score_no_better_than_chance():
     same = np.ones((12, 4))
-    recalls = metrics.retrieval_recalls(same, same)
+    recalls = retrieval.retrieval_recalls(same, same)
     assert recalls["retrieval_v2s_r1"] == recalls["retrieval_s2v_r1"] == 0.0  # ties count against the query
     assert recalls["retrieval_v2s_r10"] == 0.0  # 11 tied wrong candidates: never in the top 10
 
@@ -45,13 +46,13 @@ def test_views_of_one_recording_share_their_sensor_candidate():
     sensors = rng.normal(size=(5, 6))
     groups = np.repeat(np.arange(5), 3)  # three camera views per recording
     videos = sensors[groups] + 0.01 * rng.normal(size=(15, 6))
-    recalls = metrics.retrieval_recalls(videos, sensors[groups], groups)
+    recalls = retrieval.retrieval_recalls(videos, sensors[groups], groups)
     assert recalls["retrieval_v2s_r1"] == recalls["retrieval_s2v_r1"] == 1.0
     # Recording 0's views made copies of recording 1's sensor: recording 0 no longer finds its views first, and
     # recording 1 finds recording 0's (exact) views before its own (near) ones: both miss, 3 of 5 recordings hit.
     swapped = videos.copy()
     swapped[groups == 0] = sensors[1]
-    assert metrics.retrieval_recalls(swapped, sensors[groups], groups)["retrieval_s2v_r1"] == pytest.approx(0.6)
+    assert retrieval.retrieval_recalls(swapped, sensors[groups], groups)["retrieval_s2v_r1"] == pytest.approx(0.6)
 
 
 def _batch(rows=6, steps=32, channels=12, video_dim=32, seed=0):
@@ -65,7 +66,7 @@ def _batch(rows=6, steps=32, channels=12, video_dim=32, seed=0):
 
 
 def _logits(config_module, batch, variables=None):
-    model = build_model(small_config(config_module), num_classes=6)
+    model = har_model.build_model(small_config(config_module), num_classes=6)
     variables = variables or model.init(jax.random.key(0), batch, train=False)
     return model.apply(variables, batch, train=False).logits, variables
 
@@ -85,7 +86,7 @@ def test_removing_what_a_model_does_not_use_changes_nothing(config_module, condi
 def test_a_removed_video_is_the_training_mean():
     """With the running statistics of the video standardisation, 'video removed' equals feeding their mean."""
     batch = _batch()
-    model = build_model(small_config(full), num_classes=6)
+    model = har_model.build_model(small_config(full), num_classes=6)
     variables = model.init(jax.random.key(0), batch, train=False)
     mean = np.random.default_rng(2).normal(size=32).astype(np.float32)
     variables = {**variables, "batch_stats": {"video_standardise": {
@@ -138,26 +139,32 @@ def test_conditions_follow_the_modalities_and_the_streams():
         "clean", "video_removed", "acc_phone_removed", "gyro_removed", "occluded_10pct", "occluded_50pct"]
     assert list(robustness.conditions(False, True, names, (), seed=0)) == ["clean", "acc_phone_removed",
                                                                           "gyro_removed"]
-    with pytest.raises(ValueError, match="occlusion_fractions"):
-        robustness.conditions(True, True, names, (1.0,), seed=0)
+
+
+def test_bad_occlusion_fractions_name_the_key(tmp_path, config):
+    config.evals.robustness.update(at_end=True, occlusion_fractions=(0.5, 1.0))
+    with pytest.raises(ValueError, match=r"config\.evals\.robustness\.occlusion_fractions must lie in \(0, 1\)"):
+        loop.train_and_evaluate(config, str(tmp_path))
 
 
 def test_training_logs_retrieval_and_writes_the_analysis(tmp_path, config):
-    config.eval.update(at_start=True, robustness=True, attention_examples=3)
-    train.train_and_evaluate(config, str(tmp_path))
+    config.train.eval_at_start = True
+    config.evals.robustness.at_end = True
+    config.evals.attention.update(at_end=True, examples=3)
+    loop.train_and_evaluate(config, str(tmp_path))
     records = read_metrics(str(tmp_path))
     evals = [record for record in records if "eval/accuracy" in record]
     assert [record["step"] for record in evals] == [0, 3, 6]  # step 0: the untrained model
     assert all(0 <= record["eval/retrieval_v2s_r10"] <= 1 and "eval/retrieval_s2v_r1" in record for record in evals)
     robust = [record for record in records if "robustness/clean/accuracy" in record]
     assert len(robust) == 1 and robust[0]["robustness/clean/accuracy"] == evals[-1]["eval/accuracy"]
-    attention = np.load(tmp_path / train.ANALYSIS_DIR / train.ATTENTION_FILE)
-    assert attention["alpha"].shape[:2] == (3, config.model.num_segments)
-    assert len(set(attention["label"].tolist())) == 3  # three classes
-    np.testing.assert_allclose(attention["alpha"].sum(-1), 1.0, rtol=1e-5)  # every segment holds recorded steps
+    weights = np.load(tmp_path / attention.FILE)
+    assert weights["alpha"].shape[:2] == (3, config.model.num_segments)
+    assert len(set(weights["label"].tolist())) == 3  # three classes
+    np.testing.assert_allclose(weights["alpha"].sum(-1), 1.0, rtol=1e-5)  # every segment holds recorded steps
 
 
 def test_no_retrieval_without_the_contrastive_term(tmp_path):
     config = small_config(video_only)
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     assert not any(key.startswith("eval/retrieval") for record in read_metrics(str(tmp_path)) for key in record)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harjax import parallel, train
+from harjax.training import loop, parallel
 from tests.conftest import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,7 @@ def test_unknown_config_variant_fails(tmp_path):
 
 def test_eval_mode_without_checkpoint_says_train_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no checkpoint to evaluate; train first"):
-        train.evaluate(small_config(), str(tmp_path))
+        loop.evaluate(small_config(), str(tmp_path))
 
 
 @pytest.mark.parametrize("key, value", [("eval_every", 0), ("num_steps", -1), ("batch_size", 12)])
@@ -37,7 +37,7 @@ def test_bad_train_settings_name_the_flag(tmp_path, key, value):
     config = small_config()
     config.train[key] = value
     with pytest.raises(ValueError, match=rf"config\.train\.{key}"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize("env, expected", [

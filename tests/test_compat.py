@@ -13,7 +13,9 @@ import shutil
 import numpy as np
 import pytest
 
-from harjax import export, inference, suites, train
+from harjax.serving import export, predictor as predictor_lib
+from harjax.study import suites
+from harjax.training import loop
 from tests.conftest import read_metrics
 
 FIXTURES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fixtures", "written_by_*")))
@@ -23,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _logits(bundle_dir: str, fixture_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """(logits of this harjax's load of a bundle, logits of the version that wrote the fixture) on its raw inputs."""
-    predictor = inference.Predictor.load(bundle_dir)
+    predictor = predictor_lib.Predictor.load(bundle_dir)
     with np.load(os.path.join(fixture_dir, "inputs.npz")) as inputs:
         got = predictor.predict_batch(inputs["sensor"], inputs["sensor_mask"], inputs.get("video")).logits
     return got, np.load(os.path.join(fixture_dir, "logits.npy"))
@@ -54,7 +56,7 @@ def test_an_earlier_checkpoint_exports_and_resumes(root, tmp_path):
 
     # The same command with one more step restores the whole train state (optimizer included) and goes on.
     steps = recorded["overrides"]["train.num_steps"]
-    overrides = [f"{key}={value}" for key, value in recorded["overrides"].items()] + [f"train.num_steps={steps + 1}"]
+    overrides = [f"{key}={value}" for key, value in (recorded["overrides"] | {"train.num_steps": steps + 1}).items()]
     config = suites.resolve_config(os.path.join(REPO, recorded["config"]), overrides)
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     assert [line["step"] for line in read_metrics(workdir) if "train/loss" in line][-1] == steps + 1

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs.suites import paper
-from harjax import report, suites
+from harjax.study import report, suites
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from configs import full, sensor_only
-from harjax import augment, checkpointing, export, train
 from harjax.data import batch as batch_lib, normalization, npz, pipeline, synthetic
+from harjax.serving import export
+from harjax.training import augment, checkpointing, loop
 from tests.conftest import read_metrics, small_config
 
 STREAMS = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11))
@@ -84,7 +85,7 @@ def augmented_run(tmp_path_factory):
     config.data.augment.update(EVERY)
     config.train.log_every = 1
     workdir = str(tmp_path_factory.mktemp("augmented"))
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     return config, workdir, read_metrics(workdir)
 
 
@@ -92,8 +93,8 @@ def test_a_resumed_augmented_run_is_exact(tmp_path, monkeypatch, augmented_run):
     config, _, uninterrupted = augmented_run
     with monkeypatch.context() as patch:
         patch.setattr(checkpointing.PreemptionWatcher, "reached", lambda self, step: step == 3)
-        train.train_and_evaluate(config, str(tmp_path))
-    train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     assert read_metrics(str(tmp_path)) == uninterrupted
 
 
@@ -102,12 +103,7 @@ def test_evaluation_is_never_augmented(augmented_run):
     config, workdir, _ = augmented_run
     plain = config.copy_and_resolve_references()
     plain.data.augment.update({name: 0.0 for name in EVERY} | {"shift": False})
-    run = train._Run(plain, workdir)  # the augmented run's checkpoint, evaluated with augmentation off
-    try:
-        state, _ = run.checkpointer.restore(run.checkpointer.latest_step, run.abstract_state)
-        evaluated = run.evaluate(state, 6)
-    finally:
-        run.close()
+    evaluated = loop.evaluate(plain, workdir)  # the augmented run's checkpoint, evaluated with augmentation off
     logged = [line for line in read_metrics(workdir) if line["step"] == 6 and "eval/accuracy" in line][0]
     assert evaluated["eval/accuracy"] == logged["eval/accuracy"]
     assert evaluated["eval/loss"] == pytest.approx(logged["eval/loss"], rel=1e-6)
@@ -148,19 +144,18 @@ def test_model_selection_uses_the_validation_split_only(tmp_path, monkeypatch):
     config = small_config()
     config.data.validation_fraction = 0.2
     config.train.update(num_steps=9, eval_every=3, checkpoint_every=3)
-    evaluated_splits = []
-    original = train._Run.predict
+    splits = []  # the split of every pass over an evaluation split
+    original = pipeline.eval_batches
 
-    def recording(self, state, corrupt=None, split=train.TEST):
-        evaluated_splits.append((int(state.step), split))
-        return original(self, state, corrupt, split)
+    def recording(data, *args, **kwargs):
+        splits.append("validation" if "[validation part]" in data.origin else "test")
+        return original(data, *args, **kwargs)
 
-    monkeypatch.setattr(train._Run, "predict", recording)
-    train.train_and_evaluate(config, str(tmp_path))
-    splits = [split for _, split in evaluated_splits]
-    first_test = splits.index(train.TEST)
-    assert splits[:first_test] == [train.VALIDATION] * 3  # steps 3, 6, 9: the test split is not looked at
-    assert splits[first_test:] == [train.TEST] * 2  # after training: at the last and at the selected step
+    monkeypatch.setattr(pipeline, "eval_batches", recording)
+    loop.train_and_evaluate(config, str(tmp_path))
+    first_test = splits.index("test")
+    assert splits[:first_test] == ["validation"] * 3  # steps 3, 6, 9: the test split is not looked at
+    assert splits[first_test:] == ["test"] * 2  # after training: at the last and at the selected step
     lines = read_metrics(str(tmp_path))
     validation = {line["step"]: line["val/macro_f1"] for line in lines if "val/macro_f1" in line}
     assert sorted(validation) == [3, 6, 9]

@@ -1,5 +1,5 @@
 """harjax.main keeps freed host memory in the process, so a step's large temporary block is not page-faulted in
-again every step (harjax/host_memory.py)."""
+again every step (harjax/training/host_memory.py)."""
 
 import os
 import subprocess
@@ -12,7 +12,7 @@ _BLOCK_BYTES = 320 * 2**20  # far above glibc's largest mmap threshold (32 MB)
 _REALLOCATE = f"""
 import ctypes, resource, sys
 if sys.argv[1] == "retain":
-    from harjax import host_memory
+    from harjax.training import host_memory
     assert host_memory.retain_freed_memory()
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
@@ -42,7 +42,7 @@ def _faults_on_reallocation(mode: str) -> int:
 ])
 def test_applies_only_to_a_single_cpu_device(env, expected):
     """Several CPU devices would contend for the one arena; accelerators keep temporaries on the device."""
-    code = "from harjax import host_memory; print(host_memory.single_cpu_device_expected())"
+    code = "from harjax.training import host_memory; print(host_memory.single_cpu_device_expected())"
     assert _run(code, **env) == str(expected)
 
 

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from configs import sensor_only
-from harjax import export, inference, predict, robustness, train
 from harjax.data import batch as batch_lib, pipeline, synthetic
+from harjax.evaluators import robustness
+from harjax.serving import batch as batch_prediction, bundle as bundle_lib, export, predictor as predictor_lib
+from harjax.serving import streaming
+from harjax.training import loop
 from tests.conftest import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +27,7 @@ def trained(tmp_path_factory):
     """configs/full.py:synthetic (small), trained a few steps and exported in every format."""
     root = tmp_path_factory.mktemp("full")
     config = small_config()
-    train.train_and_evaluate(config, str(root / "workdir"))
+    loop.train_and_evaluate(config, str(root / "workdir"))
     bundle = export.bundle_from_workdir(str(root / "workdir"), str(root / "bundle"), "latest")
     export.export_stablehlo(bundle, str(root / "bundle" / "stablehlo"), steps=32)
     export.export_onnx(bundle, str(root / "bundle" / "onnx"), steps=32)
@@ -36,12 +39,12 @@ def _raw_eval(config):
     return synthetic.generate(config.data.synthetic, "eval", config.seed).arrays
 
 
-def _flax_logits(config, root):
+def _flax_logits(config, root, corrupt=None):
     """The trained model's logits on the eval split through the training code's own evaluation path."""
-    run = train._Run(config, str(root / "workdir"))
+    run = loop._setup(config, str(root / "workdir"))
     try:
         state, _ = run.checkpointer.restore(run.checkpointer.latest_step, run.abstract_state)
-        rows, _ = run.predict(state)
+        rows = run.predict_fns["test"]["predict"](state, corrupt).rows
     finally:
         run.close()
     return rows["logits"][np.argsort(rows[batch_lib.INDEX])]
@@ -75,7 +78,7 @@ def test_every_format_gives_the_trained_models_logits(trained):
     config, root, bundle = trained
     raw = _raw_eval(config)
     expected = _flax_logits(config, root)
-    predictor = inference.Predictor(bundle)
+    predictor = predictor_lib.Predictor(bundle)
     got = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK], raw[batch_lib.VIDEO])
     np.testing.assert_allclose(got.logits, expected, rtol=1e-5, atol=1e-5)
 
@@ -107,10 +110,10 @@ def test_predict_writes_classes_top5_and_attention(trained, tmp_path):
     config, root, bundle = trained
     raw = _raw_eval(config)
     np.savez(tmp_path / "new.npz", **raw)
-    predictor = inference.Predictor(bundle)
-    rows = predict.predict_file(predictor, str(tmp_path / "new.npz"), batch_size=16)
-    predict.write_rows(rows, str(tmp_path / "out.jsonl"))
-    predict.write_rows(rows, str(tmp_path / "out.csv"))
+    predictor = predictor_lib.Predictor(bundle)
+    rows = batch_prediction.predict_file(predictor, str(tmp_path / "new.npz"), batch_size=16)
+    batch_prediction.write_rows(rows, str(tmp_path / "out.jsonl"))
+    batch_prediction.write_rows(rows, str(tmp_path / "out.csv"))
     records = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     expected = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK], raw[batch_lib.VIDEO])
     assert [record["predicted"] for record in records] == expected.labels()
@@ -124,18 +127,12 @@ def test_predict_writes_classes_top5_and_attention(trained, tmp_path):
 def test_a_missing_video_is_refused_or_removed_as_in_the_robustness_evaluation(trained):
     config, root, bundle = trained
     raw = _raw_eval(config)
-    with pytest.raises(inference.InputError, match="no 'video' embeddings.*--allow_missing_video"):
-        inference.Predictor(bundle).predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK])
-    removed = inference.Predictor(bundle, allow_missing_video=True).predict_batch(raw[batch_lib.SENSOR],
+    with pytest.raises(predictor_lib.InputError, match="no 'video' embeddings.*--allow_missing_video"):
+        predictor_lib.Predictor(bundle).predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK])
+    removed = predictor_lib.Predictor(bundle, allow_missing_video=True).predict_batch(raw[batch_lib.SENSOR],
                                                                                   raw[batch_lib.SENSOR_MASK])
     assert not removed.video_given.any()
-    run = train._Run(config, str(root / "workdir"))
-    try:
-        state, _ = run.checkpointer.restore(run.checkpointer.latest_step, run.abstract_state)
-        rows, _ = run.predict(state, robustness.remove_video)
-    finally:
-        run.close()
-    np.testing.assert_allclose(removed.logits, rows["logits"][np.argsort(rows[batch_lib.INDEX])], rtol=1e-5,
+    np.testing.assert_allclose(removed.logits, _flax_logits(config, root, robustness.remove_video), rtol=1e-5,
                                atol=1e-5)
 
 
@@ -155,8 +152,8 @@ def test_streaming_windows_a_recording_at_the_bundles_rate(trained, tmp_path):
     time, values = _write_stream(tmp_path / "long.csv", rate_hz=100.0, seconds=6.0, channels=channels)
     video = np.random.default_rng(1).normal(size=32).astype(np.float32)
     np.save(tmp_path / "context.npy", video)
-    predictor = inference.Predictor(bundle)
-    rows = predict.predict_stream(predictor, str(tmp_path / "long.csv"), window_s=0.64, hop_s=0.5, smooth=3,
+    predictor = predictor_lib.Predictor(bundle)
+    rows = streaming.predict_stream(predictor, str(tmp_path / "long.csv"), window_s=0.64, hop_s=0.5, smooth=3,
                                   video_path=str(tmp_path / "context.npy"), batch_size=4)
     rate = bundle.sampling_rate_hz  # 50 Hz: every second row of the 100 Hz recording
     assert [row["start_s"] for row in rows[:3]] == [0.0, 0.5, 1.0]
@@ -177,12 +174,12 @@ def test_nan_steps_are_masked_and_counted(trained):
     sensor = raw[batch_lib.SENSOR][:4].copy()
     sensor[0, 2, 5] = np.nan
     sensor[1, 3:6] = np.nan
-    result = inference.Predictor(bundle).predict_batch(sensor, raw[batch_lib.SENSOR_MASK][:4], raw[batch_lib.VIDEO][:4])
+    result = predictor_lib.Predictor(bundle).predict_batch(sensor, raw[batch_lib.SENSOR_MASK][:4], raw[batch_lib.VIDEO][:4])
     assert result.nan_steps.tolist() == [1, 3, 0, 0] and np.isfinite(result.logits).all()
     masked = raw[batch_lib.SENSOR_MASK][:4].copy()
     masked[0, 2] = False
     masked[1, 3:6] = False
-    again = inference.Predictor(bundle).predict_batch(np.nan_to_num(sensor), masked, raw[batch_lib.VIDEO][:4])
+    again = predictor_lib.Predictor(bundle).predict_batch(np.nan_to_num(sensor), masked, raw[batch_lib.VIDEO][:4])
     np.testing.assert_allclose(result.logits, again.logits, rtol=1e-6)
 
 
@@ -210,14 +207,14 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
         bundle_dir = str(tmp_path / "nowhere")
     elif case in ("corrupt parameters", "newer bundle"):
         bundle_dir = str(tmp_path / "copy")
-        export._write_bundle(bundle_dir, bundle.meta, bundle.variables)
+        export.write_bundle(bundle_dir, bundle.meta, bundle.variables)
         if case == "corrupt parameters":
-            with open(os.path.join(bundle_dir, inference.PARAMS_FILE), "r+b") as f:
+            with open(os.path.join(bundle_dir, bundle_lib.PARAMS_FILE), "r+b") as f:
                 f.seek(100)
                 f.write(b"\x00" * 64)  # values changed, the format intact: only the checksum can tell
         else:
             json.dump(bundle.meta | {"bundle_format": 99, "harjax_version": "9.9"},
-                      open(os.path.join(bundle_dir, inference.BUNDLE_FILE), "w"))
+                      open(os.path.join(bundle_dir, bundle_lib.BUNDLE_FILE), "w"))
     elif case == "wrong channel count":
         np.savez(tmp_path / "in.npz", **raw | {batch_lib.SENSOR: raw[batch_lib.SENSOR][..., :6]})
     elif case == "unknown class index":
@@ -244,13 +241,13 @@ def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
                  channel_names=np.array([f"imu{k}_{axis}" for k in range(4) for axis in "xyz"]))
     config.data.update(source="npz", train_path=str(tmp_path / "train.npz"), eval_path=str(tmp_path / "eval.npz"),
                        sampling_rate_hz=20.0)
-    train.train_and_evaluate(config, str(tmp_path / "workdir"))
+    loop.train_and_evaluate(config, str(tmp_path / "workdir"))
     bundle = export.bundle_from_workdir(str(tmp_path / "workdir"), str(tmp_path / "bundle"), "best")
     assert not bundle.uses_video and bundle.sampling_rate_hz == 20.0 and bundle.meta["inputs"]["video_source"] == {}
     export.export_stablehlo(bundle, str(tmp_path / "bundle" / "stablehlo"), steps=32)
     export.export_onnx(bundle, str(tmp_path / "bundle" / "onnx"), steps=32)
     raw = np.load(tmp_path / "eval.npz")
-    predictor = inference.Predictor(bundle)
+    predictor = predictor_lib.Predictor(bundle)
     got = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK],
                                   channel_names=[str(name) for name in raw["channel_names"]])
     train_split, eval_split = pipeline.load_splits(config)
@@ -268,8 +265,8 @@ def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
     onnx_logits = session.run(None, dict(zip(names, [standardised[batch_lib.SENSOR],
                                                      standardised[batch_lib.SENSOR_MASK]])))[0]
     np.testing.assert_allclose(onnx_logits, got.logits, rtol=1e-4, atol=1e-4)
-    with pytest.raises(inference.InputError, match=r"not the bundle's .*another order"):
+    with pytest.raises(predictor_lib.InputError, match=r"not the bundle's .*another order"):
         predictor.predict_batch(raw[batch_lib.SENSOR], channel_names=list(reversed(bundle.channel_names)))
     time, values = _write_stream(tmp_path / "long.csv", 20.0, 10.0, list(bundle.channel_names))
-    rows = predict.predict_stream(predictor, str(tmp_path / "long.csv"), 1.6, 0.8, 1, None, 8)
+    rows = streaming.predict_stream(predictor, str(tmp_path / "long.csv"), 1.6, 0.8, 1, None, 8)
     assert rows[0]["video"] == "not used" and rows[1]["start_s"] == 0.8 and rows[0]["smoothed"] == rows[0]["predicted"]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from harjax import losses, parallel
+from harjax.training import losses, parallel
 from tests.conftest import NUM_DEVICES
 
 LOCAL, IN_DIM, EMBED_DIM = 4, 6, 5

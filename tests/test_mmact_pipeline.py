@@ -7,8 +7,8 @@ import pytest
 
 from configs import sensor_only
 from data_builders.mmact import build, make_dummy_data
-from harjax import train
 from harjax.data import batch as batch_lib, mmact, pipeline, sampling
+from harjax.training import loop
 from tests.conftest import assert_caches_serve_the_same_batches, read_metrics, small_config
 
 
@@ -110,7 +110,7 @@ def test_long_trials_are_cropped_to_max_length(data_dir):
 def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path, num_workers):
     config = _config(data_dir, num_workers=num_workers)
     config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)
-    final = train.train_and_evaluate(config, str(tmp_path))
+    final = loop.train_and_evaluate(config, str(tmp_path))
     assert {"eval/accuracy", "eval/macro_f1", "eval/trial_accuracy", "eval/trial_macro_f1"} <= set(final)
     assert (tmp_path / "eval" / "eval_trial_step_4.json").exists()
     assert read_metrics(str(tmp_path))[-1]["eval/trial_accuracy"] == final["eval/trial_accuracy"]
@@ -136,7 +136,7 @@ def test_resumed_iterator_repeats_batches_and_camera_draws(data_dir, num_workers
 def test_video_free_models_report_no_redundant_per_trial_scores(data_dir, tmp_path):
     config = _config(data_dir, module=sensor_only)
     config.train.update(num_steps=2, eval_every=2, checkpoint_every=2)
-    final = train.train_and_evaluate(config, str(tmp_path))
+    final = loop.train_and_evaluate(config, str(tmp_path))
     assert "eval/accuracy" in final and "eval/trial_accuracy" not in final  # one view per trial
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from configs import full, late_fusion, sensor_only, video_only
 from harjax.data import batch as batch_lib
-from harjax.models.har_model import build_model
+from harjax.models import har_model
 from harjax.models.keyless_attention import KeylessAttention, segment_masks
 from harjax.models.sensor_encoder import conv1d, conv_norm_gelu
 from tests.conftest import ALL_CONFIGS, config_id, small_config
@@ -71,7 +71,7 @@ def test_empty_segments_get_zero_weights_without_nans():
 @pytest.mark.parametrize("frames", [None, 3])
 def test_every_config_builds_and_predicts(config_module, frames):
     config = small_config(config_module)
-    model = build_model(config, num_classes=6)
+    model = har_model.build_model(config, num_classes=6)
     batch = _batch(frames=frames)
     variables = model.init(jax.random.key(0), batch, train=False)
     output = model.apply(variables, batch, train=False)
@@ -89,7 +89,7 @@ def test_every_config_builds_and_predicts(config_module, frames):
 @pytest.mark.parametrize("extra_padding", [1, 32, 33])
 def test_padding_length_does_not_change_predictions(config_module, extra_padding):
     config = small_config(config_module)
-    model = build_model(config, num_classes=6)
+    model = har_model.build_model(config, num_classes=6)
     short = _batch(steps=32)
     long = {**short, batch_lib.SENSOR: np.pad(short[batch_lib.SENSOR], ((0, 0), (0, extra_padding), (0, 0))),
             batch_lib.SENSOR_MASK: np.pad(short[batch_lib.SENSOR_MASK], ((0, 0), (0, extra_padding)))}
@@ -131,7 +131,7 @@ def test_conv_norm_gelu_has_the_values_and_gradients_of_autodiff(stride, steps, 
 def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     config = small_config()
     config.model.dtype = "bfloat16"
-    model = build_model(config, num_classes=6)
+    model = har_model.build_model(config, num_classes=6)
     variables = model.init(jax.random.key(0), _batch(), train=False)
     assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
     output = model.apply(variables, _batch(), train=False)
@@ -147,7 +147,7 @@ def test_video_standardisation_makes_per_dimension_scale_irrelevant():
     dimension, so rescaling and shifting dimensions leaves training-mode predictions unchanged."""
     config = small_config(video_only)
     config.model.dropout = 0.0
-    model = build_model(config, num_classes=6)
+    model = har_model.build_model(config, num_classes=6)
     batch = _batch(batch_size=8, lengths=(32,) * 8)
     variables = model.init(jax.random.key(0), batch, train=False)
     distorted = {**batch, batch_lib.VIDEO: batch[batch_lib.VIDEO] * np.geomspace(1, 1e3, 32) + 500.0}
@@ -168,14 +168,14 @@ def test_bad_model_config_names_the_flag(override, flag):
     config = small_config()
     config.model.update(override)
     with pytest.raises(ValueError, match=flag.replace(".", r"\.")):
-        build_model(config, num_classes=6)
+        har_model.build_model(config, num_classes=6)
 
 
 def test_contrastive_weight_with_one_modality_is_rejected():
     config = small_config(video_only)
     config.loss.contrastive_weight = 0.5
     with pytest.raises(ValueError, match=r"config\.loss\.contrastive_weight"):
-        build_model(config, num_classes=6)
+        har_model.build_model(config, num_classes=6)
 
 
 def test_both_encoder_backwards_share_parameters_values_and_gradients():
@@ -186,7 +186,7 @@ def test_both_encoder_backwards_share_parameters_values_and_gradients():
     for setting in ("autodiff", "hand_written"):
         config = small_config()
         config.model.encoder_backward = setting
-        models[setting] = build_model(config, num_classes=6)
+        models[setting] = har_model.build_model(config, num_classes=6)
     variables = models["autodiff"].init(jax.random.key(0), batch, train=False)
     other = models["hand_written"].init(jax.random.key(0), batch, train=False)
     assert jax.tree.structure(other) == jax.tree.structure(variables)
@@ -204,4 +204,4 @@ def test_both_encoder_backwards_share_parameters_values_and_gradients():
     config = small_config()
     config.model.encoder_backward = "fast"
     with pytest.raises(ValueError, match=r"config\.model\.encoder_backward must be one of"):
-        build_model(config, num_classes=6)
+        har_model.build_model(config, num_classes=6)

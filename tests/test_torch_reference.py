@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from benchmarks import torch_reference
-from harjax import parallel, step as step_lib
+from harjax.training import parallel, step as step_lib
 from harjax.data import synthetic
-from harjax.models.har_model import build_model
+from harjax.models import har_model
 from tests.conftest import small_config
 
 
@@ -22,7 +22,7 @@ def setup():
     mesh = parallel.make_mesh()
     schedule = step_lib.learning_rate_schedule(config.train)
     state = jax.jit(lambda: step_lib.create_train_state(
-        build_model(config, data.num_classes), step_lib.make_optimizer(config, schedule), batch, seed=0),
+        har_model.build_model(config, data.num_classes), step_lib.make_optimizer(config, schedule), batch, seed=0),
         out_shardings=parallel.replicated(mesh))()
     reference = torch_reference.HARModel(config.model, config.loss, data.num_classes,
                                          video_dim=batch["video"].shape[-1], sensor_channels=batch["sensor"].shape[-1])

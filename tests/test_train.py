@@ -11,15 +11,15 @@ import optax
 import pytest
 
 from configs import sensor_only
-from harjax import checkpointing, parallel, step as step_lib, train
+from harjax.training import checkpointing, loop, parallel, step as step_lib
 from harjax.data import batch as batch_lib, synthetic
-from harjax.models.har_model import LOGIT_SCALE, build_model
+from harjax.models import har_model
 from tests.conftest import ALL_CONFIGS, config_id, read_metrics as _read_metrics, small_config
 
 
 def test_training_writes_a_reproducible_workdir(tmp_path, config):
     workdir = str(tmp_path)
-    final = train.train_and_evaluate(config, workdir)
+    final = loop.train_and_evaluate(config, workdir)
 
     record = json.load(open(os.path.join(workdir, "config.json")))
     assert record["config"] == json.loads(json.dumps(config.to_dict()))
@@ -43,14 +43,14 @@ def test_training_writes_a_reproducible_workdir(tmp_path, config):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
 
     # --mode=eval scores the latest checkpoint and finds the same numbers.
-    assert train.evaluate(config, workdir)["eval/accuracy"] == final["eval/accuracy"]
+    assert loop.evaluate(config, workdir)["eval/accuracy"] == final["eval/accuracy"]
 
 
 @pytest.mark.parametrize("poisoned_input", [batch_lib.SENSOR, batch_lib.VIDEO])
 def test_nonfinite_loss_skips_the_update(config, poisoned_input):
     mesh = parallel.make_mesh()
     data = synthetic.generate(config.data.synthetic, "train", config.seed)
-    model = build_model(config, data.num_classes)
+    model = har_model.build_model(config, data.num_classes)
     schedule = step_lib.learning_rate_schedule(config.train)
     batch = {name: array[:32] for name, array in data.arrays.items()}
     state = step_lib.create_train_state(model, step_lib.make_optimizer(config, schedule), batch, 0)
@@ -78,18 +78,18 @@ def test_optimizer_caps_the_learnable_temperature(config):
     config.loss.max_logit_scale = 100.0
     config.train.learning_rate = 1.0
     optimizer = step_lib.make_optimizer(config, optax.constant_schedule(1.0))
-    params = {LOGIT_SCALE: jnp.asarray(math.log(99.0)), "kernel": jnp.ones((2, 2))}
+    params = {har_model.LOGIT_SCALE: jnp.asarray(math.log(99.0)), "kernel": jnp.ones((2, 2))}
     opt_state = optimizer.init(params)
     for _ in range(3):  # gradients that keep pushing 1/tau up
-        updates, opt_state = optimizer.update({LOGIT_SCALE: jnp.asarray(-1.0), "kernel": jnp.ones((2, 2))},
+        updates, opt_state = optimizer.update({har_model.LOGIT_SCALE: jnp.asarray(-1.0), "kernel": jnp.ones((2, 2))},
                                               opt_state, params)
         params = optax.apply_updates(params, updates)
-    assert float(params[LOGIT_SCALE]) == pytest.approx(math.log(100.0))
+    assert float(params[har_model.LOGIT_SCALE]) == pytest.approx(math.log(100.0))
     for _ in range(20):  # gradients that pull it back: Adam's momentum turns, and the parameter follows
-        updates, opt_state = optimizer.update({LOGIT_SCALE: jnp.asarray(1.0), "kernel": jnp.ones((2, 2))},
+        updates, opt_state = optimizer.update({har_model.LOGIT_SCALE: jnp.asarray(1.0), "kernel": jnp.ones((2, 2))},
                                               opt_state, params)
         params = optax.apply_updates(params, updates)
-    assert float(params[LOGIT_SCALE]) < math.log(50.0)
+    assert float(params[har_model.LOGIT_SCALE]) < math.log(50.0)
 
 
 def test_sensor_only_trains_from_npz(tmp_path):
@@ -100,7 +100,7 @@ def test_sensor_only_trains_from_npz(tmp_path):
                                                if name != batch_lib.VIDEO})
     config.data.update(source="npz", train_path=str(tmp_path / "train.npz"), eval_path=str(tmp_path / "eval.npz"))
     config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, log_every=10, learning_rate=3e-3)
-    final = train.train_and_evaluate(config, str(tmp_path / "workdir"))
+    final = loop.train_and_evaluate(config, str(tmp_path / "workdir"))
     # Sensors alone tell apart 3 of the 6 synthetic classes' pairs: well above chance (1/6), capped near 1/2.
     assert final["eval/accuracy"] > 0.3
     losses = [line["train/loss"] for line in _read_metrics(str(tmp_path / "workdir")) if "train/loss" in line]
@@ -109,25 +109,25 @@ def test_sensor_only_trains_from_npz(tmp_path):
 
 def test_incompatible_checkpoint_names_the_mismatch(tmp_path, config):
     config.train.num_steps = 3
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     config.model.model_dim = 64
     config.train.num_steps = 6
     with pytest.raises(checkpointing.IncompatibleCheckpointError,
                        match=r"(?s)model\.model_dim: checkpoint 32, config 64.*Parameters:.*\[32\].*\[64\]"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
 
 
 def test_settings_that_do_not_shape_parameters_restore_fine(tmp_path, config):
     config.train.num_steps = 3
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     config.model.update(dropout=0.3, dtype="bfloat16")
-    assert "eval/accuracy" in train.evaluate(config, str(tmp_path))
+    assert "eval/accuracy" in loop.evaluate(config, str(tmp_path))
 
 
 def test_a_finished_run_resumes_without_training(tmp_path, config):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     before = _read_metrics(str(tmp_path))
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     assert _read_metrics(str(tmp_path)) == before
 
 
@@ -136,7 +136,7 @@ def test_a_finished_run_resumes_without_training(tmp_path, config):
 def test_every_baseline_and_ablation_trains_on_synthetic(tmp_path, config_module):
     config = small_config(config_module)
     config.train.update(num_steps=40, eval_every=40, checkpoint_every=40, log_every=40, learning_rate=3e-3)
-    final = train.train_and_evaluate(config, str(tmp_path))
+    final = loop.train_and_evaluate(config, str(tmp_path))
     assert final["eval/accuracy"] > 0.3  # chance is 1/6
 
 
@@ -160,7 +160,7 @@ def streamed_run(tmp_path_factory):
     config.train.log_every = 1
     config.data.cache = "none"
     workdir = str(tmp_path_factory.mktemp("streamed"))
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     return _read_metrics(workdir)
 
 
@@ -172,9 +172,9 @@ def test_every_data_cache_trains_alike_and_resumes_exactly(tmp_path, config, mon
     config.data.cache = cache
     with monkeypatch.context() as patch:
         patch.setattr(checkpointing.PreemptionWatcher, "reached", lambda self, step: step == 3)
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
     assert max(line["step"] for line in _read_metrics(str(tmp_path))) == 3
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     assert _read_metrics(str(tmp_path)) == streamed_run
     assert json.load(open(tmp_path / "config.json"))["data_cache"] == cache
 
@@ -183,7 +183,7 @@ def test_a_cache_that_does_not_fit_says_what_to_use(tmp_path, config):
     config.data.update(cache="host", cache_memory_fraction=1e-12)
     with pytest.raises(batch_lib.DataError, match=r"config.data.cache='host' does not fit \(training split .* GB.*"
                                                   r"use config.data.cache='none'"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
     config.data.cache = "auto"  # auto never picks what does not fit: here, only 'none' does
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
     assert json.load(open(tmp_path / "config.json"))["data_cache"] == "none"

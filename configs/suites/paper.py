@@ -68,12 +68,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     suite.shared_data_dir = "data" if variant in ("demo", "smoke") else ""
     suite.reference = "main/full"
     # Every run evaluates its untrained model first: the curves' chance line and the retrieval chance line.
-    suite.overrides = ml_collections.ConfigDict({"eval.at_start": True, **_SIZES[variant]}, allow_dotted_keys=True)
+    suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **_SIZES[variant]},
+                                                allow_dotted_keys=True)
     mmact_only = variant == "synthetic"
 
     suite.groups = [
         {"name": "main", "title": "The full model and the baselines",
-         "runs": [_run("full", **{"eval.robustness": True, "eval.attention_examples": 6})]
+         "runs": [_run("full", **{"evals.robustness.at_end": True, "evals.attention.at_end": True})]
                  + [_run(name, name) for name in BASELINES[1:]]},
         {"name": "ablations", "title": "Ablations: keyless attention, Transformer, contrastive term, segments K",
          "shown": ["main/full"],

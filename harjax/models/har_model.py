@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import typing
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -12,14 +14,16 @@ import ml_collections
 from flax import struct
 
 from harjax.data import batch as batch_lib
+from harjax.models import sensor_encoder
 from harjax.models.fusion import TokenClassifier
 from harjax.models.keyless_attention import KeylessAttention, masked_mean, segment_masks
-from harjax.models import sensor_encoder
 from harjax.models.sensor_encoder import SensorEncoder
 
-MODALITIES = ("both", "video", "sensor")
+Modality = Literal["both", "video", "sensor"]
+Fusion = Literal["attention", "concat", "late"]
+MODALITIES: tuple[Modality, ...] = typing.get_args(Modality)
+FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
 LOGIT_SCALE = "logit_scale"  # log(1 / tau); the optimizer keeps it at or below log(max_logit_scale)
-FUSIONS = ("attention", "concat", "late")
 
 
 class ModelOutput(struct.PyTreeNode):
@@ -28,6 +32,17 @@ class ModelOutput(struct.PyTreeNode):
     sensor_embedding: jax.Array | None = None  # [B, projection_dim]
     logit_scale: jax.Array | None = None  # [] = 1 / temperature
     alpha: jax.Array | None = None  # [B, K, n] keyless attention weights
+
+
+class _Video(NamedTuple):
+    clip: jax.Array  # [B, d_v] standardised (the mean over frames when given per frame)
+    frames: jax.Array | None  # [B, F, d_v] standardised, or None
+
+
+class _Sensor(NamedTuple):
+    sequence: jax.Array  # S [B, n, d_s]
+    mask: jax.Array  # [B, n] recorded steps
+    segments: jax.Array  # [B, K, n] each segment's recorded steps
 
 
 class JointTokens(nn.Module):
@@ -60,11 +75,13 @@ class HARModel(nn.Module):
     unimodal logits). Tokens fed to the classifier:
       both, attention/concat: K joint tokens [v || a_k] (+ one token per video frame when given per frame)
       video:  the clip token (or one per frame);   sensor: K pooled segment tokens a_k.
+    Submodules carry explicit names (those Flax gave them when this was one method), so parameter paths, and
+    with them checkpoints and bundles, stay stable however the forward pass is arranged.
     """
 
     num_classes: int
-    modalities: str
-    fusion: str
+    modalities: Modality
+    fusion: Fusion
     num_segments: int
     encoder_channels: Sequence[int]
     encoder_strides: Sequence[int]
@@ -82,6 +99,47 @@ class HARModel(nn.Module):
     dtype: Any = jnp.float32
     hand_written_encoder_backward: bool = True
 
+    @nn.compact
+    def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
+        video = self._standardised_video(batch, train) if self.modalities in ("both", "video") else None
+        sensor = self._encoded_sensor(batch) if self.modalities in ("both", "sensor") else None
+        alpha = None
+        if self.modalities == "video":
+            logits = self._video_logits(video, train, "classifier")
+        elif self.modalities == "sensor":  # named as before a sensor-only model ignored config.model.fusion
+            logits = self._sensor_logits(sensor, train, "sensor_classifier" if self.fusion == "late" else "classifier")
+        elif self.fusion == "late":
+            logits = 0.5 * (self._sensor_logits(sensor, train, "sensor_classifier")
+                            + self._video_logits(video, train, "video_classifier"))
+        else:
+            logits, alpha = self._joint_logits(video, sensor, train)
+        if not self.projection_dim:
+            return ModelOutput(logits=logits, alpha=alpha)
+        return self._with_contrastive_embeddings(ModelOutput(logits=logits, alpha=alpha), video, sensor)
+
+    def _standardised_video(self, batch: dict[str, jax.Array], train: bool) -> _Video:
+        """v standardised per dimension, with a removed video as zeros, and its frames when given per frame.
+
+        LLM hidden states have a few dimensions hundreds of times larger than the rest, which would otherwise
+        dominate every projection. The two-pass variance stays exact where E[x^2] - E[x]^2 would cancel
+        catastrophically on such dimensions.
+        """
+        video = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_bias=False, use_scale=False,
+                             use_fast_variance=False, name="video_standardise")(
+            batch[batch_lib.VIDEO].astype(jnp.float32))
+        if batch_lib.VIDEO_PRESENT in batch:  # a removed video is the training mean: zeros once standardised
+            present = batch[batch_lib.VIDEO_PRESENT].reshape(-1, *(1,) * (video.ndim - 1))  # [B, 1(, 1)]
+            video = jnp.where(present, video, 0.0)
+        if video.ndim == 3:  # per-frame embeddings [B, F, d_v]
+            return _Video(clip=video.mean(axis=1), frames=video)
+        return _Video(clip=video, frames=None)
+
+    def _encoded_sensor(self, batch: dict[str, jax.Array]) -> _Sensor:
+        sequence, mask = SensorEncoder(self.encoder_channels, self.encoder_strides, self.encoder_kernel_size,
+                                       self.dtype, self.hand_written_encoder_backward, name="SensorEncoder_0")(
+            batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
+        return _Sensor(sequence, mask, segment_masks(mask, self.num_segments))  # segments [B, K, n]
+
     def _classifier(self, name: str) -> TokenClassifier:
         return TokenClassifier(self.num_classes, self.num_layers, self.num_heads, self.mlp_dim, self.head_dim,
                                self.dropout, self.use_transformer, self.dtype, name=name)
@@ -89,68 +147,72 @@ class HARModel(nn.Module):
     def _tokens(self, features: jax.Array, name: str) -> jax.Array:
         return nn.Dense(self.model_dim, dtype=self.dtype, name=name)(features.astype(self.dtype))
 
-    @nn.compact
-    def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
-        uses_video, uses_sensor = self.modalities in ("both", "video"), self.modalities in ("both", "sensor")
-        video = frames = sequence = sequence_mask = segments = alpha = None
-        if uses_video:
-            # Per-dimension standardisation: LLM hidden states have a few dimensions hundreds of times larger
-            # than the rest, which would otherwise dominate every projection. The two-pass variance stays exact
-            # where E[x^2] - E[x]^2 would cancel catastrophically on such dimensions.
-            video = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_bias=False, use_scale=False,
-                                 use_fast_variance=False, name="video_standardise")(
-                batch[batch_lib.VIDEO].astype(jnp.float32))
-            if batch_lib.VIDEO_PRESENT in batch:  # a removed video is the training mean: zeros once standardised
-                present = batch[batch_lib.VIDEO_PRESENT].reshape(-1, *(1,) * (video.ndim - 1))  # [B, 1(, 1)]
-                video = jnp.where(present, video, 0.0)
-            if video.ndim == 3:  # per-frame embeddings [B, F, d_v]
-                frames, video = video, video.mean(axis=1)
-        if uses_sensor:
-            sequence, sequence_mask = SensorEncoder(self.encoder_channels, self.encoder_strides,
-                                                    self.encoder_kernel_size, self.dtype,
-                                                    self.hand_written_encoder_backward)(
-                batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
-            segments = segment_masks(sequence_mask, self.num_segments)  # [B, K, n]
+    def _video_tokens(self, video: _Video) -> tuple[jax.Array, jax.Array]:
+        """One token per frame, or the clip's one: (tokens [B, F or 1, D], mask [B, F or 1])."""
+        clip = video.frames if video.frames is not None else video.clip[:, None]  # [B, F or 1, d_v]
+        return self._tokens(clip, "video_token"), jnp.ones(clip.shape[:2], bool)
 
-        def video_tokens() -> tuple[jax.Array, jax.Array]:
-            clip = frames if frames is not None else video[:, None]  # [B, F or 1, d_v]
-            return self._tokens(clip, "video_token"), jnp.ones(clip.shape[:2], bool)
+    def _video_logits(self, video: _Video, train: bool, name: str) -> jax.Array:
+        return self._classifier(name)(*self._video_tokens(video), train)
 
-        if self.modalities == "video":
-            logits = self._classifier("classifier")(*video_tokens(), train)
-        elif self.modalities == "sensor" or self.fusion == "late":
-            sensor_logits = self._classifier("sensor_classifier" if self.fusion == "late" else "classifier")(
-                self._tokens(masked_mean(sequence, segments), "sensor_token"), segments.any(-1), train)
-            logits = sensor_logits if self.modalities == "sensor" else 0.5 * (
-                sensor_logits + self._classifier("video_classifier")(*video_tokens(), train))
+    def _sensor_logits(self, sensor: _Sensor, train: bool, name: str) -> jax.Array:
+        """K mean-pooled segment tokens through a classifier of their own."""
+        tokens = self._tokens(masked_mean(sensor.sequence, sensor.segments), "sensor_token")
+        return self._classifier(name)(tokens, sensor.segments.any(-1), train)
+
+    def _joint_logits(self, video: _Video, sensor: _Sensor, train: bool) -> tuple[jax.Array, jax.Array | None]:
+        """Joint tokens [v || a_k] of each segment, pooled by keyless attention (or by the mean: 'concat'), with
+        one token per frame when the video comes per frame: (logits, alpha [B, K, n] or None)."""
+        alpha = None
+        if self.fusion == "attention":
+            pooled, alpha = KeylessAttention(self.dtype, name="KeylessAttention_0")(
+                video.clip.astype(self.dtype), sensor.sequence, sensor.segments)
         else:
-            if self.fusion == "attention":
-                pooled, alpha = KeylessAttention(self.dtype)(video.astype(self.dtype), sequence, segments)
-            else:
-                pooled = masked_mean(sequence, segments)
-            tokens = JointTokens(self.model_dim, self.dtype, name="joint_token")(video, pooled)  # [B, K, D]
-            token_mask = segments.any(-1)  # [B, K]
-            if frames is not None:
-                frame_tokens, frame_mask = video_tokens()
-                tokens = jnp.concatenate([tokens, frame_tokens], axis=1)
-                token_mask = jnp.concatenate([token_mask, frame_mask], axis=1)
-            logits = self._classifier("classifier")(tokens, token_mask, train)
+            pooled = masked_mean(sensor.sequence, sensor.segments)
+        tokens = JointTokens(self.model_dim, self.dtype, name="joint_token")(video.clip, pooled)  # [B, K, D]
+        token_mask = sensor.segments.any(-1)  # [B, K]
+        if video.frames is not None:
+            frame_tokens, frame_mask = self._video_tokens(video)
+            tokens = jnp.concatenate([tokens, frame_tokens], axis=1)  # [B, K + F, D]
+            token_mask = jnp.concatenate([token_mask, frame_mask], axis=1)
+        return self._classifier("classifier")(tokens, token_mask, train), alpha
 
-        if not self.projection_dim:
-            return ModelOutput(logits=logits, alpha=alpha)
-        # The sensor side of the contrastive pair is the whole recording, not the video-attended pooling,
-        # which would leak v into its own positive.
-        sensor_summary = masked_mean(sequence, sequence_mask[:, None])[:, 0]  # [B, d_s]
+    def _with_contrastive_embeddings(self, output: ModelOutput, video: _Video, sensor: _Sensor) -> ModelOutput:
+        """The projections the InfoNCE compares, and its scale 1 / tau.
+
+        The sensor side of the contrastive pair is the whole recording, not the video-attended pooling, which
+        would leak v into its own positive.
+        """
+        sensor_summary = masked_mean(sensor.sequence, sensor.mask[:, None])[:, 0]  # [B, d_s]
         if self.learnable_temperature:
             logit_scale = jnp.exp(self.param(LOGIT_SCALE, nn.initializers.constant(math.log(1 / self.temperature)), ()))
         else:
             logit_scale = jnp.asarray(1 / self.temperature, jnp.float32)
-        return ModelOutput(
-            logits=logits,
+        return output.replace(
             video_embedding=nn.Dense(self.projection_dim, dtype=self.dtype, name="video_projection")(
-                video.astype(self.dtype)),
+                video.clip.astype(self.dtype)),
             sensor_embedding=nn.Dense(self.projection_dim, dtype=self.dtype, name="sensor_projection")(sensor_summary),
-            logit_scale=logit_scale, alpha=alpha)
+            logit_scale=logit_scale)
+
+
+def uses_video(config: ml_collections.ConfigDict) -> bool:
+    """Whether the model of `config` reads the video embedding."""
+    return config.model.modalities in ("both", "video")
+
+
+def uses_sensor(config: ml_collections.ConfigDict) -> bool:
+    """Whether the model of `config` reads the sensor streams."""
+    return config.model.modalities in ("both", "sensor")
+
+
+def has_contrastive_heads(config: ml_collections.ConfigDict) -> bool:
+    """Whether the model of `config` has the contrastive projections (the InfoNCE term is on)."""
+    return config.loss.contrastive_weight > 0
+
+
+def has_keyless_attention(config: ml_collections.ConfigDict) -> bool:
+    """Whether the model of `config` pools sensor segments by keyless attention (and so has weights to show)."""
+    return config.model.modalities == "both" and config.model.fusion == "attention"
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel:
@@ -160,7 +222,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         raise ValueError(f"config.model.modalities must be one of {MODALITIES}, got {model.modalities!r}")
     if model.fusion not in FUSIONS:
         raise ValueError(f"config.model.fusion must be one of {FUSIONS}, got {model.fusion!r}")
-    contrastive = config.loss.contrastive_weight > 0
+    contrastive = has_contrastive_heads(config)
     if contrastive and model.modalities != "both":
         raise ValueError(f"config.loss.contrastive_weight={config.loss.contrastive_weight} needs both modalities, "
                          f"but config.model.modalities={model.modalities!r}; set the weight to 0")

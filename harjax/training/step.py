@@ -15,9 +15,9 @@ from flax import traverse_util
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from harjax import augment, losses, parallel
 from harjax.data import batch as batch_lib
-from harjax.models.har_model import LOGIT_SCALE, ModelOutput
+from harjax.models import har_model
+from harjax.training import augment, losses, parallel
 
 
 class TrainState(train_state.TrainState):
@@ -46,7 +46,7 @@ def _cap_logit_scale(max_logit_scale: float) -> optax.GradientTransformation:
 
     transform = optax.GradientTransformation(lambda params: optax.EmptyState(), update)
     return optax.masked(transform, lambda params: traverse_util.path_aware_map(
-        lambda path, _: path[-1] == LOGIT_SCALE, params))
+        lambda path, _: path[-1] == har_model.LOGIT_SCALE, params))
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
@@ -75,7 +75,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, examp
                              nonfinite_steps=jnp.zeros((), jnp.int32))
 
 
-def _objective(output: ModelOutput, batch: dict[str, jax.Array], weights: jax.Array, contrastive_weight: float,
+def _objective(output: har_model.ModelOutput, batch: dict[str, jax.Array], weights: jax.Array, contrastive_weight: float,
                mesh: Mesh) -> tuple[jax.Array, dict[str, jax.Array]]:
     """L = CE + lambda * InfoNCE over the global batch, with its parts for logging."""
     cross_entropy = losses.cross_entropy(output.logits, batch[batch_lib.LABEL], weights)

@@ -19,7 +19,13 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from harjax import metrics as metrics_lib, plots, robustness, suites, train
+from harjax.evaluators import attention, classification, robustness
+from harjax.study import plots, suites
+from harjax.training import loop, metrics as metrics_lib
+
+# The prefixes of the evaluators configs/full.py defines: the test split ('eval'), the validation split ('val') and
+# the test split at the checkpoint the validation split selected ('eval_selected').
+TEST, VALIDATION, SELECTED = "eval", "val", "eval_selected"
 
 SCORES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("trial_accuracy", "trial accuracy"),
           ("trial_macro_f1", "trial macro-F1"),
@@ -27,7 +33,8 @@ SCORES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("trial_accuracy",
           ("selected_accuracy", "accuracy at the selected step"), ("selected_macro_f1", "macro-F1 at the selected step"))
 CURVES = (("train/loss", "train loss"), ("eval/macro_f1", "eval macro-F1"), ("val/macro_f1", "validation macro-F1"))
 RETRIEVAL = [f"retrieval_{direction}_r{k}" for direction in ("v2s", "s2v") for k in (1, 5, 10)]
-_HIDDEN_KEYS = ("seed", "eval.")  # not part of what a run *is*: the seed is a column, eval.* only adds analyses
+# Not part of what a run *is*: the seed is a column, the evaluators only add analyses.
+_HIDDEN_KEYS = ("seed", "evals.", "train.eval_at_start")
 
 
 @dataclasses.dataclass
@@ -40,7 +47,7 @@ class Result:
     status: str  # finished | failed | interrupted | missing
     log: str
     final: dict[str, float]  # eval scalars at the last step without the 'eval/' prefix (eval_selected/ as selected_)
-    untrained: dict[str, float]  # eval (or, with a validation split, val) scalars at step 0 (config.eval.at_start)
+    untrained: dict[str, float]  # eval (or, with a validation split, val) scalars at step 0 (config.train.eval_at_start)
     history: list[dict[str, Any]]  # metrics.jsonl
 
     @property
@@ -52,7 +59,7 @@ def run_status(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any
     """The suite runner's record; a run started by hand from --list's command has none, and counts as finished
     once it has done everything that follows its last step."""
     status = suites.read_status(workdir)
-    if status["status"] == "missing" and train.training_complete(config, workdir):
+    if status["status"] == "missing" and loop.training_complete(config, workdir):
         status = {"status": "finished", "log": ""}
     return status
 
@@ -75,9 +82,8 @@ def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]
             for record in history:
                 by_step.setdefault(record["step"], {}).update(record)
             last = by_step.get(config.train.num_steps, {}) if status["status"] == "finished" else {}
-            final = _scalars(last, f"{train.TEST}/") | _scalars(last, f"{train.SELECTED}/", "selected_")
-            untrained = _scalars(by_step.get(0, {}), f"{train.TEST}/") or \
-                _scalars(by_step.get(0, {}), f"{train.VALIDATION}/")
+            final = _scalars(last, f"{TEST}/") | _scalars(last, f"{SELECTED}/", "selected_")
+            untrained = _scalars(by_step.get(0, {}), f"{TEST}/") or _scalars(by_step.get(0, {}), f"{VALIDATION}/")
             results[key].append(Result(run, seed, workdir, status["status"], status.get("log", ""), final, untrained,
                                        history))
     return results
@@ -190,7 +196,7 @@ def _curve_series(runs: Sequence[str], results: dict[str, list[Result]],
 def _eval_reports(results: list[Result], num_steps: int) -> list[dict[str, Any]]:
     reports = []
     for result in results:
-        path = os.path.join(result.workdir, "eval", f"eval_step_{num_steps}.json")
+        path = os.path.join(result.workdir, classification.report_path(TEST, num_steps))
         if result.finished and os.path.exists(path):
             with open(path) as f:
                 reports.append(json.load(f))
@@ -265,7 +271,7 @@ def _robustness_section(suite: suites.Suite, results: dict[str, list[Result]], f
     reference = suite.reference
     found = []
     for result in results.get(reference, []):
-        path = os.path.join(result.workdir, train.ANALYSIS_DIR, train.ROBUSTNESS_FILE)
+        path = os.path.join(result.workdir, robustness.FILE)
         if result.finished and os.path.exists(path):
             with open(path) as f:
                 found.append(json.load(f)["conditions"])
@@ -298,10 +304,10 @@ def _robustness_section(suite: suites.Suite, results: dict[str, list[Result]], f
 def _attention_section(suite: suites.Suite, results: dict[str, list[Result]], figures: str) -> list[str]:
     reference = suite.reference
     result = next((result for result in results.get(reference, []) if result.finished and os.path.exists(
-        os.path.join(result.workdir, train.ANALYSIS_DIR, train.ATTENTION_FILE))), None)
+        os.path.join(result.workdir, attention.FILE))), None)
     if result is None:
         return []
-    with np.load(os.path.join(result.workdir, train.ANALYSIS_DIR, train.ATTENTION_FILE)) as stored:
+    with np.load(os.path.join(result.workdir, attention.FILE)) as stored:
         saved = {name: stored[name] for name in stored}
     names = saved["class_names"]
     stride = math.prod(suite.configs[reference].model.encoder_strides)  # input steps per encoder step

@@ -1,147 +1,35 @@
-"""Using a trained model: the model bundle, and predictions on raw recordings. What a device app calls:
+"""Predictions of a bundle's model on raw recordings: what a device app calls.
 
-    predictor = inference.Predictor.load("bundle/")      # once: no dataset, no optimizer state, no workdir
+    predictor = serving.Predictor.load("bundle/")       # once: no dataset, no optimizer state, no workdir
     result = predictor.predict(window)                   # window [T, C] raw sensor values, at the bundle's rate
     result.label, result.probabilities, result.alpha
 
-A bundle (written by `python -m harjax.export`) is a directory: bundle.json (what the model is and expects: its
-config, class names, the sensor channels in order, their sampling rate and normalisation, what produced the video
-embeddings, versions, the metrics of the exported checkpoint, the parameters' checksum), params.msgpack
-(parameters and the video standardisation statistics) and MODEL_CARD.md. Inputs are raw: sensors are
-standardised here as in training (harjax/data/normalization.py), with the bundle's training statistics or each
-recording by its own, never with statistics of the input set. A step with a NaN in any channel is masked out and
-counted. A model that uses video and is given none stops, unless allowed, in which case the video is "removed"
-exactly as in the robustness evaluation (harjax/data/batch.py).
+Inputs are raw: sensors are standardised here as in training (harjax/data/normalization.py), with the bundle's
+training statistics or each recording by its own, never with statistics of the input set. A step with a NaN in any
+channel is masked out and counted. A model that uses video and is given none stops, unless allowed, in which case
+the video is "removed" exactly as in the robustness evaluation (harjax/data/batch.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-import harjax
 from harjax.data import batch as batch_lib, normalization
-from harjax.models.har_model import HARModel, build_model
+from harjax.models import har_model
+from harjax.serving import bundle as bundle_lib
 
-BUNDLE_FORMAT = 1  # bumped whenever a bundle's layout changes; a reader refuses formats newer than its own
-BUNDLE_FILE = "bundle.json"
-PARAMS_FILE = "params.msgpack"
-CARD_FILE = "MODEL_CARD.md"
 TOP_K = 5
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be used; the message names the file and the problem."""
 
 
 class InputError(ValueError):
     """Inputs that do not fit the bundle; the message names the input, the array and what was expected."""
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    if not os.path.exists(path):
-        raise BundleError(f"{path}: missing; a bundle is a directory written by python -m harjax.export")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BundleError(f"{path}: not valid JSON ({error}); the bundle is corrupt, export it again") from error
-
-
-def inference_model(meta: Mapping[str, Any]) -> HARModel:
-    """The bundle's model, forward only (the encoder blocks without their hand-written backward, which changes
-    no value and which exporters do not need)."""
-    config = ml_collections.ConfigDict({"model": dict(meta["config"]["model"]), "loss": dict(meta["config"]["loss"])})
-    config.model.encoder_backward = "autodiff"
-    return build_model(config, len(meta["class_names"]))
-
-
-@dataclasses.dataclass(frozen=True)
-class Bundle:
-    directory: str
-    meta: dict[str, Any]
-    variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}, numpy
-
-    @classmethod
-    def load(cls, directory: str) -> "Bundle":
-        if not os.path.isdir(directory):
-            raise BundleError(f"{directory}: no such bundle directory (python -m harjax.export writes one)")
-        meta = _read_json(os.path.join(directory, BUNDLE_FILE))
-        found = meta.get("bundle_format")
-        if not isinstance(found, int):
-            raise BundleError(f"{os.path.join(directory, BUNDLE_FILE)}: no 'bundle_format'; not a harjax bundle")
-        if found > BUNDLE_FORMAT:
-            raise BundleError(f"{os.path.join(directory, BUNDLE_FILE)}: written by harjax {meta.get('harjax_version')} "
-                              f"in bundle format {found}; this harjax ({harjax.__version__}) reads formats up to "
-                              f"{BUNDLE_FORMAT}: upgrade harjax")
-        path = os.path.join(directory, PARAMS_FILE)
-        if not os.path.exists(path):
-            raise BundleError(f"{path}: missing; the bundle is incomplete, export it again")
-        with open(path, "rb") as f:
-            data = f.read()
-        if hashlib.sha256(data).hexdigest() != meta.get("params_sha256"):
-            raise BundleError(f"{path}: unreadable: its checksum is not the one bundle.json records (damaged or "
-                              "replaced); export the bundle again")
-        try:
-            variables = flax.serialization.msgpack_restore(data)
-        except Exception as error:  # msgpack raises several types on damaged bytes
-            raise BundleError(f"{path}: unreadable ({type(error).__name__}: {error}); export the bundle again") \
-                from error
-        bundle = cls(directory, meta, variables)
-        bundle._check_parameters(path)
-        return bundle
-
-    def _check_parameters(self, path: str) -> None:
-        expected = jax.eval_shape(lambda: inference_model(self.meta).init(jax.random.key(0), self.example(1),
-                                                                          train=False))
-        got = jax.tree.map(lambda leaf: (tuple(np.shape(leaf)), str(np.asarray(leaf).dtype)), self.variables)
-        expected = {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}  # as exported
-        want = jax.tree.map(lambda leaf: (tuple(leaf.shape), str(leaf.dtype)), expected)
-        if got != want:
-            raise BundleError(f"{path}: the parameters do not fit the model bundle.json describes (class count "
-                              f"{len(self.meta['class_names'])}, model config); the bundle is corrupt or mixed up")
-
-    @property
-    def uses_video(self) -> bool:
-        return self.meta["config"]["model"]["modalities"] in ("both", "video")
-
-    @property
-    def uses_sensor(self) -> bool:
-        return self.meta["config"]["model"]["modalities"] in ("both", "sensor")
-
-    @property
-    def video_shape(self) -> tuple[int, ...]:
-        return tuple(self.meta["inputs"]["video_shape"])
-
-    @property
-    def channel_names(self) -> tuple[str, ...]:
-        return tuple(self.meta["inputs"]["channel_names"])
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(self.meta["class_names"])
-
-    @property
-    def sampling_rate_hz(self) -> float:
-        return float(self.meta["inputs"]["sampling_rate_hz"])
-
-    def example(self, rows: int, steps: int = 16) -> dict[str, np.ndarray]:
-        """A zero batch of the bundle's input shapes (what exporters trace with)."""
-        batch = {batch_lib.SENSOR: np.zeros((rows, steps, len(self.channel_names)), np.float32),
-                 batch_lib.SENSOR_MASK: np.ones((rows, steps), bool)}
-        if self.uses_video:
-            batch[batch_lib.VIDEO] = np.zeros((rows, *self.video_shape), np.float32)
-            batch[batch_lib.VIDEO_PRESENT] = np.ones(rows, bool)
-        return batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,10 +67,10 @@ class Prediction:
 class Predictor:
     """A bundle ready to predict: the model compiled once per input shape."""
 
-    def __init__(self, bundle: Bundle, allow_missing_video: bool = False):
+    def __init__(self, bundle: bundle_lib.Bundle, allow_missing_video: bool = False):
         self.bundle = bundle
         self.allow_missing_video = allow_missing_video
-        model = inference_model(bundle.meta)
+        model = bundle_lib.inference_model(bundle.meta)
         applied = bundle.meta["inputs"]["normalization"]
         self._normalization = applied["mode"]
         self._mean = np.asarray(applied.get("mean", 0.0), np.float32)  # 'dataset': the training statistics
@@ -192,7 +80,7 @@ class Predictor:
 
     @classmethod
     def load(cls, directory: str, allow_missing_video: bool = False) -> "Predictor":
-        return cls(Bundle.load(directory), allow_missing_video)
+        return cls(bundle_lib.Bundle.load(directory), allow_missing_video)
 
     def prepare(self, sensor: np.ndarray, sensor_mask: np.ndarray | None = None, video: np.ndarray | None = None,
                 channel_names: Sequence[str] | None = None, origin: str = "input") -> tuple[dict[str, np.ndarray],
@@ -263,7 +151,7 @@ class Predictor:
                           nan_steps=int(result.nan_steps[0]))
 
 
-def forward(model: HARModel, variables: Any, sensor: jax.Array, sensor_mask: jax.Array, video: jax.Array | None,
+def forward(model: har_model.HARModel, variables: Any, sensor: jax.Array, sensor_mask: jax.Array, video: jax.Array | None,
             video_present: jax.Array | None) -> jax.Array:
     """Logits [N, classes] from standardised inputs: the function the export formats serialise."""
     batch = {batch_lib.SENSOR: sensor, batch_lib.SENSOR_MASK: sensor_mask}

@@ -1,0 +1,132 @@
+"""The model bundle: everything inference needs of a trained model, and nothing of training.
+
+A bundle (written by `python -m harjax.export`, harjax/serving/export.py) is a directory: bundle.json (what the
+model is and expects: its config, class names, the sensor channels in order, their sampling rate and
+normalisation, what produced the video embeddings, versions, the metrics of the exported checkpoint, the
+parameters' checksum), params.msgpack (parameters and the video standardisation statistics) and MODEL_CARD.md.
+Loading checks all of it before anything runs: a damaged, incomplete or mixed-up bundle fails naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import jax
+import ml_collections
+import numpy as np
+
+import harjax
+from harjax.data import batch as batch_lib
+from harjax.models import har_model
+
+BUNDLE_FORMAT = 1  # bumped whenever a bundle's layout changes; a reader refuses formats newer than its own
+BUNDLE_FILE = "bundle.json"
+PARAMS_FILE = "params.msgpack"
+CARD_FILE = "MODEL_CARD.md"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the file and the problem."""
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    if not os.path.exists(path):
+        raise BundleError(f"{path}: missing; a bundle is a directory written by python -m harjax.export")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path}: not valid JSON ({error}); the bundle is corrupt, export it again") from error
+
+
+def inference_model(meta: Mapping[str, Any]) -> har_model.HARModel:
+    """The bundle's model, forward only (the encoder blocks without their hand-written backward, which changes
+    no value and which exporters do not need)."""
+    config = ml_collections.ConfigDict({"model": dict(meta["config"]["model"]), "loss": dict(meta["config"]["loss"])})
+    config.model.encoder_backward = "autodiff"
+    return har_model.build_model(config, len(meta["class_names"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    directory: str
+    meta: dict[str, Any]
+    variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}, numpy
+
+    @classmethod
+    def load(cls, directory: str) -> "Bundle":
+        if not os.path.isdir(directory):
+            raise BundleError(f"{directory}: no such bundle directory (python -m harjax.export writes one)")
+        meta = _read_json(os.path.join(directory, BUNDLE_FILE))
+        found = meta.get("bundle_format")
+        if not isinstance(found, int):
+            raise BundleError(f"{os.path.join(directory, BUNDLE_FILE)}: no 'bundle_format'; not a harjax bundle")
+        if found > BUNDLE_FORMAT:
+            raise BundleError(f"{os.path.join(directory, BUNDLE_FILE)}: written by harjax {meta.get('harjax_version')} "
+                              f"in bundle format {found}; this harjax ({harjax.__version__}) reads formats up to "
+                              f"{BUNDLE_FORMAT}: upgrade harjax")
+        path = os.path.join(directory, PARAMS_FILE)
+        if not os.path.exists(path):
+            raise BundleError(f"{path}: missing; the bundle is incomplete, export it again")
+        with open(path, "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != meta.get("params_sha256"):
+            raise BundleError(f"{path}: unreadable: its checksum is not the one bundle.json records (damaged or "
+                              "replaced); export the bundle again")
+        try:
+            variables = flax.serialization.msgpack_restore(data)
+        except Exception as error:  # msgpack raises several types on damaged bytes
+            raise BundleError(f"{path}: unreadable ({type(error).__name__}: {error}); export the bundle again") \
+                from error
+        bundle = cls(directory, meta, variables)
+        bundle._check_parameters(path)
+        return bundle
+
+    def _check_parameters(self, path: str) -> None:
+        expected = jax.eval_shape(lambda: inference_model(self.meta).init(jax.random.key(0), self.example(1),
+                                                                          train=False))
+        got = jax.tree.map(lambda leaf: (tuple(np.shape(leaf)), str(np.asarray(leaf).dtype)), self.variables)
+        expected = {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}  # as exported
+        want = jax.tree.map(lambda leaf: (tuple(leaf.shape), str(leaf.dtype)), expected)
+        if got != want:
+            raise BundleError(f"{path}: the parameters do not fit the model bundle.json describes (class count "
+                              f"{len(self.meta['class_names'])}, model config); the bundle is corrupt or mixed up")
+
+    @property
+    def uses_video(self) -> bool:
+        return self.meta["config"]["model"]["modalities"] in ("both", "video")
+
+    @property
+    def uses_sensor(self) -> bool:
+        return self.meta["config"]["model"]["modalities"] in ("both", "sensor")
+
+    @property
+    def video_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["inputs"]["video_shape"])
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["inputs"]["channel_names"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["class_names"])
+
+    @property
+    def sampling_rate_hz(self) -> float:
+        return float(self.meta["inputs"]["sampling_rate_hz"])
+
+    def example(self, rows: int, steps: int = 16) -> dict[str, np.ndarray]:
+        """A zero batch of the bundle's input shapes (what exporters trace with)."""
+        batch = {batch_lib.SENSOR: np.zeros((rows, steps, len(self.channel_names)), np.float32),
+                 batch_lib.SENSOR_MASK: np.ones((rows, steps), bool)}
+        if self.uses_video:
+            batch[batch_lib.VIDEO] = np.zeros((rows, *self.video_shape), np.float32)
+            batch[batch_lib.VIDEO_PRESENT] = np.ones(rows, bool)
+        return batch

@@ -1,0 +1,1 @@
+"""Training: the loop, the jitted step, losses, data parallelism, checkpoints, augmentation and what a run logs."""
