@@ -49,8 +49,8 @@ def small_config(variant_module=full) -> ml_collections.ConfigDict:
     return config
 
 
-def read_metrics(workdir) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+def read_metrics(workdir, name: str = "metrics.jsonl") -> list[dict]:
+    with open(os.path.join(workdir, name)) as f:
         return [json.loads(line) for line in f]
 
 

@@ -1,5 +1,6 @@
 """Training and evaluation in-process: outputs, skipped non-finite updates, npz training, checkpoint checks."""
 
+import glob
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from tests.conftest import ALL_CONFIGS, config_id, read_metrics as _read_metrics
 
 def test_training_writes_a_reproducible_workdir(tmp_path, config):
     workdir = str(tmp_path)
+    config.train.profile_steps = (2, 4)
     final = loop.train_and_evaluate(config, workdir)
 
     record = json.load(open(os.path.join(workdir, "config.json")))
@@ -41,6 +43,21 @@ def test_training_writes_a_reproducible_workdir(tmp_path, config):
     assert len(report["per_class_f1"]) == 6 and report["class_names"][0] == "class_00"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+
+    # Wall-clock figures beside metrics.jsonl, never in it: throughput at every log line after the first step,
+    # which is reported alone (it compiles); the time of each evaluator at every evaluation.
+    assert not any(key.startswith("perf/") for line in lines for key in line)
+    perf = _read_metrics(workdir, "perf.jsonl")
+    throughput = [line for line in perf if "perf/train/steps_per_second" in line]
+    assert [line["step"] for line in throughput] == list(range(2, 7))
+    assert all(line["perf/train/examples_per_second"] == pytest.approx(32 * line["perf/train/steps_per_second"])
+               for line in throughput)
+    assert [line["step"] for line in perf if "perf/train/first_step_seconds" in line] == [1]
+    timed = [line for line in perf if "perf/eval_seconds/eval" in line]
+    assert [line["step"] for line in timed] == [3, 6] and all(line["perf/eval_seconds/eval"] > 0 for line in timed)
+    # config.train.profile_steps=(2, 4): a trace of steps 2 and 3 that TensorBoard's profiler reads.
+    traces = glob.glob(os.path.join(workdir, "profile", "process_0", "plugins", "profile", "*", "*.xplane.pb"))
+    assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
 
     # --mode=eval scores the latest checkpoint and finds the same numbers.
     assert loop.evaluate(config, workdir)["eval/accuracy"] == final["eval/accuracy"]
