@@ -28,8 +28,15 @@ from configs import full  # noqa: E402
 from harjax.training import augment  # noqa: E402
 from harjax.data import batch as batch_lib, normalization  # noqa: E402
 
-SHOWN = {"jitter": 0.2, "scale": 0.3, "magnitude_warp": 0.3, "time_warp": 0.4, "crop": 0.6, "shift": True,
-         "stream_drop": 0.6}
+SHOWN = {
+    "jitter": 0.2,
+    "scale": 0.3,
+    "magnitude_warp": 0.3,
+    "time_warp": 0.4,
+    "crop": 0.6,
+    "shift": True,
+    "stream_drop": 0.6,
+}
 STREAMS = ((0, 1, 2), (3, 4, 5))
 CHANNELS = {"accelerometer x": 0, "gyroscope x": 3}
 PADDING = 20
@@ -37,20 +44,21 @@ PADDING = 20
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                         "augmentation.png"))
+    parser.add_argument(
+        "--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "augmentation.png")
+    )
     parser.add_argument("--example", type=int, default=0, help="which training recording of BasicMotions")
     args = parser.parse_args()
-    series, labels = real_sensor_accuracy.read_ts(os.path.join(real_sensor_accuracy.data_directory(), "BasicMotions",
-                                                                "BasicMotions_TRAIN.ts"))
+    series, labels = real_sensor_accuracy.read_ts(
+        os.path.join(real_sensor_accuracy.data_directory(), "BasicMotions", "BasicMotions_TRAIN.ts")
+    )
     recording = series[args.example].T.astype(np.float32)  # [T, 6]
     steps = len(recording)
     sensor = np.zeros((1, steps + PADDING, 6), np.float32)
     sensor[0, :steps] = recording
     mask = np.arange(steps + PADDING)[None] < steps
     batch = {batch_lib.SENSOR: normalization.standardise(sensor, mask, "recording"), batch_lib.SENSOR_MASK: mask}
-    figure, panels = plt.subplots(len(SHOWN), len(CHANNELS), figsize=(11, 2.0 * len(SHOWN)), sharex=True,
-                                  squeeze=False)
+    figure, panels = plt.subplots(len(SHOWN), len(CHANNELS), figsize=(11, 2.0 * len(SHOWN)), sharex=True, squeeze=False)
     time = np.arange(steps + PADDING) / real_sensor_accuracy.DATASETS["BasicMotions"]["rate_hz"]
     for row, (name, value) in enumerate(SHOWN.items()):
         settings = full.get_config("synthetic").data.augment
@@ -60,15 +68,21 @@ def main() -> None:
             axes = panels[row, column]
             axes.plot(time, batch[batch_lib.SENSOR][0, :, channel], color="0.6", linewidth=1.2, label="before")
             axes.plot(time, out[:, channel], color="tab:red", linewidth=0.9, label="after")
-            axes.axvspan(steps / real_sensor_accuracy.DATASETS["BasicMotions"]["rate_hz"], time[-1], color="0.93",
-                         label="padding")
+            axes.axvspan(
+                steps / real_sensor_accuracy.DATASETS["BasicMotions"]["rate_hz"],
+                time[-1],
+                color="0.93",
+                label="padding",
+            )
             axes.set_title(f"{name}={value}: {channel_name}", fontsize=9)
             axes.set_ylabel("standardised", fontsize=8)
     panels[0, -1].legend(fontsize=8, loc="upper right")
     for axes in panels[-1]:
         axes.set_xlabel("time (s)")
-    figure.suptitle(f"harjax augmentations on a real recording (UEA BasicMotions, training example {args.example}: "
-                    f"{labels[args.example]})")
+    figure.suptitle(
+        f"harjax augmentations on a real recording (UEA BasicMotions, training example {args.example}: "
+        f"{labels[args.example]})"
+    )
     figure.tight_layout()
     figure.savefig(args.output, dpi=110, metadata={"Software": None})
     print(f"wrote {args.output}")

@@ -39,10 +39,18 @@ def mmact_sized(batch_size: int, sizes: str = "mmact") -> tuple[ml_collections.C
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--dtype and --sizes, which every train-step benchmark takes (read back with `model_and_batch`)."""
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                        help="compute dtype, parameters stay float32 (config.model.dtype; torch.autocast for torch)")
-    parser.add_argument("--sizes", default="mmact", choices=tuple(SIZES),
-                        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute dtype, parameters stay float32 (config.model.dtype; torch.autocast for torch)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="mmact",
+        choices=tuple(SIZES),
+        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)",
+    )
 
 
 def model_and_batch(args: argparse.Namespace) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
@@ -53,8 +61,9 @@ def model_and_batch(args: argparse.Namespace) -> tuple[ml_collections.ConfigDict
     return config, batch, num_classes
 
 
-def harjax_trainer(config: ml_collections.ConfigDict, local_batch: dict[str, np.ndarray], num_classes: int
-                   ) -> tuple[Callable[[int], float], jax.stages.Compiled]:
+def harjax_trainer(
+    config: ml_collections.ConfigDict, local_batch: dict[str, np.ndarray], num_classes: int
+) -> tuple[Callable[[int], float], jax.stages.Compiled]:
     """(run, compiled step): run(steps) trains `steps` updates on the batch and returns seconds per step.
 
     The step is compiled and run three times before run() is handed out, so run() times the steady state.
@@ -62,8 +71,10 @@ def harjax_trainer(config: ml_collections.ConfigDict, local_batch: dict[str, np.
     mesh = parallel.make_mesh()
     model = har_model.build_model(config, num_classes)
     optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
-    state = jax.jit(lambda: step_lib.create_train_state(model, optimizer, local_batch, config.seed),
-                    out_shardings=parallel.replicated(mesh))()
+    state = jax.jit(
+        lambda: step_lib.create_train_state(model, optimizer, local_batch, config.seed),
+        out_shardings=parallel.replicated(mesh),
+    )()
     train_step = step_lib.jit_train_step(mesh, config.loss.contrastive_weight)
     batch = parallel.global_batch(local_batch, mesh)
     compiled = train_step.lower(state, batch).compile()
@@ -80,8 +91,9 @@ def harjax_trainer(config: ml_collections.ConfigDict, local_batch: dict[str, np.
     return run, compiled
 
 
-def train_step_ms(config: ml_collections.ConfigDict, local_batch: dict[str, np.ndarray], num_classes: int,
-                  steps: int) -> float:
+def train_step_ms(
+    config: ml_collections.ConfigDict, local_batch: dict[str, np.ndarray], num_classes: int, steps: int
+) -> float:
     """Milliseconds per train step on `local_batch` (one process: the global batch), after compile and warm-up."""
     run, _ = harjax_trainer(config, local_batch, num_classes)
     return run(steps) * 1e3

@@ -33,11 +33,16 @@ def measure(batch_size: int, steps: int) -> dict[str, float]:
 
     mesh = parallel.make_mesh()
     sharded = parallel.batch_sharded(mesh)
-    video, sensor = (jax.device_put(jax.random.normal(jax.random.key(seed), (batch_size, 128)), sharded)
-                     for seed in (0, 1))
+    video, sensor = (
+        jax.device_put(jax.random.normal(jax.random.key(seed), (batch_size, 128)), sharded) for seed in (0, 1)
+    )
     weights = jax.device_put(jnp.ones(batch_size), sharded)
-    infonce = jax.jit(jax.value_and_grad(lambda v, s: losses.global_info_nce(
-        mesh, parallel.DATA_AXIS, v, s, jnp.float32(14.3), weights), argnums=(0, 1)))
+    infonce = jax.jit(
+        jax.value_and_grad(
+            lambda v, s: losses.global_info_nce(mesh, parallel.DATA_AXIS, v, s, jnp.float32(14.3), weights),
+            argnums=(0, 1),
+        )
+    )
     jax.block_until_ready(infonce(video, sensor))
     start = time.perf_counter()
     for _ in range(steps):
@@ -46,8 +51,12 @@ def measure(batch_size: int, steps: int) -> dict[str, float]:
     infonce_ms = (time.perf_counter() - start) / steps * 1e3
 
     step_ms = common.train_step_ms(*common.synthetic_batch(batch_size), steps)
-    return {"devices": jax.device_count(), "infonce_fwd_bwd_ms": round(infonce_ms, 3),
-            "train_step_ms": round(step_ms, 2), "examples_per_s": round(batch_size / step_ms * 1e3, 1)}
+    return {
+        "devices": jax.device_count(),
+        "infonce_fwd_bwd_ms": round(infonce_ms, 3),
+        "train_step_ms": round(step_ms, 2),
+        "examples_per_s": round(batch_size / step_ms * 1e3, 1),
+    }
 
 
 def main() -> None:
@@ -63,15 +72,38 @@ def main() -> None:
     rows = []
     for devices in (int(n) for n in args.devices.split(",")):
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-        output = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                                 f"--batch_size={args.batch_size}", f"--steps={args.steps}"],
-                                env=env, cwd=REPO, check=True, capture_output=True, text=True).stdout
+        output = subprocess.run(
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                f"--batch_size={args.batch_size}",
+                f"--steps={args.steps}",
+            ],
+            env=env,
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         row = rows[-1]
-        print(f"{row['devices']:>3} devices  InfoNCE fwd+bwd {row['infonce_fwd_bwd_ms']:>8.3f} ms  "
-              f"train step {row['train_step_ms']:>8.2f} ms  {row['examples_per_s']:>8.1f} examples/s", flush=True)
-    print(json.dumps({"benchmark": "device_scaling", "global_batch": args.batch_size, "cpu_count": os.cpu_count(),
-                      "config": "configs/full.py:synthetic", "results": rows}))
+        print(
+            f"{row['devices']:>3} devices  InfoNCE fwd+bwd {row['infonce_fwd_bwd_ms']:>8.3f} ms  "
+            f"train step {row['train_step_ms']:>8.2f} ms  {row['examples_per_s']:>8.1f} examples/s",
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "device_scaling",
+                "global_batch": args.batch_size,
+                "cpu_count": os.cpu_count(),
+                "config": "configs/full.py:synthetic",
+                "results": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,13 @@ IMPLEMENTATIONS = ("hand_written", "autodiff")
 def encoder_runner(config, batch, hand_written: bool):
     """run(steps) -> seconds per forward + backward of the encoder alone."""
     model = config.model
-    encoder = SensorEncoder(tuple(model.encoder_channels), tuple(model.encoder_strides), model.encoder_kernel_size,
-                            jnp.dtype(model.dtype), hand_written)
+    encoder = SensorEncoder(
+        tuple(model.encoder_channels),
+        tuple(model.encoder_strides),
+        model.encoder_kernel_size,
+        jnp.dtype(model.dtype),
+        hand_written,
+    )
     sensor, mask = jnp.asarray(batch["sensor"]), jnp.asarray(batch["sensor_mask"])
     params = encoder.init(jax.random.key(0), sensor, mask)
 
@@ -75,18 +80,32 @@ def main() -> None:
             seconds[name].append(run(args.steps))
     ms = {name: statistics.median(values) * 1e3 for name, values in seconds.items()}
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-    print(f"{'median ms':<28} {'hand_written':>13} {'autodiff':>10}   "
-          f"({device}, batch {args.batch_size}, {args.dtype})")
+    print(
+        f"{'median ms':<28} {'hand_written':>13} {'autodiff':>10}   ({device}, batch {args.batch_size}, {args.dtype})"
+    )
     for part in ("encoder", "step"):
-        print(f"{part + (' fwd+bwd' if part == 'encoder' else ''):<28} {ms[f'{part} hand_written']:>13.2f} "
-              f"{ms[f'{part} autodiff']:>10.2f}")
+        print(
+            f"{part + (' fwd+bwd' if part == 'encoder' else ''):<28} {ms[f'{part} hand_written']:>13.2f} "
+            f"{ms[f'{part} autodiff']:>10.2f}"
+        )
     faster = min(IMPLEMENTATIONS, key=lambda name: ms[f"step {name}"])
-    print(json.dumps({"benchmark": "encoder_backward", "device": device, "platform": jax.devices()[0].platform,
-                      "batch_size": args.batch_size, "dtype": args.dtype,
-                      "encoder_ms": {name: round(ms[f"encoder {name}"], 3) for name in IMPLEMENTATIONS},
-                      "step_ms": {name: round(ms[f"step {name}"], 3) for name in IMPLEMENTATIONS},
-                      "faster": faster, "cpu_count": os.cpu_count(), "jax": jax.__version__,
-                      "hand_written_over_autodiff": round(ms["step hand_written"] / ms["step autodiff"], 3)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "encoder_backward",
+                "device": device,
+                "platform": jax.devices()[0].platform,
+                "batch_size": args.batch_size,
+                "dtype": args.dtype,
+                "encoder_ms": {name: round(ms[f"encoder {name}"], 3) for name in IMPLEMENTATIONS},
+                "step_ms": {name: round(ms[f"step {name}"], 3) for name in IMPLEMENTATIONS},
+                "faster": faster,
+                "cpu_count": os.cpu_count(),
+                "jax": jax.__version__,
+                "hand_written_over_autodiff": round(ms["step hand_written"] / ms["step autodiff"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

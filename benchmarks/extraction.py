@@ -32,11 +32,18 @@ RANDOM = {"random-7b": tiny_model.VIDEO_LLAVA_7B, "random-tiny": tiny_model.TINY
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="", help="HF id or folder; empty: the tiny offline model; random-7b or "
-                        "random-tiny: built from sizes with random weights, nothing loaded")
+    parser.add_argument(
+        "--model",
+        default="",
+        help="HF id or folder; empty: the tiny offline model; random-7b or "
+        "random-tiny: built from sizes with random weights, nothing loaded",
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch_size", default="8", help="clips per forward; several, comma-separated, are timed "
-                        "one after the other on one model and one tree")
+    parser.add_argument(
+        "--batch_size",
+        default="8",
+        help="clips per forward; several, comma-separated, are timed one after the other on one model and one tree",
+    )
     parser.add_argument("--frame_width", type=int, default=640)
     parser.add_argument("--frame_height", type=int, default=360)
     parser.add_argument("--clip_frames", type=int, default=90)
@@ -46,8 +53,14 @@ def main() -> None:
 
     import torch
 
-    spec = synthetic_tree.TreeSpec(subjects=(1, 2), scenes=(1, 2), sessions=(1,), actions_per_scene=2,
-                                   clip_frames=args.clip_frames, frame_size=(args.frame_width, args.frame_height))
+    spec = synthetic_tree.TreeSpec(
+        subjects=(1, 2),
+        scenes=(1, 2),
+        sessions=(1,),
+        actions_per_scene=2,
+        clip_frames=args.clip_frames,
+        frame_size=(args.frame_width, args.frame_height),
+    )
     model_rates, end_to_end_rates = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         manual_dir = os.path.join(scratch, "manual")
@@ -61,8 +74,11 @@ def main() -> None:
 
         manifest = synthetic_tree.write_tree(manual_dir, spec)
         broken = {os.path.normpath(path) for path in manifest["quirks"]["undecodable_clip"]}
-        clips = [clip for clip in extract_embeddings.list_clips(manual_dir, synthetic_tree.VIDEO_ROOT)
-                 if os.path.normpath(clip.path) not in broken]
+        clips = [
+            clip
+            for clip in extract_embeddings.list_clips(manual_dir, synthetic_tree.VIDEO_ROOT)
+            if os.path.normpath(clip.path) not in broken
+        ]
         start = time.perf_counter()
         decoded = [extract_embeddings.read_frames(clip.path)[0] for clip in clips]
         decode_rate = len(clips) / (time.perf_counter() - start)
@@ -75,34 +91,58 @@ def main() -> None:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             for offset in range(0, len(clips), batch_size):
-                extractor.embed(decoded[offset:offset + batch_size], texts[offset:offset + batch_size])
+                extractor.embed(decoded[offset : offset + batch_size], texts[offset : offset + batch_size])
             model_rates[batch_size] = len(clips) / (time.perf_counter() - start)  # embed() returns numpy
             if built is None:  # a loaded model is loaded again inside extract(), which is part of its cost
                 del extractor
             start = time.perf_counter()
-            summary = extract_embeddings.extract(manual_dir, os.path.join(scratch, f"embeddings_{batch_size}"),
-                                                 model, args.prompt_set, batch_size=batch_size, device=args.device,
-                                                 video_root=synthetic_tree.VIDEO_ROOT,
-                                                 extractor=extractor if built is not None else None)
+            summary = extract_embeddings.extract(
+                manual_dir,
+                os.path.join(scratch, f"embeddings_{batch_size}"),
+                model,
+                args.prompt_set,
+                batch_size=batch_size,
+                device=args.device,
+                video_root=synthetic_tree.VIDEO_ROOT,
+                extractor=extractor if built is not None else None,
+            )
             end_to_end_rates[batch_size] = len(clips) / (time.perf_counter() - start)
             if len(summary["failed"]) != len(broken) or summary["extracted"] != len(clips):
-                raise RuntimeError(f"extraction should embed {len(clips)} clips and fail on the tree's "
-                                   f"{len(broken)} undecodable ones: {summary}")
+                raise RuntimeError(
+                    f"extraction should embed {len(clips)} clips and fail on the tree's "
+                    f"{len(broken)} undecodable ones: {summary}"
+                )
 
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x {os.cpu_count()}"
-    print(f"{len(clips)} clips of {args.clip_frames} frames at {args.frame_width}x{args.frame_height}, "
-          f"model {args.model or 'tiny (data_builders/mmact/tiny_model.py)'} on {device}")
+    print(
+        f"{len(clips)} clips of {args.clip_frames} frames at {args.frame_width}x{args.frame_height}, "
+        f"model {args.model or 'tiny (data_builders/mmact/tiny_model.py)'} on {device}"
+    )
     print(f"{'decode 8 frames (PyAV)':<48} {decode_rate:>10.2f} clips/s")
     end_to_end = "extract() end to end" + (", incl. model load" if built is None else "")
     for batch_size in batch_sizes:
         print(f"{f'model forward, decoded clips, batch {batch_size}':<48} {model_rates[batch_size]:>10.2f} clips/s")
         print(f"{f'{end_to_end}, batch {batch_size}':<48} {end_to_end_rates[batch_size]:>10.2f} clips/s")
-    print(json.dumps({"benchmark": "extraction", "model": args.model or "tiny", "device": device,
-                      "clips": len(clips), "batch_sizes": batch_sizes, "clip_frames": args.clip_frames,
-                      "frame_size": [args.frame_width, args.frame_height], "cameras": len(layout.CAMERAS),
-                      "clips_per_s": {"decode": round(decode_rate, 2),
-                                      "model": {str(b): round(rate, 2) for b, rate in model_rates.items()},
-                                      "end_to_end": {str(b): round(rate, 2) for b, rate in end_to_end_rates.items()}}}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "extraction",
+                "model": args.model or "tiny",
+                "device": device,
+                "clips": len(clips),
+                "batch_sizes": batch_sizes,
+                "clip_frames": args.clip_frames,
+                "frame_size": [args.frame_width, args.frame_height],
+                "cameras": len(layout.CAMERAS),
+                "clips_per_s": {
+                    "decode": round(decode_rate, 2),
+                    "model": {str(b): round(rate, 2) for b, rate in model_rates.items()},
+                    "end_to_end": {str(b): round(rate, 2) for b, rate in end_to_end_rates.items()},
+                },
+            }
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

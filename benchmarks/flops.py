@@ -28,8 +28,12 @@ from benchmarks import common  # noqa: E402
 from harjax.training import host_memory  # noqa: E402
 from harjax.models import har_model  # noqa: E402
 
-_MATMUL_SIZES = {"cpu": (1024, 2048, 3072), "gpu": (4096, 8192, 16384), "tpu": (4096, 8192, 16384),
-                 "tiny": (128, 256)}  # --sizes=tiny: a check that the script runs, not a peak
+_MATMUL_SIZES = {
+    "cpu": (1024, 2048, 3072),
+    "gpu": (4096, 8192, 16384),
+    "tpu": (4096, 8192, 16384),
+    "tiny": (128, 256),
+}  # --sizes=tiny: a check that the script runs, not a peak
 
 
 def _best_rate(matmul, size: int, repeats: int = 5) -> float:
@@ -40,7 +44,7 @@ def _best_rate(matmul, size: int, repeats: int = 5) -> float:
         start = time.perf_counter()
         matmul()
         best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best
+    return 2 * size**3 / best
 
 
 def matmul_peak(dtype: str, tiny: bool = False) -> dict[str, float]:
@@ -76,29 +80,43 @@ def main() -> None:
     step_flops = compiled_step.cost_analysis()["flops"]
     model = har_model.build_model(config, num_classes)
     variables = jax.jit(lambda: model.init(jax.random.key(0), batch, train=False))()
-    forward_flops = jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile(
-    ).cost_analysis()["flops"]
+    forward_flops = (
+        jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile().cost_analysis()["flops"]
+    )
     step_seconds = min(run(args.steps) for _ in range(3))
     peaks = matmul_peak(args.dtype, tiny=args.sizes == "tiny")
     peak = max(peaks.values())
     achieved = step_flops / step_seconds
 
-    rows = [("forward FLOPs per example", f"{forward_flops / args.batch_size / 1e6:.1f} M"),
-            ("train step FLOPs per example", f"{step_flops / args.batch_size / 1e6:.1f} M"),
-            ("train step time (best of 3 x --steps)", f"{step_seconds * 1e3:.1f} ms"),
-            ("achieved", f"{achieved / 1e9:.1f} GFLOP/s"),
-            *((f"{args.dtype} matmul peak ({name})", f"{rate / 1e9:.1f} GFLOP/s") for name, rate in peaks.items()),
-            ("fraction of peak", f"{achieved / peak:.1%}")]
+    rows = [
+        ("forward FLOPs per example", f"{forward_flops / args.batch_size / 1e6:.1f} M"),
+        ("train step FLOPs per example", f"{step_flops / args.batch_size / 1e6:.1f} M"),
+        ("train step time (best of 3 x --steps)", f"{step_seconds * 1e3:.1f} ms"),
+        ("achieved", f"{achieved / 1e9:.1f} GFLOP/s"),
+        *((f"{args.dtype} matmul peak ({name})", f"{rate / 1e9:.1f} GFLOP/s") for name, rate in peaks.items()),
+        ("fraction of peak", f"{achieved / peak:.1%}"),
+    ]
     for name, value in rows:
         print(f"{name:<40} {value:>16}")
-    print(json.dumps({
-        "benchmark": "flops", "global_batch": args.batch_size, "dtype": args.dtype, "sizes": common.SIZES[args.sizes],
-        "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
-        "forward_flops_per_example": forward_flops / args.batch_size,
-        "train_step_flops_per_example": step_flops / args.batch_size, "step_ms": round(step_seconds * 1e3, 2),
-        "achieved_gflops": round(achieved / 1e9, 2),
-        "matmul_peak_gflops": {k: round(v / 1e9, 2) for k, v in peaks.items()},
-        "fraction_of_peak": round(achieved / peak, 4)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "flops",
+                "global_batch": args.batch_size,
+                "dtype": args.dtype,
+                "sizes": common.SIZES[args.sizes],
+                "device": jax.devices()[0].device_kind,
+                "jax_devices": jax.device_count(),
+                "cpu_count": os.cpu_count(),
+                "forward_flops_per_example": forward_flops / args.batch_size,
+                "train_step_flops_per_example": step_flops / args.batch_size,
+                "step_ms": round(step_seconds * 1e3, 2),
+                "achieved_gflops": round(achieved / 1e9, 2),
+                "matmul_peak_gflops": {k: round(v / 1e9, 2) for k, v in peaks.items()},
+                "fraction_of_peak": round(achieved / peak, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

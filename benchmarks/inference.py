@@ -31,8 +31,10 @@ def _inputs(bundle, rows: int, steps: int):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    inputs = [rng.normal(size=(rows, steps, len(bundle.channel_names))).astype(np.float32),
-              np.ones((rows, steps), bool)]
+    inputs = [
+        rng.normal(size=(rows, steps, len(bundle.channel_names))).astype(np.float32),
+        np.ones((rows, steps), bool),
+    ]
     if bundle.uses_video:
         inputs += [rng.normal(size=(rows, *bundle.video_shape)).astype(np.float32), np.ones(rows, bool)]
     return inputs
@@ -91,29 +93,54 @@ def measure(args: argparse.Namespace) -> dict:
         run(*batch)
     throughput = repeats * args.batch_size / (time.perf_counter() - start)
     milliseconds = np.asarray(latencies) * 1e3
-    return {"runtime": args.runtime, "threads": args.threads,
-            "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
-            "p99_ms": round(float(np.percentile(milliseconds, 99)), 3),
-            "examples_per_s": round(throughput, 1)}
+    return {
+        "runtime": args.runtime,
+        "threads": args.threads,
+        "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
+        "p99_ms": round(float(np.percentile(milliseconds, 99)), 3),
+        "examples_per_s": round(throughput, 1),
+    }
 
 
 def build_bundle(directory: str, smoke: bool, window_steps: int) -> str:
     """A bundle of configs/full.py's model (trained one step), exported in both serving formats."""
     env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
-    sizes = (["--config.data.synthetic.video_dim=32", "--config.model.encoder_channels=(16,32)",
-              "--config.model.encoder_strides=(1,2)",
-              "--config.model.model_dim=32", "--config.model.mlp_dim=64", "--config.model.head_dim=32",
-              "--config.model.projection_dim=16", "--config.model.num_heads=2"] if smoke
-             else ["--config.data.synthetic.video_dim=4096"])
+    sizes = (
+        [
+            "--config.data.synthetic.video_dim=32",
+            "--config.model.encoder_channels=(16,32)",
+            "--config.model.encoder_strides=(1,2)",
+            "--config.model.model_dim=32",
+            "--config.model.mlp_dim=64",
+            "--config.model.head_dim=32",
+            "--config.model.projection_dim=16",
+            "--config.model.num_heads=2",
+        ]
+        if smoke
+        else ["--config.data.synthetic.video_dim=4096"]
+    )
     workdir, bundle = os.path.join(directory, "workdir"), os.path.join(directory, "bundle")
-    for command in (["harjax.main", "--config=configs/full.py:synthetic", f"--workdir={workdir}",
-                     "--config.train.num_steps=1", "--config.data.synthetic.num_train=128",
-                     "--config.data.synthetic.num_eval=16", f"--config.data.synthetic.seq_len={window_steps}",
-                     "--config.train.eval_batch_size=16", *sizes],
-                    ["harjax.export", f"--workdir={workdir}", f"--output={bundle}", "--step=latest",
-                     "--format=stablehlo,onnx"]):
-        done = subprocess.run([sys.executable, "-m", *command], env=env, capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for command in (
+        [
+            "harjax.main",
+            "--config=configs/full.py:synthetic",
+            f"--workdir={workdir}",
+            "--config.train.num_steps=1",
+            "--config.data.synthetic.num_train=128",
+            "--config.data.synthetic.num_eval=16",
+            f"--config.data.synthetic.seq_len={window_steps}",
+            "--config.train.eval_batch_size=16",
+            *sizes,
+        ],
+        ["harjax.export", f"--workdir={workdir}", f"--output={bundle}", "--step=latest", "--format=stablehlo,onnx"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return bundle
@@ -141,20 +168,43 @@ def main() -> None:
             for threads in (1, 2):
                 env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
                 env |= {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": _SINGLE_THREAD_XLA if threads == 1 else ""}
-                result = subprocess.run([sys.executable, __file__, f"--runtime={runtime}", f"--threads={threads}",
-                                         f"--bundle={bundle}", f"--window_steps={args.window_steps}",
-                                         f"--calls={args.calls}", f"--batch_size={args.batch_size}"],
-                                        capture_output=True, text=True, env=env)
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        f"--runtime={runtime}",
+                        f"--threads={threads}",
+                        f"--bundle={bundle}",
+                        f"--window_steps={args.window_steps}",
+                        f"--calls={args.calls}",
+                        f"--batch_size={args.batch_size}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
                 if result.returncode:
                     raise RuntimeError(f"{runtime} with {threads} thread(s) failed:\n{result.stderr[-3000:]}")
                 rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     throughput = f"examples/s at batch {args.batch_size}"
     print(f"{'runtime':<12} {'threads':>7} {'p50 ms':>8} {'p99 ms':>8} {throughput:>24}")
     for row in rows:
-        print(f"{row['runtime']:<12} {row['threads']:>7} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
-              f"{row['examples_per_s']:>24.1f}")
-    print(json.dumps({"benchmark": "inference", "window_steps": args.window_steps, "batch_size": args.batch_size,
-                      "smoke": args.smoke, "cpu_count": os.cpu_count(), "results": rows}))
+        print(
+            f"{row['runtime']:<12} {row['threads']:>7} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
+            f"{row['examples_per_s']:>24.1f}"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "inference",
+                "window_steps": args.window_steps,
+                "batch_size": args.batch_size,
+                "smoke": args.smoke,
+                "cpu_count": os.cpu_count(),
+                "results": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

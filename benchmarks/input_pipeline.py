@@ -44,8 +44,9 @@ CACHES = ("none", "host", "device")
 
 def _config(args: argparse.Namespace):
     config = full.get_config("mmact")
-    config.data.update(data_dir=args.data_dir, tfds_config=args.tfds_config, max_length=args.max_length,
-                       num_workers=args.num_workers)
+    config.data.update(
+        data_dir=args.data_dir, tfds_config=args.tfds_config, max_length=args.max_length, num_workers=args.num_workers
+    )
     config.train.batch_size = args.batch_size
     return config
 
@@ -92,13 +93,19 @@ def step_comparison(args: argparse.Namespace) -> dict:
     constant = parallel.global_batch(train.gather(train.columns(), next(iterator), np), mesh)
     model = har_model.build_model(config, train.num_classes)
     optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
-    state = jax.jit(lambda: step_lib.create_train_state(model, optimizer, jax.device_get(constant), config.seed),
-                    out_shardings=parallel.replicated(mesh))()
+    state = jax.jit(
+        lambda: step_lib.create_train_state(model, optimizer, jax.device_get(constant), config.seed),
+        out_shardings=parallel.replicated(mesh),
+    )()
     resident = parallel.replicate(train.columns(), mesh)
-    steps = {"constant": step_lib.jit_train_step(mesh, config.loss.contrastive_weight),
-             "device": step_lib.jit_train_step(mesh, config.loss.contrastive_weight, train.gather)}
-    inputs = {"constant": lambda: (constant, None),
-              "device": lambda: (parallel.global_batch(next(iterator), mesh), resident)}
+    steps = {
+        "constant": step_lib.jit_train_step(mesh, config.loss.contrastive_weight),
+        "device": step_lib.jit_train_step(mesh, config.loss.contrastive_weight, train.gather),
+    }
+    inputs = {
+        "constant": lambda: (constant, None),
+        "device": lambda: (parallel.global_batch(next(iterator), mesh), resident),
+    }
     timings = {name: [] for name in steps}
     for _ in range(args.rounds + 1):  # the first round compiles and warms up
         for name, step in steps.items():
@@ -109,9 +116,11 @@ def step_comparison(args: argparse.Namespace) -> dict:
             timings[name].append((time.perf_counter() - begin) / args.step_repeats * 1e3)
     iterator.close()
     medians = {name: float(np.median(values[1:])) for name, values in timings.items()}
-    return {"step_ms": {name: round(value, 2) for name, value in medians.items()},
-            "device_over_constant": round(medians["device"] / medians["constant"], 3),
-            "step_examples_per_s": round(args.batch_size / medians["constant"] * 1e3, 1)}
+    return {
+        "step_ms": {name: round(value, 2) for name, value in medians.items()},
+        "device_over_constant": round(medians["device"] / medians["constant"], 3),
+        "step_examples_per_s": round(args.batch_size / medians["constant"] * 1e3, 1),
+    }
 
 
 def main() -> None:
@@ -155,20 +164,36 @@ def report(args: argparse.Namespace) -> None:
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
     print(f"{'cache':<8} {'examples/s':>12} {'listing s':>10} {'start-up s':>11} {'peak RSS MB':>12}")
     for cache, row in caches.items():
-        print(f"{cache:<8} {row['examples_per_s']:>12.1f} {row['listing_s']:>10.2f} {row['startup_s']:>11.2f} "
-              f"{row['peak_rss_mb']:>12.1f}")
+        print(
+            f"{cache:<8} {row['examples_per_s']:>12.1f} {row['listing_s']:>10.2f} {row['startup_s']:>11.2f} "
+            f"{row['peak_rss_mb']:>12.1f}"
+        )
     print(f"listing the training views by decoding every record instead: {caches['none']['listing_by_decoding_s']} s")
-    print(f"train step ({device}): constant pre-placed batch {comparison['step_ms']['constant']:.1f} ms, device "
-          f"cache {comparison['step_ms']['device']:.1f} ms ({comparison['device_over_constant']:.3f}x); the step "
-          f"consumes {comparison['step_examples_per_s']:.0f} examples/s")
-    print(json.dumps({"benchmark": "input_pipeline", "batch_size": args.batch_size, "max_length": args.max_length,
-                      "video_dim": args.embedding_dim, "trials": args.trials, "data_dir": args.data_dir,
-                      "examples_per_s": {cache: row["examples_per_s"] for cache, row in caches.items()},
-                      "startup_s": {cache: row["startup_s"] for cache, row in caches.items()},
-                      "listing_s": {cache: row["listing_s"] for cache, row in caches.items()},
-                      "listing_by_decoding_s": caches["none"].get("listing_by_decoding_s"),
-                      "peak_rss_mb": {cache: row["peak_rss_mb"] for cache, row in caches.items()},
-                      **comparison, "device": device, "cpu_count": os.cpu_count()}))
+    print(
+        f"train step ({device}): constant pre-placed batch {comparison['step_ms']['constant']:.1f} ms, device "
+        f"cache {comparison['step_ms']['device']:.1f} ms ({comparison['device_over_constant']:.3f}x); the step "
+        f"consumes {comparison['step_examples_per_s']:.0f} examples/s"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "input_pipeline",
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "video_dim": args.embedding_dim,
+                "trials": args.trials,
+                "data_dir": args.data_dir,
+                "examples_per_s": {cache: row["examples_per_s"] for cache, row in caches.items()},
+                "startup_s": {cache: row["startup_s"] for cache, row in caches.items()},
+                "listing_s": {cache: row["listing_s"] for cache, row in caches.items()},
+                "listing_by_decoding_s": caches["none"].get("listing_by_decoding_s"),
+                "peak_rss_mb": {cache: row["peak_rss_mb"] for cache, row in caches.items()},
+                **comparison,
+                "device": device,
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

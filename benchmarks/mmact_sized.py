@@ -44,36 +44,59 @@ class MMActSized(mmact_dataset_builder.Builder):
         self.info.metadata["normalization"] = {PROTOCOL: {"mean": [0.0] * channels, "std": [1.0] * channels}}
         self.info.metadata["sensor_channels"] = list(mmact_dataset_builder.SENSOR_CHANNELS)
         self.info.metadata["cameras"] = list(layout.CAMERAS)
-        self.info.metadata["embeddings"] = {"prompt_set": "context", "hidden_size": self._embedding_dim_value,
-                                            "model": "random (benchmarks/mmact_sized.py)"}
+        self.info.metadata["embeddings"] = {
+            "prompt_set": "context",
+            "hidden_size": self._embedding_dim_value,
+            "model": "random (benchmarks/mmact_sized.py)",
+        }
         members = {f"{PROTOCOL}_train": np.flatnonzero(~test), f"{PROTOCOL}_test": np.flatnonzero(test)}
         subjects = rng.integers(1, 21, self._trials)
-        self.info.metadata["index"] = {split: {"camera_mask": masks[trials].tolist(),
-                                               "sensor_length": lengths[trials].tolist(),
-                                               "label": labels[trials].tolist(), "subject": subjects[trials].tolist()}
-                                       for split, trials in members.items()}
+        self.info.metadata["index"] = {
+            split: {
+                "camera_mask": masks[trials].tolist(),
+                "sensor_length": lengths[trials].tolist(),
+                "label": labels[trials].tolist(),
+                "subject": subjects[trials].tolist(),
+            }
+            for split, trials in members.items()
+        }
         return {split: self._random_trials(trials, lengths, masks, labels) for split, trials in members.items()}
 
-    def _random_trials(self, trials: np.ndarray, lengths: np.ndarray, masks: np.ndarray,
-                       labels: np.ndarray) -> Iterator:
+    def _random_trials(
+        self, trials: np.ndarray, lengths: np.ndarray, masks: np.ndarray, labels: np.ndarray
+    ) -> Iterator:
         channels = len(mmact_dataset_builder.SENSOR_CHANNELS)
         for trial in trials:
             rng = np.random.default_rng([1, int(trial)])
             embedding = rng.standard_normal((len(layout.CAMERAS), self._embedding_dim_value)).astype(np.float16)
             embedding[~masks[trial]] = 0
-            yield f"trial{trial:05d}", {
-                "sensor": rng.standard_normal((lengths[trial], channels)).astype(np.float32),
-                "sensor_present": np.ones(len(layout.SENSOR_STREAMS), bool), "embedding": embedding,
-                "camera_mask": masks[trial], "label": int(labels[trial]), "subject": 1, "scene": 1, "session": 1,
-                "trial": f"trial{trial:05d}"}
+            yield (
+                f"trial{trial:05d}",
+                {
+                    "sensor": rng.standard_normal((lengths[trial], channels)).astype(np.float32),
+                    "sensor_present": np.ones(len(layout.SENSOR_STREAMS), bool),
+                    "embedding": embedding,
+                    "camera_mask": masks[trial],
+                    "label": int(labels[trial]),
+                    "subject": 1,
+                    "scene": 1,
+                    "session": 1,
+                    "trial": f"trial{trial:05d}",
+                },
+            )
 
 
 def build(data_dir: str, trials: int = 8968, embedding_dim: int = 4096) -> str:
     """Writes the dataset under data_dir (once) and returns data_dir, laid out as harjax reads MMAct."""
     readable = os.path.join(data_dir, "mmact")
     if not os.path.exists(readable):
-        builder = MMActSized(trials=trials, embedding_dim=embedding_dim, config=TFDS_CONFIG, data_dir=data_dir,
-                             file_format="array_record")
+        builder = MMActSized(
+            trials=trials,
+            embedding_dim=embedding_dim,
+            config=TFDS_CONFIG,
+            data_dir=data_dir,
+            file_format="array_record",
+        )
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=data_dir))
         os.symlink(os.path.join(data_dir, MMActSized.name), readable)
     return data_dir

@@ -19,20 +19,37 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALL = ["full", "video_only", "sensor_only", "concat_fusion", "late_fusion", "no_attention", "no_transformer",
-       "no_contrastive"]
+ALL = [
+    "full",
+    "video_only",
+    "sensor_only",
+    "concat_fusion",
+    "late_fusion",
+    "no_attention",
+    "no_transformer",
+    "no_contrastive",
+]
 
 
 def run(name: str, workdir: str) -> dict:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harjax.main", f"--config=configs/{name}.py:synthetic",
-                    f"--workdir={workdir}"], cwd=REPO, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "harjax.main", f"--config=configs/{name}.py:synthetic", f"--workdir={workdir}"],
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - start
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         final = [json.loads(line) for line in f if "eval/accuracy" in line][-1]
-    return {"config": name, "seconds": round(seconds, 1), "step": final["step"],
-            "eval_accuracy": round(final["eval/accuracy"], 4), "eval_macro_f1": round(final["eval/macro_f1"], 4)}
+    return {
+        "config": name,
+        "seconds": round(seconds, 1),
+        "step": final["step"],
+        "eval_accuracy": round(final["eval/accuracy"], 4),
+        "eval_macro_f1": round(final["eval/macro_f1"], 4),
+    }
 
 
 def main() -> None:
@@ -45,8 +62,11 @@ def main() -> None:
         for name in names:
             rows.append(run(name, os.path.join(root, name)))
             row = rows[-1]
-            print(f"{row['config']:<16} {row['eval_accuracy']:>8.4f} {row['eval_macro_f1']:>9.4f} "
-                  f"{row['seconds']:>8.1f}s", flush=True)
+            print(
+                f"{row['config']:<16} {row['eval_accuracy']:>8.4f} {row['eval_macro_f1']:>9.4f} "
+                f"{row['seconds']:>8.1f}s",
+                flush=True,
+            )
     print(json.dumps({"benchmark": "synthetic_accuracy", "cpu_count": os.cpu_count(), "results": rows}))
 
 

@@ -47,8 +47,9 @@ class SensorEncoder(nn.Module):
         widths = (in_channels, *channels)
         self.padding = ((kernel_size - 1) // 2, kernel_size // 2)
         self.strides = strides
-        self.convs = nn.ModuleList(nn.Conv1d(widths[i], widths[i + 1], kernel_size, stride) for i, stride in
-                                   enumerate(strides))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(widths[i], widths[i + 1], kernel_size, stride) for i, stride in enumerate(strides)
+        )
         self.norms = nn.ModuleList(nn.LayerNorm(width, eps=_LAYER_NORM_EPS) for width in channels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,8 +91,17 @@ class EncoderBlock(nn.Module):
 
 
 class TokenClassifier(nn.Module):
-    def __init__(self, num_tokens: int, width: int, num_classes: int, num_layers: int, num_heads: int, mlp_dim: int,
-                 head_dim: int, dropout: float):
+    def __init__(
+        self,
+        num_tokens: int,
+        width: int,
+        num_classes: int,
+        num_layers: int,
+        num_heads: int,
+        mlp_dim: int,
+        head_dim: int,
+        dropout: float,
+    ):
         super().__init__()
         self.position_embedding = nn.Parameter(0.02 * torch.randn(num_tokens, width))
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
@@ -118,18 +128,21 @@ class HARModel(nn.Module):
         sensor_dim = m.encoder_channels[-1]
         self.num_segments = m.num_segments
         self.video_standardise = nn.BatchNorm1d(video_dim, momentum=0.01, affine=False)  # flax momentum 0.99
-        self.sensor_encoder = SensorEncoder(sensor_channels, tuple(m.encoder_channels), tuple(m.encoder_strides),
-                                            m.encoder_kernel_size)
+        self.sensor_encoder = SensorEncoder(
+            sensor_channels, tuple(m.encoder_channels), tuple(m.encoder_strides), m.encoder_kernel_size
+        )
         self.attention = KeylessAttention(video_dim, sensor_dim)
         self.joint_token = nn.Linear(video_dim + sensor_dim, m.model_dim)
-        self.classifier = TokenClassifier(m.num_segments, m.model_dim, num_classes, m.num_layers, m.num_heads,
-                                          m.mlp_dim, m.head_dim, m.dropout)
+        self.classifier = TokenClassifier(
+            m.num_segments, m.model_dim, num_classes, m.num_layers, m.num_heads, m.mlp_dim, m.head_dim, m.dropout
+        )
         self.video_projection = nn.Linear(video_dim, m.projection_dim)
         self.sensor_projection = nn.Linear(sensor_dim, m.projection_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / loss_config.temperature)))
 
-    def forward(self, video: torch.Tensor, sensor: torch.Tensor, sensor_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, video: torch.Tensor, sensor: torch.Tensor, sensor_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         video = self.video_standardise(video)
         sequence, sequence_mask = self.sensor_encoder(sensor, sensor_mask)
         segments = segment_masks(sequence_mask, self.num_segments)  # [B, K, n]
@@ -139,8 +152,7 @@ class HARModel(nn.Module):
         tokens = F.linear(video, video_weight, self.joint_token.bias)[:, None] + F.linear(pooled, pooled_weight)
         logits = self.classifier(tokens, segments.any(-1))
         sensor_summary = masked_mean(sequence, sequence_mask[:, None])[:, 0]
-        return (logits, self.video_projection(video), self.sensor_projection(sensor_summary),
-                self.logit_scale.exp())
+        return (logits, self.video_projection(video), self.sensor_projection(sensor_summary), self.logit_scale.exp())
 
 
 def info_nce(video: torch.Tensor, sensor: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -155,22 +167,26 @@ def objective(model: HARModel, batch: Mapping[str, torch.Tensor], contrastive_we
     return F.cross_entropy(logits, batch["label"]) + contrastive_weight * info_nce(video, sensor, logit_scale)
 
 
-def make_optimizer(model: HARModel, train_config: Any, schedule: Callable[[int], float]
-                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def make_optimizer(
+    model: HARModel, train_config: Any, schedule: Callable[[int], float]
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW with decay on matrices only (ndim >= 2), as harjax.step.make_optimizer; the schedule is per step.
 
     The (optax) schedule is tabulated once, so no JAX call lands in torch's timed steps.
     """
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train_config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=train_config.learning_rate)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train_config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train_config.learning_rate,
+    )
     factors = np.asarray(schedule(np.arange(train_config.num_steps + 1)), np.float64) / train_config.learning_rate
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factors[min(step, len(factors) - 1)])
 
 
-def make_train_step(model: HARModel, config: Any, schedule: Callable[[int], float],
-                    compile_loss: bool = False) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
+def make_train_step(
+    model: HARModel, config: Any, schedule: Callable[[int], float], compile_loss: bool = False
+) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
     """One update: loss, backward, global-norm clipping, AdamW, learning-rate step, temperature cap.
 
     config.model.dtype 'bfloat16' runs the loss under torch.autocast (bf16 compute, float32 parameters), as a
@@ -244,10 +260,12 @@ def load_flax_variables(model: HARModel, variables: Mapping[str, Any]) -> None:
             attention = flax_block["MultiHeadDotProductAttention_0"]
             width = block.attention.embed_dim
             # flax q/k/v kernels [D, heads, head_dim] -> torch in_proj rows [3D, D]
-            block.attention.in_proj_weight.copy_(torch.cat(
-                [t(attention[name]["kernel"]).reshape(width, width).T for name in ("query", "key", "value")]))
-            block.attention.in_proj_bias.copy_(torch.cat(
-                [t(attention[name]["bias"]).reshape(width) for name in ("query", "key", "value")]))
+            block.attention.in_proj_weight.copy_(
+                torch.cat([t(attention[name]["kernel"]).reshape(width, width).T for name in ("query", "key", "value")])
+            )
+            block.attention.in_proj_bias.copy_(
+                torch.cat([t(attention[name]["bias"]).reshape(width) for name in ("query", "key", "value")])
+            )
             block.attention.out_proj.weight.copy_(t(attention["out"]["kernel"]).reshape(width, width).T)
             block.attention.out_proj.bias.copy_(t(attention["out"]["bias"]))
             layer_norm(block.norm1, flax_block["LayerNorm_0"])

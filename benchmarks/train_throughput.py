@@ -36,9 +36,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="updates per implementation per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--allocator", default="retain", choices=("retain", "default"),
-                        help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/host_memory.py); "
-                             "the setting is process-wide, so all three run under it")
+    parser.add_argument(
+        "--allocator",
+        default="retain",
+        choices=("retain", "default"),
+        help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/host_memory.py); "
+        "the setting is process-wide, so all three run under it",
+    )
     common.add_model_arguments(parser)
     args = parser.parse_args()
 
@@ -61,8 +65,17 @@ def main() -> None:
 
     def torch_runner(compile_loss: bool):
         torch.manual_seed(config.seed)
-        model = torch_reference.HARModel(config.model, config.loss, num_classes, video_dim=batch["video"].shape[-1],
-                                         sensor_channels=batch["sensor"].shape[-1]).to(device).train()
+        model = (
+            torch_reference.HARModel(
+                config.model,
+                config.loss,
+                num_classes,
+                video_dim=batch["video"].shape[-1],
+                sensor_channels=batch["sensor"].shape[-1],
+            )
+            .to(device)
+            .train()
+        )
         train_step = torch_reference.make_train_step(model, config, schedule, compile_loss=compile_loss)
 
         def run(steps: int) -> float:
@@ -76,9 +89,11 @@ def main() -> None:
         return run
 
     runners = {}
-    for name, make in (("harjax (jax.jit)", lambda: common.harjax_trainer(config, batch, num_classes)[0]),
-                       ("pytorch eager", lambda: torch_runner(False)),
-                       ("pytorch torch.compile", lambda: torch_runner(True))):
+    for name, make in (
+        ("harjax (jax.jit)", lambda: common.harjax_trainer(config, batch, num_classes)[0]),
+        ("pytorch eager", lambda: torch_runner(False)),
+        ("pytorch torch.compile", lambda: torch_runner(True)),
+    ):
         start = time.perf_counter()
         runners[name] = make()
         print(f"{name}: compiled and warmed up in {time.perf_counter() - start:.1f} s", flush=True)
@@ -88,27 +103,46 @@ def main() -> None:
         for name, run in runners.items():
             time.sleep(_PAUSE_S)
             seconds[name].append(run(args.steps))
-        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
-            f"{name} {seconds[name][-1] * 1e3:.1f} ms" for name in runners), flush=True)
+        print(
+            f"round {round_index + 1}/{args.rounds}: "
+            + ", ".join(f"{name} {seconds[name][-1] * 1e3:.1f} ms" for name in runners),
+            flush=True,
+        )
 
     rate = {name: args.batch_size / statistics.median(times) for name, times in seconds.items()}
     best_rate = {name: args.batch_size / min(times) for name, times in seconds.items()}
     harjax_rate, harjax_best = rate["harjax (jax.jit)"], best_rate["harjax (jax.jit)"]
-    print(f"\n{'implementation':<24} {'median ms/step':>15} {'examples/s':>11} {'harjax speed-up':>16} "
-          f"{'best ms/step':>13} {'speed-up, best':>15}")
+    print(
+        f"\n{'implementation':<24} {'median ms/step':>15} {'examples/s':>11} {'harjax speed-up':>16} "
+        f"{'best ms/step':>13} {'speed-up, best':>15}"
+    )
     for name in runners:
-        print(f"{name:<24} {args.batch_size / rate[name] * 1e3:>15.1f} {rate[name]:>11.1f} "
-              f"{harjax_rate / rate[name]:>15.2f}x {args.batch_size / best_rate[name] * 1e3:>13.1f} "
-              f"{harjax_best / best_rate[name]:>14.2f}x")
-    print(json.dumps({
-        "benchmark": "train_throughput", "global_batch": args.batch_size, "dtype": args.dtype,
-        "sizes": common.SIZES[args.sizes],
-        "device": jax.devices()[0].device_kind, "jax_devices": jax.device_count(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "allocator": args.allocator, "jax": jax.__version__, "torch": torch.__version__,
-        "examples_per_s": {name: round(value, 1) for name, value in rate.items()},
-        "best_examples_per_s": {name: round(value, 1) for name, value in best_rate.items()},
-        "speedup_vs_eager": round(harjax_rate / rate["pytorch eager"], 3),
-        "speedup_vs_compile": round(harjax_rate / rate["pytorch torch.compile"], 3)}))
+        print(
+            f"{name:<24} {args.batch_size / rate[name] * 1e3:>15.1f} {rate[name]:>11.1f} "
+            f"{harjax_rate / rate[name]:>15.2f}x {args.batch_size / best_rate[name] * 1e3:>13.1f} "
+            f"{harjax_best / best_rate[name]:>14.2f}x"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_throughput",
+                "global_batch": args.batch_size,
+                "dtype": args.dtype,
+                "sizes": common.SIZES[args.sizes],
+                "device": jax.devices()[0].device_kind,
+                "jax_devices": jax.device_count(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "allocator": args.allocator,
+                "jax": jax.__version__,
+                "torch": torch.__version__,
+                "examples_per_s": {name: round(value, 1) for name, value in rate.items()},
+                "best_examples_per_s": {name: round(value, 1) for name, value in best_rate.items()},
+                "speedup_vs_eager": round(harjax_rate / rate["pytorch eager"], 3),
+                "speedup_vs_compile": round(harjax_rate / rate["pytorch torch.compile"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

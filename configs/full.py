@@ -52,15 +52,38 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.cache = "auto"
     config.data.cache_memory_fraction = 0.5
     # Training-time augmentation inside the train step (harjax/augment.py); all off in the paper's recipe.
-    config.data.augment = ml_collections.ConfigDict(dict(
-        jitter=0.0, scale=0.0, magnitude_warp=0.0, time_warp=0.0, knots=4, crop=0.0, shift=False, stream_drop=0.0,
-        video_noise=0.0, video_drop=0.0))
+    config.data.augment = ml_collections.ConfigDict(
+        dict(
+            jitter=0.0,
+            scale=0.0,
+            magnitude_warp=0.0,
+            time_warp=0.0,
+            knots=4,
+            crop=0.0,
+            shift=False,
+            stream_drop=0.0,
+            video_noise=0.0,
+            video_drop=0.0,
+        )
+    )
     # The synthetic source (harjax/data/synthetic.py): task 'pairs' checks that fusion works; 'bursts' (the
     # experiment suite's) needs the video to find the one burst of motion that names the class.
-    config.data.synthetic = ml_collections.ConfigDict(dict(
-        task="pairs", num_train=4096, num_eval=1024, num_classes=37, seq_len=128, channels=12, video_dim=512,
-        min_length_fraction=0.4, noise=0.5,
-        num_contexts=3, burst_steps=16, kind_offset=2.0))  # 'bursts' only: kinds of burst, their length, marker
+    config.data.synthetic = ml_collections.ConfigDict(
+        dict(
+            task="pairs",
+            num_train=4096,
+            num_eval=1024,
+            num_classes=37,
+            seq_len=128,
+            channels=12,
+            video_dim=512,
+            min_length_fraction=0.4,
+            noise=0.5,
+            num_contexts=3,
+            burst_steps=16,
+            kind_offset=2.0,
+        )
+    )  # 'bursts' only: kinds of burst, their length, marker
 
     config.model = ml_collections.ConfigDict()
     config.model.modalities = "both"  # 'both' | 'video' | 'sensor'
@@ -110,22 +133,27 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # 'val' selects the checkpoint and the test split is scored after training only, at the last step ('eval') and
     # at the selected checkpoint ('eval_selected'); without one, 'eval' selects (harjax/evaluators/common.py).
     config.evals = ml_collections.ConfigDict()
-    config.evals.val = dict(type="classification", split="validation", every=placeholder(int),
-                            at_start=placeholder(bool))
-    config.evals.val_retrieval = dict(type="retrieval", split="validation", prefix="val/", every=placeholder(int),
-                                      at_start=placeholder(bool))
+    config.evals.val = dict(
+        type="classification", split="validation", every=placeholder(int), at_start=placeholder(bool)
+    )
+    config.evals.val_retrieval = dict(
+        type="retrieval", split="validation", prefix="val/", every=placeholder(int), at_start=placeholder(bool)
+    )
     config.evals.eval = dict(type="classification", split="test", every=placeholder(int), at_start=placeholder(bool))
-    config.evals.eval_retrieval = dict(type="retrieval", split="test", prefix="eval/", every=placeholder(int),
-                                       at_start=placeholder(bool))
-    config.evals.eval_selected = dict(type="classification", split="test", checkpoint="selected", every=0,
-                                      at_end=True)
-    config.evals.eval_selected_retrieval = dict(type="retrieval", split="test", checkpoint="selected",
-                                                prefix="eval_selected/", every=0, at_end=True)
+    config.evals.eval_retrieval = dict(
+        type="retrieval", split="test", prefix="eval/", every=placeholder(int), at_start=placeholder(bool)
+    )
+    config.evals.eval_selected = dict(type="classification", split="test", checkpoint="selected", every=0, at_end=True)
+    config.evals.eval_selected_retrieval = dict(
+        type="retrieval", split="test", checkpoint="selected", prefix="eval_selected/", every=0, at_end=True
+    )
     # Analyses of the final checkpoint, into <workdir>/analysis/; switched on with at_end=True.
-    config.evals.robustness = dict(type="robustness", split="test", every=0, at_end=False,
-                                   occlusion_fractions=(0.1, 0.25, 0.5))  # of each recording's recorded steps
-    config.evals.attention = dict(type="attention", split="test", every=0, at_end=False,
-                                  examples=6)  # one eval example from each of this many classes
+    config.evals.robustness = dict(
+        type="robustness", split="test", every=0, at_end=False, occlusion_fractions=(0.1, 0.25, 0.5)
+    )  # of each recording's recorded steps
+    config.evals.attention = dict(
+        type="attention", split="test", every=0, at_end=False, examples=6
+    )  # one eval example from each of this many classes
 
     if variant == "demo":
         config.data.prepare_demo_data = True  # into config.data.data_dir, or <workdir>/demo_data

@@ -19,8 +19,26 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.sensor_normalization = "recording"
     config.data.validation_fraction = 0.2
     config.data.augment.update(jitter=0.05, scale=0.1, magnitude_warp=0.1, time_warp=0.1, crop=0.9)
-    config.model.update(encoder_channels=(32, 64), encoder_strides=(1, 2), model_dim=64, num_layers=1, num_heads=4,
-                        mlp_dim=128, head_dim=64, dropout=0.2)
-    config.train.update(batch_size=16, eval_batch_size=64, num_steps=1500, warmup_steps=100, learning_rate=1e-3,
-                        weight_decay=0.05, eval_every=50, checkpoint_every=50, log_every=25, keep_checkpoints=2)
+    config.model.update(
+        encoder_channels=(32, 64),
+        encoder_strides=(1, 2),
+        model_dim=64,
+        num_layers=1,
+        num_heads=4,
+        mlp_dim=128,
+        head_dim=64,
+        dropout=0.2,
+    )
+    config.train.update(
+        batch_size=16,
+        eval_batch_size=64,
+        num_steps=1500,
+        warmup_steps=100,
+        learning_rate=1e-3,
+        weight_decay=0.05,
+        eval_every=50,
+        checkpoint_every=50,
+        log_every=25,
+        keep_checkpoints=2,
+    )
     return config

@@ -22,14 +22,16 @@ from ml_collections import config_flags
 from harjax.evaluators import common as evaluators
 from harjax.study import report, runner as runner_lib, suites
 
-_SUITE = config_flags.DEFINE_config_file("suite", None, "A suite file, e.g. configs/suites/paper.py:synthetic.",
-                                         lock_config=True)
+_SUITE = config_flags.DEFINE_config_file(
+    "suite", None, "A suite file, e.g. configs/suites/paper.py:synthetic.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The suite's directory: runs/, report/ and shared data.")
 _SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per run (0..N-1); default: the suite's own.")
 _ONLY = flags.DEFINE_list("only", None, "Run (and list) only these groups.")
 _LIST = flags.DEFINE_bool("list", False, "Print each (run, seed) with its index and harjax.main command; run nothing.")
-_RUN_INDEX = flags.DEFINE_integer("run_index", None, "Run only the (run, seed) with this index of --list "
-                                  "(default: SLURM_ARRAY_TASK_ID when set).")
+_RUN_INDEX = flags.DEFINE_integer(
+    "run_index", None, "Run only the (run, seed) with this index of --list (default: SLURM_ARRAY_TASK_ID when set)."
+)
 _REPORT = flags.DEFINE_bool("report", False, "Only gather finished runs into DIR/report/.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs trained at the same time on this machine.")
 flags.mark_flags_as_required(["suite", "workdir"])
@@ -44,8 +46,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
         message = evaluators.moved_key_message(argument)
         if message:
             raise flags.Error(message)
-    _config_overrides[:] = [arg[len(suites.CONFIG_OVERRIDE_PREFIX):] for arg in argv[1:]
-                            if arg.startswith(suites.CONFIG_OVERRIDE_PREFIX)]
+    _config_overrides[:] = [
+        arg[len(suites.CONFIG_OVERRIDE_PREFIX) :] for arg in argv[1:] if arg.startswith(suites.CONFIG_OVERRIDE_PREFIX)
+    ]
     return flags.FLAGS([argv[0], *(arg for arg in argv[1:] if not arg.startswith(suites.CONFIG_OVERRIDE_PREFIX))])
 
 
@@ -54,8 +57,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     root = os.path.abspath(_WORKDIR.value)
     try:
-        suite = suites.load_suite(_SUITE.value, config_flags.get_config_filename(flags.FLAGS["suite"]), root,
-                                  _config_overrides)
+        suite = suites.load_suite(
+            _SUITE.value, config_flags.get_config_filename(flags.FLAGS["suite"]), root, _config_overrides
+        )
         seeds = suite.seeds if _SEEDS.value is None else _SEEDS.value
         selected = suites.trials(suite, seeds, _ONLY.value)
     except suites.SuiteError as error:
@@ -76,8 +80,10 @@ def main(argv: list[str]) -> None:
     if index is None and "SLURM_ARRAY_TASK_ID" in os.environ:
         index = int(os.environ["SLURM_ARRAY_TASK_ID"])
     if index is not None and not 0 <= index < len(selected):
-        raise app.UsageError(f"--run_index={index} is out of range: this suite has {len(selected)} (run, seed) "
-                             f"pairs (0..{len(selected) - 1}; see --list)")
+        raise app.UsageError(
+            f"--run_index={index} is out of range: this suite has {len(selected)} (run, seed) "
+            f"pairs (0..{len(selected) - 1}; see --list)"
+        )
     os.makedirs(root, exist_ok=True)
     runner = runner_lib.Runner(suite, root, max(1, _PARALLEL.value))
     signal.signal(signal.SIGTERM, runner.stop)

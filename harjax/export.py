@@ -1,7 +1,7 @@
 """Exports a trained model: a bundle, and StableHLO or ONNX for serving (harjax/serving/export.py).
 
-    python -m harjax.export --workdir=W --output=B [--step=best|latest|N] [--format=bundle,stablehlo,onnx]
-    python -m harjax.export --bundle=B --format=stablehlo,onnx        # export again from a bundle alone
+python -m harjax.export --workdir=W --output=B [--step=best|latest|N] [--format=bundle,stablehlo,onnx]
+python -m harjax.export --bundle=B --format=stablehlo,onnx        # export again from a bundle alone
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from harjax.serving import bundle as bundle_lib, export
 from harjax.training import checkpointing
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir to export from.")
-_BUNDLE = flags.DEFINE_string("bundle", None, "Instead of --workdir: a bundle to export other formats from (into "
-                              "itself, or into --output).")
+_BUNDLE = flags.DEFINE_string(
+    "bundle", None, "Instead of --workdir: a bundle to export other formats from (into itself, or into --output)."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "The bundle directory to write.")
 _STEP = flags.DEFINE_string("step", "best", "best (the run's selection metric), latest, or a step number.")
 _FORMAT = flags.DEFINE_list("format", ["bundle"], f"Any of {export.FORMATS}; the bundle is always written.")
-_WINDOW_STEPS = flags.DEFINE_integer("window_steps", None, "Sensor steps of the exported formats' input "
-                                     "(default: the training length).")
+_WINDOW_STEPS = flags.DEFINE_integer(
+    "window_steps", None, "Sensor steps of the exported formats' input (default: the training length)."
+)
 
 
 def main(argv: list[str]) -> None:
@@ -46,8 +48,13 @@ def main(argv: list[str]) -> None:
                 logging.info("wrote %s", writer(bundle, os.path.join(bundle.directory, name), steps))
     except (bundle_lib.BundleError, export.ExportError, checkpointing.IncompatibleCheckpointError) as error:
         raise app.UsageError(str(error)) from error
-    logging.info("bundle %s: step %d, %d classes, formats %s", bundle.directory, bundle.meta["step"],
-                 len(bundle.class_names), sorted(formats))
+    logging.info(
+        "bundle %s: step %d, %d classes, formats %s",
+        bundle.directory,
+        bundle.meta["step"],
+        len(bundle.class_names),
+        sorted(formats),
+    )
 
 
 if __name__ == "__main__":

@@ -14,17 +14,23 @@ from ml_collections import config_flags
 from harjax.evaluators import common as evaluators
 from harjax.training import host_memory, loop, parallel
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/full.py:synthetic.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file, e.g. configs/full.py:synthetic.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the resolved config.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval the latest "
-                          "checkpoint.")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "eval"], "train (resumes automatically) or eval the latest checkpoint."
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 in a multi-process job.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
-_JOIN_CLUSTER = flags.DEFINE_bool("join_cluster", False, "Join a multi-process job found by JAX's own cluster "
-                                  "detection (needed on Cloud TPU VM slices; launch/tpu_pod.sh sets it). SLURM "
-                                  "and GKE TPU jobs are joined without it.")
+_JOIN_CLUSTER = flags.DEFINE_bool(
+    "join_cluster",
+    False,
+    "Join a multi-process job found by JAX's own cluster "
+    "detection (needed on Cloud TPU VM slices; launch/tpu_pod.sh sets it). SLURM "
+    "and GKE TPU jobs are joined without it.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,13 +48,17 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
         raise app.UsageError("config.data.prepare_demo_data is for one process; build the data first, then launch")
     missing = [name for name in ("av", "torch", "transformers", "PIL") if importlib.util.find_spec(name) is None]
     if missing:
-        raise app.UsageError(f"the demo extracts and builds its data, which needs the demo extra "
-                             f"(pip install -e '.[demo]'); missing: {', '.join(missing)}")
+        raise app.UsageError(
+            f"the demo extracts and builds its data, which needs the demo extra "
+            f"(pip install -e '.[demo]'); missing: {', '.join(missing)}"
+        )
     from data_builders.mmact import demo
 
     if config.data.tfds_config:
-        raise app.UsageError("config.data.prepare_demo_data builds '<prompt_set>-<embedding>'; leave "
-                             f"config.data.tfds_config empty (got {config.data.tfds_config!r})")
+        raise app.UsageError(
+            "config.data.prepare_demo_data builds '<prompt_set>-<embedding>'; leave "
+            f"config.data.tfds_config empty (got {config.data.tfds_config!r})"
+        )
     config.data.data_dir = config.data.data_dir or os.path.join(workdir, "demo_data")
     demo.prepare(config.data.data_dir, config.data.prompt_set, config.data.embedding, config.data.demo_tree)
 
@@ -58,8 +68,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     host_memory.retain_freed_memory()  # before JAX starts its threads
     logging.get_absl_handler().python_handler.addFilter(_quiet_orbax)
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                    _JOIN_CLUSTER.value)
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _JOIN_CLUSTER.value)
     config = _CONFIG.value
     if config.data.prepare_demo_data:
         _prepare_demo_data(config, _WORKDIR.value)

@@ -20,8 +20,11 @@ _INPUT = flags.DEFINE_string("input", None, "An .npz of examples to predict.")
 _STREAM = flags.DEFINE_string("stream", None, "One long recording (.csv or .npz) to predict window by window.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where predictions go: .csv or .jsonl.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Examples per forward pass.")
-_ALLOW_MISSING_VIDEO = flags.DEFINE_bool("allow_missing_video", False, "Predict with the video removed (the "
-                                         "robustness evaluation's convention) when the input has none.")
+_ALLOW_MISSING_VIDEO = flags.DEFINE_bool(
+    "allow_missing_video",
+    False,
+    "Predict with the video removed (the robustness evaluation's convention) when the input has none.",
+)
 _WINDOW_S = flags.DEFINE_float("window_s", None, "Stream: window length in seconds.")
 _HOP_S = flags.DEFINE_float("hop_s", None, "Stream: seconds between window starts.")
 _SMOOTH = flags.DEFINE_integer("smooth", 1, "Stream: majority vote over this many last windows (1: none).")
@@ -41,13 +44,16 @@ def main(argv: list[str]) -> None:
         if _INPUT.value:
             rows = batch.predict_file(predictor, _INPUT.value, _BATCH_SIZE.value)
         else:
-            rows = streaming.predict_stream(predictor, _STREAM.value, _WINDOW_S.value, _HOP_S.value, _SMOOTH.value,
-                                            _VIDEO.value, _BATCH_SIZE.value)
+            rows = streaming.predict_stream(
+                predictor, _STREAM.value, _WINDOW_S.value, _HOP_S.value, _SMOOTH.value, _VIDEO.value, _BATCH_SIZE.value
+            )
     except (bundle_lib.BundleError, predictor_lib.InputError) as error:
         raise app.UsageError(str(error)) from error
     if any(row["video"] == "removed" for row in rows):
-        logging.warning("the model reads video but none was given: predictions are with the video removed "
-                        "(the robustness evaluation's convention); the output's 'video' column says so")
+        logging.warning(
+            "the model reads video but none was given: predictions are with the video removed "
+            "(the robustness evaluation's convention); the output's 'video' column says so"
+        )
     batch.write_rows(rows, _OUTPUT.value)
     logging.info("wrote %d predictions to %s", len(rows), _OUTPUT.value)
 

@@ -11,32 +11,59 @@ from typing import Any, Mapping
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {
-    "data.synthetic.num_train": 512, "data.synthetic.num_eval": 100, "data.synthetic.seq_len": 32,
-    "data.synthetic.video_dim": 32, "data.synthetic.num_classes": 6,
-    "model.encoder_channels": "(16,32)", "model.encoder_strides": "(1,2)", "model.model_dim": 32,
-    "model.num_layers": 1, "model.num_heads": 2, "model.mlp_dim": 64, "model.head_dim": 32,
-    "model.projection_dim": 16, "train.batch_size": 32, "train.eval_batch_size": 32, "train.warmup_steps": 10,
+    "data.synthetic.num_train": 512,
+    "data.synthetic.num_eval": 100,
+    "data.synthetic.seq_len": 32,
+    "data.synthetic.video_dim": 32,
+    "data.synthetic.num_classes": 6,
+    "model.encoder_channels": "(16,32)",
+    "model.encoder_strides": "(1,2)",
+    "model.model_dim": 32,
+    "model.num_layers": 1,
+    "model.num_heads": 2,
+    "model.mlp_dim": 64,
+    "model.head_dim": 32,
+    "model.projection_dim": 16,
+    "train.batch_size": 32,
+    "train.eval_batch_size": 32,
+    "train.warmup_steps": 10,
 }
 
 
 def command(workdir: str, overrides: Mapping[str, Any], *flags: str) -> list[str]:
-    return [sys.executable, "-m", "harjax.main", "--config=configs/full.py:synthetic", f"--workdir={workdir}",
-            *(f"--config.{key}={value}" for key, value in (SMALL | overrides).items()), *flags]
+    return [
+        sys.executable,
+        "-m",
+        "harjax.main",
+        "--config=configs/full.py:synthetic",
+        f"--workdir={workdir}",
+        *(f"--config.{key}={value}" for key, value in (SMALL | overrides).items()),
+        *flags,
+    ]
 
 
 def environment(devices: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     # The cheapest XLA codegen: these runs are compared with each other, all compiled alike, and compile dominates.
-    return env | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0",
-                  "JAX_PLATFORMS": "cpu",
-                  "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    return env | {
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0",
+        "JAX_PLATFORMS": "cpu",
+        "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+    }
 
 
 def start(workdir: str, overrides: Mapping[str, Any], devices: int, *flags: str) -> subprocess.Popen:
     """The CLI in its own process group (its pid is the group's), as a cluster runs it: signal_group reaches the
     trainer and its input workers together."""
-    return subprocess.Popen(command(workdir, overrides, *flags), cwd=REPO, env=environment(devices),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        command(workdir, overrides, *flags),
+        cwd=REPO,
+        env=environment(devices),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -44,8 +71,14 @@ def signal_group(process: subprocess.Popen, sig: int) -> None:
 
 
 def run(workdir: str, overrides: Mapping[str, Any], devices: int = 4, *flags: str) -> None:
-    completed = subprocess.run(command(workdir, overrides, *flags), cwd=REPO, env=environment(devices),
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        command(workdir, overrides, *flags),
+        cwd=REPO,
+        env=environment(devices),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 

@@ -22,12 +22,19 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 import pytest  # noqa: E402
 
-from configs import (concat_fusion, full, late_fusion, no_attention, no_contrastive, no_transformer,  # noqa: E402
-                     sensor_only, video_only)
+from configs import (
+    concat_fusion,
+    full,
+    late_fusion,
+    no_attention,
+    no_contrastive,
+    no_transformer,  # noqa: E402
+    sensor_only,
+    video_only,
+)
 
 NUM_DEVICES = 8
-ALL_CONFIGS = [full, video_only, sensor_only, concat_fusion, late_fusion, no_attention, no_transformer,
-               no_contrastive]
+ALL_CONFIGS = [full, video_only, sensor_only, concat_fusion, late_fusion, no_attention, no_transformer, no_contrastive]
 
 
 def config_id(module) -> str:
@@ -42,10 +49,19 @@ def small_config(variant_module=full) -> ml_collections.ConfigDict:
     """A config of the given file, shrunk so a step compiles and runs in well under a second."""
     config = variant_module.get_config("synthetic")
     config.data.synthetic.update(num_train=256, num_eval=100, seq_len=32, video_dim=32, num_classes=6)
-    config.model.update(encoder_channels=(16, 32), encoder_strides=(1, 2), model_dim=32, num_layers=1, num_heads=2,
-                        mlp_dim=64, head_dim=32, projection_dim=16)
-    config.train.update(batch_size=32, eval_batch_size=32, num_steps=6, warmup_steps=2, log_every=1, eval_every=3,
-                        checkpoint_every=3)
+    config.model.update(
+        encoder_channels=(16, 32),
+        encoder_strides=(1, 2),
+        model_dim=32,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=64,
+        head_dim=32,
+        projection_dim=16,
+    )
+    config.train.update(
+        batch_size=32, eval_batch_size=32, num_steps=6, warmup_steps=2, log_every=1, eval_every=3, checkpoint_every=3
+    )
     return config
 
 
@@ -70,8 +86,10 @@ def assert_caches_serve_the_same_batches(train, evaluation, batch_size: int, ste
 
     from harjax.data import pipeline
 
-    iterators = {cache: contextlib.closing(pipeline.train_iterator(train, batch_size, 3, 0, 1, cache=cache))
-                 for cache in ("none", "host", "device")}
+    iterators = {
+        cache: contextlib.closing(pipeline.train_iterator(train, batch_size, 3, 0, 1, cache=cache))
+        for cache in ("none", "host", "device")
+    }
     resident = jax.device_put(train.columns(), jax.devices()[0])
     gather = jax.jit(lambda columns, selection: train.gather(columns, selection, jnp))
     with contextlib.ExitStack() as stack:
@@ -85,7 +103,8 @@ def assert_caches_serve_the_same_batches(train, evaluation, batch_size: int, ste
                 np.testing.assert_array_equal(host[name], expected[name], err_msg=f"host cache: {name}")
                 np.testing.assert_array_equal(device[name], expected[name], err_msg=f"device cache: {name}")
     columns = evaluation.columns()
-    for read, gathered in zip(pipeline.eval_batches(evaluation, 8, 0, 1),
-                              pipeline.eval_batches(evaluation, 8, 0, 1, columns)):
+    for read, gathered in zip(
+        pipeline.eval_batches(evaluation, 8, 0, 1), pipeline.eval_batches(evaluation, 8, 0, 1, columns)
+    ):
         for name in read:
             np.testing.assert_array_equal(gathered[name], read[name], err_msg=f"evaluation: {name}")

@@ -59,10 +59,13 @@ def _batch(rows=6, steps=32, channels=12, video_dim=32, seed=0):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(10, steps + 1, rows)
     mask = np.arange(steps)[None] < lengths[:, None]
-    return {batch_lib.SENSOR: np.where(mask[..., None], rng.normal(size=(rows, steps, channels)), 0).astype(np.float32),
-            batch_lib.SENSOR_MASK: mask, batch_lib.LABEL: np.zeros(rows, np.int32),
-            batch_lib.VIDEO: rng.normal(size=(rows, video_dim)).astype(np.float32),
-            batch_lib.INDEX: np.arange(rows, dtype=np.int32)}
+    return {
+        batch_lib.SENSOR: np.where(mask[..., None], rng.normal(size=(rows, steps, channels)), 0).astype(np.float32),
+        batch_lib.SENSOR_MASK: mask,
+        batch_lib.LABEL: np.zeros(rows, np.int32),
+        batch_lib.VIDEO: rng.normal(size=(rows, video_dim)).astype(np.float32),
+        batch_lib.INDEX: np.arange(rows, dtype=np.int32),
+    }
 
 
 def _logits(config_module, batch, variables=None):
@@ -71,11 +74,14 @@ def _logits(config_module, batch, variables=None):
     return model.apply(variables, batch, train=False).logits, variables
 
 
-@pytest.mark.parametrize("config_module, condition", [
-    (sensor_only, robustness.remove_video),  # a video-free model never reads the video
-    (video_only, lambda batch: robustness.remove_channels(batch, range(12))),  # nor a sensor-free one its sensors
-    (video_only, lambda batch: robustness.occlude(batch, 0.5, seed=0)),
-])
+@pytest.mark.parametrize(
+    "config_module, condition",
+    [
+        (sensor_only, robustness.remove_video),  # a video-free model never reads the video
+        (video_only, lambda batch: robustness.remove_channels(batch, range(12))),  # nor a sensor-free one its sensors
+        (video_only, lambda batch: robustness.occlude(batch, 0.5, seed=0)),
+    ],
+)
 def test_removing_what_a_model_does_not_use_changes_nothing(config_module, condition):
     batch = _batch()
     clean, variables = _logits(config_module, batch)
@@ -89,8 +95,7 @@ def test_a_removed_video_is_the_training_mean():
     model = har_model.build_model(small_config(full), num_classes=6)
     variables = model.init(jax.random.key(0), batch, train=False)
     mean = np.random.default_rng(2).normal(size=32).astype(np.float32)
-    variables = {**variables, "batch_stats": {"video_standardise": {
-        "mean": mean, "var": np.full(32, 4.0, np.float32)}}}
+    variables = {**variables, "batch_stats": {"video_standardise": {"mean": mean, "var": np.full(32, 4.0, np.float32)}}}
     removed = model.apply(variables, robustness.remove_video(batch), train=False).logits
     at_mean = model.apply(variables, {**batch, batch_lib.VIDEO: np.tile(mean, (6, 1))}, train=False).logits
     clean = model.apply(variables, batch, train=False).logits
@@ -136,9 +141,14 @@ def test_views_of_a_trial_lose_the_same_span():
 def test_conditions_follow_the_modalities_and_the_streams():
     names = ["acc_phone_x", "acc_phone_y", "acc_phone_z", "gyro_x", "gyro_y", "gyro_z"]
     assert list(robustness.conditions(True, True, names, (0.1, 0.5), seed=0)) == [
-        "clean", "video_removed", "acc_phone_removed", "gyro_removed", "occluded_10pct", "occluded_50pct"]
-    assert list(robustness.conditions(False, True, names, (), seed=0)) == ["clean", "acc_phone_removed",
-                                                                          "gyro_removed"]
+        "clean",
+        "video_removed",
+        "acc_phone_removed",
+        "gyro_removed",
+        "occluded_10pct",
+        "occluded_50pct",
+    ]
+    assert list(robustness.conditions(False, True, names, (), seed=0)) == ["clean", "acc_phone_removed", "gyro_removed"]
 
 
 def test_bad_occlusion_fractions_name_the_key(tmp_path, config):

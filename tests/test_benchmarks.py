@@ -15,8 +15,14 @@ ITEMS = ["train_throughput", "flops", "input_pipeline", "extraction", "encoder_b
 def test_the_accelerator_script_runs_every_item(tmp_path):
     output = tmp_path / "accelerator.jsonl"
     env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"} | {"PYTHON": sys.executable}
-    result = subprocess.run(["bash", "benchmarks/accelerator.sh", "--smoke", str(output)], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        ["bash", "benchmarks/accelerator.sh", "--smoke", str(output)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert [line["benchmark"] for line in lines] == ITEMS

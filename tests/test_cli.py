@@ -13,8 +13,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "harjax.main", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    return subprocess.run(
+        [sys.executable, "-m", "harjax.main", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
 
 
 def test_misspelt_config_key_fails(tmp_path):
@@ -40,18 +46,43 @@ def test_bad_train_settings_name_the_flag(tmp_path, key, value):
         loop.train_and_evaluate(config, str(tmp_path))
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, None),
-    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
-      "SLURM_LOCALID": "0"}, None),  # a one-task SLURM job is a lone process
-    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "16", "SLURM_PROCID": "3",
-      "SLURM_LOCALID": "3"}, "SLURM"),
-    ({"TPU_WORKER_HOSTNAMES": "t1"}, None),
-    ({"TPU_WORKER_HOSTNAMES": "t1,t2,t3,t4"}, "GKE TPU slice"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, None),
+        (
+            {
+                "SLURM_JOB_ID": "7",
+                "SLURM_STEP_NODELIST": "n[1-2]",
+                "SLURM_NTASKS": "1",
+                "SLURM_PROCID": "0",
+                "SLURM_LOCALID": "0",
+            },
+            None,
+        ),  # a one-task SLURM job is a lone process
+        (
+            {
+                "SLURM_JOB_ID": "7",
+                "SLURM_STEP_NODELIST": "n[1-2]",
+                "SLURM_NTASKS": "16",
+                "SLURM_PROCID": "3",
+                "SLURM_LOCALID": "3",
+            },
+            "SLURM",
+        ),
+        ({"TPU_WORKER_HOSTNAMES": "t1"}, None),
+        ({"TPU_WORKER_HOSTNAMES": "t1,t2,t3,t4"}, "GKE TPU slice"),
+    ],
+)
 def test_multi_process_launchers_are_recognised(monkeypatch, env, expected):
-    for name in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
-                 "TPU_WORKER_HOSTNAMES"):
+    for name in (
+        "SLURM_JOB_ID",
+        "SLURM_STEP_NODELIST",
+        "SLURM_NTASKS",
+        "SLURM_PROCID",
+        "SLURM_LOCALID",
+        "TPU_WORKER_HOSTNAMES",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -61,8 +92,14 @@ def test_multi_process_launchers_are_recognised(monkeypatch, env, expected):
 def test_join_cluster_leaves_the_detection_to_jax(monkeypatch):
     """Cloud TPU VM slices are found only through JAX's metadata-server query, which --join_cluster asks for; a
     lone process outside any launcher must not start jax.distributed at all."""
-    for name in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
-                 "TPU_WORKER_HOSTNAMES"):
+    for name in (
+        "SLURM_JOB_ID",
+        "SLURM_STEP_NODELIST",
+        "SLURM_NTASKS",
+        "SLURM_PROCID",
+        "SLURM_LOCALID",
+        "TPU_WORKER_HOSTNAMES",
+    ):
         monkeypatch.delenv(name, raising=False)
     calls = []
     monkeypatch.setattr(parallel.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))

@@ -15,27 +15,33 @@ from tests.conftest import assert_caches_serve_the_same_batches
 
 def _write_npz(path, n=10, steps=16, channels=12, video_dim=8, **overrides):
     rng = np.random.default_rng(0)
-    arrays = {"sensor": rng.normal(size=(n, steps, channels)).astype(np.float32),
-              "label": rng.integers(0, 3, n), "sensor_mask": np.ones((n, steps), bool),
-              "video": rng.normal(size=(n, video_dim)).astype(np.float32)}
+    arrays = {
+        "sensor": rng.normal(size=(n, steps, channels)).astype(np.float32),
+        "label": rng.integers(0, 3, n),
+        "sensor_mask": np.ones((n, steps), bool),
+        "video": rng.normal(size=(n, video_dim)).astype(np.float32),
+    }
     arrays.update(overrides)
     np.savez(path, **{name: array for name, array in arrays.items() if array is not None})
     return str(path)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(sensor=None), "missing required array 'sensor'"),
-    (dict(label=None), "missing required array 'label'"),
-    (dict(sensor=np.zeros((10, 16), np.float32)), r"'sensor' must be float \[N, T, C\], got float32 \[10, 16\]"),
-    (dict(sensor=np.zeros((10, 16, 12), np.int64)), r"'sensor' must be float \[N, T, C\]"),
-    (dict(label=np.zeros((9,), np.int64)), r"'label' must be int \[N\] with N=10"),
-    (dict(label=np.zeros((10,), np.float32)), r"'label' must be int \[N\]"),
-    (dict(label=-np.ones((10,), np.int64)), "'label' must be non-negative"),
-    (dict(sensor_mask=np.ones((10, 15), bool)), r"'sensor_mask' must be bool \[N, T\] = \[10, 16\]"),
-    (dict(sensor_mask=np.zeros((10, 16), bool)), "marks no recorded step in 10 rows"),
-    (dict(video=np.zeros((9, 8), np.float32)), r"'video' must be float \[N, d_v\] or \[N, F, d_v\] with N=10"),
-    (dict(video=np.full((10, 8), np.nan, np.float32)), "'video' must be finite"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(sensor=None), "missing required array 'sensor'"),
+        (dict(label=None), "missing required array 'label'"),
+        (dict(sensor=np.zeros((10, 16), np.float32)), r"'sensor' must be float \[N, T, C\], got float32 \[10, 16\]"),
+        (dict(sensor=np.zeros((10, 16, 12), np.int64)), r"'sensor' must be float \[N, T, C\]"),
+        (dict(label=np.zeros((9,), np.int64)), r"'label' must be int \[N\] with N=10"),
+        (dict(label=np.zeros((10,), np.float32)), r"'label' must be int \[N\]"),
+        (dict(label=-np.ones((10,), np.int64)), "'label' must be non-negative"),
+        (dict(sensor_mask=np.ones((10, 15), bool)), r"'sensor_mask' must be bool \[N, T\] = \[10, 16\]"),
+        (dict(sensor_mask=np.zeros((10, 16), bool)), "marks no recorded step in 10 rows"),
+        (dict(video=np.zeros((9, 8), np.float32)), r"'video' must be float \[N, d_v\] or \[N, F, d_v\] with N=10"),
+        (dict(video=np.full((10, 8), np.nan, np.float32)), "'video' must be finite"),
+    ],
+)
 def test_bad_npz_arrays_name_the_file_array_and_expectation(tmp_path, overrides, message):
     path = _write_npz(tmp_path / "bad.npz", **overrides)
     with pytest.raises(batch_lib.DataError, match=message) as error:
@@ -79,12 +85,15 @@ def test_splits_with_different_shapes_are_rejected(tmp_path, config):
         pipeline.load_splits(config)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(source="csv"), "config.data.source must be one of"),
-    (dict(source="mmact"), r"needs config\.data\.data_dir"),
-    (dict(source="mmact", data_dir="/nonexistent"), r"no built MMAct dataset.*data_builders\.mmact\.build"),
-    (dict(source="mmact", data_dir="/tmp", protocol="cross_moon"), "config.data.protocol must be one of"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(source="csv"), "config.data.source must be one of"),
+        (dict(source="mmact"), r"needs config\.data\.data_dir"),
+        (dict(source="mmact", data_dir="/nonexistent"), r"no built MMAct dataset.*data_builders\.mmact\.build"),
+        (dict(source="mmact", data_dir="/tmp", protocol="cross_moon"), "config.data.protocol must be one of"),
+    ],
+)
 def test_bad_sources_fail_clearly(config, overrides, message):
     config.data.update(overrides)
     with pytest.raises(ValueError, match=message):
@@ -124,12 +133,12 @@ def test_eval_batches_cover_every_example_exactly_once(config, process_count):
         batch_counts.append(len(batches))
         for batch in batches:
             assert len(batch[batch_lib.LABEL]) == 16
-            seen.extend(batch[batch_lib.SENSOR][batch[batch_lib.VALID]].reshape(batch[batch_lib.VALID].sum(), -1)
-                        .tolist())
+            seen.extend(
+                batch[batch_lib.SENSOR][batch[batch_lib.VALID]].reshape(batch[batch_lib.VALID].sum(), -1).tolist()
+            )
     assert len(set(batch_counts)) == 1  # every process runs the same number of eval steps
     assert len(seen) == len(evaluation)
-    assert sorted(map(tuple, seen)) == sorted(map(tuple, evaluation.arrays[batch_lib.SENSOR].reshape(100, -1)
-                                                   .tolist()))
+    assert sorted(map(tuple, seen)) == sorted(map(tuple, evaluation.arrays[batch_lib.SENSOR].reshape(100, -1).tolist()))
 
 
 def test_train_iterator_shards_processes_and_resumes_at_a_step(config):

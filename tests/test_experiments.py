@@ -45,15 +45,22 @@ def test_the_paper_suite_resolves_every_run():
     assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 5 + 6 + 14
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c.__setitem__("colour", "red"), r"unknown key 'colour'"),
-    (lambda c: c.groups[1]["runs"].append({"name": "no_attention", "config": "configs/full.py"}),
-     r"run name 'no_attention' is used twice \(groups 'ablations' and 'ablations'\)"),
-    (lambda c: c.groups[0]["runs"][1]["overrides"].update({"model.fusionn": "late"}),
-     r"run main/video_only .*fusionn"),
-    (lambda c: c.groups[0]["runs"][0].update({"seeds": 4}), r"run 'full'.*unknown key 'seeds'"),
-    (lambda c: c.groups[3]["shown"].append("main/nothing"), r"refers to run 'main/nothing'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.__setitem__("colour", "red"), r"unknown key 'colour'"),
+        (
+            lambda c: c.groups[1]["runs"].append({"name": "no_attention", "config": "configs/full.py"}),
+            r"run name 'no_attention' is used twice \(groups 'ablations' and 'ablations'\)",
+        ),
+        (
+            lambda c: c.groups[0]["runs"][1]["overrides"].update({"model.fusionn": "late"}),
+            r"run main/video_only .*fusionn",
+        ),
+        (lambda c: c.groups[0]["runs"][0].update({"seeds": 4}), r"run 'full'.*unknown key 'seeds'"),
+        (lambda c: c.groups[3]["shown"].append("main/nothing"), r"refers to run 'main/nothing'"),
+    ],
+)
 def test_a_bad_suite_fails_before_training_naming_the_problem(change, message):
     config = paper.get_config("synthetic")
     config.unlock()
@@ -86,11 +93,19 @@ def _fake_run(root, key, seed, f1, num_steps, status="finished", classes=3):
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
         for step, value in ((0, 0.1), (num_steps, f1)):
-            f.write(json.dumps({"step": step, "eval/accuracy": value + 0.05, "eval/macro_f1": value,
-                                "train/loss": 1.0}) + "\n")
+            f.write(
+                json.dumps({"step": step, "eval/accuracy": value + 0.05, "eval/macro_f1": value, "train/loss": 1.0})
+                + "\n"
+            )
     with open(os.path.join(workdir, "eval", f"eval_step_{num_steps}.json"), "w") as f:
-        json.dump({"class_names": [f"c{i}" for i in range(classes)], "per_class_f1": [f1] * classes,
-                   "confusion_matrix": np.eye(classes, dtype=int).tolist()}, f)
+        json.dump(
+            {
+                "class_names": [f"c{i}" for i in range(classes)],
+                "per_class_f1": [f1] * classes,
+                "confusion_matrix": np.eye(classes, dtype=int).tolist(),
+            },
+            f,
+        )
     if status is None:  # started by hand from --list's command: no suite status, a line being written
         with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
             f.write('{"step": 1, "train/lo')
@@ -122,8 +137,9 @@ def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path
     assert (concat["seeds_finished"], float(concat["macro_f1_mean"])) == ("1", pytest.approx(0.6))
     text = open(tmp_path / "report" / "results.md").read()
     # accuracy = F1 + 0.05 on every seed: the same std
-    assert ("| `main/video_only` | loss.contrastive_weight=0.0, model.modalities=video | 3/3 | 70.0 ± 13.2 | "
-            "65.0 ± 13.2 |") in text
+    assert (
+        "| `main/video_only` | loss.contrastive_weight=0.0, model.modalities=video | 3/3 | 70.0 ± 13.2 | 65.0 ± 13.2 |"
+    ) in text
     assert "- `main/sensor_only` seed 1: failed, log: `runs/main/sensor_only/seed1/suite.log`" in text
     assert "- `main/sensor_only` seed 2: missing" in text
     assert "Skipped in this variant: needs MMAct's prompt sets" in text
@@ -134,19 +150,32 @@ def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path
 
 
 def _suite_cli(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "harjax.experiments", *args], cwd=REPO, capture_output=True,
-                          text=True, env=env, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "harjax.experiments", *args], cwd=REPO, capture_output=True, text=True, env=env, **kwargs
+    )
 
 
 def test_list_and_run_index_bounds(tmp_path):
-    listed = _suite_cli("--suite=configs/suites/paper.py:synthetic", f"--workdir={tmp_path}", "--list",
-                        "--only=ablations", "--seeds=2", timeout=300)
+    listed = _suite_cli(
+        "--suite=configs/suites/paper.py:synthetic",
+        f"--workdir={tmp_path}",
+        "--list",
+        "--only=ablations",
+        "--seeds=2",
+        timeout=300,
+    )
     assert listed.returncode == 0, listed.stderr[-2000:]
     lines = listed.stdout.splitlines()
     assert len(lines) == 5 * 2 and lines[0].startswith("0\tablations/no_attention\tseed0\tpython -m harjax.main ")
     assert "group prompts is skipped: needs MMAct" in listed.stderr
-    out_of_range = _suite_cli("--suite=configs/suites/paper.py:synthetic", f"--workdir={tmp_path}",
-                              "--only=ablations", "--run_index=10", "--seeds=2", timeout=300)
+    out_of_range = _suite_cli(
+        "--suite=configs/suites/paper.py:synthetic",
+        f"--workdir={tmp_path}",
+        "--only=ablations",
+        "--run_index=10",
+        "--seeds=2",
+        timeout=300,
+    )
     assert out_of_range.returncode != 0 and "--run_index=10 is out of range" in out_of_range.stderr
     assert not os.path.exists(tmp_path / "runs")
 
@@ -155,8 +184,11 @@ def test_list_and_run_index_bounds(tmp_path):
 # every run of a comparison is compiled the same way), and all share one compilation cache.
 def _fast_env(cache):
     env = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS", "SLURM_ARRAY_TASK_ID")}
-    return env | {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0",
-                  "JAX_COMPILATION_CACHE_DIR": str(cache)}
+    return env | {
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_backend_optimization_level=0",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +196,13 @@ def smoke(tmp_path_factory):
     """The whole :smoke suite, every group, as the README's command runs it (three runs at a time)."""
     root = tmp_path_factory.mktemp("smoke")
     start = time.time()
-    result = _suite_cli("--suite=configs/suites/paper.py:smoke", f"--workdir={root}", "--parallel=3",
-                        env=_fast_env(root / "jax_cache"), timeout=900)
+    result = _suite_cli(
+        "--suite=configs/suites/paper.py:smoke",
+        f"--workdir={root}",
+        "--parallel=3",
+        env=_fast_env(root / "jax_cache"),
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return root, time.time() - start
 
@@ -178,17 +215,40 @@ def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
     assert len(runs) == 35 and {row["status"] for row in runs} == {"finished"}
     assert {row["group"] for row in runs} == {"main", "ablations", "prompts", "sweeps", "protocols"}
     text = open(root / "report" / "results.md").read()
-    for section in ("## Per class", "## Cross-modal retrieval", "## Robustness of the trained model",
-                    "## Keyless attention", "Left out: `sensor_only-cross_view`"):
+    for section in (
+        "## Per class",
+        "## Cross-modal retrieval",
+        "## Robustness of the trained model",
+        "## Keyless attention",
+        "Left out: `sensor_only-cross_view`",
+    ):
         assert section in text
     assert "Missing or failed" not in text
-    for name in ("confusion", "per_class_f1", "attention", "retrieval", "robustness", "curves_main",
-                 "curves_ablations", "curves_prompts", "curves_sweeps", "curves_protocols"):
+    for name in (
+        "confusion",
+        "per_class_f1",
+        "attention",
+        "retrieval",
+        "robustness",
+        "curves_main",
+        "curves_ablations",
+        "curves_prompts",
+        "curves_sweeps",
+        "curves_protocols",
+    ):
         assert f"figures/{name}.png" in text and os.path.getsize(root / "report" / "figures" / f"{name}.png") > 0
     robustness = json.load(open(root / "runs" / "main" / "full" / "seed0" / "analysis" / "robustness.json"))
-    assert set(robustness["conditions"]) == {"clean", "video_removed", "acc_phone_removed", "acc_watch_removed",
-                                             "gyro_removed", "orientation_removed", "occluded_10pct",
-                                             "occluded_25pct", "occluded_50pct"}
+    assert set(robustness["conditions"]) == {
+        "clean",
+        "video_removed",
+        "acc_phone_removed",
+        "acc_watch_removed",
+        "gyro_removed",
+        "orientation_removed",
+        "occluded_10pct",
+        "occluded_25pct",
+        "occluded_50pct",
+    }
 
 
 def _training(workdir):
@@ -209,7 +269,7 @@ def _group_rows(root, name, group):
 def _section(root, group):
     text = open(root / "report" / "results.md").read()
     start = text.index(f"(`{group}`)")
-    return text[start:text.index("\n## ", start)]
+    return text[start : text.index("\n## ", start)]
 
 
 @pytest.mark.slow
@@ -221,8 +281,13 @@ def test_a_killed_suite_resumes_without_retraining_and_reports_the_same(smoke, t
     args = ["--suite=configs/suites/paper.py:smoke", "--only=main", f"--config.data.data_dir={root / 'data'}"]
     env = _fast_env(root / "jax_cache")
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen([sys.executable, "-m", "harjax.experiments", *args, f"--workdir={interrupted}"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harjax.experiments", *args, f"--workdir={interrupted}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = interrupted / "runs" / "main" / "full" / "seed0"
     second = interrupted / "runs" / "main" / "video_only" / "seed0"
     deadline = time.time() + 300

@@ -26,13 +26,25 @@ def _batch(rows=8, steps=40, seed=0):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(6, steps + 1, rows)
     mask = np.arange(steps)[None] < lengths[:, None]
-    return {batch_lib.SENSOR: np.where(mask[..., None], rng.normal(size=(rows, steps, 12)), 0).astype(np.float32),
-            batch_lib.SENSOR_MASK: mask, batch_lib.LABEL: np.zeros(rows, np.int32),
-            batch_lib.VIDEO: rng.normal(size=(rows, 16)).astype(np.float32)}
+    return {
+        batch_lib.SENSOR: np.where(mask[..., None], rng.normal(size=(rows, steps, 12)), 0).astype(np.float32),
+        batch_lib.SENSOR_MASK: mask,
+        batch_lib.LABEL: np.zeros(rows, np.int32),
+        batch_lib.VIDEO: rng.normal(size=(rows, 16)).astype(np.float32),
+    }
 
 
-EVERY = {"jitter": 0.1, "scale": 0.2, "magnitude_warp": 0.2, "time_warp": 0.2, "crop": 0.7, "shift": True,
-         "stream_drop": 0.3, "video_noise": 0.1, "video_drop": 0.5}
+EVERY = {
+    "jitter": 0.1,
+    "scale": 0.2,
+    "magnitude_warp": 0.2,
+    "time_warp": 0.2,
+    "crop": 0.7,
+    "shift": True,
+    "stream_drop": 0.3,
+    "video_noise": 0.1,
+    "video_drop": 0.5,
+}
 
 
 @pytest.mark.parametrize("name, value", list(EVERY.items()) + [("all", None)])
@@ -45,8 +57,10 @@ def test_each_augmentation_keeps_shapes_masks_and_zero_padding(name, value):
     np.testing.assert_array_equal(out[batch_lib.SENSOR_MASK], mask)
     assert not out[batch_lib.SENSOR][~mask].any()  # padding is never augmented into values
     changed_sensor = not np.allclose(out[batch_lib.SENSOR], batch[batch_lib.SENSOR])
-    changed_video = (not np.allclose(out[batch_lib.VIDEO], batch[batch_lib.VIDEO])
-                     or not out.get(batch_lib.VIDEO_PRESENT, np.ones(8, bool)).all())
+    changed_video = (
+        not np.allclose(out[batch_lib.VIDEO], batch[batch_lib.VIDEO])
+        or not out.get(batch_lib.VIDEO_PRESENT, np.ones(8, bool)).all()
+    )
     assert changed_sensor or changed_video
     again = jax.device_get(augment.augment(batch, jax.random.key(3), settings, STREAMS))
     for key in out:  # a function of the key: the same draws give the same batch
@@ -63,8 +77,9 @@ def test_time_transforms_stay_within_each_recording():
 
 
 def test_stream_drop_zeroes_whole_streams_and_keeps_one():
-    out = np.asarray(augment.augment(_batch(rows=64), jax.random.key(1), _settings(stream_drop=0.9),
-                                     STREAMS)[batch_lib.SENSOR])
+    out = np.asarray(
+        augment.augment(_batch(rows=64), jax.random.key(1), _settings(stream_drop=0.9), STREAMS)[batch_lib.SENSOR]
+    )
     for example in out:
         silent = [not example[:, list(stream)].any() for stream in STREAMS]
         assert sum(silent) < len(STREAMS)  # never every stream

@@ -27,19 +27,23 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 def _run(code: str, *args: str, **env: str) -> str:
     environment = {name: value for name, value in os.environ.items() if name not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    return subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True,
-                          env=environment | env).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, env=environment | env
+    ).stdout.strip()
 
 
 def _faults_on_reallocation(mode: str) -> int:
     return int(_run(_REALLOCATE, mode, JAX_PLATFORMS="cpu"))
 
 
-@pytest.mark.parametrize("env,expected", [
-    ({"JAX_PLATFORMS": "cpu"}, True),
-    ({"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, False),
-    ({"JAX_PLATFORMS": "cuda"}, False),
-])
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({"JAX_PLATFORMS": "cpu"}, True),
+        ({"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, False),
+        ({"JAX_PLATFORMS": "cuda"}, False),
+    ],
+)
 def test_applies_only_to_a_single_cpu_device(env, expected):
     """Several CPU devices would contend for the one arena; accelerators keep temporaries on the device."""
     code = "from harjax.training import host_memory; print(host_memory.single_cpu_device_expected())"

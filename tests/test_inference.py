@@ -53,8 +53,12 @@ def _flax_logits(config, root, corrupt=None):
 def _standardised(bundle, raw):
     normalization = bundle.meta["inputs"]["normalization"]
     mask = raw[batch_lib.SENSOR_MASK]
-    sensor = np.where(mask[..., None], (raw[batch_lib.SENSOR] - np.asarray(normalization["mean"], np.float32))
-                      / np.asarray(normalization["std"], np.float32), 0).astype(np.float32)
+    sensor = np.where(
+        mask[..., None],
+        (raw[batch_lib.SENSOR] - np.asarray(normalization["mean"], np.float32))
+        / np.asarray(normalization["std"], np.float32),
+        0,
+    ).astype(np.float32)
     return [sensor, mask, raw[batch_lib.VIDEO], np.ones(len(mask), bool)]
 
 
@@ -67,8 +71,13 @@ def test_the_bundle_holds_what_inference_needs(trained):
     assert len(meta["inputs"]["normalization"]["mean"]) == 12 and meta["inputs"]["video_shape"] == [32]
     assert meta["inputs"]["video_source"]["generator"] == "harjax.data.synthetic"
     assert meta["step"] == 6 and meta["metrics"]["eval/accuracy"] >= 0 and meta["jax_version"] == jax.__version__
-    assert sorted(os.listdir(root / "bundle")) == ["MODEL_CARD.md", "bundle.json", "onnx", "params.msgpack",
-                                                   "stablehlo"]
+    assert sorted(os.listdir(root / "bundle")) == [
+        "MODEL_CARD.md",
+        "bundle.json",
+        "onnx",
+        "params.msgpack",
+        "stablehlo",
+    ]
     card = open(root / "bundle" / "MODEL_CARD.md").read()
     assert "imu0_x" in card and "eval/accuracy" in card and "synthetic" in card
     assert "opt_state" not in json.dumps(meta) and set(bundle.variables) == {"params", "batch_stats"}
@@ -86,15 +95,21 @@ def test_every_format_gives_the_trained_models_logits(trained):
     np.savez(root / "inputs.npz", *inputs)
     script = f"""
 import sys, numpy as np, jax
-exported = jax.export.deserialize(open({str(root / 'bundle' / 'stablehlo' / 'model.jax_export')!r}, 'rb').read())
-params = np.load({str(root / 'bundle' / 'stablehlo' / 'params.npz')!r})
-inputs = np.load({str(root / 'inputs.npz')!r})
+exported = jax.export.deserialize(open({str(root / "bundle" / "stablehlo" / "model.jax_export")!r}, 'rb').read())
+params = np.load({str(root / "bundle" / "stablehlo" / "params.npz")!r})
+inputs = np.load({str(root / "inputs.npz")!r})
 logits = exported.call([params[key] for key in sorted(params.files)], *[inputs[f"arr_{{i}}"] for i in range(4)])
 assert not any(name.startswith('harjax') for name in sys.modules), 'the artifact needs no harjax code'
-np.save({str(root / 'stablehlo_logits.npy')!r}, np.asarray(logits))
+np.save({str(root / "stablehlo_logits.npy")!r}, np.asarray(logits))
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=str(root), capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=str(root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(root / "stablehlo_logits.npy"), expected, rtol=1e-5, atol=1e-5)
 
@@ -129,11 +144,13 @@ def test_a_missing_video_is_refused_or_removed_as_in_the_robustness_evaluation(t
     raw = _raw_eval(config)
     with pytest.raises(predictor_lib.InputError, match="no 'video' embeddings.*--allow_missing_video"):
         predictor_lib.Predictor(bundle).predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK])
-    removed = predictor_lib.Predictor(bundle, allow_missing_video=True).predict_batch(raw[batch_lib.SENSOR],
-                                                                                  raw[batch_lib.SENSOR_MASK])
+    removed = predictor_lib.Predictor(bundle, allow_missing_video=True).predict_batch(
+        raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK]
+    )
     assert not removed.video_given.any()
-    np.testing.assert_allclose(removed.logits, _flax_logits(config, root, robustness.remove_video), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        removed.logits, _flax_logits(config, root, robustness.remove_video), rtol=1e-5, atol=1e-5
+    )
 
 
 def _write_stream(path, rate_hz, seconds, channels, seed=0):
@@ -153,18 +170,25 @@ def test_streaming_windows_a_recording_at_the_bundles_rate(trained, tmp_path):
     video = np.random.default_rng(1).normal(size=32).astype(np.float32)
     np.save(tmp_path / "context.npy", video)
     predictor = predictor_lib.Predictor(bundle)
-    rows = streaming.predict_stream(predictor, str(tmp_path / "long.csv"), window_s=0.64, hop_s=0.5, smooth=3,
-                                  video_path=str(tmp_path / "context.npy"), batch_size=4)
+    rows = streaming.predict_stream(
+        predictor,
+        str(tmp_path / "long.csv"),
+        window_s=0.64,
+        hop_s=0.5,
+        smooth=3,
+        video_path=str(tmp_path / "context.npy"),
+        batch_size=4,
+    )
     rate = bundle.sampling_rate_hz  # 50 Hz: every second row of the 100 Hz recording
     assert [row["start_s"] for row in rows[:3]] == [0.0, 0.5, 1.0]
     assert rows[0]["end_s"] == pytest.approx(32 / rate)
     assert len(rows) == 1 + int((len(np.arange(0, 5.99 + 1e-9, 1 / rate)) - 32) // 25)
-    window = values[::2][25:25 + 32].astype(np.float32)  # the second window, resampled by hand
+    window = values[::2][25 : 25 + 32].astype(np.float32)  # the second window, resampled by hand
     expected = predictor.predict(window, video)
     assert rows[1]["predicted"] == expected.label
     assert [name for name, _ in rows[1]["top"]] == [name for name, _ in expected.top]
     for index in range(2, len(rows)):  # the majority of the last three windows' labels
-        recent = [row["predicted"] for row in rows[index - 2:index + 1]]
+        recent = [row["predicted"] for row in rows[index - 2 : index + 1]]
         assert recent.count(rows[index]["smoothed"]) == max(recent.count(label) for label in recent)
 
 
@@ -174,7 +198,9 @@ def test_nan_steps_are_masked_and_counted(trained):
     sensor = raw[batch_lib.SENSOR][:4].copy()
     sensor[0, 2, 5] = np.nan
     sensor[1, 3:6] = np.nan
-    result = predictor_lib.Predictor(bundle).predict_batch(sensor, raw[batch_lib.SENSOR_MASK][:4], raw[batch_lib.VIDEO][:4])
+    result = predictor_lib.Predictor(bundle).predict_batch(
+        sensor, raw[batch_lib.SENSOR_MASK][:4], raw[batch_lib.VIDEO][:4]
+    )
     assert result.nan_steps.tolist() == [1, 3, 0, 0] and np.isfinite(result.logits).all()
     masked = raw[batch_lib.SENSOR_MASK][:4].copy()
     masked[0, 2] = False
@@ -184,19 +210,31 @@ def test_nan_steps_are_masked_and_counted(trained):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "harjax.predict", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    return subprocess.run(
+        [sys.executable, "-m", "harjax.predict", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing bundle", r"nowhere: no such bundle directory"),
-    ("corrupt parameters", r"params\.msgpack: unreadable"),
-    ("newer bundle", r"bundle\.json: written by harjax 9\.9 in bundle format 99; this harjax .* reads formats up to"),
-    ("wrong channel count", r"'sensor' has 6 channels; the bundle's model reads 12: imu0_x"),
-    ("unknown class index", r"'label' holds class indices \[6\]"),
-    ("shorter than a window", r"lasts 0\.\d+ s, shorter than one window of 5 s"),
-    ("unreadable stream video", r"context\.npy: not a readable \.npy array"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing bundle", r"nowhere: no such bundle directory"),
+        ("corrupt parameters", r"params\.msgpack: unreadable"),
+        (
+            "newer bundle",
+            r"bundle\.json: written by harjax 9\.9 in bundle format 99; this harjax .* reads formats up to",
+        ),
+        ("wrong channel count", r"'sensor' has 6 channels; the bundle's model reads 12: imu0_x"),
+        ("unknown class index", r"'label' holds class indices \[6\]"),
+        ("shorter than a window", r"lasts 0\.\d+ s, shorter than one window of 5 s"),
+        ("unreadable stream video", r"context\.npy: not a readable \.npy array"),
+    ],
+)
 def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, case, message):
     config, root, bundle = trained
     raw = _raw_eval(config)
@@ -213,8 +251,10 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
                 f.seek(100)
                 f.write(b"\x00" * 64)  # values changed, the format intact: only the checksum can tell
         else:
-            json.dump(bundle.meta | {"bundle_format": 99, "harjax_version": "9.9"},
-                      open(os.path.join(bundle_dir, bundle_lib.BUNDLE_FILE), "w"))
+            json.dump(
+                bundle.meta | {"bundle_format": 99, "harjax_version": "9.9"},
+                open(os.path.join(bundle_dir, bundle_lib.BUNDLE_FILE), "w"),
+            )
     elif case == "wrong channel count":
         np.savez(tmp_path / "in.npz", **raw | {batch_lib.SENSOR: raw[batch_lib.SENSOR][..., :6]})
     elif case == "unknown class index":
@@ -236,11 +276,17 @@ def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
     config = small_config(sensor_only)
     for split in ("train", "eval"):
         data = synthetic.generate(config.data.synthetic, split, config.seed)
-        np.savez(tmp_path / f"{split}.npz", **{name: array for name, array in data.arrays.items()
-                                               if name != batch_lib.VIDEO},
-                 channel_names=np.array([f"imu{k}_{axis}" for k in range(4) for axis in "xyz"]))
-    config.data.update(source="npz", train_path=str(tmp_path / "train.npz"), eval_path=str(tmp_path / "eval.npz"),
-                       sampling_rate_hz=20.0)
+        np.savez(
+            tmp_path / f"{split}.npz",
+            **{name: array for name, array in data.arrays.items() if name != batch_lib.VIDEO},
+            channel_names=np.array([f"imu{k}_{axis}" for k in range(4) for axis in "xyz"]),
+        )
+    config.data.update(
+        source="npz",
+        train_path=str(tmp_path / "train.npz"),
+        eval_path=str(tmp_path / "eval.npz"),
+        sampling_rate_hz=20.0,
+    )
     loop.train_and_evaluate(config, str(tmp_path / "workdir"))
     bundle = export.bundle_from_workdir(str(tmp_path / "workdir"), str(tmp_path / "bundle"), "best")
     assert not bundle.uses_video and bundle.sampling_rate_hz == 20.0 and bundle.meta["inputs"]["video_source"] == {}
@@ -248,22 +294,27 @@ def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
     export.export_onnx(bundle, str(tmp_path / "bundle" / "onnx"), steps=32)
     raw = np.load(tmp_path / "eval.npz")
     predictor = predictor_lib.Predictor(bundle)
-    got = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK],
-                                  channel_names=[str(name) for name in raw["channel_names"]])
+    got = predictor.predict_batch(
+        raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK], channel_names=[str(name) for name in raw["channel_names"]]
+    )
     train_split, eval_split = pipeline.load_splits(config)
     del train_split
     standardised = batch_lib.examples(eval_split, range(len(eval_split)))
     exported = jax.export.deserialize(open(tmp_path / "bundle" / "stablehlo" / "model.jax_export", "rb").read())
     params = np.load(tmp_path / "bundle" / "stablehlo" / "params.npz")
-    stablehlo_logits = exported.call([params[key] for key in sorted(params.files)], standardised[batch_lib.SENSOR],
-                                     standardised[batch_lib.SENSOR_MASK])
+    stablehlo_logits = exported.call(
+        [params[key] for key in sorted(params.files)],
+        standardised[batch_lib.SENSOR],
+        standardised[batch_lib.SENSOR_MASK],
+    )
     np.testing.assert_allclose(got.logits, stablehlo_logits, rtol=1e-5, atol=1e-5)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(tmp_path / "bundle" / "onnx" / "model.onnx"))
     names = [node.name for node in session.get_inputs()]
-    onnx_logits = session.run(None, dict(zip(names, [standardised[batch_lib.SENSOR],
-                                                     standardised[batch_lib.SENSOR_MASK]])))[0]
+    onnx_logits = session.run(
+        None, dict(zip(names, [standardised[batch_lib.SENSOR], standardised[batch_lib.SENSOR_MASK]]))
+    )[0]
     np.testing.assert_allclose(onnx_logits, got.logits, rtol=1e-4, atol=1e-4)
     with pytest.raises(predictor_lib.InputError, match=r"not the bundle's .*another order"):
         predictor.predict_batch(raw[batch_lib.SENSOR], channel_names=list(reversed(bundle.channel_names)))

@@ -16,9 +16,11 @@ GLOBAL = LOCAL * NUM_DEVICES
 def problem():
     """Two linear 'encoders' (the parameters) and a global batch of paired inputs."""
     keys = jax.random.split(jax.random.key(0), 4)
-    params = {"video": jax.random.normal(keys[0], (IN_DIM, EMBED_DIM)),
-              "sensor": jax.random.normal(keys[1], (IN_DIM, EMBED_DIM)),
-              "log_scale": jnp.asarray(np.log(1 / 0.1), jnp.float32)}
+    params = {
+        "video": jax.random.normal(keys[0], (IN_DIM, EMBED_DIM)),
+        "sensor": jax.random.normal(keys[1], (IN_DIM, EMBED_DIM)),
+        "log_scale": jnp.asarray(np.log(1 / 0.1), jnp.float32),
+    }
     video_in = jax.random.normal(keys[2], (GLOBAL, IN_DIM))
     sensor_in = jax.random.normal(keys[3], (GLOBAL, IN_DIM))
     return params, video_in, sensor_in
@@ -54,18 +56,21 @@ def test_pmap_loss_and_gradients_match_single_device(problem):
     def per_device(params, video_in, sensor_in):
         def loss_fn(params):
             return losses.info_nce(*_embed(params, video_in, sensor_in), axis_name=parallel.DATA_AXIS)
+
         loss, grads = jax.value_and_grad(loss_fn)(params)
         return (jax.lax.pmean(loss, parallel.DATA_AXIS), jax.lax.pmean(grads, parallel.DATA_AXIS))
 
     replicated_params = jax.tree.map(lambda p: jnp.broadcast_to(p, (NUM_DEVICES, *p.shape)), params)
     shard = lambda x: x.reshape(NUM_DEVICES, LOCAL, -1)  # noqa: E731  [B, D] -> [devices, b, D]
-    loss, grads = jax.pmap(per_device, axis_name=parallel.DATA_AXIS)(replicated_params, shard(video_in),
-                                                                     shard(sensor_in))
+    loss, grads = jax.pmap(per_device, axis_name=parallel.DATA_AXIS)(
+        replicated_params, shard(video_in), shard(sensor_in)
+    )
     expected_loss, expected_grads = jax.value_and_grad(_single_device_loss)(params, video_in, sensor_in)
     np.testing.assert_allclose(loss, np.full(NUM_DEVICES, expected_loss), rtol=1e-6)
     for name in params:
-        np.testing.assert_allclose(grads[name], np.broadcast_to(expected_grads[name], grads[name].shape),
-                                   rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            grads[name], np.broadcast_to(expected_grads[name], grads[name].shape), rtol=1e-5, atol=1e-6, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("padded_rows", [0, 5])
@@ -82,8 +87,7 @@ def test_shard_map_loss_and_gradients_match_single_device(problem, padded_rows):
     inputs = [jax.device_put(x, sharding) for x in (video_in, sensor_in, weights)]
     loss, grads = jax.value_and_grad(sharded_loss)(params, *inputs)
     valid = slice(0, GLOBAL - padded_rows)  # padded rows are neither anchors nor negatives
-    expected_loss, expected_grads = jax.value_and_grad(_single_device_loss)(params, video_in[valid],
-                                                                            sensor_in[valid])
+    expected_loss, expected_grads = jax.value_and_grad(_single_device_loss)(params, video_in[valid], sensor_in[valid])
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
     for name in params:
         np.testing.assert_allclose(grads[name], expected_grads[name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -92,8 +96,12 @@ def test_shard_map_loss_and_gradients_match_single_device(problem, padded_rows):
 def test_gathered_negatives_matter(problem):
     """Guards the test above: per-device losses with local negatives only differ from the global loss."""
     params, video_in, sensor_in = problem
-    local_only = np.mean([_single_device_loss(params, video_in[i:i + LOCAL], sensor_in[i:i + LOCAL])
-                          for i in range(0, GLOBAL, LOCAL)])
+    local_only = np.mean(
+        [
+            _single_device_loss(params, video_in[i : i + LOCAL], sensor_in[i : i + LOCAL])
+            for i in range(0, GLOBAL, LOCAL)
+        ]
+    )
     assert abs(local_only - _single_device_loss(params, video_in, sensor_in)) > 1e-2
 
 

@@ -39,8 +39,9 @@ def test_extracts_every_decodable_clip_and_reports_the_rest(setup):
         assert {"video_mean_last", "video_mean_middle", "last_token", "frame_means", "frame_indices"} <= set(arrays)
         assert arrays["video_mean_last"].shape == (32,) and arrays["frame_means"].shape == (8, 32)
         assert arrays["video_mean_last"].dtype == np.float16
-        np.testing.assert_allclose(arrays["frame_means"].astype(np.float32).mean(0),
-                                   arrays["video_mean_last"].astype(np.float32), atol=2e-3)
+        np.testing.assert_allclose(
+            arrays["frame_means"].astype(np.float32).mean(0), arrays["video_mean_last"].astype(np.float32), atol=2e-3
+        )
         assert arrays["frame_indices"].tolist() == [0, 2, 4, 6, 8, 10, 12, 14]  # 16-frame clips
     metadata = json.load(open(directory / "metadata.json"))
     assert metadata["prompt_set"] == "context" and "crowded office" in metadata["prompts"]["1"]
@@ -70,7 +71,8 @@ def test_shards_split_the_clips_and_together_cover_them(setup):
     assert len(stored) == first["extracted"] + second["extracted"]
     names = [clip.name for clip in extract_embeddings.list_clips(setup[0])]
     assert set(names[0::2]).isdisjoint(names[1::2]) and sorted(stored) == sorted(
-        f"{name}.npz" for name in names if name + ".npz" in stored)
+        f"{name}.npz" for name in names if name + ".npz" in stored
+    )
     with pytest.raises(ValueError, match="--shard_index=2 must be in"):
         _extract(setup, "sharded", num_shards=2, shard_index=2)
 
@@ -98,8 +100,12 @@ def test_batching_prompts_of_different_lengths_changes_nothing(setup):
             continue
         with np.load(root / "alone" / "scene" / name) as alone, np.load(root / "batched" / "scene" / name) as batched:
             for kind in extract_embeddings.EMBEDDING_KINDS:
-                np.testing.assert_allclose(alone[kind].astype(np.float32), batched[kind].astype(np.float32),
-                                           atol=2e-3, err_msg=f"{name} {kind}")
+                np.testing.assert_allclose(
+                    alone[kind].astype(np.float32),
+                    batched[kind].astype(np.float32),
+                    atol=2e-3,
+                    err_msg=f"{name} {kind}",
+                )
 
 
 def test_middle_layer_is_the_models_own_hidden_state(setup):
@@ -115,6 +121,9 @@ def test_middle_layer_is_the_models_own_hidden_state(setup):
     with torch.inference_mode():
         hidden = extractor.model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
     video = inputs["input_ids"][0] == extractor.video_token_id
-    np.testing.assert_allclose(ours["video_mean_middle"].astype(np.float32),
-                               hidden[extractor.middle_layer][0, video].mean(0).numpy(), atol=2e-3)
+    np.testing.assert_allclose(
+        ours["video_mean_middle"].astype(np.float32),
+        hidden[extractor.middle_layer][0, video].mean(0).numpy(),
+        atol=2e-3,
+    )
     np.testing.assert_allclose(ours["last_token"].astype(np.float32), hidden[-1][0, -1].numpy(), atol=2e-3)

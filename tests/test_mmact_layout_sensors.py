@@ -69,8 +69,11 @@ def test_scans_find_trials_in_the_release_layout(tmp_path):
 
 def test_timestamps_without_fraction_mean_a_whole_second(tmp_path):
     counts = collections.Counter()
-    rows = [(_timestamp(0.0, with_fraction=False), 1, 2, 3), (_timestamp(0.5), 4, 5, 6),
-            (_timestamp(1.0, with_fraction=False), 7, 8, 9)]
+    rows = [
+        (_timestamp(0.0, with_fraction=False), 1, 2, 3),
+        (_timestamp(0.5), 4, 5, 6),
+        (_timestamp(1.0, with_fraction=False), 7, 8, 9),
+    ]
     stream = sensors.read_stream(_write(tmp_path / "a.csv", rows), counts)
     np.testing.assert_allclose(stream.seconds - stream.seconds[0], [0.0, 0.5, 1.0])
     assert counts["timestamp_without_fraction"] == 2
@@ -78,8 +81,13 @@ def test_timestamps_without_fraction_mean_a_whole_second(tmp_path):
 
 def test_out_of_order_and_duplicate_rows_are_sorted_and_dropped(tmp_path):
     counts = collections.Counter()
-    rows = [(_timestamp(0.02), 2, 0, 0), (_timestamp(0.0), 0, 0, 0), (_timestamp(0.01), 1, 0, 0),
-            (_timestamp(0.01), 99, 0, 0), (_timestamp(0.03), 3, 0, 0)]
+    rows = [
+        (_timestamp(0.02), 2, 0, 0),
+        (_timestamp(0.0), 0, 0, 0),
+        (_timestamp(0.01), 1, 0, 0),
+        (_timestamp(0.01), 99, 0, 0),
+        (_timestamp(0.03), 3, 0, 0),
+    ]
     stream = sensors.read_stream(_write(tmp_path / "a.csv", rows), counts)
     assert stream.values[:, 0].tolist() == [0, 1, 2, 3]  # the first of the duplicates is kept
     assert np.all(np.diff(stream.seconds) > 0)
@@ -97,8 +105,10 @@ def test_empty_and_unusable_files_give_no_stream(tmp_path, content):
 
 def test_malformed_rows_are_skipped_and_counted(tmp_path):
     path = tmp_path / "a.csv"
-    path.write_text(f"{_timestamp(0)},1,2,3\n{_timestamp(0.01)},1,2\nnot-a-time,1,2,3\n{_timestamp(0.02)},x,2,3\n"
-                    f"{_timestamp(0.03)},nan,2,3\n{_timestamp(0.04)},4,5,6\n")
+    path.write_text(
+        f"{_timestamp(0)},1,2,3\n{_timestamp(0.01)},1,2\nnot-a-time,1,2,3\n{_timestamp(0.02)},x,2,3\n"
+        f"{_timestamp(0.03)},nan,2,3\n{_timestamp(0.04)},4,5,6\n"
+    )
     counts = collections.Counter()
     stream = sensors.read_stream(str(path), counts)
     assert stream.values[:, 0].tolist() == [1, 4] and counts["malformed_row"] == 4
@@ -108,9 +118,16 @@ def test_streams_at_different_rates_align_on_time(tmp_path):
     fast_rows, _ = _sine_rows(100, 4.0, frequency=0.5)
     slow_rows, _ = _sine_rows(50, 3.0, frequency=0.5, start=0.5)  # starts later, ends earlier
     counts = collections.Counter()
-    values, present = sensors.read_trial([_write(tmp_path / "fast.csv", fast_rows), None,
-                                          _write(tmp_path / "slow.csv", slow_rows), str(tmp_path / "gone.csv")],
-                                         rate_hz=50, counts=counts)
+    values, present = sensors.read_trial(
+        [
+            _write(tmp_path / "fast.csv", fast_rows),
+            None,
+            _write(tmp_path / "slow.csv", slow_rows),
+            str(tmp_path / "gone.csv"),
+        ],
+        rate_hz=50,
+        counts=counts,
+    )
     assert present.tolist() == [True, False, True, False] and counts["missing_file"] == 2
     assert values.shape == (int(round((3.48 - 0.5) * 50)) + 1, 12)  # the span both present streams cover
     grid = 0.5 + np.arange(len(values)) / 50
@@ -133,8 +150,9 @@ def test_a_stream_that_never_overlaps_is_dropped_and_counted(tmp_path):
     first, _ = _sine_rows(50, 2.0)
     second, _ = _sine_rows(50, 1.0, start=10.0)
     counts = collections.Counter()
-    values, present = sensors.read_trial([_write(tmp_path / "a.csv", first), _write(tmp_path / "b.csv", second)],
-                                         rate_hz=50, counts=counts)
+    values, present = sensors.read_trial(
+        [_write(tmp_path / "a.csv", first), _write(tmp_path / "b.csv", second)], rate_hz=50, counts=counts
+    )
     assert present.tolist() == [True, False] and counts["stream_without_overlap"] == 1 and len(values) == 100
     assert not values[:, 3:].any()
     assert sensors.read_trial([None, None], 50, collections.Counter()) is None
@@ -144,8 +162,9 @@ def test_partial_overlap_is_counted(tmp_path):
     long_rows, _ = _sine_rows(50, 4.0)
     short_rows, _ = _sine_rows(50, 1.0, start=1.0)
     counts = collections.Counter()
-    values, _ = sensors.read_trial([_write(tmp_path / "a.csv", long_rows), _write(tmp_path / "b.csv", short_rows)],
-                                   rate_hz=50, counts=counts)
+    values, _ = sensors.read_trial(
+        [_write(tmp_path / "a.csv", long_rows), _write(tmp_path / "b.csv", short_rows)], rate_hz=50, counts=counts
+    )
     assert counts["streams_partly_overlap"] == 1 and len(values) == 50
 
 
@@ -154,8 +173,9 @@ def test_angles_are_resampled_across_the_wrap_around(tmp_path):
     times = np.arange(100) / 100
     azimuth = (350 + 20 * times) % 360
     rows = [(_timestamp(t), a, -179.5 + 359 * (i % 2), 0) for i, (t, a) in enumerate(zip(times, azimuth))]
-    values, _ = sensors.read_trial([_write(tmp_path / "o.csv", rows)], rate_hz=50, counts=collections.Counter(),
-                                   angular=[True])
+    values, _ = sensors.read_trial(
+        [_write(tmp_path / "o.csv", rows)], rate_hz=50, counts=collections.Counter(), angular=[True]
+    )
     distance_from_north = np.minimum(values[:, 0], 360 - values[:, 0])
     assert distance_from_north.max() <= 10.5 and values[:, 0].min() >= 0  # stays in [0, 360)
     roll = values[:, 1]  # alternating -179.5 / 179.5 is one angle, +-180: never averaged to 0

@@ -15,15 +15,20 @@ from tests.conftest import assert_caches_serve_the_same_batches, read_metrics, s
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tfds")
-    build.build(make_dummy_data.DUMMY_DATA, f"{make_dummy_data.DUMMY_DATA}/embeddings", str(directory),
-                make_dummy_data.TFDS_CONFIG)
+    build.build(
+        make_dummy_data.DUMMY_DATA,
+        f"{make_dummy_data.DUMMY_DATA}/embeddings",
+        str(directory),
+        make_dummy_data.TFDS_CONFIG,
+    )
     return str(directory)
 
 
 def _config(data_dir, module=None, **data):
     config = small_config(module) if module else small_config()
-    config.data.update({"source": "mmact", "data_dir": data_dir, "tfds_config": make_dummy_data.TFDS_CONFIG,
-                        "max_length": 128, **data})
+    config.data.update(
+        {"source": "mmact", "data_dir": data_dir, "tfds_config": make_dummy_data.TFDS_CONFIG, "max_length": 128, **data}
+    )
     config.train.update(batch_size=8, eval_batch_size=16)
     return config
 
@@ -67,8 +72,9 @@ def test_long_training_trials_are_cropped_at_a_random_start(data_dir):
 @pytest.mark.parametrize("protocol", ["cross_subject", "cross_scene"])
 def test_sensors_are_standardised_with_the_protocols_statistics(data_dir, protocol):
     train_split, _ = pipeline.load_splits(_config(data_dir, protocol=protocol, max_length=256))
-    rows = train_split.gather(train_split.columns(), train_split.select(np.arange(len(train_split)),
-                                                                       np.zeros((len(train_split), 2))), np)
+    rows = train_split.gather(
+        train_split.columns(), train_split.select(np.arange(len(train_split)), np.zeros((len(train_split), 2))), np
+    )
     recorded = rows[batch_lib.SENSOR][rows[batch_lib.SENSOR_MASK]]
     # acc_phone x (channel 0) is present in every training trial, so its standardised moments are 0 and 1 only
     # with this protocol's own training statistics.
@@ -91,8 +97,12 @@ def test_video_free_models_score_one_view_per_trial_and_are_warned_off_cross_vie
 
 def test_mmact_channels_are_named_by_stream(data_dir):
     train_split, _ = pipeline.load_splits(_config(data_dir))
-    assert list(batch_lib.sensor_streams(train_split.channel_names)) == ["acc_phone", "acc_watch", "gyro",
-                                                                          "orientation"]
+    assert list(batch_lib.sensor_streams(train_split.channel_names)) == [
+        "acc_phone",
+        "acc_watch",
+        "gyro",
+        "orientation",
+    ]
 
 
 def test_embeddings_of_another_prompt_set_are_refused(data_dir):
@@ -125,8 +135,11 @@ def test_resumed_iterator_repeats_batches_and_camera_draws(data_dir, num_workers
     for _ in range(5):  # into the second epoch (12 trials)
         next(uninterrupted)
     expected = [next(uninterrupted) for _ in range(4)]
-    with contextlib.closing(pipeline.train_iterator(train_split, 4, seed=0, process_index=0, process_count=1,
-                                                    num_workers=num_workers, start_batch=5)) as resumed:
+    with contextlib.closing(
+        pipeline.train_iterator(
+            train_split, 4, seed=0, process_index=0, process_count=1, num_workers=num_workers, start_batch=5
+        )
+    ) as resumed:
         for batch in expected:
             again = next(resumed)
             for name in batch:

@@ -39,8 +39,10 @@ def test_sensor_defects_are_repaired_and_counted(tree):
     counts = collections.Counter()
     shapes = []
     for trial in layout.iter_trials(list(scans.values())):
-        paths = [scans[stream].files[trial][0].path if trial in scans[stream].files else None
-                 for stream in layout.SENSOR_STREAMS]
+        paths = [
+            scans[stream].files[trial][0].path if trial in scans[stream].files else None
+            for stream in layout.SENSOR_STREAMS
+        ]
         values, present = sensors.read_trial(paths, rate_hz=50, counts=counts)
         shapes.append(values.shape)
         assert present.sum() >= 3 and np.isfinite(values).all()

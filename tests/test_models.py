@@ -20,9 +20,12 @@ def _batch(batch_size=4, steps=32, channels=12, video_dim=32, lengths=(32, 20, 9
     mask = np.arange(steps)[None] < np.asarray(lengths)[:, None]
     sensor = np.where(mask[..., None], rng.normal(size=(batch_size, steps, channels)), 0).astype(np.float32)
     video_shape = (batch_size, video_dim) if frames is None else (batch_size, frames, video_dim)
-    return {batch_lib.SENSOR: sensor, batch_lib.SENSOR_MASK: mask,
-            batch_lib.VIDEO: rng.normal(size=video_shape).astype(np.float32),
-            batch_lib.LABEL: np.zeros(batch_size, np.int32)}
+    return {
+        batch_lib.SENSOR: sensor,
+        batch_lib.SENSOR_MASK: mask,
+        batch_lib.VIDEO: rng.normal(size=video_shape).astype(np.float32),
+        batch_lib.LABEL: np.zeros(batch_size, np.int32),
+    }
 
 
 def test_segment_masks_partition_recorded_steps_into_contiguous_segments():
@@ -91,17 +94,31 @@ def test_padding_length_does_not_change_predictions(config_module, extra_padding
     config = small_config(config_module)
     model = har_model.build_model(config, num_classes=6)
     short = _batch(steps=32)
-    long = {**short, batch_lib.SENSOR: np.pad(short[batch_lib.SENSOR], ((0, 0), (0, extra_padding), (0, 0))),
-            batch_lib.SENSOR_MASK: np.pad(short[batch_lib.SENSOR_MASK], ((0, 0), (0, extra_padding)))}
+    long = {
+        **short,
+        batch_lib.SENSOR: np.pad(short[batch_lib.SENSOR], ((0, 0), (0, extra_padding), (0, 0))),
+        batch_lib.SENSOR_MASK: np.pad(short[batch_lib.SENSOR_MASK], ((0, 0), (0, extra_padding))),
+    }
     variables = model.init(jax.random.key(0), short, train=False)
-    np.testing.assert_allclose(model.apply(variables, long, train=False).logits,
-                               model.apply(variables, short, train=False).logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.apply(variables, long, train=False).logits,
+        model.apply(variables, short, train=False).logits,
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("stride,steps,kernel_size,dtype", [
-    (1, 16, 5, jnp.float32), (2, 16, 5, jnp.float32), (2, 15, 5, jnp.float32), (3, 10, 5, jnp.float32),
-    (2, 15, 4, jnp.float32),  # an even kernel pads one step more on the right
-    (2, 15, 5, jnp.bfloat16)])
+@pytest.mark.parametrize(
+    "stride,steps,kernel_size,dtype",
+    [
+        (1, 16, 5, jnp.float32),
+        (2, 16, 5, jnp.float32),
+        (2, 15, 5, jnp.float32),
+        (3, 10, 5, jnp.float32),
+        (2, 15, 4, jnp.float32),  # an even kernel pads one step more on the right
+        (2, 15, 5, jnp.bfloat16),
+    ],
+)
 def test_conv_norm_gelu_has_the_values_and_gradients_of_autodiff(stride, steps, kernel_size, dtype):
     """The encoder block's hand-written backward against JAX's float32 gradient of the same composition."""
     rng = np.random.default_rng(stride + steps + kernel_size)
@@ -136,9 +153,15 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
     output = model.apply(variables, _batch(), train=False)
     assert output.logits.dtype == jnp.float32 and np.isfinite(output.logits).all()
-    grads = jax.grad(lambda params: model.apply({**variables, "params": params}, _batch(), train=True,
-                                                rngs={"dropout": jax.random.key(1)},
-                                                mutable=["batch_stats"])[0].logits.sum())(variables["params"])
+    grads = jax.grad(
+        lambda params: model.apply(
+            {**variables, "params": params},
+            _batch(),
+            train=True,
+            rngs={"dropout": jax.random.key(1)},
+            mutable=["batch_stats"],
+        )[0].logits.sum()
+    )(variables["params"])
     assert all(g.dtype == jnp.float32 and np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
 
@@ -158,12 +181,15 @@ def test_video_standardisation_makes_per_dimension_scale_irrelevant():
     np.testing.assert_allclose(logits(distorted), logits(batch), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("override, flag", [
-    (dict(modalities="audio"), "config.model.modalities"),
-    (dict(fusion="sum"), "config.model.fusion"),
-    (dict(encoder_strides=(1,)), "config.model.encoder_strides"),
-    (dict(dtype="float16"), "config.model.dtype"),
-])
+@pytest.mark.parametrize(
+    "override, flag",
+    [
+        (dict(modalities="audio"), "config.model.modalities"),
+        (dict(fusion="sum"), "config.model.fusion"),
+        (dict(encoder_strides=(1,)), "config.model.encoder_strides"),
+        (dict(dtype="float16"), "config.model.dtype"),
+    ],
+)
 def test_bad_model_config_names_the_flag(override, flag):
     config = small_config()
     config.model.update(override)
@@ -192,15 +218,27 @@ def test_both_encoder_backwards_share_parameters_values_and_gradients():
     assert jax.tree.structure(other) == jax.tree.structure(variables)
 
     def loss(model, params):
-        output = model.apply({**variables, "params": params}, batch, train=True, rngs={"dropout": jax.random.key(1)},
-                             mutable=["batch_stats"])[0]
+        output = model.apply(
+            {**variables, "params": params},
+            batch,
+            train=True,
+            rngs={"dropout": jax.random.key(1)},
+            mutable=["batch_stats"],
+        )[0]
         return output.logits.sum()
 
     grads = {name: jax.grad(functools.partial(loss, model))(variables["params"]) for name, model in models.items()}
-    np.testing.assert_allclose(models["hand_written"].apply(variables, batch, train=False).logits,
-                               models["autodiff"].apply(variables, batch, train=False).logits, rtol=1e-5, atol=1e-6)
-    jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5),
-                 grads["hand_written"], grads["autodiff"])
+    np.testing.assert_allclose(
+        models["hand_written"].apply(variables, batch, train=False).logits,
+        models["autodiff"].apply(variables, batch, train=False).logits,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    jax.tree.map(
+        lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5),
+        grads["hand_written"],
+        grads["autodiff"],
+    )
     config = small_config()
     config.model.encoder_backward = "fast"
     with pytest.raises(ValueError, match=r"config\.model\.encoder_backward must be one of"):

@@ -41,8 +41,17 @@ def one_process(tmp_path_factory):
 
 def _two_processes(workdir, overrides=OVERRIDES):
     port = cli_runs.free_port()
-    return [cli_runs.start(workdir, overrides, 4, f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                           f"--process_id={index}") for index in range(2)]
+    return [
+        cli_runs.start(
+            workdir,
+            overrides,
+            4,
+            f"--coordinator_address=localhost:{port}",
+            "--num_processes=2",
+            f"--process_id={index}",
+        )
+        for index in range(2)
+    ]
 
 
 def _interrupt_two_processes(workdir, sig, overrides=OVERRIDES):

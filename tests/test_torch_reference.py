@@ -18,14 +18,22 @@ def setup():
     config.model.update(num_layers=2, dropout=0.0)  # dropout streams differ between frameworks
     config.train.update(warmup_steps=1, learning_rate=3e-3)
     data = synthetic.generate(config.data.synthetic, "train", 0)
-    batch = {name: array[:config.train.batch_size] for name, array in data.arrays.items()}
+    batch = {name: array[: config.train.batch_size] for name, array in data.arrays.items()}
     mesh = parallel.make_mesh()
     schedule = step_lib.learning_rate_schedule(config.train)
-    state = jax.jit(lambda: step_lib.create_train_state(
-        har_model.build_model(config, data.num_classes), step_lib.make_optimizer(config, schedule), batch, seed=0),
-        out_shardings=parallel.replicated(mesh))()
-    reference = torch_reference.HARModel(config.model, config.loss, data.num_classes,
-                                         video_dim=batch["video"].shape[-1], sensor_channels=batch["sensor"].shape[-1])
+    state = jax.jit(
+        lambda: step_lib.create_train_state(
+            har_model.build_model(config, data.num_classes), step_lib.make_optimizer(config, schedule), batch, seed=0
+        ),
+        out_shardings=parallel.replicated(mesh),
+    )()
+    reference = torch_reference.HARModel(
+        config.model,
+        config.loss,
+        data.num_classes,
+        video_dim=batch["video"].shape[-1],
+        sensor_channels=batch["sensor"].shape[-1],
+    )
     torch_reference.load_flax_variables(reference, {"params": state.params, "batch_stats": state.batch_stats})
     return config, batch, mesh, schedule, state, reference
 

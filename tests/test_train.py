@@ -34,8 +34,13 @@ def test_training_writes_a_reproducible_workdir(tmp_path, config):
     eval_lines = [line for line in lines if "eval/macro_f1" in line]
     assert [line["step"] for line in eval_lines] == [3, 6]
     assert eval_lines[-1]["eval/accuracy"] == final["eval/accuracy"]
-    assert {"train/cross_entropy", "train/contrastive", "train/temperature", "train/nonfinite_steps",
-            "train/learning_rate"} <= set(lines[0])
+    assert {
+        "train/cross_entropy",
+        "train/contrastive",
+        "train/temperature",
+        "train/nonfinite_steps",
+        "train/learning_rate",
+    } <= set(lines[0])
 
     report = json.load(open(os.path.join(workdir, "eval", "eval_step_6.json")))
     confusion = np.array(report["confusion_matrix"])
@@ -50,8 +55,10 @@ def test_training_writes_a_reproducible_workdir(tmp_path, config):
     perf = _read_metrics(workdir, "perf.jsonl")
     throughput = [line for line in perf if "perf/train/steps_per_second" in line]
     assert [line["step"] for line in throughput] == list(range(2, 7))
-    assert all(line["perf/train/examples_per_second"] == pytest.approx(32 * line["perf/train/steps_per_second"])
-               for line in throughput)
+    assert all(
+        line["perf/train/examples_per_second"] == pytest.approx(32 * line["perf/train/steps_per_second"])
+        for line in throughput
+    )
     assert [line["step"] for line in perf if "perf/train/first_step_seconds" in line] == [1]
     timed = [line for line in perf if "perf/eval_seconds/eval" in line]
     assert [line["step"] for line in timed] == [3, 6] and all(line["perf/eval_seconds/eval"] > 0 for line in timed)
@@ -80,8 +87,9 @@ def test_nonfinite_loss_skips_the_update(config, poisoned_input):
     assert not np.isfinite(metrics["loss"]) and not metrics["finite"]
     assert int(state.step) == 1 and int(state.nonfinite_steps) == 1
     # Parameters, optimizer moments and the video statistics are exactly as before the bad batch.
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get((state.params, state.opt_state, state.batch_stats)),
-                 before)
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.device_get((state.params, state.opt_state, state.batch_stats)), before
+    )
 
     for expected_learning_rate in (schedule(0), schedule(1)):  # the skipped step did not advance the schedule
         state, metrics = train_step(state, parallel.global_batch(batch, mesh))
@@ -98,13 +106,15 @@ def test_optimizer_caps_the_learnable_temperature(config):
     params = {har_model.LOGIT_SCALE: jnp.asarray(math.log(99.0)), "kernel": jnp.ones((2, 2))}
     opt_state = optimizer.init(params)
     for _ in range(3):  # gradients that keep pushing 1/tau up
-        updates, opt_state = optimizer.update({har_model.LOGIT_SCALE: jnp.asarray(-1.0), "kernel": jnp.ones((2, 2))},
-                                              opt_state, params)
+        updates, opt_state = optimizer.update(
+            {har_model.LOGIT_SCALE: jnp.asarray(-1.0), "kernel": jnp.ones((2, 2))}, opt_state, params
+        )
         params = optax.apply_updates(params, updates)
     assert float(params[har_model.LOGIT_SCALE]) == pytest.approx(math.log(100.0))
     for _ in range(20):  # gradients that pull it back: Adam's momentum turns, and the parameter follows
-        updates, opt_state = optimizer.update({har_model.LOGIT_SCALE: jnp.asarray(1.0), "kernel": jnp.ones((2, 2))},
-                                              opt_state, params)
+        updates, opt_state = optimizer.update(
+            {har_model.LOGIT_SCALE: jnp.asarray(1.0), "kernel": jnp.ones((2, 2))}, opt_state, params
+        )
         params = optax.apply_updates(params, updates)
     assert float(params[har_model.LOGIT_SCALE]) < math.log(50.0)
 
@@ -113,8 +123,9 @@ def test_sensor_only_trains_from_npz(tmp_path):
     config = small_config(sensor_only)
     for split in ("train", "eval"):
         data = synthetic.generate(config.data.synthetic, split, config.seed)
-        np.savez(tmp_path / f"{split}.npz", **{name: array for name, array in data.arrays.items()
-                                               if name != batch_lib.VIDEO})
+        np.savez(
+            tmp_path / f"{split}.npz", **{name: array for name, array in data.arrays.items() if name != batch_lib.VIDEO}
+        )
     config.data.update(source="npz", train_path=str(tmp_path / "train.npz"), eval_path=str(tmp_path / "eval.npz"))
     config.train.update(num_steps=60, eval_every=60, checkpoint_every=60, log_every=10, learning_rate=3e-3)
     final = loop.train_and_evaluate(config, str(tmp_path / "workdir"))
@@ -129,8 +140,10 @@ def test_incompatible_checkpoint_names_the_mismatch(tmp_path, config):
     loop.train_and_evaluate(config, str(tmp_path))
     config.model.model_dim = 64
     config.train.num_steps = 6
-    with pytest.raises(checkpointing.IncompatibleCheckpointError,
-                       match=r"(?s)model\.model_dim: checkpoint 32, config 64.*Parameters:.*\[32\].*\[64\]"):
+    with pytest.raises(
+        checkpointing.IncompatibleCheckpointError,
+        match=r"(?s)model\.model_dim: checkpoint 32, config 64.*Parameters:.*\[32\].*\[64\]",
+    ):
         loop.train_and_evaluate(config, str(tmp_path))
 
 
@@ -158,11 +171,18 @@ def test_every_baseline_and_ablation_trains_on_synthetic(tmp_path, config_module
 
 
 def test_checkpointer_keeps_the_latest_and_the_best(tmp_path, config):
-    state = step_lib.TrainState.create(apply_fn=None, params={"w": jnp.zeros(3)}, tx=optax.sgd(0.1), batch_stats={},
-                                       dropout_key=jax.random.key(0), nonfinite_steps=jnp.zeros((), jnp.int32))
+    state = step_lib.TrainState.create(
+        apply_fn=None,
+        params={"w": jnp.zeros(3)},
+        tx=optax.sgd(0.1),
+        batch_stats={},
+        dropout_key=jax.random.key(0),
+        nonfinite_steps=jnp.zeros((), jnp.int32),
+    )
     abstract = jax.eval_shape(lambda: state)
-    checkpointer = checkpointing.Checkpointer(str(tmp_path), keep=2,
-                                              signature=checkpointing.model_signature(config, abstract))
+    checkpointer = checkpointing.Checkpointer(
+        str(tmp_path), keep=2, signature=checkpointing.model_signature(config, abstract)
+    )
     for step, f1 in zip(range(1, 7), [0.2, 0.9, None, 0.3, None, 0.1]):
         checkpointer.save(step, state, {}, None if f1 is None else {checkpointing.BEST_METRIC: f1})
         checkpointer.manager.wait_until_finished()
@@ -198,8 +218,11 @@ def test_every_data_cache_trains_alike_and_resumes_exactly(tmp_path, config, mon
 
 def test_a_cache_that_does_not_fit_says_what_to_use(tmp_path, config):
     config.data.update(cache="host", cache_memory_fraction=1e-12)
-    with pytest.raises(batch_lib.DataError, match=r"config.data.cache='host' does not fit \(training split .* GB.*"
-                                                  r"use config.data.cache='none'"):
+    with pytest.raises(
+        batch_lib.DataError,
+        match=r"config.data.cache='host' does not fit \(training split .* GB.*"
+        r"use config.data.cache='none'",
+    ):
         loop.train_and_evaluate(config, str(tmp_path))
     config.data.cache = "auto"  # auto never picks what does not fit: here, only 'none' does
     loop.train_and_evaluate(config, str(tmp_path))

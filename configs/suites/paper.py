@@ -33,19 +33,39 @@ NEEDS_PROTOCOLS = "needs MMAct's subjects, views, scenes and sessions: run the :
 _SIZES = {
     # 'bursts' (harjax/data/synthetic.py): the video must find the one burst that names the class. 12 classes,
     # so that its 4096 training recordings teach every motion; 300 steps keep 3 seeds well under an hour on 2 cores.
-    "synthetic": {"data.synthetic.task": "bursts", "data.synthetic.num_classes": 12,
-                  "data.synthetic.burst_steps": 24, "data.synthetic.min_length_fraction": 0.6,
-                  "train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 75,
-                  "train.checkpoint_every": 75, "train.log_every": 15},
+    "synthetic": {
+        "data.synthetic.task": "bursts",
+        "data.synthetic.num_classes": 12,
+        "data.synthetic.burst_steps": 24,
+        "data.synthetic.min_length_fraction": 0.6,
+        "train.num_steps": 300,
+        "train.warmup_steps": 30,
+        "train.eval_every": 75,
+        "train.checkpoint_every": 75,
+        "train.log_every": 15,
+    },
     "mmact": {},
     # The demo's release is small (480 trials): 300 steps show every group end to end in about half an hour.
-    "demo": {"train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 100,
-             "train.checkpoint_every": 100},
-    "smoke": {"data.demo_tree": "tiny", "data.max_length": 64, "train.batch_size": 8, "train.eval_batch_size": 32,
-              "train.num_steps": 4, "train.warmup_steps": 1, "train.eval_every": 4, "train.checkpoint_every": 4,
-              "train.log_every": 1, "model.encoder_channels": (16, 32), "model.encoder_strides": (1, 2),
-              "model.model_dim": 32, "model.num_layers": 1, "model.num_heads": 2, "model.mlp_dim": 64,
-              "model.head_dim": 32, "model.projection_dim": 16},
+    "demo": {"train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 100, "train.checkpoint_every": 100},
+    "smoke": {
+        "data.demo_tree": "tiny",
+        "data.max_length": 64,
+        "train.batch_size": 8,
+        "train.eval_batch_size": 32,
+        "train.num_steps": 4,
+        "train.warmup_steps": 1,
+        "train.eval_every": 4,
+        "train.checkpoint_every": 4,
+        "train.log_every": 1,
+        "model.encoder_channels": (16, 32),
+        "model.encoder_strides": (1, 2),
+        "model.model_dim": 32,
+        "model.num_layers": 1,
+        "model.num_heads": 2,
+        "model.mlp_dim": 64,
+        "model.head_dim": 32,
+        "model.projection_dim": 16,
+    },
 }
 
 
@@ -56,8 +76,9 @@ def _run(name: str, config: str = "full", **overrides) -> dict:
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     variant = variant or "mmact"
     if variant not in VARIANTS:
-        raise ValueError(f"unknown suite variant {variant!r}; choose one of {VARIANTS} "
-                         "(configs/suites/paper.py:VARIANT)")
+        raise ValueError(
+            f"unknown suite variant {variant!r}; choose one of {VARIANTS} (configs/suites/paper.py:VARIANT)"
+        )
     suite = ml_collections.ConfigDict()
     suite.title = f"The paper's study ({variant})"
     suite.base_config = "configs/full.py"  # what each run's difference is shown against
@@ -68,37 +89,66 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     suite.shared_data_dir = "data" if variant in ("demo", "smoke") else ""
     suite.reference = "main/full"
     # Every run evaluates its untrained model first: the curves' chance line and the retrieval chance line.
-    suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **_SIZES[variant]},
-                                                allow_dotted_keys=True)
+    suite.overrides = ml_collections.ConfigDict(
+        {"train.eval_at_start": True, **_SIZES[variant]}, allow_dotted_keys=True
+    )
     mmact_only = variant == "synthetic"
 
     suite.groups = [
-        {"name": "main", "title": "The full model and the baselines",
-         "runs": [_run("full", **{"evals.robustness.at_end": True, "evals.attention.at_end": True})]
-                 + [_run(name, name) for name in BASELINES[1:]]},
-        {"name": "ablations", "title": "Ablations: keyless attention, Transformer, contrastive term, segments K",
-         "shown": ["main/full"],
-         "runs": [_run("no_attention", "no_attention"), _run("no_transformer", "no_transformer"),
-                  _run("no_contrastive", "no_contrastive"),
-                  _run("segments_1", **{"model.num_segments": 1}),  # the paper read literally
-                  _run("segments_8", **{"model.num_segments": 8})]},  # the full model has K = 4
-        {"name": "prompts", "title": "Prompt sets and stored Video-LLaVA embedding kinds",
-         "shown": ["main/full"],
-         "skipped": NEEDS_MMACT if mmact_only else "",
-         "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in PROMPT_SETS]
-                 + [_run(f"embedding_{kind}", **{"data.embedding": kind}) for kind in EMBEDDINGS]},
-        {"name": "sweeps", "title": "Contrastive weight lambda and (fixed) temperature tau",
-         "shown": ["main/full", "ablations/no_contrastive"],
-         "runs": [_run(f"lambda_{value:g}", **{"loss.contrastive_weight": value}) for value in LAMBDAS]
-                 + [_run(f"tau_{value:g}", **{"loss.temperature": value, "loss.learnable_temperature": False})
-                    for value in TEMPERATURES]},
-        {"name": "protocols", "title": "The other MMAct protocols (cross_subject is the main group)",
-         "shown": [f"main/{name}" for name in BASELINES],
-         "skipped": NEEDS_PROTOCOLS if mmact_only else "",
-         "excluded": {"sensor_only-cross_view": "cross_view tests unseen cameras of the training trials: a "
-                                                "sensor-only model would be tested on the recordings it trained on"},
-         "runs": [dict(_run(f"{name}-{protocol}", name, **{"data.protocol": protocol}),
-                       reference=f"protocols/full-{protocol}")
-                  for protocol in PROTOCOLS for name in BASELINES if f"{name}-{protocol}" != "sensor_only-cross_view"]},
+        {
+            "name": "main",
+            "title": "The full model and the baselines",
+            "runs": [_run("full", **{"evals.robustness.at_end": True, "evals.attention.at_end": True})]
+            + [_run(name, name) for name in BASELINES[1:]],
+        },
+        {
+            "name": "ablations",
+            "title": "Ablations: keyless attention, Transformer, contrastive term, segments K",
+            "shown": ["main/full"],
+            "runs": [
+                _run("no_attention", "no_attention"),
+                _run("no_transformer", "no_transformer"),
+                _run("no_contrastive", "no_contrastive"),
+                _run("segments_1", **{"model.num_segments": 1}),  # the paper read literally
+                _run("segments_8", **{"model.num_segments": 8}),
+            ],
+        },  # the full model has K = 4
+        {
+            "name": "prompts",
+            "title": "Prompt sets and stored Video-LLaVA embedding kinds",
+            "shown": ["main/full"],
+            "skipped": NEEDS_MMACT if mmact_only else "",
+            "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in PROMPT_SETS]
+            + [_run(f"embedding_{kind}", **{"data.embedding": kind}) for kind in EMBEDDINGS],
+        },
+        {
+            "name": "sweeps",
+            "title": "Contrastive weight lambda and (fixed) temperature tau",
+            "shown": ["main/full", "ablations/no_contrastive"],
+            "runs": [_run(f"lambda_{value:g}", **{"loss.contrastive_weight": value}) for value in LAMBDAS]
+            + [
+                _run(f"tau_{value:g}", **{"loss.temperature": value, "loss.learnable_temperature": False})
+                for value in TEMPERATURES
+            ],
+        },
+        {
+            "name": "protocols",
+            "title": "The other MMAct protocols (cross_subject is the main group)",
+            "shown": [f"main/{name}" for name in BASELINES],
+            "skipped": NEEDS_PROTOCOLS if mmact_only else "",
+            "excluded": {
+                "sensor_only-cross_view": "cross_view tests unseen cameras of the training trials: a "
+                "sensor-only model would be tested on the recordings it trained on"
+            },
+            "runs": [
+                dict(
+                    _run(f"{name}-{protocol}", name, **{"data.protocol": protocol}),
+                    reference=f"protocols/full-{protocol}",
+                )
+                for protocol in PROTOCOLS
+                for name in BASELINES
+                if f"{name}-{protocol}" != "sensor_only-cross_view"
+            ],
+        },
     ]
     return suite

@@ -19,8 +19,14 @@ from data_builders.mmact import build, extract_embeddings, make_dummy_data, synt
 
 # 'demo': 480 trials over 8 subjects, every scene, 3 sessions; 'tiny': the 24 trials of dummy_data/ (tests).
 TREES = {
-    "demo": synthetic_tree.TreeSpec(subjects=(1, 2, 3, 4, 5, 6, 17, 18), scenes=(1, 2, 3, 4), sessions=(1, 2, 5),
-                                    actions_per_scene=5, clip_frames=8, frame_size=(48, 32)),
+    "demo": synthetic_tree.TreeSpec(
+        subjects=(1, 2, 3, 4, 5, 6, 17, 18),
+        scenes=(1, 2, 3, 4),
+        sessions=(1, 2, 5),
+        actions_per_scene=5,
+        clip_frames=8,
+        frame_size=(48, 32),
+    ),
     "tiny": make_dummy_data.SPEC,
 }
 
@@ -38,8 +44,7 @@ def _is_built(data_dir: str, tfds_config: str) -> bool:
     return os.path.isdir(dataset) and any(name[:1].isdigit() for name in os.listdir(dataset))
 
 
-def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_mean_last",
-            tree: str = "demo") -> str:
+def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_mean_last", tree: str = "demo") -> str:
     """Builds the '<prompt_set>-<embedding>' demo dataset under data_dir unless it is there; returns data_dir."""
     if tree not in TREES:
         raise ValueError(f"config.data.demo_tree must be one of {sorted(TREES)}, got {tree!r}")
@@ -58,10 +63,15 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
             shutil.rmtree(model_dir + ".tmp", ignore_errors=True)
             os.replace(tiny_model.save_tiny_model(model_dir + ".tmp"), model_dir)
         embeddings_dir = os.path.join(data_dir, "embeddings")
-        summary = extract_embeddings.extract(manual_dir, embeddings_dir, model_dir, prompt_set, batch_size=16,
-                                             device="cpu")  # skips clips already extracted
-        logging.info("demo: extracted %d clips (%d already done), %d could not be decoded", summary["extracted"],
-                     summary["skipped_done"], len(summary["failed"]))
+        summary = extract_embeddings.extract(
+            manual_dir, embeddings_dir, model_dir, prompt_set, batch_size=16, device="cpu"
+        )  # skips clips already extracted
+        logging.info(
+            "demo: extracted %d clips (%d already done), %d could not be decoded",
+            summary["extracted"],
+            summary["skipped_done"],
+            len(summary["failed"]),
+        )
         directory, report = build.build(manual_dir, embeddings_dir, data_dir, tfds_config)
         logging.info("demo: built %s: %s", directory, report)
     return data_dir

@@ -113,7 +113,8 @@ class Extractor:
         if loaded:
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
             model = VideoLlavaForConditionalGeneration.from_pretrained(
-                model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+                model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False
+            )
             model_and_processor = model, VideoLlavaProcessor.from_pretrained(model_id, trust_remote_code=False)
         model, self.processor = model_and_processor
         self.model = model.to(device).eval()
@@ -124,12 +125,18 @@ class Extractor:
         self.revision = _revision(model_id) if loaded else "built in process, not loaded"
 
     def metadata(self, model_id: str, prompt_set: str) -> dict[str, Any]:
-        return {"model": model_id, "revision": self.revision, "prompt_set": prompt_set,
-                "prompts": {str(scene): prompts.prompt(prompt_set, scene) for scene in (1, 2, 3, 4)},
-                "layers": {"last": self.num_layers, "middle": self.middle_layer},
-                "hidden_size": self.model.config.text_config.hidden_size, "num_frames": NUM_FRAMES,
-                "frame_sampling": "np.arange(0, n, n / 8).astype(int)", "kinds": list(EMBEDDING_KINDS),
-                "dtype": "float16"}
+        return {
+            "model": model_id,
+            "revision": self.revision,
+            "prompt_set": prompt_set,
+            "prompts": {str(scene): prompts.prompt(prompt_set, scene) for scene in (1, 2, 3, 4)},
+            "layers": {"last": self.num_layers, "middle": self.middle_layer},
+            "hidden_size": self.model.config.text_config.hidden_size,
+            "num_frames": NUM_FRAMES,
+            "frame_sampling": "np.arange(0, n, n / 8).astype(int)",
+            "kinds": list(EMBEDDING_KINDS),
+            "dtype": "float16",
+        }
 
     def embed(self, videos: Sequence[np.ndarray], texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
         """One dict of embedding kinds per clip."""
@@ -140,8 +147,10 @@ class Extractor:
         captured = {}
         layer = self.model.model.language_model.layers[self.middle_layer - 1]  # its output is hidden_states[mid]
         hook = layer.register_forward_hook(
-            lambda module, args, output: captured.__setitem__("middle", output[0] if isinstance(output, tuple)
-                                                              else output))
+            lambda module, args, output: captured.__setitem__(
+                "middle", output[0] if isinstance(output, tuple) else output
+            )
+        )
         try:
             with torch.inference_mode():
                 last = self.model.model(**inputs, use_cache=False).last_hidden_state  # [B, L, d], final norm
@@ -154,9 +163,12 @@ class Extractor:
             return hidden[video_mask].view(batch, NUM_FRAMES, -1, width).float()
 
         frames_last = video_tokens(last).mean(dim=2)  # [B, F, d]
-        results = {"video_mean_last": frames_last.mean(dim=1),
-                   "video_mean_middle": video_tokens(captured["middle"]).mean(dim=(1, 2)),
-                   "last_token": last[:, -1].float(), "frame_means": frames_last}
+        results = {
+            "video_mean_last": frames_last.mean(dim=1),
+            "video_mean_middle": video_tokens(captured["middle"]).mean(dim=(1, 2)),
+            "last_token": last[:, -1].float(),
+            "frame_means": frames_last,
+        }
         arrays = {name: value.cpu().numpy().astype(np.float16) for name, value in results.items()}
         return [{name: array[i] for name, array in arrays.items()} for i in range(batch)]
 
@@ -173,15 +185,17 @@ def _revision(model_id: str) -> str:
 
 def _batches(items: Sequence[Clip], size: int) -> Iterable[Sequence[Clip]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def read_metadata(directory: str) -> dict[str, Any]:
     """The metadata.json of one prompt set's extraction; its absence says what to run."""
     path = os.path.join(directory, METADATA)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing: extract the '{os.path.basename(directory)}' embeddings first "
-                                "(python -m data_builders.mmact.extract_embeddings) or pass embeddings_dir")
+        raise FileNotFoundError(
+            f"{path} is missing: extract the '{os.path.basename(directory)}' embeddings first "
+            "(python -m data_builders.mmact.extract_embeddings) or pass embeddings_dir"
+        )
     with open(path) as f:
         return json.load(f)
 
@@ -217,13 +231,24 @@ def check_metadata(directory: str, metadata: dict[str, Any]) -> None:
         existing = json.load(f)
     if existing != metadata:
         different = sorted(key for key in existing.keys() | metadata.keys() if existing.get(key) != metadata.get(key))
-        raise ValueError(f"{path} was written with other settings ({', '.join(different)}); "
-                         "extract into another --output_dir or delete it")
+        raise ValueError(
+            f"{path} was written with other settings ({', '.join(different)}); "
+            "extract into another --output_dir or delete it"
+        )
 
 
-def extract(manual_dir: str, output_dir: str, model_id: str, prompt_set: str, batch_size: int = 8,
-            num_shards: int = 1, shard_index: int = 0, device: str = "cpu", video_root: str | None = None,
-            extractor: Extractor | None = None) -> dict[str, Any]:
+def extract(
+    manual_dir: str,
+    output_dir: str,
+    model_id: str,
+    prompt_set: str,
+    batch_size: int = 8,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    device: str = "cpu",
+    video_root: str | None = None,
+    extractor: Extractor | None = None,
+) -> dict[str, Any]:
     """Embeds this shard's clips that are not done yet; returns counts and the clips that failed. `extractor`:
     one already loaded (model_id then only names it in the metadata)."""
     if not 0 <= shard_index < num_shards:
@@ -249,11 +274,15 @@ def extract(manual_dir: str, output_dir: str, model_id: str, prompt_set: str, ba
                 except Exception as error:  # noqa: BLE001  PyAV raises many types; every one is reported
                     failures.append({"clip": clip.name, "path": clip.path, "error": f"{type(error).__name__}: {error}"})
             if decoded:
-                embeddings = extractor.embed([frames for _, frames, _ in decoded],
-                                             [prompts.prompt(prompt_set, clip.trial.scene) for clip, _, _ in decoded])
+                embeddings = extractor.embed(
+                    [frames for _, frames, _ in decoded],
+                    [prompts.prompt(prompt_set, clip.trial.scene) for clip, _, _ in decoded],
+                )
                 for (clip, _, indices), arrays in zip(decoded, embeddings):
-                    _write_atomic(os.path.join(directory, clip.name + ".npz"),
-                                  {**arrays, "frame_indices": indices.astype(np.int32)})
+                    _write_atomic(
+                        os.path.join(directory, clip.name + ".npz"),
+                        {**arrays, "frame_indices": indices.astype(np.int32)},
+                    )
             progress.update(len(batch))
     failures_path = os.path.join(directory, f"failures_shard{shard_index}.jsonl")
     if failures:  # this run's failures are exactly the clips still missing
@@ -277,10 +306,21 @@ def main() -> None:
     parser.add_argument("--video_root", default=None, help="the clips' folder under manual_dir (auto-detected)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    summary = extract(args.manual_dir, args.output_dir, args.model, args.prompt_set, args.batch_size,
-                      args.num_shards, args.shard_index, args.device, args.video_root)
-    print(f"extracted {summary['extracted']}, already done {summary['skipped_done']}, "
-          f"failed {len(summary['failed'])} of {summary['clips_in_shard']} clips in this shard")
+    summary = extract(
+        args.manual_dir,
+        args.output_dir,
+        args.model,
+        args.prompt_set,
+        args.batch_size,
+        args.num_shards,
+        args.shard_index,
+        args.device,
+        args.video_root,
+    )
+    print(
+        f"extracted {summary['extracted']}, already done {summary['skipped_done']}, "
+        f"failed {len(summary['failed'])} of {summary['clips_in_shard']} clips in this shard"
+    )
     for failure in summary["failed"]:
         print(f"  could not decode {failure['path']}: {failure['error']}")
 

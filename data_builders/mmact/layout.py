@@ -19,13 +19,49 @@ CAMERAS = (1, 2, 3, 4)
 DESK_SCENE = 3
 _DESK_RENAMED = ("using_phone", "talking_on_phone")  # in scene 3 these are the separate *_desk classes
 
-CLASSES = tuple(sorted((
-    "carrying", "carrying_heavy", "carrying_light", "checking_time", "closing", "crouching", "entering", "exiting",
-    "fall", "jumping", "kicking", "loitering", "looking_around", "opening", "picking_up", "pointing", "pulling",
-    "pushing", "running", "setting_down", "standing", "talking", "talking_on_phone", "throwing",
-    "transferring_object", "using_phone", "walking", "waving_hand",
-    "drinking", "pocket_in", "pocket_out", "sitting", "sitting_down", "standing_up", "using_pc",
-    "using_phone_desk", "talking_on_phone_desk")))
+CLASSES = tuple(
+    sorted(
+        (
+            "carrying",
+            "carrying_heavy",
+            "carrying_light",
+            "checking_time",
+            "closing",
+            "crouching",
+            "entering",
+            "exiting",
+            "fall",
+            "jumping",
+            "kicking",
+            "loitering",
+            "looking_around",
+            "opening",
+            "picking_up",
+            "pointing",
+            "pulling",
+            "pushing",
+            "running",
+            "setting_down",
+            "standing",
+            "talking",
+            "talking_on_phone",
+            "throwing",
+            "transferring_object",
+            "using_phone",
+            "walking",
+            "waving_hand",
+            "drinking",
+            "pocket_in",
+            "pocket_out",
+            "sitting",
+            "sitting_down",
+            "standing_up",
+            "using_pc",
+            "using_phone_desk",
+            "talking_on_phone_desk",
+        )
+    )
+)
 
 # protocol -> (trial field, values in the test split); everything else is train. cross_view splits cameras, not
 # trials: a trial's cam1-3 clips train and its cam4 clip tests.

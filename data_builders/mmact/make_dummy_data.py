@@ -16,8 +16,9 @@ import tempfile
 from data_builders.mmact import extract_embeddings, synthetic_tree, tiny_model
 
 DUMMY_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dummy_data")
-SPEC = synthetic_tree.TreeSpec(subjects=(1, 17), scenes=(1, 2, 3), sessions=(1, 5), actions_per_scene=2,
-                               clip_frames=8, frame_size=(48, 32))
+SPEC = synthetic_tree.TreeSpec(
+    subjects=(1, 17), scenes=(1, 2, 3), sessions=(1, 5), actions_per_scene=2, clip_frames=8, frame_size=(48, 32)
+)
 PROMPT_SET = "context"
 TFDS_CONFIG = "context-video_mean_last-frames"  # what the tests build: the context prompts, frames stored too
 
@@ -28,8 +29,9 @@ def make_dummy_data(output_dir: str = DUMMY_DATA) -> None:
     synthetic_tree.write_tree(output_dir, SPEC)
     with tempfile.TemporaryDirectory() as model_dir:
         tiny_model.save_tiny_model(model_dir)
-        extract_embeddings.extract(output_dir, os.path.join(output_dir, "embeddings"), model_dir, PROMPT_SET,
-                                   batch_size=8, device="cpu")
+        extract_embeddings.extract(
+            output_dir, os.path.join(output_dir, "embeddings"), model_dir, PROMPT_SET, batch_size=8, device="cpu"
+        )
 
 
 def main() -> None:

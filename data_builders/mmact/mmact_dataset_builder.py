@@ -20,8 +20,9 @@ import tensorflow_datasets as tfds
 
 from data_builders.mmact import extract_embeddings, layout, prompts, sensors
 
-SENSOR_CHANNELS = tuple(f"{stream.removesuffix('_clip')}_{axis}" for stream in layout.SENSOR_STREAMS
-                        for axis in ("x", "y", "z"))
+SENSOR_CHANNELS = tuple(
+    f"{stream.removesuffix('_clip')}_{axis}" for stream in layout.SENSOR_STREAMS for axis in ("x", "y", "z")
+)
 SPLITS = tuple(f"{protocol}_{part}" for protocol in layout.PROTOCOLS for part in ("train", "test"))
 _FRAME_SHORT_EDGE = 224  # what Video-LLaVA sees; frames are stored no larger
 
@@ -35,11 +36,23 @@ class MMActConfig(tfds.core.BuilderConfig):
 
 
 def _builder_configs() -> list[MMActConfig]:
-    configs = [MMActConfig(name=f"{prompt_set}-{kind}", prompt_set=prompt_set, embedding=kind,
-                           description=f"Video-LLaVA-7B '{kind}' embeddings under the '{prompt_set}' prompts")
-               for prompt_set in prompts.PROMPT_SETS for kind in extract_embeddings.EMBEDDING_KINDS]
-    configs.append(MMActConfig(name="context-video_mean_last-frames", frames=True,
-                               description="the default config plus the 8 sampled frames per camera as JPEG"))
+    configs = [
+        MMActConfig(
+            name=f"{prompt_set}-{kind}",
+            prompt_set=prompt_set,
+            embedding=kind,
+            description=f"Video-LLaVA-7B '{kind}' embeddings under the '{prompt_set}' prompts",
+        )
+        for prompt_set in prompts.PROMPT_SETS
+        for kind in extract_embeddings.EMBEDDING_KINDS
+    ]
+    configs.append(
+        MMActConfig(
+            name="context-video_mean_last-frames",
+            frames=True,
+            description="the default config plus the 8 sampled frames per camera as JPEG",
+        )
+    )
     return configs
 
 
@@ -60,11 +73,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """
 
     VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols.",
-                     "1.1.0": "Records in generation order with their listing (camera mask, sensor length, label, "
-                              "subject) "
-                              "in the metadata, so readers list views without decoding records; the embedding "
-                              "width is the extraction's own."}
+    RELEASE_NOTES = {
+        "1.0.0": "Trials with aligned 50 Hz sensors, per-camera embeddings, four protocols.",
+        "1.1.0": "Records in generation order with their listing (camera mask, sensor length, label, "
+        "subject) "
+        "in the metadata, so readers list views without decoding records; the embedding "
+        "width is the extraction's own.",
+    }
     BUILDER_CONFIGS = _builder_configs()
     DEFAULT_CONFIG_NAME = "context-video_mean_last"
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -89,30 +104,46 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         cameras = len(layout.CAMERAS)
         dim = self._embedding_dim()
-        embedding_shape = ((cameras, extract_embeddings.NUM_FRAMES, dim)
-                           if config.embedding == "frame_means" else (cameras, dim))
+        embedding_shape = (
+            (cameras, extract_embeddings.NUM_FRAMES, dim) if config.embedding == "frame_means" else (cameras, dim)
+        )
         features = {
-            "sensor": tfds.features.Tensor(shape=(None, len(SENSOR_CHANNELS)), dtype=np.float32,
-                                           doc=f"aligned at {config.sensor_rate_hz} Hz: {', '.join(SENSOR_CHANNELS)}"),
-            "sensor_present": tfds.features.Tensor(shape=(len(layout.SENSOR_STREAMS),), dtype=np.bool_,
-                                                   doc=f"which of {layout.SENSOR_STREAMS} the trial has"),
-            "embedding": tfds.features.Tensor(shape=embedding_shape, dtype=np.float16,
-                                              doc=f"'{config.embedding}' per camera {layout.CAMERAS}"),
-            "camera_mask": tfds.features.Tensor(shape=(cameras,), dtype=np.bool_,
-                                                doc="cameras with an embedding in this split"),
+            "sensor": tfds.features.Tensor(
+                shape=(None, len(SENSOR_CHANNELS)),
+                dtype=np.float32,
+                doc=f"aligned at {config.sensor_rate_hz} Hz: {', '.join(SENSOR_CHANNELS)}",
+            ),
+            "sensor_present": tfds.features.Tensor(
+                shape=(len(layout.SENSOR_STREAMS),),
+                dtype=np.bool_,
+                doc=f"which of {layout.SENSOR_STREAMS} the trial has",
+            ),
+            "embedding": tfds.features.Tensor(
+                shape=embedding_shape, dtype=np.float16, doc=f"'{config.embedding}' per camera {layout.CAMERAS}"
+            ),
+            "camera_mask": tfds.features.Tensor(
+                shape=(cameras,), dtype=np.bool_, doc="cameras with an embedding in this split"
+            ),
             "label": tfds.features.ClassLabel(names=layout.CLASSES),
-            "subject": np.int32, "scene": np.int32, "session": np.int32,
+            "subject": np.int32,
+            "scene": np.int32,
+            "session": np.int32,
             "trial": tfds.features.Text(),
         }
         if config.frames:
             features["frames"] = tfds.features.Tensor(
-                shape=(cameras, extract_embeddings.NUM_FRAMES), dtype=np.object_,
-                doc="JPEG bytes of the frames the model saw (b'' for a camera without a clip)")
+                shape=(cameras, extract_embeddings.NUM_FRAMES),
+                dtype=np.object_,
+                doc="JPEG bytes of the frames the model saw (b'' for a camera without a clip)",
+            )
         # Records stay in generation order, the order of the stored listing (metadata 'index') the reader lists
         # its views from without decoding any record.
-        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features),
-                                              homepage="https://mmact19.github.io/2019/",
-                                              metadata=tfds.core.MetadataDict(), disable_shuffling=True)
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features),
+            homepage="https://mmact19.github.io/2019/",
+            metadata=tfds.core.MetadataDict(),
+            disable_shuffling=True,
+        )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         manual_dir = os.fspath(dl_manager.manual_dir)
@@ -121,29 +152,41 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         shape = self.info.features["embedding"].shape[1:]
         trials, report = _parse_release(manual_dir, embeddings_dir, config, shape, self._video_root)
         self.info.metadata["build_report"] = report
-        self.info.metadata["normalization"] = {protocol: _normalization(trials, protocol)
-                                               for protocol in layout.PROTOCOLS}
+        self.info.metadata["normalization"] = {
+            protocol: _normalization(trials, protocol) for protocol in layout.PROTOCOLS
+        }
         self.info.metadata["sensor_channels"] = list(SENSOR_CHANNELS)
         self.info.metadata["sensor_rate_hz"] = config.sensor_rate_hz
         self.info.metadata["cameras"] = list(layout.CAMERAS)
         self.info.metadata["embeddings"] = extract_embeddings.read_metadata(embeddings_dir)
         members = {split: _split_members(trials, *split.rsplit("_", 1)) for split in SPLITS}
-        self.info.metadata["index"] = {split: {
-            "camera_mask": [[camera in parsed.embeddings and camera in cameras for camera in layout.CAMERAS]
-                            for parsed, cameras in pairs],
-            "sensor_length": [len(parsed.sensor) for parsed, _ in pairs],
-            "label": [layout.CLASSES.index(parsed.trial.action) for parsed, _ in pairs],
-            "subject": [parsed.trial.subject for parsed, _ in pairs]}
-            for split, pairs in members.items()}
+        self.info.metadata["index"] = {
+            split: {
+                "camera_mask": [
+                    [camera in parsed.embeddings and camera in cameras for camera in layout.CAMERAS]
+                    for parsed, cameras in pairs
+                ],
+                "sensor_length": [len(parsed.sensor) for parsed, _ in pairs],
+                "label": [layout.CLASSES.index(parsed.trial.action) for parsed, _ in pairs],
+                "subject": [parsed.trial.subject for parsed, _ in pairs],
+            }
+            for split, pairs in members.items()
+        }
         return {split: self._generate_examples(pairs) for split, pairs in members.items()}
 
     def _generate_examples(self, members: list[tuple[_ParsedTrial, list[int]]]) -> Iterator:
         config = self.builder_config
         for parsed, cameras in members:
             trial = parsed.trial
-            example = {"sensor": parsed.sensor, "sensor_present": parsed.sensor_present,
-                       "label": trial.action, "subject": trial.subject, "scene": trial.scene,
-                       "session": trial.session, "trial": trial.key}
+            example = {
+                "sensor": parsed.sensor,
+                "sensor_present": parsed.sensor_present,
+                "label": trial.action,
+                "subject": trial.subject,
+                "scene": trial.scene,
+                "session": trial.session,
+                "trial": trial.key,
+            }
             shape = self.info.features["embedding"].shape
             embedding = np.zeros(shape, np.float16)
             camera_mask = np.zeros(len(layout.CAMERAS), bool)
@@ -198,12 +241,15 @@ def _check_embedding_shape(path: str, kind: str, shape: tuple[int, ...]) -> None
     with np.load(path) as stored:
         found = stored[kind].shape
     if found != shape:
-        raise ValueError(f"{path}: '{kind}' has shape {found}, but the extraction's metadata.json gives {shape} "
-                         "(another model's embeddings in the same folder?); re-extract it")
+        raise ValueError(
+            f"{path}: '{kind}' has shape {found}, but the extraction's metadata.json gives {shape} "
+            "(another model's embeddings in the same folder?); re-extract it"
+        )
 
 
-def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig, embedding_shape: tuple[int, ...],
-                   video_root: str | None) -> tuple[list[_ParsedTrial], dict[str, Any]]:
+def _parse_release(
+    manual_dir: str, embeddings_dir: str, config: MMActConfig, embedding_shape: tuple[int, ...], video_root: str | None
+) -> tuple[list[_ParsedTrial], dict[str, Any]]:
     """Reads every trial's sensors once (repairing and counting defects), finds its embeddings and checks their
     shapes."""
     counts: collections.Counter = collections.Counter()
@@ -223,8 +269,11 @@ def _parse_release(manual_dir: str, embeddings_dir: str, config: MMActConfig, em
             counts["duplicate_case_file"] += max(len(files) - 1, 0)  # keep the largest of case variants
             paths.append(files[0].path if files else None)
         aligned = sensors.read_trial(paths, config.sensor_rate_hz, counts, layout.ANGULAR_STREAMS)
-        sensor, present = aligned if aligned is not None else (np.zeros((0, len(SENSOR_CHANNELS)), np.float32),
-                                                              np.zeros(len(layout.SENSOR_STREAMS), bool))
+        sensor, present = (
+            aligned
+            if aligned is not None
+            else (np.zeros((0, len(SENSOR_CHANNELS)), np.float32), np.zeros(len(layout.SENSOR_STREAMS), bool))
+        )
         clips = {}
         for found in sorted(videos.files.get(trial, []), key=lambda found: -os.path.getsize(found.path)):
             if found.camera in clips:
@@ -261,6 +310,6 @@ def _normalization(trials: list[_ParsedTrial], protocol: str) -> dict[str, list[
         total_sq += np.where(recorded, (parsed.sensor.astype(np.float64) ** 2).sum(0), 0)
         count += recorded * len(parsed.sensor)
     mean = total / np.maximum(count, 1)
-    std = np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean ** 2, 0))
+    std = np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean**2, 0))
     std = np.where(count > 0, np.maximum(std, 1e-6), 1.0)  # a channel never recorded in training stays as is
     return {"mean": mean.tolist(), "std": std.tolist(), "steps": count.astype(int).tolist()}

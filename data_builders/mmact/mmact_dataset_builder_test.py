@@ -34,9 +34,16 @@ def test_split_sizes_follow_the_protocols(dataset):
     builder, report, _ = dataset
     sizes = {split: info.num_examples for split, info in builder.info.splits.items()}
     trials = 2 * 3 * 2 * 2  # subjects (1, 17) x scenes (1, 2, 3) x sessions (1, 5) x 2 actions
-    assert sizes == {"cross_subject_train": 12, "cross_subject_test": 12, "cross_view_train": trials,
-                     "cross_view_test": trials, "cross_scene_train": 16, "cross_scene_test": 8,
-                     "cross_session_train": 12, "cross_session_test": 12}
+    assert sizes == {
+        "cross_subject_train": 12,
+        "cross_subject_test": 12,
+        "cross_view_train": trials,
+        "cross_view_test": trials,
+        "cross_scene_train": 16,
+        "cross_scene_test": 8,
+        "cross_session_train": 12,
+        "cross_session_test": 12,
+    }
     assert report["examples"] == sizes
 
 
@@ -82,8 +89,10 @@ def test_every_defect_is_repaired_or_counted(dataset):
 
 def test_missing_and_empty_streams_are_masked_and_zero(dataset):
     builder, _, _ = dataset
-    masks = [example["sensor_present"].tolist() + [example["sensor"]]
-             for example in builder.as_data_source("cross_view_train")]
+    masks = [
+        example["sensor_present"].tolist() + [example["sensor"]]
+        for example in builder.as_data_source("cross_view_train")
+    ]
     no_gyro = [mask for mask in masks if mask[:4] == [True, True, False, True]]
     no_orientation = [mask for mask in masks if mask[:4] == [True, True, True, False]]
     assert len(no_gyro) == len(no_orientation) == 1
@@ -148,8 +157,13 @@ def test_importing_the_package_registers_mmact():
 
 
 def test_another_sensor_rate_builds_its_own_config(tmp_path):
-    directory, _ = build.build(make_dummy_data.DUMMY_DATA, os.path.join(make_dummy_data.DUMMY_DATA, "embeddings"),
-                               str(tmp_path), CONFIG, sensor_rate_hz=25)
+    directory, _ = build.build(
+        make_dummy_data.DUMMY_DATA,
+        os.path.join(make_dummy_data.DUMMY_DATA, "embeddings"),
+        str(tmp_path),
+        CONFIG,
+        sensor_rate_hz=25,
+    )
     assert f"{CONFIG}-25hz" in directory
     example = tfds.builder_from_directory(directory).as_data_source("cross_subject_test")[0]
     assert 45 <= len(example["sensor"]) <= 100  # 2-4 s at 25 Hz
@@ -157,8 +171,14 @@ def test_another_sensor_rate_builds_its_own_config(tmp_path):
 
 def _rewrite_width(path, width, rng):
     with np.load(path) as stored:
-        arrays = {name: (rng.standard_normal((*stored[name].shape[:-1], width)).astype(np.float16)
-                         if name in extract_embeddings.EMBEDDING_KINDS else stored[name]) for name in stored}
+        arrays = {
+            name: (
+                rng.standard_normal((*stored[name].shape[:-1], width)).astype(np.float16)
+                if name in extract_embeddings.EMBEDDING_KINDS
+                else stored[name]
+            )
+            for name in stored
+        }
     np.savez(path, **arrays)
 
 
@@ -173,8 +193,9 @@ def test_the_embedding_width_is_the_extractions_own(tmp_path):
             _rewrite_width(embeddings / name, 48, rng)
     metadata = json.load(open(embeddings / extract_embeddings.METADATA)) | {"hidden_size": 48}
     json.dump(metadata, open(embeddings / extract_embeddings.METADATA, "w"))
-    directory, _ = build.build(str(manual_dir), str(manual_dir / "embeddings"), str(tmp_path / "tfds"),
-                               "context-last_token")
+    directory, _ = build.build(
+        str(manual_dir), str(manual_dir / "embeddings"), str(tmp_path / "tfds"), "context-last_token"
+    )
     example = tfds.builder_from_directory(directory).as_data_source("cross_subject_test")[0]
     assert example["embedding"].shape == (4, 48)
 

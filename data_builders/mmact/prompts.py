@@ -26,8 +26,9 @@ PROMPT_SETS: dict[str, dict[int | None, str]] = {
 def prompt(prompt_set: str, scene: int) -> str:
     """The full prompt for a clip of `scene` under `prompt_set`."""
     if prompt_set not in PROMPT_SETS:
-        raise ValueError(f"unknown prompt set {prompt_set!r}; choose one of {sorted(PROMPT_SETS)} "
-                         "(data_builders/mmact/prompts.py)")
+        raise ValueError(
+            f"unknown prompt set {prompt_set!r}; choose one of {sorted(PROMPT_SETS)} (data_builders/mmact/prompts.py)"
+        )
     contexts = PROMPT_SETS[prompt_set]
     context = contexts.get(scene, contexts.get(None))
     if context is None:
@@ -37,6 +38,9 @@ def prompt(prompt_set: str, scene: int) -> str:
 
 def vocabulary() -> list[str]:
     """Every word the prompts use (for the tiny offline tokenizer of tests and the demo)."""
-    texts = [TEMPLATE.format(context=context, question=QUESTION)
-             for contexts in PROMPT_SETS.values() for context in contexts.values()]
+    texts = [
+        TEMPLATE.format(context=context, question=QUESTION)
+        for contexts in PROMPT_SETS.values()
+        for context in contexts.values()
+    ]
     return sorted({word for text in texts for word in text.replace("<video>", " ").split()})

@@ -93,8 +93,12 @@ def _low_pass(stream: SensorStream, rate_hz: float) -> np.ndarray:
     return np.stack([np.convolve(padded[:, axis], kernel, mode="valid") for axis in range(AXES)], axis=1)
 
 
-def align(streams: Sequence[SensorStream | None], rate_hz: float, counts: collections.Counter,
-          angular: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def align(
+    streams: Sequence[SensorStream | None],
+    rate_hz: float,
+    counts: collections.Counter,
+    angular: Sequence[bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Resamples the streams onto one grid at `rate_hz` over the time all present streams cover.
 
     Returns (values [T, 3 * len(streams)] float32 with zeros for absent streams, present [len(streams)] bool), or
@@ -104,8 +108,11 @@ def align(streams: Sequence[SensorStream | None], rate_hz: float, counts: collec
     interpolation, so 359 -> 1 does not pass through 180, and wrapped back afterwards.
     """
     angular = angular or [False] * len(streams)
-    longest = max((stream for stream in streams if stream is not None),
-                  key=lambda stream: stream.seconds[-1] - stream.seconds[0], default=None)
+    longest = max(
+        (stream for stream in streams if stream is not None),
+        key=lambda stream: stream.seconds[-1] - stream.seconds[0],
+        default=None,
+    )
     if longest is None:
         return None
     streams = list(streams)
@@ -129,12 +136,13 @@ def align(streams: Sequence[SensorStream | None], rate_hz: float, counts: collec
         if angular[index]:  # back into the range the stream was recorded in
             low = np.where(stream.values.min(axis=0) < 0, -180.0, 0.0)
             columns = (columns - low) % 360.0 + low
-        values[:, AXES * index:AXES * (index + 1)] = columns
+        values[:, AXES * index : AXES * (index + 1)] = columns
     return values, present
 
 
-def read_trial(paths: Sequence[str | None], rate_hz: float, counts: collections.Counter,
-               angular: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def read_trial(
+    paths: Sequence[str | None], rate_hz: float, counts: collections.Counter, angular: Sequence[bool] | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Reads and aligns one trial's streams (None or a missing path: that stream is absent, counted)."""
     streams = []
     for path in paths:

@@ -57,8 +57,9 @@ def _timestamp(moment: datetime.datetime) -> str:
     return text + (f".{moment.microsecond:06d}" if moment.microsecond else "")
 
 
-def _sensor_rows(stream: str, class_index: int, start: datetime.datetime, seconds: float,
-                 rng: np.random.Generator) -> list[str]:
+def _sensor_rows(
+    stream: str, class_index: int, start: datetime.datetime, seconds: float, rng: np.random.Generator
+) -> list[str]:
     rate = SENSOR_RATES_HZ[stream]
     times = np.arange(int(seconds * rate)) / rate
     if stream == "orientation_clip":  # about 50 Hz, irregular
@@ -90,7 +91,7 @@ def _write_clip(path: str, class_index: int, spec: TreeSpec, rng: np.random.Gene
             frame = np.full((height, width, 3), 30, np.uint8)
             frame += rng.integers(0, 10, frame.shape, dtype=np.uint8)
             column = int(index * speed) % (width - 10)
-            frame[row:row + 10, column:column + 10] = 230
+            frame[row : row + 10, column : column + 10] = 230
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -100,17 +101,35 @@ def _write_clip(path: str, class_index: int, spec: TreeSpec, rng: np.random.Gene
 def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
     """Writes the tree under `root`; returns (and saves as synthetic_manifest.json) what it wrote and broke."""
     rng = np.random.default_rng(spec.seed)
-    trials = [layout.Trial(subject, scene, session, action)
-              for subject in spec.subjects for scene in spec.scenes for session in spec.sessions
-              for action in scene_actions(scene, spec.actions_per_scene)]
+    trials = [
+        layout.Trial(subject, scene, session, action)
+        for subject in spec.subjects
+        for scene in spec.scenes
+        for session in spec.sessions
+        for action in scene_actions(scene, spec.actions_per_scene)
+    ]
     if len(trials) < 6:
         raise ValueError(f"a synthetic tree needs at least 6 trials to hold every defect; {spec} gives {len(trials)}")
-    quirks = {"missing_sensor_file": [], "empty_sensor_file": [], "unsorted_file": [], "duplicate_rows": 0,
-              "case_variant": [], "duplicate_case_file": 0, "missing_camera": [], "undecodable_clip": []}
+    quirks = {
+        "missing_sensor_file": [],
+        "empty_sensor_file": [],
+        "unsorted_file": [],
+        "duplicate_rows": 0,
+        "case_variant": [],
+        "duplicate_case_file": 0,
+        "missing_camera": [],
+        "undecodable_clip": [],
+    }
     # Defects go to fixed trials of the non-desk scenes, so scene 3's renames stay separate to check.
     plain = [trial for trial in trials if trial.scene != layout.DESK_SCENE]
-    broken = {"missing_sensor_file": plain[0], "empty_sensor_file": plain[1], "unsorted_file": plain[2],
-              "case_variant": plain[3], "missing_camera": plain[4], "undecodable_clip": plain[5]}
+    broken = {
+        "missing_sensor_file": plain[0],
+        "empty_sensor_file": plain[1],
+        "unsorted_file": plain[2],
+        "case_variant": plain[3],
+        "missing_camera": plain[4],
+        "undecodable_clip": plain[5],
+    }
     start = datetime.datetime(2018, 10, 16, 13, 0, 0)
     for number, trial in enumerate(trials):
         class_index = layout.CLASSES.index(trial.action)
@@ -121,8 +140,9 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
         moment = start + datetime.timedelta(minutes=number)
         seconds = float(rng.uniform(2.0, 4.0))
         for stream in layout.SENSOR_STREAMS:
-            directory = os.path.join(root, stream, f"subject{trial.subject}", f"scene{trial.scene}",
-                                     f"session{trial.session}")
+            directory = os.path.join(
+                root, stream, f"subject{trial.subject}", f"scene{trial.scene}", f"session{trial.session}"
+            )
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{file_stem}.csv")
             if trial == broken["missing_sensor_file"] and stream == "gyro_clip":
@@ -144,8 +164,14 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
                     f.writelines(rows[: len(rows) // 2])  # a shorter copy under the lowercase name
                 quirks["duplicate_case_file"] = 1
         for camera in spec.cameras:
-            directory = os.path.join(root, VIDEO_ROOT, f"subject{trial.subject}", f"cam{camera}",
-                                     f"scene{trial.scene}", f"session{trial.session}")
+            directory = os.path.join(
+                root,
+                VIDEO_ROOT,
+                f"subject{trial.subject}",
+                f"cam{camera}",
+                f"scene{trial.scene}",
+                f"session{trial.session}",
+            )
             os.makedirs(directory, exist_ok=True)
             path = os.path.join(directory, f"{file_stem}.mp4")
             if trial == broken["missing_camera"] and camera == spec.cameras[-1]:
@@ -157,8 +183,9 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
                 quirks["undecodable_clip"].append(path)
                 continue
             _write_clip(path, class_index, spec, rng)
-    manifest = json.loads(json.dumps({"spec": dataclasses.asdict(spec), "trials": [trial.key for trial in trials],
-                                      "quirks": quirks}))  # as it reads back from the file
+    manifest = json.loads(
+        json.dumps({"spec": dataclasses.asdict(spec), "trials": [trial.key for trial in trials], "quirks": quirks})
+    )  # as it reads back from the file
     with open(os.path.join(root, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest
@@ -175,9 +202,16 @@ def main() -> None:
     parser.add_argument("--actions_per_scene", type=int, default=defaults.actions_per_scene)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args()
-    manifest = write_tree(args.output_dir, TreeSpec(subjects=args.subjects, scenes=args.scenes,
-                                                    sessions=args.sessions, actions_per_scene=args.actions_per_scene,
-                                                    seed=args.seed))
+    manifest = write_tree(
+        args.output_dir,
+        TreeSpec(
+            subjects=args.subjects,
+            scenes=args.scenes,
+            sessions=args.sessions,
+            actions_per_scene=args.actions_per_scene,
+            seed=args.seed,
+        ),
+    )
     print(f"wrote {len(manifest['trials'])} trials to {args.output_dir}")
 
 

@@ -22,17 +22,41 @@ PATCH_SIZE = 56  # 224 px frames -> 4 x 4 patches + CLS = 17 tokens per frame
 NUM_FRAMES = 8
 
 # Sizes of the language model (text) and vision tower; the vocabulary is the offline tokenizer's unless given.
-TINY = {"text": dict(hidden_size=HIDDEN_SIZE, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                     intermediate_size=37),
-        "vision": dict(hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=37, patch_size=PATCH_SIZE),
-        "vision_feature_layer": -1}
+TINY = {
+    "text": dict(
+        hidden_size=HIDDEN_SIZE, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, intermediate_size=37
+    ),
+    "vision": dict(
+        hidden_size=32,
+        projection_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        patch_size=PATCH_SIZE,
+    ),
+    "vision_feature_layer": -1,
+}
 # LanguageBind/Video-LLaVA-7B-hf's config.json: Vicuna-7B (LLaMA) and the LanguageBind CLIP ViT-L/14 towers.
-VIDEO_LLAVA_7B = {"text": dict(vocab_size=32064, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-                               num_key_value_heads=32, intermediate_size=11008, rms_norm_eps=1e-5),
-                  "vision": dict(hidden_size=1024, projection_dim=768, num_hidden_layers=24, num_attention_heads=16,
-                                 intermediate_size=4096, patch_size=14),
-                  "vision_feature_layer": -2}
+VIDEO_LLAVA_7B = {
+    "text": dict(
+        vocab_size=32064,
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        intermediate_size=11008,
+        rms_norm_eps=1e-5,
+    ),
+    "vision": dict(
+        hidden_size=1024,
+        projection_dim=768,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        patch_size=14,
+    ),
+    "vision_feature_layer": -2,
+}
 
 
 def _tokenizer() -> Any:
@@ -42,17 +66,28 @@ def _tokenizer() -> Any:
     words = SPECIAL_TOKENS + [word for word in prompts.vocabulary() if word not in SPECIAL_TOKENS]
     vocab = {word: index for index, word in enumerate(words)}
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([
-        tokenizers.pre_tokenizers.Split("<video>", "isolated"), tokenizers.pre_tokenizers.WhitespaceSplit()])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
-                                   padding_side="left", extra_special_tokens={"image_token": "<image>",
-                                                                              "video_token": "<video>"})
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
+        [tokenizers.pre_tokenizers.Split("<video>", "isolated"), tokenizers.pre_tokenizers.WhitespaceSplit()]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+    )
 
 
 def _model_and_processor(sizes: dict[str, Any]) -> tuple[Any, Any]:
     """(the config, the processor) of a Video-LLaVA with `sizes` and the offline tokenizer."""
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, VideoLlavaConfig,
-                              VideoLlavaProcessor, VideoLlavaVideoProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        VideoLlavaConfig,
+        VideoLlavaProcessor,
+        VideoLlavaVideoProcessor,
+    )
 
     tokenizer = _tokenizer()
     patch_size = sizes["vision"]["patch_size"]
@@ -61,11 +96,19 @@ def _model_and_processor(sizes: dict[str, Any]) -> tuple[Any, Any]:
     config = VideoLlavaConfig(
         text_config=LlamaConfig(max_position_embeddings=4096, pad_token_id=3, **text),
         vision_config=CLIPVisionConfig(image_size=224, **sizes["vision"]),
-        image_token_index=0, video_token_index=1, vision_feature_layer=sizes["vision_feature_layer"],
-        vision_feature_select_strategy="default", image_seq_length=tokens_per_frame,
-        video_seq_length=tokens_per_frame * NUM_FRAMES)
-    processor = VideoLlavaProcessor(image_processor=CLIPImageProcessor(), video_processor=VideoLlavaVideoProcessor(),
-                                    tokenizer=tokenizer, patch_size=patch_size)
+        image_token_index=0,
+        video_token_index=1,
+        vision_feature_layer=sizes["vision_feature_layer"],
+        vision_feature_select_strategy="default",
+        image_seq_length=tokens_per_frame,
+        video_seq_length=tokens_per_frame * NUM_FRAMES,
+    )
+    processor = VideoLlavaProcessor(
+        image_processor=CLIPImageProcessor(),
+        video_processor=VideoLlavaVideoProcessor(),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+    )
     return config, processor
 
 

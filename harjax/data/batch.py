@@ -125,8 +125,11 @@ def dims(split: Split) -> dict[str, tuple[int, ...]]:
     """Per-example shapes that fix the model's parameter shapes: not the recording length T, since the model is
     length-agnostic (splits of different lengths, e.g. npz files each padded to its own longest recording, pair
     without padding or cropping)."""
-    return {name: shape[-1:] if name == SENSOR else shape for name, (shape, _) in split.example_spec.items()
-            if name not in (SENSOR_MASK, TRIAL)}
+    return {
+        name: shape[-1:] if name == SENSOR else shape
+        for name, (shape, _) in split.example_spec.items()
+        if name not in (SENSOR_MASK, TRIAL)
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +178,13 @@ class ArrayData:
         held = hold_out_positions(self.labels, self.subjects, fraction, seed)
 
         def part(keep: np.ndarray, name: str) -> "ArrayData":
-            return dataclasses.replace(self, arrays={key: array[keep] for key, array in self.arrays.items()},
-                                       origin=f"{self.origin} [{name}]", subjects=None if self.subjects is None
-                                       else self.subjects[keep], report={**self.report, "examples": int(keep.sum())})
+            return dataclasses.replace(
+                self,
+                arrays={key: array[keep] for key, array in self.arrays.items()},
+                origin=f"{self.origin} [{name}]",
+                subjects=None if self.subjects is None else self.subjects[keep],
+                report={**self.report, "examples": int(keep.sum())},
+            )
 
         return part(~held, "training part"), part(held, "validation part")
 
@@ -191,8 +198,7 @@ class ArrayData:
         return {name: array[selection["rows"]] for name, array in columns.items()}
 
 
-def hold_out_positions(labels: np.ndarray, subjects: np.ndarray | None, fraction: float,
-                       seed: int) -> np.ndarray:
+def hold_out_positions(labels: np.ndarray, subjects: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
     """[N] bool, True for the validation examples: whole subjects (at least one, never all) when `subjects` is
     given, so no one is on both sides; else round(fraction * n) examples of each class with at least two."""
     if not 0 < fraction < 1:
@@ -208,8 +214,9 @@ def hold_out_positions(labels: np.ndarray, subjects: np.ndarray | None, fraction
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         if len(members) >= 2:
-            held[rng.choice(members, min(max(1, round(fraction * len(members))), len(members) - 1),
-                            replace=False)] = True
+            held[rng.choice(members, min(max(1, round(fraction * len(members))), len(members) - 1), replace=False)] = (
+                True
+            )
     return held
 
 
@@ -218,6 +225,7 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, 
 
     A missing 'sensor_mask' means every step is recorded.
     """
+
     def fail(name: str, expected: str, got: str) -> DataError:
         return DataError(f"{origin}: array '{name}' must be {expected}, got {got}")
 
@@ -245,15 +253,19 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, 
         # Recorded steps first, then padding: crops and time warps (harjax.augment) read a recording as a prefix.
         gapped = np.flatnonzero((mask[:, 1:] & ~mask[:, :-1]).any(axis=1))
         if len(gapped):
-            raise fail(SENSOR_MASK, "recorded steps first and padding after in every row (fill or interpolate gaps "
-                       "inside a recording)", f"gaps inside rows {gapped[:10].tolist()}")
+            raise fail(
+                SENSOR_MASK,
+                "recorded steps first and padding after in every row (fill or interpolate gaps inside a recording)",
+                f"gaps inside rows {gapped[:10].tolist()}",
+            )
         out[SENSOR_MASK] = mask
     else:
         out[SENSOR_MASK] = np.ones((n, t), bool)
     if n and not out[SENSOR_MASK].any(axis=1).all():
         empty = int((~out[SENSOR_MASK].any(axis=1)).sum())
-        raise DataError(f"{origin}: array '{SENSOR_MASK}' marks no recorded step in {empty} rows; "
-                        "every example needs at least one")
+        raise DataError(
+            f"{origin}: array '{SENSOR_MASK}' marks no recorded step in {empty} rows; every example needs at least one"
+        )
 
     if VIDEO in arrays:
         video = np.asarray(arrays[VIDEO])
@@ -270,14 +282,19 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], origin: str) -> dict[str, 
 def check_compatible_splits(train: Split, evaluation: Split) -> None:
     """Train and eval must agree on everything that shapes the model."""
     if dims(train) != dims(evaluation):
-        raise DataError(f"per-example shapes differ between {train.origin} {dims(train)} and "
-                        f"{evaluation.origin} {dims(evaluation)}")
+        raise DataError(
+            f"per-example shapes differ between {train.origin} {dims(train)} and {evaluation.origin} {dims(evaluation)}"
+        )
     if tuple(train.channel_names) != tuple(evaluation.channel_names):
-        raise DataError(f"sensor channels differ between {train.origin} {list(train.channel_names)} and "
-                        f"{evaluation.origin} {list(evaluation.channel_names)}")
+        raise DataError(
+            f"sensor channels differ between {train.origin} {list(train.channel_names)} and "
+            f"{evaluation.origin} {list(evaluation.channel_names)}"
+        )
     if evaluation.num_classes > train.num_classes:
-        raise DataError(f"{evaluation.origin} has labels up to {evaluation.num_classes - 1} but "
-                        f"{train.origin} declares only {train.num_classes} classes")
+        raise DataError(
+            f"{evaluation.origin} has labels up to {evaluation.num_classes - 1} but "
+            f"{train.origin} declares only {train.num_classes} classes"
+        )
 
 
 def empty_batch(split: Split) -> Batch:
@@ -290,7 +307,9 @@ def pad_batch(batch: Batch, size: int) -> Batch:
     rows = len(batch[LABEL])
     if rows > size:
         raise ValueError(f"batch of {rows} rows does not fit in {size}")
-    padded = {name: np.concatenate([array, np.zeros((size - rows, *array.shape[1:]), array.dtype)])
-              for name, array in batch.items()}
+    padded = {
+        name: np.concatenate([array, np.zeros((size - rows, *array.shape[1:]), array.dtype)])
+        for name, array in batch.items()
+    }
     padded[VALID] = np.arange(size) < rows
     return padded

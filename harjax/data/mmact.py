@@ -31,12 +31,19 @@ INDEX = "index"  # dataset metadata: per split, what listing the views needs (ca
 def dataset_directory(data_dir: str, tfds_config: str) -> str:
     """<data_dir>/mmact/<config>/<latest version>."""
     root = os.path.join(data_dir, DATASET, tfds_config)
-    versions = sorted((entry for entry in os.listdir(root) if entry[:1].isdigit()),
-                      key=lambda v: tuple(int(part) for part in v.split("."))) if os.path.isdir(root) else []
+    versions = (
+        sorted(
+            (entry for entry in os.listdir(root) if entry[:1].isdigit()),
+            key=lambda v: tuple(int(part) for part in v.split(".")),
+        )
+        if os.path.isdir(root)
+        else []
+    )
     if not versions:
         raise batch_lib.DataError(
             f"{root}: no built MMAct dataset (config.data.data_dir={data_dir!r}, TFDS config {tfds_config!r}); "
-            "build it with python -m data_builders.mmact.build --config=" + tfds_config)
+            "build it with python -m data_builders.mmact.build --config=" + tfds_config
+        )
     return os.path.join(root, versions[-1])
 
 
@@ -100,9 +107,11 @@ class MMActSplit:
 
     @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        spec = {batch_lib.SENSOR: ((self.max_length, len(self.mean)), np.dtype(np.float32)),
-                batch_lib.SENSOR_MASK: ((self.max_length,), np.dtype(bool)),
-                batch_lib.LABEL: ((), np.dtype(np.int32))}
+        spec = {
+            batch_lib.SENSOR: ((self.max_length, len(self.mean)), np.dtype(np.float32)),
+            batch_lib.SENSOR_MASK: ((self.max_length,), np.dtype(bool)),
+            batch_lib.LABEL: ((), np.dtype(np.int32)),
+        }
         if self.uses_video:
             spec[batch_lib.VIDEO] = (self.video_shape, np.dtype(np.float32))
         if not self.training:
@@ -113,8 +122,9 @@ class MMActSplit:
     def column_bytes(self) -> int:
         steps = int(self.listing.sensor_length[self.stored_trials].sum()) + 1
         trials = len(self.stored_trials)
-        video = trials * self.listing.camera_mask.shape[1] * int(np.prod(self.video_shape)) * 4 if self.uses_video \
-            else 0
+        video = (
+            trials * self.listing.camera_mask.shape[1] * int(np.prod(self.video_shape)) * 4 if self.uses_video else 0
+        )
         return steps * len(self.mean) * 4 + video + trials * 3 * 8
 
     def select(self, indices: np.ndarray, draws: np.ndarray | None) -> batch_lib.Selection:
@@ -131,8 +141,11 @@ class MMActSplit:
                 pick = np.floor(draws[:, 0] * available.sum(axis=1)).astype(np.int64)
                 cameras = np.argmax(np.cumsum(available, axis=1) > pick[:, None], axis=1)
         rows = np.searchsorted(self.stored_trials, trials)
-        selection = {"rows": rows.astype(np.int32), "camera": np.maximum(cameras, 0).astype(np.int32),
-                     "start": start.astype(np.int32)}
+        selection = {
+            "rows": rows.astype(np.int32),
+            "camera": np.maximum(cameras, 0).astype(np.int32),
+            "start": start.astype(np.int32),
+        }
         if not self.training:
             selection["trial"] = trials.astype(np.int32)
         return selection
@@ -147,11 +160,19 @@ class MMActSplit:
             validation_views = np.stack([trials[held][trial_index], camera], axis=1)
         else:
             validation_views = self.views[held]
-        rest = dataclasses.replace(self, views=self.views[~held], origin=f"{self.origin} without subjects {subjects}",
-                                   report={**self.report, "examples": int((~held).sum())})
-        validation = dataclasses.replace(self, views=validation_views, training=False,
-                                         origin=f"{self.origin} subjects {subjects} (validation)",
-                                         report={"examples": len(validation_views), "subjects": len(subjects)})
+        rest = dataclasses.replace(
+            self,
+            views=self.views[~held],
+            origin=f"{self.origin} without subjects {subjects}",
+            report={**self.report, "examples": int((~held).sum())},
+        )
+        validation = dataclasses.replace(
+            self,
+            views=validation_views,
+            training=False,
+            origin=f"{self.origin} subjects {subjects} (validation)",
+            report={"examples": len(validation_views), "subjects": len(subjects)},
+        )
         return rest, validation
 
     def _columns(self, trials: np.ndarray) -> batch_lib.Columns:
@@ -162,14 +183,18 @@ class MMActSplit:
         for record in records:
             recorded = np.repeat(record["sensor_present"], self.stream_axes)  # [C]
             steps = np.ones((1, len(record["sensor"])), bool)
-            standardised = normalization.standardise(record["sensor"][None], steps, self.normalization_mode,
-                                                     self.mean, self.std)[0]
+            standardised = normalization.standardise(
+                record["sensor"][None], steps, self.normalization_mode, self.mean, self.std
+            )[0]
             sensors.append(np.where(recorded, standardised, 0.0).astype(np.float32))  # a missing stream stays 0
         sensors.append(np.zeros((1, len(self.mean)), np.float32))
         lengths = np.asarray([len(sensor) for sensor in sensors[:-1]], np.int32)
-        columns = {"sensor": np.concatenate(sensors),
-                   "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32),
-                   "length": lengths, "label": np.asarray([record["label"] for record in records], np.int32)}
+        columns = {
+            "sensor": np.concatenate(sensors),
+            "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32),
+            "length": lengths,
+            "label": np.asarray([record["label"] for record in records], np.int32),
+        }
         if self.uses_video:  # float32 once here, not per batch (numpy's float16 conversion is slow)
             columns["embedding"] = np.stack([record["embedding"] for record in records]).astype(np.float32)
         return columns
@@ -188,8 +213,11 @@ class MMActSplit:
         mask = steps[None, :] < kept[:, None]  # [B, T]
         zero_row = columns["sensor"].shape[0] - 1  # padding reads the zero row: no masking pass over the batch
         index = xp.where(mask, columns["offset"][rows][:, None] + start[:, None] + steps[None, :], zero_row)
-        batch = {batch_lib.SENSOR: xp.take(columns["sensor"], index, axis=0),  # [B, T, C]
-                 batch_lib.SENSOR_MASK: mask, batch_lib.LABEL: columns["label"][rows]}
+        batch = {
+            batch_lib.SENSOR: xp.take(columns["sensor"], index, axis=0),  # [B, T, C]
+            batch_lib.SENSOR_MASK: mask,
+            batch_lib.LABEL: columns["label"][rows],
+        }
         if self.uses_video:
             cameras = columns["embedding"].shape[1]
             views = columns["embedding"].reshape(-1, *self.video_shape)  # [N * cameras, (F,) d]
@@ -209,16 +237,25 @@ def _listing(builder: Any, source: Any, name: str, directory: str) -> Listing:
     """From the dataset's metadata; a dataset built before the builder stored it is read record by record."""
     stored = builder.info.metadata.get(INDEX, {}).get(name)
     if stored is not None:
-        return Listing(np.asarray(stored["camera_mask"], bool).reshape(len(source), -1),
-                       np.asarray(stored["sensor_length"], np.int64), np.asarray(stored["label"], np.int64),
-                       np.asarray(stored["subject"], np.int64))
-    logging.warning("%s [%s] has no stored listing (built by an older builder): reading every record to list the "
-                    "views; rebuild the dataset to start faster", directory, name)
+        return Listing(
+            np.asarray(stored["camera_mask"], bool).reshape(len(source), -1),
+            np.asarray(stored["sensor_length"], np.int64),
+            np.asarray(stored["label"], np.int64),
+            np.asarray(stored["subject"], np.int64),
+        )
+    logging.warning(
+        "%s [%s] has no stored listing (built by an older builder): reading every record to list the "
+        "views; rebuild the dataset to start faster",
+        directory,
+        name,
+    )
     records = [source[index] for index in range(len(source))]
-    return Listing(np.asarray([record["camera_mask"] for record in records], bool).reshape(len(source), -1),
-                   np.asarray([len(record["sensor"]) for record in records], np.int64),
-                   np.asarray([record["label"] for record in records], np.int64),
-                   np.asarray([record["subject"] for record in records], np.int64))
+    return Listing(
+        np.asarray([record["camera_mask"] for record in records], bool).reshape(len(source), -1),
+        np.asarray([len(record["sensor"]) for record in records], np.int64),
+        np.asarray([record["label"] for record in records], np.int64),
+        np.asarray([record["subject"] for record in records], np.int64),
+    )
 
 
 def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSplit]:
@@ -241,16 +278,21 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
     uses_sensor = config.model.modalities in ("both", "sensor")
     if data.protocol == "cross_view":  # its train and test splits hold the same trials, cameras aside
         if not uses_video:
-            logging.warning("config.data.protocol='cross_view' tests unseen cameras of the training trials: this "
-                            "video-free model is tested on the recordings it trained on, so its scores measure "
-                            "memorisation, not generalisation (experiment suites leave such runs out)")
+            logging.warning(
+                "config.data.protocol='cross_view' tests unseen cameras of the training trials: this "
+                "video-free model is tested on the recordings it trained on, so its scores measure "
+                "memorisation, not generalisation (experiment suites leave such runs out)"
+            )
         elif uses_sensor:
-            logging.warning("cross_view: the test trials' sensor data is in the training split; only the camera "
-                            "view is new")
+            logging.warning(
+                "cross_view: the test trials' sensor data is in the training split; only the camera view is new"
+            )
     extracted_with = builder.info.metadata.get("embeddings", {}).get("prompt_set")
     if extracted_with != data.prompt_set:
-        raise ValueError(f"{directory} holds embeddings of prompt set {extracted_with!r}, but config.data.prompt_set="
-                         f"{data.prompt_set!r}")
+        raise ValueError(
+            f"{directory} holds embeddings of prompt set {extracted_with!r}, but config.data.prompt_set="
+            f"{data.prompt_set!r}"
+        )
 
     def split(part: str) -> MMActSplit:
         name = f"{data.protocol}_{part}"
@@ -259,9 +301,12 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
         no_camera = uses_video & ~listing.camera_mask.any(axis=1)  # [N]: trials this model cannot use, by reason
         no_sensor = uses_sensor & (listing.sensor_length == 0) & ~no_camera
         usable = ~no_camera & ~no_sensor
-        report = {"trials": len(source), "skipped_no_camera": int(no_camera.sum()),
-                  "skipped_no_sensor": int(no_sensor.sum()),
-                  "longer_than_max_length": int((usable & (listing.sensor_length > data.max_length)).sum())}
+        report = {
+            "trials": len(source),
+            "skipped_no_camera": int(no_camera.sum()),
+            "skipped_no_sensor": int(no_sensor.sum()),
+            "longer_than_max_length": int((usable & (listing.sensor_length > data.max_length)).sum()),
+        }
         trials = np.flatnonzero(usable)
         if part == "train" or not uses_video:  # one view per trial (a video-free model scores each trial once)
             views = np.stack([trials, np.full(len(trials), -1)], axis=1)
@@ -273,15 +318,31 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
         if skipped:
             logging.warning("%s/%s: %s", directory, name, skipped)
         return MMActSplit(
-            source=source, listing=listing, views=views.astype(np.int64), training=part == "train",
-            mean=np.asarray(stats["mean"], np.float32), std=np.asarray(stats["std"], np.float32),
+            source=source,
+            listing=listing,
+            views=views.astype(np.int64),
+            training=part == "train",
+            mean=np.asarray(stats["mean"], np.float32),
+            std=np.asarray(stats["std"], np.float32),
             normalization_mode=normalization.check_mode(data.sensor_normalization),
-            stream_axes=len(stats["mean"]) // streams, max_length=data.max_length, uses_video=uses_video,
-            video_shape=embedding_shape[1:], num_classes=len(names), class_names=names,
-            channel_names=tuple(builder.info.metadata["sensor_channels"]), origin=f"{directory} [{name}]",
-            fingerprint=fingerprint, report=report,
+            stream_axes=len(stats["mean"]) // streams,
+            max_length=data.max_length,
+            uses_video=uses_video,
+            video_shape=embedding_shape[1:],
+            num_classes=len(names),
+            class_names=names,
+            channel_names=tuple(builder.info.metadata["sensor_channels"]),
+            origin=f"{directory} [{name}]",
+            fingerprint=fingerprint,
+            report=report,
             sampling_rate_hz=float(builder.info.metadata.get("sensor_rate_hz", DEFAULT_RATE_HZ)),
-            video_source={"extraction": builder.info.metadata.get("embeddings", {}), "embedding": data.embedding,
-                          "tfds_config": tfds_config} if uses_video else {})
+            video_source={
+                "extraction": builder.info.metadata.get("embeddings", {}),
+                "embedding": data.embedding,
+                "tfds_config": tfds_config,
+            }
+            if uses_video
+            else {},
+        )
 
     return split("train"), split("test")

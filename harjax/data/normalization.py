@@ -39,8 +39,9 @@ def recording_statistics(sensor: np.ndarray, mask: np.ndarray) -> tuple[np.ndarr
     return mean.astype(np.float32), np.maximum(np.sqrt(variance), _MIN_STD).astype(np.float32)
 
 
-def standardise(sensor: np.ndarray, mask: np.ndarray, mode: str, mean: np.ndarray | None = None,
-                std: np.ndarray | None = None) -> np.ndarray:
+def standardise(
+    sensor: np.ndarray, mask: np.ndarray, mode: str, mean: np.ndarray | None = None, std: np.ndarray | None = None
+) -> np.ndarray:
     """sensor [N, T, C] standardised on recorded steps (zero elsewhere), float32; `mean`, `std` [C] for 'dataset'."""
     if check_mode(mode) == "recording":
         mean, std = recording_statistics(sensor, mask)

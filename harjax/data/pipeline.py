@@ -50,7 +50,8 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, bat
     if config.model.modalities in ("both", "video") and not train.has_video:
         raise batch_lib.DataError(
             f"config.model.modalities={config.model.modalities!r} needs video embeddings, but {train.origin} has no "
-            "'video' array [N, d_v]; add one or train a video-free config such as configs/sensor_only.py")
+            "'video' array [N, d_v]; add one or train a video-free config such as configs/sensor_only.py"
+        )
     return train, evaluation
 
 
@@ -62,25 +63,40 @@ def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData
         train = npz.load(config.data.train_path, config.data.num_classes)
         evaluation = npz.load(config.data.eval_path, config.data.num_classes or train.num_classes)
     if config.model.modalities == "sensor":  # video-free: neither split needs (or must agree on) video
-        train, evaluation = (dataclasses.replace(data, arrays={name: array for name, array in data.arrays.items()
-                                                               if name != batch_lib.VIDEO})
-                             for data in (train, evaluation))
+        train, evaluation = (
+            dataclasses.replace(
+                data, arrays={name: array for name, array in data.arrays.items() if name != batch_lib.VIDEO}
+            )
+            for data in (train, evaluation)
+        )
     batch_lib.check_compatible_splits(train, evaluation)
     if not len(train):
         return train, evaluation  # load_splits reports the empty split
     mode = normalization.check_mode(config.data.sensor_normalization)
     mean, std = normalization.dataset_statistics(train.arrays[batch_lib.SENSOR], train.arrays[batch_lib.SENSOR_MASK])
     applied = {"mode": mode} | ({"mean": mean.tolist(), "std": std.tolist()} if mode == "dataset" else {})
-    return tuple(dataclasses.replace(data, arrays=data.arrays | {batch_lib.SENSOR: normalization.standardise(
-        data.arrays[batch_lib.SENSOR], data.arrays[batch_lib.SENSOR_MASK], mode, mean, std)},
-        normalization=applied, sampling_rate_hz=config.data.sampling_rate_hz) for data in (train, evaluation))
+    return tuple(
+        dataclasses.replace(
+            data,
+            arrays=data.arrays
+            | {
+                batch_lib.SENSOR: normalization.standardise(
+                    data.arrays[batch_lib.SENSOR], data.arrays[batch_lib.SENSOR_MASK], mode, mean, std
+                )
+            },
+            normalization=applied,
+            sampling_rate_hz=config.data.sampling_rate_hz,
+        )
+        for data in (train, evaluation)
+    )
 
 
 VALIDATION_SEED = 0  # the validation split is a property of the data, the same for every run's seed
 
 
-def validation_split(config: ml_collections.ConfigDict,
-                     train: batch_lib.Split) -> tuple[batch_lib.Split, batch_lib.Split | None]:
+def validation_split(
+    config: ml_collections.ConfigDict, train: batch_lib.Split
+) -> tuple[batch_lib.Split, batch_lib.Split | None]:
     """(what trains, the validation split or None): config.data.validation_fraction of the training split, held
     out for model selection so the test split never reaches it. Whole subjects where the data has them."""
     fraction = config.data.validation_fraction
@@ -98,8 +114,14 @@ def per_process_batch_size(global_batch_size: int, num_devices: int, num_process
     return global_batch_size // num_processes
 
 
-def choose_cache(setting: str, train: batch_lib.Split, evaluations: Sequence[batch_lib.Split], fraction: float,
-                 device_bytes: int | None, replicas: int) -> str:
+def choose_cache(
+    setting: str,
+    train: batch_lib.Split,
+    evaluations: Sequence[batch_lib.Split],
+    fraction: float,
+    device_bytes: int | None,
+    replicas: int,
+) -> str:
     """The data cache to use: config.data.cache, with 'auto' resolved by sizes; a named cache that does not fit
     fails here, before training, with the sizes and the setting to use instead.
 
@@ -120,14 +142,18 @@ def choose_cache(setting: str, train: batch_lib.Split, evaluations: Sequence[bat
         device_budget = fraction * device_bytes
         fits = {"device": train.column_bytes <= device_budget and evaluated <= host_budget}
     fits["host"] = train.column_bytes + evaluated <= host_budget
-    sizes = (f"training split {_gigabytes(train.column_bytes)}, evaluated splits {_gigabytes(evaluated)}; "
-             f"{fraction:g} of free memory: {_gigabytes(device_budget)} per device, {_gigabytes(host_budget)} host")
+    sizes = (
+        f"training split {_gigabytes(train.column_bytes)}, evaluated splits {_gigabytes(evaluated)}; "
+        f"{fraction:g} of free memory: {_gigabytes(device_budget)} per device, {_gigabytes(host_budget)} host"
+    )
     if setting == "auto":
         choice = next((cache for cache in ("device", "host") if fits[cache]), "none")
     elif setting != "none" and not fits[setting]:
         instead = next((cache for cache in ("host", "none") if cache == "none" or fits[cache]))
-        raise batch_lib.DataError(f"config.data.cache={setting!r} does not fit ({sizes}); use "
-                                  f"config.data.cache={instead!r} (or raise config.data.cache_memory_fraction)")
+        raise batch_lib.DataError(
+            f"config.data.cache={setting!r} does not fit ({sizes}); use "
+            f"config.data.cache={instead!r} (or raise config.data.cache_memory_fraction)"
+        )
     else:
         choice = setting
     logging.info("data cache: %s (config.data.cache=%r; %s)", choice, setting, sizes)
@@ -147,17 +173,31 @@ def _gigabytes(size: float) -> str:
     return f"{size / 2**30:.2f} GB"
 
 
-def training_selection(data: batch_lib.Split, order: sampling.TrainingOrder, step: int, process_index: int,
-                       process_count: int) -> batch_lib.Selection:
+def training_selection(
+    data: batch_lib.Split, order: sampling.TrainingOrder, step: int, process_index: int, process_count: int
+) -> batch_lib.Selection:
     """This process's rows of global batch `step`, with their random draws (camera, crop)."""
     examples, epochs = order.batch(step, process_index, process_count)
-    draws = np.stack([sampling.uniform(order.seed, sampling.CAMERA, epochs, examples),
-                      sampling.uniform(order.seed, sampling.CROP, epochs, examples)], axis=1)  # [b, 2]
+    draws = np.stack(
+        [
+            sampling.uniform(order.seed, sampling.CAMERA, epochs, examples),
+            sampling.uniform(order.seed, sampling.CROP, epochs, examples),
+        ],
+        axis=1,
+    )  # [b, 2]
     return data.select(examples, draws)
 
 
-def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_index: int, process_count: int,
-                   num_workers: int = 0, start_batch: int = 0, cache: str = "none") -> grain.DatasetIterator:
+def train_iterator(
+    data: batch_lib.Split,
+    batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    num_workers: int = 0,
+    start_batch: int = 0,
+    cache: str = "none",
+) -> grain.DatasetIterator:
     """Endless, reshuffled each epoch, starting at global batch `start_batch` (the step a run resumes from).
 
     Yields this process's `batch_size` rows of each global batch: contract batches, or with cache='device' the
@@ -168,16 +208,18 @@ def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_in
     Call close() on the iterator when done.
     """
     if num_workers < 0:
-        raise ValueError(f"config.data.num_workers must be >= 0 (0: batches built in the training process), "
-                         f"got {num_workers}")
+        raise ValueError(
+            f"config.data.num_workers must be >= 0 (0: batches built in the training process), got {num_workers}"
+        )
     if cache not in CACHES[1:]:
         raise ValueError(f"cache must be one of {CACHES[1:]} (resolve 'auto' with choose_cache), got {cache!r}")
     try:
         order = sampling.TrainingOrder(len(data), batch_size * process_count, seed)
     except ValueError as error:
         raise ValueError(f"{data.origin}: {error}") from error
-    select = functools.partial(training_selection, data, order, process_index=process_index,
-                               process_count=process_count)
+    select = functools.partial(
+        training_selection, data, order, process_index=process_index, process_count=process_count
+    )
     if cache == "device":
         build = select
     elif cache == "host":
@@ -185,13 +227,17 @@ def train_iterator(data: batch_lib.Split, batch_size: int, seed: int, process_in
         build = lambda step: data.gather(columns, select(step), np)  # noqa: E731
     else:
         build = lambda step: data.gather(*data.read(select(step)), np)  # noqa: E731
-    batches = grain.MapDataset.range(start_batch, _ENDLESS).map(build).to_iter_dataset(
-        grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    batches = (
+        grain.MapDataset.range(start_batch, _ENDLESS)
+        .map(build)
+        .to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    )
     if num_workers > 0 and cache == "none":
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app use their defaults
             flags.FLAGS.mark_as_parsed()
-        batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers),
-                                      worker_init_fn=_leave_signals_to_the_trainer)
+        batches = batches.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=num_workers), worker_init_fn=_leave_signals_to_the_trainer
+        )
     return iter(batches)
 
 
@@ -214,8 +260,13 @@ def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
     threading.Thread(target=exit_when_orphaned, daemon=True, name="harjax-orphan-watch").start()
 
 
-def eval_batches(data: batch_lib.Split, batch_size: int, process_index: int, process_count: int,
-                 columns: batch_lib.Columns | None = None) -> Iterator[batch_lib.Batch]:
+def eval_batches(
+    data: batch_lib.Split,
+    batch_size: int,
+    process_index: int,
+    process_count: int,
+    columns: batch_lib.Columns | None = None,
+) -> Iterator[batch_lib.Batch]:
     """Every example once, in order; all processes yield the same number of batches so collectives line up.
 
     From `columns` (the split in memory) when given, else reading just each batch's records. Each batch carries
@@ -225,19 +276,26 @@ def eval_batches(data: batch_lib.Split, batch_size: int, process_index: int, pro
     positions = np.arange(process_index, len(data), process_count)  # this process's rows: p, p + P, ...
     num_batches = max(1, math.ceil(math.ceil(len(data) / process_count) / batch_size))
     for index in range(num_batches):
-        chosen = positions[index * batch_size:(index + 1) * batch_size]
+        chosen = positions[index * batch_size : (index + 1) * batch_size]
         if len(chosen):
             selection = data.select(chosen, None)
-            batch = data.gather(columns, selection, np) if columns is not None else \
-                data.gather(*data.read(selection), np)
+            batch = (
+                data.gather(columns, selection, np) if columns is not None else data.gather(*data.read(selection), np)
+            )
         else:
             batch = batch_lib.empty_batch(data)
         padded = batch_lib.pad_batch(batch | {batch_lib.INDEX: chosen.astype(np.int32)}, batch_size)
-        padded[batch_lib.INDEX][len(chosen):] = -1
+        padded[batch_lib.INDEX][len(chosen) :] = -1
         yield padded
 
 
 def log_summary(train: batch_lib.Split, evaluation: batch_lib.Split) -> None:
-    logging.info("train: %d examples from %s; eval: %d examples from %s; %d classes; shapes %s",
-                 len(train), train.origin, len(evaluation), evaluation.origin, train.num_classes,
-                 batch_lib.dims(train))
+    logging.info(
+        "train: %d examples from %s; eval: %d examples from %s; %d classes; shapes %s",
+        len(train),
+        train.origin,
+        len(evaluation),
+        evaluation.origin,
+        train.num_classes,
+        batch_lib.dims(train),
+    )

@@ -47,8 +47,10 @@ class TrainingOrder:
 
     def __post_init__(self):
         if self.num_examples < self.global_batch:
-            raise ValueError(f"{self.num_examples} training examples are fewer than one global batch of "
-                             f"{self.global_batch} (config.train.batch_size)")
+            raise ValueError(
+                f"{self.num_examples} training examples are fewer than one global batch of "
+                f"{self.global_batch} (config.train.batch_size)"
+            )
 
     def batch(self, step: int, process_index: int = 0, process_count: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(examples [b], their epochs [b]) of this process's rows of global batch `step` (b = B / processes)."""

@@ -39,8 +39,10 @@ def generate(cfg: ml_collections.ConfigDict, split: str, seed: int) -> batch_lib
     """One split; prototypes depend only on `seed`, so train and eval share them."""
     num_classes, seq_len, channels, video_dim = cfg.num_classes, cfg.seq_len, cfg.channels, cfg.video_dim
     if num_classes < 2 or seq_len < 8 or channels < 1 or video_dim <= _NUM_MASSIVE_DIMS:
-        raise ValueError(f"config.data.synthetic needs num_classes >= 2, seq_len >= 8, channels >= 1 and "
-                         f"video_dim > {_NUM_MASSIVE_DIMS}; got {cfg.to_dict()}")
+        raise ValueError(
+            f"config.data.synthetic needs num_classes >= 2, seq_len >= 8, channels >= 1 and "
+            f"video_dim > {_NUM_MASSIVE_DIMS}; got {cfg.to_dict()}"
+        )
     if cfg.task not in TASKS:
         raise ValueError(f"config.data.synthetic.task must be one of {TASKS}, got {cfg.task!r}")
     prototypes = np.random.default_rng(seed)
@@ -56,22 +58,37 @@ def generate(cfg: ml_collections.ConfigDict, split: str, seed: int) -> batch_lib
     video[:, massive_dims] = 300.0 + 50.0 * rng.normal(size=(size, _NUM_MASSIVE_DIMS))
 
     arrays = batch_lib.validate_arrays(
-        {batch_lib.SENSOR: sensor, batch_lib.SENSOR_MASK: sensor_mask, batch_lib.LABEL: label,
-         batch_lib.VIDEO: video.astype(np.float32)}, origin=f"synthetic {split} split")
-    description = json.dumps({"generator": "harjax.data.synthetic", "seed": seed, "split": split,
-                              **cfg.to_dict()}, sort_keys=True)
+        {
+            batch_lib.SENSOR: sensor,
+            batch_lib.SENSOR_MASK: sensor_mask,
+            batch_lib.LABEL: label,
+            batch_lib.VIDEO: video.astype(np.float32),
+        },
+        origin=f"synthetic {split} split",
+    )
+    description = json.dumps(
+        {"generator": "harjax.data.synthetic", "seed": seed, "split": split, **cfg.to_dict()}, sort_keys=True
+    )
     return batch_lib.ArrayData(
-        arrays=arrays, num_classes=num_classes, class_names=tuple(f"class_{i:02d}" for i in range(num_classes)),
-        origin=f"synthetic {split} split", fingerprint=hashlib.sha256(description.encode()).hexdigest()[:16],
-        video_source={"generator": "harjax.data.synthetic", "task": cfg.task})
+        arrays=arrays,
+        num_classes=num_classes,
+        class_names=tuple(f"class_{i:02d}" for i in range(num_classes)),
+        origin=f"synthetic {split} split",
+        fingerprint=hashlib.sha256(description.encode()).hexdigest()[:16],
+        video_source={"generator": "harjax.data.synthetic", "task": cfg.task},
+    )
 
 
-def _motion_library(prototypes: np.random.Generator, count: int, channels: int,
-                    cycles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _motion_library(
+    prototypes: np.random.Generator, count: int, channels: int, cycles: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frequencies, phases, amplitudes), each [count, channels]: one multichannel oscillation per motion, of
     `cycles` (low, high) cycles per unit of time."""
-    return (prototypes.uniform(*cycles, (count, channels)), prototypes.uniform(0, 2 * np.pi, (count, channels)),
-            prototypes.uniform(0.5, 1.5, (count, channels)))
+    return (
+        prototypes.uniform(*cycles, (count, channels)),
+        prototypes.uniform(0, 2 * np.pi, (count, channels)),
+        prototypes.uniform(0.5, 1.5, (count, channels)),
+    )
 
 
 def _oscillation(library: tuple[np.ndarray, ...], motion: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -95,9 +112,11 @@ def _pairs(cfg, prototypes, rng, label, lengths) -> tuple[np.ndarray, np.ndarray
 def _bursts(cfg, prototypes, rng, label, lengths) -> tuple[np.ndarray, np.ndarray]:
     size, num_kinds, seq_len = len(label), cfg.num_contexts, cfg.seq_len
     if num_kinds < 2 or cfg.burst_steps * num_kinds > cfg.min_length_fraction * seq_len:
-        raise ValueError(f"config.data.synthetic: 'bursts' needs num_contexts >= 2 and num_contexts * burst_steps "
-                         f"<= min_length_fraction * seq_len, so every burst fits the shortest recording; got "
-                         f"{num_kinds} x {cfg.burst_steps} and {cfg.min_length_fraction} x {seq_len}")
+        raise ValueError(
+            f"config.data.synthetic: 'bursts' needs num_contexts >= 2 and num_contexts * burst_steps "
+            f"<= min_length_fraction * seq_len, so every burst fits the shortest recording; got "
+            f"{num_kinds} x {cfg.burst_steps} and {cfg.min_length_fraction} x {seq_len}"
+        )
     library = _motion_library(prototypes, cfg.num_classes, cfg.channels, cycles=(0.5, 2.5))  # per burst
     kind_offsets = prototypes.normal(size=(num_kinds, cfg.channels))
     kind_offsets *= cfg.kind_offset / np.linalg.norm(kind_offsets, axis=1, keepdims=True)
@@ -115,8 +134,11 @@ def _bursts(cfg, prototypes, rng, label, lengths) -> tuple[np.ndarray, np.ndarra
     motions[rows, pair_kind] = np.where(partner < cfg.num_classes, partner, motions[rows, pair_kind])
 
     steps = np.arange(seq_len)
-    background = _oscillation(library, rng.integers(0, cfg.num_classes, size),
-                              (steps[None] + rng.uniform(0, seq_len, (size, 1))) / cfg.burst_steps)
+    background = _oscillation(
+        library,
+        rng.integers(0, cfg.num_classes, size),
+        (steps[None] + rng.uniform(0, seq_len, (size, 1))) / cfg.burst_steps,
+    )
     sensor = _DISTRACTOR_AMPLITUDE * background
     # Bursts in random order, each at a random place inside its own share of the recording: never overlapping.
     slot_width = lengths // num_kinds  # [N]
@@ -130,6 +152,7 @@ def _bursts(cfg, prototypes, rng, label, lengths) -> tuple[np.ndarray, np.ndarra
         burst = _oscillation(library, motions[:, kind], position / cfg.burst_steps) + kind_offsets[kind]
         sensor = sensor + envelope * burst
     sensor += cfg.noise * rng.normal(size=sensor.shape)
-    video = (context_prototypes[context] + pair_prototypes[label // 2]
-             + cfg.noise * rng.normal(size=(size, cfg.video_dim)))
+    video = (
+        context_prototypes[context] + pair_prototypes[label // 2] + cfg.noise * rng.normal(size=(size, cfg.video_dim))
+    )
     return sensor, video

@@ -45,9 +45,16 @@ class Evaluator:
         batch = batch_lib.examples(data, indices)
         output = jax.device_get(self._apply_fn(state, batch))
         buffer = io.BytesIO()
-        np.savez(buffer, step=np.asarray(step), index=np.asarray(indices), alpha=output.alpha,
-                 sensor=batch[batch_lib.SENSOR], sensor_mask=batch[batch_lib.SENSOR_MASK],
-                 label=batch[batch_lib.LABEL], prediction=output.logits.argmax(-1),
-                 class_names=np.asarray(data.class_names))
+        np.savez(
+            buffer,
+            step=np.asarray(step),
+            index=np.asarray(indices),
+            alpha=output.alpha,
+            sensor=batch[batch_lib.SENSOR],
+            sensor_mask=batch[batch_lib.SENSOR_MASK],
+            label=batch[batch_lib.LABEL],
+            prediction=output.logits.argmax(-1),
+            class_names=np.asarray(data.class_names),
+        )
         common.write_file(self._context.workdir, FILE, buffer.getvalue())
         yield "examples", len(indices)

@@ -62,8 +62,7 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, float | list[floa
     true_positives = np.diag(confusion).astype(np.float64)
     support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
     denominator = support + predicted
-    per_class_f1 = np.divide(2 * true_positives, denominator, out=np.zeros_like(true_positives),
-                             where=denominator > 0)
+    per_class_f1 = np.divide(2 * true_positives, denominator, out=np.zeros_like(true_positives), where=denominator > 0)
     present = denominator > 0
     return {
         "accuracy": float(true_positives.sum() / max(confusion.sum(), 1)),
@@ -100,11 +99,22 @@ class Evaluator:
         data = self._context.data
         values, confusions = scores(predictions.rows, data.num_classes)
         for level, confusion in confusions.items():
-            report = {"step": step, "split": f"{self._context.name}_{level}".rstrip("_"),
-                      "class_names": list(data.class_names), **classification_metrics(confusion),
-                      "confusion_matrix": confusion.tolist()}
-            common.write_file(self._context.workdir, report_path(self._context.name, step, level),
-                              json.dumps(report).encode())
-        logging.info("step %d: %s accuracy %.4f, macro-F1 %.4f on %d examples", step, self._context.name,
-                     values["accuracy"], values["macro_f1"], len(predictions.rows[batch_lib.LABEL]))
+            report = {
+                "step": step,
+                "split": f"{self._context.name}_{level}".rstrip("_"),
+                "class_names": list(data.class_names),
+                **classification_metrics(confusion),
+                "confusion_matrix": confusion.tolist(),
+            }
+            common.write_file(
+                self._context.workdir, report_path(self._context.name, step, level), json.dumps(report).encode()
+            )
+        logging.info(
+            "step %d: %s accuracy %.4f, macro-F1 %.4f on %d examples",
+            step,
+            self._context.name,
+            values["accuracy"],
+            values["macro_f1"],
+            len(predictions.rows[batch_lib.LABEL]),
+        )
         yield from values.items()

@@ -117,8 +117,10 @@ def available_types() -> list[str]:
 
 def _module(name: str, type_name: str) -> Any:
     if type_name not in available_types():
-        raise ValueError(f"config.evals.{name}.type={type_name!r}: no such evaluator; choose one of "
-                         f"{available_types()} (a module of harjax/evaluators/)")
+        raise ValueError(
+            f"config.evals.{name}.type={type_name!r}: no such evaluator; choose one of "
+            f"{available_types()} (a module of harjax/evaluators/)"
+        )
     return importlib.import_module(f"harjax.evaluators.{type_name}")
 
 
@@ -161,8 +163,10 @@ def schedules(config: ml_collections.ConfigDict) -> list[Schedule]:
         if not isinstance(every, int) or every < 0:
             raise ValueError(f"config.evals.{name}.every must be a number of steps >= 0, got {every!r}")
         if checkpoint == SELECTED and (every or at_start):
-            raise ValueError(f"config.evals.{name}: the selected checkpoint exists after training only; set "
-                             "every=0, at_start=False and at_end=True")
+            raise ValueError(
+                f"config.evals.{name}: the selected checkpoint exists after training only; set "
+                "every=0, at_start=False and at_end=True"
+            )
         if not module.applies(config):
             logging.info("config.evals.%s: the model has nothing for the %s evaluator; left out", name, type_name)
             continue
@@ -172,14 +176,28 @@ def schedules(config: ml_collections.ConfigDict) -> list[Schedule]:
             every, at_start, at_end = 0, False, at_end or bool(every)
         if not (every or at_start or at_end):
             continue  # switched off
-        resolved.append(Schedule(name, type_name, split, checkpoint, every, bool(at_start), at_end,
-                                 entry.get("prefix", f"{name}/"),
-                                 {key: value for key, value in entry.items() if key not in _GENERIC_KEYS}))
+        resolved.append(
+            Schedule(
+                name,
+                type_name,
+                split,
+                checkpoint,
+                every,
+                bool(at_start),
+                at_end,
+                entry.get("prefix", f"{name}/"),
+                {key: value for key, value in entry.items() if key not in _GENERIC_KEYS},
+            )
+        )
     return resolved
 
 
-def from_config(config: ml_collections.ConfigDict, predict_fns: Mapping[str, Mapping[str, Callable]],
-                splits: Mapping[str, batch_lib.Split], workdir: str) -> list[Scheduled]:
+def from_config(
+    config: ml_collections.ConfigDict,
+    predict_fns: Mapping[str, Mapping[str, Callable]],
+    splits: Mapping[str, batch_lib.Split],
+    workdir: str,
+) -> list[Scheduled]:
     """The run's evaluators, each built as Evaluator(predict_fns[split][PREDICT_FN], context, **its keys)."""
     built = []
     for schedule in schedules(config):
@@ -189,8 +207,10 @@ def from_config(config: ml_collections.ConfigDict, predict_fns: Mapping[str, Map
         try:
             evaluator = module.Evaluator(predict_fn, context, **schedule.options)
         except TypeError as error:
-            raise ValueError(f"config.evals.{schedule.name}: {error} (the {schedule.type} evaluator's keys are "
-                             f"those of harjax/evaluators/{schedule.type}.py's Evaluator)") from error
+            raise ValueError(
+                f"config.evals.{schedule.name}: {error} (the {schedule.type} evaluator's keys are "
+                f"those of harjax/evaluators/{schedule.type}.py's Evaluator)"
+            ) from error
         built.append(Scheduled(schedule, evaluator, getattr(module, "SELECTION_KEY", None)))
     return built
 

@@ -48,8 +48,11 @@ def retrieval_recalls(video: np.ndarray, sensor: np.ndarray, groups: np.ndarray 
     best = np.full(recordings, -np.inf)
     np.maximum.at(best, owner, correct)  # each recording's most similar own view
     s2v_rank = ((similarity.T >= best[:, None]) & wrong.T).sum(axis=1)  # [G]
-    return {f"retrieval_{direction}_r{k}": float(np.mean(rank < k))
-            for direction, rank in (("v2s", v2s_rank), ("s2v", s2v_rank)) for k in RECALL_AT}
+    return {
+        f"retrieval_{direction}_r{k}": float(np.mean(rank < k))
+        for direction, rank in (("v2s", v2s_rank), ("s2v", s2v_rank))
+        for k in RECALL_AT
+    }
 
 
 class Evaluator:
@@ -60,5 +63,6 @@ class Evaluator:
 
     def run(self, state, step: int) -> Iterator[tuple[str, float]]:
         rows = self._predict_fn(state).rows
-        yield from retrieval_recalls(rows["video_embedding"], rows["sensor_embedding"],
-                                     rows.get(batch_lib.TRIAL)).items()
+        yield from retrieval_recalls(
+            rows["video_embedding"], rows["sensor_embedding"], rows.get(batch_lib.TRIAL)
+        ).items()

@@ -55,12 +55,15 @@ def occlude(batch: batch_lib.Batch, fraction: float, seed: int) -> batch_lib.Bat
     start = np.floor(draw * (length - span + 1)).astype(int)
     rank = np.cumsum(mask, axis=1) - 1  # position of each step among the recorded ones  [B, T]
     hidden = mask & (rank >= start[:, None]) & (rank < (start + span)[:, None])
-    return batch | {batch_lib.SENSOR_MASK: mask & ~hidden,
-                    batch_lib.SENSOR: np.where(hidden[..., None], 0.0, batch[batch_lib.SENSOR]).astype(np.float32)}
+    return batch | {
+        batch_lib.SENSOR_MASK: mask & ~hidden,
+        batch_lib.SENSOR: np.where(hidden[..., None], 0.0, batch[batch_lib.SENSOR]).astype(np.float32),
+    }
 
 
-def conditions(uses_video: bool, uses_sensor: bool, channel_names: Sequence[str], fractions: Sequence[float],
-               seed: int) -> dict[str, Corruption | None]:
+def conditions(
+    uses_video: bool, uses_sensor: bool, channel_names: Sequence[str], fractions: Sequence[float], seed: int
+) -> dict[str, Corruption | None]:
     """Condition name -> corruption (None for the clean inputs), for the modalities the model uses."""
     found: dict[str, Corruption | None] = {CLEAN: None}
     if uses_video:
@@ -69,30 +72,44 @@ def conditions(uses_video: bool, uses_sensor: bool, channel_names: Sequence[str]
         for stream, channels in batch_lib.sensor_streams(tuple(channel_names)).items():
             found[f"{stream}_removed"] = lambda batch, channels=channels: remove_channels(batch, channels)
         for fraction in fractions:
-            found[f"occluded_{round(fraction * 100)}pct"] = (
-                lambda batch, fraction=fraction: occlude(batch, fraction, seed))
+            found[f"occluded_{round(fraction * 100)}pct"] = lambda batch, fraction=fraction: occlude(
+                batch, fraction, seed
+            )
     return found
 
 
 class Evaluator:
     """Scores its split under every condition, with the trained model unchanged."""
 
-    def __init__(self, predict_fn: common.PredictFn, context: common.Context,
-                 occlusion_fractions: Sequence[float] = (0.1, 0.25, 0.5)):
+    def __init__(
+        self,
+        predict_fn: common.PredictFn,
+        context: common.Context,
+        occlusion_fractions: Sequence[float] = (0.1, 0.25, 0.5),
+    ):
         self._predict_fn = predict_fn
         self._context = context
         config = context.config
         if not all(0 < fraction < 1 for fraction in occlusion_fractions):
-            raise ValueError(f"config.evals.{context.name}.occlusion_fractions must lie in (0, 1), got "
-                             f"{tuple(occlusion_fractions)}")
-        self._conditions = conditions(har_model.uses_video(config), har_model.uses_sensor(config),
-                                      context.data.channel_names, occlusion_fractions, config.seed)
+            raise ValueError(
+                f"config.evals.{context.name}.occlusion_fractions must lie in (0, 1), got {tuple(occlusion_fractions)}"
+            )
+        self._conditions = conditions(
+            har_model.uses_video(config),
+            har_model.uses_sensor(config),
+            context.data.channel_names,
+            occlusion_fractions,
+            config.seed,
+        )
 
     def run(self, state, step: int) -> Iterator[tuple[str, float]]:
-        results = {name: classification.scores(self._predict_fn(state, corrupt).rows, self._context.data.num_classes)[0]
-                   for name, corrupt in self._conditions.items()}
-        common.write_file(self._context.workdir, FILE,
-                          json.dumps({"step": step, "conditions": results}, indent=1).encode())
+        results = {
+            name: classification.scores(self._predict_fn(state, corrupt).rows, self._context.data.num_classes)[0]
+            for name, corrupt in self._conditions.items()
+        }
+        common.write_file(
+            self._context.workdir, FILE, json.dumps({"step": step, "conditions": results}, indent=1).encode()
+        )
         for name, values in results.items():
             for metric, value in values.items():
                 yield f"{name}/{metric}", value

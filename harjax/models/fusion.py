@@ -18,8 +18,9 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, attention_mask: jax.Array, train: bool) -> jax.Array:
         y = nn.LayerNorm(dtype=self.dtype)(x)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.dropout,
-                                            deterministic=not train)(y, y, mask=attention_mask)
+        y = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.dropout, deterministic=not train
+        )(y, y, mask=attention_mask)
         x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
         y = nn.LayerNorm(dtype=self.dtype)(x)
         y = nn.Dense(self.mlp_dim, dtype=self.dtype)(y)
@@ -47,8 +48,9 @@ class TokenClassifier(nn.Module):
         width = tokens.shape[-1]
         x = tokens + self.param("position_embedding", nn.initializers.normal(0.02), tokens.shape[1:]).astype(self.dtype)
         if self.use_transformer:
-            cls = jnp.broadcast_to(self.param("cls", nn.initializers.zeros, (1, 1, width)).astype(self.dtype),
-                                   (x.shape[0], 1, width))
+            cls = jnp.broadcast_to(
+                self.param("cls", nn.initializers.zeros, (1, 1, width)).astype(self.dtype), (x.shape[0], 1, width)
+            )
             x = jnp.concatenate([cls, x], axis=1)  # [B, 1 + N, D]
             mask = jnp.concatenate([jnp.ones_like(token_mask[:, :1]), token_mask], axis=1)
             attention_mask = nn.make_attention_mask(mask, mask)

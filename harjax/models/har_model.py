@@ -60,8 +60,9 @@ class JointTokens(nn.Module):
     def __call__(self, video: jax.Array, pooled: jax.Array) -> jax.Array:
         """video [B, d_v], pooled [B, K, d_s] -> tokens [B, K, features]."""
         video_dim = video.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (video_dim + pooled.shape[-1], self.features)).astype(self.dtype)
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (video_dim + pooled.shape[-1], self.features)
+        ).astype(self.dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
         video_share = jnp.dot(video.astype(self.dtype), kernel[:video_dim]) + bias  # [B, D]
         return video_share[:, None, :] + jnp.dot(pooled.astype(self.dtype), kernel[video_dim:])
@@ -109,8 +110,10 @@ class HARModel(nn.Module):
         elif self.modalities == "sensor":  # named as before a sensor-only model ignored config.model.fusion
             logits = self._sensor_logits(sensor, train, "sensor_classifier" if self.fusion == "late" else "classifier")
         elif self.fusion == "late":
-            logits = 0.5 * (self._sensor_logits(sensor, train, "sensor_classifier")
-                            + self._video_logits(video, train, "video_classifier"))
+            logits = 0.5 * (
+                self._sensor_logits(sensor, train, "sensor_classifier")
+                + self._video_logits(video, train, "video_classifier")
+            )
         else:
             logits, alpha = self._joint_logits(video, sensor, train)
         if not self.projection_dim:
@@ -124,9 +127,14 @@ class HARModel(nn.Module):
         dominate every projection. The two-pass variance stays exact where E[x^2] - E[x]^2 would cancel
         catastrophically on such dimensions.
         """
-        video = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_bias=False, use_scale=False,
-                             use_fast_variance=False, name="video_standardise")(
-            batch[batch_lib.VIDEO].astype(jnp.float32))
+        video = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.99,
+            use_bias=False,
+            use_scale=False,
+            use_fast_variance=False,
+            name="video_standardise",
+        )(batch[batch_lib.VIDEO].astype(jnp.float32))
         if batch_lib.VIDEO_PRESENT in batch:  # a removed video is the training mean: zeros once standardised
             present = batch[batch_lib.VIDEO_PRESENT].reshape(-1, *(1,) * (video.ndim - 1))  # [B, 1(, 1)]
             video = jnp.where(present, video, 0.0)
@@ -135,14 +143,28 @@ class HARModel(nn.Module):
         return _Video(clip=video, frames=None)
 
     def _encoded_sensor(self, batch: dict[str, jax.Array]) -> _Sensor:
-        sequence, mask = SensorEncoder(self.encoder_channels, self.encoder_strides, self.encoder_kernel_size,
-                                       self.dtype, self.hand_written_encoder_backward, name="SensorEncoder_0")(
-            batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
+        sequence, mask = SensorEncoder(
+            self.encoder_channels,
+            self.encoder_strides,
+            self.encoder_kernel_size,
+            self.dtype,
+            self.hand_written_encoder_backward,
+            name="SensorEncoder_0",
+        )(batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
         return _Sensor(sequence, mask, segment_masks(mask, self.num_segments))  # segments [B, K, n]
 
     def _classifier(self, name: str) -> TokenClassifier:
-        return TokenClassifier(self.num_classes, self.num_layers, self.num_heads, self.mlp_dim, self.head_dim,
-                               self.dropout, self.use_transformer, self.dtype, name=name)
+        return TokenClassifier(
+            self.num_classes,
+            self.num_layers,
+            self.num_heads,
+            self.mlp_dim,
+            self.head_dim,
+            self.dropout,
+            self.use_transformer,
+            self.dtype,
+            name=name,
+        )
 
     def _tokens(self, features: jax.Array, name: str) -> jax.Array:
         return nn.Dense(self.model_dim, dtype=self.dtype, name=name)(features.astype(self.dtype))
@@ -166,7 +188,8 @@ class HARModel(nn.Module):
         alpha = None
         if self.fusion == "attention":
             pooled, alpha = KeylessAttention(self.dtype, name="KeylessAttention_0")(
-                video.clip.astype(self.dtype), sensor.sequence, sensor.segments)
+                video.clip.astype(self.dtype), sensor.sequence, sensor.segments
+            )
         else:
             pooled = masked_mean(sensor.sequence, sensor.segments)
         tokens = JointTokens(self.model_dim, self.dtype, name="joint_token")(video.clip, pooled)  # [B, K, D]
@@ -190,9 +213,11 @@ class HARModel(nn.Module):
             logit_scale = jnp.asarray(1 / self.temperature, jnp.float32)
         return output.replace(
             video_embedding=nn.Dense(self.projection_dim, dtype=self.dtype, name="video_projection")(
-                video.clip.astype(self.dtype)),
+                video.clip.astype(self.dtype)
+            ),
             sensor_embedding=nn.Dense(self.projection_dim, dtype=self.dtype, name="sensor_projection")(sensor_summary),
-            logit_scale=logit_scale)
+            logit_scale=logit_scale,
+        )
 
 
 def uses_video(config: ml_collections.ConfigDict) -> bool:
@@ -224,26 +249,47 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         raise ValueError(f"config.model.fusion must be one of {FUSIONS}, got {model.fusion!r}")
     contrastive = has_contrastive_heads(config)
     if contrastive and model.modalities != "both":
-        raise ValueError(f"config.loss.contrastive_weight={config.loss.contrastive_weight} needs both modalities, "
-                         f"but config.model.modalities={model.modalities!r}; set the weight to 0")
+        raise ValueError(
+            f"config.loss.contrastive_weight={config.loss.contrastive_weight} needs both modalities, "
+            f"but config.model.modalities={model.modalities!r}; set the weight to 0"
+        )
     if config.loss.temperature <= 0 or config.loss.temperature * config.loss.max_logit_scale < 1:
-        raise ValueError(f"config.loss.temperature ({config.loss.temperature}) must be positive and at least "
-                         f"1 / config.loss.max_logit_scale ({config.loss.max_logit_scale})")
+        raise ValueError(
+            f"config.loss.temperature ({config.loss.temperature}) must be positive and at least "
+            f"1 / config.loss.max_logit_scale ({config.loss.max_logit_scale})"
+        )
     if len(model.encoder_channels) != len(model.encoder_strides):
-        raise ValueError("config.model.encoder_channels and config.model.encoder_strides must have the same length, "
-                         f"got {model.encoder_channels} and {model.encoder_strides}")
+        raise ValueError(
+            "config.model.encoder_channels and config.model.encoder_strides must have the same length, "
+            f"got {model.encoder_channels} and {model.encoder_strides}"
+        )
     if model.num_segments < 1 or model.model_dim % model.num_heads:
-        raise ValueError(f"config.model.num_segments must be >= 1 (got {model.num_segments}) and "
-                         f"config.model.model_dim ({model.model_dim}) a multiple of num_heads ({model.num_heads})")
+        raise ValueError(
+            f"config.model.num_segments must be >= 1 (got {model.num_segments}) and "
+            f"config.model.model_dim ({model.model_dim}) a multiple of num_heads ({model.num_heads})"
+        )
     if model.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"config.model.dtype must be 'float32' or 'bfloat16', got {model.dtype!r}")
     return HARModel(
-        num_classes=num_classes, modalities=model.modalities, fusion=model.fusion, num_segments=model.num_segments,
-        encoder_channels=tuple(model.encoder_channels), encoder_strides=tuple(model.encoder_strides),
-        encoder_kernel_size=model.encoder_kernel_size, model_dim=model.model_dim, num_layers=model.num_layers,
-        num_heads=model.num_heads, mlp_dim=model.mlp_dim, head_dim=model.head_dim, dropout=model.dropout,
-        use_transformer=model.use_transformer, projection_dim=model.projection_dim if contrastive else 0,
-        temperature=config.loss.temperature, learnable_temperature=config.loss.learnable_temperature,
+        num_classes=num_classes,
+        modalities=model.modalities,
+        fusion=model.fusion,
+        num_segments=model.num_segments,
+        encoder_channels=tuple(model.encoder_channels),
+        encoder_strides=tuple(model.encoder_strides),
+        encoder_kernel_size=model.encoder_kernel_size,
+        model_dim=model.model_dim,
+        num_layers=model.num_layers,
+        num_heads=model.num_heads,
+        mlp_dim=model.mlp_dim,
+        head_dim=model.head_dim,
+        dropout=model.dropout,
+        use_transformer=model.use_transformer,
+        projection_dim=model.projection_dim if contrastive else 0,
+        temperature=config.loss.temperature,
+        learnable_temperature=config.loss.learnable_temperature,
         dtype=jnp.dtype(model.dtype),
-        hand_written_encoder_backward=sensor_encoder.hand_written_backward(model.encoder_backward,
-                                                                            jax.default_backend()))
+        hand_written_encoder_backward=sensor_encoder.hand_written_backward(
+            model.encoder_backward, jax.default_backend()
+        ),
+    )

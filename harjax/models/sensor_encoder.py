@@ -33,8 +33,9 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     (Asymmetric 'SAME' padding would shift the window by one step for some T.)
     """
     size = kernel.shape[0]
-    return jax.lax.conv_general_dilated(x, kernel, (stride,), [((size - 1) // 2, size // 2)],
-                                        dimension_numbers=("NWC", "WIO", "NWC"))
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride,), [((size - 1) // 2, size // 2)], dimension_numbers=("NWC", "WIO", "NWC")
+    )
 
 
 def _column_sum(x: jax.Array) -> jax.Array:
@@ -50,8 +51,9 @@ def _normalized(x, kernel, conv_bias, stride, dtype):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def conv_norm_gelu(x: jax.Array, kernel: jax.Array, conv_bias: jax.Array, scale: jax.Array, bias: jax.Array,
-                   stride: int, dtype: Any) -> jax.Array:
+def conv_norm_gelu(
+    x: jax.Array, kernel: jax.Array, conv_bias: jax.Array, scale: jax.Array, bias: jax.Array, stride: int, dtype: Any
+) -> jax.Array:
     """gelu(LayerNorm(conv1d(x, kernel) + conv_bias) * scale + bias) in `dtype`; statistics in float32."""
     return _forward(x, kernel, conv_bias, scale, bias, stride, dtype)[0]
 
@@ -66,8 +68,10 @@ def _kernel_gradient(x: jax.Array, d_out: jax.Array, kernel_size: int, stride: i
     steps = d_out.shape[1]
     padded = jnp.pad(x, ((0, 0), ((kernel_size - 1) // 2, kernel_size // 2), (0, 0)))
     d_rows = d_out.reshape(-1, d_out.shape[-1])  # [B * n, F]
-    taps = [jax.lax.slice_in_dim(padded, i, i + stride * (steps - 1) + 1, stride, axis=1).reshape(-1, x.shape[-1])
-            for i in range(kernel_size)]  # each [B * n, C]
+    taps = [
+        jax.lax.slice_in_dim(padded, i, i + stride * (steps - 1) + 1, stride, axis=1).reshape(-1, x.shape[-1])
+        for i in range(kernel_size)
+    ]  # each [B * n, C]
     return jnp.stack([jnp.dot(tap.T, d_rows, preferred_element_type=jnp.float32) for tap in taps])
 
 
@@ -75,21 +79,30 @@ def _backward(stride, dtype, residuals, grad):
     x, kernel, scale, bias, normalized, inv_std = residuals
     d_pre = jax.vjp(nn.gelu, normalized * scale + bias)[1](grad.astype(jnp.float32))[0]
     d_normalized = d_pre * scale
-    d_z = inv_std * (d_normalized - d_normalized.mean(axis=-1, keepdims=True)
-                     - normalized * jnp.mean(d_normalized * normalized, axis=-1, keepdims=True))
+    d_z = inv_std * (
+        d_normalized
+        - d_normalized.mean(axis=-1, keepdims=True)
+        - normalized * jnp.mean(d_normalized * normalized, axis=-1, keepdims=True)
+    )
     d_conv = d_z.astype(dtype)
     x_compute = x.astype(dtype)
     d_x = jax.vjp(lambda inputs: conv1d(inputs, kernel.astype(dtype), stride), x_compute)[1](d_conv)[0]
     d_kernel = _kernel_gradient(x_compute, d_conv, kernel.shape[0], stride)
-    return (d_x.astype(x.dtype), d_kernel.astype(kernel.dtype), _column_sum(d_z), _column_sum(d_pre * normalized),
-            _column_sum(d_pre))
+    return (
+        d_x.astype(x.dtype),
+        d_kernel.astype(kernel.dtype),
+        _column_sum(d_z),
+        _column_sum(d_pre * normalized),
+        _column_sum(d_pre),
+    )
 
 
 conv_norm_gelu.defvjp(_forward, _backward)
 
 
-def plain_conv_norm_gelu(x: jax.Array, kernel: jax.Array, conv_bias: jax.Array, scale: jax.Array, bias: jax.Array,
-                         stride: int, dtype: Any) -> jax.Array:
+def plain_conv_norm_gelu(
+    x: jax.Array, kernel: jax.Array, conv_bias: jax.Array, scale: jax.Array, bias: jax.Array, stride: int, dtype: Any
+) -> jax.Array:
     """The same function as conv_norm_gelu, left to JAX's autodiff."""
     return _forward(x, kernel, conv_bias, scale, bias, stride, dtype)[0]
 

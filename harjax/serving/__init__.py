@@ -1,7 +1,7 @@
 """Using a trained model: the bundle, predictions on raw recordings, and export to StableHLO and ONNX.
 
-    predictor = harjax.serving.Predictor.load("bundle/")
-    result = predictor.predict(window)            # window [T, C] raw sensor values at the bundle's rate
+predictor = harjax.serving.Predictor.load("bundle/")
+result = predictor.predict(window)            # window [T, C] raw sensor values at the bundle's rate
 """
 
 from harjax.serving.bundle import Bundle, BundleError

@@ -39,12 +39,15 @@ def _labels(arrays: dict[str, np.ndarray], count: int, classes: tuple[str, ...],
         return None
     labels = np.asarray(arrays["label"])
     if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
-        raise predictor_lib.InputError(f"{path}: 'label' must be int [N] with N = {count}, got {labels.dtype} "
-                                   f"{list(labels.shape)}")
+        raise predictor_lib.InputError(
+            f"{path}: 'label' must be int [N] with N = {count}, got {labels.dtype} {list(labels.shape)}"
+        )
     unknown = sorted({int(label) for label in labels if not 0 <= label < len(classes)})
     if unknown:
-        raise predictor_lib.InputError(f"{path}: 'label' holds class indices {unknown[:10]} the bundle does not have "
-                                   f"(it has {len(classes)} classes, 0..{len(classes) - 1})")
+        raise predictor_lib.InputError(
+            f"{path}: 'label' holds class indices {unknown[:10]} the bundle does not have "
+            f"(it has {len(classes)} classes, 0..{len(classes) - 1})"
+        )
     return labels
 
 
@@ -62,10 +65,13 @@ def predict_file(predictor: predictor_lib.Predictor, path: str, batch_size: int)
         part = slice(start, start + batch_size)
         mask = arrays.get(batch_lib.SENSOR_MASK)
         video = arrays.get(batch_lib.VIDEO)
-        result = predictor.predict_batch(sensor[part], None if mask is None else mask[part],
-                                         None if video is None else video[part],
-                                         None if channel_names is None else [str(name) for name in channel_names],
-                                         origin=path)
+        result = predictor.predict_batch(
+            sensor[part],
+            None if mask is None else mask[part],
+            None if video is None else video[part],
+            None if channel_names is None else [str(name) for name in channel_names],
+            origin=path,
+        )
         rows += prediction_rows(result, start)
     if labels is not None:
         for row, label in zip(rows, labels):
@@ -79,8 +85,13 @@ def prediction_rows(result: predictor_lib.Predictions, first_index: int) -> list
     rows = []
     for i, (label, top) in enumerate(zip(result.labels(), result.top())):
         video = "not used" if result.video_given is None else "given" if result.video_given[i] else "removed"
-        row = {"index": first_index + i, "predicted": label, "top": top, "nan_steps_masked": int(result.nan_steps[i]),
-               "video": video}
+        row = {
+            "index": first_index + i,
+            "predicted": label,
+            "top": top,
+            "nan_steps_masked": int(result.nan_steps[i]),
+            "video": video,
+        }
         if result.alpha is not None:
             row["alpha"] = result.alpha[i]
         rows.append(row)

@@ -68,35 +68,43 @@ class Bundle:
         if not isinstance(found, int):
             raise BundleError(f"{os.path.join(directory, BUNDLE_FILE)}: no 'bundle_format'; not a harjax bundle")
         if found > BUNDLE_FORMAT:
-            raise BundleError(f"{os.path.join(directory, BUNDLE_FILE)}: written by harjax {meta.get('harjax_version')} "
-                              f"in bundle format {found}; this harjax ({harjax.__version__}) reads formats up to "
-                              f"{BUNDLE_FORMAT}: upgrade harjax")
+            raise BundleError(
+                f"{os.path.join(directory, BUNDLE_FILE)}: written by harjax {meta.get('harjax_version')} "
+                f"in bundle format {found}; this harjax ({harjax.__version__}) reads formats up to "
+                f"{BUNDLE_FORMAT}: upgrade harjax"
+            )
         path = os.path.join(directory, PARAMS_FILE)
         if not os.path.exists(path):
             raise BundleError(f"{path}: missing; the bundle is incomplete, export it again")
         with open(path, "rb") as f:
             data = f.read()
         if hashlib.sha256(data).hexdigest() != meta.get("params_sha256"):
-            raise BundleError(f"{path}: unreadable: its checksum is not the one bundle.json records (damaged or "
-                              "replaced); export the bundle again")
+            raise BundleError(
+                f"{path}: unreadable: its checksum is not the one bundle.json records (damaged or "
+                "replaced); export the bundle again"
+            )
         try:
             variables = flax.serialization.msgpack_restore(data)
         except Exception as error:  # msgpack raises several types on damaged bytes
-            raise BundleError(f"{path}: unreadable ({type(error).__name__}: {error}); export the bundle again") \
-                from error
+            raise BundleError(
+                f"{path}: unreadable ({type(error).__name__}: {error}); export the bundle again"
+            ) from error
         bundle = cls(directory, meta, variables)
         bundle._check_parameters(path)
         return bundle
 
     def _check_parameters(self, path: str) -> None:
-        expected = jax.eval_shape(lambda: inference_model(self.meta).init(jax.random.key(0), self.example(1),
-                                                                          train=False))
+        expected = jax.eval_shape(
+            lambda: inference_model(self.meta).init(jax.random.key(0), self.example(1), train=False)
+        )
         got = jax.tree.map(lambda leaf: (tuple(np.shape(leaf)), str(np.asarray(leaf).dtype)), self.variables)
         expected = {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}  # as exported
         want = jax.tree.map(lambda leaf: (tuple(leaf.shape), str(leaf.dtype)), expected)
         if got != want:
-            raise BundleError(f"{path}: the parameters do not fit the model bundle.json describes (class count "
-                              f"{len(self.meta['class_names'])}, model config); the bundle is corrupt or mixed up")
+            raise BundleError(
+                f"{path}: the parameters do not fit the model bundle.json describes (class count "
+                f"{len(self.meta['class_names'])}, model config); the bundle is corrupt or mixed up"
+            )
 
     @property
     def uses_video(self) -> bool:
@@ -124,8 +132,10 @@ class Bundle:
 
     def example(self, rows: int, steps: int = 16) -> dict[str, np.ndarray]:
         """A zero batch of the bundle's input shapes (what exporters trace with)."""
-        batch = {batch_lib.SENSOR: np.zeros((rows, steps, len(self.channel_names)), np.float32),
-                 batch_lib.SENSOR_MASK: np.ones((rows, steps), bool)}
+        batch = {
+            batch_lib.SENSOR: np.zeros((rows, steps, len(self.channel_names)), np.float32),
+            batch_lib.SENSOR_MASK: np.ones((rows, steps), bool),
+        }
         if self.uses_video:
             batch[batch_lib.VIDEO] = np.zeros((rows, *self.video_shape), np.float32)
             batch[batch_lib.VIDEO_PRESENT] = np.ones(rows, bool)

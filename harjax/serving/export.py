@@ -62,8 +62,13 @@ def _metrics_at(workdir: str, step: int) -> dict[str, float]:
     """The evaluations of checkpoint `step`: 'eval/' (test split) and 'val/' (validation) logged at that step, and
     'eval_selected/' (the test split at the checkpoint the validation split selected) when that is this step."""
     records = metrics_lib.read_metrics(workdir)
-    found = {name: value for record in records if record["step"] == step
-             for name, value in record.items() if name.startswith(("eval/", "val/"))}
+    found = {
+        name: value
+        for record in records
+        if record["step"] == step
+        for name, value in record.items()
+        if name.startswith(("eval/", "val/"))
+    }
     for record in records:
         if record.get("eval_selected/step") == step:
             found |= {name: value for name, value in record.items() if name.startswith("eval_selected/")}
@@ -81,32 +86,54 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
     train_data = record["data"]["train"]
     selection_metric = record.get("selection_metric", checkpointing.BEST_METRIC)  # older workdirs: the eval split
     model = har_model.build_model(config, train_data["num_classes"])
-    example = {name: np.zeros((jax.device_count(), *shape), np.bool_ if name == batch_lib.SENSOR_MASK else
-                              np.int32 if name == batch_lib.LABEL else np.float32)
-               for name, shape in train_data["shapes"].items() if name != batch_lib.TRIAL}
+    example = {
+        name: np.zeros(
+            (jax.device_count(), *shape),
+            np.bool_ if name == batch_lib.SENSOR_MASK else np.int32 if name == batch_lib.LABEL else np.float32,
+        )
+        for name, shape in train_data["shapes"].items()
+        if name != batch_lib.TRIAL
+    }
     optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
     mesh = parallel.make_mesh()
     abstract = parallel.replicated_abstract(
-        jax.eval_shape(lambda: step_lib.create_train_state(model, optimizer, example, config.seed)), mesh)
-    checkpointer = checkpointing.Checkpointer(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                              config.train.keep_checkpoints,
-                                              checkpointing.model_signature(config, abstract),
-                                              best_metric=selection_metric)
+        jax.eval_shape(lambda: step_lib.create_train_state(model, optimizer, example, config.seed)), mesh
+    )
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        config.train.keep_checkpoints,
+        checkpointing.model_signature(config, abstract),
+        best_metric=selection_metric,
+    )
     try:
         chosen = _choose_step(checkpointer.manager, step, checkpointer.directory)
         state, _ = checkpointer.restore(chosen, abstract)
     finally:
         checkpointer.close()
-    inputs = dict(record["inputs"]) | {"video_shape": train_data["shapes"].get(batch_lib.VIDEO),
-                                       "sensor_steps": train_data["shapes"][batch_lib.SENSOR][0]}
-    meta = {"bundle_format": bundle_lib.BUNDLE_FORMAT, "harjax_version": harjax.__version__, "jax_version": jax.__version__,
-            "training_code": record.get("git_commit"), "exported_from": os.path.abspath(workdir), "step": chosen,
-            "step_choice": step, "selection_metric": selection_metric,
-            "config": {"model": config.model.to_dict(), "loss": config.loss.to_dict()},
-            "class_names": inputs.pop("class_names"), "inputs": inputs, "metrics": _metrics_at(workdir, chosen),
-            "data": {"source": config.data.source, "protocol": config.data.protocol,
-                     "train": {key: train_data[key] for key in ("origin", "fingerprint", "examples")},
-                     "eval": {key: record["data"]["eval"][key] for key in ("origin", "fingerprint", "examples")}}}
+    inputs = dict(record["inputs"]) | {
+        "video_shape": train_data["shapes"].get(batch_lib.VIDEO),
+        "sensor_steps": train_data["shapes"][batch_lib.SENSOR][0],
+    }
+    meta = {
+        "bundle_format": bundle_lib.BUNDLE_FORMAT,
+        "harjax_version": harjax.__version__,
+        "jax_version": jax.__version__,
+        "training_code": record.get("git_commit"),
+        "exported_from": os.path.abspath(workdir),
+        "step": chosen,
+        "step_choice": step,
+        "selection_metric": selection_metric,
+        "config": {"model": config.model.to_dict(), "loss": config.loss.to_dict()},
+        "class_names": inputs.pop("class_names"),
+        "inputs": inputs,
+        "metrics": _metrics_at(workdir, chosen),
+        "data": {
+            "source": config.data.source,
+            "protocol": config.data.protocol,
+            "train": {key: train_data[key] for key in ("origin", "fingerprint", "examples")},
+            "eval": {key: record["data"]["eval"][key] for key in ("origin", "fingerprint", "examples")},
+        },
+    }
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     return write_bundle(output, meta, variables)
 
@@ -137,35 +164,41 @@ def write_bundle(output: str, meta: dict[str, Any], variables: dict[str, Any]) -
 
 def model_card(meta: dict[str, Any]) -> str:
     model, inputs, data = meta["config"]["model"], meta["inputs"], meta["data"]
-    metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(meta["metrics"].items())) or \
-        "| (no evaluation at this step) | |"
+    metrics = (
+        "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(meta["metrics"].items()))
+        or "| (no evaluation at this step) | |"
+    )
     video = json.dumps(inputs["video_source"]) if inputs.get("video_source") else "none (a video-free model)"
-    normalisation = "each example by its own recorded steps" if inputs["normalization"].get("mode") == "recording" \
+    normalisation = (
+        "each example by its own recorded steps"
+        if inputs["normalization"].get("mode") == "recording"
         else "with the training split's statistics in bundle.json"
+    )
     selection = meta.get("selection_metric", checkpointing.BEST_METRIC)
-    chosen = f"chosen by {selection}" + (" of the test split itself, so its eval/ scores are optimistic"
-                                         if selection.startswith("eval/") else "")
+    chosen = f"chosen by {selection}" + (
+        " of the test split itself, so its eval/ scores are optimistic" if selection.startswith("eval/") else ""
+    )
     return f"""# harjax model card
 
-A human activity recognition model of harjax {meta['harjax_version']} (training code {meta['training_code']}):
-modalities `{model['modalities']}`, fusion `{model['fusion']}`, {model['num_segments']} temporal segments,
-Transformer {'on' if model['use_transformer'] else 'off'}; checkpoint of step {meta['step']} ({meta['step_choice']};
+A human activity recognition model of harjax {meta["harjax_version"]} (training code {meta["training_code"]}):
+modalities `{model["modalities"]}`, fusion `{model["fusion"]}`, {model["num_segments"]} temporal segments,
+Transformer {"on" if model["use_transformer"] else "off"}; checkpoint of step {meta["step"]} ({meta["step_choice"]};
 the run's best checkpoint is {chosen}).
 
 ## Inputs
-- Sensors: {len(inputs['channel_names'])} channels in this order: {', '.join(inputs['channel_names'])}; raw values at
-  {inputs['sampling_rate_hz']:g} Hz, standardised inside harjax.serving as in training ({normalisation}).
+- Sensors: {len(inputs["channel_names"])} channels in this order: {", ".join(inputs["channel_names"])}; raw values at
+  {inputs["sampling_rate_hz"]:g} Hz, standardised inside harjax.serving as in training ({normalisation}).
   A missing stream is given as the training mean.
-- Video: {f"embedding {inputs['video_shape']} per example, from {video}" if inputs.get('video_shape') else video}.
+- Video: {f"embedding {inputs['video_shape']} per example, from {video}" if inputs.get("video_shape") else video}.
   Extract matching embeddings (same model, prompt set and kind) before predicting; without them, predictions
   with the video removed (`--allow_missing_video`) are those of the robustness evaluation's "video removed".
-- Classes ({len(meta['class_names'])}): {', '.join(meta['class_names'])}.
+- Classes ({len(meta["class_names"])}): {", ".join(meta["class_names"])}.
 
 ## Training data
-Source `{data['source']}`{f", protocol `{data['protocol']}`" if data['source'] == 'mmact' else ''}:
-{data['train']['examples']} training examples from {data['train']['origin']}
-(fingerprint {data['train']['fingerprint']}); evaluated on {data['eval']['examples']} examples from
-{data['eval']['origin']} (fingerprint {data['eval']['fingerprint']}).
+Source `{data["source"]}`{f", protocol `{data['protocol']}`" if data["source"] == "mmact" else ""}:
+{data["train"]["examples"]} training examples from {data["train"]["origin"]}
+(fingerprint {data["train"]["fingerprint"]}); evaluated on {data["eval"]["examples"]} examples from
+{data["eval"]["origin"]} (fingerprint {data["eval"]["fingerprint"]}).
 
 ## Evaluation at this checkpoint
 `val/`: the validation split (held out of training; it selects the checkpoint when there is one), `eval/`: the test
@@ -192,11 +225,15 @@ def _forward_function(bundle: bundle_lib.Bundle):
 
 
 def _input_specs(bundle: bundle_lib.Bundle, batch: Any, steps: int) -> list[jax.ShapeDtypeStruct]:
-    specs = [jax.ShapeDtypeStruct((batch, steps, len(bundle.channel_names)), jnp.float32),
-             jax.ShapeDtypeStruct((batch, steps), jnp.bool_)]
+    specs = [
+        jax.ShapeDtypeStruct((batch, steps, len(bundle.channel_names)), jnp.float32),
+        jax.ShapeDtypeStruct((batch, steps), jnp.bool_),
+    ]
     if bundle.uses_video:
-        specs += [jax.ShapeDtypeStruct((batch, *bundle.video_shape), jnp.float32),
-                  jax.ShapeDtypeStruct((batch,), jnp.bool_)]
+        specs += [
+            jax.ShapeDtypeStruct((batch, *bundle.video_shape), jnp.float32),
+            jax.ShapeDtypeStruct((batch,), jnp.bool_),
+        ]
     return specs
 
 
@@ -204,9 +241,16 @@ def _signature(bundle: bundle_lib.Bundle, steps: int, extra: dict[str, Any]) -> 
     inputs = ["sensor [batch, steps, channels] float32, standardised", "sensor_mask [batch, steps] bool"]
     if bundle.uses_video:
         inputs += ["video [batch, ...] float32", "video_present [batch] bool"]
-    return {"inputs": inputs, "output": "logits [batch, classes] float32", "steps": steps,
-            "channels": list(bundle.channel_names), "class_names": list(bundle.class_names),
-            "normalization": bundle.meta["inputs"]["normalization"], "jax_version": jax.__version__, **extra}
+    return {
+        "inputs": inputs,
+        "output": "logits [batch, classes] float32",
+        "steps": steps,
+        "channels": list(bundle.channel_names),
+        "class_names": list(bundle.class_names),
+        "normalization": bundle.meta["inputs"]["normalization"],
+        "jax_version": jax.__version__,
+        **extra,
+    }
 
 
 def export_stablehlo(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
@@ -220,14 +264,20 @@ def export_stablehlo(bundle: bundle_lib.Bundle, directory: str, steps: int) -> s
     (batch,) = jax.export.symbolic_shape("batch")
     exported = jax.export.export(jax.jit(exported_function))(
         [jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype) for leaf in leaves],
-        *_input_specs(bundle, batch, steps))
+        *_input_specs(bundle, batch, steps),
+    )
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "model.jax_export"), "wb") as f:
         f.write(exported.serialize())
     np.savez(os.path.join(directory, "params.npz"), **{f"p{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
     with open(os.path.join(directory, "signature.json"), "w") as f:
-        json.dump(_signature(bundle, steps, {"call": "jax.export.deserialize(bytes).call([params.npz arrays in key "
-                                                     "order], *inputs)"}), f, indent=1)
+        json.dump(
+            _signature(
+                bundle, steps, {"call": "jax.export.deserialize(bytes).call([params.npz arrays in key order], *inputs)"}
+            ),
+            f,
+            indent=1,
+        )
     return directory
 
 
@@ -239,12 +289,16 @@ def export_onnx(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
         raise ExportError("--format=onnx needs jax2onnx: pip install -e '.[export]'") from error
     infer = _forward_function(bundle)
     variables = jax.device_put(bundle.variables)
-    model_proto = to_onnx(lambda *inputs: infer(variables, *inputs), _input_specs(bundle, "batch", steps),
-                          model_name="harjax")
+    model_proto = to_onnx(
+        lambda *inputs: infer(variables, *inputs), _input_specs(bundle, "batch", steps), model_name="harjax"
+    )
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "model.onnx"), "wb") as f:
         f.write(model_proto.SerializeToString())
     with open(os.path.join(directory, "signature.json"), "w") as f:
-        json.dump(_signature(bundle, steps, {"call": "onnxruntime.InferenceSession('model.onnx').run(None, inputs)"}),
-                  f, indent=1)
+        json.dump(
+            _signature(bundle, steps, {"call": "onnxruntime.InferenceSession('model.onnx').run(None, inputs)"}),
+            f,
+            indent=1,
+        )
     return directory

@@ -49,8 +49,9 @@ class Predictions:
 
     def top(self, k: int = TOP_K) -> list[list[tuple[str, float]]]:
         order = np.argsort(-self.probabilities, axis=-1)[:, :k]
-        return [[(self.class_names[i], float(row[i])) for i in indices] for indices, row in zip(order,
-                                                                                                 self.probabilities)]
+        return [
+            [(self.class_names[i], float(row[i])) for i in indices] for indices, row in zip(order, self.probabilities)
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +83,14 @@ class Predictor:
     def load(cls, directory: str, allow_missing_video: bool = False) -> "Predictor":
         return cls(bundle_lib.Bundle.load(directory), allow_missing_video)
 
-    def prepare(self, sensor: np.ndarray, sensor_mask: np.ndarray | None = None, video: np.ndarray | None = None,
-                channel_names: Sequence[str] | None = None, origin: str = "input") -> tuple[dict[str, np.ndarray],
-                                                                                            np.ndarray]:
+    def prepare(
+        self,
+        sensor: np.ndarray,
+        sensor_mask: np.ndarray | None = None,
+        video: np.ndarray | None = None,
+        channel_names: Sequence[str] | None = None,
+        origin: str = "input",
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Raw inputs -> (the model's batch, NaN steps masked per example [N]); errors name `origin`."""
         bundle = self.bundle
         sensor = np.asarray(sensor)
@@ -92,12 +98,15 @@ class Predictor:
             raise InputError(f"{origin}: 'sensor' must be float [N, T, C], got {sensor.dtype} {list(sensor.shape)}")
         if channel_names is not None and tuple(channel_names) != bundle.channel_names:
             missing = [name for name in bundle.channel_names if name not in channel_names]
-            raise InputError(f"{origin}: sensor channels {list(channel_names)} are not the bundle's "
-                             f"{list(bundle.channel_names)}" + (f" (missing: {missing})" if missing else
-                                                                 " (another order)"))
+            raise InputError(
+                f"{origin}: sensor channels {list(channel_names)} are not the bundle's "
+                f"{list(bundle.channel_names)}" + (f" (missing: {missing})" if missing else " (another order)")
+            )
         if sensor.shape[-1] != len(bundle.channel_names):
-            raise InputError(f"{origin}: 'sensor' has {sensor.shape[-1]} channels; the bundle's model reads "
-                             f"{len(bundle.channel_names)}: {', '.join(bundle.channel_names)}")
+            raise InputError(
+                f"{origin}: 'sensor' has {sensor.shape[-1]} channels; the bundle's model reads "
+                f"{len(bundle.channel_names)}: {', '.join(bundle.channel_names)}"
+            )
         n, steps = sensor.shape[:2]
         mask = np.ones((n, steps), bool) if sensor_mask is None else np.asarray(sensor_mask).astype(bool)
         if mask.shape != (n, steps):
@@ -107,8 +116,9 @@ class Predictor:
         if bundle.uses_sensor and n and not mask.any(axis=1).all():
             empty = np.flatnonzero(~mask.any(axis=1)).tolist()
             raise InputError(f"{origin}: examples {empty[:10]} have no recorded step without NaN")
-        standardised = normalization.standardise(np.nan_to_num(sensor).astype(np.float32), mask, self._normalization,
-                                                 self._mean, self._std)
+        standardised = normalization.standardise(
+            np.nan_to_num(sensor).astype(np.float32), mask, self._normalization, self._mean, self._std
+        )
         batch = {batch_lib.SENSOR: standardised, batch_lib.SENSOR_MASK: mask}
         if bundle.uses_video:
             batch |= self._video(video, n, origin)
@@ -118,41 +128,62 @@ class Predictor:
         shape = self.bundle.video_shape
         if video is None:
             if not self.allow_missing_video:
-                raise InputError(f"{origin}: no 'video' embeddings, but the bundle's model was trained with both "
-                                 f"modalities and reads video {list(shape)} per example (extracted as "
-                                 f"{json.dumps(self.bundle.meta['inputs']['video_source'])[:300]}); give them, or "
-                                 "predict with the video removed (--allow_missing_video)")
+                raise InputError(
+                    f"{origin}: no 'video' embeddings, but the bundle's model was trained with both "
+                    f"modalities and reads video {list(shape)} per example (extracted as "
+                    f"{json.dumps(self.bundle.meta['inputs']['video_source'])[:300]}); give them, or "
+                    "predict with the video removed (--allow_missing_video)"
+                )
             return {batch_lib.VIDEO: np.zeros((n, *shape), np.float32), batch_lib.VIDEO_PRESENT: np.zeros(n, bool)}
         video = np.asarray(video, np.float32)
         if video.shape != (n, *shape):
-            raise InputError(f"{origin}: 'video' must be [N, {', '.join(map(str, shape))}] with N = {n}, got "
-                             f"{list(video.shape)}")
+            raise InputError(
+                f"{origin}: 'video' must be [N, {', '.join(map(str, shape))}] with N = {n}, got {list(video.shape)}"
+            )
         if not np.isfinite(video).all():
             raise InputError(f"{origin}: 'video' holds NaN or Inf")
         return {batch_lib.VIDEO: video, batch_lib.VIDEO_PRESENT: np.ones(n, bool)}
 
-    def predict_batch(self, sensor: np.ndarray, sensor_mask: np.ndarray | None = None,
-                      video: np.ndarray | None = None, channel_names: Sequence[str] | None = None,
-                      origin: str = "input") -> Predictions:
+    def predict_batch(
+        self,
+        sensor: np.ndarray,
+        sensor_mask: np.ndarray | None = None,
+        video: np.ndarray | None = None,
+        channel_names: Sequence[str] | None = None,
+        origin: str = "input",
+    ) -> Predictions:
         batch, nan_steps = self.prepare(sensor, sensor_mask, video, channel_names, origin)
         output = jax.device_get(self._apply(self._variables, batch))
-        return Predictions(logits=output.logits, probabilities=np.asarray(jax.nn.softmax(output.logits, axis=-1)),
-                           alpha=output.alpha, nan_steps=nan_steps,
-                           video_given=batch.get(batch_lib.VIDEO_PRESENT),
-                           class_names=self.bundle.class_names)
+        return Predictions(
+            logits=output.logits,
+            probabilities=np.asarray(jax.nn.softmax(output.logits, axis=-1)),
+            alpha=output.alpha,
+            nan_steps=nan_steps,
+            video_given=batch.get(batch_lib.VIDEO_PRESENT),
+            class_names=self.bundle.class_names,
+        )
 
     def predict(self, window: np.ndarray, video: np.ndarray | None = None) -> Prediction:
         """One window [T, C] of raw sensor values (and its video embedding [d_v], when the model reads video)."""
         result = self.predict_batch(np.asarray(window)[None], None, None if video is None else np.asarray(video)[None])
         probabilities = result.probabilities[0]
-        return Prediction(label=result.labels()[0],
-                          probabilities={name: float(p) for name, p in zip(result.class_names, probabilities)},
-                          top=result.top()[0], alpha=None if result.alpha is None else result.alpha[0],
-                          nan_steps=int(result.nan_steps[0]))
+        return Prediction(
+            label=result.labels()[0],
+            probabilities={name: float(p) for name, p in zip(result.class_names, probabilities)},
+            top=result.top()[0],
+            alpha=None if result.alpha is None else result.alpha[0],
+            nan_steps=int(result.nan_steps[0]),
+        )
 
 
-def forward(model: har_model.HARModel, variables: Any, sensor: jax.Array, sensor_mask: jax.Array, video: jax.Array | None,
-            video_present: jax.Array | None) -> jax.Array:
+def forward(
+    model: har_model.HARModel,
+    variables: Any,
+    sensor: jax.Array,
+    sensor_mask: jax.Array,
+    video: jax.Array | None,
+    video_present: jax.Array | None,
+) -> jax.Array:
     """Logits [N, classes] from standardised inputs: the function the export formats serialise."""
     batch = {batch_lib.SENSOR: sensor, batch_lib.SENSOR_MASK: sensor_mask}
     if video is not None:

@@ -40,8 +40,9 @@ def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarra
             if not header or header[0].strip() != "time":
                 raise predictor_lib.InputError(f"{path}: the first row must be the header 'time,<channel>,...'")
             try:
-                table = np.asarray([[float(cell) if cell.strip() else np.nan for cell in row] for row in reader
-                                    if row], np.float64)
+                table = np.asarray(
+                    [[float(cell) if cell.strip() else np.nan for cell in row] for row in reader if row], np.float64
+                )
             except ValueError as error:
                 raise predictor_lib.InputError(f"{path}: a value is not a number ({error})") from error
         names = [name.strip() for name in header[1:]]
@@ -52,16 +53,19 @@ def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarra
         raise predictor_lib.InputError(f"{path}: a stream is a .csv or .npz recording")
     missing = [name for name in channel_names if name not in names]
     if missing or len(names) != values.shape[-1]:
-        raise predictor_lib.InputError(f"{path}: channels {names} do not give the bundle's {list(channel_names)}"
-                                   + (f" (missing: {missing})" if missing else ""))
+        raise predictor_lib.InputError(
+            f"{path}: channels {names} do not give the bundle's {list(channel_names)}"
+            + (f" (missing: {missing})" if missing else "")
+        )
     values = values[:, [names.index(name) for name in channel_names]]
     if time.ndim != 1 or len(time) != len(values):
         raise predictor_lib.InputError(f"{path}: 'time' must be [T] with T = {len(values)} rows of sensor values")
     return time, values
 
 
-def resample(time: np.ndarray, values: np.ndarray, rate_hz: float, path: str) -> tuple[np.ndarray, np.ndarray,
-                                                                                          dict[str, int]]:
+def resample(
+    time: np.ndarray, values: np.ndarray, rate_hz: float, path: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """(values on a regular grid at rate_hz [S, C], the grid's times [S], what was dropped): timestamps sorted,
     duplicates and rows with NaN dropped (counted), each channel interpolated linearly."""
     report = {"rows": len(time)}
@@ -82,13 +86,22 @@ def resample(time: np.ndarray, values: np.ndarray, rate_hz: float, path: str) ->
 
 def windows(grid: np.ndarray, window_steps: int, hop_steps: int, path: str, window_s: float) -> Iterator[int]:
     if len(grid) < window_steps:
-        raise predictor_lib.InputError(f"{path}: the recording lasts {len(grid) / (window_steps / window_s):.2f} s, "
-                                   f"shorter than one window of {window_s:g} s")
+        raise predictor_lib.InputError(
+            f"{path}: the recording lasts {len(grid) / (window_steps / window_s):.2f} s, "
+            f"shorter than one window of {window_s:g} s"
+        )
     return iter(range(0, len(grid) - window_steps + 1, hop_steps))
 
 
-def predict_stream(predictor: predictor_lib.Predictor, path: str, window_s: float, hop_s: float, smooth: int,
-                   video_path: str | None, batch_size: int) -> list[dict[str, Any]]:
+def predict_stream(
+    predictor: predictor_lib.Predictor,
+    path: str,
+    window_s: float,
+    hop_s: float,
+    smooth: int,
+    video_path: str | None,
+    batch_size: int,
+) -> list[dict[str, Any]]:
     """One row per window of a long recording."""
     if window_s is None or hop_s is None or window_s <= 0 or hop_s <= 0:
         raise predictor_lib.InputError("a stream needs --window_s and --hop_s, both positive (seconds)")
@@ -104,8 +117,10 @@ def predict_stream(predictor: predictor_lib.Predictor, path: str, window_s: floa
     video = None
     if video_path is not None:
         if not bundle.uses_video:
-            raise predictor_lib.InputError(f"{video_path}: the bundle's model reads no video (modalities "
-                                       f"{bundle.meta['config']['model']['modalities']}); leave out --video")
+            raise predictor_lib.InputError(
+                f"{video_path}: the bundle's model reads no video (modalities "
+                f"{bundle.meta['config']['model']['modalities']}); leave out --video"
+            )
         try:
             video = np.load(video_path, allow_pickle=False)
         except (ValueError, OSError) as error:
@@ -113,20 +128,25 @@ def predict_stream(predictor: predictor_lib.Predictor, path: str, window_s: floa
         if video.shape == bundle.video_shape:  # one embedding: a fixed context for every window
             video = np.broadcast_to(video, (len(starts), *video.shape))
         elif video.shape != (len(starts), *bundle.video_shape):
-            raise predictor_lib.InputError(f"{video_path}: a stream's video is {list(bundle.video_shape)} (fixed) or "
-                                       f"[{len(starts)} windows, {', '.join(map(str, bundle.video_shape))}], got "
-                                       f"{list(video.shape)}")
+            raise predictor_lib.InputError(
+                f"{video_path}: a stream's video is {list(bundle.video_shape)} (fixed) or "
+                f"[{len(starts)} windows, {', '.join(map(str, bundle.video_shape))}], got "
+                f"{list(video.shape)}"
+            )
     rows, recent = [], collections.deque(maxlen=smooth)
     for first in range(0, len(starts), batch_size):
-        chosen = starts[first:first + batch_size]
-        batch = np.stack([recording[start:start + window_steps] for start in chosen])
-        result = predictor.predict_batch(batch, None, None if video is None else video[first:first + len(chosen)],
-                                         origin=path)
+        chosen = starts[first : first + batch_size]
+        batch = np.stack([recording[start : start + window_steps] for start in chosen])
+        result = predictor.predict_batch(
+            batch, None, None if video is None else video[first : first + len(chosen)], origin=path
+        )
         for row, start in zip(batch_prediction.prediction_rows(result, first), chosen):
             recent.append(row["predicted"])
             votes = collections.Counter(recent)
-            row |= {"start_s": round(float(grid[start] - grid[0]), 4),
-                    "end_s": round(float(grid[start] - grid[0] + window_steps / rate), 4),
-                    "smoothed": max(votes, key=lambda label: (votes[label], -list(recent)[::-1].index(label)))}
+            row |= {
+                "start_s": round(float(grid[start] - grid[0]), 4),
+                "end_s": round(float(grid[start] - grid[0] + window_steps / rate), 4),
+                "smoothed": max(votes, key=lambda label: (votes[label], -list(recent)[::-1].index(label))),
+            }
             rows.append(row)
     return rows

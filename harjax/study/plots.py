@@ -39,8 +39,15 @@ def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], title: s
     if len(class_names) <= 12:
         for (i, j), value in np.ndenumerate(rows):
             if value >= 0.005:
-                axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                          color="white" if value > 0.6 else "black")
+                axes.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > 0.6 else "black",
+                )
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class's examples")
     return _save(figure, path)
 
@@ -63,8 +70,12 @@ def per_class_f1(class_names: Sequence[str], scores: Mapping[str, np.ndarray], t
     return _save(figure, path)
 
 
-def curves(series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], metrics: Sequence[tuple[str, str]],
-           title: str, path: str) -> str:
+def curves(
+    series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    metrics: Sequence[tuple[str, str]],
+    title: str,
+    path: str,
+) -> str:
     """One panel per (metric key, axis label); in each, one line per run: series[run][metric] = (steps, values)."""
     figure, panels = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
     for axes, (metric, label) in zip(panels[0], metrics):
@@ -96,8 +107,14 @@ def attention(examples: Sequence[Mapping[str, np.ndarray | str]], title: str, pa
         stride = int(example["stride"])
         starts = np.arange(len(example["alpha"])) * stride
         colours = plt.cm.tab10(np.maximum(example["segments"], 0) % 10)
-        weights.bar(starts, example["alpha"], width=stride, align="edge", alpha=0.45,
-                    color=np.where((example["segments"] >= 0)[:, None], colours, 0))
+        weights.bar(
+            starts,
+            example["alpha"],
+            width=stride,
+            align="edge",
+            alpha=0.45,
+            color=np.where((example["segments"] >= 0)[:, None], colours, 0),
+        )
         weights.set_ylabel("alpha", fontsize=8)
         weights.set_ylim(0, max(float(example["alpha"].max()) * 1.15, 1e-3))
         axes.set_xlim(0, len(magnitude))
@@ -110,19 +127,32 @@ def attention(examples: Sequence[Mapping[str, np.ndarray | str]], title: str, pa
     return _save(figure, path)
 
 
-def grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[np.ndarray, np.ndarray]], ylabel: str,
-                 title: str, path: str, reference: float | None = None, reference_label: str = "") -> str:
+def grouped_bars(
+    groups: Sequence[str],
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    ylabel: str,
+    title: str,
+    path: str,
+    reference: float | None = None,
+    reference_label: str = "",
+) -> str:
     """Bars of mean +- std: series[name] = (means [G], stds [G]) over the x-axis `groups`."""
     figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) * max(len(series), 1) / 1.5 + 2), 4.2))
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(groups))
     for offset, (name, (means, stds)) in enumerate(series.items()):
-        axes.bar(positions + (offset - (len(series) - 1) / 2) * width, means, width=width, yerr=stds, capsize=3,
-                 label=name)
+        axes.bar(
+            positions + (offset - (len(series) - 1) / 2) * width, means, width=width, yerr=stds, capsize=3, label=name
+        )
     if reference is not None:
         axes.axhline(reference, color="0.3", linestyle="--", linewidth=1, label=reference_label)
-    axes.set_xticks(positions, groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else
-                    "center", fontsize=8)
+    axes.set_xticks(
+        positions,
+        groups,
+        rotation=30 if len(groups) > 4 else 0,
+        ha="right" if len(groups) > 4 else "center",
+        fontsize=8,
+    )
     top = max([float(np.max(means + stds)) for means, stds in series.values()] + [reference or 0.0])
     axes.set_ylabel(ylabel)
     axes.set_ylim(0, min(1.05, max(1.2 * top, 0.02)))  # small values (retrieval among many) stay readable

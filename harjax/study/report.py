@@ -27,10 +27,15 @@ from harjax.training import loop, metrics as metrics_lib
 # the test split at the checkpoint the validation split selected ('eval_selected').
 TEST, VALIDATION, SELECTED = "eval", "val", "eval_selected"
 
-SCORES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("trial_accuracy", "trial accuracy"),
-          ("trial_macro_f1", "trial macro-F1"),
-          # runs with a validation split: the test split at the checkpoint the validation split selected
-          ("selected_accuracy", "accuracy at the selected step"), ("selected_macro_f1", "macro-F1 at the selected step"))
+SCORES = (
+    ("accuracy", "accuracy"),
+    ("macro_f1", "macro-F1"),
+    ("trial_accuracy", "trial accuracy"),
+    ("trial_macro_f1", "trial macro-F1"),
+    # runs with a validation split: the test split at the checkpoint the validation split selected
+    ("selected_accuracy", "accuracy at the selected step"),
+    ("selected_macro_f1", "macro-F1 at the selected step"),
+)
 CURVES = (("train/loss", "train loss"), ("eval/macro_f1", "eval macro-F1"), ("val/macro_f1", "validation macro-F1"))
 RETRIEVAL = [f"retrieval_{direction}_r{k}" for direction in ("v2s", "s2v") for k in (1, 5, 10)]
 # Not part of what a run *is*: the seed is a column, the evaluators only add analyses.
@@ -47,7 +52,9 @@ class Result:
     status: str  # finished | failed | interrupted | missing
     log: str
     final: dict[str, float]  # eval scalars at the last step without the 'eval/' prefix (eval_selected/ as selected_)
-    untrained: dict[str, float]  # eval (or, with a validation split, val) scalars at step 0 (config.train.eval_at_start)
+    untrained: dict[
+        str, float
+    ]  # eval (or, with a validation split, val) scalars at step 0 (config.train.eval_at_start)
     history: list[dict[str, Any]]  # metrics.jsonl
 
     @property
@@ -65,7 +72,7 @@ def run_status(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any
 
 
 def _scalars(record: dict[str, Any], prefix: str, renamed: str = "") -> dict[str, float]:
-    return {renamed + name[len(prefix):]: value for name, value in record.items() if name.startswith(prefix)}
+    return {renamed + name[len(prefix) :]: value for name, value in record.items() if name.startswith(prefix)}
 
 
 def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]]:
@@ -84,8 +91,9 @@ def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]
             last = by_step.get(config.train.num_steps, {}) if status["status"] == "finished" else {}
             final = _scalars(last, f"{TEST}/") | _scalars(last, f"{SELECTED}/", "selected_")
             untrained = _scalars(by_step.get(0, {}), f"{TEST}/") or _scalars(by_step.get(0, {}), f"{VALIDATION}/")
-            results[key].append(Result(run, seed, workdir, status["status"], status.get("log", ""), final, untrained,
-                                       history))
+            results[key].append(
+                Result(run, seed, workdir, status["status"], status.get("log", ""), final, untrained, history)
+            )
     return results
 
 
@@ -93,8 +101,11 @@ def difference(base: ml_collections.ConfigDict, config: ml_collections.ConfigDic
     """What a run changes in the base config, in words: 'model.fusion=concat, loss.contrastive_weight=0.0'."""
     flat_base = traverse_util.flatten_dict(base.to_dict(), sep=".")
     flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
-    changed = [f"{key}={suites.format_value(flat.get(key))}" for key in flat
-               if flat.get(key) != flat_base.get(key) and not key.startswith(_HIDDEN_KEYS)]
+    changed = [
+        f"{key}={suites.format_value(flat.get(key))}"
+        for key in flat
+        if flat.get(key) != flat_base.get(key) and not key.startswith(_HIDDEN_KEYS)
+    ]
     return ", ".join(changed) or "(the base)"
 
 
@@ -112,30 +123,47 @@ def _cell(values: Sequence[float], scale: float = 100.0) -> str:
 
 def _paired(results: list[Result], reference: list[Result], metric: str = "macro_f1") -> dict[str, Any]:
     """The run minus its reference over the seeds both finished: mean, std, and how many seeds are better."""
-    both = [(mine.final[metric], theirs.final[metric]) for mine, theirs in zip(results, reference)
-            if mine.finished and theirs.finished and metric in mine.final and metric in theirs.final]
+    both = [
+        (mine.final[metric], theirs.final[metric])
+        for mine, theirs in zip(results, reference)
+        if mine.finished and theirs.finished and metric in mine.final and metric in theirs.final
+    ]
     deltas = [mine - theirs for mine, theirs in both]
-    return {"deltas": deltas, "better": sum(d > 0 for d in deltas), "worse": sum(d < 0 for d in deltas),
-            "seeds": len(deltas)}
+    return {
+        "deltas": deltas,
+        "better": sum(d > 0 for d in deltas),
+        "worse": sum(d < 0 for d in deltas),
+        "seeds": len(deltas),
+    }
 
 
 def _finished_values(results: Iterable[Result], metric: str) -> list[float]:
     return [result.final[metric] for result in results if result.finished and metric in result.final]
 
 
-def _group_rows(suite: suites.Suite, group: suites.Group, results: dict[str, list[Result]],
-                seeds: int) -> list[dict[str, Any]]:
+def _group_rows(
+    suite: suites.Suite, group: suites.Group, results: dict[str, list[Result]], seeds: int
+) -> list[dict[str, Any]]:
     rows = []
     for key in [*group.shown, *(run.key for run in group.runs)]:
         if key not in results:  # a shown run whose own group does not run in this variant
             continue
         run = suite.runs()[key]
-        paired = _paired(results[key], results[run.reference]) if run.reference != key and \
-            run.reference in results else None
-        rows.append({"key": key, "run": run, "shown": run.group != group.name, "paired": paired,
-                     "difference": difference(suite.base, suite.configs[key]),
-                     "finished": sum(result.finished for result in results[key]), "seeds": seeds,
-                     **{metric: _finished_values(results[key], metric) for metric, _ in SCORES}})
+        paired = (
+            _paired(results[key], results[run.reference]) if run.reference != key and run.reference in results else None
+        )
+        rows.append(
+            {
+                "key": key,
+                "run": run,
+                "shown": run.group != group.name,
+                "paired": paired,
+                "difference": difference(suite.base, suite.configs[key]),
+                "finished": sum(result.finished for result in results[key]),
+                "seeds": seeds,
+                **{metric: _finished_values(results[key], metric) for metric, _ in SCORES},
+            }
+        )
     return rows
 
 
@@ -144,16 +172,23 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> lis
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _group_section(suite: suites.Suite, group: suites.Group, rows: list[dict[str, Any]],
-                   figure: str | None) -> list[str]:
+def _group_section(
+    suite: suites.Suite, group: suites.Group, rows: list[dict[str, Any]], figure: str | None
+) -> list[str]:
     lines = [f"## {group.title} (`{group.name}`)", ""]
     if group.skipped:
         return lines + [f"Skipped in this variant: {group.skipped}.", ""]
     for name, reason in group.excluded.items():
         lines += [f"Left out: `{name}`: {reason}.", ""]
     metrics = [(metric, label) for metric, label in SCORES if any(row[metric] for row in rows)]
-    header = ["run", "difference from the base", "seeds", *(f"{label} (%)" for _, label in metrics),
-              "Δ macro-F1 vs reference (points)", "seeds better / worse"]
+    header = [
+        "run",
+        "difference from the base",
+        "seeds",
+        *(f"{label} (%)" for _, label in metrics),
+        "Δ macro-F1 vs reference (points)",
+        "seeds better / worse",
+    ]
     table = []
     for row in rows:
         paired = row["paired"]
@@ -165,16 +200,25 @@ def _group_section(suite: suites.Suite, group: suites.Group, rows: list[dict[str
         else:
             delta, sign = f"– (no seed finished by both it and `{row['run'].reference}`)", "–"
         name = f"`{row['key']}`" + (" (shown)" if row["shown"] else "")
-        table.append([name, row["difference"], f"{row['finished']}/{row['seeds']}",
-                      *(_cell(row[metric]) for metric, _ in metrics), delta, sign])
+        table.append(
+            [
+                name,
+                row["difference"],
+                f"{row['finished']}/{row['seeds']}",
+                *(_cell(row[metric]) for metric, _ in metrics),
+                delta,
+                sign,
+            ]
+        )
     lines += _markdown_table(header, table)
     if figure:
         lines += ["", f"![training and eval curves of {group.name}](figures/{os.path.basename(figure)})"]
     return lines + [""]
 
 
-def _curve_series(runs: Sequence[str], results: dict[str, list[Result]],
-                  metrics: Sequence[str]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+def _curve_series(
+    runs: Sequence[str], results: dict[str, list[Result]], metrics: Sequence[str]
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """run -> metric -> (steps, mean over the seeds that logged each step)."""
     series = {}
     for key in runs:
@@ -214,25 +258,43 @@ def _class_figures(suite: suites.Suite, results: dict[str, list[Result]], figure
     confusion = np.sum([report["confusion_matrix"] for report in reports], axis=0)
     present = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0  # classes in the labels or the predictions
     lines = ["## Per class", ""]
-    path = plots.confusion_matrix(confusion[np.ix_(present, present)], [n for n, p in zip(names, present) if p],
-                                  f"{reference}: confusion on the eval split, summed over {len(reports)} seed(s), "
-                                  "rows normalised", os.path.join(figures, "confusion.png"))
-    lines += [f"Confusion matrix of `{reference}` (eval split, every seed's predictions together, each row "
-              "normalised over its true class; classes absent from both labels and predictions left out):", "",
-              f"![confusion matrix](figures/{os.path.basename(path)})", ""]
+    path = plots.confusion_matrix(
+        confusion[np.ix_(present, present)],
+        [n for n, p in zip(names, present) if p],
+        f"{reference}: confusion on the eval split, summed over {len(reports)} seed(s), rows normalised",
+        os.path.join(figures, "confusion.png"),
+    )
+    lines += [
+        f"Confusion matrix of `{reference}` (eval split, every seed's predictions together, each row "
+        "normalised over its true class; classes absent from both labels and predictions left out):",
+        "",
+        f"![confusion matrix](figures/{os.path.basename(path)})",
+        "",
+    ]
     group = next(group for group in suite.groups if reference in [run.key for run in group.runs])
-    others = [run.key for run in group.runs if run.key != reference and _finished_values(results[run.key],
-                                                                                          "macro_f1")]
+    others = [run.key for run in group.runs if run.key != reference and _finished_values(results[run.key], "macro_f1")]
     if others:
         best = max(others, key=lambda key: np.mean(_finished_values(results[key], "macro_f1")))
-        scores = {key: np.mean([report["per_class_f1"] for report in
-                                _eval_reports(results[key], suite.configs[key].train.num_steps)], axis=0)[present]
-                  for key in (reference, best)}
-        path = plots.per_class_f1([n for n, p in zip(names, present) if p], scores,
-                                  f"Per-class F1: {reference} against the best other run of its group",
-                                  os.path.join(figures, "per_class_f1.png"))
-        lines += [f"Per-class F1 of `{reference}` against `{best}`, the run of `{group.name}` with the highest mean "
-                  "macro-F1 (mean over seeds):", "", f"![per-class F1](figures/{os.path.basename(path)})", ""]
+        scores = {
+            key: np.mean(
+                [report["per_class_f1"] for report in _eval_reports(results[key], suite.configs[key].train.num_steps)],
+                axis=0,
+            )[present]
+            for key in (reference, best)
+        }
+        path = plots.per_class_f1(
+            [n for n, p in zip(names, present) if p],
+            scores,
+            f"Per-class F1: {reference} against the best other run of its group",
+            os.path.join(figures, "per_class_f1.png"),
+        )
+        lines += [
+            f"Per-class F1 of `{reference}` against `{best}`, the run of `{group.name}` with the highest mean "
+            "macro-F1 (mean over seeds):",
+            "",
+            f"![per-class F1](figures/{os.path.basename(path)})",
+            "",
+        ]
     return lines
 
 
@@ -243,26 +305,50 @@ def _retrieval_section(suite: suites.Suite, results: dict[str, list[Result]], fi
     reference = suite.reference
     chance = [result.untrained for result in results.get(reference, []) if RETRIEVAL[0] in result.untrained]
     header = ["run", "seeds", *(name.replace("retrieval_", "").replace("_r", " R@") for name in RETRIEVAL)]
-    rows = [[f"`{key}`", str(len(_finished_values(results[key], RETRIEVAL[0]))),
-             *(_cell(_finished_values(results[key], name)) for name in RETRIEVAL)] for key in keys]
+    rows = [
+        [
+            f"`{key}`",
+            str(len(_finished_values(results[key], RETRIEVAL[0]))),
+            *(_cell(_finished_values(results[key], name)) for name in RETRIEVAL),
+        ]
+        for key in keys
+    ]
     if chance:
-        rows.append([f"`{reference}` untrained (step 0)", str(len(chance)),
-                     *(_cell([values[name] for values in chance]) for name in RETRIEVAL)])
-    lines = ["## Cross-modal retrieval (eval split)", "",
-             "Recall@k in % by cosine similarity of the contrastive embeddings: v2s ranks every recording's "
-             "sensor embedding for each video, s2v every video for each recording (a recording with several camera "
-             "views counts a hit when any of its views is in the top k). The untrained model is the chance line.", ""]
+        rows.append(
+            [
+                f"`{reference}` untrained (step 0)",
+                str(len(chance)),
+                *(_cell([values[name] for values in chance]) for name in RETRIEVAL),
+            ]
+        )
+    lines = [
+        "## Cross-modal retrieval (eval split)",
+        "",
+        "Recall@k in % by cosine similarity of the contrastive embeddings: v2s ranks every recording's "
+        "sensor embedding for each video, s2v every video for each recording (a recording with several camera "
+        "views counts a hit when any of its views is in the top k). The untrained model is the chance line.",
+        "",
+    ]
     lines += _markdown_table(header, rows)
-    series = {"trained": (np.array([np.mean(_finished_values(results[reference], name)) for name in RETRIEVAL]),
-                          np.array([_mean_std(_finished_values(results[reference], name))[1] for name in RETRIEVAL]))}
+    series = {
+        "trained": (
+            np.array([np.mean(_finished_values(results[reference], name)) for name in RETRIEVAL]),
+            np.array([_mean_std(_finished_values(results[reference], name))[1] for name in RETRIEVAL]),
+        )
+    }
     if chance:
-        series["untrained"] = (np.array([np.mean([values[name] for values in chance]) for name in RETRIEVAL]),
-                               np.array([_mean_std([values[name] for values in chance])[1] for name in RETRIEVAL]))
+        series["untrained"] = (
+            np.array([np.mean([values[name] for values in chance]) for name in RETRIEVAL]),
+            np.array([_mean_std([values[name] for values in chance])[1] for name in RETRIEVAL]),
+        )
     if reference in keys:
-        path = plots.grouped_bars([name.replace("retrieval_", "").replace("_r", " R@") for name in RETRIEVAL],
-                                  {name: (means, np.nan_to_num(stds)) for name, (means, stds) in series.items()},
-                                  "recall (share of queries)", f"Cross-modal retrieval of {reference}",
-                                  os.path.join(figures, "retrieval.png"))
+        path = plots.grouped_bars(
+            [name.replace("retrieval_", "").replace("_r", " R@") for name in RETRIEVAL],
+            {name: (means, np.nan_to_num(stds)) for name, (means, stds) in series.items()},
+            "recall (share of queries)",
+            f"Cross-modal retrieval of {reference}",
+            os.path.join(figures, "retrieval.png"),
+        )
         lines += ["", f"![retrieval](figures/{os.path.basename(path)})"]
     return lines + [""]
 
@@ -280,31 +366,53 @@ def _robustness_section(suite: suites.Suite, results: dict[str, list[Result]], f
     conditions = list(found[0])
     metric = "trial_macro_f1" if "trial_macro_f1" in found[0][robustness.CLEAN] else "macro_f1"
     clean = [values[robustness.CLEAN][metric] for values in found]
-    rows = [[name, _cell([values[name][metric] for values in found]),
-             _cell([values[name]["accuracy"] for values in found]),
-             _cell([values[name][metric] - values[robustness.CLEAN][metric] for values in found])]
-            for name in conditions]
-    lines = ["## Robustness of the trained model (no retraining)", "",
-             f"`{reference}` evaluated with inputs removed or occluded, over {len(found)} seed(s). A removed input is "
-             "the training mean: a removed video is zeros after the model's standardisation, a removed sensor "
-             "stream zeros after standardisation (as a missing MMAct stream is stored); occlusion masks out one "
-             "contiguous span of each recording's recorded steps.", ""]
+    rows = [
+        [
+            name,
+            _cell([values[name][metric] for values in found]),
+            _cell([values[name]["accuracy"] for values in found]),
+            _cell([values[name][metric] - values[robustness.CLEAN][metric] for values in found]),
+        ]
+        for name in conditions
+    ]
+    lines = [
+        "## Robustness of the trained model (no retraining)",
+        "",
+        f"`{reference}` evaluated with inputs removed or occluded, over {len(found)} seed(s). A removed input is "
+        "the training mean: a removed video is zeros after the model's standardisation, a removed sensor "
+        "stream zeros after standardisation (as a missing MMAct stream is stored); occlusion masks out one "
+        "contiguous span of each recording's recorded steps.",
+        "",
+    ]
     label = metric.replace("_", " ").replace("macro f1", "macro-F1")
     lines += _markdown_table(["condition", f"{label} (%)", "accuracy (%)", "Δ vs clean (points)"], rows)
-    path = plots.grouped_bars(conditions, {reference: (np.array([np.mean([v[c][metric] for v in found])
-                                                                 for c in conditions]),
-                                                       np.nan_to_num([_mean_std([v[c][metric] for v in found])[1]
-                                                                      for c in conditions]))},
-                              label, f"Robustness of {reference}: inputs removed or occluded at evaluation",
-                              os.path.join(figures, "robustness.png"), reference=float(np.mean(clean)),
-                              reference_label="clean inputs")
+    path = plots.grouped_bars(
+        conditions,
+        {
+            reference: (
+                np.array([np.mean([v[c][metric] for v in found]) for c in conditions]),
+                np.nan_to_num([_mean_std([v[c][metric] for v in found])[1] for c in conditions]),
+            )
+        },
+        label,
+        f"Robustness of {reference}: inputs removed or occluded at evaluation",
+        os.path.join(figures, "robustness.png"),
+        reference=float(np.mean(clean)),
+        reference_label="clean inputs",
+    )
     return lines + ["", f"![robustness](figures/{os.path.basename(path)})", ""]
 
 
 def _attention_section(suite: suites.Suite, results: dict[str, list[Result]], figures: str) -> list[str]:
     reference = suite.reference
-    result = next((result for result in results.get(reference, []) if result.finished and os.path.exists(
-        os.path.join(result.workdir, attention.FILE))), None)
+    result = next(
+        (
+            result
+            for result in results.get(reference, [])
+            if result.finished and os.path.exists(os.path.join(result.workdir, attention.FILE))
+        ),
+        None,
+    )
     if result is None:
         return []
     with np.load(os.path.join(result.workdir, attention.FILE)) as stored:
@@ -318,24 +426,37 @@ def _attention_section(suite: suites.Suite, results: dict[str, list[Result]], fi
         segments = np.where(alpha.sum(axis=0) > 0, alpha.argmax(axis=0), -1)
         magnitude = np.linalg.norm(saved["sensor"][i], axis=-1) * mask
         length = int(mask.sum())
-        examples.append({"magnitude": magnitude[:length], "alpha": alpha.sum(axis=0)[: -(-length // stride)],
-                         "segments": segments[: -(-length // stride)], "stride": stride,
-                         "title": f"true: {names[saved['label'][i]]}, predicted: {names[saved['prediction'][i]]}"})
-    path = plots.attention(examples, f"Keyless attention of {reference} (seed {result.seed}, step "
-                                     f"{int(saved['step'])}) over the eval recordings' sensor magnitude",
-                           os.path.join(figures, "attention.png"))
-    return ["## Keyless attention", "",
-            f"Weights alpha of `{reference}` (seed {result.seed}) for eval examples of {len(examples)} classes, over "
-            "the magnitude of the standardised sensor channels. Each temporal segment's weights sum to 1.", "",
-            f"![keyless attention](figures/{os.path.basename(path)})", ""]
+        examples.append(
+            {
+                "magnitude": magnitude[:length],
+                "alpha": alpha.sum(axis=0)[: -(-length // stride)],
+                "segments": segments[: -(-length // stride)],
+                "stride": stride,
+                "title": f"true: {names[saved['label'][i]]}, predicted: {names[saved['prediction'][i]]}",
+            }
+        )
+    path = plots.attention(
+        examples,
+        f"Keyless attention of {reference} (seed {result.seed}, step "
+        f"{int(saved['step'])}) over the eval recordings' sensor magnitude",
+        os.path.join(figures, "attention.png"),
+    )
+    return [
+        "## Keyless attention",
+        "",
+        f"Weights alpha of `{reference}` (seed {result.seed}) for eval examples of {len(examples)} classes, over "
+        "the magnitude of the standardised sensor channels. Each temporal segment's weights sum to 1.",
+        "",
+        f"![keyless attention](figures/{os.path.basename(path)})",
+        "",
+    ]
 
 
 def _missing_section(results: dict[str, list[Result]], root: str) -> list[str]:
     missing = [result for runs in results.values() for result in runs if not result.finished]
     if not missing:
         return []
-    lines = ["## Missing or failed runs", "",
-             "Not in any mean above (rerun the suite's command to finish them):", ""]
+    lines = ["## Missing or failed runs", "", "Not in any mean above (rerun the suite's command to finish them):", ""]
     for result in missing:
         log = f", log: `{os.path.relpath(result.log, root)}`" if result.log else ""
         lines.append(f"- `{result.run.key}` seed {result.seed}: {result.status}{log}")
@@ -348,22 +469,31 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
     figures = os.path.join(directory, "figures")
     os.makedirs(figures, exist_ok=True)
     results = gather(suite, seeds, root)
-    lines = [f"# {suite.title}", "",
-             f"Suite `{suite.path}`, {seeds} seed(s) per run; each cell is the mean ± std over the seeds that "
-             "finished (seeds column: finished / asked), in % of the eval split, at the last training step (and, for runs "
-             "that hold out a validation split, at the step it selected). "
-             "Differences are paired over the same seeds against each run's reference; the last column says on how "
-             "many seeds the run beat it. Base config: "
-             f"`{suite.base_config}:{suite.config_variant}` with "
-             f"`{' '.join(suite.overrides).replace(root, '<workdir>') or 'no overrides'}`.", ""]
+    lines = [
+        f"# {suite.title}",
+        "",
+        f"Suite `{suite.path}`, {seeds} seed(s) per run; each cell is the mean ± std over the seeds that "
+        "finished (seeds column: finished / asked), in % of the eval split, at the last training step (and, for runs "
+        "that hold out a validation split, at the step it selected). "
+        "Differences are paired over the same seeds against each run's reference; the last column says on how "
+        "many seeds the run beat it. Base config: "
+        f"`{suite.base_config}:{suite.config_variant}` with "
+        f"`{' '.join(suite.overrides).replace(root, '<workdir>') or 'no overrides'}`.",
+        "",
+    ]
     csv_rows = []
     for group in suite.groups:
         rows = [] if group.skipped else _group_rows(suite, group, results, seeds)
         curve_runs = [row["key"] for row in rows if row["finished"]]
         series = _curve_series(curve_runs, results, [metric for metric, _ in CURVES])
         shown = [(metric, label) for metric, label in CURVES if any(metric in runs for runs in series.values())]
-        figure = plots.curves(series, shown, f"{group.title}: mean over seeds",
-                              os.path.join(figures, f"curves_{group.name}.png")) if curve_runs else None
+        figure = (
+            plots.curves(
+                series, shown, f"{group.title}: mean over seeds", os.path.join(figures, f"curves_{group.name}.png")
+            )
+            if curve_runs
+            else None
+        )
         lines += _group_section(suite, group, rows, figure)
         csv_rows += [_csv_row(group, row) for row in rows if not row["shown"]]
     lines += _class_figures(suite, results, figures)
@@ -372,13 +502,23 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
     lines += _attention_section(suite, results, figures)
     lines += _missing_section(results, root)
     _write_csv(os.path.join(directory, "results.csv"), csv_rows)
-    _write_csv(os.path.join(directory, "runs.csv"), [
-        {"group": result.run.group, "run": result.run.name, "seed": result.seed, "status": result.status,
-         "workdir": os.path.relpath(result.workdir, root),
-         "log": os.path.relpath(result.log, root) if result.log else "",
-         **{metric: result.final.get(metric, "") for metric, _ in SCORES},
-         **{name: result.final.get(name, "") for name in RETRIEVAL}}
-        for runs in results.values() for result in runs])
+    _write_csv(
+        os.path.join(directory, "runs.csv"),
+        [
+            {
+                "group": result.run.group,
+                "run": result.run.name,
+                "seed": result.seed,
+                "status": result.status,
+                "workdir": os.path.relpath(result.workdir, root),
+                "log": os.path.relpath(result.log, root) if result.log else "",
+                **{metric: result.final.get(metric, "") for metric, _ in SCORES},
+                **{name: result.final.get(name, "") for name in RETRIEVAL},
+            }
+            for runs in results.values()
+            for result in runs
+        ],
+    )
     path = os.path.join(directory, "results.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -392,10 +532,19 @@ def _csv_row(group: suites.Group, row: dict[str, Any]) -> dict[str, Any]:
     for metric, _ in SCORES:
         mean, std = _mean_std(row[metric]) if row[metric] else ("", "")
         values |= {f"{metric}_mean": mean, f"{metric}_std": std}
-    return {"group": group.name, "run": row["run"].name, "difference": row["difference"],
-            "seeds_finished": row["finished"], "seeds": row["seeds"], **values, "reference": row["run"].reference,
-            "delta_macro_f1_mean": delta_mean, "delta_macro_f1_std": delta_std,
-            "seeds_better": paired["better"], "seeds_worse": paired["worse"]}
+    return {
+        "group": group.name,
+        "run": row["run"].name,
+        "difference": row["difference"],
+        "seeds_finished": row["finished"],
+        "seeds": row["seeds"],
+        **values,
+        "reference": row["run"].reference,
+        "delta_macro_f1_mean": delta_mean,
+        "delta_macro_f1_std": delta_std,
+        "seeds_better": paired["better"],
+        "seeds_worse": paired["worse"],
+    }
 
 
 def _write_csv(path: str, rows: list[dict[str, Any]]) -> None:

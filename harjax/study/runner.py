@@ -64,9 +64,11 @@ class Runner:
             workdir = trial.workdir(self.root)
             status = suites.read_status(workdir)
             if "command" in status and status["command"] != trial.command(self.suite, self.root):
-                raise suites.SuiteError(f"{trial.run.key} seed {trial.seed} ran in {workdir} ({status['status']}) "
-                                        f"with another command ({shlex.join(status['command'])}); use a new "
-                                        "--workdir for other settings, or delete that run's workdir")
+                raise suites.SuiteError(
+                    f"{trial.run.key} seed {trial.seed} ran in {workdir} ({status['status']}) "
+                    f"with another command ({shlex.join(status['command'])}); use a new "
+                    "--workdir for other settings, or delete that run's workdir"
+                )
 
     def run(self, todo: Sequence[suites.Trial]) -> None:
         queue = list(todo)
@@ -90,17 +92,32 @@ class Runner:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logging.warning("[%d] %s seed %d: an earlier process still runs in %s; waiting for it", trial.index,
-                            trial.run.key, trial.seed, workdir)
+            logging.warning(
+                "[%d] %s seed %d: an earlier process still runs in %s; waiting for it",
+                trial.index,
+                trial.run.key,
+                trial.seed,
+                workdir,
+            )
             fcntl.flock(lock, fcntl.LOCK_EX)
         log = open(os.path.join(workdir, suites.LOG_FILE), "a")
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         log.flush()
-        logging.info("[%d] %s seed %d: %s", trial.index, trial.run.key, trial.seed,
-                     "resuming" if os.path.isdir(os.path.join(workdir, "checkpoints")) else "starting")
-        process = subprocess.Popen([sys.executable, *command[1:]], stdout=log, stderr=subprocess.STDOUT,
-                                   env=self.environment, pass_fds=(lock.fileno(),),
-                                   preexec_fn=_exit_with_parent if sys.platform.startswith("linux") else None)
+        logging.info(
+            "[%d] %s seed %d: %s",
+            trial.index,
+            trial.run.key,
+            trial.seed,
+            "resuming" if os.path.isdir(os.path.join(workdir, "checkpoints")) else "starting",
+        )
+        process = subprocess.Popen(
+            [sys.executable, *command[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.environment,
+            pass_fds=(lock.fileno(),),
+            preexec_fn=_exit_with_parent if sys.platform.startswith("linux") else None,
+        )
         self.running[process] = (trial, time.time(), (log, lock))
 
     def _reap(self) -> None:
@@ -118,11 +135,24 @@ class Runner:
                 outcome = "interrupted"
             else:
                 outcome = "failed"
-            _write_status(workdir, {"status": outcome, "returncode": process.returncode,
-                                    "command": trial.command(self.suite, self.root),
-                                    "log": os.path.join(workdir, suites.LOG_FILE)})
-            logging.log(logging.INFO if complete else logging.WARNING, "[%d] %s seed %d: %s after %.0f s%s",
-                        trial.index, trial.run.key, trial.seed, outcome, time.time() - started,
-                        "" if complete else f" (log: {os.path.join(workdir, suites.LOG_FILE)})")
+            _write_status(
+                workdir,
+                {
+                    "status": outcome,
+                    "returncode": process.returncode,
+                    "command": trial.command(self.suite, self.root),
+                    "log": os.path.join(workdir, suites.LOG_FILE),
+                },
+            )
+            logging.log(
+                logging.INFO if complete else logging.WARNING,
+                "[%d] %s seed %d: %s after %.0f s%s",
+                trial.index,
+                trial.run.key,
+                trial.seed,
+                outcome,
+                time.time() - started,
+                "" if complete else f" (log: {os.path.join(workdir, suites.LOG_FILE)})",
+            )
         if self.running:
             time.sleep(0.2)

@@ -16,8 +16,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-SUITE_KEYS = {"title", "base_config", "config_variant", "seeds", "shared_data_dir", "reference", "overrides",
-              "groups"}
+SUITE_KEYS = {"title", "base_config", "config_variant", "seeds", "shared_data_dir", "reference", "overrides", "groups"}
 REQUIRED_SUITE_KEYS = {"base_config", "config_variant", "seeds", "reference", "groups"}
 GROUP_KEYS = {"name", "title", "runs", "shown", "skipped", "excluded"}
 RUN_KEYS = {"name", "config", "overrides", "reference"}
@@ -83,8 +82,14 @@ class Trial:
 
     def command(self, suite: Suite, root: str) -> list[str]:
         overrides = [*suite.overrides, *self.run.overrides, f"seed={self.seed}"]
-        return ["python", "-m", "harjax.main", f"--config={self.run.config}:{suite.config_variant}",
-                f"--workdir={self.workdir(root)}", *(CONFIG_OVERRIDE_PREFIX + override for override in overrides)]
+        return [
+            "python",
+            "-m",
+            "harjax.main",
+            f"--config={self.run.config}:{suite.config_variant}",
+            f"--workdir={self.workdir(root)}",
+            *(CONFIG_OVERRIDE_PREFIX + override for override in overrides),
+        ]
 
 
 def format_value(value: Any) -> str:
@@ -104,8 +109,10 @@ def _overrides(mapping: Any, where: str) -> tuple[str, ...]:
 def _check_keys(found: Any, allowed: set[str], required: set[str], where: str) -> None:
     unknown, missing = sorted(set(found) - allowed), sorted(required - set(found))
     if unknown:
-        raise SuiteError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                         f"(allowed: {', '.join(sorted(allowed))})")
+        raise SuiteError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
     if missing:
         raise SuiteError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
 
@@ -135,24 +142,50 @@ def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_
         for run in entry["runs"]:
             _check_keys(run, RUN_KEYS, {"name"}, f"{where}, run {run.get('name', '?')!r}")
             if run["name"] in names:
-                raise SuiteError(f"{path}: run name {run['name']!r} is used twice (groups {names[run['name']]!r} "
-                                 f"and {entry['name']!r})")
+                raise SuiteError(
+                    f"{path}: run name {run['name']!r} is used twice (groups {names[run['name']]!r} "
+                    f"and {entry['name']!r})"
+                )
             names[run["name"]] = entry["name"]
-            runs.append(RunSpec(entry["name"], run["name"], run.get("config", raw["base_config"]),
-                                _overrides(run.get("overrides", {}), f"{where}, run {run['name']!r}"),
-                                run.get("reference", raw["reference"])))
-        groups.append(Group(entry["name"], entry.get("title", entry["name"]), tuple(runs),
-                            tuple(entry.get("shown", ())), entry.get("skipped", ""),
-                            dict(entry.get("excluded", {}))))
+            runs.append(
+                RunSpec(
+                    entry["name"],
+                    run["name"],
+                    run.get("config", raw["base_config"]),
+                    _overrides(run.get("overrides", {}), f"{where}, run {run['name']!r}"),
+                    run.get("reference", raw["reference"]),
+                )
+            )
+        groups.append(
+            Group(
+                entry["name"],
+                entry.get("title", entry["name"]),
+                tuple(runs),
+                tuple(entry.get("shown", ())),
+                entry.get("skipped", ""),
+                dict(entry.get("excluded", {})),
+            )
+        )
     base = _resolve(path, "the base config", f"{raw['base_config']}:{raw['config_variant']}", base_overrides)
     configs = {}
     for group in groups:
         for run in group.runs:
             if not group.skipped:
-                configs[run.key] = _resolve(path, f"run {run.key}", f"{run.config}:{raw['config_variant']}",
-                                            [*base_overrides, *run.overrides])
-    suite = Suite(path, raw.get("title", path), raw["base_config"], raw["config_variant"], raw["seeds"],
-                  raw["reference"], tuple(base_overrides), tuple(groups), base, configs)
+                configs[run.key] = _resolve(
+                    path, f"run {run.key}", f"{run.config}:{raw['config_variant']}", [*base_overrides, *run.overrides]
+                )
+    suite = Suite(
+        path,
+        raw.get("title", path),
+        raw["base_config"],
+        raw["config_variant"],
+        raw["seeds"],
+        raw["reference"],
+        tuple(base_overrides),
+        tuple(groups),
+        base,
+        configs,
+    )
     known = suite.runs()
     for group in groups:
         for key in [*group.shown, *(run.reference for run in group.runs)]:
@@ -166,8 +199,9 @@ def _resolve(path: str, what: str, config_arg: str, overrides: Sequence[str]) ->
         return resolve_config(config_arg, overrides)
     except Exception as error:  # absl and ml_collections raise several types; each message names the key
         flags_given = " ".join(CONFIG_OVERRIDE_PREFIX + override for override in overrides)
-        raise SuiteError(f"{path}: {what} (--config={config_arg} {flags_given}): "
-                         f"{type(error).__name__}: {error}") from error
+        raise SuiteError(
+            f"{path}: {what} (--config={config_arg} {flags_given}): {type(error).__name__}: {error}"
+        ) from error
 
 
 def trials(suite: Suite, seeds: int, only: Sequence[str] | None = None) -> list[Trial]:
@@ -177,12 +211,17 @@ def trials(suite: Suite, seeds: int, only: Sequence[str] | None = None) -> list[
     if only:
         unknown = sorted(set(only) - {group.name for group in suite.groups})
         if unknown:
-            raise SuiteError(f"--only names groups {unknown} that {suite.path} does not have "
-                             f"({', '.join(group.name for group in suite.groups)})")
-    runnable = [run for group in suite.groups if not group.skipped and (not only or group.name in only)
-                for run in group.runs]
-    return [Trial(index, run, seed) for index, (run, seed) in enumerate(
-        (run, seed) for run in runnable for seed in range(seeds))]
+            raise SuiteError(
+                f"--only names groups {unknown} that {suite.path} does not have "
+                f"({', '.join(group.name for group in suite.groups)})"
+            )
+    runnable = [
+        run for group in suite.groups if not group.skipped and (not only or group.name in only) for run in group.runs
+    ]
+    return [
+        Trial(index, run, seed)
+        for index, (run, seed) in enumerate((run, seed) for run in runnable for seed in range(seeds))
+    ]
 
 
 def read_status(workdir: str) -> dict[str, Any]:
@@ -191,5 +230,3 @@ def read_status(workdir: str) -> dict[str, Any]:
             return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
         return {"status": "missing"}
-
-

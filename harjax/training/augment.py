@@ -71,8 +71,9 @@ def _resample(x: jax.Array, source: jax.Array) -> jax.Array:
     return (1 - weight) * take(x, left) + weight * take(x, right)
 
 
-def augment(batch: dict[str, jax.Array], key: jax.Array, settings: ml_collections.ConfigDict,
-            streams: Sequence[Sequence[int]]) -> dict[str, jax.Array]:
+def augment(
+    batch: dict[str, jax.Array], key: jax.Array, settings: ml_collections.ConfigDict, streams: Sequence[Sequence[int]]
+) -> dict[str, jax.Array]:
     """The batch with every enabled transformation applied in the order listed above; `streams` are the sensor
     channels of each stream."""
     keys = iter(jax.random.split(key, 16))
@@ -107,7 +108,7 @@ def augment(batch: dict[str, jax.Array], key: jax.Array, settings: ml_collection
         dropped = dropped & ~dropped.all(axis=1, keepdims=True)  # an example keeps at least one stream
         channel_drop = jnp.zeros((batch_size, channels), bool)
         for index, stream in enumerate(streams):
-            channel_drop = channel_drop.at[:, jnp.asarray(stream)].set(dropped[:, index:index + 1])
+            channel_drop = channel_drop.at[:, jnp.asarray(stream)].set(dropped[:, index : index + 1])
         x = jnp.where(channel_drop[:, None, :], 0.0, x)
     out = dict(batch) | {batch_lib.SENSOR: (x * recorded).astype(dtype)}
     if batch_lib.VIDEO in batch and settings.video_noise:

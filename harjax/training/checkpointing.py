@@ -28,16 +28,25 @@ class IncompatibleCheckpointError(ValueError):
 
 def model_signature(config: ml_collections.ConfigDict, abstract_state: Any) -> dict[str, Any]:
     """Parameter and statistics shapes (what must match to restore), and the model config (to explain a mismatch)."""
-    arrays = traverse_util.flatten_dict({"params": abstract_state.params, "batch_stats": abstract_state.batch_stats},
-                                        sep="/")
-    return json.loads(json.dumps({
-        "shapes": {path: [list(leaf.shape), str(leaf.dtype)] for path, leaf in arrays.items()},
-        "model_config": config.model.to_dict()}))
+    arrays = traverse_util.flatten_dict(
+        {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}, sep="/"
+    )
+    return json.loads(
+        json.dumps(
+            {
+                "shapes": {path: [list(leaf.shape), str(leaf.dtype)] for path, leaf in arrays.items()},
+                "model_config": config.model.to_dict(),
+            }
+        )
+    )
 
 
 def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str) -> list[str]:
-    return [f"{prefix}{key}: checkpoint {saved.get(key, 'absent')!r}, config {current.get(key, 'absent')!r}"
-            for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
+    return [
+        f"{prefix}{key}: checkpoint {saved.get(key, 'absent')!r}, config {current.get(key, 'absent')!r}"
+        for key in sorted(saved.keys() | current.keys())
+        if saved.get(key) != current.get(key)
+    ]
 
 
 class Checkpointer:
@@ -48,12 +57,18 @@ class Checkpointer:
         self.directory = directory
         self._signature = signature
         score = lambda metrics: metrics[best_metric]  # noqa: E731
-        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-            ocp.checkpoint_managers.LatestN(keep),
-            ocp.checkpoint_managers.BestN(get_metric_fn=score, n=1, keep_checkpoints_without_metrics=False)])
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [
+                ocp.checkpoint_managers.LatestN(keep),
+                ocp.checkpoint_managers.BestN(get_metric_fn=score, n=1, keep_checkpoints_without_metrics=False),
+            ]
+        )
         self.manager = ocp.CheckpointManager(  # best_fn: what best_step() ranks by (the policy only keeps)
-            directory, options=ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=score, best_mode="max",
-                                                            enable_async_checkpointing=True))
+            directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policy, best_fn=score, best_mode="max", enable_async_checkpointing=True
+            ),
+        )
 
     @property
     def latest_step(self) -> int | None:
@@ -68,31 +83,46 @@ class Checkpointer:
         saved = self.manager.restore(step, args=ocp.args.Composite(signature=ocp.args.JsonRestore()))["signature"]
         shapes = _differences(saved["shapes"], self._signature["shapes"], "")
         if shapes:
-            config = _differences(traverse_util.flatten_dict(saved["model_config"], sep="."),
-                                  traverse_util.flatten_dict(self._signature["model_config"], sep="."), "model.")
-            listed = shapes[:_MAX_LISTED] + ([f"... and {len(shapes) - _MAX_LISTED} more"]
-                                             if len(shapes) > _MAX_LISTED else [])
+            config = _differences(
+                traverse_util.flatten_dict(saved["model_config"], sep="."),
+                traverse_util.flatten_dict(self._signature["model_config"], sep="."),
+                "model.",
+            )
+            listed = shapes[:_MAX_LISTED] + (
+                [f"... and {len(shapes) - _MAX_LISTED} more"] if len(shapes) > _MAX_LISTED else []
+            )
             raise IncompatibleCheckpointError(
                 f"{self.directory} holds step {step} of a model with other parameter shapes.\n"
-                f"Model config differences:\n  " + ("\n  ".join(config) or "none (the data's shapes differ)")
-                + "\nParameters:\n  " + "\n  ".join(listed)
-                + "\nUse a new --workdir, or the config and data that wrote the checkpoint.")
+                f"Model config differences:\n  "
+                + ("\n  ".join(config) or "none (the data's shapes differ)")
+                + "\nParameters:\n  "
+                + "\n  ".join(listed)
+                + "\nUse a new --workdir, or the config and data that wrote the checkpoint."
+            )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """(state, loop state) at `step`, placed as `abstract_state`'s shardings say."""
         self.check_compatible(step)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), loop=ocp.args.JsonRestore())
+        )
         logging.info("restored step %d from %s", step, self.directory)
         return restored["state"], restored["loop"]
 
-    def save(self, step: int, state: Any, loop_state: Mapping[str, Any],
-             metrics: Mapping[str, float] | None = None) -> None:
+    def save(
+        self, step: int, state: Any, loop_state: Mapping[str, Any], metrics: Mapping[str, float] | None = None
+    ) -> None:
         """Every process calls this; Orbax writes to a temporary name, so a killed save never replaces a good one."""
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(dict(loop_state)),
-            signature=ocp.args.JsonSave(self._signature)),
-            metrics=dict(metrics) if metrics else None, force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                loop=ocp.args.JsonSave(dict(loop_state)),
+                signature=ocp.args.JsonSave(self._signature),
+            ),
+            metrics=dict(metrics) if metrics else None,
+            force=True,
+        )
 
     def close(self) -> None:
         self.manager.wait_until_finished()

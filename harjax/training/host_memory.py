@@ -26,8 +26,7 @@ import jax
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _TRIM_ABOVE_BYTES = 2**31 - 1
-_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin",
-                        "libtpu")
+_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
 
 
 def single_cpu_device_expected() -> bool:
@@ -56,5 +55,7 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):
         logging.info("host allocator left as it is: no glibc mallopt in %s", library)
         return False
-    return all(mallopt(option, value) == 1 for option, value in
-               ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_ABOVE_BYTES)))
+    return all(
+        mallopt(option, value) == 1
+        for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_ABOVE_BYTES))
+    )

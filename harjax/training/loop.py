@@ -28,8 +28,15 @@ from harjax.models import har_model
 from harjax.training import augment, checkpointing, parallel
 from harjax.training import metrics as metrics_lib, step as step_lib, workdir as workdir_lib
 
-_POSITIVE_TRAIN_KEYS = ("batch_size", "eval_batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every",
-                        "keep_checkpoints")
+_POSITIVE_TRAIN_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_steps",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+)
 PROFILE_DIR = "profile"
 
 
@@ -39,13 +46,18 @@ def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
         if not isinstance(train_config[key], int) or train_config[key] <= 0:
             raise ValueError(f"config.train.{key} must be a positive integer, got {train_config[key]!r}")
     if train_config.warmup_steps < 0 or train_config.learning_rate <= 0:
-        raise ValueError("config.train.warmup_steps must be >= 0 and config.train.learning_rate > 0, got "
-                         f"{train_config.warmup_steps} and {train_config.learning_rate}")
+        raise ValueError(
+            "config.train.warmup_steps must be >= 0 and config.train.learning_rate > 0, got "
+            f"{train_config.warmup_steps} and {train_config.learning_rate}"
+        )
     profile = tuple(train_config.profile_steps)
-    if profile and not (len(profile) == 2 and all(isinstance(step, int) for step in profile)
-                        and 1 <= profile[0] < profile[1]):
-        raise ValueError("config.train.profile_steps must be () or (first, stop) with 1 <= first < stop: the steps "
-                         f"first..stop-1 are traced; got {profile}")
+    if profile and not (
+        len(profile) == 2 and all(isinstance(step, int) for step in profile) and 1 <= profile[0] < profile[1]
+    ):
+        raise ValueError(
+            "config.train.profile_steps must be () or (first, stop) with 1 <= first < stop: the steps "
+            f"first..stop-1 are traced; got {profile}"
+        )
 
 
 def training_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
@@ -59,7 +71,8 @@ def training_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
     logged = {key for record in metrics_lib.read_metrics(workdir) if record["step"] == last for key in record}
     wanted = {schedule.prefix for schedule in evaluators.schedules(config) if schedule.every or schedule.at_end}
     return any(key.startswith("train/") for key in logged) and all(
-        any(key.startswith(prefix) for key in logged) for prefix in wanted)
+        any(key.startswith(prefix) for key in logged) for prefix in wanted
+    )
 
 
 @dataclasses.dataclass
@@ -92,27 +105,33 @@ class _SplitPredictor:
     belongs to, so no other state can be mistaken for it).
     """
 
-    def __init__(self, data: batch_lib.Split, columns: batch_lib.Columns | None, batch_size: int,
-                 eval_step: Callable, mesh: Any):
+    def __init__(
+        self, data: batch_lib.Split, columns: batch_lib.Columns | None, batch_size: int, eval_step: Callable, mesh: Any
+    ):
         self._data, self._columns, self._batch_size = data, columns, batch_size
         self._eval_step, self._mesh = eval_step, mesh
         self._last: tuple[Any, evaluators.Predictions] | None = None
 
-    def __call__(self, state: step_lib.TrainState, corrupt: robustness.Corruption | None = None
-                 ) -> evaluators.Predictions:
+    def __call__(
+        self, state: step_lib.TrainState, corrupt: robustness.Corruption | None = None
+    ) -> evaluators.Predictions:
         if corrupt is None and self._last is not None and self._last[0] is state:
             return self._last[1]
         outputs = []
-        for local_batch in pipeline.eval_batches(self._data, self._batch_size, jax.process_index(),
-                                                 jax.process_count(), self._columns):
+        for local_batch in pipeline.eval_batches(
+            self._data, self._batch_size, jax.process_index(), jax.process_count(), self._columns
+        ):
             if corrupt is not None:
                 local_batch = corrupt(local_batch)
             outputs.append(self._eval_step(state, parallel.global_batch(local_batch, self._mesh)))
         outputs = jax.device_get(outputs)
         count = sum(output["count"] for output in outputs)
         losses = {name: float(sum(output["sums"][name] for output in outputs) / count) for name in outputs[0]["sums"]}
-        rows = {name: np.concatenate([output[name] for output in outputs])
-                for name in outputs[0] if name not in ("count", "sums")}
+        rows = {
+            name: np.concatenate([output[name] for output in outputs])
+            for name in outputs[0]
+            if name not in ("count", "sums")
+        }
         valid = rows.pop(batch_lib.VALID)
         predictions = evaluators.Predictions({name: values[valid] for name, values in rows.items()}, losses)
         if corrupt is None:
@@ -125,9 +144,11 @@ def _selection_metric(scheduled: Sequence[evaluators.Scheduled]) -> str:
     for entry in scheduled:
         if entry.schedule.every and entry.selection_key:
             return f"{entry.schedule.prefix}{entry.selection_key}"
-    raise ValueError("config.evals: no classification evaluator runs during training (every > 0) on the split that "
-                     "selects checkpoints (the validation split when config.data.validation_fraction > 0, else the "
-                     "test split), so no checkpoint could be chosen")
+    raise ValueError(
+        "config.evals: no classification evaluator runs during training (every > 0) on the split that "
+        "selects checkpoints (the validation split when config.data.validation_fraction > 0, else the "
+        "test split), so no checkpoint could be chosen"
+    )
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
@@ -138,41 +159,76 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     pipeline.log_summary(train_data, eval_data)
     splits = {"train": train_data, "eval": eval_data} | ({"validation": validation_data} if validation_data else {})
     evaluated = {evaluators.TEST: eval_data} | ({evaluators.VALIDATION: validation_data} if validation_data else {})
-    cache = pipeline.choose_cache(config.data.cache, train_data, list(evaluated.values()),
-                                  config.data.cache_memory_fraction, parallel.free_device_bytes(),
-                                  jax.local_device_count())
+    cache = pipeline.choose_cache(
+        config.data.cache,
+        train_data,
+        list(evaluated.values()),
+        config.data.cache_memory_fraction,
+        parallel.free_device_bytes(),
+        jax.local_device_count(),
+    )
     model = har_model.build_model(config, train_data.num_classes)
     train_batch_size = pipeline.per_process_batch_size(
-        config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size")
+        config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size"
+    )
     eval_batch_size = pipeline.per_process_batch_size(
-        config.train.eval_batch_size, jax.device_count(), jax.process_count(), "config.train.eval_batch_size")
-    example = {name: np.zeros((jax.device_count(), *shape), dtype)
-               for name, (shape, dtype) in train_data.example_spec.items()}
-    init = functools.partial(step_lib.create_train_state, model,
-                             step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train)),
-                             example, config.seed)
+        config.train.eval_batch_size, jax.device_count(), jax.process_count(), "config.train.eval_batch_size"
+    )
+    example = {
+        name: np.zeros((jax.device_count(), *shape), dtype) for name, (shape, dtype) in train_data.example_spec.items()
+    }
+    init = functools.partial(
+        step_lib.create_train_state,
+        model,
+        step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train)),
+        example,
+        config.seed,
+    )
     abstract_state = parallel.replicated_abstract(jax.eval_shape(init), mesh)
 
     eval_step = step_lib.jit_eval_step(mesh, config.loss.contrastive_weight)
-    apply = jax.jit(lambda state, batch: state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                                                        batch, train=False))
-    predict_fns = {split: {"predict": _SplitPredictor(data, data.columns() if cache != "none" else None,
-                                                      eval_batch_size, eval_step, mesh),
-                           "apply": apply}
-                   for split, data in evaluated.items()}
+    apply = jax.jit(
+        lambda state, batch: state.apply_fn(
+            {"params": state.params, "batch_stats": state.batch_stats}, batch, train=False
+        )
+    )
+    predict_fns = {
+        split: {
+            "predict": _SplitPredictor(
+                data, data.columns() if cache != "none" else None, eval_batch_size, eval_step, mesh
+            ),
+            "apply": apply,
+        }
+        for split, data in evaluated.items()
+    }
     scheduled = evaluators.from_config(config, predict_fns, evaluated, workdir)
     selection_metric = _selection_metric(scheduled)
     checkpointer = checkpointing.Checkpointer(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), config.train.keep_checkpoints,
-        checkpointing.model_signature(config, abstract_state), best_metric=selection_metric)
-    return _Run(config, workdir, mesh, splits, cache, train_batch_size,
-                jax.jit(init, out_shardings=parallel.replicated(mesh)), abstract_state, checkpointer,
-                metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0), predict_fns, scheduled,
-                selection_metric)
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        config.train.keep_checkpoints,
+        checkpointing.model_signature(config, abstract_state),
+        best_metric=selection_metric,
+    )
+    return _Run(
+        config,
+        workdir,
+        mesh,
+        splits,
+        cache,
+        train_batch_size,
+        jax.jit(init, out_shardings=parallel.replicated(mesh)),
+        abstract_state,
+        checkpointer,
+        metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0),
+        predict_fns,
+        scheduled,
+        selection_metric,
+    )
 
 
-def _evaluate(due: Sequence[evaluators.Scheduled], state: step_lib.TrainState, step: int
-              ) -> tuple[dict[str, float], dict[str, float]]:
+def _evaluate(
+    due: Sequence[evaluators.Scheduled], state: step_lib.TrainState, step: int
+) -> tuple[dict[str, float], dict[str, float]]:
     """(what the evaluators yield, under their prefixes; the seconds each took, as 'perf/eval_seconds/<name>').
 
     An evaluator's time includes predicting its split when it is the first of the round to need it.
@@ -182,8 +238,10 @@ def _evaluate(due: Sequence[evaluators.Scheduled], state: step_lib.TrainState, s
         started = time.perf_counter()
         yielded = {f"{entry.schedule.prefix}{key}": value for key, value in entry.evaluator.run(state, step)}
         if not yielded:
-            raise RuntimeError(f"config.evals.{entry.schedule.name}: the {entry.schedule.type} evaluator yielded "
-                               "nothing (an evaluator yields at least one value, which marks that it ran)")
+            raise RuntimeError(
+                f"config.evals.{entry.schedule.name}: the {entry.schedule.type} evaluator yielded "
+                "nothing (an evaluator yields at least one value, which marks that it ran)"
+            )
         scalars |= yielded
         perf[f"perf/eval_seconds/{entry.schedule.name}"] = time.perf_counter() - started
     return scalars, perf
@@ -195,20 +253,27 @@ def _finish(run: _Run, state: step_lib.TrainState, step: int) -> None:
     an earlier start already did it."""
     if not parallel.agree(not training_complete(run.config, run.workdir)):
         return
-    final = [entry for entry in run.evaluators if entry.schedule.at_end and entry.schedule.checkpoint == evaluators.CURRENT]
-    on_selected = [entry for entry in run.evaluators if entry.schedule.at_end
-                   and entry.schedule.checkpoint == evaluators.SELECTED]
+    final = [
+        entry for entry in run.evaluators if entry.schedule.at_end and entry.schedule.checkpoint == evaluators.CURRENT
+    ]
+    on_selected = [
+        entry for entry in run.evaluators if entry.schedule.at_end and entry.schedule.checkpoint == evaluators.SELECTED
+    ]
     scalars, perf = _evaluate(final, state, step)
     if on_selected:
         run.checkpointer.manager.wait_until_finished()
         selected = run.checkpointer.best_step or step
         selected_state, _ = run.checkpointer.restore(selected, run.abstract_state)
         chosen, chosen_perf = _evaluate(on_selected, selected_state, selected)
-        scalars |= chosen | {f"{prefix}step": selected for prefix in dict.fromkeys(
-            entry.schedule.prefix for entry in on_selected)}
+        scalars |= chosen | {
+            f"{prefix}step": selected for prefix in dict.fromkeys(entry.schedule.prefix for entry in on_selected)
+        }
         perf |= chosen_perf
-        logging.info("after training: %s; the selected checkpoint is step %d", ", ".join(
-            f"{name} {value:.4f}" for name, value in scalars.items() if name.endswith("/macro_f1")), selected)
+        logging.info(
+            "after training: %s; the selected checkpoint is step %d",
+            ", ".join(f"{name} {value:.4f}" for name, value in scalars.items() if name.endswith("/macro_f1")),
+            selected,
+        )
     run.writer.write(step, scalars | perf)
 
 
@@ -245,8 +310,10 @@ class _Throughput:
             figures["perf/train/first_step_seconds"] = self.first_step_seconds
             self.first_step_seconds = None
         if self._steps and seconds > 0:
-            figures |= {"perf/train/steps_per_second": self._steps / seconds,
-                        "perf/train/examples_per_second": self._steps * self._global_batch_size / seconds}
+            figures |= {
+                "perf/train/steps_per_second": self._steps / seconds,
+                "perf/train/examples_per_second": self._steps * self._global_batch_size / seconds,
+            }
         self._started, self._steps, self._paused = time.perf_counter(), 0, 0.0
         return figures
 
@@ -292,9 +359,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             state, loop_state = run.checkpointer.restore(start_step, run.abstract_state)
             window.restore(loop_state["train_window"])
         # Every step, skipped non-finite ones included, consumes one global batch.
-        train_iterator = pipeline.train_iterator(train_data, run.train_batch_size, config.seed, jax.process_index(),
-                                                 jax.process_count(), config.data.num_workers,
-                                                 start_batch=start_step, cache=run.cache)
+        train_iterator = pipeline.train_iterator(
+            train_data,
+            run.train_batch_size,
+            config.seed,
+            jax.process_index(),
+            jax.process_count(),
+            config.data.num_workers,
+            start_batch=start_step,
+            cache=run.cache,
+        )
         cleanup.callback(train_iterator.close)
         on_device = run.cache == "device"
         resident = parallel.replicate(train_data.columns(), run.mesh) if on_device else None
@@ -307,25 +381,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             run.writer.write(0, untrained | perf)
         augment.check(config.data.augment)
         streams = tuple(map(tuple, batch_lib.sensor_streams(train_data.channel_names).values()))
-        train_step = step_lib.jit_train_step(run.mesh, config.loss.contrastive_weight,
-                                             train_data.gather if on_device else None,
-                                             (config.data.augment, streams) if augment.enabled(config.data.augment)
-                                             else None)
+        train_step = step_lib.jit_train_step(
+            run.mesh,
+            config.loss.contrastive_weight,
+            train_data.gather if on_device else None,
+            (config.data.augment, streams) if augment.enabled(config.data.augment) else None,
+        )
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)
         profiler = _StepProfiler(train_config.profile_steps, workdir)
         cleanup.callback(profiler.close)
         throughput = _Throughput(train_config.batch_size)
-        progress = cleanup.enter_context(tqdm.tqdm(
-            total=train_config.num_steps, initial=start_step, disable=jax.process_index() != 0, desc="train",
-            unit="step", dynamic_ncols=True))
+        progress = cleanup.enter_context(
+            tqdm.tqdm(
+                total=train_config.num_steps,
+                initial=start_step,
+                disable=jax.process_index() != 0,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+            )
+        )
 
         eval_metrics: dict[str, float] = {}
         for step in range(start_step + 1, train_config.num_steps + 1):
             profiler.before(step)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh),
-                                                 resident)
+                state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh), resident)
             profiler.after(step, state)
             if step == start_step + 1:
                 throughput.first_step_done(step_metrics)
@@ -373,8 +455,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         if step is None:
             raise FileNotFoundError(f"{run.checkpointer.directory} holds no checkpoint to evaluate; train first")
         state, _ = run.checkpointer.restore(step, run.abstract_state)
-        chosen = [entry for entry in run.evaluators if entry.schedule.split == evaluators.TEST
-                  and entry.schedule.checkpoint == evaluators.CURRENT and (entry.schedule.every or entry.schedule.at_end)]
+        chosen = [
+            entry
+            for entry in run.evaluators
+            if entry.schedule.split == evaluators.TEST
+            and entry.schedule.checkpoint == evaluators.CURRENT
+            and (entry.schedule.every or entry.schedule.at_end)
+        ]
         scalars, _ = _evaluate(chosen, state, step)
         logging.info("step %d: %s", step, scalars)
         return scalars

@@ -29,8 +29,13 @@ def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
-def info_nce(video: jax.Array, sensor: jax.Array, logit_scale: jax.Array, weights: jax.Array | None = None,
-             axis_name: str | None = None) -> jax.Array:
+def info_nce(
+    video: jax.Array,
+    sensor: jax.Array,
+    logit_scale: jax.Array,
+    weights: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> jax.Array:
     """This device's share of the symmetric InfoNCE; its mean over the axis is the global-batch loss.
 
     video, sensor [b, D] are this device's rows; each row's positive is its own pair, its negatives every other
@@ -62,8 +67,9 @@ def info_nce(video: jax.Array, sensor: jax.Array, logit_scale: jax.Array, weight
     return num_devices * (per_row * weights).sum() / jnp.maximum(total_weight, 1.0)
 
 
-def global_info_nce(mesh: Mesh, axis_name: str, video: jax.Array, sensor: jax.Array, logit_scale: jax.Array,
-                    weights: jax.Array) -> jax.Array:
+def global_info_nce(
+    mesh: Mesh, axis_name: str, video: jax.Array, sensor: jax.Array, logit_scale: jax.Array, weights: jax.Array
+) -> jax.Array:
     """InfoNCE over the global batch from arrays sharded on `axis_name`, for use inside jit.
 
     Each device gathers only the normalised embeddings, not the other devices' activations; differentiate the
@@ -71,5 +77,8 @@ def global_info_nce(mesh: Mesh, axis_name: str, video: jax.Array, sensor: jax.Ar
     """
     per_device = jax.shard_map(
         lambda v, s, scale, w: jax.lax.pmean(info_nce(v, s, scale, w, axis_name), axis_name),
-        mesh=mesh, in_specs=(P(axis_name), P(axis_name), P(), P(axis_name)), out_specs=P())
+        mesh=mesh,
+        in_specs=(P(axis_name), P(axis_name), P(), P(axis_name)),
+        out_specs=P(),
+    )
     return per_device(video, sensor, logit_scale, weights)

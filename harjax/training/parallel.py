@@ -27,8 +27,9 @@ def _cluster() -> str | None:
     return None
 
 
-def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None, join_cluster: bool = False) -> None:
+def initialize_distributed(
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None, join_cluster: bool = False
+) -> None:
     """Joins a multi-process job: explicitly from the flags, or from a SLURM or GKE TPU environment.
 
     A lone process (the default) needs nothing. Kubernetes jobs pass the flags (see launch/gke_jobset.yaml).
@@ -36,15 +37,21 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
     query at every start: launch/tpu_pod.sh passes --join_cluster, which leaves the detection to JAX.
     """
     if coordinator_address or num_processes is not None or process_id is not None:
-        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                                   process_id=process_id)
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+        )
     elif (cluster := "JAX-detected" if join_cluster else _cluster()) is not None:
         logging.info("joining the %s job from its environment", cluster)
         jax.distributed.initialize()
     else:
         return
-    logging.info("process %d of %d, %d local of %d devices", jax.process_index(), jax.process_count(),
-                 jax.local_device_count(), jax.device_count())
+    logging.info(
+        "process %d of %d, %d local of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def make_mesh() -> Mesh:

@@ -29,9 +29,12 @@ class TrainState(train_state.TrainState):
 def learning_rate_schedule(train_config: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear warmup, then cosine decay; it counts applied updates, so skipped steps do not advance it."""
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
+        init_value=0.0,
+        peak_value=train_config.learning_rate,
+        warmup_steps=train_config.warmup_steps,
         decay_steps=max(train_config.num_steps, train_config.warmup_steps + 1),
-        end_value=train_config.learning_rate * train_config.final_learning_rate_fraction)
+        end_value=train_config.learning_rate * train_config.final_learning_rate_fraction,
+    )
 
 
 def _cap_logit_scale(max_logit_scale: float) -> optax.GradientTransformation:
@@ -45,8 +48,10 @@ def _cap_logit_scale(max_logit_scale: float) -> optax.GradientTransformation:
         return jax.tree.map(lambda u, p: jnp.minimum(u, cap - p), updates, params), state
 
     transform = optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-    return optax.masked(transform, lambda params: traverse_util.path_aware_map(
-        lambda path, _: path[-1] == har_model.LOGIT_SCALE, params))
+    return optax.masked(
+        transform,
+        lambda params: traverse_util.path_aware_map(lambda path, _: path[-1] == har_model.LOGIT_SCALE, params),
+    )
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
@@ -54,44 +59,66 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) 
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
     return optax.chain(
         optax.clip_by_global_norm(config.train.grad_clip_norm),
-        optax.inject_hyperparams(optax.adamw)(learning_rate=schedule, weight_decay=config.train.weight_decay,
-                                              mask=decay_mask),
-        _cap_logit_scale(config.loss.max_logit_scale))
+        optax.inject_hyperparams(optax.adamw)(
+            learning_rate=schedule, weight_decay=config.train.weight_decay, mask=decay_mask
+        ),
+        _cap_logit_scale(config.loss.max_logit_scale),
+    )
 
 
 def _applied_learning_rate(opt_state: optax.OptState) -> jax.Array:
     """The learning rate the optimizer used for its last update, read from its own state."""
-    return optax.tree_utils.tree_get(opt_state, "learning_rate",
-                                     filtering=lambda path, value: isinstance(value, jax.Array))
+    return optax.tree_utils.tree_get(
+        opt_state, "learning_rate", filtering=lambda path, value: isinstance(value, jax.Array)
+    )
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, example_batch: dict[str, jax.Array],
-                       seed: int) -> TrainState:
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, example_batch: dict[str, jax.Array], seed: int
+) -> TrainState:
     """Initial state from a batch's shapes; jit it with replicated out_shardings to place it on the mesh."""
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
     variables = model.init(init_key, example_batch, train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}), dropout_key=dropout_key,
-                             nonfinite_steps=jnp.zeros((), jnp.int32))
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables.get("batch_stats", {}),
+        dropout_key=dropout_key,
+        nonfinite_steps=jnp.zeros((), jnp.int32),
+    )
 
 
-def _objective(output: har_model.ModelOutput, batch: dict[str, jax.Array], weights: jax.Array, contrastive_weight: float,
-               mesh: Mesh) -> tuple[jax.Array, dict[str, jax.Array]]:
+def _objective(
+    output: har_model.ModelOutput,
+    batch: dict[str, jax.Array],
+    weights: jax.Array,
+    contrastive_weight: float,
+    mesh: Mesh,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """L = CE + lambda * InfoNCE over the global batch, with its parts for logging."""
     cross_entropy = losses.cross_entropy(output.logits, batch[batch_lib.LABEL], weights)
     parts = {"cross_entropy": cross_entropy}
     loss = cross_entropy
     if output.video_embedding is not None:
-        contrastive = losses.global_info_nce(mesh, parallel.DATA_AXIS, output.video_embedding,
-                                             output.sensor_embedding, output.logit_scale, weights)
+        contrastive = losses.global_info_nce(
+            mesh, parallel.DATA_AXIS, output.video_embedding, output.sensor_embedding, output.logit_scale, weights
+        )
         loss = loss + contrastive_weight * contrastive
         parts |= {"contrastive": contrastive, "temperature": 1.0 / output.logit_scale}
     return loss, parts
 
 
-def train_step(state: TrainState, inputs: dict[str, jax.Array], resident: Any = None, *, contrastive_weight: float,
-               mesh: Mesh, gather: Callable | None = None,
-               augmentation: tuple[ml_collections.ConfigDict, Any] | None = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    inputs: dict[str, jax.Array],
+    resident: Any = None,
+    *,
+    contrastive_weight: float,
+    mesh: Mesh,
+    gather: Callable | None = None,
+    augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
+) -> tuple[TrainState, dict]:
     """One update on a global batch. A non-finite loss or gradient leaves the state as it was (step aside).
 
     `inputs` is the batch, or with the device data cache a Selection that `gather` turns into the batch from the
@@ -106,8 +133,13 @@ def train_step(state: TrainState, inputs: dict[str, jax.Array], resident: Any = 
     weights = jnp.ones_like(batch[batch_lib.LABEL], jnp.float32)
 
     def loss_fn(params):
-        output, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, batch, train=True,
-                                         rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+        output, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch,
+            train=True,
+            rngs={"dropout": dropout_key},
+            mutable=["batch_stats"],
+        )
         loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
         return loss, (parts, output.logits, updates.get("batch_stats", {}))
 
@@ -117,14 +149,20 @@ def train_step(state: TrainState, inputs: dict[str, jax.Array], resident: Any = 
     updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
     state = kept.replace(step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-    metrics = {"loss": loss, **parts, "grad_norm": grad_norm, "finite": finite,
-               "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[batch_lib.LABEL]),
-               "learning_rate": _applied_learning_rate(updated.opt_state)}
+    metrics = {
+        "loss": loss,
+        **parts,
+        "grad_norm": grad_norm,
+        "finite": finite,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch[batch_lib.LABEL]),
+        "learning_rate": _applied_learning_rate(updated.opt_state),
+    }
     return state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float,
-              mesh: Mesh) -> dict[str, jax.Array]:
+def eval_step(
+    state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float, mesh: Mesh
+) -> dict[str, jax.Array]:
     """Per-example logits, labels and contrastive embeddings (scored on the host: accuracy, F1, retrieval), and the
     batch's losses summed over valid rows."""
     weights = batch[batch_lib.VALID].astype(jnp.float32)
@@ -132,24 +170,40 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, contrastive_wei
     loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
     count = weights.sum()
     sums = {name: value * count for name, value in {"loss": loss, **parts}.items() if name != "temperature"}
-    rows = {name: batch[name] for name in (batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL, batch_lib.INDEX)
-            if name in batch}
-    embeddings = {name: value for name, value in (("video_embedding", output.video_embedding),
-                                                  ("sensor_embedding", output.sensor_embedding)) if value is not None}
+    rows = {
+        name: batch[name]
+        for name in (batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL, batch_lib.INDEX)
+        if name in batch
+    }
+    embeddings = {
+        name: value
+        for name, value in (("video_embedding", output.video_embedding), ("sensor_embedding", output.sensor_embedding))
+        if value is not None
+    }
     return {"logits": output.logits, **rows, **embeddings, "count": count, "sums": sums}
 
 
-def jit_train_step(mesh: Mesh, contrastive_weight: float, gather: Callable | None = None,
-                   augmentation: tuple[ml_collections.ConfigDict, Any] | None = None) -> Callable:
+def jit_train_step(
+    mesh: Mesh,
+    contrastive_weight: float,
+    gather: Callable | None = None,
+    augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
+) -> Callable:
     """The compiled train step, (state, inputs, resident) -> (state, metrics); the old state's buffers are donated
     to the new one. With `gather` (the device data cache) the step builds its batch from resident columns; with
     `augmentation` it augments it."""
-    return jax.jit(functools.partial(train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather,
-                                     augmentation=augmentation),
-                   donate_argnums=0, out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+    return jax.jit(
+        functools.partial(
+            train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather, augmentation=augmentation
+        ),
+        donate_argnums=0,
+        out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+    )
 
 
 def jit_eval_step(mesh: Mesh, contrastive_weight: float) -> Callable:
     """Outputs are replicated, so every process sees the whole global batch's logits."""
-    return jax.jit(functools.partial(eval_step, contrastive_weight=contrastive_weight, mesh=mesh),
-                   out_shardings=parallel.replicated(mesh))
+    return jax.jit(
+        functools.partial(eval_step, contrastive_weight=contrastive_weight, mesh=mesh),
+        out_shardings=parallel.replicated(mesh),
+    )
