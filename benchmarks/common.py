@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import ml_collections
 import numpy as np
 
 from configs import full
-from harjax.training import parallel, step as step_lib
 from harjax.data import synthetic
 from harjax.models import har_model
+from harjax.training import parallel
+from harjax.training import step as step_lib
 
 # Issue 4's reference sizes: Video-LLaVA's hidden size, 256 sensor steps (5 s at 50 Hz), 4 devices x 3 axes.
 MMACT_SIZES = dict(video_dim=4096, seq_len=256, channels=12, num_classes=37)
@@ -22,8 +23,10 @@ SIZES = {"mmact": MMACT_SIZES, "tiny": dict(video_dim=32, seq_len=32, channels=1
 
 
 def synthetic_batch(batch_size: int, **sizes: int) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
-    """configs/full.py:synthetic on one batch of its data, `sizes` overriding config.data.synthetic:
-    (config, batch, num_classes)."""
+    """configs/full.py:synthetic on one batch of its data: (config, batch, num_classes).
+
+    `sizes` overrides config.data.synthetic.
+    """
     config = full.get_config("synthetic")
     config.data.synthetic.update(num_train=batch_size, num_eval=8, **sizes)
     config.train.batch_size = batch_size
@@ -32,8 +35,10 @@ def synthetic_batch(batch_size: int, **sizes: int) -> tuple[ml_collections.Confi
 
 
 def mmact_sized(batch_size: int, sizes: str = "mmact") -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
-    """configs/full.py's model on one synthetic batch of MMAct's sizes (or SIZES[sizes]): (config, batch,
-    num_classes)."""
+    """configs/full.py's model on one synthetic batch: (config, batch, num_classes).
+
+    The batch has MMAct's sizes, or those of SIZES[sizes].
+    """
     return synthetic_batch(batch_size, **SIZES[sizes])
 
 
@@ -54,8 +59,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_and_batch(args: argparse.Namespace) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
-    """configs/full.py's config in args.dtype, one batch of args.batch_size at args.sizes: (config, batch,
-    num_classes)."""
+    """configs/full.py's config and one batch, as the command line asks: (config, batch, num_classes).
+
+    The dtype is args.dtype, the batch args.batch_size rows at args.sizes.
+    """
     config, batch, num_classes = mmact_sized(args.batch_size, args.sizes)
     config.model.dtype = args.dtype
     return config, batch, num_classes

@@ -24,8 +24,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from harjax.training import host_memory  # noqa: E402
 from harjax.models.sensor_encoder import SensorEncoder  # noqa: E402
+from harjax.training import host_memory  # noqa: E402
 
 IMPLEMENTATIONS = ("hand_written", "autodiff")
 

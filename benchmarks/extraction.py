@@ -6,7 +6,8 @@
         --frame_width=1920 --frame_height=1080          # Video-LLaVA-7B's architecture, random weights, no hub
 
 Writes a synthetic MMAct tree (data_builders.mmact.synthetic_tree; --frame_width/--frame_height set the clips'
-size, --clip_frames their length: MMAct's are 1920x1080, median 183 frames) to a temporary folder (its deliberately undecodable clip is left out of the timed sets), then times
+size, --clip_frames their length: MMAct's are 1920x1080, median 183 frames) to a temporary folder (its
+deliberately undecodable clip is left out of the timed sets), then times
 decoding the 8 sampled frames of every clip alone, the model on already decoded clips alone, and
 `extract_embeddings.extract` end to end (decode + model + atomic npz writes). --model=random-7b builds the 7B
 model from its published configuration with random weights in bfloat16 on the device (data_builders/mmact/

@@ -1,5 +1,6 @@
-"""Inference latency of one window and batch throughput: the Flax model under jit, the StableHLO artifact and
-onnxruntime, with one thread and with two.
+"""Inference latency of one window and batch throughput, in each runtime and with one and two threads.
+
+The runtimes: the Flax model under jit, the StableHLO artifact and onnxruntime.
 
     python benchmarks/inference.py [--window_steps=256 --calls=300 --batch_size=256]
     python benchmarks/inference.py --smoke                     # a tiny model, a few calls: checks it runs
@@ -44,7 +45,8 @@ def _runner(runtime: str, bundle_dir: str, threads: int):
     """f(*inputs) -> logits as numpy, for one runtime."""
     import numpy as np
 
-    from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
+    from harjax.serving import bundle as bundle_lib
+    from harjax.serving import predictor as predictor_lib
 
     bundle = bundle_lib.Bundle.load(bundle_dir)
     if runtime == "flax":
@@ -69,7 +71,7 @@ def _runner(runtime: str, bundle_dir: str, threads: int):
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(os.path.join(bundle_dir, "onnx", "model.onnx"), options)
     names = [node.name for node in session.get_inputs()]
-    return bundle, lambda *inputs: session.run(None, dict(zip(names, inputs)))[0]
+    return bundle, lambda *inputs: session.run(None, dict(zip(names, inputs, strict=True)))[0]
 
 
 def measure(args: argparse.Namespace) -> dict:

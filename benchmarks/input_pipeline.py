@@ -35,9 +35,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks import mmact_sized  # noqa: E402
 from configs import full  # noqa: E402
-from harjax.training import host_memory, parallel, step as step_lib  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
 from harjax.models import har_model  # noqa: E402
+from harjax.training import host_memory, parallel  # noqa: E402
+from harjax.training import step as step_lib
 
 CACHES = ("none", "host", "device")
 
@@ -84,8 +85,10 @@ def measure_cache(args: argparse.Namespace) -> dict:
 
 
 def step_comparison(args: argparse.Namespace) -> dict:
-    """ms per train step fed one constant pre-placed batch, and gathering each batch from device-resident data,
-    alternating rounds in one process."""
+    """Ms per train step fed one constant pre-placed batch, and gathering each batch from device-resident data.
+
+    The two alternate rounds in one process.
+    """
     config = _config(args)
     train, _ = pipeline.load_splits(config)
     mesh = parallel.make_mesh()

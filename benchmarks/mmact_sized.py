@@ -12,7 +12,8 @@ MMAct's clips (median about 6 s at 50 Hz, 40 to 2,575 steps), about 2.5% of came
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds

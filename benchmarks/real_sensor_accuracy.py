@@ -1,5 +1,6 @@
-"""Sensor-only accuracy on real IMU and gesture recordings that ship inside registry packages, next to
-MiniRocket and InceptionTime on the same splits.
+"""Sensor-only accuracy on real IMU and gesture recordings, next to MiniRocket and InceptionTime.
+
+The recordings ship inside registry packages; the splits are the archives' standard ones.
 
     pip install --no-deps aeon==1.6.0        # only for its dataset files; nothing of aeon is imported
     python benchmarks/real_sensor_accuracy.py [--recipes=sensor_only,sensor_small] [--seeds=3]
@@ -59,8 +60,11 @@ def data_directory() -> str:
 
 
 def read_ts(path: str) -> tuple[list[np.ndarray], list[str]]:
-    """The .ts format: '@' header lines up to '@data', then one case per line, channels separated by ':' (values
-    by ','), the class label last. Returns ([C, L_i] arrays, labels)."""
+    """Reads the .ts format: ([C, L_i] arrays, labels).
+
+    '@' header lines up to '@data', then one case per line, channels separated by ':' (values by ','), the class label
+    last.
+    """
     series, labels, in_data = [], [], False
     with open(path, encoding="utf-8") as f:
         for line in f:

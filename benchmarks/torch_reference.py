@@ -4,16 +4,17 @@ Same computation as harjax.models.har_model.HARModel with modalities='both', fus
 Transformer (configs/full.py), step for step: batch-statistics video standardisation, Conv1d -> LayerNorm ->
 tanh-GELU sensor blocks with masking, keyless attention per segment (v^T W once per example), joint tokens
 [v || a_k] W with v's share once per example (harjax's two algorithmic savings, so the benchmark compares
-frameworks, not algorithms), pre-LN Transformer with a class token, MLP head, projection heads, CE + lambda * symmetric InfoNCE
-with a learnable, capped temperature, global-norm clipping and AdamW with weight decay on matrices only.
-`load_flax_variables` copies a harjax model's weights in, and tests/test_torch_reference.py checks that both
-give the same logits and loss, so the benchmark compares two implementations of one model.
+frameworks, not algorithms), pre-LN Transformer with a class token, MLP head, projection heads, CE + lambda *
+symmetric InfoNCE with a learnable, capped temperature, global-norm clipping and AdamW with weight decay on
+matrices only. `load_flax_variables` copies a harjax model's weights in, and tests/test_torch_reference.py checks
+that both give the same logits and loss, so the benchmark compares two implementations of one model.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class SensorEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, C], mask [B, T] -> [B, n, d_s], [B, n]."""
-        for conv, norm, stride in zip(self.convs, self.norms, self.strides):
+        for conv, norm, stride in zip(self.convs, self.norms, self.strides, strict=True):
             x = x * mask[..., None]
             x = conv(F.pad(x.transpose(1, 2), self.padding)).transpose(1, 2)  # Conv1d wants [B, C, T]
             mask = mask[:, ::stride]
@@ -239,7 +240,7 @@ def load_flax_variables(model: HARModel, variables: Mapping[str, Any]) -> None:
         model.video_standardise.running_mean.copy_(t(stats["mean"]))
         model.video_standardise.running_var.copy_(t(stats["var"]))
         encoder = params["SensorEncoder_0"]
-        for i, (conv, norm) in enumerate(zip(model.sensor_encoder.convs, model.sensor_encoder.norms)):
+        for i, (conv, norm) in enumerate(zip(model.sensor_encoder.convs, model.sensor_encoder.norms, strict=True)):
             block = encoder[f"ConvBlock_{i}"]
             conv.weight.copy_(t(block["kernel"]).permute(2, 1, 0))  # [k, in, out] -> [out, in, k]
             conv.bias.copy_(t(block["conv_bias"]))

@@ -8,8 +8,9 @@ C 12, 37 classes; benchmarks/torch_reference.py is the same model, tested equal)
 they take turns, `--steps` updates each per round, so a slow spell of a shared machine hits all three alike; the
 table gives each one's median and best round (shared machines drift by 10-20% within minutes). Runs on CPU
 (torch keeps to the CPU, and JAX is asked for it) so the three share one processor; pass --platform=gpu on a GPU
-machine to put both frameworks there. Prints a table and, last, one JSON line. Targets (issue 4, 2-core CPU): harjax >= 1.5x eager and >= 1x torch.compile.
---allocator=default leaves glibc's malloc as it is (see harjax/host_memory.py for why harjax.main changes it).
+machine to put both frameworks there. Prints a table and, last, one JSON line. Targets (issue 4, 2-core CPU):
+harjax >= 1.5x eager and >= 1x torch.compile. --allocator=default leaves glibc's malloc as it is (see
+harjax/training/host_memory.py for why harjax.main changes it).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""Ablation: each segment's sensor steps are mean-pooled instead of weighed by the keyless attention; the joint
-tokens [v || mean of segment k], the Transformer and the contrastive term stay as in the full model."""
+"""Ablation: each segment's sensor steps mean-pooled instead of weighed by the keyless attention.
+
+The joint tokens [v || mean of segment k], the Transformer and the contrastive term stay as in the full model.
+"""
 
 import ml_collections
 

@@ -1,4 +1,4 @@
-"""Sensors alone on small real datasets (a few to a few dozen recordings per class): one recipe for all of them.
+r"""Sensors alone on small real datasets (a few to a few dozen recordings per class): one recipe for all of them.
 
 What it changes from configs/sensor_only.py, each measured on the validation split of real IMU data
 (benchmarks/real_sensor_accuracy.py, benchmarks/RESULTS.md): each recording standardised by its own statistics

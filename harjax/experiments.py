@@ -20,7 +20,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from harjax.evaluators import common as evaluators
-from harjax.study import report, runner as runner_lib, suites
+from harjax.study import report, suites
+from harjax.study import runner as runner_lib
 
 _SUITE = config_flags.DEFINE_config_file(
     "suite", None, "A suite file, e.g. configs/suites/paper.py:synthetic.", lock_config=True
@@ -53,6 +54,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    """Lists, runs or reports a suite, as the flags say."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     root = os.path.abspath(_WORKDIR.value)

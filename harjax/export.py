@@ -10,7 +10,8 @@ import os
 
 from absl import app, flags, logging
 
-from harjax.serving import bundle as bundle_lib, export
+from harjax.serving import bundle as bundle_lib
+from harjax.serving import export
 from harjax.training import checkpointing
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir to export from.")
@@ -26,6 +27,7 @@ _WINDOW_STEPS = flags.DEFINE_integer(
 
 
 def main(argv: list[str]) -> None:
+    """Writes the bundle and the formats the flags ask for."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     formats = set(_FORMAT.value) | {"bundle"}

@@ -64,6 +64,7 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def main(argv: list[str]) -> None:
+    """Trains (resuming when the workdir holds a checkpoint) or evaluates, as --mode says."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     host_memory.retain_freed_memory()  # before JAX starts its threads

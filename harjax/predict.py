@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from harjax.serving import batch, bundle as bundle_lib, predictor as predictor_lib, streaming
+from harjax.serving import batch, streaming
+from harjax.serving import bundle as bundle_lib
+from harjax.serving import predictor as predictor_lib
 
 _BUNDLE = flags.DEFINE_string("bundle", None, "A model bundle (python -m harjax.export).")
 _INPUT = flags.DEFINE_string("input", None, "An .npz of examples to predict.")
@@ -33,6 +35,7 @@ flags.mark_flags_as_required(["bundle", "output"])
 
 
 def main(argv: list[str]) -> None:
+    """Predicts on the file or stream the flags name and writes every prediction, or nothing."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if bool(_INPUT.value) == bool(_STREAM.value):

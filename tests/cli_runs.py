@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {
@@ -53,8 +54,10 @@ def environment(devices: int) -> dict[str, str]:
 
 
 def start(workdir: str, overrides: Mapping[str, Any], devices: int, *flags: str) -> subprocess.Popen:
-    """The CLI in its own process group (its pid is the group's), as a cluster runs it: signal_group reaches the
-    trainer and its input workers together."""
+    """The CLI in its own process group (its pid is the group's), as a cluster runs it.
+
+    signal_group then reaches the trainer and its input workers together.
+    """
     return subprocess.Popen(
         command(workdir, overrides, *flags),
         cwd=REPO,

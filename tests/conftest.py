@@ -76,9 +76,11 @@ def config():
 
 
 def assert_caches_serve_the_same_batches(train, evaluation, batch_size: int, steps: int) -> None:
-    """Training batches of every data cache, bit for bit: 'none' (records read per batch), 'host' (vectorised
-    gathers from columns) and 'device' (the jitted gather from device-resident columns); and evaluation batches
-    read per batch or gathered from columns."""
+    """Training batches of every data cache are the same, bit for bit, and so are evaluation batches.
+
+    The caches: 'none' (records read per batch), 'host' (vectorised gathers from columns) and 'device' (the jitted
+    gather from device-resident columns); evaluation batches read per batch or gathered from columns.
+    """
     import contextlib
 
     import jax.numpy as jnp
@@ -104,7 +106,7 @@ def assert_caches_serve_the_same_batches(train, evaluation, batch_size: int, ste
                 np.testing.assert_array_equal(device[name], expected[name], err_msg=f"device cache: {name}")
     columns = evaluation.columns()
     for read, gathered in zip(
-        pipeline.eval_batches(evaluation, 8, 0, 1), pipeline.eval_batches(evaluation, 8, 0, 1, columns)
+        pipeline.eval_batches(evaluation, 8, 0, 1), pipeline.eval_batches(evaluation, 8, 0, 1, columns), strict=True
     ):
         for name in read:
             np.testing.assert_array_equal(gathered[name], read[name], err_msg=f"evaluation: {name}")

@@ -7,8 +7,8 @@ import pytest
 from configs import full, sensor_only, video_only
 from harjax.data import batch as batch_lib
 from harjax.evaluators import attention, retrieval, robustness
-from harjax.training import loop
 from harjax.models import har_model
+from harjax.training import loop
 from tests.conftest import read_metrics, small_config
 
 

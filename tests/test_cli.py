@@ -90,8 +90,10 @@ def test_multi_process_launchers_are_recognised(monkeypatch, env, expected):
 
 
 def test_join_cluster_leaves_the_detection_to_jax(monkeypatch):
-    """Cloud TPU VM slices are found only through JAX's metadata-server query, which --join_cluster asks for; a
-    lone process outside any launcher must not start jax.distributed at all."""
+    """Cloud TPU VM slices are found only through JAX's metadata-server query, which --join_cluster asks for.
+
+    A lone process outside any launcher must not start jax.distributed at all.
+    """
     for name in (
         "SLURM_JOB_ID",
         "SLURM_STEP_NODELIST",

@@ -13,7 +13,8 @@ import shutil
 import numpy as np
 import pytest
 
-from harjax.serving import export, predictor as predictor_lib
+from harjax.serving import export
+from harjax.serving import predictor as predictor_lib
 from harjax.study import suites
 from harjax.training import loop
 from tests.conftest import read_metrics

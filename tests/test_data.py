@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from harjax.data import batch as batch_lib, npz, pipeline, sampling, synthetic
+from harjax.data import batch as batch_lib
+from harjax.data import npz, pipeline, sampling, synthetic
 from tests.conftest import assert_caches_serve_the_same_batches
 
 
@@ -162,8 +163,11 @@ def test_train_iterator_shards_processes_and_resumes_at_a_step(config):
 
 
 def test_input_workers_outlive_sigterm(config):
-    """Clusters signal every process of a job on preemption; the trainer still needs batches until its checkpoint
-    step, so the worker processes must keep serving after SIGTERM (far beyond what they had buffered)."""
+    """Input worker processes keep serving after SIGTERM, far beyond what they had buffered.
+
+    Clusters signal every process of a job on preemption; the trainer still needs batches until its checkpoint
+    step.
+    """
     train, _ = pipeline.load_splits(config)
     expected = pipeline.train_iterator(train, 32, 0, 0, 1)
     with contextlib.closing(pipeline.train_iterator(train, 32, 0, 0, 1, num_workers=2)) as iterator:

@@ -274,9 +274,11 @@ def _section(root, group):
 
 @pytest.mark.slow
 def test_a_killed_suite_resumes_without_retraining_and_reports_the_same(smoke, tmp_path):
-    """kill -9 of the suite while a run trains, then the same command: finished runs are not trained again, the
-    interrupted one resumes from its checkpoint, and the report of the group is that of the uninterrupted smoke
-    suite (the same data and compiled programs)."""
+    """Kill -9 of the suite while a run trains, then the same command: nothing is trained twice.
+
+    Finished runs are not trained again, the interrupted one resumes from its checkpoint, and the report of the group
+    is that of the uninterrupted smoke suite (the same data and compiled programs).
+    """
     root, _ = smoke
     args = ["--suite=configs/suites/paper.py:smoke", "--only=main", f"--config.data.data_dir={root / 'data'}"]
     env = _fast_env(root / "jax_cache")

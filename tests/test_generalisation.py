@@ -1,5 +1,7 @@
-"""What trains models that generalise: augmentation, a validation split for model selection, per-recording
-normalisation."""
+"""What trains models that generalise.
+
+Augmentation, a validation split for model selection, per-recording normalisation.
+"""
 
 import json
 
@@ -8,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import full, sensor_only
-from harjax.data import batch as batch_lib, normalization, npz, pipeline, synthetic
+from harjax.data import batch as batch_lib
+from harjax.data import normalization, npz, pipeline, synthetic
 from harjax.serving import export
 from harjax.training import augment, checkpointing, loop
 from tests.conftest import read_metrics, small_config
@@ -83,7 +86,7 @@ def test_stream_drop_zeroes_whole_streams_and_keeps_one():
     for example in out:
         silent = [not example[:, list(stream)].any() for stream in STREAMS]
         assert sum(silent) < len(STREAMS)  # never every stream
-        for stream, quiet in zip(STREAMS, silent):  # a stream goes whole or not at all
+        for stream, quiet in zip(STREAMS, silent, strict=True):  # a stream goes whole or not at all
             assert quiet or all(example[:, channel].any() for channel in stream)
 
 
@@ -153,9 +156,11 @@ def test_without_subjects_the_validation_split_is_stratified_by_class():
 
 
 def test_model_selection_uses_the_validation_split_only(tmp_path, monkeypatch):
-    """Validation scores choose the best checkpoint; the test split is scored at the last and at the selected
-    step, and its predictions never reach the selection (the test split's evaluation is never run during
-    training)."""
+    """Validation scores choose the best checkpoint; the test split informs no choice.
+
+    The test split is scored at the last and at the selected step, and its predictions never reach the selection
+    (the test split's evaluation is never run during training).
+    """
     config = small_config()
     config.data.validation_fraction = 0.2
     config.train.update(num_steps=9, eval_every=3, checkpoint_every=3)
@@ -193,7 +198,7 @@ def test_sensor_normalisation_modes(tmp_path, mode):
     sensor = eval_split.arrays[batch_lib.SENSOR]
     assert not sensor[~mask].any()
     if mode == "recording":  # every recording has mean 0 and std 1 in every channel over its recorded steps
-        for row, recorded in zip(sensor[:10], mask[:10]):
+        for row, recorded in zip(sensor[:10], mask[:10], strict=True):
             np.testing.assert_allclose(row[recorded].mean(0), 0, atol=1e-4)
             np.testing.assert_allclose(row[recorded].std(0), 1, atol=1e-3)
         assert train_split.normalization == {"mode": "recording"}

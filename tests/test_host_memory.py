@@ -1,5 +1,7 @@
-"""harjax.main keeps freed host memory in the process, so a step's large temporary block is not page-faulted in
-again every step (harjax/training/host_memory.py)."""
+"""harjax.main keeps freed host memory in the process (harjax/training/host_memory.py).
+
+So a step's large temporary block is not page-faulted in again every step.
+"""
 
 import os
 import subprocess

@@ -1,5 +1,8 @@
-"""A trained model used on new data: bundle, predictions, streaming, StableHLO and ONNX, all giving one model's
-logits; and every bad input failing with a message that names the file and the problem."""
+"""A trained model used on new data: every format gives the one model's logits.
+
+Bundle, predictions, streaming, StableHLO and ONNX; and every bad input fails with a message that names the file
+and the problem.
+"""
 
 import csv
 import json
@@ -12,10 +15,13 @@ import numpy as np
 import pytest
 
 from configs import sensor_only
-from harjax.data import batch as batch_lib, pipeline, synthetic
+from harjax.data import batch as batch_lib
+from harjax.data import pipeline, synthetic
 from harjax.evaluators import robustness
-from harjax.serving import batch as batch_prediction, bundle as bundle_lib, export, predictor as predictor_lib
-from harjax.serving import streaming
+from harjax.serving import batch as batch_prediction
+from harjax.serving import bundle as bundle_lib
+from harjax.serving import export, streaming
+from harjax.serving import predictor as predictor_lib
 from harjax.training import loop
 from tests.conftest import small_config
 
@@ -117,7 +123,7 @@ np.save({str(root / "stablehlo_logits.npy")!r}, np.asarray(logits))
 
     session = onnxruntime.InferenceSession(str(root / "bundle" / "onnx" / "model.onnx"))
     names = [node.name for node in session.get_inputs()]
-    onnx_logits = session.run(None, dict(zip(names, inputs)))[0]
+    onnx_logits = session.run(None, dict(zip(names, inputs, strict=True)))[0]
     np.testing.assert_allclose(onnx_logits, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -158,7 +164,7 @@ def _write_stream(path, rate_hz, seconds, channels, seed=0):
     values = np.random.default_rng(seed).normal(size=(len(time), len(channels)))
     with open(path, "w") as f:
         f.write("time," + ",".join(channels) + "\n")
-        for t, row in zip(time, values):
+        for t, row in zip(time, values, strict=True):
             f.write(f"{t:.6f}," + ",".join(f"{v:.6f}" for v in row) + "\n")
     return time, values
 
@@ -313,7 +319,7 @@ def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
     session = onnxruntime.InferenceSession(str(tmp_path / "bundle" / "onnx" / "model.onnx"))
     names = [node.name for node in session.get_inputs()]
     onnx_logits = session.run(
-        None, dict(zip(names, [standardised[batch_lib.SENSOR], standardised[batch_lib.SENSOR_MASK]]))
+        None, dict(zip(names, [standardised[batch_lib.SENSOR], standardised[batch_lib.SENSOR_MASK]], strict=True))
     )[0]
     np.testing.assert_allclose(onnx_logits, got.logits, rtol=1e-4, atol=1e-4)
     with pytest.raises(predictor_lib.InputError, match=r"not the bundle's .*another order"):

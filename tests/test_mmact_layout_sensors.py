@@ -172,7 +172,7 @@ def test_angles_are_resampled_across_the_wrap_around(tmp_path):
     """Azimuth going 350 -> 10 degrees must pass through 0, not 180."""
     times = np.arange(100) / 100
     azimuth = (350 + 20 * times) % 360
-    rows = [(_timestamp(t), a, -179.5 + 359 * (i % 2), 0) for i, (t, a) in enumerate(zip(times, azimuth))]
+    rows = [(_timestamp(t), a, -179.5 + 359 * (i % 2), 0) for i, (t, a) in enumerate(zip(times, azimuth, strict=True))]
     values, _ = sensors.read_trial(
         [_write(tmp_path / "o.csv", rows)], rate_hz=50, counts=collections.Counter(), angular=[True]
     )

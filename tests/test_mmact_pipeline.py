@@ -7,7 +7,8 @@ import pytest
 
 from configs import sensor_only
 from data_builders.mmact import build, make_dummy_data
-from harjax.data import batch as batch_lib, mmact, pipeline, sampling
+from harjax.data import batch as batch_lib
+from harjax.data import mmact, pipeline, sampling
 from harjax.training import loop
 from tests.conftest import assert_caches_serve_the_same_batches, read_metrics, small_config
 
@@ -128,8 +129,10 @@ def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path, nu
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_resumed_iterator_repeats_batches_and_camera_draws(data_dir, num_workers):
-    """An iterator started at a step gives the batches, the random camera choice included, that the uninterrupted
-    iterator gave there, and worker processes change nothing: they give the batches threads give."""
+    """An iterator started at a step gives the batches the uninterrupted iterator gave there.
+
+    The random camera choice included; and worker processes change nothing: they give the batches threads give.
+    """
     train_split, _ = pipeline.load_splits(_config(data_dir))
     uninterrupted = pipeline.train_iterator(train_split, 4, seed=0, process_index=0, process_count=1)
     for _ in range(5):  # into the second epoch (12 trials)
@@ -199,6 +202,6 @@ def test_a_dataset_without_a_stored_listing_is_listed_from_its_records(data_dir,
     monkeypatch.setattr(mmact, "_open", older)
     listed = pipeline.load_splits(_config(data_dir))
     assert "has no stored listing" in caplog.text
-    for new, old in zip(listed, expected):
+    for new, old in zip(listed, expected, strict=True):
         np.testing.assert_array_equal(new.views, old.views)
         np.testing.assert_array_equal(new.listing.sensor_length, old.listing.sensor_length)

@@ -166,8 +166,11 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
 
 
 def test_video_standardisation_makes_per_dimension_scale_irrelevant():
-    """A few huge dimensions (as in LLM hidden states) must not swamp the rest: the model standardises each
-    dimension, so rescaling and shifting dimensions leaves training-mode predictions unchanged."""
+    """A few huge dimensions (as in LLM hidden states) must not swamp the rest.
+
+    The model standardises each dimension, so rescaling and shifting dimensions leaves training-mode predictions
+    unchanged.
+    """
     config = small_config(video_only)
     config.model.dropout = 0.0
     model = har_model.build_model(config, num_classes=6)
@@ -205,8 +208,10 @@ def test_contrastive_weight_with_one_modality_is_rejected():
 
 
 def test_both_encoder_backwards_share_parameters_values_and_gradients():
-    """'autodiff' (the reference) and 'hand_written' are one function with one parameter layout: a checkpoint of
-    either restores into the other, and their gradients agree."""
+    """'autodiff' (the reference) and 'hand_written' are one function with one parameter layout.
+
+    A checkpoint of either restores into the other, and their gradients agree.
+    """
     batch = _batch()
     models = {}
     for setting in ("autodiff", "hand_written"):

@@ -26,7 +26,7 @@ def _metrics(workdir):
 
 def _assert_same_training(actual, expected):
     assert [line["step"] for line in actual] == [line["step"] for line in expected]
-    for got, want in zip(actual, expected):
+    for got, want in zip(actual, expected, strict=True):
         assert got.keys() == want.keys()
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=1e-6, err_msg=f"step {want['step']} {key}")
@@ -55,8 +55,10 @@ def _two_processes(workdir, overrides=OVERRIDES):
 
 
 def _interrupt_two_processes(workdir, sig, overrides=OVERRIDES):
-    """Starts both processes, sends `sig` to both process groups (input workers included) after step 15 and a
-    checkpoint; (returncode, stderr) each."""
+    """Starts both processes, signals both after step 15 and a checkpoint: (returncode, stderr) each.
+
+    `sig` goes to both process groups, input workers included.
+    """
     processes = _two_processes(workdir, overrides)
     cli_runs.wait_until(workdir, processes, 15)
     for process in processes:
@@ -75,9 +77,12 @@ def _resume_two_processes(workdir, overrides=OVERRIDES):
 
 
 def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_process):
-    """One process reads its batches from the 'auto' cache (device-resident on CPU); two processes, killed and
-    resumed, from the host cache: the same global batches reach the same steps. (The SIGTERM test below runs two
-    processes on the streaming path, then resumes them on the device cache.)"""
+    """Two processes, killed and resumed, train on the batches one process trains on.
+
+    One process reads its batches from the 'auto' cache (device-resident on CPU); two processes from the host cache:
+    the same global batches reach the same steps. (The SIGTERM test below runs two processes on the streaming path,
+    then resumes them on the device cache.)
+    """
     workdir = str(tmp_path)
     cache = "host"
     overrides = OVERRIDES | {"data.cache": cache}
@@ -106,9 +111,11 @@ def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, fi
 
 
 def test_sigterm_stops_every_process_at_the_same_step(tmp_path, one_process):
-    """As a cluster preempts: SIGTERM to each process group, input worker processes included (cache 'none', where
-    workers read records). The resume runs without workers and from the device cache: the batches are a function
-    of the step, not of the iterator's workers or the cache."""
+    """As a cluster preempts: SIGTERM to each process group stops every process at the same step.
+
+    Input worker processes are included (cache 'none', where workers read records). The resume runs without workers
+    and from the device cache: the batches are a function of the step, not of the iterator's workers or the cache.
+    """
     workdir = str(tmp_path)
     stopped = []
     streamed = OVERRIDES | {"data.num_workers": 2, "data.cache": "none"}

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from benchmarks import torch_reference
-from harjax.training import parallel, step as step_lib
 from harjax.data import synthetic
 from harjax.models import har_model
+from harjax.training import parallel
+from harjax.training import step as step_lib
 from tests.conftest import small_config
 
 

@@ -12,10 +12,13 @@ import optax
 import pytest
 
 from configs import sensor_only
-from harjax.training import checkpointing, loop, parallel, step as step_lib
-from harjax.data import batch as batch_lib, synthetic
+from harjax.data import batch as batch_lib
+from harjax.data import synthetic
 from harjax.models import har_model
-from tests.conftest import ALL_CONFIGS, config_id, read_metrics as _read_metrics, small_config
+from harjax.training import checkpointing, loop, parallel
+from harjax.training import step as step_lib
+from tests.conftest import ALL_CONFIGS, config_id, small_config
+from tests.conftest import read_metrics as _read_metrics
 
 
 def test_training_writes_a_reproducible_workdir(tmp_path, config):
@@ -183,7 +186,7 @@ def test_checkpointer_keeps_the_latest_and_the_best(tmp_path, config):
     checkpointer = checkpointing.Checkpointer(
         str(tmp_path), keep=2, signature=checkpointing.model_signature(config, abstract)
     )
-    for step, f1 in zip(range(1, 7), [0.2, 0.9, None, 0.3, None, 0.1]):
+    for step, f1 in zip(range(1, 7), [0.2, 0.9, None, 0.3, None, 0.1], strict=True):
         checkpointer.save(step, state, {}, None if f1 is None else {checkpointing.BEST_METRIC: f1})
         checkpointer.manager.wait_until_finished()
     checkpointer.close()
@@ -203,8 +206,11 @@ def streamed_run(tmp_path_factory):
 
 @pytest.mark.parametrize("cache", ["none", "host", "device"])
 def test_every_data_cache_trains_alike_and_resumes_exactly(tmp_path, config, monkeypatch, cache, streamed_run):
-    """The run with each cache, stopped for preemption at step 3 and resumed, logs what the streamed run logs
-    uninterrupted: the same batches reach the same step function."""
+    """Every data cache trains alike and resumes exactly.
+
+    The run with each cache, stopped for preemption at step 3 and resumed, logs what the streamed run logs
+    uninterrupted: the same batches reach the same step function.
+    """
     config.train.log_every = 1
     config.data.cache = cache
     with monkeypatch.context() as patch:

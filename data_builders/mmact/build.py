@@ -49,6 +49,7 @@ def build(
 
 
 def main() -> None:
+    """Builds the TFDS dataset from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manual_dir", required=True, help="the MMAct release")
     parser.add_argument("--embeddings_dir", required=True, help="--output_dir of extract_embeddings")

@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 import shutil
-from typing import Iterator
+from collections.abc import Iterator
 
 from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
 

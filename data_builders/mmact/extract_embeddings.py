@@ -24,7 +24,8 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import tqdm
@@ -100,8 +101,11 @@ def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 class Extractor:
-    """Loads the HF model once (or takes one already built, `model_and_processor`, as the GPU benchmark's random
-    Video-LLaVA-7B); turns batches of clips into the stored embedding kinds."""
+    """Turns batches of clips into the stored embedding kinds.
+
+    Loads the HF model once, or takes one already built (`model_and_processor`, as the GPU benchmark's random
+    Video-LLaVA-7B).
+    """
 
     def __init__(self, model_id: str, device: str, model_and_processor: tuple[Any, Any] | None = None):
         import torch
@@ -201,8 +205,10 @@ def read_metadata(directory: str) -> dict[str, Any]:
 
 
 def embedding_dim(directory: str) -> int:
-    """The hidden size d of one prompt set's extraction: from its metadata, or (for extractions made before the
-    metadata recorded it) from the first stored clip."""
+    """The hidden size d of one prompt set's extraction.
+
+    From its metadata, or (for extractions made before the metadata recorded it) from the first stored clip.
+    """
     metadata = read_metadata(directory)
     if "hidden_size" in metadata:
         return int(metadata["hidden_size"])
@@ -249,8 +255,10 @@ def extract(
     video_root: str | None = None,
     extractor: Extractor | None = None,
 ) -> dict[str, Any]:
-    """Embeds this shard's clips that are not done yet; returns counts and the clips that failed. `extractor`:
-    one already loaded (model_id then only names it in the metadata)."""
+    """Embeds this shard's clips that are not done yet; returns counts and the clips that failed.
+
+    `extractor`: one already loaded (model_id then only names it in the metadata).
+    """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard_index={shard_index} must be in [0, --num_shards={num_shards})")
     prompts.prompt(prompt_set, 1)  # a bad prompt set fails before the model loads
@@ -278,7 +286,7 @@ def extract(
                     [frames for _, frames, _ in decoded],
                     [prompts.prompt(prompt_set, clip.trial.scene) for clip, _, _ in decoded],
                 )
-                for (clip, _, indices), arrays in zip(decoded, embeddings):
+                for (clip, _, indices), arrays in zip(decoded, embeddings, strict=True):
                     _write_atomic(
                         os.path.join(directory, clip.name + ".npz"),
                         {**arrays, "frame_indices": indices.astype(np.int32)},
@@ -294,6 +302,7 @@ def extract(
 
 
 def main() -> None:
+    """Extracts the embeddings of one shard from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manual_dir", required=True, help="the MMAct release (holds the video folder)")
     parser.add_argument("--output_dir", required=True)

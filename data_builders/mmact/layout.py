@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 # Sensor folders in channel order: the example's [T, 12] array is these streams' 3 axes each, in this order.
 SENSOR_STREAMS = ("acc_phone_clip", "acc_watch_clip", "gyro_clip", "orientation_clip")
@@ -153,6 +153,7 @@ def scan_sensor_stream(root: str, stream: str) -> Scan:
 
 
 def scan_videos(video_root: str) -> Scan:
+    """Every clip of the release's video folders, by trial and camera."""
     return _scan(video_root, _VIDEO_DIRS, ".mp4", video=True)
 
 

@@ -24,6 +24,7 @@ TFDS_CONFIG = "context-video_mean_last-frames"  # what the tests build: the cont
 
 
 def make_dummy_data(output_dir: str = DUMMY_DATA) -> None:
+    """Writes the builder test's small release, replacing an earlier one at `output_dir`."""
     if os.path.exists(output_dir):
         shutil.rmtree(output_dir)
     synthetic_tree.write_tree(output_dir, SPEC)
@@ -35,6 +36,7 @@ def make_dummy_data(output_dir: str = DUMMY_DATA) -> None:
 
 
 def main() -> None:
+    """Writes the dummy data from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default=DUMMY_DATA)
     make_dummy_data(parser.parse_args().output_dir)

@@ -13,7 +13,8 @@ import glob
 import io
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -236,8 +237,10 @@ def _jpeg_frames(path: str, indices: np.ndarray) -> list[bytes]:
 
 
 def _check_embedding_shape(path: str, kind: str, shape: tuple[int, ...]) -> None:
-    """Every stored clip must have the extraction's width: a file from another model stops the build before any
-    example is written."""
+    """Checks that every stored clip has the extraction's width.
+
+    A file from another model stops the build before any example is written.
+    """
     with np.load(path) as stored:
         found = stored[kind].shape
     if found != shape:
@@ -250,8 +253,10 @@ def _check_embedding_shape(path: str, kind: str, shape: tuple[int, ...]) -> None
 def _parse_release(
     manual_dir: str, embeddings_dir: str, config: MMActConfig, embedding_shape: tuple[int, ...], video_root: str | None
 ) -> tuple[list[_ParsedTrial], dict[str, Any]]:
-    """Reads every trial's sensors once (repairing and counting defects), finds its embeddings and checks their
-    shapes."""
+    """Reads every trial's sensors once, finds its embeddings and checks their shapes.
+
+    Sensor defects are repaired and counted.
+    """
     counts: collections.Counter = collections.Counter()
     scans = {stream: layout.scan_sensor_stream(manual_dir, stream) for stream in layout.SENSOR_STREAMS}
     videos = layout.scan_videos(layout.find_video_root(manual_dir, video_root))

@@ -104,7 +104,7 @@ def test_normalisation_statistics_come_from_each_protocols_train_split(dataset):
     builder, _, _ = dataset
     stats = builder.info.metadata["normalization"]
     assert set(stats) == set(layout.PROTOCOLS)
-    for protocol, values in stats.items():
+    for values in stats.values():
         assert len(values["mean"]) == len(values["std"]) == 12 and min(values["std"]) > 0
     train = builder.as_data_source("cross_subject_train")
     acc_phone_x = np.concatenate([example["sensor"][:, 0] for example in train if example["sensor_present"][0]])
@@ -125,7 +125,7 @@ def test_frames_are_the_jpegs_the_model_saw(dataset):
             indices = stored["frame_indices"]
         clip = next(c for c in extract_embeddings.list_clips(make_dummy_data.DUMMY_DATA) if c.name == name)
         originals, _ = extract_embeddings.read_frames(clip.path, indices)
-        for jpeg, original in zip(example["frames"][camera], originals):
+        for jpeg, original in zip(example["frames"][camera], originals, strict=True):
             decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)
             assert decoded.shape == original.shape and np.abs(decoded - original).mean() < 8  # JPEG-close
 

@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import datetime
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

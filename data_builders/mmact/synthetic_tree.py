@@ -72,7 +72,7 @@ def _sensor_rows(
     if stream.startswith("acc"):
         values[:, 2] += 9.8  # gravity
     rows = []
-    for t, row in zip(times, values):
+    for t, row in zip(times, values, strict=True):
         moment = start + datetime.timedelta(microseconds=int(round(t * 1e6)))
         rows.append(f"{_timestamp(moment)},{row[0]:.6f},{row[1]:.6f},{row[2]:.6f}\n")
     return rows
@@ -192,6 +192,7 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Writes a synthetic release from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True)
     ints = lambda text: tuple(int(part) for part in text.split(","))  # noqa: E731

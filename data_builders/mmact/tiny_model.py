@@ -126,8 +126,10 @@ def save_tiny_model(output_dir: str, seed: int = 0) -> str:
 
 
 def random_model(sizes: dict[str, Any], device: str, dtype: str = "bfloat16", seed: int = 0) -> tuple[Any, Any]:
-    """(model, processor): a Video-LLaVA of `sizes` with random weights, built directly on `device` (a 7B model
-    initialised on the CPU would take minutes)."""
+    """(model, processor): a Video-LLaVA of `sizes` with random weights.
+
+    Built directly on `device`: a 7B model initialised on the CPU would take minutes.
+    """
     import torch
     from transformers import VideoLlavaForConditionalGeneration
 
@@ -139,6 +141,7 @@ def random_model(sizes: dict[str, Any], device: str, dtype: str = "bfloat16", se
 
 
 def main() -> None:
+    """Saves the tiny model from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True)
     print(save_tiny_model(parser.parse_args().output_dir))

@@ -24,7 +24,8 @@ zeros after the model's per-dimension standardisation.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -89,9 +90,12 @@ class Split(Protocol):
 
     def select(self, indices: np.ndarray, draws: np.ndarray | None) -> Selection: ...
 
-    def hold_out(self, fraction: float, seed: int) -> tuple["Split", "Split"]:
-        """(the rest, a validation split of about `fraction` of the examples), by whole subjects where the split
-        knows them, else stratified by class; the validation split is viewed as evaluation views it."""
+    def hold_out(self, fraction: float, seed: int) -> tuple[Split, Split]:
+        """(the rest, a validation split of about `fraction` of the examples).
+
+        By whole subjects where the split knows them, else stratified by class; the validation split is viewed as
+        evaluation views it.
+        """
 
     def columns(self) -> Columns: ...
 
@@ -113,8 +117,10 @@ def default_channel_names(num_channels: int) -> tuple[str, ...]:
 
 
 def sensor_streams(channel_names: tuple[str, ...]) -> dict[str, list[int]]:
-    """Channels grouped into streams by the name before the last '_' (acc_phone_x, acc_phone_y -> 'acc_phone');
-    a name without '_' is a stream of its own."""
+    """Channels grouped into streams by the name before the last '_' (acc_phone_x -> 'acc_phone').
+
+    A name without '_' is a stream of its own.
+    """
     streams: dict[str, list[int]] = {}
     for index, name in enumerate(channel_names):
         streams.setdefault(name.rsplit("_", 1)[0], []).append(index)
@@ -122,9 +128,11 @@ def sensor_streams(channel_names: tuple[str, ...]) -> dict[str, list[int]]:
 
 
 def dims(split: Split) -> dict[str, tuple[int, ...]]:
-    """Per-example shapes that fix the model's parameter shapes: not the recording length T, since the model is
-    length-agnostic (splits of different lengths, e.g. npz files each padded to its own longest recording, pair
-    without padding or cropping)."""
+    """Per-example shapes that fix the model's parameter shapes.
+
+    Not the recording length T, since the model is length-agnostic (splits of different lengths, e.g. npz files each
+    padded to its own longest recording, pair without padding or cropping).
+    """
     return {
         name: shape[-1:] if name == SENSOR else shape
         for name, (shape, _) in split.example_spec.items()
@@ -174,10 +182,10 @@ class ArrayData:
     def select(self, indices: np.ndarray, draws: np.ndarray | None) -> Selection:
         return {"rows": np.asarray(indices, np.int32)}  # nothing random in how a stored row is viewed
 
-    def hold_out(self, fraction: float, seed: int) -> tuple["ArrayData", "ArrayData"]:
+    def hold_out(self, fraction: float, seed: int) -> tuple[ArrayData, ArrayData]:
         held = hold_out_positions(self.labels, self.subjects, fraction, seed)
 
-        def part(keep: np.ndarray, name: str) -> "ArrayData":
+        def part(keep: np.ndarray, name: str) -> ArrayData:
             return dataclasses.replace(
                 self,
                 arrays={key: array[keep] for key, array in self.arrays.items()},
@@ -199,8 +207,11 @@ class ArrayData:
 
 
 def hold_out_positions(labels: np.ndarray, subjects: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
-    """[N] bool, True for the validation examples: whole subjects (at least one, never all) when `subjects` is
-    given, so no one is on both sides; else round(fraction * n) examples of each class with at least two."""
+    """[N] bool, True for the validation examples.
+
+    Whole subjects (at least one, never all) when `subjects` is given, so no one is on both sides; else
+    round(fraction * n) examples of each class with at least two.
+    """
     if not 0 < fraction < 1:
         raise ValueError(f"config.data.validation_fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)

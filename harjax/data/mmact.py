@@ -20,7 +20,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from harjax.data import batch as batch_lib, normalization
+from harjax.data import batch as batch_lib
+from harjax.data import normalization
 
 DATASET = "mmact"
 PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")
@@ -59,8 +60,10 @@ class Listing:
 
 @dataclasses.dataclass(frozen=True)
 class MMActSplit:
-    """One protocol split: stored trials (the TFDS source), the views to serve, and how to turn them into
-    contract examples."""
+    """One protocol split: stored trials, the views to serve, and how to make them contract examples.
+
+    The stored trials are the TFDS source's.
+    """
 
     source: Any  # tfds random-access data source of stored trials
     listing: Listing
@@ -128,8 +131,11 @@ class MMActSplit:
         return steps * len(self.mean) * 4 + video + trials * 3 * 8
 
     def select(self, indices: np.ndarray, draws: np.ndarray | None) -> batch_lib.Selection:
-        """Training (draws [B, 2]: camera, crop) picks one of each trial's cameras and a crop start; evaluation
-        keeps the listed camera and centres the crop."""
+        """The views of `indices` as a Selection: their trial, camera and crop start.
+
+        Training (draws [B, 2]: camera, crop) picks one of each trial's cameras and a crop start; evaluation keeps the
+        listed camera and centres the crop.
+        """
         trials, cameras = self.views[indices, 0], self.views[indices, 1]
         excess = np.maximum(self.listing.sensor_length[trials] - self.max_length, 0)
         if draws is None:
@@ -150,7 +156,7 @@ class MMActSplit:
             selection["trial"] = trials.astype(np.int32)
         return selection
 
-    def hold_out(self, fraction: float, seed: int) -> tuple["MMActSplit", "MMActSplit"]:
+    def hold_out(self, fraction: float, seed: int) -> tuple[MMActSplit, MMActSplit]:
         """Whole training subjects held out; their trials are scored view by view, as the test split is."""
         trials = self.views[:, 0]
         held = batch_lib.hold_out_positions(self.listing.label[trials], self.listing.subject[trials], fraction, seed)
@@ -176,8 +182,11 @@ class MMActSplit:
         return rest, validation
 
     def _columns(self, trials: np.ndarray) -> batch_lib.Columns:
-        """The given stored trials as columns: sensors standardised, one after another in one [S + 1, C] array
-        whose last row is zero (what padding steps read), embeddings [N, cameras, (F,) d] float32."""
+        """The given stored trials as columns.
+
+        Sensors standardised, one after another in one [S + 1, C] array whose last row is zero (what padding steps
+        read); embeddings [N, cameras, (F,) d] float32.
+        """
         records = [self.source[int(trial)] for trial in trials]
         sensors = []
         for record in records:

@@ -19,6 +19,7 @@ _MIN_STD = 1e-6
 
 
 def check_mode(mode: str) -> str:
+    """The normalisation mode, if it is one of MODES."""
     if mode not in MODES:
         raise ValueError(f"config.data.sensor_normalization must be one of {MODES}, got {mode!r}")
     return mode

@@ -20,12 +20,12 @@ import os
 import signal
 import threading
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import grain
 import ml_collections
-from absl import flags
 import numpy as np
+from absl import flags
 
 from harjax.data import batch as batch_lib
 from harjax.data import mmact, normalization, npz, sampling, synthetic
@@ -97,8 +97,11 @@ VALIDATION_SEED = 0  # the validation split is a property of the data, the same 
 def validation_split(
     config: ml_collections.ConfigDict, train: batch_lib.Split
 ) -> tuple[batch_lib.Split, batch_lib.Split | None]:
-    """(what trains, the validation split or None): config.data.validation_fraction of the training split, held
-    out for model selection so the test split never reaches it. Whole subjects where the data has them."""
+    """(what trains, the validation split or None).
+
+    The validation split is config.data.validation_fraction of the training split, held out for model selection so
+    the test split never reaches it; whole subjects where the data has them.
+    """
     fraction = config.data.validation_fraction
     if not fraction:
         return train, None
@@ -122,8 +125,9 @@ def choose_cache(
     device_bytes: int | None,
     replicas: int,
 ) -> str:
-    """The data cache to use: config.data.cache, with 'auto' resolved by sizes; a named cache that does not fit
-    fails here, before training, with the sizes and the setting to use instead.
+    """The data cache to use: config.data.cache, with 'auto' resolved by sizes.
+
+    A named cache that does not fit fails here, before training, with the sizes and the setting to use instead.
 
     device: the training split on every local device (`replicas` copies), the evaluated splits (test, validation)
     in host memory; host: every split in host memory; none: records read as batches need them. Each may take
@@ -149,7 +153,7 @@ def choose_cache(
     if setting == "auto":
         choice = next((cache for cache in ("device", "host") if fits[cache]), "none")
     elif setting != "none" and not fits[setting]:
-        instead = next((cache for cache in ("host", "none") if cache == "none" or fits[cache]))
+        instead = next(cache for cache in ("host", "none") if cache == "none" or fits[cache])
         raise batch_lib.DataError(
             f"config.data.cache={setting!r} does not fit ({sizes}); use "
             f"config.data.cache={instead!r} (or raise config.data.cache_memory_fraction)"
@@ -290,6 +294,7 @@ def eval_batches(
 
 
 def log_summary(train: batch_lib.Split, evaluation: batch_lib.Split) -> None:
+    """Logs the sizes, origins, class count and shapes of the splits a run uses."""
     logging.info(
         "train: %d examples from %s; eval: %d examples from %s; %d classes; shapes %s",
         len(train),

@@ -17,8 +17,10 @@ CAMERA, CROP, OCCLUSION = 1, 2, 3  # salts: independent draws per purpose
 
 
 def uniform(seed: int, salt: int, *keys: np.ndarray) -> np.ndarray:
-    """A uniform number in [0, 1) per element of the broadcast keys (non-negative ints), hashed with splitmix64:
-    the same wherever and in whatever batch a key is seen."""
+    """A uniform number in [0, 1) per element of the broadcast keys (non-negative ints).
+
+    Hashed with splitmix64: the same wherever and in whatever batch a key is seen.
+    """
     with np.errstate(over="ignore"):
         x = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt) * np.uint64(0xD1B54A32D192ED03)
         for key in keys:

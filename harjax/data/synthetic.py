@@ -82,8 +82,10 @@ def generate(cfg: ml_collections.ConfigDict, split: str, seed: int) -> batch_lib
 def _motion_library(
     prototypes: np.random.Generator, count: int, channels: int, cycles: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frequencies, phases, amplitudes), each [count, channels]: one multichannel oscillation per motion, of
-    `cycles` (low, high) cycles per unit of time."""
+    """(frequencies, phases, amplitudes), each [count, channels]: one oscillation per motion.
+
+    Each motion oscillates in every channel, at `cycles` (low, high) cycles per unit of time.
+    """
     return (
         prototypes.uniform(*cycles, (count, channels)),
         prototypes.uniform(0, 2 * np.pi, (count, channels)),

@@ -1,5 +1,7 @@
-"""Classification scores of a split: accuracy, macro-F1 and per-class F1 per example and, where examples are camera
-views of trials, per trial by the views' mean logits; the mean losses; the confusion matrices as JSON reports.
+"""Classification scores of a split, the mean losses, and the confusion matrices as JSON reports.
+
+Accuracy, macro-F1 and per-class F1 per example and, where examples are camera views of trials, per trial by the
+views' mean logits.
 
 Yields 'loss', 'cross_entropy' (and 'contrastive'), 'accuracy', 'macro_f1' (and 'trial_accuracy',
 'trial_macro_f1'); writes eval/<name>_step_<step>.json (and eval/<name>_trial_step_<step>.json): class names,
@@ -72,8 +74,10 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, float | list[floa
 
 
 def scores(rows: dict[str, np.ndarray], num_classes: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Accuracy and macro-F1 per example and, where examples are views of trials, per trial by the views' mean
-    logits: (scalars, confusion matrix per level: '' and 'trial_')."""
+    """Accuracy and macro-F1: (scalars, confusion matrix per level: '' and 'trial_').
+
+    Per example and, where examples are views of trials, per trial by the views' mean logits.
+    """
     levels = {"": (rows["logits"], rows[batch_lib.LABEL])}
     trials = rows.get(batch_lib.TRIAL)
     if trials is not None and len(np.unique(trials)) < len(trials):  # several camera views per trial

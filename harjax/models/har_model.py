@@ -183,8 +183,11 @@ class HARModel(nn.Module):
         return self._classifier(name)(tokens, sensor.segments.any(-1), train)
 
     def _joint_logits(self, video: _Video, sensor: _Sensor, train: bool) -> tuple[jax.Array, jax.Array | None]:
-        """Joint tokens [v || a_k] of each segment, pooled by keyless attention (or by the mean: 'concat'), with
-        one token per frame when the video comes per frame: (logits, alpha [B, K, n] or None)."""
+        """Joint tokens [v || a_k] of each segment through the classifier: (logits, alpha [B, K, n] or None).
+
+        Segments are pooled by keyless attention (or by the mean: 'concat'); one token per frame joins them when the
+        video comes per frame.
+        """
         alpha = None
         if self.fusion == "attention":
             pooled, alpha = KeylessAttention(self.dtype, name="KeylessAttention_0")(

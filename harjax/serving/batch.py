@@ -25,6 +25,7 @@ FORMATS = (".csv", ".jsonl")
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file; an unreadable file fails naming it."""
     if not os.path.isfile(path):
         raise predictor_lib.InputError(f"{path}: no such file")
     try:
@@ -74,7 +75,7 @@ def predict_file(predictor: predictor_lib.Predictor, path: str, batch_size: int)
         )
         rows += prediction_rows(result, start)
     if labels is not None:
-        for row, label in zip(rows, labels):
+        for row, label in zip(rows, labels, strict=True):
             row["label"] = predictor.bundle.class_names[label]
         accuracy = np.mean([row["label"] == row["predicted"] for row in rows])
         logging.info("%s: accuracy %.4f on %d labelled examples", path, accuracy, count)
@@ -82,8 +83,9 @@ def predict_file(predictor: predictor_lib.Predictor, path: str, batch_size: int)
 
 
 def prediction_rows(result: predictor_lib.Predictions, first_index: int) -> list[dict[str, Any]]:
+    """Output rows of a batch's predictions, indexed from `first_index`."""
     rows = []
-    for i, (label, top) in enumerate(zip(result.labels(), result.top())):
+    for i, (label, top) in enumerate(zip(result.labels(), result.top(), strict=True)):
         video = "not used" if result.video_given is None else "given" if result.video_given[i] else "removed"
         row = {
             "index": first_index + i,

@@ -46,8 +46,11 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def inference_model(meta: Mapping[str, Any]) -> har_model.HARModel:
-    """The bundle's model, forward only (the encoder blocks without their hand-written backward, which changes
-    no value and which exporters do not need)."""
+    """The bundle's model, forward only.
+
+    The encoder blocks come without their hand-written backward, which changes no value and which exporters do not
+    need.
+    """
     config = ml_collections.ConfigDict({"model": dict(meta["config"]["model"]), "loss": dict(meta["config"]["loss"])})
     config.model.encoder_backward = "autodiff"
     return har_model.build_model(config, len(meta["class_names"]))
@@ -60,7 +63,7 @@ class Bundle:
     variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...}, numpy
 
     @classmethod
-    def load(cls, directory: str) -> "Bundle":
+    def load(cls, directory: str) -> Bundle:
         if not os.path.isdir(directory):
             raise BundleError(f"{directory}: no such bundle directory (python -m harjax.export writes one)")
         meta = _read_json(os.path.join(directory, BUNDLE_FILE))

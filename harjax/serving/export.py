@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -33,9 +32,12 @@ import numpy as np
 import harjax
 from harjax.data import batch as batch_lib
 from harjax.models import har_model
-from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
-from harjax.training import checkpointing, parallel, step as step_lib, workdir as workdir_lib
+from harjax.serving import bundle as bundle_lib
+from harjax.serving import predictor as predictor_lib
+from harjax.training import checkpointing, parallel
 from harjax.training import metrics as metrics_lib
+from harjax.training import step as step_lib
+from harjax.training import workdir as workdir_lib
 
 FORMATS = ("bundle", "stablehlo", "onnx")
 
@@ -59,8 +61,11 @@ def _choose_step(manager: Any, step: str, directory: str) -> int:
 
 
 def _metrics_at(workdir: str, step: int) -> dict[str, float]:
-    """The evaluations of checkpoint `step`: 'eval/' (test split) and 'val/' (validation) logged at that step, and
-    'eval_selected/' (the test split at the checkpoint the validation split selected) when that is this step."""
+    """The evaluations of checkpoint `step`.
+
+    'eval/' (test split) and 'val/' (validation) logged at that step, and 'eval_selected/' (the test split at the
+    checkpoint the validation split selected) when that is this step.
+    """
     records = metrics_lib.read_metrics(workdir)
     found = {
         name: value
@@ -163,6 +168,7 @@ def write_bundle(output: str, meta: dict[str, Any], variables: dict[str, Any]) -
 
 
 def model_card(meta: dict[str, Any]) -> str:
+    """The bundle's MODEL_CARD.md: what the model reads, its classes, training data and metrics."""
     model, inputs, data = meta["config"]["model"], meta["inputs"], meta["data"]
     metrics = (
         "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(meta["metrics"].items()))

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harjax.data import batch as batch_lib, normalization
+from harjax.data import batch as batch_lib
+from harjax.data import normalization
 from harjax.models import har_model
 from harjax.serving import bundle as bundle_lib
 
@@ -34,8 +35,11 @@ class InputError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Predictions:
-    """Per example: logits [N, classes], probabilities [N, classes], alpha [N, K, n] (None without keyless
-    attention), how many steps were masked for NaN [N], and whether the video was given [N] (or removed)."""
+    """One row per example of a batch's predictions.
+
+    Logits [N, classes], probabilities [N, classes], alpha [N, K, n] (None without keyless attention), how many
+    steps were masked for NaN [N], and whether the video was given [N] (or removed).
+    """
 
     logits: np.ndarray
     probabilities: np.ndarray
@@ -50,7 +54,8 @@ class Predictions:
     def top(self, k: int = TOP_K) -> list[list[tuple[str, float]]]:
         order = np.argsort(-self.probabilities, axis=-1)[:, :k]
         return [
-            [(self.class_names[i], float(row[i])) for i in indices] for indices, row in zip(order, self.probabilities)
+            [(self.class_names[i], float(row[i])) for i in indices]
+            for indices, row in zip(order, self.probabilities, strict=True)
         ]
 
 
@@ -80,7 +85,7 @@ class Predictor:
         self._variables = jax.device_put(bundle.variables)
 
     @classmethod
-    def load(cls, directory: str, allow_missing_video: bool = False) -> "Predictor":
+    def load(cls, directory: str, allow_missing_video: bool = False) -> Predictor:
         return cls(bundle_lib.Bundle.load(directory), allow_missing_video)
 
     def prepare(
@@ -169,7 +174,7 @@ class Predictor:
         probabilities = result.probabilities[0]
         return Prediction(
             label=result.labels()[0],
-            probabilities={name: float(p) for name, p in zip(result.class_names, probabilities)},
+            probabilities={name: float(p) for name, p in zip(result.class_names, probabilities, strict=True)},
             top=result.top()[0],
             alpha=None if result.alpha is None else result.alpha[0],
             nan_steps=int(result.nan_steps[0]),

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from harjax.data import batch as batch_lib
-from harjax.serving import batch as batch_prediction, predictor as predictor_lib
+from harjax.serving import batch as batch_prediction
+from harjax.serving import predictor as predictor_lib
 
 
 def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +67,10 @@ def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarra
 def resample(
     time: np.ndarray, values: np.ndarray, rate_hz: float, path: str
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """(values on a regular grid at rate_hz [S, C], the grid's times [S], what was dropped): timestamps sorted,
-    duplicates and rows with NaN dropped (counted), each channel interpolated linearly."""
+    """(values on a regular grid at rate_hz [S, C], the grid's times [S], what was dropped).
+
+    Timestamps are sorted, duplicates and rows with NaN dropped (counted), each channel interpolated linearly.
+    """
     report = {"rows": len(time)}
     usable = np.isfinite(time) & np.isfinite(values).all(axis=1)
     report["rows_with_nan_dropped"] = int((~usable).sum())
@@ -85,6 +88,7 @@ def resample(
 
 
 def windows(grid: np.ndarray, window_steps: int, hop_steps: int, path: str, window_s: float) -> Iterator[int]:
+    """The start step of every window that fits in the recording; a recording shorter than one fails."""
     if len(grid) < window_steps:
         raise predictor_lib.InputError(
             f"{path}: the recording lasts {len(grid) / (window_steps / window_s):.2f} s, "
@@ -140,7 +144,7 @@ def predict_stream(
         result = predictor.predict_batch(
             batch, None, None if video is None else video[first : first + len(chosen)], origin=path
         )
-        for row, start in zip(batch_prediction.prediction_rows(result, first), chosen):
+        for row, start in zip(batch_prediction.prediction_rows(result, first), chosen, strict=True):
             recent.append(row["predicted"])
             votes = collections.Counter(recent)
             row |= {

@@ -6,7 +6,7 @@ Each function takes plain arrays and labels, writes one PNG and returns its path
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -78,7 +78,7 @@ def curves(
 ) -> str:
     """One panel per (metric key, axis label); in each, one line per run: series[run][metric] = (steps, values)."""
     figure, panels = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-    for axes, (metric, label) in zip(panels[0], metrics):
+    for axes, (metric, label) in zip(panels[0], metrics, strict=True):
         for run, by_metric in series.items():
             if metric in by_metric:
                 steps, values = by_metric[metric]
@@ -99,7 +99,7 @@ def attention(examples: Sequence[Mapping[str, np.ndarray | str]], title: str, pa
     each encoder step, -1 on padding), 'title'.
     """
     figure, panels = plt.subplots(len(examples), 1, figsize=(9, 2.1 * len(examples)), squeeze=False)
-    for axes, example in zip(panels[:, 0], examples):
+    for axes, example in zip(panels[:, 0], examples, strict=True):
         magnitude = example["magnitude"]
         axes.plot(np.arange(len(magnitude)), magnitude, color="0.35", linewidth=0.9)
         axes.set_ylabel("|sensor|\n(standardised)", fontsize=8)

@@ -13,7 +13,8 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -21,7 +22,8 @@ from flax import traverse_util
 
 from harjax.evaluators import attention, classification, robustness
 from harjax.study import plots, suites
-from harjax.training import loop, metrics as metrics_lib
+from harjax.training import loop
+from harjax.training import metrics as metrics_lib
 
 # The prefixes of the evaluators configs/full.py defines: the test split ('eval'), the validation split ('val') and
 # the test split at the checkpoint the validation split selected ('eval_selected').
@@ -63,8 +65,11 @@ class Result:
 
 
 def run_status(workdir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The suite runner's record; a run started by hand from --list's command has none, and counts as finished
-    once it has done everything that follows its last step."""
+    """The suite runner's record of a run.
+
+    A run started by hand from --list's command has none, and counts as finished once it has done everything that
+    follows its last step.
+    """
     status = suites.read_status(workdir)
     if status["status"] == "missing" and loop.training_complete(config, workdir):
         status = {"status": "finished", "log": ""}
@@ -125,7 +130,7 @@ def _paired(results: list[Result], reference: list[Result], metric: str = "macro
     """The run minus its reference over the seeds both finished: mean, std, and how many seeds are better."""
     both = [
         (mine.final[metric], theirs.final[metric])
-        for mine, theirs in zip(results, reference)
+        for mine, theirs in zip(results, reference, strict=True)
         if mine.finished and theirs.finished and metric in mine.final and metric in theirs.final
     ]
     deltas = [mine - theirs for mine, theirs in both]
@@ -260,7 +265,7 @@ def _class_figures(suite: suites.Suite, results: dict[str, list[Result]], figure
     lines = ["## Per class", ""]
     path = plots.confusion_matrix(
         confusion[np.ix_(present, present)],
-        [n for n, p in zip(names, present) if p],
+        [n for n, p in zip(names, present, strict=True) if p],
         f"{reference}: confusion on the eval split, summed over {len(reports)} seed(s), rows normalised",
         os.path.join(figures, "confusion.png"),
     )
@@ -283,7 +288,7 @@ def _class_figures(suite: suites.Suite, results: dict[str, list[Result]], figure
             for key in (reference, best)
         }
         path = plots.per_class_f1(
-            [n for n, p in zip(names, present) if p],
+            [n for n, p in zip(names, present, strict=True) if p],
             scores,
             f"Per-class F1: {reference} against the best other run of its group",
             os.path.join(figures, "per_class_f1.png"),

@@ -32,8 +32,10 @@ def _write_status(workdir: str, status: dict[str, Any]) -> None:
 
 
 def _exit_with_parent() -> None:
-    """In the child, before exec (Linux): SIGTERM when the suite process dies (even by kill -9), so the run saves a
-    preemption checkpoint and a rerun resumes it exactly."""
+    """In the child, before exec (Linux): SIGTERM when the suite process dies (even by kill -9).
+
+    The run then saves a preemption checkpoint and a rerun resumes it exactly.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -58,8 +60,11 @@ class Runner:
             process.send_signal(signal.SIGTERM)
 
     def check_commands(self, todo: Sequence[suites.Trial]) -> None:
-        """Before anything starts: a run recorded with another command (other settings) is neither skipped as
-        finished nor resumed under the new one, which would mix settings in one table."""
+        """Refuses, before anything starts, a run recorded with another command (other settings).
+
+        Such a run is neither skipped as finished nor resumed under the new command, which would mix settings in one
+        table.
+        """
         for trial in todo:
             workdir = trial.workdir(self.root)
             status = suites.read_status(workdir)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 from absl import flags
@@ -225,6 +226,7 @@ def trials(suite: Suite, seeds: int, only: Sequence[str] | None = None) -> list[
 
 
 def read_status(workdir: str) -> dict[str, Any]:
+    """The suite runner's record of a run's workdir, or {'status': 'missing'}."""
     try:
         with open(os.path.join(workdir, STATUS_FILE)) as f:
             return json.load(f)

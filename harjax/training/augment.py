@@ -24,7 +24,7 @@ Video embedding:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ VIDEO_SETTINGS = ("video_noise", "video_drop")
 
 
 def check(settings: ml_collections.ConfigDict) -> None:
+    """Rejects augmentation settings out of range, naming the key."""
     for name in (*SENSOR_SETTINGS, *VIDEO_SETTINGS):
         if settings[name] < 0:
             raise ValueError(f"config.data.augment.{name} must be >= 0, got {settings[name]}")
@@ -48,12 +49,16 @@ def check(settings: ml_collections.ConfigDict) -> None:
 
 
 def enabled(settings: ml_collections.ConfigDict) -> bool:
+    """Whether any augmentation is switched on."""
     return any(settings[name] for name in (*SENSOR_SETTINGS, *VIDEO_SETTINGS))
 
 
 def _smooth(key: jax.Array, shape: tuple[int, ...], std: float, knots: int, position: jax.Array) -> jax.Array:
-    """Curves through `knots` values ~ N(1, std) at evenly spaced points of each recording, read at `position`
-    [B, T] (0..1 along the recording): [B, T] + shape[2:] by linear interpolation."""
+    """Smooth random curves: [B, T] + shape[2:], read at `position` [B, T] (0..1 along each recording).
+
+    The curves pass through `knots` values ~ N(1, std) at evenly spaced points of each recording, linearly
+    interpolated.
+    """
     values = 1.0 + std * jax.random.normal(key, (shape[0], knots, *shape[1:]))  # [B, knots, ...]
     scaled = position * (knots - 1)  # [B, T]
     left = jnp.clip(jnp.floor(scaled).astype(jnp.int32), 0, knots - 2)
@@ -74,8 +79,10 @@ def _resample(x: jax.Array, source: jax.Array) -> jax.Array:
 def augment(
     batch: dict[str, jax.Array], key: jax.Array, settings: ml_collections.ConfigDict, streams: Sequence[Sequence[int]]
 ) -> dict[str, jax.Array]:
-    """The batch with every enabled transformation applied in the order listed above; `streams` are the sensor
-    channels of each stream."""
+    """The batch with every enabled transformation applied, in the order listed above.
+
+    `streams` are the sensor channels of each stream.
+    """
     keys = iter(jax.random.split(key, 16))
     sensor, mask = batch[batch_lib.SENSOR], batch[batch_lib.SENSOR_MASK]
     dtype = sensor.dtype

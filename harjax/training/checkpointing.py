@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import ml_collections
@@ -50,8 +51,10 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: s
 
 
 class Checkpointer:
-    """Keeps the last `keep` checkpoints plus the best by `best_metric` (the macro-F1 of the split that selects
-    the model); saves are asynchronous."""
+    """Keeps the last `keep` checkpoints plus the best by `best_metric`; saves are asynchronous.
+
+    `best_metric` is the macro-F1 of the split that selects the model.
+    """
 
     def __init__(self, directory: str, keep: int, signature: dict[str, Any], best_metric: str = BEST_METRIC):
         self.directory = directory

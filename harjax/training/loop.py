@@ -22,11 +22,15 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from harjax.data import batch as batch_lib, pipeline
-from harjax.evaluators import common as evaluators, robustness
+from harjax.data import batch as batch_lib
+from harjax.data import pipeline
+from harjax.evaluators import common as evaluators
+from harjax.evaluators import robustness
 from harjax.models import har_model
 from harjax.training import augment, checkpointing, parallel
-from harjax.training import metrics as metrics_lib, step as step_lib, workdir as workdir_lib
+from harjax.training import metrics as metrics_lib
+from harjax.training import step as step_lib
+from harjax.training import workdir as workdir_lib
 
 _POSITIVE_TRAIN_KEYS = (
     "batch_size",
@@ -248,9 +252,11 @@ def _evaluate(
 
 
 def _finish(run: _Run, state: step_lib.TrainState, step: int) -> None:
-    """Once training is complete: the evaluators that run after the last step (on the final checkpoint, or on the
-    one the validation split selected), logged as one record. Every process takes part; process 0 decides whether
-    an earlier start already did it."""
+    """Once training is complete: the evaluators that run after the last step, logged as one record.
+
+    They run on the final checkpoint, or on the one the validation split selected. Every process takes part; process
+    0 decides whether an earlier start already did it.
+    """
     if not parallel.agree(not training_complete(run.config, run.workdir)):
         return
     final = [
@@ -278,8 +284,10 @@ def _finish(run: _Run, state: step_lib.TrainState, step: int) -> None:
 
 
 class _Throughput:
-    """Steps and examples per second between log lines, evaluations left out; the first step (compilation
-    included) is reported on its own."""
+    """Steps and examples per second between log lines, evaluations left out.
+
+    The first step of a start (compilation included) is reported on its own.
+    """
 
     def __init__(self, global_batch_size: int):
         self._global_batch_size = global_batch_size

@@ -1,5 +1,4 @@
-"""What a run logs: the window of train metrics between log lines, and the writers of metrics.jsonl, perf.jsonl
-and TensorBoard events.
+"""What a run logs: the train metrics between log lines, and the writers of its files and TensorBoard events.
 
 metrics.jsonl holds what a run computes (losses, scores, counts): on CPU a function of the config, seed and data,
 so a resumed or multi-process run writes it line for line as one uninterrupted run would. perf.jsonl, beside it,
@@ -12,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 
@@ -60,9 +60,12 @@ class TrainMetricWindow:
 
 
 def _summary_writer(directory: str) -> Any:
-    """tensorboardX's SummaryWriter. tensorboardX imports PyTorch whenever it is installed, only to accept torch
-    tensors, which costs every harjax process 2-3 s at start where the extractor's extra is installed; harjax logs
-    floats, so torch is hidden from that import (a later `import torch` is unaffected)."""
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX imports PyTorch whenever it is installed, only to accept torch tensors, which costs every harjax
+    process 2-3 s at start where the extractor's extra is installed; harjax logs floats, so torch is hidden from that
+    import (a later `import torch` is unaffected).
+    """
     hidden = "torch" not in sys.modules
     if hidden:
         sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX expects

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -80,8 +82,11 @@ def replicated_abstract(tree: Any, mesh: Mesh) -> Any:
 
 
 def agree(flag: bool) -> bool:
-    """Process 0's `flag` on every process: a decision every process must take alike (they run the same
-    collectives), made from what only process 0 can see (the files it writes)."""
+    """Process 0's `flag` on every process.
+
+    For a decision every process must take alike (they run the same collectives), made from what only process 0 can
+    see (the files it writes).
+    """
     if jax.process_count() == 1:
         return flag
     from jax.experimental import multihost_utils

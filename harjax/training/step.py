@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -163,8 +164,10 @@ def train_step(
 def eval_step(
     state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float, mesh: Mesh
 ) -> dict[str, jax.Array]:
-    """Per-example logits, labels and contrastive embeddings (scored on the host: accuracy, F1, retrieval), and the
-    batch's losses summed over valid rows."""
+    """Per-example logits, labels and contrastive embeddings, and the batch's losses summed over valid rows.
+
+    The rows are scored on the host (accuracy, F1, retrieval).
+    """
     weights = batch[batch_lib.VALID].astype(jnp.float32)
     output = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
     loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
@@ -189,9 +192,11 @@ def jit_train_step(
     gather: Callable | None = None,
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
 ) -> Callable:
-    """The compiled train step, (state, inputs, resident) -> (state, metrics); the old state's buffers are donated
-    to the new one. With `gather` (the device data cache) the step builds its batch from resident columns; with
-    `augmentation` it augments it."""
+    """The compiled train step, (state, inputs, resident) -> (state, metrics).
+
+    The old state's buffers are donated to the new one. With `gather` (the device data cache) the step builds its
+    batch from resident columns; with `augmentation` it augments it.
+    """
     return jax.jit(
         functools.partial(
             train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather, augmentation=augmentation
