@@ -25,8 +25,10 @@ import numpy as np  # noqa: E402
 
 from benchmarks import real_sensor_accuracy  # noqa: E402
 from configs import full  # noqa: E402
-from harjax.data import batch as batch_lib  # noqa: E402
-from harjax.data import normalization
+from harjax.data import (
+    batch as batch_lib,  # noqa: E402
+    normalization,
+)
 from harjax.training import augment  # noqa: E402
 
 SHOWN = {

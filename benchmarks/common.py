@@ -13,8 +13,7 @@ import numpy as np
 from configs import full
 from harjax.data import synthetic
 from harjax.models import har_model
-from harjax.training import parallel
-from harjax.training import step as step_lib
+from harjax.training import parallel, step as step_lib
 
 # Issue 4's reference sizes: Video-LLaVA's hidden size, 256 sensor steps (5 s at 50 Hz), 4 devices x 3 axes.
 MMACT_SIZES = dict(video_dim=4096, seq_len=256, channels=12, num_classes=37)

@@ -45,8 +45,7 @@ def _runner(runtime: str, bundle_dir: str, threads: int):
     """f(*inputs) -> logits as numpy, for one runtime."""
     import numpy as np
 
-    from harjax.serving import bundle as bundle_lib
-    from harjax.serving import predictor as predictor_lib
+    from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
 
     bundle = bundle_lib.Bundle.load(bundle_dir)
     if runtime == "flax":

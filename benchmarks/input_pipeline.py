@@ -37,8 +37,7 @@ from benchmarks import mmact_sized  # noqa: E402
 from configs import full  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
 from harjax.models import har_model  # noqa: E402
-from harjax.training import host_memory, parallel  # noqa: E402
-from harjax.training import step as step_lib
+from harjax.training import host_memory, parallel, step as step_lib  # noqa: E402
 
 CACHES = ("none", "host", "device")
 

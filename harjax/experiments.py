@@ -20,8 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from harjax.evaluators import common as evaluators
-from harjax.study import report, suites
-from harjax.study import runner as runner_lib
+from harjax.study import report, runner as runner_lib, suites
 
 _SUITE = config_flags.DEFINE_config_file(
     "suite", None, "A suite file, e.g. configs/suites/paper.py:synthetic.", lock_config=True

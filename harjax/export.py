@@ -10,8 +10,7 @@ import os
 
 from absl import app, flags, logging
 
-from harjax.serving import bundle as bundle_lib
-from harjax.serving import export
+from harjax.serving import bundle as bundle_lib, export
 from harjax.training import checkpointing
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir to export from.")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from harjax.serving import batch, streaming
-from harjax.serving import bundle as bundle_lib
-from harjax.serving import predictor as predictor_lib
+from harjax.serving import batch, bundle as bundle_lib, predictor as predictor_lib, streaming
 
 _BUNDLE = flags.DEFINE_string("bundle", None, "A model bundle (python -m harjax.export).")
 _INPUT = flags.DEFINE_string("input", None, "An .npz of examples to predict.")

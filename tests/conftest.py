@@ -1,6 +1,7 @@
 """Tests run on 8 fake CPU devices so every sharded path is exercised on one machine (even where a GPU exists)."""
 
 import atexit
+import dataclasses
 import json
 import os
 import shutil
@@ -11,6 +12,9 @@ import ml_collections
 
 jax.config.update("jax_platforms", "cpu")
 jax.config.update("jax_num_cpu_devices", 8)
+# The cheapest XLA codegen (read when the CPU backend starts, below): tests run a few steps of small programs, so
+# compiling dominates, and the CLI runs they start are compiled alike (tests/cli_runs.py).
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]).strip()
 # Many tests compile the same small programs, in this process and in the CLI subprocesses they start: one XLA
 # compilation cache for the whole session (removed at its end) compiles each once.
 _COMPILATION_CACHE = tempfile.mkdtemp(prefix="harjax-test-xla-cache-")
@@ -20,7 +24,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
-import pytest  # noqa: E402
+import pytest
 
 from configs import (
     concat_fusion,
@@ -28,7 +32,7 @@ from configs import (
     late_fusion,
     no_attention,
     no_contrastive,
-    no_transformer,  # noqa: E402
+    no_transformer,
     sensor_only,
     video_only,
 )
@@ -43,6 +47,14 @@ def config_id(module) -> str:
 
 def pytest_configure(config):
     assert jax.device_count() == NUM_DEVICES, "jax was initialised before conftest could ask for 8 CPU devices"
+
+
+def compiled(model):
+    """(init, apply) of a Flax model, each compiled once; op by op, a small model's first call takes seconds on CPU.
+
+    `train` and `mutable` are static: pass mutable as a string ("batch_stats").
+    """
+    return (jax.jit(model.init, static_argnames=("train",)), jax.jit(model.apply, static_argnames=("train", "mutable")))
 
 
 def small_config(variant_module=full) -> ml_collections.ConfigDict:
@@ -73,6 +85,41 @@ def read_metrics(workdir, name: str = "metrics.jsonl") -> list[dict]:
 @pytest.fixture
 def config():
     return small_config()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A finished run that tests share instead of training again: read it in place, or copy it to change it."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    final: dict  # what train_and_evaluate returned
+
+    def fresh_config(self) -> ml_collections.ConfigDict:
+        return self.config.copy_and_resolve_references()
+
+    def copy(self, destination) -> str:
+        shutil.copytree(self.workdir, destination)
+        return str(destination)
+
+
+@pytest.fixture(scope="session")
+def trained_full(tmp_path_factory) -> TrainedRun:
+    """small_config() of configs/full.py trained 6 steps with every evaluator on.
+
+    The untrained model is evaluated at step 0, then steps 3 and 6; robustness and the attention of 3 examples
+    after training; steps 2 and 3 profiled.
+    """
+    from harjax.training import loop
+
+    config = small_config()
+    config.train.eval_at_start = True
+    config.train.profile_steps = (2, 4)
+    config.evals.robustness.at_end = True
+    config.evals.attention.update(at_end=True, examples=3)
+    workdir = str(tmp_path_factory.mktemp("trained_full"))
+    final = loop.train_and_evaluate(config.copy_and_resolve_references(), workdir)
+    return TrainedRun(config, workdir, final)
 
 
 def assert_caches_serve_the_same_batches(train, evaluation, batch_size: int, steps: int) -> None:

@@ -1,5 +1,8 @@
 """Cross-modal retrieval, missing-modality and occlusion robustness: checked against hand computations."""
 
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from harjax.data import batch as batch_lib
 from harjax.evaluators import attention, retrieval, robustness
 from harjax.models import har_model
 from harjax.training import loop
-from tests.conftest import read_metrics, small_config
+from tests.conftest import compiled, read_metrics, small_config
 
 
 def test_a_perfect_aligner_retrieves_every_pair_first():
@@ -69,9 +72,9 @@ def _batch(rows=6, steps=32, channels=12, video_dim=32, seed=0):
 
 
 def _logits(config_module, batch, variables=None):
-    model = har_model.build_model(small_config(config_module), num_classes=6)
-    variables = variables or model.init(jax.random.key(0), batch, train=False)
-    return model.apply(variables, batch, train=False).logits, variables
+    init, apply = compiled(har_model.build_model(small_config(config_module), num_classes=6))
+    variables = variables or init(jax.random.key(0), batch, train=False)
+    return apply(variables, batch, train=False).logits, variables
 
 
 @pytest.mark.parametrize(
@@ -92,13 +95,13 @@ def test_removing_what_a_model_does_not_use_changes_nothing(config_module, condi
 def test_a_removed_video_is_the_training_mean():
     """With the running statistics of the video standardisation, 'video removed' equals feeding their mean."""
     batch = _batch()
-    model = har_model.build_model(small_config(full), num_classes=6)
-    variables = model.init(jax.random.key(0), batch, train=False)
+    init, apply = compiled(har_model.build_model(small_config(full), num_classes=6))
+    variables = init(jax.random.key(0), batch, train=False)
     mean = np.random.default_rng(2).normal(size=32).astype(np.float32)
     variables = {**variables, "batch_stats": {"video_standardise": {"mean": mean, "var": np.full(32, 4.0, np.float32)}}}
-    removed = model.apply(variables, robustness.remove_video(batch), train=False).logits
-    at_mean = model.apply(variables, {**batch, batch_lib.VIDEO: np.tile(mean, (6, 1))}, train=False).logits
-    clean = model.apply(variables, batch, train=False).logits
+    removed = apply(variables, robustness.remove_video(batch), train=False).logits
+    at_mean = apply(variables, {**batch, batch_lib.VIDEO: np.tile(mean, (6, 1))}, train=False).logits
+    clean = apply(variables, batch, train=False).logits
     np.testing.assert_allclose(removed, at_mean, atol=1e-6)
     assert not np.allclose(removed, clean, atol=1e-3)
 
@@ -157,23 +160,33 @@ def test_bad_occlusion_fractions_name_the_key(tmp_path, config):
         loop.train_and_evaluate(config, str(tmp_path))
 
 
-def test_training_logs_retrieval_and_writes_the_analysis(tmp_path, config):
-    config.train.eval_at_start = True
-    config.evals.robustness.at_end = True
-    config.evals.attention.update(at_end=True, examples=3)
-    loop.train_and_evaluate(config, str(tmp_path))
-    records = read_metrics(str(tmp_path))
+def test_training_logs_retrieval_and_writes_the_analysis(trained_full):
+    config, workdir = trained_full.config, trained_full.workdir
+    records = read_metrics(workdir)
     evals = [record for record in records if "eval/accuracy" in record]
     assert [record["step"] for record in evals] == [0, 3, 6]  # step 0: the untrained model
     assert all(0 <= record["eval/retrieval_v2s_r10"] <= 1 and "eval/retrieval_s2v_r1" in record for record in evals)
     robust = [record for record in records if "robustness/clean/accuracy" in record]
     assert len(robust) == 1 and robust[0]["robustness/clean/accuracy"] == evals[-1]["eval/accuracy"]
-    weights = np.load(tmp_path / attention.FILE)
+    assert robust[0]["step"] == 6 and robust[0]["attention/examples"] == 3  # after training, in one record
+    weights = np.load(os.path.join(workdir, attention.FILE))
     assert weights["alpha"].shape[:2] == (3, config.model.num_segments)
     assert len(set(weights["label"].tolist())) == 3  # three classes
     np.testing.assert_allclose(weights["alpha"].sum(-1), 1.0, rtol=1e-5)  # every segment holds recorded steps
+    assert set(json.load(open(os.path.join(workdir, robustness.FILE)))["conditions"]) == {
+        "clean",
+        "video_removed",
+        "imu0_removed",
+        "imu1_removed",
+        "imu2_removed",
+        "imu3_removed",
+        "occluded_10pct",
+        "occluded_25pct",
+        "occluded_50pct",
+    }
 
 
+@pytest.mark.slow
 def test_no_retrieval_without_the_contrastive_term(tmp_path):
     config = small_config(video_only)
     loop.train_and_evaluate(config, str(tmp_path))

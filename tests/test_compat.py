@@ -13,8 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from harjax.serving import export
-from harjax.serving import predictor as predictor_lib
+from harjax.serving import export, predictor as predictor_lib
 from harjax.study import suites
 from harjax.training import loop
 from tests.conftest import read_metrics
@@ -46,16 +45,21 @@ def test_an_earlier_bundle_gives_the_logits_it_was_written_with(bundle_json):
 
 
 @pytest.mark.parametrize("root", FIXTURES, ids=os.path.basename)
-def test_an_earlier_checkpoint_exports_and_resumes(root, tmp_path):
+def test_an_earlier_checkpoint_exports_with_its_logits(root, tmp_path):
     workdir = str(tmp_path / "workdir")
     shutil.copytree(os.path.join(root, "full_workdir"), workdir)
-    recorded = json.load(open(os.path.join(workdir, "overrides.json")))
-
     bundle = export.bundle_from_workdir(workdir, str(tmp_path / "bundle"), "latest")
     got, expected = _logits(bundle.directory, os.path.join(root, "full"))  # "full" was exported from it
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
-    # The same command with one more step restores the whole train state (optimizer included) and goes on.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("root", FIXTURES, ids=os.path.basename)
+def test_an_earlier_checkpoint_resumes(root, tmp_path):
+    """The same command with one more step restores the whole train state (optimizer included) and goes on."""
+    workdir = str(tmp_path / "workdir")
+    shutil.copytree(os.path.join(root, "full_workdir"), workdir)
+    recorded = json.load(open(os.path.join(workdir, "overrides.json")))
     steps = recorded["overrides"]["train.num_steps"]
     overrides = [f"{key}={value}" for key, value in (recorded["overrides"] | {"train.num_steps": steps + 1}).items()]
     config = suites.resolve_config(os.path.join(REPO, recorded["config"]), overrides)

@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from harjax.data import batch as batch_lib
-from harjax.data import npz, pipeline, sampling, synthetic
+from harjax.data import batch as batch_lib, npz, pipeline, sampling, synthetic
 from tests.conftest import assert_caches_serve_the_same_batches
 
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from configs import full, sensor_only
-from harjax.data import batch as batch_lib
-from harjax.data import normalization, npz, pipeline, synthetic
+from harjax.data import batch as batch_lib, normalization, npz, pipeline, synthetic
 from harjax.serving import export
 from harjax.training import augment, checkpointing, loop
 from tests.conftest import read_metrics, small_config
@@ -107,6 +106,7 @@ def augmented_run(tmp_path_factory):
     return config, workdir, read_metrics(workdir)
 
 
+@pytest.mark.slow
 def test_a_resumed_augmented_run_is_exact(tmp_path, monkeypatch, augmented_run):
     config, _, uninterrupted = augmented_run
     with monkeypatch.context() as patch:
@@ -116,6 +116,7 @@ def test_a_resumed_augmented_run_is_exact(tmp_path, monkeypatch, augmented_run):
     assert read_metrics(str(tmp_path)) == uninterrupted
 
 
+@pytest.mark.slow
 def test_evaluation_is_never_augmented(augmented_run):
     """The augmented run's own evaluations equal those of its checkpoint evaluated with augmentation off."""
     config, workdir, _ = augmented_run

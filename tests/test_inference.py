@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 
 from configs import sensor_only
-from harjax.data import batch as batch_lib
-from harjax.data import pipeline, synthetic
+from harjax.data import batch as batch_lib, pipeline, synthetic
 from harjax.evaluators import robustness
-from harjax.serving import batch as batch_prediction
-from harjax.serving import bundle as bundle_lib
-from harjax.serving import export, streaming
-from harjax.serving import predictor as predictor_lib
+from harjax.serving import (
+    batch as batch_prediction,
+    bundle as bundle_lib,
+    export,
+    predictor as predictor_lib,
+    streaming,
+)
 from harjax.training import loop
 from tests.conftest import small_config
 
@@ -29,11 +31,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, trained_full):
     """configs/full.py:synthetic (small), trained a few steps and exported in every format."""
     root = tmp_path_factory.mktemp("full")
-    config = small_config()
-    loop.train_and_evaluate(config, str(root / "workdir"))
+    config = trained_full.fresh_config()
+    trained_full.copy(root / "workdir")
     bundle = export.bundle_from_workdir(str(root / "workdir"), str(root / "bundle"), "latest")
     export.export_stablehlo(bundle, str(root / "bundle" / "stablehlo"), steps=32)
     export.export_onnx(bundle, str(root / "bundle" / "onnx"), steps=32)
@@ -278,6 +280,7 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
     assert not any(name.startswith("out") for name in os.listdir(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
     config = small_config(sensor_only)
     for split in ("train", "eval"):

@@ -7,8 +7,7 @@ import pytest
 
 from configs import sensor_only
 from data_builders.mmact import build, make_dummy_data
-from harjax.data import batch as batch_lib
-from harjax.data import mmact, pipeline, sampling
+from harjax.data import batch as batch_lib, mmact, pipeline, sampling
 from harjax.training import loop
 from tests.conftest import assert_caches_serve_the_same_batches, read_metrics, small_config
 
@@ -117,7 +116,7 @@ def test_long_trials_are_cropped_to_max_length(data_dir):
     assert batch_lib.examples(eval_split, [0])[batch_lib.SENSOR_MASK].all()
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path, num_workers):
     config = _config(data_dir, num_workers=num_workers)
     config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)
@@ -149,6 +148,7 @@ def test_resumed_iterator_repeats_batches_and_camera_draws(data_dir, num_workers
                 np.testing.assert_array_equal(again[name], batch[name])
 
 
+@pytest.mark.slow
 def test_video_free_models_report_no_redundant_per_trial_scores(data_dir, tmp_path):
     config = _config(data_dir, module=sensor_only)
     config.train.update(num_steps=2, eval_every=2, checkpoint_every=2)

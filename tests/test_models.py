@@ -12,7 +12,7 @@ from harjax.data import batch as batch_lib
 from harjax.models import har_model
 from harjax.models.keyless_attention import KeylessAttention, segment_masks
 from harjax.models.sensor_encoder import conv1d, conv_norm_gelu
-from tests.conftest import ALL_CONFIGS, config_id, small_config
+from tests.conftest import ALL_CONFIGS, compiled, config_id, small_config
 
 
 def _batch(batch_size=4, steps=32, channels=12, video_dim=32, lengths=(32, 20, 9, 3), frames=None, seed=0):
@@ -44,9 +44,9 @@ def test_keyless_attention_matches_equations_and_ignores_padding():
     video = jnp.asarray(rng.normal(size=(2, 7)), jnp.float32)
     sensor = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
     mask = jnp.array([[True, True, True, False, False], [True] * 5])
-    module = KeylessAttention()
-    params = module.init(jax.random.key(0), video, sensor, segment_masks(mask, 1))
-    pooled, alpha = module.apply(params, video, sensor, segment_masks(mask, 1))
+    init, apply = compiled(KeylessAttention())
+    params = init(jax.random.key(0), video, sensor, segment_masks(mask, 1))
+    pooled, alpha = apply(params, video, sensor, segment_masks(mask, 1))
 
     w = params["params"]["w"]
     for b, length in enumerate([3, 5]):
@@ -58,14 +58,14 @@ def test_keyless_attention_matches_equations_and_ignores_padding():
 
     # Whatever the padded steps hold, the output is the same.
     noisy = sensor.at[0, 3:].set(1e4)
-    np.testing.assert_allclose(module.apply(params, video, noisy, segment_masks(mask, 1))[0], pooled, rtol=1e-6)
+    np.testing.assert_allclose(apply(params, video, noisy, segment_masks(mask, 1))[0], pooled, rtol=1e-6)
 
 
 def test_empty_segments_get_zero_weights_without_nans():
     video, sensor = jnp.ones((1, 4)), jnp.ones((1, 6, 3))
     masks = segment_masks(jnp.array([[True, True, False, False, False, False]]), 4)
-    module = KeylessAttention()
-    pooled, alpha = module.apply(module.init(jax.random.key(0), video, sensor, masks), video, sensor, masks)
+    init, apply = compiled(KeylessAttention())
+    pooled, alpha = apply(init(jax.random.key(0), video, sensor, masks), video, sensor, masks)
     assert np.isfinite(pooled).all() and np.isfinite(alpha).all()
     np.testing.assert_allclose(alpha.sum(-1)[0], [1.0, 0.0, 1.0, 0.0], rtol=1e-6)
 
@@ -76,8 +76,9 @@ def test_every_config_builds_and_predicts(config_module, frames):
     config = small_config(config_module)
     model = har_model.build_model(config, num_classes=6)
     batch = _batch(frames=frames)
-    variables = model.init(jax.random.key(0), batch, train=False)
-    output = model.apply(variables, batch, train=False)
+    init, apply = compiled(model)
+    variables = init(jax.random.key(0), batch, train=False)
+    output = apply(variables, batch, train=False)
     assert output.logits.shape == (4, 6) and output.logits.dtype == jnp.float32
     assert np.isfinite(output.logits).all()
     has_contrastive = config.loss.contrastive_weight > 0
@@ -85,7 +86,7 @@ def test_every_config_builds_and_predicts(config_module, frames):
     assert (output.alpha is not None) == (config.model.modalities == "both" and config.model.fusion == "attention")
     if config.model.modalities == "sensor":  # video-free: the model never reads 'video'
         del batch[batch_lib.VIDEO]
-        np.testing.assert_allclose(model.apply(variables, batch, train=False).logits, output.logits, rtol=1e-6)
+        np.testing.assert_allclose(apply(variables, batch, train=False).logits, output.logits, rtol=1e-6)
 
 
 @pytest.mark.parametrize("config_module", [full, late_fusion, sensor_only], ids=config_id)
@@ -99,10 +100,11 @@ def test_padding_length_does_not_change_predictions(config_module, extra_padding
         batch_lib.SENSOR: np.pad(short[batch_lib.SENSOR], ((0, 0), (0, extra_padding), (0, 0))),
         batch_lib.SENSOR_MASK: np.pad(short[batch_lib.SENSOR_MASK], ((0, 0), (0, extra_padding))),
     }
-    variables = model.init(jax.random.key(0), short, train=False)
+    init, apply = compiled(model)
+    variables = init(jax.random.key(0), short, train=False)
     np.testing.assert_allclose(
-        model.apply(variables, long, train=False).logits,
-        model.apply(variables, short, train=False).logits,
+        apply(variables, long, train=False).logits,
+        apply(variables, short, train=False).logits,
         rtol=1e-5,
         atol=1e-5,
     )
@@ -149,18 +151,21 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits():
     config = small_config()
     config.model.dtype = "bfloat16"
     model = har_model.build_model(config, num_classes=6)
-    variables = model.init(jax.random.key(0), _batch(), train=False)
+    init, apply = compiled(model)
+    variables = init(jax.random.key(0), _batch(), train=False)
     assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
-    output = model.apply(variables, _batch(), train=False)
+    output = apply(variables, _batch(), train=False)
     assert output.logits.dtype == jnp.float32 and np.isfinite(output.logits).all()
-    grads = jax.grad(
-        lambda params: model.apply(
-            {**variables, "params": params},
-            _batch(),
-            train=True,
-            rngs={"dropout": jax.random.key(1)},
-            mutable=["batch_stats"],
-        )[0].logits.sum()
+    grads = jax.jit(
+        jax.grad(
+            lambda params: model.apply(
+                {**variables, "params": params},
+                _batch(),
+                train=True,
+                rngs={"dropout": jax.random.key(1)},
+                mutable=["batch_stats"],
+            )[0].logits.sum()
+        )
     )(variables["params"])
     assert all(g.dtype == jnp.float32 and np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
@@ -175,11 +180,12 @@ def test_video_standardisation_makes_per_dimension_scale_irrelevant():
     config.model.dropout = 0.0
     model = har_model.build_model(config, num_classes=6)
     batch = _batch(batch_size=8, lengths=(32,) * 8)
-    variables = model.init(jax.random.key(0), batch, train=False)
+    init, apply = compiled(model)
+    variables = init(jax.random.key(0), batch, train=False)
     distorted = {**batch, batch_lib.VIDEO: batch[batch_lib.VIDEO] * np.geomspace(1, 1e3, 32) + 500.0}
 
     def logits(inputs):
-        return model.apply(variables, inputs, train=True, mutable=["batch_stats"])[0].logits
+        return apply(variables, inputs, train=True, mutable="batch_stats")[0].logits
 
     np.testing.assert_allclose(logits(distorted), logits(batch), rtol=1e-3, atol=1e-3)
 
@@ -218,8 +224,8 @@ def test_both_encoder_backwards_share_parameters_values_and_gradients():
         config = small_config()
         config.model.encoder_backward = setting
         models[setting] = har_model.build_model(config, num_classes=6)
-    variables = models["autodiff"].init(jax.random.key(0), batch, train=False)
-    other = models["hand_written"].init(jax.random.key(0), batch, train=False)
+    variables = compiled(models["autodiff"])[0](jax.random.key(0), batch, train=False)
+    other = compiled(models["hand_written"])[0](jax.random.key(0), batch, train=False)
     assert jax.tree.structure(other) == jax.tree.structure(variables)
 
     def loss(model, params):
@@ -232,10 +238,12 @@ def test_both_encoder_backwards_share_parameters_values_and_gradients():
         )[0]
         return output.logits.sum()
 
-    grads = {name: jax.grad(functools.partial(loss, model))(variables["params"]) for name, model in models.items()}
+    grads = {
+        name: jax.jit(jax.grad(functools.partial(loss, model)))(variables["params"]) for name, model in models.items()
+    }
     np.testing.assert_allclose(
-        models["hand_written"].apply(variables, batch, train=False).logits,
-        models["autodiff"].apply(variables, batch, train=False).logits,
+        compiled(models["hand_written"])[1](variables, batch, train=False).logits,
+        compiled(models["autodiff"])[1](variables, batch, train=False).logits,
         rtol=1e-5,
         atol=1e-6,
     )

@@ -8,9 +8,10 @@ import torch
 from benchmarks import torch_reference
 from harjax.data import synthetic
 from harjax.models import har_model
-from harjax.training import parallel
-from harjax.training import step as step_lib
+from harjax.training import parallel, step as step_lib
 from tests.conftest import small_config
+
+pytestmark = pytest.mark.slow  # imports PyTorch and checks the benchmark's reference, not harjax itself
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from harjax.data import batch as batch_lib
-from harjax.data import normalization
+from harjax.data import batch as batch_lib, normalization
 
 DATASET = "mmact"
 PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")

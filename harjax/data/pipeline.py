@@ -27,8 +27,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from harjax.data import batch as batch_lib
-from harjax.data import mmact, normalization, npz, sampling, synthetic
+from harjax.data import batch as batch_lib, mmact, normalization, npz, sampling, synthetic
 
 SOURCES = ("synthetic", "npz", "mmact")
 CACHES = ("auto", "none", "host", "device")

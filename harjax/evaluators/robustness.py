@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import ml_collections
 import numpy as np
 
-from harjax.data import batch as batch_lib
-from harjax.data import sampling
+from harjax.data import batch as batch_lib, sampling
 from harjax.evaluators import classification, common
 from harjax.models import har_model
 

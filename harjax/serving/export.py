@@ -32,12 +32,8 @@ import numpy as np
 import harjax
 from harjax.data import batch as batch_lib
 from harjax.models import har_model
-from harjax.serving import bundle as bundle_lib
-from harjax.serving import predictor as predictor_lib
-from harjax.training import checkpointing, parallel
-from harjax.training import metrics as metrics_lib
-from harjax.training import step as step_lib
-from harjax.training import workdir as workdir_lib
+from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
+from harjax.training import checkpointing, metrics as metrics_lib, parallel, step as step_lib, workdir as workdir_lib
 
 FORMATS = ("bundle", "stablehlo", "onnx")
 

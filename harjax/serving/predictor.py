@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harjax.data import batch as batch_lib
-from harjax.data import normalization
+from harjax.data import batch as batch_lib, normalization
 from harjax.models import har_model
 from harjax.serving import bundle as bundle_lib
 

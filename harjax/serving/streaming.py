@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from harjax.data import batch as batch_lib
-from harjax.serving import batch as batch_prediction
-from harjax.serving import predictor as predictor_lib
+from harjax.serving import batch as batch_prediction, predictor as predictor_lib
 
 
 def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

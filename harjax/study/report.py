@@ -22,8 +22,7 @@ from flax import traverse_util
 
 from harjax.evaluators import attention, classification, robustness
 from harjax.study import plots, suites
-from harjax.training import loop
-from harjax.training import metrics as metrics_lib
+from harjax.training import loop, metrics as metrics_lib
 
 # The prefixes of the evaluators configs/full.py defines: the test split ('eval'), the validation split ('val') and
 # the test split at the checkpoint the validation split selected ('eval_selected').

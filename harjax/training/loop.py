@@ -22,15 +22,17 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from harjax.data import batch as batch_lib
-from harjax.data import pipeline
-from harjax.evaluators import common as evaluators
-from harjax.evaluators import robustness
+from harjax.data import batch as batch_lib, pipeline
+from harjax.evaluators import common as evaluators, robustness
 from harjax.models import har_model
-from harjax.training import augment, checkpointing, parallel
-from harjax.training import metrics as metrics_lib
-from harjax.training import step as step_lib
-from harjax.training import workdir as workdir_lib
+from harjax.training import (
+    augment,
+    checkpointing,
+    metrics as metrics_lib,
+    parallel,
+    step as step_lib,
+    workdir as workdir_lib,
+)
 
 _POSITIVE_TRAIN_KEYS = (
     "batch_size",

@@ -9,8 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 # Far below any real logit (|logit| <= max logit scale), yet finite so a fully masked row stays finite.
 _MASKED_LOGIT = -1e9
