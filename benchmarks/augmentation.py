@@ -1,4 +1,4 @@
-"""benchmarks/augmentation.png: each sensor augmentation of harjax/augment.py on a real recording, before and after.
+"""benchmarks/augmentation.png: each sensor augmentation (harjax/training/augment.py) on a real recording.
 
     pip install --no-deps aeon==1.6.0        # its wheel ships the recording (UEA BasicMotions)
     python benchmarks/augmentation.py [--output=benchmarks/augmentation.png --example=0]

@@ -171,7 +171,7 @@ def objective(model: HARModel, batch: Mapping[str, torch.Tensor], contrastive_we
 def make_optimizer(
     model: HARModel, train_config: Any, schedule: Callable[[int], float]
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with decay on matrices only (ndim >= 2), as harjax.step.make_optimizer; the schedule is per step.
+    """AdamW with decay on matrices only (ndim >= 2), as harjax.training.step.make_optimizer; the schedule is per step.
 
     The (optax) schedule is tabulated once, so no JAX call lands in torch's timed steps.
     """

@@ -41,7 +41,7 @@ def main() -> None:
         "--allocator",
         default="retain",
         choices=("retain", "default"),
-        help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/host_memory.py); "
+        help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/training/host_memory.py); "
         "the setting is process-wide, so all three run under it",
     )
     common.add_model_arguments(parser)

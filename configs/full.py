@@ -51,7 +51,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # cache_memory_fraction of the free memory it would live in.
     config.data.cache = "auto"
     config.data.cache_memory_fraction = 0.5
-    # Training-time augmentation inside the train step (harjax/augment.py); all off in the paper's recipe.
+    # Training-time augmentation inside the train step (harjax/training/augment.py); all off in the paper's recipe.
     config.data.augment = ml_collections.ConfigDict(
         dict(
             jitter=0.0,

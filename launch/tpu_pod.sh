@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # harjax on a Cloud TPU VM pod slice: the same command on every worker. --join_cluster lets JAX find the other
-# workers through the TPU VM's metadata server (harjax.parallel), so no address flags are needed.
+# workers through the TPU VM's metadata server (harjax/training/parallel.py), so no address flags are needed.
 #
 #   launch/tpu_pod.sh --config=configs/full.py --config.data.data_dir=gs://bucket/tfds
 #

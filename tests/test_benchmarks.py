@@ -14,7 +14,8 @@ ITEMS = ["train_throughput", "flops", "input_pipeline", "extraction", "encoder_b
 @pytest.mark.slow
 def test_the_accelerator_script_runs_every_item(tmp_path):
     output = tmp_path / "accelerator.jsonl"
-    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"} | {"PYTHON": sys.executable}
+    # The cheapest XLA codegen: the smoke path checks that every item runs, not how fast.
+    env = os.environ | {"PYTHON": sys.executable, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
     result = subprocess.run(
         ["bash", "benchmarks/accelerator.sh", "--smoke", str(output)],
         cwd=REPO,

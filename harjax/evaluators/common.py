@@ -1,7 +1,7 @@
 """Evaluators as plug-ins, configured by `config.evals` (big_vision's evaluators/common.py pattern).
 
-`config.evals.<name>` is one evaluator: `type` names a module of harjax/evaluators/ (default: the entry's name),
-and the generic keys say where and when it runs:
+`config.evals.<name>` is one evaluator: `type` names a module of harjax/evaluators/ (default: the entry's name) or,
+as a dotted path, any importable module, and the generic keys say where and when it runs:
 
     split        'test' (default) or 'validation' (the part of the training split that config.data.validation_fraction
                  holds out)
@@ -116,10 +116,16 @@ def available_types() -> list[str]:
 
 
 def _module(name: str, type_name: str) -> Any:
+    """The evaluator module `type_name`: one of this package's, or any importable module (a dotted path)."""
+    if "." in type_name:
+        try:
+            return importlib.import_module(type_name)
+        except ImportError as error:
+            raise ValueError(f"config.evals.{name}.type={type_name!r}: cannot import it ({error})") from error
     if type_name not in available_types():
         raise ValueError(
-            f"config.evals.{name}.type={type_name!r}: no such evaluator; choose one of "
-            f"{available_types()} (a module of harjax/evaluators/)"
+            f"config.evals.{name}.type={type_name!r}: no such evaluator; choose one of {available_types()} "
+            "(modules of harjax/evaluators/) or give the dotted path of your own module"
         )
     return importlib.import_module(f"harjax.evaluators.{type_name}")
 
@@ -140,7 +146,10 @@ def moved_key_message(argument: str) -> str | None:
 
 
 def schedules(config: ml_collections.ConfigDict) -> list[Schedule]:
-    """config.evals checked and resolved against the run (the rules above), in config order."""
+    """config.evals checked and resolved against the run (the rules above).
+
+    In the order of their names: ml_collections keeps a ConfigDict's keys sorted.
+    """
     check_moved_keys(config)
     has_validation = config.data.validation_fraction > 0
     resolved = []

@@ -120,12 +120,12 @@ def train_step(
     gather: Callable | None = None,
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
 ) -> tuple[TrainState, dict]:
-    """One update on a global batch. A non-finite loss or gradient leaves the state as it was (step aside).
+    """One update on a global batch; a non-finite loss or gradient leaves the state as it was (step aside).
 
     `inputs` is the batch, or with the device data cache a Selection that `gather` turns into the batch from the
     device-resident columns `resident`. `augmentation` (config.data.augment and the sensor streams) transforms
-    the batch first (harjax/augment.py). metrics['finite'] says whether the update was applied, so the loop can
-    keep skipped steps out of averages.
+    the batch first (harjax/training/augment.py). metrics['finite'] says whether the update was applied, so the
+    loop can keep skipped steps out of averages.
     """
     batch = inputs if gather is None else gather(resident, inputs, jnp)
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)  # a function of the step: resumes exactly
