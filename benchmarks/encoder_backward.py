@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from harjax.models.sensor_encoder import SensorEncoder  # noqa: E402
+from harjax.models import sensor_encoder  # noqa: E402
 from harjax.training import host_memory  # noqa: E402
 
 IMPLEMENTATIONS = ("hand_written", "autodiff")
@@ -33,7 +33,7 @@ IMPLEMENTATIONS = ("hand_written", "autodiff")
 def encoder_runner(config, batch, hand_written: bool):
     """run(steps) -> seconds per forward + backward of the encoder alone."""
     model = config.model
-    encoder = SensorEncoder(
+    encoder = sensor_encoder.SensorEncoder(
         tuple(model.encoder_channels),
         tuple(model.encoder_strides),
         model.encoder_kernel_size,

@@ -9,9 +9,7 @@ import pytest
 
 from configs import full, late_fusion, sensor_only, video_only
 from harjax.data import batch as batch_lib
-from harjax.models import har_model
-from harjax.models.keyless_attention import KeylessAttention, segment_masks
-from harjax.models.sensor_encoder import conv1d, conv_norm_gelu
+from harjax.models import har_model, keyless_attention, sensor_encoder
 from tests.conftest import ALL_CONFIGS, compiled, config_id, small_config
 
 
@@ -30,7 +28,7 @@ def _batch(batch_size=4, steps=32, channels=12, video_dim=32, lengths=(32, 20, 9
 
 def test_segment_masks_partition_recorded_steps_into_contiguous_segments():
     mask = jnp.array([[True] * 10 + [False] * 6, [True] * 3 + [False] * 13])
-    segments = np.asarray(segment_masks(mask, 4))  # [B, K, n]
+    segments = np.asarray(keyless_attention.segment_masks(mask, 4))  # [B, K, n]
     np.testing.assert_array_equal(segments.sum(axis=1), np.asarray(mask))  # each recorded step in one segment
     assert segments[0].sum(axis=1).tolist() == [3, 2, 3, 2]  # near-equal shares of the 10 recorded steps
     for k in range(4):  # contiguous and ordered
@@ -44,9 +42,9 @@ def test_keyless_attention_matches_equations_and_ignores_padding():
     video = jnp.asarray(rng.normal(size=(2, 7)), jnp.float32)
     sensor = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
     mask = jnp.array([[True, True, True, False, False], [True] * 5])
-    init, apply = compiled(KeylessAttention())
-    params = init(jax.random.key(0), video, sensor, segment_masks(mask, 1))
-    pooled, alpha = apply(params, video, sensor, segment_masks(mask, 1))
+    init, apply = compiled(keyless_attention.KeylessAttention())
+    params = init(jax.random.key(0), video, sensor, keyless_attention.segment_masks(mask, 1))
+    pooled, alpha = apply(params, video, sensor, keyless_attention.segment_masks(mask, 1))
 
     w = params["params"]["w"]
     for b, length in enumerate([3, 5]):
@@ -58,13 +56,15 @@ def test_keyless_attention_matches_equations_and_ignores_padding():
 
     # Whatever the padded steps hold, the output is the same.
     noisy = sensor.at[0, 3:].set(1e4)
-    np.testing.assert_allclose(apply(params, video, noisy, segment_masks(mask, 1))[0], pooled, rtol=1e-6)
+    np.testing.assert_allclose(
+        apply(params, video, noisy, keyless_attention.segment_masks(mask, 1))[0], pooled, rtol=1e-6
+    )
 
 
 def test_empty_segments_get_zero_weights_without_nans():
     video, sensor = jnp.ones((1, 4)), jnp.ones((1, 6, 3))
-    masks = segment_masks(jnp.array([[True, True, False, False, False, False]]), 4)
-    init, apply = compiled(KeylessAttention())
+    masks = keyless_attention.segment_masks(jnp.array([[True, True, False, False, False, False]]), 4)
+    init, apply = compiled(keyless_attention.KeylessAttention())
     pooled, alpha = apply(init(jax.random.key(0), video, sensor, masks), video, sensor, masks)
     assert np.isfinite(pooled).all() and np.isfinite(alpha).all()
     np.testing.assert_allclose(alpha.sum(-1)[0], [1.0, 0.0, 1.0, 0.0], rtol=1e-6)
@@ -129,12 +129,12 @@ def test_conv_norm_gelu_has_the_values_and_gradients_of_autodiff(stride, steps, 
     cotangent = jnp.asarray(rng.normal(size=(3, -(-steps // stride), 6)), jnp.float32)
 
     def reference(x, kernel, conv_bias, scale, bias):
-        z = conv1d(x, kernel, stride) + conv_bias
+        z = sensor_encoder.conv1d(x, kernel, stride) + conv_bias
         normalized = (z - z.mean(-1, keepdims=True)) / jnp.sqrt(z.var(-1, keepdims=True) + 1e-6)
         return jax.nn.gelu(normalized * scale + bias)
 
     def fused(x, kernel, conv_bias, scale, bias):
-        return conv_norm_gelu(x, kernel, conv_bias, scale, bias, stride, dtype).astype(jnp.float32)
+        return sensor_encoder.conv_norm_gelu(x, kernel, conv_bias, scale, bias, stride, dtype).astype(jnp.float32)
 
     # bfloat16 keeps 8 bits of mantissa: agreement to a few percent of each array's scale.
     tolerance = 1e-5 if dtype == jnp.float32 else 4e-2

@@ -14,10 +14,7 @@ import ml_collections
 from flax import struct
 
 from harjax.data import batch as batch_lib
-from harjax.models import sensor_encoder
-from harjax.models.fusion import TokenClassifier
-from harjax.models.keyless_attention import KeylessAttention, masked_mean, segment_masks
-from harjax.models.sensor_encoder import SensorEncoder
+from harjax.models import fusion, keyless_attention, sensor_encoder
 
 Modality = Literal["both", "video", "sensor"]
 Fusion = Literal["attention", "concat", "late"]
@@ -143,7 +140,7 @@ class HARModel(nn.Module):
         return _Video(clip=video, frames=None)
 
     def _encoded_sensor(self, batch: dict[str, jax.Array]) -> _Sensor:
-        sequence, mask = SensorEncoder(
+        sequence, mask = sensor_encoder.SensorEncoder(
             self.encoder_channels,
             self.encoder_strides,
             self.encoder_kernel_size,
@@ -151,10 +148,10 @@ class HARModel(nn.Module):
             self.hand_written_encoder_backward,
             name="SensorEncoder_0",
         )(batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
-        return _Sensor(sequence, mask, segment_masks(mask, self.num_segments))  # segments [B, K, n]
+        return _Sensor(sequence, mask, keyless_attention.segment_masks(mask, self.num_segments))  # segments [B, K, n]
 
-    def _classifier(self, name: str) -> TokenClassifier:
-        return TokenClassifier(
+    def _classifier(self, name: str) -> fusion.TokenClassifier:
+        return fusion.TokenClassifier(
             self.num_classes,
             self.num_layers,
             self.num_heads,
@@ -179,7 +176,7 @@ class HARModel(nn.Module):
 
     def _sensor_logits(self, sensor: _Sensor, train: bool, name: str) -> jax.Array:
         """K mean-pooled segment tokens through a classifier of their own."""
-        tokens = self._tokens(masked_mean(sensor.sequence, sensor.segments), "sensor_token")
+        tokens = self._tokens(keyless_attention.masked_mean(sensor.sequence, sensor.segments), "sensor_token")
         return self._classifier(name)(tokens, sensor.segments.any(-1), train)
 
     def _joint_logits(self, video: _Video, sensor: _Sensor, train: bool) -> tuple[jax.Array, jax.Array | None]:
@@ -190,11 +187,11 @@ class HARModel(nn.Module):
         """
         alpha = None
         if self.fusion == "attention":
-            pooled, alpha = KeylessAttention(self.dtype, name="KeylessAttention_0")(
+            pooled, alpha = keyless_attention.KeylessAttention(self.dtype, name="KeylessAttention_0")(
                 video.clip.astype(self.dtype), sensor.sequence, sensor.segments
             )
         else:
-            pooled = masked_mean(sensor.sequence, sensor.segments)
+            pooled = keyless_attention.masked_mean(sensor.sequence, sensor.segments)
         tokens = JointTokens(self.model_dim, self.dtype, name="joint_token")(video.clip, pooled)  # [B, K, D]
         token_mask = sensor.segments.any(-1)  # [B, K]
         if video.frames is not None:
@@ -209,7 +206,7 @@ class HARModel(nn.Module):
         The sensor side of the contrastive pair is the whole recording, not the video-attended pooling, which
         would leak v into its own positive.
         """
-        sensor_summary = masked_mean(sensor.sequence, sensor.mask[:, None])[:, 0]  # [B, d_s]
+        sensor_summary = keyless_attention.masked_mean(sensor.sequence, sensor.mask[:, None])[:, 0]  # [B, d_s]
         if self.learnable_temperature:
             logit_scale = jnp.exp(self.param(LOGIT_SCALE, nn.initializers.constant(math.log(1 / self.temperature)), ()))
         else:
