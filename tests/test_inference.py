@@ -32,14 +32,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, trained_full):
-    """configs/full.py:synthetic (small), trained a few steps and exported in every format."""
+    """configs/full.py:synthetic (small), trained a few steps and exported in every format by the README's command."""
     root = tmp_path_factory.mktemp("full")
     config = trained_full.fresh_config()
     trained_full.copy(root / "workdir")
-    bundle = export.bundle_from_workdir(str(root / "workdir"), str(root / "bundle"), "latest")
-    export.export_stablehlo(bundle, str(root / "bundle" / "stablehlo"), steps=32)
-    export.export_onnx(bundle, str(root / "bundle" / "onnx"), steps=32)
-    return config, root, bundle
+    completed = subprocess.run(
+        [sys.executable, "-m", "harjax.export", f"--workdir={root / 'workdir'}", f"--output={root / 'bundle'}",
+         "--step=latest", "--format=bundle,stablehlo,onnx"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return config, root, bundle_lib.Bundle.load(str(root / "bundle"))
 
 
 def _raw_eval(config):
