@@ -19,7 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from harjax.evaluators import common as evaluators
+from harjax import cli
 from harjax.study import report, runner as runner_lib, suites
 
 _SUITE = config_flags.DEFINE_config_file(
@@ -42,10 +42,6 @@ _config_overrides: list[str] = []
 
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl parses the suite's own flags; --config.KEY=VALUE are kept aside for every run's config."""
-    for argument in argv[1:]:
-        message = evaluators.moved_key_message(argument)
-        if message:
-            raise flags.Error(message)
     _config_overrides[:] = [
         arg[len(suites.CONFIG_OVERRIDE_PREFIX) :] for arg in argv[1:] if arg.startswith(suites.CONFIG_OVERRIDE_PREFIX)
     ]
@@ -101,4 +97,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, parser=_parse_flags)

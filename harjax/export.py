@@ -10,8 +10,8 @@ import os
 
 from absl import app, flags, logging
 
+from harjax import cli
 from harjax.serving import bundle as bundle_lib, export
-from harjax.training import checkpointing
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir to export from.")
 _BUNDLE = flags.DEFINE_string(
@@ -34,21 +34,18 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--format={','.join(_FORMAT.value)}: choose from {export.FORMATS}")
     if bool(_WORKDIR.value) == bool(_BUNDLE.value):
         raise app.UsageError("give --workdir (a training workdir) or --bundle (an exported bundle), not both")
-    try:
-        if _WORKDIR.value:
-            if not _OUTPUT.value:
-                raise app.UsageError("--output: the bundle directory to write")
-            bundle = export.bundle_from_workdir(_WORKDIR.value, _OUTPUT.value, _STEP.value)
-        else:
-            bundle = bundle_lib.Bundle.load(_BUNDLE.value)
-            if _OUTPUT.value and os.path.abspath(_OUTPUT.value) != os.path.abspath(_BUNDLE.value):
-                bundle = export.write_bundle(_OUTPUT.value, bundle.meta, bundle.variables)
-        steps = _WINDOW_STEPS.value or bundle.meta["inputs"]["sensor_steps"]
-        for name, writer in (("stablehlo", export.export_stablehlo), ("onnx", export.export_onnx)):
-            if name in formats:
-                logging.info("wrote %s", writer(bundle, os.path.join(bundle.directory, name), steps))
-    except (bundle_lib.BundleError, export.ExportError, checkpointing.IncompatibleCheckpointError) as error:
-        raise app.UsageError(str(error)) from error
+    if _WORKDIR.value:
+        if not _OUTPUT.value:
+            raise app.UsageError("--output: the bundle directory to write")
+        bundle = export.bundle_from_workdir(_WORKDIR.value, _OUTPUT.value, _STEP.value)
+    else:
+        bundle = bundle_lib.Bundle.load(_BUNDLE.value)
+        if _OUTPUT.value and os.path.abspath(_OUTPUT.value) != os.path.abspath(_BUNDLE.value):
+            bundle = export.write_bundle(_OUTPUT.value, bundle.meta, bundle.variables)
+    steps = _WINDOW_STEPS.value or bundle.meta["inputs"]["sensor_steps"]
+    for name, writer in (("stablehlo", export.export_stablehlo), ("onnx", export.export_onnx)):
+        if name in formats:  # each format folder whole or not at all
+            logging.info("wrote %s", writer(bundle, os.path.join(bundle.directory, name), steps))
     logging.info(
         "bundle %s: step %d, %d classes, formats %s",
         bundle.directory,
@@ -59,4 +56,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

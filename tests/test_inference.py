@@ -7,6 +7,7 @@ and the problem.
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import sensor_only
+from harjax import errors
 from harjax.data import batch as batch_lib, pipeline, synthetic
 from harjax.evaluators import robustness
 from harjax.serving import (
@@ -37,10 +39,21 @@ def trained(tmp_path_factory, trained_full):
     config = trained_full.fresh_config()
     trained_full.copy(root / "workdir")
     completed = subprocess.run(
-        [sys.executable, "-m", "harjax.export", f"--workdir={root / 'workdir'}", f"--output={root / 'bundle'}",
-         "--step=latest", "--format=bundle,stablehlo,onnx"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "harjax.export",
+            f"--workdir={root / 'workdir'}",
+            f"--output={root / 'bundle'}",
+            "--step=latest",
+            "--format=bundle,stablehlo,onnx",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return config, root, bundle_lib.Bundle.load(str(root / "bundle"))
 
@@ -137,9 +150,9 @@ def test_predict_writes_classes_top5_and_attention(trained, tmp_path):
     raw = _raw_eval(config)
     np.savez(tmp_path / "new.npz", **raw)
     predictor = predictor_lib.Predictor(bundle)
-    rows = batch_prediction.predict_file(predictor, str(tmp_path / "new.npz"), batch_size=16)
-    batch_prediction.write_rows(rows, str(tmp_path / "out.jsonl"))
-    batch_prediction.write_rows(rows, str(tmp_path / "out.csv"))
+    table = batch_prediction.predict_file(predictor, str(tmp_path / "new.npz"), batch_size=16)
+    batch_prediction.write_rows(table, str(tmp_path / "out.jsonl"))
+    batch_prediction.write_rows(table, str(tmp_path / "out.csv"))
     records = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     expected = predictor.predict_batch(raw[batch_lib.SENSOR], raw[batch_lib.SENSOR_MASK], raw[batch_lib.VIDEO])
     assert [record["predicted"] for record in records] == expected.labels()
@@ -189,7 +202,7 @@ def test_streaming_windows_a_recording_at_the_bundles_rate(trained, tmp_path):
         smooth=3,
         video_path=str(tmp_path / "context.npy"),
         batch_size=4,
-    )
+    ).rows
     rate = bundle.sampling_rate_hz  # 50 Hz: every second row of the 100 Hz recording
     assert [row["start_s"] for row in rows[:3]] == [0.0, 0.5, 1.0]
     assert rows[0]["end_s"] == pytest.approx(32 / rate)
@@ -201,6 +214,141 @@ def test_streaming_windows_a_recording_at_the_bundles_rate(trained, tmp_path):
     for index in range(2, len(rows)):  # the majority of the last three windows' labels
         recent = [row["predicted"] for row in rows[index - 2 : index + 1]]
         assert recent.count(rows[index]["smoothed"]) == max(recent.count(label) for label in recent)
+
+
+def test_a_clock_jump_splits_the_stream_and_a_long_gap_is_masked(trained, tmp_path):
+    config, root, bundle = trained
+    channels = list(bundle.channel_names)
+    rng = np.random.default_rng(3)
+    first = np.arange(0, 3.0, 0.02)  # 50 Hz for 3 s, then the clock restarts at 1 s and runs 3 s more
+    second = 1.0 + np.arange(0, 3.0, 0.02)
+    second = second[(second < 2.0) | (second > 2.6)]  # 0.6 s without samples: a long gap
+    time = np.concatenate([first, second])
+    values = rng.normal(size=(len(time), len(channels)))
+    np.savez(tmp_path / "jump.npz", time=time, sensor=values, channel_names=np.array(channels))
+    predictor = predictor_lib.Predictor(bundle, allow_missing_video=True)
+    table = streaming.predict_stream(predictor, str(tmp_path / "jump.npz"), 0.64, 0.32, 3, None, 8)
+    segments = [row["segment"] for row in table.rows]
+    assert set(segments) == {0, 1} and segments == sorted(segments)
+    for row in table.rows:  # every window lies inside its own segment's clock
+        low, high = (0.0, 3.0) if row["segment"] == 0 else (1.0, 4.0)
+        assert low - 1e-6 <= row["start_s"] and row["end_s"] <= high + 1e-6
+    masked = [row for row in table.rows if row["gap_steps_masked"]]
+    assert masked and all(row["segment"] == 1 and row["start_s"] <= 2.6 and row["end_s"] > 2.0 for row in masked)
+    assert table.rows[segments.index(1)]["smoothed"] == table.rows[segments.index(1)]["predicted"]  # a fresh track
+    with pytest.raises(errors.UserError, match=r"jump\.npz: the clock jumps back at row 150"):
+        streaming.predict_stream(predictor, str(tmp_path / "jump.npz"), 0.64, 0.32, 3, None, 8, on_clock_jump="stop")
+
+
+def test_an_input_without_rows_writes_the_header_of_any_prediction(trained, tmp_path):
+    config, root, bundle = trained
+    raw = _raw_eval(config)
+    predictor = predictor_lib.Predictor(bundle)
+    for name, rows in (("full", slice(None, 4)), ("empty", slice(0, 0))):
+        np.savez(tmp_path / f"{name}.npz", **{key: value[rows] for key, value in raw.items()})
+        table = batch_prediction.predict_file(predictor, str(tmp_path / f"{name}.npz"), batch_size=16)
+        batch_prediction.write_rows(table, str(tmp_path / f"{name}.csv"))
+    header = open(tmp_path / "full.csv").readline()
+    assert open(tmp_path / "empty.csv").read() == header and header.startswith("index,predicted,")
+    assert "label" in header  # the inputs have labels, so both outputs name the true class
+    np.savez(tmp_path / "wrong.npz", sensor=np.zeros((0, 32, 5), np.float32))
+    with pytest.raises(predictor_lib.InputError, match=r"wrong\.npz: 'sensor' has 5 channels"):
+        batch_prediction.predict_file(predictor, str(tmp_path / "wrong.npz"), batch_size=16)
+
+
+def test_a_prediction_never_replaces_a_file_it_did_not_write(trained, tmp_path):
+    config, root, bundle = trained
+    np.savez(tmp_path / "new.npz", **_raw_eval(config))
+    table = batch_prediction.predict_file(predictor_lib.Predictor(bundle), str(tmp_path / "new.npz"), 64)
+    (tmp_path / "notes.csv").write_text("my own notes\n")
+    with pytest.raises(predictor_lib.InputError, match=r"notes\.csv exists and is not a prediction file"):
+        batch_prediction.write_rows(table, str(tmp_path / "notes.csv"))
+    assert (tmp_path / "notes.csv").read_text() == "my own notes\n"
+    batch_prediction.write_rows(table, str(tmp_path / "out.csv"))
+    batch_prediction.write_rows(table, str(tmp_path / "out.csv"))  # an earlier prediction file is replaced
+
+
+def test_export_never_replaces_what_it_did_not_write(trained, tmp_path):
+    config, root, bundle = trained
+    workdir = str(root / "workdir")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    (tmp_path / "file").write_text("")
+    refused = {
+        str(tmp_path / "mine"): r"exists and is not a harjax bundle \(it holds 1 entries: thesis\.tex\)",
+        str(tmp_path / "file"): "exists and is a file",
+        workdir: "is the workdir or holds it",
+        str(root): "is the workdir or holds it",
+        os.path.join(workdir, "checkpoints"): "inside checkpoints, which the run writes",
+        os.path.join(workdir, "eval", "bundle"): "inside eval, which the run writes",
+    }
+    listing = sorted(os.listdir(workdir))
+    for output, message in refused.items():
+        with pytest.raises(export.ExportError, match=message):
+            export.bundle_from_workdir(workdir, output, "latest")
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work" and sorted(os.listdir(workdir)) == listing
+    inside = export.bundle_from_workdir(workdir, os.path.join(workdir, "bundle"), "latest")  # a new subfolder
+    again = export.bundle_from_workdir(workdir, inside.directory, "latest")  # an earlier bundle is replaced
+    assert again.meta["params_sha256"] == inside.meta["params_sha256"]
+
+
+def test_a_failed_format_export_leaves_the_earlier_one_whole(trained, tmp_path, monkeypatch):
+    config, root, bundle = trained
+    copy = export.write_bundle(str(tmp_path / "bundle"), bundle.meta, bundle.variables)
+    export.export_stablehlo(copy, os.path.join(copy.directory, "stablehlo"), steps=32)
+    before = {
+        name: open(os.path.join(copy.directory, "stablehlo", name), "rb").read()
+        for name in os.listdir(os.path.join(copy.directory, "stablehlo"))
+    }
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export.np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export.export_stablehlo(copy, os.path.join(copy.directory, "stablehlo"), steps=16)
+    after = {
+        name: open(os.path.join(copy.directory, "stablehlo", name), "rb").read()
+        for name in os.listdir(os.path.join(copy.directory, "stablehlo"))
+    }
+    assert after == before
+    assert sorted(os.listdir(copy.directory)) == ["MODEL_CARD.md", "bundle.json", "params.msgpack", "stablehlo"]
+
+
+def _export_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "harjax.export", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+@pytest.mark.slow
+def test_export_refuses_bad_input_in_one_line(trained, tmp_path):
+    config, root, bundle = trained
+    damaged = export.write_bundle(str(tmp_path / "damaged"), bundle.meta, bundle.variables).directory
+    with open(os.path.join(damaged, bundle_lib.PARAMS_FILE), "r+b") as f:
+        f.truncate(100)
+    other = str(tmp_path / "other")  # a workdir whose checkpoint another model wrote
+    shutil.copytree(root / "workdir", other)
+    record = json.load(open(os.path.join(other, "config.json")))
+    record["config"]["model"]["model_dim"] = 64
+    json.dump(record, open(os.path.join(other, "config.json"), "w"))
+    (tmp_path / "file").write_text("")
+    cases = [
+        (["--workdir=" + str(tmp_path / "nowhere"), f"--output={tmp_path / 'b1'}"], "nowhere: no such directory"),
+        ([f"--bundle={damaged}", "--format=stablehlo"], "params.msgpack: unreadable"),
+        ([f"--workdir={other}", f"--output={tmp_path / 'b2'}"], "of a model with other parameter shapes"),
+        ([f"--workdir={root / 'workdir'}", f"--output={tmp_path / 'file'}"], "exists and is a file"),
+    ]
+    for args, message in cases:
+        result = _export_cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("harjax.export: error: ") and message in last, last
 
 
 def test_nan_steps_are_masked_and_counted(trained):
@@ -242,7 +390,7 @@ def _cli(*args):
         ),
         ("wrong channel count", r"'sensor' has 6 channels; the bundle's model reads 12: imu0_x"),
         ("unknown class index", r"'label' holds class indices \[6\]"),
-        ("shorter than a window", r"lasts 0\.\d+ s, shorter than one window of 5 s"),
+        ("shorter than a window", r"no window of 5 s fits: its longest stretch of recorded time lasts 0\.\d+ s"),
         ("unreadable stream video", r"context\.npy: not a readable \.npy array"),
     ],
 )
@@ -331,5 +479,5 @@ def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
     with pytest.raises(predictor_lib.InputError, match=r"not the bundle's .*another order"):
         predictor.predict_batch(raw[batch_lib.SENSOR], channel_names=list(reversed(bundle.channel_names)))
     time, values = _write_stream(tmp_path / "long.csv", 20.0, 10.0, list(bundle.channel_names))
-    rows = streaming.predict_stream(predictor, str(tmp_path / "long.csv"), 1.6, 0.8, 1, None, 8)
+    rows = streaming.predict_stream(predictor, str(tmp_path / "long.csv"), 1.6, 0.8, 1, None, 8).rows
     assert rows[0]["video"] == "not used" and rows[1]["start_s"] == 0.8 and rows[0]["smoothed"] == rows[0]["predicted"]

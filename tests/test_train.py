@@ -142,7 +142,8 @@ def test_incompatible_checkpoint_names_the_mismatch(trained_full, tmp_path):
     config.train.num_steps = 9
     with pytest.raises(
         checkpointing.IncompatibleCheckpointError,
-        match=r"(?s)model\.model_dim: checkpoint 32, config 64.*Parameters:.*\[32\].*\[64\]",
+        match=r"other parameter shapes: model config differences: model\.model_dim: checkpoint 32, config 64; "
+        r"parameters: .*\[\[32, 32\], 'float32'\], config \[\[64, 32\], 'float32'\].*; use a new --workdir",
     ):
         loop.train_and_evaluate(config, workdir)
 

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from harjax import errors
+
 SENSOR = "sensor"
 SENSOR_MASK = "sensor_mask"
 LABEL = "label"
@@ -41,7 +43,7 @@ INDEX = "index"
 Batch = dict[str, np.ndarray]
 
 
-class DataError(ValueError):
+class DataError(errors.UserError):
     """Data that breaks the batch contract; the message names the file, array and expectation."""
 
 
@@ -213,7 +215,7 @@ def hold_out_positions(labels: np.ndarray, subjects: np.ndarray | None, fraction
     round(fraction * n) examples of each class with at least two.
     """
     if not 0 < fraction < 1:
-        raise ValueError(f"config.data.validation_fraction must be in (0, 1), got {fraction}")
+        raise errors.ConfigError(f"config.data.validation_fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     if subjects is not None:
         people = np.unique(subjects)

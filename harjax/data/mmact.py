@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from harjax import errors
 from harjax.data import batch as batch_lib, normalization
 
 DATASET = "mmact"
@@ -270,7 +271,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
     """(train, eval) of config.data.protocol from the TFDS dataset under config.data.data_dir."""
     data = config.data
     if data.protocol not in PROTOCOLS:
-        raise ValueError(f"config.data.protocol must be one of {PROTOCOLS}, got {data.protocol!r}")
+        raise errors.ConfigError(f"config.data.protocol must be one of {PROTOCOLS}, got {data.protocol!r}")
     if not data.data_dir:
         raise batch_lib.DataError("config.data.source='mmact' needs config.data.data_dir (the TFDS data_dir)")
     tfds_config = data.tfds_config or f"{data.prompt_set}-{data.embedding}"
@@ -297,7 +298,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
             )
     extracted_with = builder.info.metadata.get("embeddings", {}).get("prompt_set")
     if extracted_with != data.prompt_set:
-        raise ValueError(
+        raise batch_lib.DataError(
             f"{directory} holds embeddings of prompt set {extracted_with!r}, but config.data.prompt_set="
             f"{data.prompt_set!r}"
         )

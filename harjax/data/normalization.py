@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from harjax import errors
+
 MODES = ("dataset", "recording")
 _MIN_STD = 1e-6
 
@@ -21,7 +23,7 @@ _MIN_STD = 1e-6
 def check_mode(mode: str) -> str:
     """The normalisation mode, if it is one of MODES."""
     if mode not in MODES:
-        raise ValueError(f"config.data.sensor_normalization must be one of {MODES}, got {mode!r}")
+        raise errors.ConfigError(f"config.data.sensor_normalization must be one of {MODES}, got {mode!r}")
     return mode
 
 

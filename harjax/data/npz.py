@@ -10,7 +10,9 @@ evaluation's removal of one stream at a time; default 'imu<k>_x/y/z' for 3-axis 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import zipfile
 
 import numpy as np
 
@@ -21,20 +23,92 @@ CHANNEL_NAMES = "channel_names"
 SUBJECT = "subject"
 
 
+def read_arrays(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file; a missing file, or one that is not an .npz of plain arrays, fails naming it."""
+    if not os.path.isfile(path):
+        raise batch_lib.DataError(f"{path}: no such file" + (" (it is a folder)" if os.path.isdir(path) else ""))
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(64)
+        kind = (
+            "empty"
+            if not head
+            else "text"
+            if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head)
+            else "other data"
+        )
+        raise batch_lib.DataError(
+            f"{path}: not an .npz archive (a zip of .npy arrays, as numpy.savez writes); it holds {kind}"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise batch_lib.DataError(
+                f"{path}: holds an array of Python objects, which harjax does not unpickle; save "
+                "plain arrays (strings as a numpy str array)"
+            ) from error
+        raise batch_lib.DataError(f"{path}: an array cannot be read ({error})") from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise batch_lib.DataError(f"{path}: damaged .npz archive ({error})") from error
+
+
 def load(path: str, num_classes: int = 0) -> batch_lib.ArrayData:
     """Loads and validates one split; `num_classes` > 0 overrides the count derived from the file."""
+    return _split(_checked_path(path), read_arrays(path), num_classes, None)
+
+
+def load_pair(train_path: str, eval_path: str, num_classes: int = 0) -> tuple[batch_lib.ArrayData, batch_lib.ArrayData]:
+    """The training and evaluation splits, which must name their classes alike.
+
+    Different `class_names` in the two files are refused, naming both files and the first difference; names in one
+    file only are used for both (and logged), so the report and the bundle name each class once.
+    """
+    train_raw, eval_raw = read_arrays(_checked_path(train_path)), read_arrays(_checked_path(eval_path))
+    names = _common_class_names(train_path, train_raw.get(CLASS_NAMES), eval_path, eval_raw.get(CLASS_NAMES))
+    train = _split(train_path, train_raw, num_classes, names)
+    return train, _split(eval_path, eval_raw, num_classes or train.num_classes, names)
+
+
+def _checked_path(path: str) -> str:
     if not path:
         raise batch_lib.DataError(
             "config.data.source='npz' needs config.data.train_path and config.data.eval_path to point at .npz files"
         )
-    if not os.path.isfile(path):
-        raise batch_lib.DataError(f"{path}: no such .npz file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            raw = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError) as error:
-        raise batch_lib.DataError(f"{path}: not a readable .npz archive of plain arrays ({error})") from error
+    return path
+
+
+def _common_class_names(train_path: str, train_names, eval_path: str, eval_names) -> np.ndarray | None:
+    if train_names is None or eval_names is None:
+        given, path = (train_names, train_path) if train_names is not None else (eval_names, eval_path)
+        if given is not None:
+            logging.info("class names from %s are used for both splits (the other file names none)", path)
+        return given
+    train_list, eval_list = [str(name) for name in train_names], [str(name) for name in eval_names]
+    if train_list != eval_list:
+        index = next(
+            (i for i, (a, b) in enumerate(zip(train_list, eval_list, strict=False)) if a != b),
+            min(len(train_list), len(eval_list)),
+        )
+        first = (
+            f"class {index} is {train_list[index]!r} in {train_path} and {eval_list[index]!r} in {eval_path}"
+            if index < min(len(train_list), len(eval_list))
+            else f"{train_path} names {len(train_list)} classes and {eval_path} {len(eval_list)}"
+        )
+        raise batch_lib.DataError(
+            f"array '{CLASS_NAMES}' differs between the splits: {first}; the splits must name "
+            "the same classes in the same order"
+        )
+    return train_names
+
+
+def _split(path: str, raw: dict[str, np.ndarray], num_classes: int, common_names) -> batch_lib.ArrayData:
+    """One split from its arrays; `common_names` (both splits' class names) win over the file's own."""
+    raw = dict(raw)
     class_names = raw.pop(CLASS_NAMES, None)
+    if common_names is not None:
+        class_names = common_names
     channel_names = raw.pop(CHANNEL_NAMES, None)
     subjects = raw.pop(SUBJECT, None)
     arrays = batch_lib.validate_arrays(raw, origin=path)

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+from harjax import errors
 from harjax.data import batch as batch_lib, mmact, normalization, npz, sampling, synthetic
 
 SOURCES = ("synthetic", "npz", "mmact")
@@ -42,7 +43,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, bat
     elif source in ("synthetic", "npz"):
         train, evaluation = _load_arrays(config)
     else:
-        raise ValueError(f"config.data.source must be one of {SOURCES}, got {source!r}")
+        raise errors.ConfigError(f"config.data.source must be one of {SOURCES}, got {source!r}")
     for data in (train, evaluation):
         if not len(data):
             raise batch_lib.DataError(f"{data.origin} holds no examples")
@@ -59,8 +60,7 @@ def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData
         train = synthetic.generate(config.data.synthetic, "train", config.seed)
         evaluation = synthetic.generate(config.data.synthetic, "eval", config.seed)
     else:
-        train = npz.load(config.data.train_path, config.data.num_classes)
-        evaluation = npz.load(config.data.eval_path, config.data.num_classes or train.num_classes)
+        train, evaluation = npz.load_pair(config.data.train_path, config.data.eval_path, config.data.num_classes)
     if config.model.modalities == "sensor":  # video-free: neither split needs (or must agree on) video
         train, evaluation = (
             dataclasses.replace(
@@ -112,7 +112,7 @@ def validation_split(
 def per_process_batch_size(global_batch_size: int, num_devices: int, num_processes: int, flag: str) -> int:
     """The global batch splits evenly over devices (and therefore over processes)."""
     if global_batch_size <= 0 or global_batch_size % num_devices:
-        raise ValueError(f"{flag}={global_batch_size} must be a positive multiple of the {num_devices} devices")
+        raise errors.ConfigError(f"{flag}={global_batch_size} must be a positive multiple of the {num_devices} devices")
     return global_batch_size // num_processes
 
 
@@ -134,7 +134,7 @@ def choose_cache(
     memory is the host's).
     """
     if setting not in CACHES:
-        raise ValueError(f"config.data.cache must be one of {CACHES}, got {setting!r}")
+        raise errors.ConfigError(f"config.data.cache must be one of {CACHES}, got {setting!r}")
     host_free = _free_host_bytes()
     evaluated = sum(data.column_bytes for data in evaluations)
     host_budget = fraction * host_free
@@ -211,15 +211,15 @@ def train_iterator(
     Call close() on the iterator when done.
     """
     if num_workers < 0:
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.data.num_workers must be >= 0 (0: batches built in the training process), got {num_workers}"
         )
     if cache not in CACHES[1:]:
         raise ValueError(f"cache must be one of {CACHES[1:]} (resolve 'auto' with choose_cache), got {cache!r}")
     try:
         order = sampling.TrainingOrder(len(data), batch_size * process_count, seed)
-    except ValueError as error:
-        raise ValueError(f"{data.origin}: {error}") from error
+    except errors.ConfigError as error:
+        raise errors.ConfigError(f"{data.origin}: {error}") from error
     select = functools.partial(
         training_selection, data, order, process_index=process_index, process_count=process_count
     )

@@ -13,6 +13,8 @@ import functools
 
 import numpy as np
 
+from harjax import errors
+
 CAMERA, CROP, OCCLUSION = 1, 2, 3  # salts: independent draws per purpose
 
 
@@ -49,7 +51,7 @@ class TrainingOrder:
 
     def __post_init__(self):
         if self.num_examples < self.global_batch:
-            raise ValueError(
+            raise errors.ConfigError(
                 f"{self.num_examples} training examples are fewer than one global batch of "
                 f"{self.global_batch} (config.train.batch_size)"
             )

@@ -27,6 +27,7 @@ import json
 import ml_collections
 import numpy as np
 
+from harjax import errors
 from harjax.data import batch as batch_lib
 
 TASKS = ("pairs", "bursts")
@@ -39,12 +40,12 @@ def generate(cfg: ml_collections.ConfigDict, split: str, seed: int) -> batch_lib
     """One split; prototypes depend only on `seed`, so train and eval share them."""
     num_classes, seq_len, channels, video_dim = cfg.num_classes, cfg.seq_len, cfg.channels, cfg.video_dim
     if num_classes < 2 or seq_len < 8 or channels < 1 or video_dim <= _NUM_MASSIVE_DIMS:
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.data.synthetic needs num_classes >= 2, seq_len >= 8, channels >= 1 and "
             f"video_dim > {_NUM_MASSIVE_DIMS}; got {cfg.to_dict()}"
         )
     if cfg.task not in TASKS:
-        raise ValueError(f"config.data.synthetic.task must be one of {TASKS}, got {cfg.task!r}")
+        raise errors.ConfigError(f"config.data.synthetic.task must be one of {TASKS}, got {cfg.task!r}")
     prototypes = np.random.default_rng(seed)
     rng = np.random.default_rng([seed, _SPLIT_SEEDS[split]])
     size = cfg.num_train if split == "train" else cfg.num_eval
@@ -114,7 +115,7 @@ def _pairs(cfg, prototypes, rng, label, lengths) -> tuple[np.ndarray, np.ndarray
 def _bursts(cfg, prototypes, rng, label, lengths) -> tuple[np.ndarray, np.ndarray]:
     size, num_kinds, seq_len = len(label), cfg.num_contexts, cfg.seq_len
     if num_kinds < 2 or cfg.burst_steps * num_kinds > cfg.min_length_fraction * seq_len:
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.data.synthetic: 'bursts' needs num_contexts >= 2 and num_contexts * burst_steps "
             f"<= min_length_fraction * seq_len, so every burst fits the shortest recording; got "
             f"{num_kinds} x {cfg.burst_steps} and {cfg.min_length_fraction} x {seq_len}"

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from harjax import errors
 from harjax.data import batch as batch_lib
 from harjax.evaluators import common
 from harjax.models import har_model
@@ -31,7 +32,7 @@ class Evaluator:
 
     def __init__(self, apply_fn: Callable, context: common.Context, examples: int = 6):
         if examples < 1:
-            raise ValueError(f"config.evals.{context.name}.examples must be >= 1, got {examples}")
+            raise errors.ConfigError(f"config.evals.{context.name}.examples must be >= 1, got {examples}")
         self._apply_fn = apply_fn
         self._context = context
         self._examples = examples

@@ -42,6 +42,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from harjax import errors
 from harjax.data import batch as batch_lib
 
 TEST, VALIDATION = "test", "validation"
@@ -121,9 +122,9 @@ def _module(name: str, type_name: str) -> Any:
         try:
             return importlib.import_module(type_name)
         except ImportError as error:
-            raise ValueError(f"config.evals.{name}.type={type_name!r}: cannot import it ({error})") from error
+            raise errors.ConfigError(f"config.evals.{name}.type={type_name!r}: cannot import it ({error})") from error
     if type_name not in available_types():
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.evals.{name}.type={type_name!r}: no such evaluator; choose one of {available_types()} "
             "(modules of harjax/evaluators/) or give the dotted path of your own module"
         )
@@ -134,7 +135,7 @@ def check_moved_keys(config: ml_collections.ConfigDict) -> None:
     """A config of the shape before config.evals fails here, naming where each key went."""
     if "eval" in config:
         moved = "; ".join(f"config.{old} -> config.{new}" for old, new in MOVED_KEYS.items())
-        raise ValueError(f"config.eval was replaced by config.evals (evaluators as plug-ins): {moved}")
+        raise errors.ConfigError(f"config.eval was replaced by config.evals (evaluators as plug-ins): {moved}")
 
 
 def moved_key_message(argument: str) -> str | None:
@@ -166,13 +167,13 @@ def schedules(config: ml_collections.ConfigDict) -> list[Schedule]:
             at_start = config.train.eval_at_start and checkpoint == CURRENT and bool(every)
         at_end = bool(entry.get("at_end", False))
         if split not in SPLITS:
-            raise ValueError(f"config.evals.{name}.split must be one of {SPLITS}, got {split!r}")
+            raise errors.ConfigError(f"config.evals.{name}.split must be one of {SPLITS}, got {split!r}")
         if checkpoint not in CHECKPOINTS:
-            raise ValueError(f"config.evals.{name}.checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+            raise errors.ConfigError(f"config.evals.{name}.checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
         if not isinstance(every, int) or every < 0:
-            raise ValueError(f"config.evals.{name}.every must be a number of steps >= 0, got {every!r}")
+            raise errors.ConfigError(f"config.evals.{name}.every must be a number of steps >= 0, got {every!r}")
         if checkpoint == SELECTED and (every or at_start):
-            raise ValueError(
+            raise errors.ConfigError(
                 f"config.evals.{name}: the selected checkpoint exists after training only; set "
                 "every=0, at_start=False and at_end=True"
             )
@@ -216,7 +217,7 @@ def from_config(
         try:
             evaluator = module.Evaluator(predict_fn, context, **schedule.options)
         except TypeError as error:
-            raise ValueError(
+            raise errors.ConfigError(
                 f"config.evals.{schedule.name}: {error} (the {schedule.type} evaluator's keys are "
                 f"those of harjax/evaluators/{schedule.type}.py's Evaluator)"
             ) from error

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 import ml_collections
 import numpy as np
 
+from harjax import errors
 from harjax.data import batch as batch_lib, sampling
 from harjax.evaluators import classification, common
 from harjax.models import har_model
@@ -91,7 +92,7 @@ class Evaluator:
         self._context = context
         config = context.config
         if not all(0 < fraction < 1 for fraction in occlusion_fractions):
-            raise ValueError(
+            raise errors.ConfigError(
                 f"config.evals.{context.name}.occlusion_fractions must lie in (0, 1), got {tuple(occlusion_fractions)}"
             )
         self._conditions = conditions(

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import struct
 
+from harjax import errors
 from harjax.data import batch as batch_lib
 from harjax.models import fusion, keyless_attention, sensor_encoder
 
@@ -244,32 +245,32 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
     """The model a config describes; rejects combinations that have no meaning, naming the flag."""
     model = config.model
     if model.modalities not in MODALITIES:
-        raise ValueError(f"config.model.modalities must be one of {MODALITIES}, got {model.modalities!r}")
+        raise errors.ConfigError(f"config.model.modalities must be one of {MODALITIES}, got {model.modalities!r}")
     if model.fusion not in FUSIONS:
-        raise ValueError(f"config.model.fusion must be one of {FUSIONS}, got {model.fusion!r}")
+        raise errors.ConfigError(f"config.model.fusion must be one of {FUSIONS}, got {model.fusion!r}")
     contrastive = has_contrastive_heads(config)
     if contrastive and model.modalities != "both":
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.loss.contrastive_weight={config.loss.contrastive_weight} needs both modalities, "
             f"but config.model.modalities={model.modalities!r}; set the weight to 0"
         )
     if config.loss.temperature <= 0 or config.loss.temperature * config.loss.max_logit_scale < 1:
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.loss.temperature ({config.loss.temperature}) must be positive and at least "
             f"1 / config.loss.max_logit_scale ({config.loss.max_logit_scale})"
         )
     if len(model.encoder_channels) != len(model.encoder_strides):
-        raise ValueError(
+        raise errors.ConfigError(
             "config.model.encoder_channels and config.model.encoder_strides must have the same length, "
             f"got {model.encoder_channels} and {model.encoder_strides}"
         )
     if model.num_segments < 1 or model.model_dim % model.num_heads:
-        raise ValueError(
+        raise errors.ConfigError(
             f"config.model.num_segments must be >= 1 (got {model.num_segments}) and "
             f"config.model.model_dim ({model.model_dim}) a multiple of num_heads ({model.num_heads})"
         )
     if model.dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"config.model.dtype must be 'float32' or 'bfloat16', got {model.dtype!r}")
+        raise errors.ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', got {model.dtype!r}")
     return HARModel(
         num_classes=num_classes,
         modalities=model.modalities,

@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from harjax import errors
+
 _LAYER_NORM_EPS = 1e-6  # flax.linen.LayerNorm's
 BACKWARDS = ("auto", "hand_written", "autodiff")
 
@@ -111,7 +113,7 @@ def plain_conv_norm_gelu(
 def hand_written_backward(setting: str, platform: str) -> bool:
     """config.model.encoder_backward on `platform` (jax.default_backend()): whether to use conv_norm_gelu."""
     if setting not in BACKWARDS:
-        raise ValueError(f"config.model.encoder_backward must be one of {BACKWARDS}, got {setting!r}")
+        raise errors.ConfigError(f"config.model.encoder_backward must be one of {BACKWARDS}, got {setting!r}")
     return setting == "hand_written" or (setting == "auto" and platform == "cpu")
 
 

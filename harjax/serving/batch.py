@@ -10,6 +10,7 @@ Nothing is written unless every prediction succeeds (the output appears whole, b
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -18,21 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from harjax.data import batch as batch_lib
+from harjax.data import batch as batch_lib, npz
 from harjax.serving import predictor as predictor_lib
 
 FORMATS = (".csv", ".jsonl")
+COLUMNS = ("index", "predicted", "nan_steps_masked", "video")  # then 'label' where given, and the top-k
+_TOP_COLUMNS = tuple(f"top{i}_{part}" for i in range(1, predictor_lib.TOP_K + 1) for part in ("class", "probability"))
 
 
-def load_npz(path: str) -> dict[str, np.ndarray]:
-    """The arrays of an .npz file; an unreadable file fails naming it."""
-    if not os.path.isfile(path):
-        raise predictor_lib.InputError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError) as error:
-        raise predictor_lib.InputError(f"{path}: not a readable .npz archive of plain arrays ({error})") from error
+@dataclasses.dataclass(frozen=True)
+class PredictionTable:
+    """Prediction rows and the columns of their kind: an input with no rows gets the same header as any other."""
+
+    columns: tuple[str, ...]  # besides 'top' (written as top-k columns) and 'alpha' (.jsonl only)
+    rows: list[dict[str, Any]]
 
 
 def _labels(arrays: dict[str, np.ndarray], count: int, classes: tuple[str, ...], path: str) -> np.ndarray | None:
@@ -52,9 +52,9 @@ def _labels(arrays: dict[str, np.ndarray], count: int, classes: tuple[str, ...],
     return labels
 
 
-def predict_file(predictor: predictor_lib.Predictor, path: str, batch_size: int) -> list[dict[str, Any]]:
+def predict_file(predictor: predictor_lib.Predictor, path: str, batch_size: int) -> PredictionTable:
     """One row per example of an npz input."""
-    arrays = load_npz(path)
+    arrays = npz.read_arrays(path)
     if batch_lib.SENSOR not in arrays:
         raise predictor_lib.InputError(f"{path}: missing array 'sensor' [N, T, C] (found: {sorted(arrays)})")
     sensor = arrays[batch_lib.SENSOR]
@@ -62,6 +62,14 @@ def predict_file(predictor: predictor_lib.Predictor, path: str, batch_size: int)
     labels = _labels(arrays, count, predictor.bundle.class_names, path)
     channel_names = arrays.get("channel_names")
     rows = []
+    if not count:  # nothing to predict, but the arrays must still be what the bundle reads
+        predictor.prepare(
+            sensor,
+            arrays.get(batch_lib.SENSOR_MASK),
+            arrays.get(batch_lib.VIDEO),
+            None if channel_names is None else [str(name) for name in channel_names],
+            origin=path,
+        )
     for start in range(0, count, batch_size):
         part = slice(start, start + batch_size)
         mask = arrays.get(batch_lib.SENSOR_MASK)
@@ -77,9 +85,10 @@ def predict_file(predictor: predictor_lib.Predictor, path: str, batch_size: int)
     if labels is not None:
         for row, label in zip(rows, labels, strict=True):
             row["label"] = predictor.bundle.class_names[label]
-        accuracy = np.mean([row["label"] == row["predicted"] for row in rows])
-        logging.info("%s: accuracy %.4f on %d labelled examples", path, accuracy, count)
-    return rows
+        if rows:
+            accuracy = np.mean([row["label"] == row["predicted"] for row in rows])
+            logging.info("%s: accuracy %.4f on %d labelled examples", path, accuracy, count)
+    return PredictionTable(COLUMNS + (("label",) if labels is not None else ()), rows)
 
 
 def prediction_rows(result: predictor_lib.Predictions, first_index: int) -> list[dict[str, Any]]:
@@ -100,15 +109,25 @@ def prediction_rows(result: predictor_lib.Predictions, first_index: int) -> list
     return rows
 
 
-def write_rows(rows: list[dict[str, Any]], path: str) -> None:
-    """.jsonl (every field, alpha included) or .csv (top-5 as columns, no alpha), atomically."""
+def write_rows(table: PredictionTable, path: str) -> None:
+    """.jsonl (every field, alpha included) or .csv (top-5 as columns, no alpha), whole or not at all.
+
+    An existing file is replaced only if it is a prediction file of harjax's (its header or first record says so).
+    """
     if not path.endswith(FORMATS):
         raise predictor_lib.InputError(f"{path}: predictions are written to a {' or '.join(FORMATS)} file")
+    if os.path.isdir(path):
+        raise predictor_lib.InputError(f"--output={path} is a folder; give a {' or '.join(FORMATS)} file")
+    if os.path.exists(path) and not _is_prediction_file(path):
+        raise predictor_lib.InputError(
+            f"--output={path} exists and is not a prediction file of harjax's; choose "
+            "another name (only an earlier prediction file is replaced)"
+        )
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".partial", delete=False, newline="") as f:
         try:
-            _write(rows, path, f)
+            _write(table, path, f)
         except BaseException:
             f.close()
             os.remove(f.name)
@@ -116,19 +135,31 @@ def write_rows(rows: list[dict[str, Any]], path: str) -> None:
     os.replace(f.name, path)
 
 
-def _write(rows: list[dict[str, Any]], path: str, f: Any) -> None:
+def _is_prediction_file(path: str) -> bool:
+    try:
+        with open(path, newline="") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
     if path.endswith(".jsonl"):
-        for row in rows:
+        try:
+            return first == "" or "predicted" in json.loads(first)
+        except ValueError:
+            return False
+    return first.startswith("index,") and "predicted" in first.split(",")
+
+
+def _write(table: PredictionTable, path: str, f: Any) -> None:
+    if path.endswith(".jsonl"):
+        for row in table.rows:
             record = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in row.items()}
             record["top"] = [{"class": name, "probability": probability} for name, probability in row["top"]]
             f.write(json.dumps(record) + "\n")
-    else:
-        fields = [key for key in rows[0] if key not in ("top", "alpha")] if rows else ["index"]
-        top = [f"top{i}_{part}" for i in range(1, predictor_lib.TOP_K + 1) for part in ("class", "probability")]
-        writer = csv.DictWriter(f, fieldnames=fields + top)
-        writer.writeheader()
-        for row in rows:
-            flat = {key: row[key] for key in fields}
-            for i, (name, probability) in enumerate(row["top"], 1):
-                flat |= {f"top{i}_class": name, f"top{i}_probability": round(probability, 6)}
-            writer.writerow(flat)
+        return
+    writer = csv.DictWriter(f, fieldnames=[*table.columns, *_TOP_COLUMNS])
+    writer.writeheader()
+    for row in table.rows:
+        flat = {key: row[key] for key in table.columns}
+        for i, (name, probability) in enumerate(row["top"], 1):
+            flat |= {f"top{i}_class": name, f"top{i}_probability": round(probability, 6)}
+        writer.writerow(flat)

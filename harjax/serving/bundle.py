@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 import harjax
+from harjax import errors
 from harjax.data import batch as batch_lib
 from harjax.models import har_model
 
@@ -31,7 +32,7 @@ PARAMS_FILE = "params.msgpack"
 CARD_FILE = "MODEL_CARD.md"
 
 
-class BundleError(ValueError):
+class BundleError(errors.UserError):
     """A bundle that cannot be used; the message names the file and the problem."""
 
 
@@ -54,6 +55,15 @@ def inference_model(meta: Mapping[str, Any]) -> har_model.HARModel:
     config = ml_collections.ConfigDict({"model": dict(meta["config"]["model"]), "loss": dict(meta["config"]["loss"])})
     config.model.encoder_backward = "autodiff"
     return har_model.build_model(config, len(meta["class_names"]))
+
+
+def is_bundle(directory: str) -> bool:
+    """Whether `directory` is a harjax bundle: its bundle.json declares a bundle format."""
+    try:
+        with open(os.path.join(directory, BUNDLE_FILE)) as f:
+            return isinstance(json.load(f).get("bundle_format"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @dataclasses.dataclass(frozen=True)

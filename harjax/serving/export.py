@@ -16,11 +16,14 @@ a symbolic batch dimension and a fixed number of sensor steps (--window_steps, d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import flax
@@ -30,6 +33,7 @@ import ml_collections
 import numpy as np
 
 import harjax
+from harjax import errors
 from harjax.data import batch as batch_lib
 from harjax.models import har_model
 from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
@@ -38,7 +42,7 @@ from harjax.training import checkpointing, metrics as metrics_lib, parallel, ste
 FORMATS = ("bundle", "stablehlo", "onnx")
 
 
-class ExportError(ValueError):
+class ExportError(errors.UserError):
     """An export that cannot be made as asked; the message names the workdir, step or format."""
 
 
@@ -78,9 +82,12 @@ def _metrics_at(workdir: str, step: int) -> dict[str, float]:
 
 def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle_lib.Bundle:
     """Writes the bundle of one checkpoint of a training workdir; returns it, loaded back."""
+    if not os.path.isdir(workdir):
+        raise ExportError(f"--workdir={workdir}: no such directory")
     path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
     if not os.path.exists(path):
         raise ExportError(f"{path} is missing: {workdir} is not a harjax workdir")
+    check_output(output, workdir)  # before any work
     with open(path) as f:
         record = json.load(f)
     config = ml_collections.ConfigDict(record["config"])
@@ -136,15 +143,75 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
         },
     }
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    return write_bundle(output, meta, variables)
+    return write_bundle(output, meta, variables, workdir)
 
 
-def write_bundle(output: str, meta: dict[str, Any], variables: dict[str, Any]) -> bundle_lib.Bundle:
-    """Into a temporary folder first, then renamed: a failed export leaves nothing half-written at `output`."""
-    parent = os.path.dirname(os.path.abspath(output))
+def check_output(output: str, workdir: str | None = None) -> bool:
+    """Whether writing a bundle at `output` replaces an earlier bundle (True) or makes a new folder (False).
+
+    Anything else is refused before any work, naming it: a file, a folder that is not a harjax bundle, the
+    workdir, a folder that holds it, or anything inside it that the run writes (a new subfolder, W/bundle, is
+    fine).
+    """
+    path = os.path.abspath(output)
+    if workdir is not None:
+        root = os.path.abspath(workdir)
+        if path == root or root.startswith(path + os.sep):
+            raise ExportError(f"--output={output} is the workdir or holds it; write the bundle to a new folder")
+        if path.startswith(root + os.sep):
+            first = os.path.relpath(path, root).split(os.sep)[0]
+            if first in workdir_lib.RUN_OUTPUTS:
+                raise ExportError(
+                    f"--output={output} is inside {first}, which the run writes in its workdir; "
+                    f"choose a new folder (e.g. {os.path.join(workdir, 'bundle')})"
+                )
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ExportError(f"--output={output} exists and is a file; a bundle is a folder")
+    if not os.path.isdir(path):
+        return False
+    if not bundle_lib.is_bundle(path):
+        entries = sorted(os.listdir(path))
+        raise ExportError(
+            f"--output={output} exists and is not a harjax bundle (it holds {len(entries)} entries"
+            + (f": {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}" if entries else "")
+            + "); choose a new folder: export replaces only an earlier bundle"
+        )
+    return True
+
+
+@contextlib.contextmanager
+def _staged(target: str) -> Iterator[str]:
+    """A temporary folder beside `target` that replaces it whole once the block succeeds, or is removed.
+
+    The caller has made sure that an existing `target` is harjax's own (check_output).
+    """
+    parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=".bundle-")
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}-")
     try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.isdir(target):
+        previous = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}-replaced-")
+        os.replace(target, os.path.join(previous, "old"))
+        os.replace(staging, target)
+        shutil.rmtree(previous)
+    else:
+        os.replace(staging, target)
+
+
+def write_bundle(
+    output: str, meta: dict[str, Any], variables: dict[str, Any], workdir: str | None = None
+) -> bundle_lib.Bundle:
+    """Writes a bundle whole or not at all: into a temporary folder, read back, then renamed into place.
+
+    An existing `output` is replaced only if it is a harjax bundle (check_output).
+    """
+    if check_output(output, workdir):
+        logging.info("replacing the earlier bundle at %s", output)
+    with _staged(output) as staging:
         parameters = flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, variables))
         meta = meta | {"params_sha256": hashlib.sha256(parameters).hexdigest()}
         with open(os.path.join(staging, bundle_lib.PARAMS_FILE), "wb") as f:
@@ -154,12 +221,6 @@ def write_bundle(output: str, meta: dict[str, Any], variables: dict[str, Any]) -
         with open(os.path.join(staging, bundle_lib.CARD_FILE), "w") as f:
             f.write(model_card(meta))
         bundle_lib.Bundle.load(staging)  # what was written reads back, before it replaces anything
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return bundle_lib.Bundle.load(output)
 
 
@@ -268,18 +329,15 @@ def export_stablehlo(bundle: bundle_lib.Bundle, directory: str, steps: int) -> s
         [jax.ShapeDtypeStruct(np.shape(leaf), np.asarray(leaf).dtype) for leaf in leaves],
         *_input_specs(bundle, batch, steps),
     )
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "model.jax_export"), "wb") as f:
-        f.write(exported.serialize())
-    np.savez(os.path.join(directory, "params.npz"), **{f"p{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
-    with open(os.path.join(directory, "signature.json"), "w") as f:
-        json.dump(
-            _signature(
-                bundle, steps, {"call": "jax.export.deserialize(bytes).call([params.npz arrays in key order], *inputs)"}
-            ),
-            f,
-            indent=1,
+    with _staged(directory) as staging:
+        with open(os.path.join(staging, "model.jax_export"), "wb") as f:
+            f.write(exported.serialize())
+        np.savez(
+            os.path.join(staging, "params.npz"), **{f"p{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
         )
+        call = "jax.export.deserialize(bytes).call([params.npz arrays in key order], *inputs)"
+        with open(os.path.join(staging, "signature.json"), "w") as f:
+            json.dump(_signature(bundle, steps, {"call": call}), f, indent=1)
     return directory
 
 
@@ -294,13 +352,10 @@ def export_onnx(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
     model_proto = to_onnx(
         lambda *inputs: infer(variables, *inputs), _input_specs(bundle, "batch", steps), model_name="harjax"
     )
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "model.onnx"), "wb") as f:
-        f.write(model_proto.SerializeToString())
-    with open(os.path.join(directory, "signature.json"), "w") as f:
-        json.dump(
-            _signature(bundle, steps, {"call": "onnxruntime.InferenceSession('model.onnx').run(None, inputs)"}),
-            f,
-            indent=1,
-        )
+    with _staged(directory) as staging:
+        with open(os.path.join(staging, "model.onnx"), "wb") as f:
+            f.write(model_proto.SerializeToString())
+        call = "onnxruntime.InferenceSession('model.onnx').run(None, inputs)"
+        with open(os.path.join(staging, "signature.json"), "w") as f:
+            json.dump(_signature(bundle, steps, {"call": call}), f, indent=1)
     return directory

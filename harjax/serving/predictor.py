@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from harjax import errors
 from harjax.data import batch as batch_lib, normalization
 from harjax.models import har_model
 from harjax.serving import bundle as bundle_lib
@@ -28,7 +29,7 @@ from harjax.serving import bundle as bundle_lib
 TOP_K = 5
 
 
-class InputError(ValueError):
+class InputError(errors.UserError):
     """Inputs that do not fit the bundle; the message names the input, the array and what was expected."""
 
 

@@ -2,9 +2,12 @@
 
 A recording is a .csv with the header 'time,<channel>,...' (time in seconds, the bundle's channel names) or an
 .npz holding 'time' [T] (seconds) and 'sensor' [T, C], optionally 'channel_names'. It is resampled to the bundle's
-rate from its own timestamps (linear interpolation) and cut into windows of `window_s` every `hop_s`. The video
-embedding comes once ([d_v], a fixed context) or per window ([windows, d_v]). Output per window: start and end time
-(s), the predicted class, its top-5, and the label track smoothed by a majority over the last `smooth` windows.
+rate from its own timestamps (harjax/data/resampling.py: out-of-order rows, duplicates, clock jumps and gaps are
+counted and logged; a clock jump back splits the recording into segments, a long gap is masked) and cut into windows
+of `window_s` every `hop_s` within each segment. The video embedding comes once ([d_v], a fixed context) or per
+window ([windows, d_v]). Output per window: its segment, start and end time (s, the recording's own clock), the
+steps masked for a gap, the predicted class, its top-5, and the label track smoothed by a majority over the last
+`smooth` windows of its segment.
 """
 
 from __future__ import annotations
@@ -13,19 +16,19 @@ import collections
 import csv
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
-from harjax.data import batch as batch_lib
+from harjax.data import batch as batch_lib, npz, resampling
 from harjax.serving import batch as batch_prediction, predictor as predictor_lib
+
+COLUMNS = (*batch_prediction.COLUMNS, "segment", "start_s", "end_s", "gap_steps_masked", "smoothed")
 
 
 def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(time [T] seconds, values [T, C]) of a .csv or .npz recording, channels in the bundle's order."""
     if path.endswith(".npz"):
-        arrays = batch_prediction.load_npz(path)
+        arrays = npz.read_arrays(path)
         for name in ("time", batch_lib.SENSOR):
             if name not in arrays:
                 raise predictor_lib.InputError(f"{path}: missing array '{name}' (found: {sorted(arrays)})")
@@ -63,37 +66,17 @@ def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarra
     return time, values
 
 
-def resample(
-    time: np.ndarray, values: np.ndarray, rate_hz: float, path: str
-) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """(values on a regular grid at rate_hz [S, C], the grid's times [S], what was dropped).
+def windows(segments: list[resampling.Segment], window_steps: int, hop_steps: int) -> list[tuple[int, int]]:
+    """(segment, start step) of every window that fits in a segment and holds a recorded step.
 
-    Timestamps are sorted, duplicates and rows with NaN dropped (counted), each channel interpolated linearly.
+    Windows never cross from one segment to the next (a clock jump separates them).
     """
-    report = {"rows": len(time)}
-    usable = np.isfinite(time) & np.isfinite(values).all(axis=1)
-    report["rows_with_nan_dropped"] = int((~usable).sum())
-    time, values = time[usable], values[usable]
-    order = np.argsort(time, kind="stable")
-    time, values = time[order], values[order]
-    unique = np.concatenate([[True], np.diff(time) > 0])
-    report["duplicate_timestamps_dropped"] = int((~unique).sum())
-    time, values = time[unique], values[unique]
-    if len(time) < 2:
-        raise predictor_lib.InputError(f"{path}: fewer than two usable rows; nothing to resample")
-    grid = time[0] + np.arange(int(np.floor((time[-1] - time[0]) * rate_hz)) + 1) / rate_hz
-    resampled = np.stack([np.interp(grid, time, values[:, channel]) for channel in range(values.shape[1])], axis=1)
-    return resampled.astype(np.float32), grid, report
-
-
-def windows(grid: np.ndarray, window_steps: int, hop_steps: int, path: str, window_s: float) -> Iterator[int]:
-    """The start step of every window that fits in the recording; a recording shorter than one fails."""
-    if len(grid) < window_steps:
-        raise predictor_lib.InputError(
-            f"{path}: the recording lasts {len(grid) / (window_steps / window_s):.2f} s, "
-            f"shorter than one window of {window_s:g} s"
-        )
-    return iter(range(0, len(grid) - window_steps + 1, hop_steps))
+    return [
+        (index, start)
+        for index, segment in enumerate(segments)
+        for start in range(0, len(segment.time) - window_steps + 1, hop_steps)
+        if segment.mask[start : start + window_steps].any()
+    ]
 
 
 def predict_stream(
@@ -104,8 +87,10 @@ def predict_stream(
     smooth: int,
     video_path: str | None,
     batch_size: int,
-) -> list[dict[str, Any]]:
-    """One row per window of a long recording."""
+    max_gap_periods: float = resampling.DEFAULT_MAX_GAP_PERIODS,
+    on_clock_jump: str = "split",
+) -> batch_prediction.PredictionTable:
+    """One row per window of a long recording; the resampling's counts are logged."""
     if window_s is None or hop_s is None or window_s <= 0 or hop_s <= 0:
         raise predictor_lib.InputError("a stream needs --window_s and --hop_s, both positive (seconds)")
     if smooth < 1:
@@ -113,43 +98,63 @@ def predict_stream(
     bundle = predictor.bundle
     rate = bundle.sampling_rate_hz
     time, values = read_recording(path, bundle.channel_names)
-    recording, grid, report = resample(time, values, rate, path)
+    segments, report = resampling.resample(time, values, rate, path, max_gap_periods, on_clock_jump)
     window_steps, hop_steps = max(1, round(window_s * rate)), max(1, round(hop_s * rate))
-    starts = list(windows(grid, window_steps, hop_steps, path, window_s))
+    starts = windows(segments, window_steps, hop_steps)
+    fitting = sum(max(0, (len(segment.time) - window_steps) // hop_steps + 1) for segment in segments)
+    report["windows_in_gaps_skipped"] = fitting - len(starts)
+    if not starts:
+        longest = max((len(segment.time) / rate for segment in segments), default=0.0)
+        raise predictor_lib.InputError(
+            f"{path}: no window of {window_s:g} s fits: its longest stretch of recorded time lasts {longest:.2f} s "
+            f"({report['segments']} segment(s) between clock jumps)"
+        )
     logging.info("%s: %s; %d windows of %d steps at %g Hz", path, report, len(starts), window_steps, rate)
-    video = None
-    if video_path is not None:
-        if not bundle.uses_video:
-            raise predictor_lib.InputError(
-                f"{video_path}: the bundle's model reads no video (modalities "
-                f"{bundle.meta['config']['model']['modalities']}); leave out --video"
-            )
-        try:
-            video = np.load(video_path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise predictor_lib.InputError(f"{video_path}: not a readable .npy array ({error})") from error
-        if video.shape == bundle.video_shape:  # one embedding: a fixed context for every window
-            video = np.broadcast_to(video, (len(starts), *video.shape))
-        elif video.shape != (len(starts), *bundle.video_shape):
-            raise predictor_lib.InputError(
-                f"{video_path}: a stream's video is {list(bundle.video_shape)} (fixed) or "
-                f"[{len(starts)} windows, {', '.join(map(str, bundle.video_shape))}], got "
-                f"{list(video.shape)}"
-            )
-    rows, recent = [], collections.deque(maxlen=smooth)
+    video = _stream_video(bundle, video_path, len(starts))
+    rows, recent, previous_segment = [], collections.deque(maxlen=smooth), 0
     for first in range(0, len(starts), batch_size):
         chosen = starts[first : first + batch_size]
-        batch = np.stack([recording[start : start + window_steps] for start in chosen])
+        sensor = np.stack([segments[index].values[start : start + window_steps] for index, start in chosen])
+        mask = np.stack([segments[index].mask[start : start + window_steps] for index, start in chosen])
         result = predictor.predict_batch(
-            batch, None, None if video is None else video[first : first + len(chosen)], origin=path
+            sensor, mask, None if video is None else video[first : first + len(chosen)], origin=path
         )
-        for row, start in zip(batch_prediction.prediction_rows(result, first), chosen, strict=True):
+        for row, (index, start) in zip(batch_prediction.prediction_rows(result, first), chosen, strict=True):
+            if index != previous_segment:  # the label track starts again after a clock jump
+                recent.clear()
+                previous_segment = index
             recent.append(row["predicted"])
             votes = collections.Counter(recent)
+            begins = float(segments[index].time[start])
             row |= {
-                "start_s": round(float(grid[start] - grid[0]), 4),
-                "end_s": round(float(grid[start] - grid[0] + window_steps / rate), 4),
+                "segment": index,
+                "start_s": round(begins, 4),
+                "end_s": round(begins + window_steps / rate, 4),
+                "gap_steps_masked": int((~segments[index].mask[start : start + window_steps]).sum()),
                 "smoothed": max(votes, key=lambda label: (votes[label], -list(recent)[::-1].index(label))),
             }
             rows.append(row)
-    return rows
+    return batch_prediction.PredictionTable(COLUMNS, rows)
+
+
+def _stream_video(bundle, video_path: str | None, windows_count: int) -> np.ndarray | None:
+    """The video embedding of every window: one given once (a fixed context) or one per window."""
+    if video_path is None:
+        return None
+    if not bundle.uses_video:
+        raise predictor_lib.InputError(
+            f"{video_path}: the bundle's model reads no video (modalities "
+            f"{bundle.meta['config']['model']['modalities']}); leave out --video"
+        )
+    try:
+        video = np.load(video_path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise predictor_lib.InputError(f"{video_path}: not a readable .npy array ({error})") from error
+    if video.shape == bundle.video_shape:  # one embedding: a fixed context for every window
+        return np.broadcast_to(video, (windows_count, *video.shape))
+    if video.shape != (windows_count, *bundle.video_shape):
+        raise predictor_lib.InputError(
+            f"{video_path}: a stream's video is {list(bundle.video_shape)} (fixed) or "
+            f"[{windows_count} windows, {', '.join(map(str, bundle.video_shape))}], got {list(video.shape)}"
+        )
+    return video

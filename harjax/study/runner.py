@@ -68,7 +68,8 @@ class Runner:
         for trial in todo:
             workdir = trial.workdir(self.root)
             status = suites.read_status(workdir)
-            if "command" in status and status["command"] != trial.command(self.suite, self.root):
+            # A record from before overrides were merged holds repeated keys: compared merged, it is the same run.
+            if "command" in status and suites.merged_command(status["command"]) != trial.command(self.suite, self.root):
                 raise suites.SuiteError(
                     f"{trial.run.key} seed {trial.seed} ran in {workdir} ({status['status']}) "
                     f"with another command ({shlex.join(status['command'])}); use a new "

@@ -17,6 +17,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from harjax import errors
+
 SUITE_KEYS = {"title", "base_config", "config_variant", "seeds", "shared_data_dir", "reference", "overrides", "groups"}
 REQUIRED_SUITE_KEYS = {"base_config", "config_variant", "seeds", "reference", "groups"}
 GROUP_KEYS = {"name", "title", "runs", "shown", "skipped", "excluded"}
@@ -26,7 +28,7 @@ LOG_FILE = "suite.log"
 CONFIG_OVERRIDE_PREFIX = "--config."
 
 
-class SuiteError(ValueError):
+class SuiteError(errors.UserError):
     """A suite that cannot run as written; the message names the file, group, run or flag."""
 
 
@@ -82,7 +84,7 @@ class Trial:
         return os.path.join(root, "runs", self.run.group, self.run.name, f"seed{self.seed}")
 
     def command(self, suite: Suite, root: str) -> list[str]:
-        overrides = [*suite.overrides, *self.run.overrides, f"seed={self.seed}"]
+        overrides = merge_overrides([*suite.overrides, *self.run.overrides, f"seed={self.seed}"])
         return [
             "python",
             "-m",
@@ -91,6 +93,28 @@ class Trial:
             f"--workdir={self.workdir(root)}",
             *(CONFIG_OVERRIDE_PREFIX + override for override in overrides),
         ]
+
+
+def merge_overrides(overrides: Sequence[str]) -> list[str]:
+    """One 'key=value' per key, the last given winning, in the order keys first appear.
+
+    The suite's, a run's and the command line's overrides are layered; harjax.main refuses a key given twice (and
+    ml_collections would concatenate a repeated tuple).
+    """
+    merged: dict[str, str] = {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        merged[key] = value
+    return [f"{key}={value}" for key, value in merged.items()]
+
+
+def merged_command(command: Sequence[str]) -> list[str]:
+    """A harjax.main command with its --config.KEY=VALUE overrides merged (merge_overrides)."""
+    plain = [argument for argument in command if not argument.startswith(CONFIG_OVERRIDE_PREFIX)]
+    overrides = [
+        argument[len(CONFIG_OVERRIDE_PREFIX) :] for argument in command if argument.startswith(CONFIG_OVERRIDE_PREFIX)
+    ]
+    return plain + [CONFIG_OVERRIDE_PREFIX + override for override in merge_overrides(overrides)]
 
 
 def format_value(value: Any) -> str:
@@ -120,7 +144,11 @@ def _check_keys(found: Any, allowed: set[str], required: set[str], where: str) -
 
 def resolve_config(config_arg: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
     """The config harjax.main would build from --config=config_arg and --config.<override> flags."""
-    argv = ["harjax.main", f"--config={config_arg}", *(CONFIG_OVERRIDE_PREFIX + override for override in overrides)]
+    argv = [
+        "harjax.main",
+        f"--config={config_arg}",
+        *(CONFIG_OVERRIDE_PREFIX + override for override in merge_overrides(overrides)),
+    ]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, flag_values=values, lock_config=True, sys_argv=argv)
     values(argv)

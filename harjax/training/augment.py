@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from harjax import errors
 from harjax.data import batch as batch_lib
 
 SENSOR_SETTINGS = ("jitter", "scale", "magnitude_warp", "time_warp", "crop", "shift", "stream_drop")
@@ -40,12 +41,12 @@ def check(settings: ml_collections.ConfigDict) -> None:
     """Rejects augmentation settings out of range, naming the key."""
     for name in (*SENSOR_SETTINGS, *VIDEO_SETTINGS):
         if settings[name] < 0:
-            raise ValueError(f"config.data.augment.{name} must be >= 0, got {settings[name]}")
+            raise errors.ConfigError(f"config.data.augment.{name} must be >= 0, got {settings[name]}")
     for name in ("crop", "stream_drop", "video_drop"):
         if settings[name] > 1:
-            raise ValueError(f"config.data.augment.{name} must be at most 1, got {settings[name]}")
+            raise errors.ConfigError(f"config.data.augment.{name} must be at most 1, got {settings[name]}")
     if settings.knots < 2:
-        raise ValueError(f"config.data.augment.knots must be >= 2, got {settings.knots}")
+        raise errors.ConfigError(f"config.data.augment.knots must be >= 2, got {settings.knots}")
 
 
 def enabled(settings: ml_collections.ConfigDict) -> bool:

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from harjax import errors
 from harjax.data import batch as batch_lib, pipeline
 from harjax.evaluators import common as evaluators, robustness
 from harjax.models import har_model
@@ -50,9 +51,9 @@ def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
     """Rejects settings of config.train that no run can use, naming the key."""
     for key in _POSITIVE_TRAIN_KEYS:
         if not isinstance(train_config[key], int) or train_config[key] <= 0:
-            raise ValueError(f"config.train.{key} must be a positive integer, got {train_config[key]!r}")
+            raise errors.ConfigError(f"config.train.{key} must be a positive integer, got {train_config[key]!r}")
     if train_config.warmup_steps < 0 or train_config.learning_rate <= 0:
-        raise ValueError(
+        raise errors.ConfigError(
             "config.train.warmup_steps must be >= 0 and config.train.learning_rate > 0, got "
             f"{train_config.warmup_steps} and {train_config.learning_rate}"
         )
@@ -60,7 +61,7 @@ def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
     if profile and not (
         len(profile) == 2 and all(isinstance(step, int) for step in profile) and 1 <= profile[0] < profile[1]
     ):
-        raise ValueError(
+        raise errors.ConfigError(
             "config.train.profile_steps must be () or (first, stop) with 1 <= first < stop: the steps "
             f"first..stop-1 are traced; got {profile}"
         )
@@ -150,7 +151,7 @@ def _selection_metric(scheduled: Sequence[evaluators.Scheduled]) -> str:
     for entry in scheduled:
         if entry.schedule.every and entry.selection_key:
             return f"{entry.schedule.prefix}{entry.selection_key}"
-    raise ValueError(
+    raise errors.ConfigError(
         "config.evals: no classification evaluator runs during training (every > 0) on the split that "
         "selects checkpoints (the validation split when config.data.validation_fraction > 0, else the "
         "test split), so no checkpoint could be chosen"
@@ -353,20 +354,64 @@ class _StepProfiler:
             self._active = False
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains from scratch or resumes from the workdir's latest checkpoint; returns the last evaluation's scalars."""
-    os.makedirs(workdir, exist_ok=True)
+def _check_data(run: _Run, allow_data_change: bool) -> dict[str, Any]:
+    """A resumed run's data must be what it was trained on: refused naming the split, unless allowed.
+
+    Returns what a start allowed to change, for runs.jsonl.
+    """
+    changes = workdir_lib.data_changes(run.workdir, run.splits) if workdir_lib.recorded_data(run.workdir) else {}
+    if not changes:
+        return {}
+    described = "; ".join(
+        f"split '{name}' was {change['before']}, now {change['now']}" for name, change in changes.items()
+    )
+    if not allow_data_change:
+        raise errors.UserError(
+            f"--workdir={run.workdir} was trained on other data: {described}; resume with its data, use a new "
+            "--workdir, or pass --allow_data_change (recorded in runs.jsonl)"
+        )
+    logging.warning("resuming on other data (--allow_data_change): %s", described)
+    return {"allow_data_change": changes}
+
+
+def _restore(run: _Run, restore_step: int | None, restore_fallback: bool) -> tuple[Any, dict, int, dict[str, Any]]:
+    """(state, loop state, step, events for runs.jsonl): the latest checkpoint, or as --restore_* asks."""
+    restored = run.checkpointer.restore_latest(run.abstract_state, restore_step, restore_fallback)
+    state, loop_state, step, fallback = restored
+    return state, loop_state, step, ({"checkpoint_fallback": fallback.record()} if fallback else {})
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    allow_data_change: bool = False,
+    restore_step: int | None = None,
+    restore_fallback: bool = False,
+) -> dict[str, float]:
+    """Trains from scratch or resumes from the workdir's latest checkpoint; returns the last evaluation's scalars.
+
+    The workdir is locked for the run's lifetime. A resume on other data is refused unless `allow_data_change`; an
+    unreadable latest checkpoint is refused unless `restore_step` (an earlier step, every later one damaged) or
+    `restore_fallback` (the latest that reads) says where to continue from.
+    """
+    workdir_lib.prepare(workdir)
     train_config = config.train
     with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(workdir_lib.locked(workdir))
         run = _setup(config, workdir)
         cleanup.callback(run.close)
         train_data = run.splits["train"]
         window = metrics_lib.TrainMetricWindow()
-        start_step = run.checkpointer.latest_step
-        if start_step is None:
+        events: dict[str, Any] = {}
+        if run.checkpointer.latest_step is None:
+            if restore_step is not None:
+                raise errors.ConfigError(f"--restore_step={restore_step}: {workdir} holds no checkpoint")
             state, start_step = run.init_state(), 0
         else:
-            state, loop_state = run.checkpointer.restore(start_step, run.abstract_state)
+            events |= _check_data(run, allow_data_change)
+            state, loop_state, start_step, restored = _restore(run, restore_step, restore_fallback)
+            events |= restored
             window.restore(loop_state["train_window"])
         # Every step, skipped non-finite ones included, consumes one global batch.
         train_iterator = pipeline.train_iterator(
@@ -384,7 +429,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         resident = parallel.replicate(train_data.columns(), run.mesh) if on_device else None
         run.writer.truncate_after(start_step if start_step else -1)  # from scratch: clean files
         if jax.process_index() == 0:
-            workdir_lib.write_run_config(workdir, config, run.splits, start_step, run.cache, run.selection_metric)
+            workdir_lib.write_run_config(
+                workdir, config, run.splits, start_step, run.cache, run.selection_metric, events
+            )
         at_start = [entry for entry in run.evaluators if entry.schedule.at_start]
         if at_start and start_step == 0:  # the untrained model: the chance line of every curve
             untrained, perf = _evaluate(at_start, state, 0)
@@ -452,19 +499,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return eval_metrics
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    restore_step: int | None = None,
+    restore_fallback: bool = False,
+) -> dict[str, float]:
     """Evaluates the workdir's latest checkpoint (--mode=eval) with the evaluators of the test split.
 
     Those that run during training or after it on the final checkpoint; their files land in the workdir (eval/,
     analysis/) and their scalars in the log and the returned dict.
     """
+    if not os.path.isdir(workdir):
+        raise workdir_lib.WorkdirError(f"--workdir={workdir}: no such directory; train first")
     with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(workdir_lib.locked(workdir))
         run = _setup(config, workdir)
         cleanup.callback(run.close)
-        step = run.checkpointer.latest_step
-        if step is None:
-            raise FileNotFoundError(f"{run.checkpointer.directory} holds no checkpoint to evaluate; train first")
-        state, _ = run.checkpointer.restore(step, run.abstract_state)
+        if run.checkpointer.latest_step is None:
+            raise errors.UserError(f"{run.checkpointer.directory} holds no checkpoint to evaluate; train first")
+        state, _, step, _ = _restore(run, restore_step, restore_fallback)
         chosen = [
             entry
             for entry in run.evaluators

@@ -1,0 +1,119 @@
+"""Sensor streams onto a regular grid from their own timestamps, with every irregularity counted, never hidden.
+
+One definition for every place a timestamped recording enters harjax (a stream to predict on; the recordings a
+dataset is built from). The sample period of a recording is the median of its positive timestamp steps. Walking
+its rows in the order written:
+
+  duplicate timestamp          dropped (the first row of that time is kept), counted
+  a step back < one period     out of order: sorted back into place within its segment, counted
+  a step back >= one period    a clock jump back: the recording is split there, and each segment is resampled (and
+                               predicted) on its own, never merged with another; counted. on_clock_jump='stop'
+                               refuses the recording instead, naming the row
+  a step forward > max_gap     a gap: the grid steps inside it are masked (mask False, values 0), not interpolated;
+                               the gaps and their steps are counted
+  a row with NaN or Inf        dropped, counted (the grid is interpolated across it like any missing sample)
+
+Between samples every channel is interpolated linearly. A segment of fewer than two rows cannot be put on a grid:
+it is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from harjax import errors
+
+CLOCK_JUMP_ACTIONS = ("split", "stop")
+DEFAULT_MAX_GAP_PERIODS = 5.0  # a gap of a few missing samples is interpolated; a longer one is masked
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A stretch of a recording whose clock ran forward, on a regular grid."""
+
+    time: np.ndarray  # [S] seconds, in the recording's own clock
+    values: np.ndarray  # [S, C] float32; 0 where masked
+    mask: np.ndarray  # [S] bool: False inside a gap longer than max_gap_periods
+
+
+def _period(time: np.ndarray, origin: str) -> float:
+    steps = np.diff(time)
+    forward = steps[steps > 0]
+    if not len(forward):
+        raise errors.UserError(f"{origin}: fewer than two distinct timestamps; nothing to resample")
+    return float(np.median(forward))
+
+
+def resample(
+    time: np.ndarray,
+    values: np.ndarray,
+    rate_hz: float,
+    origin: str,
+    max_gap_periods: float = DEFAULT_MAX_GAP_PERIODS,
+    on_clock_jump: str = "split",
+) -> tuple[list[Segment], dict[str, int]]:
+    """(segments on a grid at rate_hz, what was found: counts by kind) of time [T] seconds, values [T, C]."""
+    if on_clock_jump not in CLOCK_JUMP_ACTIONS:
+        raise errors.ConfigError(f"--on_clock_jump must be one of {CLOCK_JUMP_ACTIONS}, got {on_clock_jump!r}")
+    if not max_gap_periods > 1:
+        raise errors.ConfigError(f"--max_gap_periods must be > 1 (sample periods), got {max_gap_periods}")
+    if rate_hz <= 0:
+        raise errors.ConfigError(f"{origin}: the sampling rate must be positive, got {rate_hz}")
+    time = np.asarray(time, np.float64)
+    values = np.asarray(values, np.float64)
+    if time.ndim != 1 or values.ndim != 2 or len(time) != len(values):
+        raise errors.UserError(
+            f"{origin}: timestamps must be [T] and values [T, C], got {list(time.shape)} and {list(values.shape)}"
+        )
+    rows = np.arange(len(time))
+    usable = np.isfinite(time) & np.isfinite(values).all(axis=1)
+    report = {"rows": len(time), "rows_with_nan_dropped": int((~usable).sum())}
+    time, values, rows = time[usable], values[usable], rows[usable]
+    period = _period(time, origin)
+    steps = np.diff(time)
+    jumps = np.flatnonzero(steps < -period) + 1  # rows where the clock went back by a sample period or more
+    report |= {
+        "duplicate_timestamps_dropped": 0,
+        "out_of_order_timestamps": int(((steps < 0) & (steps >= -period)).sum()),
+        "clock_jumps_back": len(jumps),
+        "gaps": 0,
+        "gap_steps_masked": 0,
+        "segments_too_short_dropped": 0,
+    }
+    if len(jumps) and on_clock_jump == "stop":
+        row = int(rows[jumps[0]])
+        raise errors.UserError(
+            f"{origin}: the clock jumps back at row {row} ({time[jumps[0] - 1]:.6g} s -> {time[jumps[0]]:.6g} s); "
+            "fix the timestamps, or predict each part on its own (--on_clock_jump=split)"
+        )
+    segments = []
+    for part_time, part_values in zip(np.split(time, jumps), np.split(values, jumps), strict=True):
+        order = np.argsort(part_time, kind="stable")
+        part_time, part_values = part_time[order], part_values[order]
+        distinct = np.concatenate([[True], np.diff(part_time) > 0])
+        report["duplicate_timestamps_dropped"] += int((~distinct).sum())
+        part_time, part_values = part_time[distinct], part_values[distinct]
+        if len(part_time) < 2:
+            report["segments_too_short_dropped"] += 1
+            continue
+        segment, gaps = _on_grid(part_time, part_values, rate_hz, max_gap_periods * period)
+        report["gaps"] += gaps
+        report["gap_steps_masked"] += int((~segment.mask).sum())
+        segments.append(segment)
+    report["segments"] = len(segments)
+    return segments, report
+
+
+def _on_grid(time: np.ndarray, values: np.ndarray, rate_hz: float, max_gap_s: float) -> tuple[Segment, int]:
+    """One segment (sorted, distinct timestamps) on the grid, with the steps inside long gaps masked."""
+    grid = time[0] + np.arange(int(np.floor((time[-1] - time[0]) * rate_hz + 1e-9)) + 1) / rate_hz  # [S]
+    resampled = np.stack([np.interp(grid, time, values[:, channel]) for channel in range(values.shape[1])], axis=1)
+    after = np.searchsorted(time, grid, side="right")  # [S]: the first sample after each grid step
+    before = np.maximum(after - 1, 0)
+    spans = time[np.minimum(after, len(time) - 1)] - time[before]  # the step between the samples around each point
+    inside = (spans > max_gap_s) & (grid > time[before]) & (after < len(time))
+    gaps = int((np.diff(time) > max_gap_s).sum())
+    resampled[inside] = 0.0
+    return Segment(grid, resampled.astype(np.float32), ~inside), gaps
