@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs.suites import paper
-from harjax.study import report, suites
+from harjax.study import report, runner as runner_lib, suites
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,6 +74,37 @@ def test_command_line_overrides_reach_every_run_and_are_checked():
     assert {config.train.learning_rate for config in suite.configs.values()} == {0.01}
     with pytest.raises(suites.SuiteError, match="learning_ratee"):
         _load(paper.get_config("synthetic"), command_line=["train.learning_ratee=0.01"])
+
+
+def test_layered_overrides_give_one_value_per_key_the_last_winning():
+    smoke = paper.get_config("smoke")  # its sizes set model.encoder_channels=(16,32) and train.num_steps=4
+    suite = _load(smoke, command_line=["model.encoder_channels=(8,16)", "train.num_steps=7"])
+    assert {tuple(config.model.encoder_channels) for config in suite.configs.values()} == {(8, 16)}  # not (16,32,8,16)
+    command = suites.trials(suite, seeds=1)[0].command(suite, "/tmp/suite")
+    overrides = [argument for argument in command if argument.startswith("--config.")]
+    keys = [argument.split("=", 1)[0] for argument in overrides]
+    assert len(keys) == len(set(keys))
+    assert "--config.model.encoder_channels=(8,16)" in overrides and "--config.train.num_steps=7" in overrides
+
+
+def test_a_run_recorded_before_overrides_were_merged_is_the_same_run(tmp_path):
+    suite = _load(paper.get_config("synthetic"), root=str(tmp_path), command_line=["train.num_steps=9"])
+    trial = suites.trials(suite, seeds=1)[0]
+    command = trial.command(suite, str(tmp_path))
+    # What the runner recorded before: every layer's overrides as given, the suite's 300 steps and then the 9.
+    layered = [*suite.overrides, *trial.run.overrides, f"seed={trial.seed}"]
+    recorded = [argument for argument in command if not argument.startswith("--config.")]
+    recorded += ["--config." + override for override in layered]
+    assert recorded.count("--config.train.num_steps=300") == recorded.count("--config.train.num_steps=9") == 1
+    workdir = trial.workdir(str(tmp_path))
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, suites.STATUS_FILE), "w") as f:
+        json.dump({"status": "finished", "command": recorded}, f)
+    runner_lib.Runner(suite, str(tmp_path), 1).check_commands([trial])  # the same run: accepted
+    with open(os.path.join(workdir, suites.STATUS_FILE), "w") as f:
+        json.dump({"status": "finished", "command": [*recorded, "--config.train.num_steps=8"]}, f)
+    with pytest.raises(suites.SuiteError, match="with another command"):
+        runner_lib.Runner(suite, str(tmp_path), 1).check_commands([trial])
 
 
 def test_each_trial_is_a_harjax_main_command_with_its_seed():

@@ -45,10 +45,14 @@ def test_sigkill_then_restart_continues_bit_for_bit(tmp_path, uninterrupted):
     assert resumed == uninterrupted  # every train loss and eval metric identical, as serialised floats
 
 
-def test_sigterm_saves_before_exiting_and_resumes_exactly(tmp_path, uninterrupted):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_or_ctrl_c_saves_before_exiting_and_resumes_exactly(tmp_path, uninterrupted, sig):
     workdir = str(tmp_path)
-    returncode, stderr = _interrupt(workdir, signal.SIGTERM, after_step=60)
+    returncode, stderr = _interrupt(workdir, sig, after_step=60)
     assert returncode == 0, stderr[-3000:]
+    said = "Ctrl-C received" if sig == signal.SIGINT else "SIGTERM received"
+    assert f"{said}: saving a checkpoint at the end of this step, then stopping" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     stopped_at = cli_runs.preemption_step(stderr)
     assert stopped_at < NUM_STEPS
     assert cli_runs.checkpoint_steps(workdir)[-1] == stopped_at  # saved at the very step it stopped, not an older one

@@ -113,16 +113,26 @@ class Predictor:
                 f"{len(bundle.channel_names)}: {', '.join(bundle.channel_names)}"
             )
         n, steps = sensor.shape[:2]
-        mask = np.ones((n, steps), bool) if sensor_mask is None else np.asarray(sensor_mask).astype(bool)
-        if mask.shape != (n, steps):
-            raise InputError(f"{origin}: 'sensor_mask' must be [N, T] = [{n}, {steps}], got {list(mask.shape)}")
-        nan_steps = mask & ~np.isfinite(sensor).all(axis=-1)
-        mask = mask & ~nan_steps
+        mask = np.ones((n, steps), bool) if sensor_mask is None else np.asarray(sensor_mask)
+        if mask.shape != (n, steps) or not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)):
+            raise InputError(
+                f"{origin}: 'sensor_mask' must be bool [N, T] = [{n}, {steps}], got {mask.dtype} {list(mask.shape)}"
+            )
+        if mask.dtype != bool and not np.isin(mask, (0, 1)).all():
+            raise InputError(f"{origin}: 'sensor_mask' must hold 0/1 or bool values, got other integers")
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = sensor.astype(np.float32)  # beyond float32's range is Inf, masked like NaN below
+        nan_steps = mask.astype(bool) & ~np.isfinite(values).all(axis=-1)
+        mask = mask.astype(bool) & ~nan_steps
         if bundle.uses_sensor and n and not mask.any(axis=1).all():
             empty = np.flatnonzero(~mask.any(axis=1)).tolist()
-            raise InputError(f"{origin}: examples {empty[:10]} have no recorded step without NaN")
+            raise InputError(f"{origin}: examples {empty[:10]} have no recorded step that is finite")
         standardised = normalization.standardise(
-            np.nan_to_num(sensor).astype(np.float32), mask, self._normalization, self._mean, self._std
+            np.where(np.isfinite(values), values, 0.0).astype(np.float32),
+            mask,
+            self._normalization,
+            self._mean,
+            self._std,
         )
         batch = {batch_lib.SENSOR: standardised, batch_lib.SENSOR_MASK: mask}
         if bundle.uses_video:
