@@ -80,3 +80,17 @@ def test_clips_decode_and_show_class_dependent_motion(tree):
 
     slow, fast = np.diff(square_path("walking")).mean(), np.diff(square_path("fall")).mean()
     assert len(square_path("walking")) == 4 and fast != pytest.approx(slow, abs=0.5)
+
+
+def test_the_demo_and_the_dummy_data_never_write_over_files_they_did_not_write(tmp_path):
+    from data_builders.mmact import demo, make_dummy_data
+    from harjax import errors
+
+    (tmp_path / "manual").mkdir()
+    (tmp_path / "manual" / "my_release.txt").write_text("a real recording session")
+    with pytest.raises(errors.UserError, match=r"manual holds files the demo did not write"):
+        demo.prepare(str(tmp_path), tree="tiny")
+    with pytest.raises(SystemExit, match=r"manual exists and is not a synthetic tree harjax wrote"):
+        make_dummy_data.make_dummy_data(str(tmp_path / "manual"))
+    assert os.listdir(tmp_path / "manual") == ["my_release.txt"]
+    assert (tmp_path / "manual" / "my_release.txt").read_text() == "a real recording session"

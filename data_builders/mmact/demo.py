@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 
 from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
+from harjax import errors
 
 # 'demo': 480 trials over 8 subjects, every scene, 3 sessions; 'tiny': the 24 trials of dummy_data/ (tests).
 TREES = {
@@ -56,7 +57,12 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         manual_dir = os.path.join(data_dir, "manual")
         if not os.path.exists(os.path.join(manual_dir, synthetic_tree.MANIFEST)):  # written last: the tree is whole
             logging.info("demo: writing a synthetic MMAct tree (%s) to %s", tree, manual_dir)
-            shutil.rmtree(manual_dir, ignore_errors=True)
+            if os.path.isdir(manual_dir) and os.listdir(manual_dir) and not synthetic_tree.is_ours(manual_dir):
+                raise errors.UserError(
+                    f"{manual_dir} holds files the demo did not write; point config.data.data_dir at a folder of "
+                    "the demo's own"
+                )
+            shutil.rmtree(manual_dir, ignore_errors=True)  # an unfinished tree of an earlier demo
             synthetic_tree.write_tree(manual_dir, TREES[tree])
         model_dir = os.path.join(data_dir, "tiny_video_llava")
         if not os.path.isdir(model_dir):

@@ -24,8 +24,12 @@ TFDS_CONFIG = "context-video_mean_last-frames"  # what the tests build: the cont
 
 
 def make_dummy_data(output_dir: str = DUMMY_DATA) -> None:
-    """Writes the builder test's small release, replacing an earlier one at `output_dir`."""
+    """Writes the builder test's small release, replacing an earlier one at `output_dir` (and nothing else)."""
     if os.path.exists(output_dir):
+        if not synthetic_tree.is_ours(output_dir):
+            raise SystemExit(
+                f"--output_dir={output_dir} exists and is not a synthetic tree harjax wrote; choose a new one"
+            )
         shutil.rmtree(output_dir)
     synthetic_tree.write_tree(output_dir, SPEC)
     with tempfile.TemporaryDirectory() as model_dir:

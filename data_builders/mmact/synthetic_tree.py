@@ -26,7 +26,15 @@ from data_builders.mmact import layout
 
 SENSOR_RATES_HZ = {"acc_phone_clip": 100.0, "acc_watch_clip": 100.0, "gyro_clip": 50.0, "orientation_clip": 50.0}
 VIDEO_ROOT = "RGB"
-MANIFEST = "synthetic_manifest.json"
+MANIFEST = "synthetic_manifest.json"  # written last: a tree that has it is whole
+STARTED = ".synthetic_tree_started"  # written first: a tree that has it but no manifest is one of ours, unfinished
+
+
+def is_ours(root: str) -> bool:
+    """Whether `root` holds a synthetic tree harjax wrote (whole or unfinished), which it may write over."""
+    return any(os.path.exists(os.path.join(root, name)) for name in (MANIFEST, STARTED))
+
+
 # What the release's file names are: scene 3's phone classes keep their plain names on disk.
 _DESK_FILE_NAMES = {"using_phone_desk": "using_phone", "talking_on_phone_desk": "talking_on_phone"}
 _SCENE3_ACTIONS = ("using_phone_desk", "talking_on_phone_desk", "drinking", "sitting_down", "using_pc")
@@ -100,6 +108,8 @@ def _write_clip(path: str, class_index: int, spec: TreeSpec, rng: np.random.Gene
 
 def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
     """Writes the tree under `root`; returns (and saves as synthetic_manifest.json) what it wrote and broke."""
+    os.makedirs(root, exist_ok=True)
+    open(os.path.join(root, STARTED), "w").close()
     rng = np.random.default_rng(spec.seed)
     trials = [
         layout.Trial(subject, scene, session, action)
