@@ -34,28 +34,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, trained_full):
-    """configs/full.py:synthetic (small), trained a few steps and exported in every format by the README's command."""
+    """configs/full.py:synthetic (small), trained a few steps and exported in every format."""
     root = tmp_path_factory.mktemp("full")
     config = trained_full.fresh_config()
     trained_full.copy(root / "workdir")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harjax.export",
-            f"--workdir={root / 'workdir'}",
-            f"--output={root / 'bundle'}",
-            "--step=latest",
-            "--format=bundle,stablehlo,onnx",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return config, root, bundle_lib.Bundle.load(str(root / "bundle"))
+    bundle = export.bundle_from_workdir(str(root / "workdir"), str(root / "bundle"), "latest")
+    export.export_stablehlo(bundle, str(root / "bundle" / "stablehlo"), steps=32)
+    export.export_onnx(bundle, str(root / "bundle" / "onnx"), steps=32)
+    return config, root, bundle
 
 
 def _raw_eval(config):
@@ -327,7 +313,7 @@ def _export_cli(*args):
 
 
 @pytest.mark.slow
-def test_export_refuses_bad_input_in_one_line(trained, tmp_path):
+def test_the_export_command_writes_a_bundle_and_refuses_bad_input_in_one_line(trained, tmp_path):
     config, root, bundle = trained
     damaged = export.write_bundle(str(tmp_path / "damaged"), bundle.meta, bundle.variables).directory
     with open(os.path.join(damaged, bundle_lib.PARAMS_FILE), "r+b") as f:
@@ -344,6 +330,9 @@ def test_export_refuses_bad_input_in_one_line(trained, tmp_path):
         ([f"--workdir={other}", f"--output={tmp_path / 'b2'}"], "of a model with other parameter shapes"),
         ([f"--workdir={root / 'workdir'}", f"--output={tmp_path / 'file'}"], "exists and is a file"),
     ]
+    result = _export_cli(f"--workdir={root / 'workdir'}", f"--output={tmp_path / 'cli'}", "--format=bundle,stablehlo")
+    assert result.returncode == 0, result.stderr[-3000:]  # the README's command
+    assert sorted(os.listdir(tmp_path / "cli")) == ["MODEL_CARD.md", "bundle.json", "params.msgpack", "stablehlo"]
     for args, message in cases:
         result = _export_cli(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -17,7 +17,7 @@ from harjax.data import batch as batch_lib, npz
 from harjax.serving import batch as batch_prediction, export, predictor as predictor_lib
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     database=None,
