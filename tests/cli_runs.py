@@ -31,6 +31,18 @@ SMALL = {
 }
 
 
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` from the repository, on the CPU, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
 def command(workdir: str, overrides: Mapping[str, Any], *flags: str) -> list[str]:
     return [
         sys.executable,

@@ -1,27 +1,19 @@
 """The command line: locked configs, flags given once, errors about the input in one line, multi-process launchers."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from harjax import errors
 from harjax.training import loop, parallel
+from tests import cli_runs
 from tests.conftest import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "harjax.main", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
+    return cli_runs.run_module("harjax.main", *args)
 
 
 def _one_line_error(result, program="harjax.main"):

@@ -27,6 +27,7 @@ from harjax.serving import (
     streaming,
 )
 from harjax.training import loop
+from tests import cli_runs
 from tests.conftest import small_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -302,14 +303,7 @@ def test_a_failed_format_export_leaves_the_earlier_one_whole(trained, tmp_path, 
 
 
 def _export_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "harjax.export", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
+    return cli_runs.run_module("harjax.export", *args)
 
 
 @pytest.mark.slow
@@ -358,14 +352,7 @@ def test_nan_steps_are_masked_and_counted(trained):
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "harjax.predict", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
+    return cli_runs.run_module("harjax.predict", *args)
 
 
 @pytest.mark.parametrize(
