@@ -28,6 +28,7 @@ import ml_collections
 import harjax
 from harjax import errors
 from harjax.data import batch as batch_lib
+from harjax.training import parallel
 
 CONFIG_FILE = "config.json"
 RUNS_FILE = "runs.jsonl"
@@ -79,8 +80,6 @@ def locked(workdir: str) -> Iterator[None]:
             held = _take_lock(workdir)
         except WorkdirError as error:
             problem = str(error)
-    from harjax.training import parallel  # the mesh helpers need JAX started; this module need not
-
     if not parallel.agree(not problem):
         raise WorkdirError(problem or f"--workdir={workdir}: in use by another run (process 0 found it locked)")
     try:
