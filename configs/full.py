@@ -90,6 +90,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.fusion = "attention"  # 'attention' (paper) | 'concat' | 'late'
     config.model.use_transformer = True
     config.model.num_segments = 4  # K joint tokens; 1 is the paper read literally
+    # The sensor encoder: 'cnn' (the paper's light CNN: encoder_channels, encoder_strides, encoder_kernel_size) or
+    # 'inception' (InceptionTime-style multi-scale blocks seeing ~230 steps: config.model.inception).
+    config.model.encoder = "cnn"
+    config.model.inception = ml_collections.ConfigDict(
+        dict(depth=6, filters=32, kernel_sizes=(9, 19, 39), bottleneck=32, residual_every=3, stride=1)
+    )
+    # Members trained side by side in one jitted step (vmapped), each with its own initialisation, dropout and
+    # augmentation; predictions average their probabilities. 1: a single model, no member axis.
+    config.model.ensemble_size = 1
     config.model.encoder_channels = (64, 128, 128)
     config.model.encoder_strides = (1, 2, 2)
     config.model.encoder_kernel_size = 5
@@ -115,6 +124,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.batch_size = 128  # global, over all devices and processes
     config.train.eval_batch_size = 256
     config.train.num_steps = 20_000
+    # A budget in passes over the training split instead (0: off). With it, num_steps, warmup_steps, eval_every and
+    # checkpoint_every follow from num_epochs, warmup_epochs, eval_every_epochs and checkpoint_every_epochs.
+    config.train.num_epochs = 0.0
+    config.train.warmup_epochs = 0.0
+    config.train.eval_every_epochs = 0.0
+    config.train.checkpoint_every_epochs = 0.0
     config.train.learning_rate = 1e-3
     config.train.warmup_steps = 500
     config.train.final_learning_rate_fraction = 0.01

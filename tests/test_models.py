@@ -9,7 +9,7 @@ import pytest
 
 from configs import full, late_fusion, sensor_only, video_only
 from harjax.data import batch as batch_lib
-from harjax.models import har_model, keyless_attention, sensor_encoder
+from harjax.models import har_model, inception_encoder, keyless_attention, sensor_encoder
 from tests.conftest import ALL_CONFIGS, compiled, config_id, small_config
 
 
@@ -110,6 +110,32 @@ def test_padding_length_does_not_change_predictions(config_module, extra_padding
     )
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_inception_encoder_sees_whole_motions_and_ignores_padding(stride):
+    config = small_config(sensor_only)
+    config.model.encoder = "inception"
+    config.model.inception.update(depth=3, filters=8, bottleneck=8, stride=stride)
+    model = har_model.build_model(config, num_classes=6)
+    short = _batch(steps=32)
+    long = {
+        **short,
+        batch_lib.SENSOR: np.pad(short[batch_lib.SENSOR], ((0, 0), (0, 9), (0, 0))),
+        batch_lib.SENSOR_MASK: np.pad(short[batch_lib.SENSOR_MASK], ((0, 0), (0, 9))),
+    }
+    init, apply = compiled(model)
+    variables = init(jax.random.key(0), short, train=False)
+    np.testing.assert_allclose(
+        apply(variables, long, train=False).logits, apply(variables, short, train=False).logits, atol=1e-5
+    )
+    # The first output step depends on inputs 3 x 19 steps away (kernel 39 per block): a change there moves it.
+    encoder = inception_encoder.InceptionEncoder(**dict(model.inception))
+    sensor, mask = jnp.asarray(short[batch_lib.SENSOR][:1]), jnp.ones((1, 32), bool)
+    params = jax.jit(encoder.init)(jax.random.key(1), sensor, mask)
+    moved = jax.jit(encoder.apply)(params, sensor.at[0, 31].add(5.0), mask)[0]
+    assert not np.allclose(moved[0, 0], jax.jit(encoder.apply)(params, sensor, mask)[0][0, 0])
+    assert har_model.encoder_stride(config) == stride
+
+
 @pytest.mark.parametrize(
     "stride,steps,kernel_size,dtype",
     [
@@ -197,6 +223,7 @@ def test_video_standardisation_makes_per_dimension_scale_irrelevant():
         (dict(fusion="sum"), "config.model.fusion"),
         (dict(encoder_strides=(1,)), "config.model.encoder_strides"),
         (dict(dtype="float16"), "config.model.dtype"),
+        (dict(encoder="lstm"), "config.model.encoder"),
     ],
 )
 def test_bad_model_config_names_the_flag(override, flag):

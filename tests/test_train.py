@@ -230,3 +230,13 @@ def test_a_cache_that_does_not_fit_says_what_to_use(tmp_path, config):
     config.data.cache = "auto"  # auto never picks what does not fit: here, only 'none' does
     loop.train_and_evaluate(config, str(tmp_path))
     assert json.load(open(tmp_path / "config.json"))["data_cache"] == "none"
+
+
+def test_a_budget_in_epochs_sets_the_steps_and_cadences_from_the_data(tmp_path, config):
+    config.train.update(num_epochs=2.0, warmup_epochs=0.5, eval_every_epochs=1.0, checkpoint_every_epochs=1.0)
+    as_given = config.copy_and_resolve_references()  # what a suite holds: the budget in epochs, not yet in steps
+    loop.train_and_evaluate(config, str(tmp_path))  # 256 examples, batch 32: 8 steps an epoch
+    resolved = json.load(open(tmp_path / "config.json"))["config"]["train"]
+    assert (resolved["num_steps"], resolved["warmup_steps"], resolved["eval_every"]) == (16, 4, 8)
+    assert [line["step"] for line in _read_metrics(str(tmp_path)) if "eval/accuracy" in line] == [8, 16]
+    assert loop.last_step(as_given, str(tmp_path)) == 16 and loop.training_complete(as_given, str(tmp_path))

@@ -15,12 +15,15 @@ from flax import struct
 
 from harjax import errors
 from harjax.data import batch as batch_lib
-from harjax.models import fusion, keyless_attention, sensor_encoder
+from harjax.models import fusion, inception_encoder, keyless_attention, sensor_encoder
 
 Modality = Literal["both", "video", "sensor"]
 Fusion = Literal["attention", "concat", "late"]
+Encoder = Literal["cnn", "inception"]
 MODALITIES: tuple[Modality, ...] = typing.get_args(Modality)
 FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
+ENCODERS: tuple[Encoder, ...] = typing.get_args(Encoder)
+INCEPTION_KEYS = ("depth", "filters", "kernel_sizes", "bottleneck", "residual_every", "stride")
 LOGIT_SCALE = "logit_scale"  # log(1 / tau); the optimizer keeps it at or below log(max_logit_scale)
 
 
@@ -97,6 +100,8 @@ class HARModel(nn.Module):
     learnable_temperature: bool
     dtype: Any = jnp.float32
     hand_written_encoder_backward: bool = True
+    encoder: Encoder = "cnn"
+    inception: tuple[tuple[str, Any], ...] = ()  # InceptionEncoder's fields (config.model.inception), as pairs
 
     @nn.compact
     def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
@@ -141,14 +146,20 @@ class HARModel(nn.Module):
         return _Video(clip=video, frames=None)
 
     def _encoded_sensor(self, batch: dict[str, jax.Array]) -> _Sensor:
-        sequence, mask = sensor_encoder.SensorEncoder(
-            self.encoder_channels,
-            self.encoder_strides,
-            self.encoder_kernel_size,
-            self.dtype,
-            self.hand_written_encoder_backward,
-            name="SensorEncoder_0",
-        )(batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
+        if self.encoder == "inception":
+            encoder = inception_encoder.InceptionEncoder(
+                **dict(self.inception), dtype=self.dtype, name="InceptionEncoder_0"
+            )
+        else:
+            encoder = sensor_encoder.SensorEncoder(
+                self.encoder_channels,
+                self.encoder_strides,
+                self.encoder_kernel_size,
+                self.dtype,
+                self.hand_written_encoder_backward,
+                name="SensorEncoder_0",
+            )
+        sequence, mask = encoder(batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
         return _Sensor(sequence, mask, keyless_attention.segment_masks(mask, self.num_segments))  # segments [B, K, n]
 
     def _classifier(self, name: str) -> fusion.TokenClassifier:
@@ -271,6 +282,10 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         )
     if model.dtype not in ("float32", "bfloat16"):
         raise errors.ConfigError(f"config.model.dtype must be 'float32' or 'bfloat16', got {model.dtype!r}")
+    encoder = model.get("encoder", "cnn")  # bundles written before the choice existed hold the CNN
+    if encoder not in ENCODERS:
+        raise errors.ConfigError(f"config.model.encoder must be one of {ENCODERS}, got {encoder!r}")
+    inception = _inception_settings(model) if encoder == "inception" else ()
     return HARModel(
         num_classes=num_classes,
         modalities=model.modalities,
@@ -293,4 +308,28 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         hand_written_encoder_backward=sensor_encoder.hand_written_backward(
             model.encoder_backward, jax.default_backend()
         ),
+        encoder=encoder,
+        inception=inception,
     )
+
+
+def _inception_settings(model: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
+    settings = dict(model.inception)
+    unknown = sorted(set(settings) - set(INCEPTION_KEYS))
+    if unknown:
+        raise errors.ConfigError(f"config.model.inception has unknown keys {unknown}; it takes {INCEPTION_KEYS}")
+    for key in ("depth", "filters", "stride"):
+        if not isinstance(settings.get(key, 1), int) or settings.get(key, 1) < 1:
+            raise errors.ConfigError(f"config.model.inception.{key} must be a positive integer, got {settings[key]!r}")
+    if not settings.get("kernel_sizes") or min(settings["kernel_sizes"]) < 1:
+        raise errors.ConfigError(
+            f"config.model.inception.kernel_sizes must be positive lengths, got {settings.get('kernel_sizes')}"
+        )
+    return tuple((key, tuple(value) if isinstance(value, (list, tuple)) else value) for key, value in settings.items())
+
+
+def encoder_stride(config: ml_collections.ConfigDict) -> int:
+    """Input steps per encoder step: the segments and the attention weights are at this rate."""
+    if config.model.get("encoder", "cnn") == "inception":
+        return int(config.model.inception.stride)
+    return math.prod(config.model.encoder_strides)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from flax import traverse_util
 
 from harjax.evaluators import attention, classification, robustness
+from harjax.models import har_model
 from harjax.study import plots, suites
 from harjax.training import loop, metrics as metrics_lib
 
@@ -92,7 +92,7 @@ def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]
             by_step: dict[int, dict[str, Any]] = {}  # every scalar logged at a step, over its records
             for record in history:
                 by_step.setdefault(record["step"], {}).update(record)
-            last = by_step.get(config.train.num_steps, {}) if status["status"] == "finished" else {}
+            last = by_step.get(loop.last_step(config, workdir), {}) if status["status"] == "finished" else {}
             final = _scalars(last, f"{TEST}/") | _scalars(last, f"{SELECTED}/", "selected_")
             untrained = _scalars(by_step.get(0, {}), f"{TEST}/") or _scalars(by_step.get(0, {}), f"{VALIDATION}/")
             results[key].append(
@@ -241,10 +241,10 @@ def _curve_series(
     return series
 
 
-def _eval_reports(results: list[Result], num_steps: int) -> list[dict[str, Any]]:
+def _eval_reports(results: list[Result], config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
     reports = []
     for result in results:
-        path = os.path.join(result.workdir, classification.report_path(TEST, num_steps))
+        path = os.path.join(result.workdir, classification.report_path(TEST, loop.last_step(config, result.workdir)))
         if result.finished and os.path.exists(path):
             with open(path) as f:
                 reports.append(json.load(f))
@@ -254,8 +254,7 @@ def _eval_reports(results: list[Result], num_steps: int) -> list[dict[str, Any]]
 def _class_figures(suite: suites.Suite, results: dict[str, list[Result]], figures: str) -> list[str]:
     """Confusion matrix of the reference run and its per-class F1 against the best other run of its group."""
     reference = suite.reference
-    num_steps = suite.configs[reference].train.num_steps
-    reports = _eval_reports(results[reference], num_steps)
+    reports = _eval_reports(results[reference], suite.configs[reference])
     if not reports:
         return []
     names = reports[0]["class_names"]
@@ -281,7 +280,7 @@ def _class_figures(suite: suites.Suite, results: dict[str, list[Result]], figure
         best = max(others, key=lambda key: np.mean(_finished_values(results[key], "macro_f1")))
         scores = {
             key: np.mean(
-                [report["per_class_f1"] for report in _eval_reports(results[key], suite.configs[key].train.num_steps)],
+                [report["per_class_f1"] for report in _eval_reports(results[key], suite.configs[key])],
                 axis=0,
             )[present]
             for key in (reference, best)
@@ -422,7 +421,7 @@ def _attention_section(suite: suites.Suite, results: dict[str, list[Result]], fi
     with np.load(os.path.join(result.workdir, attention.FILE)) as stored:
         saved = {name: stored[name] for name in stored}
     names = saved["class_names"]
-    stride = math.prod(suite.configs[reference].model.encoder_strides)  # input steps per encoder step
+    stride = har_model.encoder_stride(suite.configs[reference])  # input steps per encoder step
     examples = []
     for i in range(len(saved["label"])):
         mask = saved["sensor_mask"][i]

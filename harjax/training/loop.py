@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,6 +69,47 @@ def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
         )
 
 
+def resolve_budget(train_config: ml_collections.ConfigDict, num_examples: int) -> None:
+    """With config.train.num_epochs, the step counts and cadences the epochs say, for a split of `num_examples`.
+
+    Small datasets need many passes; a budget in steps would give a few hundred recordings a tenth of the passes
+    forty get. The resolved steps are what config.json records.
+    """
+    if not train_config.num_epochs:
+        return
+    for key in ("num_epochs", "warmup_epochs", "eval_every_epochs", "checkpoint_every_epochs"):
+        if train_config[key] < 0:
+            raise errors.ConfigError(f"config.train.{key} must be >= 0, got {train_config[key]}")
+    steps_per_epoch = num_examples / train_config.batch_size
+    train_config.num_steps = max(1, math.ceil(train_config.num_epochs * steps_per_epoch))
+    for key, epochs in (
+        ("warmup_steps", "warmup_epochs"),
+        ("eval_every", "eval_every_epochs"),
+        ("checkpoint_every", "checkpoint_every_epochs"),
+    ):
+        if train_config[epochs]:
+            train_config[key] = max(0 if key == "warmup_steps" else 1, round(train_config[epochs] * steps_per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g over %d examples: %d steps (eval every %d, checkpoint every %d)",
+        train_config.num_epochs,
+        num_examples,
+        train_config.num_steps,
+        train_config.eval_every,
+        train_config.checkpoint_every,
+    )
+
+
+def last_step(config: ml_collections.ConfigDict, workdir: str) -> int | None:
+    """The run's last step: config.train.num_steps, or with an epoch budget what its config.json resolved."""
+    if not config.train.get("num_epochs"):
+        return config.train.num_steps
+    try:
+        with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
+            return json.load(f)["config"]["train"]["num_steps"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None  # not started
+
+
 def training_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
     """Whether the run in `workdir` did everything that follows its last step.
 
@@ -74,7 +117,9 @@ def training_complete(config: ml_collections.ConfigDict, workdir: str) -> bool:
     repeat them, and the experiment runner counts only such runs as finished (a run preempted in its last step
     has logged that step's training metrics, not all of these).
     """
-    last = config.train.num_steps
+    last = last_step(config, workdir)
+    if last is None:
+        return False
     logged = {key for record in metrics_lib.read_metrics(workdir) if record["step"] == last for key in record}
     wanted = {schedule.prefix for schedule in evaluators.schedules(config) if schedule.every or schedule.at_end}
     return any(key.startswith("train/") for key in logged) and all(
@@ -163,6 +208,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     mesh = parallel.make_mesh()
     train_data, eval_data = pipeline.load_splits(config)
     train_data, validation_data = pipeline.validation_split(config, train_data)
+    resolve_budget(config.train, len(train_data))
+    validate_train_config(config.train)
     pipeline.log_summary(train_data, eval_data)
     splits = {"train": train_data, "eval": eval_data} | ({"validation": validation_data} if validation_data else {})
     evaluated = {evaluators.TEST: eval_data} | ({evaluators.VALIDATION: validation_data} if validation_data else {})
