@@ -53,7 +53,7 @@ def _runner(runtime: str, bundle_dir: str, threads: int):
 
         model = bundle_lib.inference_model(bundle.meta)
         variables = jax.device_put(bundle.variables)
-        compiled = jax.jit(lambda *inputs: predictor_lib.forward(model, variables, *inputs))
+        compiled = jax.jit(lambda *inputs: predictor_lib.forward(model, bundle.ensemble_size, variables, *inputs))
         return bundle, lambda *inputs: np.asarray(compiled(*inputs))
     if runtime == "stablehlo":
         import jax

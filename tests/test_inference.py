@@ -19,6 +19,7 @@ from configs import sensor_only
 from harjax import errors
 from harjax.data import batch as batch_lib, pipeline, synthetic
 from harjax.evaluators import robustness
+from harjax.models import ensemble
 from harjax.serving import (
     batch as batch_prediction,
     bundle as bundle_lib,
@@ -408,8 +409,11 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
+def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_path):
+    """An ensemble of two InceptionTime-style models: the bundle, StableHLO, ONNX and streams compute the ensemble."""
     config = small_config(sensor_only)
+    config.model.update(ensemble_size=2, encoder="inception")
+    config.model.inception.update(depth=3, filters=8, kernel_sizes=(3, 9), bottleneck=8)
     for split in ("train", "eval"):
         data = synthetic.generate(config.data.synthetic, split, config.seed)
         np.savez(
@@ -436,6 +440,14 @@ def test_a_sensor_only_model_trained_on_npz_goes_through_every_format(tmp_path):
     train_split, eval_split = pipeline.load_splits(config)
     del train_split
     standardised = batch_lib.examples(eval_split, range(len(eval_split)))
+    # The bundle's logits are the members' mean probabilities, each member the single model of its parameters.
+    assert bundle.ensemble_size == 2 and "ensemble of 2 members" in open(tmp_path / "bundle" / "MODEL_CARD.md").read()
+    model = bundle_lib.inference_model(bundle.meta)
+    member_probabilities = [
+        jax.nn.softmax(model.apply(ensemble.member(bundle.variables, m), standardised, train=False).logits)
+        for m in range(2)
+    ]
+    np.testing.assert_allclose(got.probabilities, np.mean(member_probabilities, axis=0), rtol=1e-5, atol=1e-6)
     exported = jax.export.deserialize(open(tmp_path / "bundle" / "stablehlo" / "model.jax_export", "rb").read())
     params = np.load(tmp_path / "bundle" / "stablehlo" / "params.npz")
     stablehlo_logits = exported.call(

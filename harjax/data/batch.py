@@ -87,6 +87,10 @@ class Split(Protocol):
     def has_video(self) -> bool: ...
 
     @property
+    def shortest_recording(self) -> int:
+        """Recorded sensor steps of the split's shortest example (as the model sees it, after any crop)."""
+
+    @property
     def column_bytes(self) -> int:
         """What columns() takes in memory, known before reading it."""
 
@@ -172,6 +176,10 @@ class ArrayData:
     @property
     def has_video(self) -> bool:
         return VIDEO in self.arrays
+
+    @property
+    def shortest_recording(self) -> int:
+        return int(self.arrays[SENSOR_MASK].sum(axis=1).min(initial=self.arrays[SENSOR_MASK].shape[1]))
 
     @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

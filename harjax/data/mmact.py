@@ -109,6 +109,12 @@ class MMActSplit:
         return self.uses_video
 
     @property
+    def shortest_recording(self) -> int:
+        lengths = self.listing.sensor_length[self.stored_trials]
+        recorded = lengths[lengths > 0]  # trials without a usable stream are the loader's to count
+        return int(min(recorded.min(initial=self.max_length), self.max_length))
+
+    @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         spec = {
             batch_lib.SENSOR: ((self.max_length, len(self.mean)), np.dtype(np.float32)),

@@ -135,7 +135,7 @@ def choose_cache(
     """
     if setting not in CACHES:
         raise errors.ConfigError(f"config.data.cache must be one of {CACHES}, got {setting!r}")
-    host_free = _free_host_bytes()
+    host_free = free_host_bytes()
     evaluated = sum(data.column_bytes for data in evaluations)
     host_budget = fraction * host_free
     if device_bytes is None:  # CPU devices live in host memory: their copies and the evaluated splits share it
@@ -163,7 +163,8 @@ def choose_cache(
     return choice
 
 
-def _free_host_bytes() -> int:
+def free_host_bytes() -> int:
+    """Available host memory (MemAvailable): what host caches, and CPU devices, may take."""
     try:
         with open("/proc/meminfo") as f:
             available = next(line for line in f if line.startswith("MemAvailable:"))

@@ -1,7 +1,8 @@
 """The keyless-attention weights of a few examples of distinct classes, for the report's attention figure.
 
-Writes analysis/attention.npz: alpha [k, K, n] (each segment's weights over the encoder steps), the examples'
-standardised sensors, masks, labels, predictions, indices in the split and the class names; yields 'examples' (k).
+Writes analysis/attention.npz: alpha [k, K, n] (each segment's weights over the encoder steps; an ensemble's are
+its members' mean, and each member's own follow as member_alpha [k, N, K, n]), the examples' standardised
+sensors, masks, labels, predictions, indices in the split and the class names; yields 'examples' (k).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Evaluator:
             step=np.asarray(step),
             index=np.asarray(indices),
             alpha=output.alpha,
+            **({} if output.member_alpha is None else {"member_alpha": output.member_alpha}),
             sensor=batch[batch_lib.SENSOR],
             sensor_mask=batch[batch_lib.SENSOR_MASK],
             label=batch[batch_lib.LABEL],

@@ -4,7 +4,8 @@ Accuracy, macro-F1 and per-class F1 per example and, where examples are camera v
 views' mean logits.
 
 Yields 'loss', 'cross_entropy' (and 'contrastive'), 'accuracy', 'macro_f1' (and 'trial_accuracy',
-'trial_macro_f1'); writes eval/<name>_step_<step>.json (and eval/<name>_trial_step_<step>.json): class names,
+'trial_macro_f1'); for an ensemble these are its own (the members' mean probabilities), and each member's scores
+follow as 'member_<m>/accuracy', 'member_<m>/macro_f1', ...; writes eval/<name>_step_<step>.json (and eval/<name>_trial_step_<step>.json): class names,
 accuracy, macro-F1, per-class F1 and the confusion matrix. Its macro-F1 is what selects checkpoints
 (SELECTION_KEY).
 """
@@ -122,3 +123,7 @@ class Evaluator:
             len(predictions.rows[batch_lib.LABEL]),
         )
         yield from values.items()
+        member_logits = predictions.rows.get("member_logits")  # [N, members, classes]: an ensemble's
+        for member in range(0 if member_logits is None else member_logits.shape[1]):
+            own, _ = scores({**predictions.rows, "logits": member_logits[:, member]}, data.num_classes)
+            yield from ((f"member_{member}/{key}", value) for key, value in own.items())

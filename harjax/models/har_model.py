@@ -33,6 +33,8 @@ class ModelOutput(struct.PyTreeNode):
     sensor_embedding: jax.Array | None = None  # [B, projection_dim]
     logit_scale: jax.Array | None = None  # [] = 1 / temperature
     alpha: jax.Array | None = None  # [B, K, n] keyless attention weights
+    member_logits: jax.Array | None = None  # [B, N, num_classes]: an ensemble's members' own (models/ensemble.py)
+    member_alpha: jax.Array | None = None  # [B, N, K, n]
 
 
 class _Video(NamedTuple):
@@ -333,3 +335,26 @@ def encoder_stride(config: ml_collections.ConfigDict) -> int:
     if config.model.get("encoder", "cnn") == "inception":
         return int(config.model.inception.stride)
     return math.prod(config.model.encoder_strides)
+
+
+def check_encoder_steps(config: ml_collections.ConfigDict, shortest_recording: int, split: str) -> None:
+    """Refuses an encoder whose total stride leaves the shortest recording fewer steps than it has segments.
+
+    Each of the K segments pools its own encoder steps; with fewer steps than K some segments of that recording
+    are empty and its classifier sees padding tokens only, so such a setting is an error, not a silent loss.
+    """
+    if not uses_sensor(config):
+        return
+    stride = encoder_stride(config)
+    steps = -(-shortest_recording // stride)  # ceil: the encoder's steps of that recording
+    if steps < config.model.num_segments:
+        setting = (
+            f"config.model.inception.stride={stride}"
+            if config.model.get("encoder", "cnn") == "inception"
+            else f"config.model.encoder_strides={tuple(config.model.encoder_strides)} (total stride {stride})"
+        )
+        raise errors.ConfigError(
+            f"{setting} leaves the shortest recording of the {split} split ({shortest_recording} steps) {steps} "
+            f"encoder steps, fewer than config.model.num_segments={config.model.num_segments}; lower the stride or "
+            "the segments"
+        )

@@ -24,7 +24,7 @@ import numpy as np
 import harjax
 from harjax import errors
 from harjax.data import batch as batch_lib
-from harjax.models import har_model
+from harjax.models import ensemble, har_model
 
 BUNDLE_FORMAT = 1  # bumped whenever a bundle's layout changes; a reader refuses formats newer than its own
 BUNDLE_FILE = "bundle.json"
@@ -107,8 +107,9 @@ class Bundle:
         return bundle
 
     def _check_parameters(self, path: str) -> None:
+        model = inference_model(self.meta)
         expected = jax.eval_shape(
-            lambda: inference_model(self.meta).init(jax.random.key(0), self.example(1), train=False)
+            lambda: ensemble.init(lambda key: model.init(key, self.example(1), train=False), 0, self.ensemble_size)
         )
         got = jax.tree.map(lambda leaf: (tuple(np.shape(leaf)), str(np.asarray(leaf).dtype)), self.variables)
         expected = {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}  # as exported
@@ -122,6 +123,11 @@ class Bundle:
     @property
     def uses_video(self) -> bool:
         return self.meta["config"]["model"]["modalities"] in ("both", "video")
+
+    @property
+    def ensemble_size(self) -> int:
+        """Members whose mean probabilities the model predicts (1: a single model; harjax/models/ensemble.py)."""
+        return ensemble.ensemble_size(self.meta["config"]["model"])
 
     @property
     def uses_sensor(self) -> bool:

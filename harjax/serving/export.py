@@ -35,7 +35,7 @@ import numpy as np
 import harjax
 from harjax import errors
 from harjax.data import batch as batch_lib
-from harjax.models import har_model
+from harjax.models import ensemble, har_model
 from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
 from harjax.training import checkpointing, metrics as metrics_lib, parallel, step as step_lib, workdir as workdir_lib
 
@@ -105,7 +105,12 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
     optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
     mesh = parallel.make_mesh()
     abstract = parallel.replicated_abstract(
-        jax.eval_shape(lambda: step_lib.create_train_state(model, optimizer, example, config.seed)), mesh
+        jax.eval_shape(
+            lambda: step_lib.create_train_state(
+                model, optimizer, example, config.seed, ensemble.ensemble_size(config.model)
+            )
+        ),
+        mesh,
     )
     checkpointer = checkpointing.Checkpointer(
         os.path.join(os.path.abspath(workdir), "checkpoints"),
@@ -241,11 +246,13 @@ def model_card(meta: dict[str, Any]) -> str:
     chosen = f"chosen by {selection}" + (
         " of the test split itself, so its eval/ scores are optimistic" if selection.startswith("eval/") else ""
     )
+    members = model.get("ensemble_size", 1)
+    ensemble_note = f" An ensemble of {members} members: it predicts their mean probabilities." if members > 1 else ""
     return f"""# harjax model card
 
 A human activity recognition model of harjax {meta["harjax_version"]} (training code {meta["training_code"]}):
-modalities `{model["modalities"]}`, fusion `{model["fusion"]}`, {model["num_segments"]} temporal segments,
-Transformer {"on" if model["use_transformer"] else "off"}; checkpoint of step {meta["step"]} ({meta["step_choice"]};
+modalities `{model["modalities"]}`, fusion `{model["fusion"]}`, sensor encoder `{model.get("encoder", "cnn")}`,
+{model["num_segments"]} temporal segments, Transformer {"on" if model["use_transformer"] else "off"};{ensemble_note} checkpoint of step {meta["step"]} ({meta["step_choice"]};
 the run's best checkpoint is {chosen}).
 
 ## Inputs
@@ -282,7 +289,7 @@ def _forward_function(bundle: bundle_lib.Bundle):
     model = bundle_lib.inference_model(bundle.meta)
 
     def infer(variables, sensor, sensor_mask, video=None, video_present=None):
-        return predictor_lib.forward(model, variables, sensor, sensor_mask, video, video_present)
+        return predictor_lib.forward(model, bundle.ensemble_size, variables, sensor, sensor_mask, video, video_present)
 
     return infer
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from harjax import errors
 from harjax.data import batch as batch_lib, normalization
-from harjax.models import har_model
+from harjax.models import ensemble, har_model
 from harjax.serving import bundle as bundle_lib
 
 TOP_K = 5
@@ -81,7 +81,8 @@ class Predictor:
         self._normalization = applied["mode"]
         self._mean = np.asarray(applied.get("mean", 0.0), np.float32)  # 'dataset': the training statistics
         self._std = np.asarray(applied.get("std", 1.0), np.float32)
-        self._apply = jax.jit(lambda variables, batch: model.apply(variables, batch, train=False))
+        size = bundle.ensemble_size
+        self._apply = jax.jit(lambda variables, batch: ensemble.apply(model.apply, variables, batch, size, train=False))
         self._variables = jax.device_put(bundle.variables)
 
     @classmethod
@@ -193,14 +194,18 @@ class Predictor:
 
 def forward(
     model: har_model.HARModel,
+    ensemble_size: int,
     variables: Any,
     sensor: jax.Array,
     sensor_mask: jax.Array,
     video: jax.Array | None,
     video_present: jax.Array | None,
 ) -> jax.Array:
-    """Logits [N, classes] from standardised inputs: the function the export formats serialise."""
+    """Logits [N, classes] from standardised inputs (an ensemble's: its members' mean probabilities).
+
+    The function the export formats serialise.
+    """
     batch = {batch_lib.SENSOR: sensor, batch_lib.SENSOR_MASK: sensor_mask}
     if video is not None:
         batch |= {batch_lib.VIDEO: video, batch_lib.VIDEO_PRESENT: video_present}
-    return model.apply(variables, batch, train=False).logits.astype(jnp.float32)
+    return ensemble.apply(model.apply, variables, batch, ensemble_size, train=False).logits.astype(jnp.float32)

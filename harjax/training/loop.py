@@ -27,10 +27,11 @@ import tqdm
 from harjax import errors
 from harjax.data import batch as batch_lib, pipeline
 from harjax.evaluators import common as evaluators, robustness
-from harjax.models import har_model
+from harjax.models import ensemble, har_model
 from harjax.training import (
     augment,
     checkpointing,
+    memory,
     metrics as metrics_lib,
     parallel,
     step as step_lib,
@@ -137,6 +138,7 @@ class _Run:
     splits: dict[str, batch_lib.Split]  # 'train', 'eval' and, when held out, 'validation'
     cache: str
     train_batch_size: int  # this process's rows of each global batch
+    ensemble_size: int  # config.model.ensemble_size: members side by side (harjax/models/ensemble.py)
     init_state: Callable[[], step_lib.TrainState]
     abstract_state: Any
     checkpointer: checkpointing.Checkpointer
@@ -212,6 +214,9 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     validate_train_config(config.train)
     pipeline.log_summary(train_data, eval_data)
     splits = {"train": train_data, "eval": eval_data} | ({"validation": validation_data} if validation_data else {})
+    for name, data in splits.items():
+        har_model.check_encoder_steps(config, data.shortest_recording, name)
+    ensemble_size = ensemble.ensemble_size(config.model)
     evaluated = {evaluators.TEST: eval_data} | ({evaluators.VALIDATION: validation_data} if validation_data else {})
     cache = pipeline.choose_cache(
         config.data.cache,
@@ -237,13 +242,18 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train)),
         example,
         config.seed,
+        ensemble_size,
     )
     abstract_state = parallel.replicated_abstract(jax.eval_shape(init), mesh)
 
-    eval_step = step_lib.jit_eval_step(mesh, config.loss.contrastive_weight)
+    eval_step = step_lib.jit_eval_step(mesh, config.loss.contrastive_weight, ensemble_size)
     apply = jax.jit(
-        lambda state, batch: state.apply_fn(
-            {"params": state.params, "batch_stats": state.batch_stats}, batch, train=False
+        lambda state, batch: ensemble.apply(
+            state.apply_fn,
+            {"params": state.params, "batch_stats": state.batch_stats},
+            batch,
+            ensemble_size,
+            train=False,
         )
     )
     predict_fns = {
@@ -270,6 +280,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         splits,
         cache,
         train_batch_size,
+        ensemble_size,
         jax.jit(init, out_shardings=parallel.replicated(mesh)),
         abstract_state,
         checkpointer,
@@ -451,6 +462,7 @@ def train_and_evaluate(
         train_data = run.splits["train"]
         window = metrics_lib.TrainMetricWindow()
         events: dict[str, Any] = {}
+        memory.check_state(run.abstract_state, config)
         if run.checkpointer.latest_step is None:
             if restore_step is not None:
                 raise errors.ConfigError(f"--restore_step={restore_step}: {workdir} holds no checkpoint")
@@ -490,6 +502,7 @@ def train_and_evaluate(
             config.loss.contrastive_weight,
             train_data.gather if on_device else None,
             (config.data.augment, streams) if augment.enabled(config.data.augment) else None,
+            run.ensemble_size,
         )
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)
@@ -510,8 +523,12 @@ def train_and_evaluate(
         eval_metrics: dict[str, float] = {}
         for step in range(start_step + 1, train_config.num_steps + 1):
             profiler.before(step)
+            batch = parallel.global_batch(next(train_iterator), run.mesh)
+            if step == start_step + 1:  # the program that runs every step, checked against the free memory first
+                train_step = train_step.lower(state, batch, resident).compile()
+                memory.check_step(train_step, run.abstract_state, config)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = train_step(state, parallel.global_batch(next(train_iterator), run.mesh), resident)
+                state, step_metrics = train_step(state, batch, resident)
             profiler.after(step, state)
             if step == start_step + 1:
                 throughput.first_step_done(step_metrics)
@@ -522,7 +539,7 @@ def train_and_evaluate(
             last = step == train_config.num_steps
             if step % train_config.log_every == 0 or last:
                 scalars = {f"train/{name}": value for name, value in window.pop_means().items()}
-                scalars["train/nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
+                scalars["train/nonfinite_steps"] = int(np.sum(jax.device_get(state.nonfinite_steps)))  # all members
                 run.writer.write(step, scalars | throughput.pop())
                 if "train/loss" in scalars:
                     progress.set_postfix(loss=f"{scalars['train/loss']:.4f}")

@@ -17,7 +17,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 
 from harjax.data import batch as batch_lib
-from harjax.models import har_model
+from harjax.models import ensemble, har_model
 from harjax.training import augment, losses, parallel
 
 
@@ -74,11 +74,11 @@ def _applied_learning_rate(opt_state: optax.OptState) -> jax.Array:
     )
 
 
-def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, example_batch: dict[str, jax.Array], seed: int
+def member_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, example_batch: dict[str, jax.Array], key: jax.Array
 ) -> TrainState:
-    """Initial state from a batch's shapes; jit it with replicated out_shardings to place it on the mesh."""
-    init_key, dropout_key = jax.random.split(jax.random.key(seed))
+    """One model's initial state from `key` (its parameters' and its dropout and augmentation keys' root)."""
+    init_key, dropout_key = jax.random.split(key)
     variables = model.init(init_key, example_batch, train=False)
     return TrainState.create(
         apply_fn=model.apply,
@@ -88,6 +88,21 @@ def create_train_state(
         dropout_key=dropout_key,
         nonfinite_steps=jnp.zeros((), jnp.int32),
     )
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    example_batch: dict[str, jax.Array],
+    seed: int,
+    ensemble_size: int = 1,
+) -> TrainState:
+    """Initial state from a batch's shapes; jit it with replicated out_shardings to place it on the mesh.
+
+    With ensemble_size N > 1 every field has a leading member axis and member m starts from its own key
+    (harjax/models/ensemble.py).
+    """
+    return ensemble.init(functools.partial(member_train_state, model, tx, example_batch), seed, ensemble_size)
 
 
 def _objective(
@@ -162,14 +177,21 @@ def train_step(
 
 
 def eval_step(
-    state: TrainState, batch: dict[str, jax.Array], *, contrastive_weight: float, mesh: Mesh
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    contrastive_weight: float,
+    mesh: Mesh,
+    ensemble_size: int = 1,
 ) -> dict[str, jax.Array]:
     """Per-example logits, labels and contrastive embeddings, and the batch's losses summed over valid rows.
 
-    The rows are scored on the host (accuracy, F1, retrieval).
+    An ensemble is scored as one model (its mean probabilities, harjax/models/ensemble.py), its members' logits
+    added as 'member_logits' [B, N, classes]. The rows are scored on the host (accuracy, F1, retrieval).
     """
     weights = batch[batch_lib.VALID].astype(jnp.float32)
-    output = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, batch, train=False)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    output = ensemble.apply(state.apply_fn, variables, batch, ensemble_size, train=False)
     loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
     count = weights.sum()
     sums = {name: value * count for name, value in {"loss": loss, **parts}.items() if name != "temperature"}
@@ -178,12 +200,29 @@ def eval_step(
         for name in (batch_lib.LABEL, batch_lib.VALID, batch_lib.TRIAL, batch_lib.INDEX)
         if name in batch
     }
-    embeddings = {
+    outputs = {
         name: value
-        for name, value in (("video_embedding", output.video_embedding), ("sensor_embedding", output.sensor_embedding))
+        for name, value in (
+            ("video_embedding", output.video_embedding),
+            ("sensor_embedding", output.sensor_embedding),
+            ("member_logits", output.member_logits),
+        )
         if value is not None
     }
-    return {"logits": output.logits, **rows, **embeddings, "count": count, "sums": sums}
+    return {"logits": output.logits, **rows, **outputs, "count": count, "sums": sums}
+
+
+def _over_members(step: Callable) -> Callable:
+    """A train step of one member made the ensemble's: every member updated on the same batch.
+
+    The metrics are the members' means; 'finite' holds when every member's update was applied.
+    """
+
+    def ensemble_step(state: TrainState, inputs: Any, resident: Any = None) -> tuple[TrainState, dict]:
+        state, metrics = jax.vmap(step, in_axes=(0, None, None))(state, inputs, resident)
+        return state, {name: value.all() if name == "finite" else value.mean() for name, value in metrics.items()}
+
+    return ensemble_step
 
 
 def jit_train_step(
@@ -191,24 +230,27 @@ def jit_train_step(
     contrastive_weight: float,
     gather: Callable | None = None,
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
+    ensemble_size: int = 1,
 ) -> Callable:
     """The compiled train step, (state, inputs, resident) -> (state, metrics).
 
     The old state's buffers are donated to the new one. With `gather` (the device data cache) the step builds its
-    batch from resident columns; with `augmentation` it augments it.
+    batch from resident columns; with `augmentation` it augments it; with ensemble_size > 1 it is vmapped over the
+    state's member axis.
     """
+    step = functools.partial(
+        train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather, augmentation=augmentation
+    )
     return jax.jit(
-        functools.partial(
-            train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather, augmentation=augmentation
-        ),
+        step if ensemble_size == 1 else _over_members(step),
         donate_argnums=0,
         out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
     )
 
 
-def jit_eval_step(mesh: Mesh, contrastive_weight: float) -> Callable:
+def jit_eval_step(mesh: Mesh, contrastive_weight: float, ensemble_size: int = 1) -> Callable:
     """Outputs are replicated, so every process sees the whole global batch's logits."""
     return jax.jit(
-        functools.partial(eval_step, contrastive_weight=contrastive_weight, mesh=mesh),
+        functools.partial(eval_step, contrastive_weight=contrastive_weight, mesh=mesh, ensemble_size=ensemble_size),
         out_shardings=parallel.replicated(mesh),
     )
