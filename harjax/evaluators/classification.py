@@ -5,9 +5,9 @@ views' mean logits.
 
 Yields 'loss', 'cross_entropy' (and 'contrastive'), 'accuracy', 'macro_f1' (and 'trial_accuracy',
 'trial_macro_f1'); for an ensemble these are its own (the members' mean probabilities), and each member's scores
-follow as 'member_<m>/accuracy', 'member_<m>/macro_f1', ...; writes eval/<name>_step_<step>.json (and eval/<name>_trial_step_<step>.json): class names,
-accuracy, macro-F1, per-class F1 and the confusion matrix. Its macro-F1 is what selects checkpoints
-(SELECTION_KEY).
+follow as 'member_<m>/accuracy', 'member_<m>/macro_f1', ...; writes eval/<name>_step_<step>.json (and
+eval/<name>_trial_step_<step>.json): class names, accuracy, macro-F1, per-class F1 and the confusion matrix. Its
+macro-F1 is what selects checkpoints (SELECTION_KEY).
 """
 
 from __future__ import annotations

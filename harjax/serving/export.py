@@ -252,8 +252,8 @@ def model_card(meta: dict[str, Any]) -> str:
 
 A human activity recognition model of harjax {meta["harjax_version"]} (training code {meta["training_code"]}):
 modalities `{model["modalities"]}`, fusion `{model["fusion"]}`, sensor encoder `{model.get("encoder", "cnn")}`,
-{model["num_segments"]} temporal segments, Transformer {"on" if model["use_transformer"] else "off"};{ensemble_note} checkpoint of step {meta["step"]} ({meta["step_choice"]};
-the run's best checkpoint is {chosen}).
+{model["num_segments"]} temporal segments, Transformer {"on" if model["use_transformer"] else "off"};{ensemble_note}
+checkpoint of step {meta["step"]} ({meta["step_choice"]}; the run's best checkpoint is {chosen}).
 
 ## Inputs
 - Sensors: {len(inputs["channel_names"])} channels in this order: {", ".join(inputs["channel_names"])}; raw values at
