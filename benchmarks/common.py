@@ -12,7 +12,7 @@ import numpy as np
 
 from configs import full
 from harjax.data import synthetic
-from harjax.models import har_model
+from harjax.models import ensemble, har_model
 from harjax.training import parallel, step as step_lib
 
 # Issue 4's reference sizes: Video-LLaVA's hidden size, 256 sensor steps (5 s at 50 Hz), 4 devices x 3 axes.
@@ -72,16 +72,21 @@ def harjax_trainer(
 ) -> tuple[Callable[[int], float], jax.stages.Compiled]:
     """(run, compiled step): run(steps) trains `steps` updates on the batch and returns seconds per step.
 
+    An ensemble (config.model.ensemble_size) steps all its members.
+
     The step is compiled and run three times before run() is handed out, so run() times the steady state.
     """
     mesh = parallel.make_mesh()
     model = har_model.build_model(config, num_classes)
     optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
+    members = ensemble.ensemble_size(config.model)
     state = jax.jit(
-        lambda: step_lib.create_train_state(model, optimizer, local_batch, config.seed),
+        lambda: step_lib.create_train_state(model, optimizer, local_batch, config.seed, members),
         out_shardings=parallel.replicated(mesh),
     )()
-    train_step = step_lib.jit_train_step(mesh, config.loss.contrastive_weight)
+    train_step = step_lib.jit_train_step(
+        mesh, config.loss.contrastive_weight, ensemble_size=members, ensemble_step=config.model.ensemble_step
+    )
     batch = parallel.global_batch(local_batch, mesh)
     compiled = train_step.lower(state, batch).compile()
 

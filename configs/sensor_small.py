@@ -20,8 +20,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.validation_fraction = 0.2
     config.data.augment.update(jitter=0.05, scale=0.1, magnitude_warp=0.1, time_warp=0.1, crop=0.9)
     config.model.update(
-        encoder_channels=(32, 64),
-        encoder_strides=(1, 2),
+        encoder="inception",
         model_dim=64,
         num_layers=1,
         num_heads=4,
@@ -29,6 +28,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         head_dim=64,
         dropout=0.2,
     )
+    config.model.inception.update(filters=16, bottleneck=16)
     config.train.update(
         batch_size=16,
         eval_batch_size=64,

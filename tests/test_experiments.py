@@ -32,17 +32,18 @@ def _load(config, root="/tmp/suite", command_line=()):
 
 def test_the_paper_suite_resolves_every_run():
     suite = _load(paper.get_config("synthetic"))
-    assert [group.name for group in suite.groups] == ["main", "ablations", "prompts", "sweeps", "protocols"]
+    assert [group.name for group in suite.groups] == ["main", "ablations", "encoders", "prompts", "sweeps", "protocols"]
     skipped = {group.name: group.skipped for group in suite.groups if group.skipped}
     assert set(skipped) == {"prompts", "protocols"} and "MMAct" in skipped["prompts"]
     assert suite.configs["main/concat_fusion"].model.fusion == "concat"
     assert suite.configs["sweeps/tau_0.2"].loss.temperature == 0.2
     assert all(config.data.synthetic.task == "bursts" for config in suite.configs.values())
-    assert len(suites.trials(suite, seeds=3)) == 3 * 16
+    assert suite.configs["encoders/sensor_only_inception"].model.encoder == "inception"
+    assert len(suites.trials(suite, seeds=3)) == 3 * 18
     mmact = suites.load_suite(paper.get_config("mmact"), "paper.py", "/tmp/suite", ())
     runs = mmact.runs()
     assert "protocols/sensor_only-cross_view" not in runs and "protocols/video_only-cross_view" in runs
-    assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 5 + 6 + 14
+    assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 2 + 5 + 6 + 14
 
 
 @pytest.mark.parametrize(
@@ -241,8 +242,8 @@ def smoke(tmp_path_factory):
 def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
     root = smoke
     runs = list(csv.DictReader(open(root / "report" / "runs.csv")))
-    assert len(runs) == 35 and {row["status"] for row in runs} == {"finished"}
-    assert {row["group"] for row in runs} == {"main", "ablations", "prompts", "sweeps", "protocols"}
+    assert len(runs) == 37 and {row["status"] for row in runs} == {"finished"}
+    assert {row["group"] for row in runs} == {"main", "ablations", "encoders", "prompts", "sweeps", "protocols"}
     text = open(root / "report" / "results.md").read()
     for section in (
         "## Per class",
@@ -261,6 +262,7 @@ def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
         "robustness",
         "curves_main",
         "curves_ablations",
+        "curves_encoders",
         "curves_prompts",
         "curves_sweeps",
         "curves_protocols",

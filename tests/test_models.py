@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import full, late_fusion, sensor_only, video_only
+from harjax import errors
 from harjax.data import batch as batch_lib
 from harjax.models import har_model, inception_encoder, keyless_attention, sensor_encoder
 from tests.conftest import ALL_CONFIGS, compiled, config_id, small_config
@@ -283,3 +284,22 @@ def test_both_encoder_backwards_share_parameters_values_and_gradients():
     config.model.encoder_backward = "fast"
     with pytest.raises(ValueError, match=r"config\.model\.encoder_backward must be one of"):
         har_model.build_model(config, num_classes=6)
+
+
+def test_an_encoder_stride_that_leaves_a_recording_too_few_steps_is_refused(tmp_path):
+    """Fewer encoder steps than segments would leave a segment of padding only: refused before training."""
+    from harjax.training import loop
+
+    config = small_config()
+    config.model.encoder_strides = (4, 4)  # 16 input steps per encoder step: 32-step recordings get 2 < K = 4
+    with pytest.raises(
+        errors.ConfigError,
+        match=r"config.model.encoder_strides=\(4, 4\) \(total stride 16\) leaves the shortest recording of the "
+        r"train split \(\d+ steps\) [12] encoder steps, fewer than config.model.num_segments=4",
+    ):
+        loop.train_and_evaluate(config, str(tmp_path / "workdir"))
+    config.model.update(encoder="inception")
+    config.model.inception.stride = 40
+    with pytest.raises(errors.ConfigError, match=r"config.model.inception.stride=40 leaves .* 1 encoder steps"):
+        har_model.check_encoder_steps(config, 32, "eval")
+    har_model.check_encoder_steps(config, 160, "eval")  # 4 encoder steps: one per segment

@@ -95,6 +95,16 @@ def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_proces
     assert record["processes"] == 2 and record["devices"] == 8 and record["data_cache"] == cache
 
 
+def test_an_ensemble_on_two_processes_matches_one_process(tmp_path):
+    """The member vmap inside the sharded step: two processes train every member as one process does."""
+    overrides = OVERRIDES | {"model.ensemble_size": 2, "train.num_steps": 20}
+    cli_runs.run(str(tmp_path / "one"), overrides, 8)
+    _resume_two_processes(str(tmp_path / "two"), overrides)
+    expected = _metrics(str(tmp_path / "one"))
+    assert any("eval/member_1/accuracy" in line for line in expected)
+    _assert_same_training(_metrics(str(tmp_path / "two")), expected)
+
+
 @pytest.mark.parametrize("first, then", [(8, 4), (4, 8)])
 def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, first, then):
     workdir = str(tmp_path)

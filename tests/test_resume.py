@@ -17,9 +17,9 @@ OVERRIDES = {"train.num_steps": NUM_STEPS, "train.log_every": 7, "train.eval_eve
 pytestmark = pytest.mark.slow
 
 
-def _interrupt(workdir, sig, after_step):
+def _interrupt(workdir, sig, after_step, overrides=OVERRIDES):
     """Starts the CLI and sends `sig` once it has logged `after_step` and committed a checkpoint."""
-    process = cli_runs.start(workdir, OVERRIDES, 4)
+    process = cli_runs.start(workdir, overrides, 4)
     cli_runs.wait_until(workdir, [process], after_step)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=300)
@@ -58,3 +58,18 @@ def test_sigterm_or_ctrl_c_saves_before_exiting_and_resumes_exactly(tmp_path, un
     assert cli_runs.checkpoint_steps(workdir)[-1] == stopped_at  # saved at the very step it stopped, not an older one
     cli_runs.run(workdir, OVERRIDES)
     assert cli_runs.metrics_lines(workdir) == uninterrupted
+
+
+def test_an_ensemble_killed_and_restarted_continues_bit_for_bit(tmp_path):
+    """Every member's parameters, optimizer state and keys are in the checkpoint: the same run, whatever the kill."""
+    overrides = OVERRIDES | {"model.ensemble_size": 2, "train.num_steps": 100}
+    reference = str(tmp_path / "uninterrupted")
+    cli_runs.run(reference, overrides)
+    workdir = str(tmp_path / "killed")
+    returncode, stderr = _interrupt(workdir, signal.SIGKILL, 30, overrides)
+    assert returncode == -signal.SIGKILL, f"the run ended before it could be killed: {stderr[-2000:]}"
+    assert max(cli_runs.logged_steps(workdir)) < 100
+    cli_runs.run(workdir, overrides)
+    expected = cli_runs.metrics_lines(reference)
+    assert any("eval/member_1/macro_f1" in line for line in expected)
+    assert cli_runs.metrics_lines(workdir) == expected

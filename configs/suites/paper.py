@@ -65,6 +65,9 @@ _SIZES = {
         "model.mlp_dim": 64,
         "model.head_dim": 32,
         "model.projection_dim": 16,
+        "model.inception.depth": 3,
+        "model.inception.filters": 8,
+        "model.inception.bottleneck": 8,
     },
 }
 
@@ -113,6 +116,18 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                 _run("segments_8", **{"model.num_segments": 8}),
             ],
         },  # the full model has K = 4
+        {
+            "name": "encoders",
+            "title": "Sensor encoders: the paper's light CNN against InceptionTime-style blocks (config.model.encoder)",
+            "shown": ["main/full", "main/sensor_only"],
+            "runs": [
+                _run("full_inception", **{"model.encoder": "inception"}),
+                dict(
+                    _run("sensor_only_inception", "sensor_only", **{"model.encoder": "inception"}),
+                    reference="main/sensor_only",
+                ),
+            ],
+        },
         {
             "name": "prompts",
             "title": "Prompt sets and stored Video-LLaVA embedding kinds",

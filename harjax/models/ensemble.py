@@ -30,6 +30,12 @@ from harjax import errors
 from harjax.models import har_model
 
 T = TypeVar("T")
+# config.model.ensemble_step: how the train step runs the members. 'vmap' batches them into one program of
+# N-times-wider operations (on accelerators N small models cost about one); 'sequential' runs the single model's
+# update once per member inside the same jitted step. On CPU the vmapped convolutions become grouped ones, which
+# XLA's CPU backend runs several times slower than N plain ones (benchmarks/ensemble_step.py, RESULTS.md), so
+# 'auto' is sequential there and vmap elsewhere. Both give every member the update it would get alone.
+ENSEMBLE_STEPS = ("auto", "vmap", "sequential")
 
 
 def ensemble_size(model_config: ml_collections.ConfigDict | dict[str, Any]) -> int:
@@ -38,6 +44,18 @@ def ensemble_size(model_config: ml_collections.ConfigDict | dict[str, Any]) -> i
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise errors.ConfigError(f"config.model.ensemble_size must be a positive integer, got {size!r}")
     return size
+
+
+def vectorised(setting: str, platform: str) -> bool:
+    """config.model.ensemble_step on `platform` (jax.default_backend()): whether to vmap the members' updates."""
+    if setting not in ENSEMBLE_STEPS:
+        raise errors.ConfigError(f"config.model.ensemble_step must be one of {ENSEMBLE_STEPS}, got {setting!r}")
+    return setting == "vmap" or (setting == "auto" and platform != "cpu")
+
+
+def stacked(trees: list[T]) -> T:
+    """Trees of the same structure stacked on a new leading member axis."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
 def member_key(seed: int, member: int | jax.Array, size: int) -> jax.Array:
@@ -98,4 +116,4 @@ def apply(
     if size == 1:
         return apply_fn(variables, batch, **kwargs)
     outputs = [apply_fn(member(variables, index), batch, **kwargs) for index in range(size)]
-    return combine(jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs))  # [N, B, ...] each
+    return combine(stacked(outputs))  # [N, B, ...] each

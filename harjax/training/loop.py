@@ -503,6 +503,7 @@ def train_and_evaluate(
             train_data.gather if on_device else None,
             (config.data.augment, streams) if augment.enabled(config.data.augment) else None,
             run.ensemble_size,
+            config.model.get("ensemble_step", "auto"),
         )
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)

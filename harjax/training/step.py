@@ -212,14 +212,20 @@ def eval_step(
     return {"logits": output.logits, **rows, **outputs, "count": count, "sums": sums}
 
 
-def _over_members(step: Callable) -> Callable:
+def _over_members(step: Callable, size: int, vectorised: bool) -> Callable:
     """A train step of one member made the ensemble's: every member updated on the same batch.
 
-    The metrics are the members' means; 'finite' holds when every member's update was applied.
+    vmapped, or once per member in one program (models/ensemble.py, ENSEMBLE_STEPS). The metrics are the members'
+    means; 'finite' holds when every member's update was applied.
     """
 
     def ensemble_step(state: TrainState, inputs: Any, resident: Any = None) -> tuple[TrainState, dict]:
-        state, metrics = jax.vmap(step, in_axes=(0, None, None))(state, inputs, resident)
+        if vectorised:
+            state, metrics = jax.vmap(step, in_axes=(0, None, None))(state, inputs, resident)
+        else:
+            state, metrics = ensemble.stacked(
+                [step(ensemble.member(state, index), inputs, resident) for index in range(size)]
+            )
         return state, {name: value.all() if name == "finite" else value.mean() for name, value in metrics.items()}
 
     return ensemble_step
@@ -231,18 +237,21 @@ def jit_train_step(
     gather: Callable | None = None,
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
     ensemble_size: int = 1,
+    ensemble_step: str = "auto",
 ) -> Callable:
     """The compiled train step, (state, inputs, resident) -> (state, metrics).
 
     The old state's buffers are donated to the new one. With `gather` (the device data cache) the step builds its
-    batch from resident columns; with `augmentation` it augments it; with ensemble_size > 1 it is vmapped over the
-    state's member axis.
+    batch from resident columns; with `augmentation` it augments it; with ensemble_size > 1 it updates every
+    member of the state's member axis (`ensemble_step`: config.model.ensemble_step).
     """
     step = functools.partial(
         train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather, augmentation=augmentation
     )
+    if ensemble_size > 1:
+        step = _over_members(step, ensemble_size, ensemble.vectorised(ensemble_step, jax.default_backend()))
     return jax.jit(
-        step if ensemble_size == 1 else _over_members(step),
+        step,
         donate_argnums=0,
         out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
     )

@@ -1,0 +1,93 @@
+"""What an ensemble's train step costs against its members trained one at a time (config.model.ensemble_size).
+
+    python benchmarks/ensemble_step.py [--members=1,2,5 --steps=10 --rounds=5]
+
+Two models: configs/sensor_small.py (the small-data recipe: InceptionTime-style encoder) on a batch shaped like
+PickupGestureWiimoteZ (16 recordings of 361 steps, 1 channel), and configs/full.py at MMAct's sizes (d_v 4096,
+T 256, C 12, 37 classes, batch 32). For each, the train step of N members, vmapped and sequential
+(config.model.ensemble_step), against N times the single model's step, median over rounds in which every one
+takes a turn (a shared machine's slow spells hit all alike). Target (issue 17, 2-core CPU): an N-member step
+costs no more than N single steps (ratio <= 1). Prints a table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402  (JAX starts in main(), after the allocator setting)
+
+
+def _workloads() -> dict:
+    """name -> (config, batch, num_classes) of each model measured."""
+    from configs import sensor_small
+    from harjax.data import batch as batch_lib
+
+    _, batch, num_classes = common.synthetic_batch(16, seq_len=361, channels=1, video_dim=8, num_classes=10)
+    sensors = {name: batch[name] for name in (batch_lib.SENSOR, batch_lib.SENSOR_MASK, batch_lib.LABEL)}
+    small = sensor_small.get_config()
+    small.train.batch_size = 16
+    return {
+        "sensor_small (Pickup-shaped, batch 16)": (small, sensors, num_classes),
+        "full (MMAct sizes, batch 32)": common.synthetic_batch(32, **common.MMACT_SIZES),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", default="1,2,5", help="ensemble sizes; 1 must be among them")
+    parser.add_argument("--steps", type=int, default=10, help="updates per ensemble size per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.members.split(",")]
+    if 1 not in sizes:
+        raise SystemExit("--members must include 1: the single model is what the others are compared with")
+
+    from harjax.training import host_memory
+
+    host_memory.retain_freed_memory()
+    import jax
+
+    results = []
+    for name, (config, batch, num_classes) in _workloads().items():
+        runners = {}
+        for size in sizes:
+            for mode in ("sequential", "vmap") if size > 1 else ("single",):
+                sized = config.copy_and_resolve_references()
+                sized.model.update(ensemble_size=size, ensemble_step="auto" if size == 1 else mode)
+                runners[size, mode], _ = common.harjax_trainer(sized, batch, num_classes)
+        seconds = {key: [] for key in runners}
+        for _ in range(args.rounds):
+            for key, run in runners.items():
+                seconds[key].append(run(args.steps))
+        median_ms = {key: statistics.median(times) * 1e3 for key, times in seconds.items()}
+        single = median_ms[1, "single"]
+        for (size, mode), step_ms in median_ms.items():
+            ratio = step_ms / (size * single)
+            results.append(
+                {"model": name, "members": size, "ensemble_step": mode, "step_ms": step_ms, "ratio_to_n_singles": ratio}
+            )
+            print(
+                f"{name:<40} {size} members ({mode:<10}): {step_ms:8.1f} ms per step, "
+                f"{ratio:.2f}x of {size} single steps ({size * single:.1f} ms)",
+                flush=True,
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "ensemble_step",
+                "results": results,
+                "backend": jax.default_backend(),
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
