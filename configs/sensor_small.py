@@ -21,6 +21,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.augment.update(jitter=0.05, scale=0.1, magnitude_warp=0.1, time_warp=0.1, crop=0.9)
     config.model.update(
         encoder="inception",
+        ensemble_size=3,
+        use_transformer=False,
         model_dim=64,
         num_layers=1,
         num_heads=4,
@@ -32,7 +34,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.update(
         batch_size=16,
         eval_batch_size=64,
-        num_steps=1500,
+        num_steps=1000,
         warmup_steps=100,
         learning_rate=1e-3,
         weight_decay=0.05,
