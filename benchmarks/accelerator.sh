@@ -10,7 +10,8 @@
 # and 1024; (2) the step's FLOP/s as a share of the measured matmul peak in its dtype, batch 1024; (3) the input
 # pipeline per data cache against the GPU step; (4) Video-LLaVA-7B extraction (its published architecture with
 # random weights, bfloat16, 8 frames per clip, batch 8 and 16) on decoded clips and end to end from 1920x1080 clips;
-# (5) the sensor encoder's hand-written backward against autodiff. Needs the training install and the extract extra
+# (5) the sensor encoder's hand-written backward against autodiff; (6) an ensemble's step, vmapped and sequential,
+# against N single steps. Needs the training install and the extract extra
 # (torch, transformers, av) on the machine; PYTHON picks the interpreter. An item that fails or runs out of time
 # writes an error line and the rest go on; the exit status is the number of failed items.
 set -uo pipefail
@@ -53,6 +54,7 @@ if $smoke; then
   item extraction 300 "$python" benchmarks/extraction.py --model=random-tiny --batch_size=2,4 --clip_frames=8 \
     --frame_width=96 --frame_height=64
   item encoder_backward 180 "$python" benchmarks/encoder_backward.py --sizes=tiny --batch_size=8 --steps=1 --rounds=1
+  item ensemble_step 180 "$python" benchmarks/ensemble_step.py --sizes=tiny --members=1,2 --steps=1 --rounds=1
 else
   for dtype in float32 bfloat16; do
     for batch in 128 1024; do
@@ -69,6 +71,8 @@ else
   for dtype in float32 bfloat16; do
     item "encoder_backward $dtype" 25 "$python" benchmarks/encoder_backward.py --dtype="$dtype" --batch_size=1024
   done
+  # Whether vmapped members beat sequential ones here (config.model.ensemble_step='auto' assumes so off the CPU).
+  item ensemble_step 30 "$python" benchmarks/ensemble_step.py --members=1,5 --steps=10 --rounds=3
 fi
 echo "$failed item(s) failed; results in $output" >&2
 exit "$failed"

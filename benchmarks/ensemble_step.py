@@ -23,18 +23,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402  (JAX starts in main(), after the allocator setting)
 
 
-def _workloads() -> dict:
-    """name -> (config, batch, num_classes) of each model measured."""
+def _workloads(sizes: str) -> dict:
+    """name -> (config, batch, num_classes) of each model measured ('tiny': 32-step recordings, toy sizes)."""
     from configs import sensor_small
     from harjax.data import batch as batch_lib
 
-    _, batch, num_classes = common.synthetic_batch(16, seq_len=361, channels=1, video_dim=8, num_classes=10)
+    steps = 32 if sizes == "tiny" else 361
+    _, batch, num_classes = common.synthetic_batch(16, seq_len=steps, channels=1, video_dim=8, num_classes=10)
     sensors = {name: batch[name] for name in (batch_lib.SENSOR, batch_lib.SENSOR_MASK, batch_lib.LABEL)}
     small = sensor_small.get_config()
     small.train.batch_size = 16
     return {
         "sensor_small (Pickup-shaped, batch 16)": (small, sensors, num_classes),
-        "full (MMAct sizes, batch 32)": common.synthetic_batch(32, **common.MMACT_SIZES),
+        f"full ({sizes} sizes, batch 32)": common.mmact_sized(32, sizes),
     }
 
 
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--members", default="1,2,5", help="ensemble sizes; 1 must be among them")
     parser.add_argument("--steps", type=int, default=10, help="updates per ensemble size per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sizes", default="mmact", choices=tuple(common.SIZES), help="tiny: to check the script runs")
     args = parser.parse_args()
     sizes = [int(size) for size in args.members.split(",")]
     if 1 not in sizes:
@@ -54,7 +56,7 @@ def main() -> None:
     import jax
 
     results = []
-    for name, (config, batch, num_classes) in _workloads().items():
+    for name, (config, batch, num_classes) in _workloads(args.sizes).items():
         runners = {}
         for size in sizes:
             for mode in ("sequential", "vmap") if size > 1 else ("single",):

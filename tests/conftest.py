@@ -34,11 +34,22 @@ from configs import (
     no_contrastive,
     no_transformer,
     sensor_only,
+    sensor_small,
     video_only,
 )
 
 NUM_DEVICES = 8
-ALL_CONFIGS = [full, video_only, sensor_only, concat_fusion, late_fusion, no_attention, no_transformer, no_contrastive]
+ALL_CONFIGS = [
+    full,
+    video_only,
+    sensor_only,
+    sensor_small,
+    concat_fusion,
+    late_fusion,
+    no_attention,
+    no_transformer,
+    no_contrastive,
+]
 
 
 def config_id(module) -> str:

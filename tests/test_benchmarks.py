@@ -8,7 +8,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ITEMS = ["train_throughput", "flops", "input_pipeline", "extraction", "encoder_backward"]
+ITEMS = ["train_throughput", "flops", "input_pipeline", "extraction", "encoder_backward", "ensemble_step"]
 
 
 @pytest.mark.slow
@@ -32,3 +32,5 @@ def test_the_accelerator_script_runs_every_item(tmp_path):
     assert set(by_name["input_pipeline"]["examples_per_s"]) == {"none", "host", "device"}
     assert by_name["encoder_backward"]["faster"] in ("hand_written", "autodiff")
     assert set(by_name["extraction"]["clips_per_s"]["model"]) == {"2", "4"}
+    steps = {(row["members"], row["ensemble_step"]) for row in by_name["ensemble_step"]["results"]}
+    assert steps == {(1, "single"), (2, "sequential"), (2, "vmap")}

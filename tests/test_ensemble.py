@@ -104,6 +104,11 @@ def test_settings_an_ensemble_cannot_use_fail_before_training(tmp_path, monkeypa
         with pytest.raises(errors.ConfigError, match=r"config.model.ensemble_size must be a positive integer"):
             loop.train_and_evaluate(config.copy_and_resolve_references(), str(tmp_path / f"bad{size}"))
 
+    config.model.update(ensemble_size=1, ensemble_step="batched")  # checked for every run, ensemble or not
+    with pytest.raises(errors.ConfigError, match=r"config.model.ensemble_step must be one of \('auto', 'vmap', 'seq"):
+        loop.train_and_evaluate(config.copy_and_resolve_references(), str(tmp_path / "bad_step"))
+    config.model.ensemble_step = "auto"
+
     # Far more members than the host holds: refused from the state's size, before it is created.
     config.model.ensemble_size = 200_000
     with pytest.raises(

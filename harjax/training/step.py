@@ -248,8 +248,9 @@ def jit_train_step(
     step = functools.partial(
         train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather, augmentation=augmentation
     )
+    vectorised = ensemble.vectorised(ensemble_step, jax.default_backend())  # checks the setting for every run
     if ensemble_size > 1:
-        step = _over_members(step, ensemble_size, ensemble.vectorised(ensemble_step, jax.default_backend()))
+        step = _over_members(step, ensemble_size, vectorised)
     return jax.jit(
         step,
         donate_argnums=0,
