@@ -303,3 +303,7 @@ def test_an_encoder_stride_that_leaves_a_recording_too_few_steps_is_refused(tmp_
     with pytest.raises(errors.ConfigError, match=r"config.model.inception.stride=40 leaves .* 1 encoder steps"):
         har_model.check_encoder_steps(config, 32, "eval")
     har_model.check_encoder_steps(config, 160, "eval")  # 4 encoder steps: one per segment
+    config.model.encoder = "cnn"
+    config.model.encoder_strides = (1, 0)
+    with pytest.raises(errors.ConfigError, match=r"config.model.encoder_strides must be positive, got \(1, 0\)"):
+        loop.train_and_evaluate(config, str(tmp_path / "zero"))

@@ -96,7 +96,7 @@ def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_proces
 
 
 def test_an_ensemble_on_two_processes_matches_one_process(tmp_path):
-    """The member vmap inside the sharded step: two processes train every member as one process does."""
+    """An ensemble's sharded step: two processes train every member as one process does."""
     overrides = OVERRIDES | {"model.ensemble_size": 2, "train.num_steps": 20}
     cli_runs.run(str(tmp_path / "one"), overrides, 8)
     _resume_two_processes(str(tmp_path / "two"), overrides)

@@ -1,10 +1,11 @@
 """Ensembles of N members in one program: a leading member axis on every parameter, one vmapped step.
 
 Small real datasets reward averaging several networks (InceptionTime's own recipe is an ensemble of 5), and on an
-accelerator N small models batched together cost about one. config.model.ensemble_size = N trains N copies of
-the model side by side: the train step is vmapped over members (harjax/training/step.py), so parameters,
-optimizer state and the dropout and augmentation keys carry a leading member axis [N, ...], and every member sees
-the same batches. Member m starts from fold_in(key(seed), m) and is exactly the model trained alone from that key.
+accelerator N small models batched together should cost about one (not yet measured: benchmarks/accelerator.sh).
+config.model.ensemble_size = N trains N copies of the model side by side: the train step updates every member on
+the same batch (harjax/training/step.py; vmapped or one after another, ENSEMBLE_STEPS), so parameters, optimizer
+state and the dropout and augmentation keys carry a leading member axis [N, ...]. Member m starts from
+fold_in(key(seed), m) and is the model trained alone from that key, to float rounding (tests/test_ensemble.py).
 N = 1 is the plain model: no member axis and key(seed), so checkpoints and bundles written before ensembles
 existed restore unchanged.
 
@@ -31,10 +32,11 @@ from harjax.models import har_model
 
 T = TypeVar("T")
 # config.model.ensemble_step: how the train step runs the members. 'vmap' batches them into one program of
-# N-times-wider operations (on accelerators N small models cost about one); 'sequential' runs the single model's
-# update once per member inside the same jitted step. On CPU the vmapped convolutions become grouped ones, which
-# XLA's CPU backend runs several times slower than N plain ones (benchmarks/ensemble_step.py, RESULTS.md), so
-# 'auto' is sequential there and vmap elsewhere. Both give every member the update it would get alone.
+# N-times-wider operations (meant for accelerators, where N small models should cost about one); 'sequential' runs
+# the single model's update once per member inside the same jitted step. On CPU the vmapped convolutions become
+# grouped ones, which XLA's CPU backend ran 15-43% slower than N plain ones (benchmarks/ensemble_step.py,
+# RESULTS.md), so 'auto' is sequential there and vmap elsewhere. Both give every member the update it would get
+# alone.
 ENSEMBLE_STEPS = ("auto", "vmap", "sequential")
 
 

@@ -277,6 +277,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
             "config.model.encoder_channels and config.model.encoder_strides must have the same length, "
             f"got {model.encoder_channels} and {model.encoder_strides}"
         )
+    if min(model.encoder_strides, default=1) < 1:
+        raise errors.ConfigError(f"config.model.encoder_strides must be positive, got {tuple(model.encoder_strides)}")
     if model.num_segments < 1 or model.model_dim % model.num_heads:
         raise errors.ConfigError(
             f"config.model.num_segments must be >= 1 (got {model.num_segments}) and "
@@ -333,7 +335,7 @@ def _inception_settings(model: ml_collections.ConfigDict) -> tuple[tuple[str, An
 def encoder_stride(config: ml_collections.ConfigDict) -> int:
     """Input steps per encoder step: the segments and the attention weights are at this rate."""
     if config.model.get("encoder", "cnn") == "inception":
-        return int(config.model.inception.stride)
+        return int(config.model.inception.get("stride", 1))
     return math.prod(config.model.encoder_strides)
 
 

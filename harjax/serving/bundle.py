@@ -26,7 +26,18 @@ from harjax import errors
 from harjax.data import batch as batch_lib
 from harjax.models import ensemble, har_model
 
-BUNDLE_FORMAT = 1  # bumped whenever a bundle's layout changes; a reader refuses formats newer than its own
+BUNDLE_FORMAT = 2  # bumped whenever a bundle's layout changes; a reader refuses formats newer than its own
+
+
+def format_for(ensemble_size: int) -> int:
+    """The bundle format a model needs: 2 when its parameters have a member axis (an ensemble), else 1.
+
+    A single model's bundle is still written as format 1, so harjax versions before ensembles keep reading it,
+    and refuse an ensemble's naming the upgrade.
+    """
+    return 1 if ensemble_size == 1 else BUNDLE_FORMAT
+
+
 BUNDLE_FILE = "bundle.json"
 PARAMS_FILE = "params.msgpack"
 CARD_FILE = "MODEL_CARD.md"

@@ -128,7 +128,7 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
         "sensor_steps": train_data["shapes"][batch_lib.SENSOR][0],
     }
     meta = {
-        "bundle_format": bundle_lib.BUNDLE_FORMAT,
+        "bundle_format": bundle_lib.format_for(ensemble.ensemble_size(config.model)),
         "harjax_version": harjax.__version__,
         "jax_version": jax.__version__,
         "training_code": record.get("git_commit"),

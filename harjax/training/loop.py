@@ -214,19 +214,11 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     validate_train_config(config.train)
     pipeline.log_summary(train_data, eval_data)
     splits = {"train": train_data, "eval": eval_data} | ({"validation": validation_data} if validation_data else {})
-    for name, data in splits.items():
-        har_model.check_encoder_steps(config, data.shortest_recording, name)
     ensemble_size = ensemble.ensemble_size(config.model)
     evaluated = {evaluators.TEST: eval_data} | ({evaluators.VALIDATION: validation_data} if validation_data else {})
-    cache = pipeline.choose_cache(
-        config.data.cache,
-        train_data,
-        list(evaluated.values()),
-        config.data.cache_memory_fraction,
-        parallel.free_device_bytes(),
-        jax.local_device_count(),
-    )
     model = har_model.build_model(config, train_data.num_classes)
+    for name, data in splits.items():
+        har_model.check_encoder_steps(config, data.shortest_recording, name)
     train_batch_size = pipeline.per_process_batch_size(
         config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size"
     )
@@ -245,6 +237,15 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         ensemble_size,
     )
     abstract_state = parallel.replicated_abstract(jax.eval_shape(init), mesh)
+    device_free = parallel.free_device_bytes()
+    cache = pipeline.choose_cache(
+        config.data.cache,
+        train_data,
+        list(evaluated.values()),
+        config.data.cache_memory_fraction,
+        None if device_free is None else device_free - memory.state_bytes(abstract_state),  # what the state leaves
+        jax.local_device_count(),
+    )
 
     eval_step = step_lib.jit_eval_step(mesh, config.loss.contrastive_weight, ensemble_size)
     apply = jax.jit(

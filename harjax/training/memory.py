@@ -4,8 +4,9 @@ An ensemble multiplies parameters, optimizer state and activations by its size, 
 middle of XLA's allocation names neither the setting nor the sizes. Two checks name both: the training state (its
 exact size, from the abstract state) before it is created, and the compiled train step's own buffers (XLA's
 memory analysis of the program that will run: outputs and temporaries, the activations of every member at the
-batch size) before the first step. The memory a run may use is one device's free memory on accelerators
-(bytes_limit - bytes_in_use, so XLA_PYTHON_CLIENT_MEM_FRACTION applies) and the host's available memory on CPU.
+batch size) before the first step. The memory a run may use is the least free memory of any device of any
+process on accelerators (bytes_limit - bytes_in_use, so XLA_PYTHON_CLIENT_MEM_FRACTION applies), and on CPU the
+host's available memory, which every local CPU device's copy shares. Every process takes the same decision.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from harjax import errors
 from harjax.data import pipeline
@@ -26,11 +28,20 @@ def _gigabytes(size: float) -> str:
 
 
 def available() -> tuple[int, str]:
-    """(free bytes, where): one local device's free memory, or the host's where devices do not report it."""
+    """(free bytes per replica, where): the least any device has, or the host's share where devices do not report.
+
+    The least over every process, so that all of them refuse together rather than some waiting in a collective.
+    """
     device = parallel.free_device_bytes()
     if device is not None:
-        return device, f"free on {jax.local_devices()[0].device_kind}"
-    return pipeline.free_host_bytes(), "available on the host"
+        free, where = device, f"free on the fullest {jax.local_devices()[0].device_kind}"
+    else:  # CPU devices: every local replica of the state and its step lives in the host's memory
+        free, where = pipeline.free_host_bytes() // jax.local_device_count(), "available on the host per CPU device"
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        free = int(np.min(multihost_utils.process_allgather(np.asarray(free, np.int64))))
+    return free, where
 
 
 def state_bytes(abstract_state: Any) -> int:

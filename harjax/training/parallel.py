@@ -99,11 +99,14 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 
 def free_device_bytes() -> int | None:
-    """Free memory of one local device, or None where devices do not report it (CPU: its memory is the host's)."""
-    stats = jax.local_devices()[0].memory_stats()
-    if not stats or "bytes_limit" not in stats:
-        return None
-    return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    """Free memory of the fullest local device, or None where devices do not report it (CPU: the host's memory)."""
+    free = []
+    for device in jax.local_devices():
+        stats = device.memory_stats()
+        if not stats or "bytes_limit" not in stats:
+            return None
+        free.append(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return min(free)
 
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
