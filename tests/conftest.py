@@ -82,6 +82,7 @@ def small_config(variant_module=full) -> ml_collections.ConfigDict:
         head_dim=32,
         projection_dim=16,
     )
+    config.model.inception.update(depth=3, filters=8, bottleneck=8)  # where config.model.encoder='inception'
     config.train.update(
         batch_size=32, eval_batch_size=32, num_steps=6, warmup_steps=2, log_every=1, eval_every=3, checkpoint_every=3
     )

@@ -176,7 +176,7 @@ def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path
     assert "- `main/sensor_only` seed 2: missing" in text
     assert "Skipped in this variant: needs MMAct's prompt sets" in text
     runs = list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))
-    assert len(runs) == 3 * 16 and {row["status"] for row in runs} == {"finished", "failed", "missing"}
+    assert len(runs) == 3 * 18 and {row["status"] for row in runs} == {"finished", "failed", "missing"}
     for name in ("confusion.png", "per_class_f1.png", "curves_main.png"):
         assert os.path.getsize(tmp_path / "report" / "figures" / name) > 0
 

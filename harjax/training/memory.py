@@ -40,7 +40,8 @@ def available() -> tuple[int, str]:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        free = int(np.min(multihost_utils.process_allgather(np.asarray(free, np.int64))))
+        mebibytes = np.asarray(free // 2**20, np.int32)  # int32: JAX gathers without 64-bit types by default
+        free = int(np.min(multihost_utils.process_allgather(mebibytes))) * 2**20
     return free, where
 
 
