@@ -75,6 +75,7 @@ def trained_ensemble(tmp_path_factory):
     return config, workdir, final
 
 
+@pytest.mark.slow  # trains the full model's ensemble (~30 s); the fast tier keeps the settings test
 def test_an_ensemble_is_scored_by_its_mean_probabilities_and_each_member_by_its_own(trained_ensemble):
     config, workdir, final = trained_ensemble
     member_keys = [f"eval/member_{m}/{name}" for m in range(MEMBERS) for name in ("accuracy", "macro_f1")]
