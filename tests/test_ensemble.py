@@ -103,6 +103,13 @@ def test_an_ensemble_is_scored_by_its_mean_probabilities_and_each_member_by_its_
     np.testing.assert_allclose(attention["alpha"], attention["member_alpha"].mean(axis=1), rtol=1e-5, atol=1e-7)
 
 
+def _refused(config, workdir, message: str) -> None:
+    """Training with `config` fails before its first step with a ConfigError matching `message`."""
+    with pytest.raises(errors.ConfigError, match=message):
+        loop.train_and_evaluate(config.copy_and_resolve_references(), str(workdir))
+    assert not os.listdir(workdir / "checkpoints") and not os.path.exists(workdir / "metrics.jsonl")
+
+
 def test_settings_an_ensemble_cannot_use_fail_before_training(tmp_path, monkeypatch):
     config = small_config()
     for size in (0, -1):
@@ -119,20 +126,11 @@ def test_settings_an_ensemble_cannot_use_fail_before_training(tmp_path, monkeypa
     config.model.ensemble_size = MEMBERS
     left = iter([1024, 2**40, 1024])  # free bytes: this run's state check; the next run's state and step checks
     monkeypatch.setattr(memory, "available", lambda: (next(left), "available on the host per CPU device"))
-    with pytest.raises(
-        errors.ConfigError,
-        match=r"ensemble_size=2 at config.train.batch_size=32 does not fit: "
-        r"the parameters and optimizer state take [\d.]+ GB, 0.00 GB is available on the host per CPU device",
-    ):
-        loop.train_and_evaluate(config.copy_and_resolve_references(), str(tmp_path / "huge"))
-    assert not os.listdir(tmp_path / "huge" / "checkpoints")
-
+    refusal = r"ensemble_size=2 at config.train.batch_size=32 does not fit: "
+    _refused(
+        config,
+        tmp_path / "huge",
+        refusal + r"the parameters and optimizer state take [\d.]+ GB, 0.00 GB is available on the host per CPU device",
+    )
     # A state that fits but activations that do not: refused from the compiled step, before the first step.
-    with pytest.raises(
-        errors.ConfigError,
-        match=r"ensemble_size=2 at config.train.batch_size=32 does not fit: "
-        r"the train step needs [\d.]+ GB beyond the training state",
-    ):
-        loop.train_and_evaluate(config.copy_and_resolve_references(), str(tmp_path / "activations"))
-    assert not os.listdir(tmp_path / "activations" / "checkpoints")
-    assert not os.path.exists(tmp_path / "activations" / "metrics.jsonl")
+    _refused(config, tmp_path / "activations", refusal + r"the train step needs [\d.]+ GB beyond the training state")
