@@ -146,8 +146,8 @@ def choose_cache(
         fits = {"device": train.column_bytes <= device_budget and evaluated <= host_budget}
     fits["host"] = train.column_bytes + evaluated <= host_budget
     sizes = (
-        f"training split {_gigabytes(train.column_bytes)}, evaluated splits {_gigabytes(evaluated)}; "
-        f"{fraction:g} of free memory: {_gigabytes(device_budget)} per device, {_gigabytes(host_budget)} host"
+        f"training split {gigabytes(train.column_bytes)}, evaluated splits {gigabytes(evaluated)}; "
+        f"{fraction:g} of free memory: {gigabytes(device_budget)} per device, {gigabytes(host_budget)} host"
     )
     if setting == "auto":
         choice = next((cache for cache in ("device", "host") if fits[cache]), "none")
@@ -173,7 +173,8 @@ def free_host_bytes() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def _gigabytes(size: float) -> str:
+def gigabytes(size: float) -> str:
+    """Bytes as the messages about memory give them."""
     return f"{size / 2**30:.2f} GB"
 
 

@@ -23,10 +23,6 @@ from harjax.models import ensemble
 from harjax.training import parallel
 
 
-def _gigabytes(size: float) -> str:
-    return f"{size / 2**30:.2f} GB"
-
-
 def available() -> tuple[int, str]:
     """(free bytes per replica, where): the least any device has, or the host's share where devices do not report.
 
@@ -64,8 +60,8 @@ def check_state(abstract_state: Any, config: ml_collections.ConfigDict) -> None:
     free, where = available()
     if needed > free:
         raise errors.ConfigError(
-            f"{_settings(config)} does not fit: the parameters and optimizer state take {_gigabytes(needed)}, "
-            f"{_gigabytes(free)} is {where}; lower config.model.ensemble_size or the model's size"
+            f"{_settings(config)} does not fit: the parameters and optimizer state take {pipeline.gigabytes(needed)}, "
+            f"{pipeline.gigabytes(free)} is {where}; lower config.model.ensemble_size or the model's size"
         )
 
 
@@ -81,8 +77,8 @@ def check_step(compiled: jax.stages.Compiled, abstract_state: Any, config: ml_co
     free, where = available()
     if needed > free:
         raise errors.ConfigError(
-            f"{_settings(config)} does not fit: the train step needs {_gigabytes(needed)} beyond the training "
-            f"state ({_gigabytes(state_bytes(abstract_state))}; activations and temporaries "
-            f"{_gigabytes(analysis.temp_size_in_bytes)}), {_gigabytes(free)} is {where}; lower "
+            f"{_settings(config)} does not fit: the train step needs {pipeline.gigabytes(needed)} beyond the training "
+            f"state ({pipeline.gigabytes(state_bytes(abstract_state))}; activations and temporaries "
+            f"{pipeline.gigabytes(analysis.temp_size_in_bytes)}), {pipeline.gigabytes(free)} is {where}; lower "
             "config.train.batch_size or config.model.ensemble_size"
         )
