@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data_builders import extraction
 from data_builders.mmact import extract_embeddings, layout, prompts, synthetic_tree, tiny_model  # noqa: E402
 
 RANDOM = {"random-7b": tiny_model.VIDEO_LLAVA_7B, "random-tiny": tiny_model.TINY}
@@ -81,12 +82,12 @@ def main() -> None:
             if os.path.normpath(clip.path) not in broken
         ]
         start = time.perf_counter()
-        decoded = [extract_embeddings.read_frames(clip.path)[0] for clip in clips]
+        decoded = [extraction.read_frames(clip.path)[0] for clip in clips]
         decode_rate = len(clips) / (time.perf_counter() - start)
         texts = [prompts.prompt(args.prompt_set, clip.trial.scene) for clip in clips]
 
         for batch_size in batch_sizes:
-            extractor = extract_embeddings.Extractor(model, args.device, built)
+            extractor = extraction.Extractor(model, args.device, built)
             extractor.embed(decoded[:batch_size], texts[:batch_size])  # warm-up
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from data_builders.mmact import extract_embeddings, synthetic_tree, tiny_model
+from data_builders import extraction
+from data_builders.mmact import extract_embeddings, prompts, synthetic_tree, tiny_model
 
 SPEC = synthetic_tree.TreeSpec(subjects=(1, 2, 17), scenes=(1, 3), sessions=(1,), actions_per_scene=2)
 
@@ -80,14 +81,14 @@ def test_shards_split_the_clips_and_together_cover_them(setup):
 def test_other_settings_into_the_same_folder_are_refused(setup, tmp_path):
     directory = tmp_path / "context"
     directory.mkdir()
-    extract_embeddings.check_metadata(str(directory), {"model": "a", "prompt_set": "context"})
+    extraction.check_metadata(str(directory), {"model": "a", "prompt_set": "context"})
     with pytest.raises(ValueError, match=r"other settings \(model\)"):
-        extract_embeddings.check_metadata(str(directory), {"model": "b", "prompt_set": "context"})
+        extraction.check_metadata(str(directory), {"model": "b", "prompt_set": "context"})
 
 
 def test_frame_sampling_repeats_frames_of_short_clips():
-    assert extract_embeddings.frame_indices(3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
-    assert extract_embeddings.frame_indices(183).tolist() == [0, 22, 45, 68, 91, 114, 137, 160]
+    assert extraction.frame_indices(3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert extraction.frame_indices(183).tolist() == [0, 22, 45, 68, 91, 114, 137, 160]
 
 
 def test_batching_prompts_of_different_lengths_changes_nothing(setup):
@@ -99,7 +100,7 @@ def test_batching_prompts_of_different_lengths_changes_nothing(setup):
         if not name.endswith(".npz"):
             continue
         with np.load(root / "alone" / "scene" / name) as alone, np.load(root / "batched" / "scene" / name) as batched:
-            for kind in extract_embeddings.EMBEDDING_KINDS:
+            for kind in extraction.EMBEDDING_KINDS:
                 np.testing.assert_allclose(
                     alone[kind].astype(np.float32),
                     batched[kind].astype(np.float32),
@@ -112,10 +113,10 @@ def test_middle_layer_is_the_models_own_hidden_state(setup):
     import torch
 
     manual_dir, model_dir, _, _ = setup
-    extractor = extract_embeddings.Extractor(model_dir, "cpu")
+    extractor = extraction.Extractor(model_dir, "cpu")
     clip = extract_embeddings.list_clips(manual_dir)[0]
-    frames, _ = extract_embeddings.read_frames(clip.path)
-    text = extract_embeddings.prompts.prompt("context", clip.trial.scene)
+    frames, _ = extraction.read_frames(clip.path)
+    text = prompts.prompt("context", clip.trial.scene)
     (ours,) = extractor.embed([frames], [text])
     inputs = extractor.processor(text=[text], videos=[frames], return_tensors="pt")
     with torch.inference_mode():

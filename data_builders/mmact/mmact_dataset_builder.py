@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import glob
 import io
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_builders import extraction
 from data_builders.mmact import extract_embeddings, layout, prompts, sensors
 
 SENSOR_CHANNELS = tuple(
@@ -31,7 +30,7 @@ _FRAME_SHORT_EDGE = 224  # what Video-LLaVA sees; frames are stored no larger
 @dataclasses.dataclass
 class MMActConfig(tfds.core.BuilderConfig):
     prompt_set: str = "context"  # a set of data_builders/mmact/prompts.py
-    embedding: str = "video_mean_last"  # one of extract_embeddings.EMBEDDING_KINDS
+    embedding: str = "video_mean_last"  # one of extraction.EMBEDDING_KINDS
     frames: bool = False  # also store the 8 frames per camera the model saw, as JPEG
     sensor_rate_hz: float = 50.0
 
@@ -45,7 +44,7 @@ def _builder_configs() -> list[MMActConfig]:
             description=f"Video-LLaVA-7B '{kind}' embeddings under the '{prompt_set}' prompts",
         )
         for prompt_set in prompts.PROMPT_SETS
-        for kind in extract_embeddings.EMBEDDING_KINDS
+        for kind in extraction.EMBEDDING_KINDS
     ]
     configs.append(
         MMActConfig(
@@ -99,15 +98,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         super().__init__(**kwargs)
 
     def _embedding_dim(self) -> int:
-        return extract_embeddings.embedding_dim(os.path.join(self._embeddings_dir, self.builder_config.prompt_set))
+        return extraction.embedding_dim(os.path.join(self._embeddings_dir, self.builder_config.prompt_set))
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
         cameras = len(layout.CAMERAS)
         dim = self._embedding_dim()
-        embedding_shape = (
-            (cameras, extract_embeddings.NUM_FRAMES, dim) if config.embedding == "frame_means" else (cameras, dim)
-        )
+        embedding_shape = (cameras, extraction.NUM_FRAMES, dim) if config.embedding == "frame_means" else (cameras, dim)
         features = {
             "sensor": tfds.features.Tensor(
                 shape=(None, len(SENSOR_CHANNELS)),
@@ -133,7 +130,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }
         if config.frames:
             features["frames"] = tfds.features.Tensor(
-                shape=(cameras, extract_embeddings.NUM_FRAMES),
+                shape=(cameras, extraction.NUM_FRAMES),
                 dtype=np.object_,
                 doc="JPEG bytes of the frames the model saw (b'' for a camera without a clip)",
             )
@@ -159,7 +156,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["sensor_channels"] = list(SENSOR_CHANNELS)
         self.info.metadata["sensor_rate_hz"] = config.sensor_rate_hz
         self.info.metadata["cameras"] = list(layout.CAMERAS)
-        self.info.metadata["embeddings"] = extract_embeddings.read_metadata(embeddings_dir)
+        self.info.metadata["embeddings"] = extraction.read_metadata(embeddings_dir)
         members = {split: _split_members(trials, *split.rsplit("_", 1)) for split in SPLITS}
         self.info.metadata["index"] = {
             split: {
@@ -191,7 +188,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             shape = self.info.features["embedding"].shape
             embedding = np.zeros(shape, np.float16)
             camera_mask = np.zeros(len(layout.CAMERAS), bool)
-            frames = np.full((len(layout.CAMERAS), extract_embeddings.NUM_FRAMES), b"", dtype=object)
+            frames = np.full((len(layout.CAMERAS), extraction.NUM_FRAMES), b"", dtype=object)
             for index, camera in enumerate(layout.CAMERAS):
                 if camera not in cameras or camera not in parsed.embeddings:
                     continue
@@ -223,7 +220,7 @@ def _jpeg_frames(path: str, indices: np.ndarray) -> list[bytes]:
     """The clip's frames at `indices` (those the model saw), as JPEG no larger than Video-LLaVA's input."""
     from PIL import Image
 
-    frames, _ = extract_embeddings.read_frames(path, indices)
+    frames, _ = extraction.read_frames(path, indices)
     encoded = []
     for frame in frames:
         image = Image.fromarray(frame)
@@ -261,10 +258,7 @@ def _parse_release(
     scans = {stream: layout.scan_sensor_stream(manual_dir, stream) for stream in layout.SENSOR_STREAMS}
     videos = layout.scan_videos(layout.find_video_root(manual_dir, video_root))
     counts["unknown_action_file"] = sum(len(scan.unknown_actions) for scan in [*scans.values(), videos])
-    undecodable = set()
-    for failures in glob.glob(os.path.join(embeddings_dir, "failures_shard*.jsonl")):
-        with open(failures) as f:
-            undecodable |= {json.loads(line)["clip"] for line in f if line.strip()}
+    undecodable = extraction.undecodable(embeddings_dir)
     trials = []
     for trial in layout.iter_trials([*scans.values(), videos]):
         counts["trials_found"] += 1

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import data_builders.mmact  # noqa: F401  (registers 'mmact')
+from data_builders import extraction
 from data_builders.mmact import build, extract_embeddings, layout, make_dummy_data
 
 CONFIG = make_dummy_data.TFDS_CONFIG
@@ -124,7 +125,7 @@ def test_frames_are_the_jpegs_the_model_saw(dataset):
         with np.load(os.path.join(make_dummy_data.DUMMY_DATA, "embeddings", "context", name + ".npz")) as stored:
             indices = stored["frame_indices"]
         clip = next(c for c in extract_embeddings.list_clips(make_dummy_data.DUMMY_DATA) if c.name == name)
-        originals, _ = extract_embeddings.read_frames(clip.path, indices)
+        originals, _ = extraction.read_frames(clip.path, indices)
         for jpeg, original in zip(example["frames"][camera], originals, strict=True):
             decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)
             assert decoded.shape == original.shape and np.abs(decoded - original).mean() < 8  # JPEG-close
@@ -174,7 +175,7 @@ def _rewrite_width(path, width, rng):
         arrays = {
             name: (
                 rng.standard_normal((*stored[name].shape[:-1], width)).astype(np.float16)
-                if name in extract_embeddings.EMBEDDING_KINDS
+                if name in extraction.EMBEDDING_KINDS
                 else stored[name]
             )
             for name in stored
@@ -191,8 +192,8 @@ def test_the_embedding_width_is_the_extractions_own(tmp_path):
     for name in os.listdir(embeddings):
         if name.endswith(".npz"):
             _rewrite_width(embeddings / name, 48, rng)
-    metadata = json.load(open(embeddings / extract_embeddings.METADATA)) | {"hidden_size": 48}
-    json.dump(metadata, open(embeddings / extract_embeddings.METADATA, "w"))
+    metadata = json.load(open(embeddings / extraction.METADATA)) | {"hidden_size": 48}
+    json.dump(metadata, open(embeddings / extraction.METADATA, "w"))
     directory, _ = build.build(
         str(manual_dir), str(manual_dir / "embeddings"), str(tmp_path / "tfds"), "context-last_token"
     )

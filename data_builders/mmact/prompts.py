@@ -1,14 +1,11 @@
-"""Prompt sets for the Video-LLaVA embeddings: edit here, then re-extract; the paper's prompt ablation runs on them.
+"""MMAct's prompt sets for the video embeddings: edit here, then re-extract; the paper's prompt ablation runs on them.
 
-The language model is causal: text after <video> cannot change the video tokens. So the context goes BEFORE the
-video, where every video token attends to it, and the question after it, whose last token summarises the clip
-in the light of both (read as the 'last_token' embedding).
+A context describes the scene; data_builders/extraction.py places it before the video (and says why).
 """
 
 from __future__ import annotations
 
-QUESTION = "Which activity is the person performing? Answer in one word:"
-TEMPLATE = "USER: {context}<video>\n{question} ASSISTANT:"
+from data_builders import extraction
 
 # prompt set -> {scene or None: context}; None is the context for every scene the set does not name.
 PROMPT_SETS: dict[str, dict[int | None, str]] = {
@@ -33,14 +30,11 @@ def prompt(prompt_set: str, scene: int) -> str:
     context = contexts.get(scene, contexts.get(None))
     if context is None:
         raise ValueError(f"prompt set {prompt_set!r} has no context for scene {scene} and no default")
-    return TEMPLATE.format(context=context, question=QUESTION)
+    return extraction.prompt_text(context)
 
 
 def vocabulary() -> list[str]:
     """Every word the prompts use (for the tiny offline tokenizer of tests and the demo)."""
-    texts = [
-        TEMPLATE.format(context=context, question=QUESTION)
-        for contexts in PROMPT_SETS.values()
-        for context in contexts.values()
-    ]
-    return sorted({word for text in texts for word in text.replace("<video>", " ").split()})
+    return extraction.words(
+        extraction.prompt_text(context) for contexts in PROMPT_SETS.values() for context in contexts.values()
+    )

@@ -12,6 +12,7 @@ so the same cost; only the special-token ids are the offline tokenizer's (0 and 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from data_builders.mmact import prompts
@@ -59,11 +60,12 @@ VIDEO_LLAVA_7B = {
 }
 
 
-def _tokenizer() -> Any:
+def _tokenizer(extra_words: Sequence[str] = ()) -> Any:
     import tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = SPECIAL_TOKENS + [word for word in prompts.vocabulary() if word not in SPECIAL_TOKENS]
+    known = sorted(set(prompts.vocabulary()) | set(extra_words))
+    words = SPECIAL_TOKENS + [word for word in known if word not in SPECIAL_TOKENS]
     vocab = {word: index for index, word in enumerate(words)}
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
@@ -78,7 +80,7 @@ def _tokenizer() -> Any:
     )
 
 
-def _model_and_processor(sizes: dict[str, Any]) -> tuple[Any, Any]:
+def _model_and_processor(sizes: dict[str, Any], extra_words: Sequence[str] = ()) -> tuple[Any, Any]:
     """(the config, the processor) of a Video-LLaVA with `sizes` and the offline tokenizer."""
     from transformers import (
         CLIPImageProcessor,
@@ -89,7 +91,7 @@ def _model_and_processor(sizes: dict[str, Any]) -> tuple[Any, Any]:
         VideoLlavaVideoProcessor,
     )
 
-    tokenizer = _tokenizer()
+    tokenizer = _tokenizer(extra_words)
     patch_size = sizes["vision"]["patch_size"]
     tokens_per_frame = (224 // patch_size) ** 2 + 1
     text = {"vocab_size": len(tokenizer), **sizes["text"]}
@@ -112,12 +114,15 @@ def _model_and_processor(sizes: dict[str, Any]) -> tuple[Any, Any]:
     return config, processor
 
 
-def save_tiny_model(output_dir: str, seed: int = 0) -> str:
-    """Writes config, safetensors weights, tokenizer and processor to `output_dir`; returns it."""
+def save_tiny_model(output_dir: str, seed: int = 0, extra_words: Sequence[str] = ()) -> str:
+    """Writes config, safetensors weights, tokenizer and processor to `output_dir`; returns it.
+
+    The tokenizer knows MMAct's prompts' words and `extra_words` (a manifest's contexts: extraction.words).
+    """
     import torch
     from transformers import VideoLlavaForConditionalGeneration
 
-    config, processor = _model_and_processor(TINY)
+    config, processor = _model_and_processor(TINY, extra_words)
     torch.manual_seed(seed)
     model = VideoLlavaForConditionalGeneration(config).eval()
     model.save_pretrained(output_dir, safe_serialization=True)
