@@ -24,7 +24,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "mmact"  # 'synthetic' | 'npz' | 'mmact'
+    config.data.source = "mmact"  # 'synthetic' | 'npz' | 'mmact' | 'recordings' (a manifest's TFDS dataset)
+    config.data.dataset = "recordings"  # recordings: the TFDS dataset's name (build --name; 'utd_mhad')
     config.data.train_path = ""  # npz: training split
     config.data.eval_path = ""  # npz: evaluation split
     config.data.num_classes = 0  # npz: 0 = from 'class_names' in the file, else the largest label + 1
@@ -35,8 +36,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # Held out of the training split for model selection (the best checkpoint), whole subjects where the data
     # names them (MMAct; npz 'subject'); 0: none, and the best checkpoint is chosen on the eval split.
     config.data.validation_fraction = 0.0
-    config.data.protocol = "cross_subject"  # mmact: cross_subject | cross_view | cross_scene | cross_session
-    config.data.data_dir = ""  # mmact: the TFDS data_dir the builder wrote to
+    # mmact: cross_subject | cross_view | cross_scene | cross_session; recordings: the dataset's (its build report)
+    config.data.protocol = "cross_subject"
+    config.data.data_dir = ""  # mmact, recordings: the TFDS data_dir the builder wrote to
     config.data.prompt_set = "context"  # mmact: plain | context | scene (data_builders/mmact/prompts.py)
     config.data.embedding = "video_mean_last"  # mmact: which stored Video-LLaVA embedding feeds v
     config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'

@@ -7,7 +7,7 @@ import pytest
 
 from configs import sensor_only
 from data_builders.mmact import build, make_dummy_data
-from harjax.data import batch as batch_lib, mmact, pipeline, sampling
+from harjax.data import batch as batch_lib, pipeline, sampling, tfds_source
 from harjax.training import loop
 from tests.conftest import assert_caches_serve_the_same_batches, read_metrics, small_config
 
@@ -177,7 +177,7 @@ class _NoRecordReads:
 
 
 def test_listing_the_views_decodes_no_record(data_dir, monkeypatch):
-    opened = mmact._open
+    opened = tfds_source._open
 
     def guarded(directory):
         builder = opened(directory)
@@ -185,13 +185,13 @@ def test_listing_the_views_decodes_no_record(data_dir, monkeypatch):
         builder.as_data_source = lambda split: _NoRecordReads(as_data_source(split))
         return builder
 
-    monkeypatch.setattr(mmact, "_open", guarded)
+    monkeypatch.setattr(tfds_source, "_open", guarded)
     train_split, eval_split = pipeline.load_splits(_config(data_dir))
     assert len(train_split) == 12 and len(eval_split) == 48 and len(train_split.labels) == 12
 
 
 def test_a_dataset_without_a_stored_listing_is_listed_from_its_records(data_dir, monkeypatch, caplog):
-    opened = mmact._open
+    opened = tfds_source._open
 
     def older(directory):
         builder = opened(directory)
@@ -199,7 +199,7 @@ def test_a_dataset_without_a_stored_listing_is_listed_from_its_records(data_dir,
         return builder
 
     expected = pipeline.load_splits(_config(data_dir))
-    monkeypatch.setattr(mmact, "_open", older)
+    monkeypatch.setattr(tfds_source, "_open", older)
     listed = pipeline.load_splits(_config(data_dir))
     assert "has no stored listing" in caplog.text
     for new, old in zip(listed, expected, strict=True):

@@ -2,7 +2,7 @@
 
 Built without TensorFlow, to array_record:
     python -m data_builders.mmact.build --manual_dir=M --embeddings_dir=E --data_dir=D [--config=NAME]
-and read with tfds.data_source / tfds.builder_from_directory (harjax.data.mmact does).
+and read with tfds.data_source / tfds.builder_from_directory (harjax.data.tfds_source does).
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ import numpy as np
 from absl import flags
 
 from harjax import errors
-from harjax.data import batch as batch_lib, mmact, normalization, npz, sampling, synthetic
+from harjax.data import batch as batch_lib, normalization, npz, sampling, synthetic, tfds_source
 
-SOURCES = ("synthetic", "npz", "mmact")
+SOURCES = ("synthetic", "npz", "mmact", "recordings")
 CACHES = ("auto", "none", "host", "device")
 _ENDLESS = 2**62  # steps: a range no run reaches
 
@@ -38,8 +38,8 @@ _ENDLESS = 2**62  # steps: a range no run reaches
 def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, batch_lib.Split]:
     """(train, eval) splits of config.data.source, sensors standardised (config.data.sensor_normalization)."""
     source = config.data.source
-    if source == "mmact":
-        train, evaluation = mmact.load_splits(config)  # standardised with the dataset's stored statistics
+    if source in ("mmact", "recordings"):
+        train, evaluation = tfds_source.load_splits(config)  # standardised with the dataset's stored statistics
     elif source in ("synthetic", "npz"):
         train, evaluation = _load_arrays(config)
     else:

@@ -46,15 +46,10 @@ def _period(time: np.ndarray, origin: str) -> float:
     return float(np.median(forward))
 
 
-def resample(
-    time: np.ndarray,
-    values: np.ndarray,
-    rate_hz: float,
-    origin: str,
-    max_gap_periods: float = DEFAULT_MAX_GAP_PERIODS,
-    on_clock_jump: str = "split",
-) -> tuple[list[Segment], dict[str, int]]:
-    """(segments on a grid at rate_hz, what was found: counts by kind) of time [T] seconds, values [T, C]."""
+def _segments(
+    time: np.ndarray, values: np.ndarray, rate_hz: float, origin: str, max_gap_periods: float, on_clock_jump: str
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], float, dict[str, int]]:
+    """(the recording's forward-running parts, sorted with distinct timestamps; its period; what was found)."""
     if on_clock_jump not in CLOCK_JUMP_ACTIONS:
         raise errors.ConfigError(f"--on_clock_jump must be one of {CLOCK_JUMP_ACTIONS}, got {on_clock_jump!r}")
     if not max_gap_periods > 1:
@@ -88,7 +83,7 @@ def resample(
             f"{origin}: the clock jumps back at row {row} ({time[jumps[0] - 1]:.6g} s -> {time[jumps[0]]:.6g} s); "
             "fix the timestamps, or predict each part on its own (--on_clock_jump=split)"
         )
-    segments = []
+    parts = []
     for part_time, part_values in zip(np.split(time, jumps), np.split(values, jumps), strict=True):
         order = np.argsort(part_time, kind="stable")
         part_time, part_values = part_time[order], part_values[order]
@@ -98,22 +93,74 @@ def resample(
         if len(part_time) < 2:
             report["segments_too_short_dropped"] += 1
             continue
-        segment, gaps = _on_grid(part_time, part_values, rate_hz, max_gap_periods * period)
-        report["gaps"] += gaps
-        report["gap_steps_masked"] += int((~segment.mask).sum())
-        segments.append(segment)
-    report["segments"] = len(segments)
+        report["gaps"] += int((np.diff(part_time) > max_gap_periods * period).sum())
+        parts.append((part_time, part_values))
+    report["segments"] = len(parts)
+    return parts, period, report
+
+
+def resample(
+    time: np.ndarray,
+    values: np.ndarray,
+    rate_hz: float,
+    origin: str,
+    max_gap_periods: float = DEFAULT_MAX_GAP_PERIODS,
+    on_clock_jump: str = "split",
+) -> tuple[list[Segment], dict[str, int]]:
+    """(segments on a grid at rate_hz, what was found: counts by kind) of time [T] seconds, values [T, C]."""
+    parts, period, report = _segments(time, values, rate_hz, origin, max_gap_periods, on_clock_jump)
+    segments = []
+    for part_time, part_values in parts:
+        grid = part_time[0] + np.arange(int(np.floor((part_time[-1] - part_time[0]) * rate_hz + 1e-9)) + 1) / rate_hz
+        resampled, recorded = _interpolate(part_time, part_values, grid, max_gap_periods * period)  # [S, C], [S]
+        report["gap_steps_masked"] += int((~recorded).sum())
+        segments.append(Segment(grid, resampled, recorded))
     return segments, report
 
 
-def _on_grid(time: np.ndarray, values: np.ndarray, rate_hz: float, max_gap_s: float) -> tuple[Segment, int]:
-    """One segment (sorted, distinct timestamps) on the grid, with the steps inside long gaps masked."""
-    grid = time[0] + np.arange(int(np.floor((time[-1] - time[0]) * rate_hz + 1e-9)) + 1) / rate_hz  # [S]
+def onto_grid(
+    time: np.ndarray,
+    values: np.ndarray,
+    grid: np.ndarray,
+    origin: str,
+    max_gap_periods: float = DEFAULT_MAX_GAP_PERIODS,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """(values [G, C] float32, recorded [G] bool, what was found) of a recording on a given grid [G] of seconds.
+
+    For aligning a recording with another clock's span (a video clip's): grid steps outside the recording, or
+    inside a gap longer than max_gap_periods, are not recorded (values 0). After a clock jump back the parts
+    overlap in time; a grid step keeps the first part's value, and the later part's steps there are counted as
+    'steps_hidden_by_clock_jump'.
+    """
+    grid = np.asarray(grid, np.float64)
+    rate_hz = 1.0 / float(np.median(np.diff(grid))) if len(grid) > 1 else 1.0
+    parts, period, report = _segments(time, values, rate_hz, origin, max_gap_periods, "split")
+    channels = np.shape(values)[1]
+    laid = np.zeros((len(grid), channels), np.float32)
+    recorded = np.zeros(len(grid), bool)
+    report |= {"steps_hidden_by_clock_jump": 0}
+    for part_time, part_values in parts:
+        inside = (grid >= part_time[0]) & (grid <= part_time[-1])  # [G]
+        resampled, part_recorded = _interpolate(part_time, part_values, grid[inside], max_gap_periods * period)
+        report["gap_steps_masked"] += int((~part_recorded).sum())
+        fresh = part_recorded & ~recorded[inside]
+        report["steps_hidden_by_clock_jump"] += int((part_recorded & recorded[inside]).sum())
+        target = np.flatnonzero(inside)[fresh]
+        laid[target], recorded[target] = resampled[fresh], True
+    return laid, recorded, report
+
+
+def _interpolate(
+    time: np.ndarray, values: np.ndarray, grid: np.ndarray, max_gap_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values [S, C] float32 at grid [S], recorded [S]) of one part (sorted, distinct timestamps covering grid).
+
+    Grid steps inside a gap longer than max_gap_s are not recorded and hold 0.
+    """
     resampled = np.stack([np.interp(grid, time, values[:, channel]) for channel in range(values.shape[1])], axis=1)
     after = np.searchsorted(time, grid, side="right")  # [S]: the first sample after each grid step
     before = np.maximum(after - 1, 0)
     spans = time[np.minimum(after, len(time) - 1)] - time[before]  # the step between the samples around each point
     inside = (spans > max_gap_s) & (grid > time[before]) & (after < len(time))
-    gaps = int((np.diff(time) > max_gap_s).sum())
     resampled[inside] = 0.0
-    return Segment(grid, resampled.astype(np.float32), ~inside), gaps
+    return resampled.astype(np.float32), ~inside

@@ -265,7 +265,7 @@ checkpoint of step {meta["step"]} ({meta["step_choice"]}; the run's best checkpo
 - Classes ({len(meta["class_names"])}): {", ".join(meta["class_names"])}.
 
 ## Training data
-Source `{data["source"]}`{f", protocol `{data['protocol']}`" if data["source"] == "mmact" else ""}:
+Source `{data["source"]}`{f", protocol `{data['protocol']}`" if data["source"] in ("mmact", "recordings") else ""}:
 {data["train"]["examples"]} training examples from {data["train"]["origin"]}
 (fingerprint {data["train"]["fingerprint"]}); evaluated on {data["eval"]["examples"]} examples from
 {data["eval"]["origin"]} (fingerprint {data["eval"]["fingerprint"]}).

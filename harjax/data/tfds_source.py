@@ -1,10 +1,15 @@
-"""MMAct from its TFDS dataset (built by data_builders/mmact): protocol splits, camera views, normalisation.
+"""Datasets in harjax's TFDS format (MMAct's, and every recordings manifest's): protocol splits, views, normalisation.
 
-Reads with tfds.builder_from_directory, so training needs neither the builder's code nor its dependencies.
+The builders of data_builders/mmact and data_builders/recordings write the same format: one record per trial
+(sensor [T, C], sensor_present per stream, embedding per camera, camera_mask, label, subject), the splits
+'<protocol>_train' and '<protocol>_test', and in the metadata the protocols, each protocol's training statistics
+and a listing of every split. A recordings dataset adds 'sensor_mask' [T] (steps every stream recorded) and may
+have no embedding at all (built without video). Reads with tfds.builder_from_directory, so training needs neither
+the builder's code nor its dependencies.
 A split is its stored trials and a list of views of them. Training views are trials: each epoch draws one of the
 trial's cameras and, for a trial longer than config.data.max_length, where its crop starts. Evaluation views are
 (trial, camera) pairs with the centred crop; views of a trial share a 'trial' id, so the evaluation also reports
-the per-trial average. Both are the same transform of the stored trials (MMActSplit.gather), from columns read
+the per-trial average. Both are the same transform of the stored trials (TFDSSplit.gather), from columns read
 once into memory or from the few records a batch needs. Sensors are standardised with the protocol's training
 statistics stored in the dataset (a stream a trial lacks stays zero), then padded to max_length steps.
 """
@@ -23,15 +28,15 @@ import numpy as np
 from harjax import errors
 from harjax.data import batch as batch_lib, normalization
 
-DATASET = "mmact"
-PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")
+MMACT = "mmact"
+PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")  # MMAct's (its datasets predate the list)
 DEFAULT_RATE_HZ = 50.0  # the builder's rate, for datasets built before it recorded its rate in the metadata
 INDEX = "index"  # dataset metadata: per split, what listing the views needs (camera_mask, sensor_length, label)
 
 
-def dataset_directory(data_dir: str, tfds_config: str) -> str:
-    """<data_dir>/mmact/<config>/<latest version>."""
-    root = os.path.join(data_dir, DATASET, tfds_config)
+def dataset_directory(data_dir: str, tfds_config: str, dataset: str = MMACT) -> str:
+    """<data_dir>/<dataset>/<config>/<latest version>."""
+    root = os.path.join(data_dir, dataset, tfds_config)
     versions = (
         sorted(
             (entry for entry in os.listdir(root) if entry[:1].isdigit()),
@@ -41,9 +46,10 @@ def dataset_directory(data_dir: str, tfds_config: str) -> str:
         else []
     )
     if not versions:
+        builder = "mmact.build --config=" + tfds_config if dataset == MMACT else f"recordings.build --name={dataset}"
         raise batch_lib.DataError(
-            f"{root}: no built MMAct dataset (config.data.data_dir={data_dir!r}, TFDS config {tfds_config!r}); "
-            "build it with python -m data_builders.mmact.build --config=" + tfds_config
+            f"{root}: no built {dataset} dataset (config.data.data_dir={data_dir!r}, TFDS config {tfds_config!r}); "
+            f"build it with python -m data_builders.{builder}"
         )
     return os.path.join(root, versions[-1])
 
@@ -59,7 +65,7 @@ class Listing:
 
 
 @dataclasses.dataclass(frozen=True)
-class MMActSplit:
+class TFDSSplit:
     """One protocol split: stored trials, the views to serve, and how to make them contract examples.
 
     The stored trials are the TFDS source's.
@@ -162,7 +168,7 @@ class MMActSplit:
             selection["trial"] = trials.astype(np.int32)
         return selection
 
-    def hold_out(self, fraction: float, seed: int) -> tuple[MMActSplit, MMActSplit]:
+    def hold_out(self, fraction: float, seed: int) -> tuple[TFDSSplit, TFDSSplit]:
         """Whole training subjects held out; their trials are scored view by view, as the test split is."""
         trials = self.views[:, 0]
         held = batch_lib.hold_out_positions(self.listing.label[trials], self.listing.subject[trials], fraction, seed)
@@ -194,18 +200,21 @@ class MMActSplit:
         read); embeddings [N, cameras, (F,) d] float32.
         """
         records = [self.source[int(trial)] for trial in trials]
-        sensors = []
+        sensors, recorded_steps = [], []
         for record in records:
             recorded = np.repeat(record["sensor_present"], self.stream_axes)  # [C]
-            steps = np.ones((1, len(record["sensor"])), bool)
+            steps = np.asarray(record.get("sensor_mask", np.ones(len(record["sensor"]), bool)), bool)  # [T]
             standardised = normalization.standardise(
-                record["sensor"][None], steps, self.normalization_mode, self.mean, self.std
+                record["sensor"][None], steps[None], self.normalization_mode, self.mean, self.std
             )[0]
             sensors.append(np.where(recorded, standardised, 0.0).astype(np.float32))  # a missing stream stays 0
+            recorded_steps.append(steps)
         sensors.append(np.zeros((1, len(self.mean)), np.float32))
+        recorded_steps.append(np.zeros(1, bool))
         lengths = np.asarray([len(sensor) for sensor in sensors[:-1]], np.int32)
         columns = {
             "sensor": np.concatenate(sensors),
+            "recorded": np.concatenate(recorded_steps),  # [S + 1]: False inside a recording's gaps
             "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32),
             "length": lengths,
             "label": np.asarray([record["label"] for record in records], np.int32),
@@ -225,12 +234,12 @@ class MMActSplit:
         rows, start = selection["rows"], selection["start"]
         steps = xp.arange(self.max_length)
         kept = xp.clip(columns["length"][rows] - start, 0, self.max_length)  # [B] recorded steps after the crop
-        mask = steps[None, :] < kept[:, None]  # [B, T]
+        within = steps[None, :] < kept[:, None]  # [B, T]
         zero_row = columns["sensor"].shape[0] - 1  # padding reads the zero row: no masking pass over the batch
-        index = xp.where(mask, columns["offset"][rows][:, None] + start[:, None] + steps[None, :], zero_row)
+        index = xp.where(within, columns["offset"][rows][:, None] + start[:, None] + steps[None, :], zero_row)
         batch = {
             batch_lib.SENSOR: xp.take(columns["sensor"], index, axis=0),  # [B, T, C]
-            batch_lib.SENSOR_MASK: mask,
+            batch_lib.SENSOR_MASK: xp.take(columns["recorded"], index, axis=0),  # [B, T]; padding reads False
             batch_lib.LABEL: columns["label"][rows],
         }
         if self.uses_video:
@@ -273,23 +282,43 @@ def _listing(builder: Any, source: Any, name: str, directory: str) -> Listing:
     )
 
 
-def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSplit]:
-    """(train, eval) of config.data.protocol from the TFDS dataset under config.data.data_dir."""
+SENSORS_ONLY_CONFIG = "sensors"  # the TFDS config of a recordings dataset built without video
+
+
+def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit]:
+    """(train, eval) of config.data.protocol from the TFDS dataset under config.data.data_dir.
+
+    config.data.source 'mmact' reads MMAct; 'recordings' reads the dataset config.data.dataset (built from a
+    recordings manifest).
+    """
     data = config.data
-    if data.protocol not in PROTOCOLS:
-        raise errors.ConfigError(f"config.data.protocol must be one of {PROTOCOLS}, got {data.protocol!r}")
+    dataset = MMACT if data.source == MMACT else data.dataset
     if not data.data_dir:
-        raise batch_lib.DataError("config.data.source='mmact' needs config.data.data_dir (the TFDS data_dir)")
-    tfds_config = data.tfds_config or f"{data.prompt_set}-{data.embedding}"
-    directory = dataset_directory(data.data_dir, tfds_config)
+        raise batch_lib.DataError(f"config.data.source={data.source!r} needs config.data.data_dir (the TFDS data_dir)")
+    uses_video = config.model.modalities in ("both", "video")
+    tfds_config = data.tfds_config or (
+        f"{data.prompt_set}-{data.embedding}" if uses_video or dataset == MMACT else SENSORS_ONLY_CONFIG
+    )
+    directory = dataset_directory(data.data_dir, tfds_config, dataset)
     builder = _open(directory)
+    protocols = tuple(builder.info.metadata.get("protocols", PROTOCOLS))
+    if data.protocol not in protocols:
+        raise errors.ConfigError(
+            f"config.data.protocol must be one of {directory}'s protocols {protocols}, got {data.protocol!r}"
+        )
     with open(os.path.join(directory, "dataset_info.json"), "rb") as f:
         fingerprint = hashlib.sha256(f.read()).hexdigest()[:16]
     stats = builder.info.metadata["normalization"][data.protocol]
     names = tuple(builder.info.features["label"].names)
-    embedding_shape = tuple(builder.info.features["embedding"].shape)  # [cameras, d] or [cameras, 8, d]
+    if uses_video and "embedding" not in builder.info.features:
+        raise batch_lib.DataError(
+            f"{directory} was built without video, but config.model.modalities={config.model.modalities!r}; "
+            "train a video-free config such as configs/sensor_only.py, or build with --embeddings_dir"
+        )
+    embedding_shape = (
+        tuple(builder.info.features["embedding"].shape) if uses_video else ()
+    )  # [cameras, d] or [cameras, 8, d]
     streams = builder.info.features["sensor_present"].shape[0]
-    uses_video = config.model.modalities in ("both", "video")
     uses_sensor = config.model.modalities in ("both", "sensor")
     if data.protocol == "cross_view":  # its train and test splits hold the same trials, cameras aside
         if not uses_video:
@@ -303,13 +332,13 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
                 "cross_view: the test trials' sensor data is in the training split; only the camera view is new"
             )
     extracted_with = builder.info.metadata.get("embeddings", {}).get("prompt_set")
-    if extracted_with != data.prompt_set:
+    if uses_video and extracted_with != data.prompt_set:
         raise batch_lib.DataError(
             f"{directory} holds embeddings of prompt set {extracted_with!r}, but config.data.prompt_set="
             f"{data.prompt_set!r}"
         )
 
-    def split(part: str) -> MMActSplit:
+    def split(part: str) -> TFDSSplit:
         name = f"{data.protocol}_{part}"
         source = builder.as_data_source(name)
         listing = _listing(builder, source, name, directory)
@@ -332,7 +361,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[MMActSplit, MMActSpl
         skipped = {reason: count for reason, count in report.items() if reason.startswith("skipped") and count}
         if skipped:
             logging.warning("%s/%s: %s", directory, name, skipped)
-        return MMActSplit(
+        return TFDSSplit(
             source=source,
             listing=listing,
             views=views.astype(np.int64),
