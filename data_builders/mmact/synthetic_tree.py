@@ -86,16 +86,25 @@ def _sensor_rows(
     return rows
 
 
-def _write_clip(path: str, class_index: int, spec: TreeSpec, rng: np.random.Generator) -> None:
+def write_clip(
+    path: str,
+    class_index: int,
+    rng: np.random.Generator,
+    frames: int = 16,
+    size: tuple[int, int] = (64, 48),
+    fps: float = 29.97,
+    codec: str = "libx264",
+) -> None:
+    """A clip whose bright square moves at a class-specific speed (frames of `size` = width, height)."""
     import av  # the builder's extra; training never imports this module
 
-    width, height = spec.frame_size
+    width, height = size
     with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=round(spec.fps))
+        stream = container.add_stream(codec, rate=round(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         speed = 1.5 + 1.2 * class_index  # pixels per frame
         row = int((class_index * 7) % (height - 12))
-        for index in range(spec.clip_frames):
+        for index in range(frames):
             frame = np.full((height, width, 3), 30, np.uint8)
             frame += rng.integers(0, 10, frame.shape, dtype=np.uint8)
             column = int(index * speed) % (width - 10)
@@ -192,7 +201,7 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
                     f.write(b"\x00\x00\x00\x18ftypmp42 truncated, not a video")
                 quirks["undecodable_clip"].append(path)
                 continue
-            _write_clip(path, class_index, spec, rng)
+            write_clip(path, class_index, rng, spec.clip_frames, spec.frame_size, spec.fps)
     manifest = json.loads(
         json.dumps({"spec": dataclasses.asdict(spec), "trials": [trial.key for trial in trials], "quirks": quirks})
     )  # as it reads back from the file

@@ -1,0 +1,102 @@
+"""Video embeddings of every clip a recordings manifest names, with the same core, kinds and resume as MMAct's.
+
+    python -m data_builders.recordings.extract_embeddings --manifest=M --output_dir=E --prompt_set=context \
+        [--model=LanguageBind/Video-LLaVA-7B-hf --batch_size=8 --num_shards=N --shard_index=I --device=cuda]
+
+Writes E/<prompt_set>/<row id>.npz per row with a clip (the row's span of it, clip_start_s to clip_end_s), the
+metadata and the failure report of data_builders/extraction.py. Prompt sets: 'plain' (no context) and 'context'
+(each row's own `context` text before the video, as MMAct's scene prompts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from data_builders import extraction
+from data_builders.recordings import manifest
+
+DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
+PROMPT_SETS = ("plain", "context")
+
+
+def prompt(prompt_set: str, recording: manifest.Recording) -> str:
+    """The full prompt a row's clip is read with."""
+    if prompt_set not in PROMPT_SETS:
+        raise ValueError(f"unknown prompt set {prompt_set!r} for a recordings manifest; choose one of {PROMPT_SETS}")
+    return extraction.prompt_text(recording.context if prompt_set == "context" else "")
+
+
+def jobs(recordings: Sequence[manifest.Recording], prompt_set: str) -> list[extraction.ClipJob]:
+    """One job per row with a clip, in manifest order (the order shards are cut from)."""
+    return [
+        extraction.ClipJob(
+            recording.id, recording.clip, prompt(prompt_set, recording), recording.clip_start_s, recording.clip_end_s
+        )
+        for recording in recordings
+        if recording.clip is not None
+    ]
+
+
+def extract(
+    manifest_path: str,
+    output_dir: str,
+    model_id: str,
+    prompt_set: str,
+    batch_size: int = 8,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    device: str = "cpu",
+    extractor: extraction.Extractor | None = None,
+) -> dict[str, Any]:
+    """Embeds this shard's clips that are not done yet into output_dir/prompt_set; returns counts and failures."""
+    listed = jobs(manifest.read(manifest_path), prompt_set)
+    if not listed:
+        raise manifest.ManifestError(f"{manifest_path}: no row names a 'clip' (a sensors-only build extracts nothing)")
+    prompts = {str(index): text for index, text in enumerate(sorted({job.prompt for job in listed}))}
+    return extraction.extract(
+        listed,
+        os.path.join(output_dir, prompt_set),
+        model_id,
+        prompt_set,
+        prompts,
+        batch_size,
+        num_shards,
+        shard_index,
+        device,
+        extractor,
+    )
+
+
+def main() -> None:
+    """Extracts the embeddings of one shard from the command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True, help="a recordings manifest (.csv or .jsonl)")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local path")
+    parser.add_argument("--prompt_set", required=True, choices=PROMPT_SETS)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--shard_index", type=int, default=0)
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    extraction.print_summary(
+        extract(
+            args.manifest,
+            args.output_dir,
+            args.model,
+            args.prompt_set,
+            args.batch_size,
+            args.num_shards,
+            args.shard_index,
+            args.device,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

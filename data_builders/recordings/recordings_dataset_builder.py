@@ -1,0 +1,302 @@
+"""A recordings manifest as a TFDS dataset in MMAct's format, so every reader, cache, evaluator and suite works on it.
+
+Built without TensorFlow, to array_record (python -m data_builders.recordings.build), read by
+harjax/data/tfds_source.py with config.data.source='recordings'. One record per manifest row: the sensors aligned
+on the clip's grid (data_builders/recordings/sensors.py) with the steps every stream recorded, the row's clip
+embedding (one camera), label, subject, session and its id. Splits '<protocol>_train' / '<protocol>_test' for the
+manifest's own split column (protocol `split_protocol`) and, on request, one leave-subjects-out fold per subject
+('loso_s<subject>'). What was skipped, and what alignment found per example, is in the build report.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_builders import extraction
+from data_builders.recordings import extract_embeddings, manifest, sensors
+from harjax import errors
+from harjax.data import resampling
+
+SENSORS_ONLY = "sensors"  # the config of a build without video (harjax/data/tfds_source.py reads it by this name)
+LOSO_PREFIX = "loso_s"
+
+
+@dataclasses.dataclass
+class RecordingsConfig(tfds.core.BuilderConfig):
+    prompt_set: str = "context"  # '' for a build without video
+    embedding: str = "video_mean_last"  # one of extraction.EMBEDDING_KINDS
+    sensor_rate_hz: float = sensors.DEFAULT_RATE_HZ
+
+
+def config_name(prompt_set: str | None, embedding: str, rate_hz: float = sensors.DEFAULT_RATE_HZ) -> str:
+    """'<prompt_set>-<embedding>' (as MMAct's), 'sensors' without video, '-<rate>hz' at another rate."""
+    name = f"{prompt_set}-{embedding}" if prompt_set else SENSORS_ONLY
+    return name if rate_hz == sensors.DEFAULT_RATE_HZ else f"{name}-{rate_hz:g}hz"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+    recording: manifest.Recording
+    aligned: sensors.Aligned
+    embedding: str | None  # its .npz, None without one
+
+
+class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A lab's own recordings (a manifest) with their clips' embeddings; `named` gives it another dataset name."""
+
+    name = "recordings"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Manifest rows aligned on their clips' grids, MMAct's record format and metadata."}
+    BUILDER_CONFIGS = [
+        RecordingsConfig(name=config_name(prompt_set, kind), prompt_set=prompt_set, embedding=kind)
+        for prompt_set in extract_embeddings.PROMPT_SETS
+        for kind in extraction.EMBEDDING_KINDS
+    ] + [RecordingsConfig(name=SENSORS_ONLY, prompt_set="", description="sensors only, no video")]
+    DEFAULT_CONFIG_NAME = config_name("context", "video_mean_last")
+
+    def __init__(
+        self,
+        *,
+        manifest_path: str,
+        embeddings_dir: str | None = None,
+        class_names: Sequence[str] | None = None,
+        split_protocol: str = "manifest",
+        leave_subjects_out: bool = False,
+        min_coverage: float = sensors.DEFAULT_MIN_COVERAGE,
+        max_gap_periods: float = resampling.DEFAULT_MAX_GAP_PERIODS,
+        **kwargs: Any,
+    ):
+        self._manifest_path = manifest_path
+        self._embeddings_dir = embeddings_dir  # the extractor's --output_dir (one folder per prompt set inside)
+        self._class_names = tuple(class_names) if class_names else None
+        self._split_protocol = split_protocol
+        self._leave_subjects_out = leave_subjects_out
+        self._min_coverage = min_coverage
+        self._max_gap_periods = max_gap_periods
+        super().__init__(**kwargs)
+        if bool(self.builder_config.prompt_set) != bool(embeddings_dir):
+            raise errors.ConfigError(
+                f"TFDS config {self.builder_config.name!r} "
+                + ("needs --embeddings_dir" if embeddings_dir is None else "has no video: drop --embeddings_dir")
+            )
+
+    @classmethod
+    def named(cls, name: str) -> type[Builder]:
+        """This builder under another dataset name (e.g. 'utd_mhad'): its folder under data_dir."""
+        if not name.isidentifier() or name != name.lower():
+            raise errors.ConfigError(f"--name={name!r}: a dataset name is lower-case letters, digits and '_'")
+        return cls if name == cls.name else type(f"Builder_{name}", (cls,), {"name": name}, skip_registration=True)
+
+    @property
+    def _extraction_dir(self) -> str | None:
+        return os.path.join(self._embeddings_dir, self.builder_config.prompt_set) if self._embeddings_dir else None
+
+    @functools.cached_property
+    def _parsed(self) -> tuple[list[_Example], tuple[str, ...], dict[str, Any]]:
+        return _parse(
+            manifest.read(self._manifest_path),
+            self._extraction_dir,
+            self.builder_config,
+            self._class_names,
+            self._min_coverage,
+            self._max_gap_periods,
+        )
+
+    def _embedding_shape(self) -> tuple[int, ...] | None:
+        if self._extraction_dir is None:
+            return None
+        dim = extraction.embedding_dim(self._extraction_dir)
+        return (1, extraction.NUM_FRAMES, dim) if self.builder_config.embedding == "frame_means" else (1, dim)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        examples, class_names, _ = self._parsed
+        channels = examples[0].aligned.channel_names if examples else ()
+        streams = examples[0].recording.streams if examples else ()
+        features = {
+            "sensor": tfds.features.Tensor(
+                shape=(None, len(channels)),
+                dtype=np.float32,
+                doc=f"aligned at {self.builder_config.sensor_rate_hz} Hz: {', '.join(channels)}",
+            ),
+            "sensor_mask": tfds.features.Tensor(shape=(None,), dtype=np.bool_, doc="steps every stream recorded"),
+            "sensor_present": tfds.features.Tensor(
+                shape=(len(streams),), dtype=np.bool_, doc=f"which of {streams} the example has"
+            ),
+            "camera_mask": tfds.features.Tensor(shape=(1,), dtype=np.bool_, doc="the clip has an embedding"),
+            "label": tfds.features.ClassLabel(names=class_names),
+            "subject": np.int32,
+            "scene": np.int32,
+            "session": np.int32,
+            "trial": tfds.features.Text(doc="the manifest row's id"),
+            "groups": tfds.features.Text(doc="the row's grouping columns, JSON"),
+        }
+        shape = self._embedding_shape()
+        if shape is not None:
+            features["embedding"] = tfds.features.Tensor(
+                shape=shape, dtype=np.float16, doc=f"'{self.builder_config.embedding}' of the row's clip"
+            )
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features), metadata=tfds.core.MetadataDict(), disable_shuffling=True
+        )
+
+    def _protocols(self, examples: list[_Example]) -> dict[str, dict[str, list[_Example]]]:
+        """protocol -> {'train': [...], 'test': [...]}: the manifest's split column, then one fold per subject."""
+        protocols = {}
+        if any(example.recording.split for example in examples):
+            protocols[self._split_protocol] = {
+                part: [example for example in examples if example.recording.split == part] for part in manifest.SPLITS
+            }
+        if self._leave_subjects_out:
+            unknown = [example.recording.row for example in examples if example.recording.subject is None]
+            if unknown:
+                raise manifest.ManifestError(
+                    f"{self._manifest_path}: rows {unknown[:10]} have no 'subject' (leave-subjects-out needs one)"
+                )
+            for subject in sorted({example.recording.subject for example in examples}):
+                protocols[f"{LOSO_PREFIX}{subject}"] = {
+                    "train": [example for example in examples if example.recording.subject != subject],
+                    "test": [example for example in examples if example.recording.subject == subject],
+                }
+        if not protocols:
+            raise manifest.ManifestError(
+                f"{self._manifest_path}: no protocol: give the rows a 'split' column (train/test) or build with "
+                "--leave_subjects_out"
+            )
+        return protocols
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
+        examples, class_names, report = self._parsed
+        if not examples:
+            raise manifest.ManifestError(f"{self._manifest_path}: no row could be used: {json.dumps(report)[:2000]}")
+        protocols = self._protocols(examples)
+        with open(self._manifest_path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        metadata = self.info.metadata
+        metadata["build_report"] = report
+        metadata["protocols"] = list(protocols)
+        metadata["normalization"] = {name: _normalization(parts["train"]) for name, parts in protocols.items()}
+        metadata["sensor_channels"] = list(examples[0].aligned.channel_names)
+        metadata["sensor_rate_hz"] = self.builder_config.sensor_rate_hz
+        metadata["cameras"] = [1]
+        metadata["manifest"] = {"path": os.path.abspath(self._manifest_path), "sha256": digest}
+        metadata["alignment"] = {"min_coverage": self._min_coverage, "max_gap_periods": self._max_gap_periods}
+        if self._extraction_dir is not None:
+            metadata["embeddings"] = extraction.read_metadata(self._extraction_dir)
+        members = {f"{name}_{part}": items for name, parts in protocols.items() for part, items in parts.items()}
+        metadata["index"] = {
+            split: {
+                "camera_mask": [[example.embedding is not None] for example in items],
+                "sensor_length": [len(example.aligned.sensor) for example in items],
+                "label": [class_names.index(example.recording.label) for example in items],
+                "subject": [_subject(example.recording) for example in items],
+            }
+            for split, items in members.items()
+        }
+        return {split: self._generate_examples(items) for split, items in members.items()}
+
+    def _generate_examples(self, items: list[_Example]) -> Iterator:
+        shape = self._embedding_shape()
+        for example in items:
+            recording = example.recording
+            record = {
+                "sensor": example.aligned.sensor,
+                "sensor_mask": example.aligned.mask,
+                "sensor_present": np.ones(len(recording.streams), bool),
+                "camera_mask": np.asarray([example.embedding is not None]),
+                "label": recording.label,
+                "subject": _subject(recording),
+                "scene": 0,
+                "session": recording.session,
+                "trial": recording.id,
+                "groups": json.dumps(recording.groups, sort_keys=True),
+            }
+            if shape is not None:
+                embedding = np.zeros(shape, np.float16)
+                if example.embedding is not None:
+                    with np.load(example.embedding) as stored:
+                        embedding[0] = stored[self.builder_config.embedding]
+                record["embedding"] = embedding
+            yield recording.id, record
+
+
+def _subject(recording: manifest.Recording) -> int:
+    return -1 if recording.subject is None else recording.subject
+
+
+def _parse(
+    recordings: list[manifest.Recording],
+    extraction_dir: str | None,
+    config: RecordingsConfig,
+    class_names: tuple[str, ...] | None,
+    min_coverage: float,
+    max_gap_periods: float,
+) -> tuple[list[_Example], tuple[str, ...], dict[str, Any]]:
+    """(the usable rows aligned, the class names, the build report): every row skipped is listed with its reason."""
+    counts: collections.Counter = collections.Counter(rows=len(recordings))
+    skipped: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    alignment: dict[str, dict[str, int]] = {}
+    failed = extraction.undecodable(extraction_dir) if extraction_dir else set()
+    names = class_names or tuple(sorted({r.label for r in recordings if r.label is not None}))
+    examples, channels = [], None
+
+    def skip(recording: manifest.Recording, reason: str, detail: str) -> None:
+        skipped[reason].append({"row": recording.row, "id": recording.id, "detail": detail})
+
+    for recording in recordings:
+        if recording.label is None:
+            skip(recording, "no_label", "the 'label' column is empty")
+            continue
+        if recording.label not in names:
+            skip(recording, "unknown_label", f"{recording.label!r} is none of the {len(names)} classes")
+            continue
+        try:
+            aligned = sensors.align(recording, config.sensor_rate_hz, min_coverage, max_gap_periods)
+        except errors.UserError as error:  # resampling's own refusals (too few timestamps) included
+            skip(recording, getattr(error, "reason", "unreadable_sensors"), str(error))
+            continue
+        if channels is None:
+            channels = aligned.channel_names
+        if aligned.channel_names != channels:
+            skip(recording, "different_channels", f"channels {list(aligned.channel_names)}, not {list(channels)}")
+            continue
+        found = {kind: count for kind, count in aligned.report.items() if count and kind not in ("rows", "segments")}
+        if found:
+            alignment[recording.id] = found
+        embedding = None
+        if extraction_dir and recording.clip is not None:
+            path = os.path.join(extraction_dir, recording.id + ".npz")
+            if os.path.exists(path):
+                embedding = path
+            else:
+                counts["undecodable_clip" if recording.id in failed else "missing_embedding"] += 1
+        examples.append(_Example(recording, aligned, embedding))
+    counts["examples"] = len(examples)
+    counts.update({f"skipped_{reason}": len(rows) for reason, rows in skipped.items()})
+    report = {
+        **dict(sorted(counts.items())),
+        "skipped": dict(skipped),
+        "alignment_per_example": alignment,
+        "alignment_totals": dict(sum(map(collections.Counter, alignment.values()), collections.Counter())),
+    }
+    return examples, names, report
+
+
+def _normalization(examples: list[_Example]) -> dict[str, list[float]]:
+    """Per-channel mean and std over the recorded steps of a protocol's training examples."""
+    total = total_sq = count = 0.0
+    for example in examples:
+        recorded = example.aligned.sensor[example.aligned.mask].astype(np.float64)  # [S, C]
+        total, total_sq, count = total + recorded.sum(0), total_sq + (recorded**2).sum(0), count + len(recorded)
+    mean = np.asarray(total) / max(count, 1)
+    std = np.sqrt(np.maximum(np.asarray(total_sq) / max(count, 1) - mean**2, 0))
+    return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist(), "steps": [int(count)] * len(mean)}
