@@ -95,7 +95,8 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """This builder under another dataset name (e.g. 'utd_mhad'): its folder under data_dir."""
         if not name.isidentifier() or name != name.lower():
             raise errors.ConfigError(f"--name={name!r}: a dataset name is lower-case letters, digits and '_'")
-        return cls if name == cls.name else type(f"Builder_{name}", (cls,), {"name": name}, skip_registration=True)
+        namespace = {"name": name, "__module__": cls.__module__}  # TFDS finds its files by the module
+        return cls if name == cls.name else type(f"Builder_{name}", (cls,), namespace, skip_registration=True)
 
     @property
     def _extraction_dir(self) -> str | None:
