@@ -4,9 +4,11 @@
         [--allow_missing_video]
     python -m harjax.predict --bundle=B --stream=recording.csv|npz --window_s=5 --hop_s=1 --output=P.csv|P.jsonl
         [--smooth=5] [--video=embedding.npy] [--allow_missing_video]
+    python -m harjax.predict --bundle=B --recordings=M.jsonl|M.csv --output=P.csv|P.jsonl [--device=cpu|cuda]
 
 The inputs and outputs are described in harjax/serving/batch.py (--input) and harjax/serving/streaming.py
-(--stream). Nothing is written unless every prediction succeeds.
+(--stream) and harjax/serving/recordings.py (--recordings: raw clips and sensor files in a recordings manifest, with
+the extract extra installed when the model reads video). Nothing is written unless every prediction succeeds.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from absl import app, flags, logging
 
 from harjax import cli
 from harjax.data import resampling
-from harjax.serving import batch, predictor as predictor_lib, streaming
+from harjax.serving import batch, predictor as predictor_lib, recordings, streaming
 
 _BUNDLE = flags.DEFINE_string("bundle", None, "A model bundle (python -m harjax.export).")
 _INPUT = flags.DEFINE_string("input", None, "An .npz of examples to predict.")
 _STREAM = flags.DEFINE_string("stream", None, "One long recording (.csv or .npz) to predict window by window.")
+_RECORDINGS = flags.DEFINE_string(
+    "recordings", None, "A recordings manifest of raw clips and sensor files (data_builders/recordings/manifest.py)."
+)
+_DEVICE = flags.DEFINE_string("device", "cpu", "Recordings: where the video model embeds the clips (cpu, cuda).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where predictions go: .csv or .jsonl.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Examples per forward pass.")
 _ALLOW_MISSING_VIDEO = flags.DEFINE_bool(
@@ -49,13 +55,17 @@ def main(argv: list[str]) -> None:
     """Predicts on the file or stream the flags name and writes every prediction, or nothing."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if bool(_INPUT.value) == bool(_STREAM.value):
-        raise app.UsageError("give --input (an .npz of examples) or --stream (one long recording), not both")
+    if sum(bool(value) for value in (_INPUT.value, _STREAM.value, _RECORDINGS.value)) != 1:
+        raise app.UsageError(
+            "give one of --input (an .npz of examples), --stream (one long recording) or --recordings (a manifest)"
+        )
     if not _OUTPUT.value.endswith(batch.FORMATS):
         raise app.UsageError(f"--output={_OUTPUT.value}: choose a {' or '.join(batch.FORMATS)} file")
     predictor = predictor_lib.Predictor.load(_BUNDLE.value, _ALLOW_MISSING_VIDEO.value)
     if _INPUT.value:
         table = batch.predict_file(predictor, _INPUT.value, _BATCH_SIZE.value)
+    elif _RECORDINGS.value:
+        table = recordings.predict_recordings(predictor, _RECORDINGS.value, _BATCH_SIZE.value, _DEVICE.value)
     else:
         table = streaming.predict_stream(
             predictor,

@@ -72,6 +72,7 @@ class Split(Protocol):
     normalization: Mapping[str, Any]  # 'mode' ('dataset'), and the per-channel 'mean' and 'std' applied
     sampling_rate_hz: float  # of the sensor steps
     video_source: Mapping[str, Any]  # what produced the video embeddings (model, prompts, kind), {} if none
+    preparation: Mapping[str, Any]  # how a raw recording became an example (alignment, crop), {} if not known
 
     def __len__(self) -> int: ...
 
@@ -160,6 +161,7 @@ class ArrayData:
     normalization: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # set when standardised
     sampling_rate_hz: float = 0.0  # 0: not known (set by the pipeline from config.data.sampling_rate_hz)
     video_source: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    preparation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     subjects: np.ndarray | None = None  # [N] who was recorded (npz 'subject'); validation holds out whole subjects
 
     def __post_init__(self):

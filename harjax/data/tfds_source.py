@@ -90,6 +90,7 @@ class TFDSSplit:
     report: dict[str, int]
     sampling_rate_hz: float
     video_source: dict[str, Any]
+    preparation: dict[str, Any]
     # The stored trials this split's views use, in order: row r of columns() is stored trial stored_trials[r]. A
     # held-out validation split and what remains for training each hold only their own trials in memory.
     stored_trials: np.ndarray = dataclasses.field(init=False)
@@ -319,6 +320,9 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
         tuple(builder.info.features["embedding"].shape) if uses_video else ()
     )  # [cameras, d] or [cameras, 8, d]
     streams = builder.info.features["sensor_present"].shape[0]
+    alignment = builder.info.metadata.get("alignment")  # a recordings build's settings, for raw-clip prediction
+    if alignment:
+        alignment = {**alignment, "rate_hz": builder.info.metadata["sensor_rate_hz"]}
     uses_sensor = config.model.modalities in ("both", "sensor")
     if data.protocol == "cross_view":  # its train and test splits hold the same trials, cameras aside
         if not uses_video:
@@ -387,6 +391,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
             }
             if uses_video
             else {},
+            preparation={"alignment": alignment, "max_length": data.max_length, "crop": "centred"} if alignment else {},
         )
 
     return split("train"), split("test")

@@ -210,6 +210,7 @@ def write_run_config(
             "sampling_rate_hz": train.sampling_rate_hz,
             "normalization": dict(train.normalization),
             "video_source": dict(train.video_source),
+            "preparation": dict(train.preparation),
         },
     } | ({"events": dict(events)} if events else {})
     text = json.dumps(record, default=str)

@@ -1,0 +1,201 @@
+"""A lab's own recordings and UTD-MHAD: manifest -> extraction (tiny model) -> TFDS -> training -> bundle -> raw clips.
+
+The generated sets are in their real layouts (clips, CSVs on their own clocks with a clock jump, gaps and repairs;
+UTD-MHAD's .avi and .mat files with two sequences lacking a file), and the logits predicted from a raw clip and
+sensor file must equal those of the same example read from the built dataset. Every test that extracts and builds
+is in the slow tier (the fixtures generate, extract, build and train once per module).
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_builders import extraction
+from data_builders.mmact import tiny_model
+from data_builders.recordings import build, extract_embeddings, manifest, sensors, synthetic
+from data_builders.utd_mhad import build as utd_build, layout as utd_layout, synthetic_tree as utd_tree
+from harjax import errors
+from harjax.data import batch as batch_lib, pipeline
+from harjax.serving import bundle as bundle_lib, export, predictor as predictor_lib, recordings as serving_recordings
+from tests.conftest import small_config
+
+
+def _model(directory, contexts):
+    return tiny_model.save_tiny_model(
+        str(directory), extra_words=extraction.words(extraction.prompt_text(context) for context in contexts)
+    )
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """Generated own recordings, extracted with the tiny model and built."""
+    root = tmp_path_factory.mktemp("own")
+    written = synthetic.write_recordings(str(root / "tree"))
+    model = _model(root / "model", synthetic.CONTEXTS)
+    summary = extract_embeddings.extract(written["manifest"], str(root / "emb"), model, "context", batch_size=8)
+    directory, report = build.build(written["manifest"], str(root / "data"), str(root / "emb"), leave_subjects_out=True)
+    return {**written, "root": root, "model": model, "extraction": summary, "directory": directory, "report": report}
+
+
+@pytest.mark.slow
+def test_the_build_reports_every_repair_and_skip_by_row(own):
+    defects, report = own["defects"], own["report"]
+    assert own["extraction"]["extracted"] == 32 and not own["extraction"]["failed"]
+    skipped = {reason: sorted(row["id"] for row in rows) for reason, rows in report["skipped"].items()}
+    assert skipped == {"low_coverage": sorted(defects["low_coverage"]), "missing_file": sorted(defects["missing_file"])}
+    assert report["examples"] == 32 - 4
+    per_example = report["alignment_per_example"]
+    for identifier in defects["clock_jump"]:
+        assert (
+            per_example[identifier]["clock_jumps_back"] == 1
+            and per_example[identifier]["steps_hidden_by_clock_jump"] > 0
+        )
+    for identifier in defects["gap"]:
+        assert per_example[identifier]["gaps"] == 1 and per_example[identifier]["gap_steps_masked"] >= 5
+    for identifier in defects["duplicates_and_out_of_order"]:
+        assert per_example[identifier] == {"duplicate_timestamps_dropped": 1, "out_of_order_timestamps": 1}
+    assert report["protocols"] == ["manifest", "loso_s1", "loso_s2", "loso_s3", "loso_s4"]
+    with open(os.path.join(own["directory"], build.REPORT)) as f:
+        assert json.load(f)["skipped"] == report["skipped"]
+
+
+@pytest.mark.slow
+def test_alignment_puts_each_stream_on_the_clips_clock(own):
+    """Two clocks (epoch ms, a phone's seconds) meet on the clip's grid: the signals agree at every step."""
+    (recording,) = [r for r in manifest.read(own["manifest"]) if r.id == "s1_drinking_t0"]
+    aligned = sensors.align(recording)
+    assert aligned.channel_names == ("wrist_x", "wrist_y", "wrist_z", "phone_x", "phone_y", "phone_z")
+    assert aligned.sensor.shape == (100, 6) and aligned.mask.all()  # 2 s clip at 50 Hz
+    # Both streams carry the same class signal on the clip's clock (noise 0.1 each), so they agree where aligned.
+    np.testing.assert_allclose(aligned.sensor[:, :3], aligned.sensor[:, 3:], atol=0.6)
+    wrist, phone = recording.sensors  # the phone's offset a quarter second off: the streams disagree
+    late = dataclasses.replace(recording, sensors=(wrist, dataclasses.replace(phone, offset_s=phone.offset_s + 0.25)))
+    misaligned = sensors.align(late)
+
+    def disagreement(result):
+        return np.abs(result.sensor[:, :3] - result.sensor[:, 3:]).mean()
+
+    assert disagreement(misaligned) > 2 * disagreement(aligned)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"id": "a b", "sensors": "x.csv"}, "column 'id'"),
+        ({"id": "a"}, "column 'sensors'"),
+        ({"id": "a", "sensors": "x.txt"}, "column 'sensors'"),
+        ({"id": "a", "sensors": "x.csv", "split": "dev"}, "column 'split'"),
+        ({"id": "a", "sensors": "x.csv", "subject": "one"}, "column 'subject'"),
+        ({"id": "a", "sensors": "x.csv", "clip_start_s": 2, "clip_end_s": 1, "clip": "c.mp4"}, "column 'clip_end_s'"),
+    ],
+)
+def test_a_bad_manifest_row_is_named_by_row_and_column(tmp_path, row, message):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"id": "ok", "sensors": "x.csv"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(manifest.ManifestError, match=f"row 2, {message}"):
+        manifest.read(str(path))
+
+
+@pytest.fixture(scope="module")
+def own_bundle(own, tmp_path_factory):
+    """configs/full.py's small model trained on the own recordings' manifest split, exported."""
+    from harjax.training import loop
+
+    config = small_config()
+    config.data.update(source="recordings", data_dir=str(own["root"] / "data"), protocol="manifest", max_length=64)
+    config.train.update(batch_size=8, eval_batch_size=8, num_steps=4, eval_every=2, checkpoint_every=2)
+    workdir = str(tmp_path_factory.mktemp("own_run"))
+    loop.train_and_evaluate(config, workdir)
+    return config, export.bundle_from_workdir(workdir, str(tmp_path_factory.mktemp("own_bundle") / "bundle"))
+
+
+@pytest.mark.slow
+def test_raw_clips_and_sensor_files_predict_as_the_built_examples(own, own_bundle):
+    """Extraction, alignment, crop and normalisation at prediction equal the build's: logits to 1e-4."""
+    config, bundle = own_bundle
+    predictor = predictor_lib.Predictor(bundle)
+    skipped = {row["id"] for rows in own["report"]["skipped"].values() for row in rows}
+    rows = [json.loads(line) for line in open(own["manifest"])]
+    kept = [row for row in rows if row["split"] == "test" and row["id"] not in skipped]  # the built test split
+    new = str(own["root"] / "tree" / "new.jsonl")
+    manifest.write(new, kept)
+    table = serving_recordings.predict_recordings(predictor, new, batch_size=4)
+    assert [row["id"] for row in table.rows] == [row["id"] for row in kept]
+    assert [row["label"] for row in table.rows] == [row["label"] for row in kept]
+
+    _, evaluation = pipeline.load_splits(config)
+    assert len(evaluation) == len(kept)
+    built = evaluation.gather(evaluation.columns(), evaluation.select(np.arange(len(evaluation)), None), np)
+    expected = predictor_lib.forward(
+        bundle_lib.inference_model(bundle.meta),
+        1,
+        bundle.variables,
+        built[batch_lib.SENSOR],
+        built[batch_lib.SENSOR_MASK],
+        built[batch_lib.VIDEO],
+        np.ones(len(evaluation), bool),
+    )
+    raw = predictor.predict_batch(*_prepared(predictor, new))
+    np.testing.assert_allclose(raw.logits, np.asarray(expected), atol=1e-4)
+    assert [row["predicted"] for row in table.rows] == raw.labels()
+
+
+def _prepared(predictor, path):
+    values, masks, video = serving_recordings._prepare(predictor, manifest.read(path), "cpu")
+    sensor, mask = serving_recordings._padded(values, masks)
+    return sensor, mask, video
+
+
+@pytest.mark.slow
+def test_prediction_refuses_a_row_by_name(own, own_bundle):
+    _, bundle = own_bundle
+    predictor = predictor_lib.Predictor(bundle)
+    rows = [json.loads(line) for line in open(own["manifest"])]
+    good = next(row for row in rows if row["id"] not in sum(own["defects"].values(), []))
+    cases = {
+        "missing": ({**good, "id": "gone", "clip": "clips/none.mp4"}, "gone"),
+        "label": ({**good, "id": "odd", "label": "juggling"}, "label 'juggling'"),
+        "coverage": (next(row for row in rows if row["id"] == own["defects"]["low_coverage"][0]), "min_coverage"),
+    }
+    for row, message in cases.values():
+        path = own["root"] / "tree" / "bad.jsonl"
+        manifest.write(str(path), [good, row])
+        with pytest.raises(errors.UserError, match=message):
+            serving_recordings.predict_recordings(predictor, str(path))
+
+
+@pytest.fixture(scope="module")
+def utd(tmp_path_factory):
+    root = tmp_path_factory.mktemp("utd")
+    written = utd_tree.write_tree(str(root / "release"), utd_tree.TreeSpec(subjects=(1, 2, 3, 4), trials=(1,)))
+    path = str(root / "manifest.jsonl")
+    scan = utd_layout.write_manifest(str(root / "release"), path)
+    model = _model(root / "model", utd_layout.CONTEXTS.values())
+    summary = extract_embeddings.extract(path, str(root / "emb"), model, "context", batch_size=16)
+    directory, report = utd_build.build(path, str(root / "data"), str(root / "emb"))
+    return {"written": written, "scan": scan, "extraction": summary, "report": report, "root": root}
+
+
+@pytest.mark.slow
+def test_utd_mhad_lacking_sequences_are_found_by_scanning_and_reported(utd):
+    lacking = [(entry["sequence"], entry["missing"]) for entry in utd["scan"].missing]
+    assert lacking == [("a23_s2_t1", ["rgb"])]  # the spec's a8_s1_t2 has no trial 2 in this tree
+    assert [failure["clip"] for failure in utd["extraction"]["failed"]] == ["a23_s2_t1"]
+    assert [row["id"] for row in utd["report"]["skipped"]["missing_file"]] == ["a23_s2_t1"]
+    assert utd["report"]["examples"] == 27 * 4 - 1
+    assert utd["report"]["protocols"] == ["cross_subject", "loso_s1", "loso_s2", "loso_s3", "loso_s4"]
+
+
+@pytest.mark.slow
+def test_utd_mhad_trains_cross_subject_with_its_27_classes(utd):
+    config = small_config()
+    config.data.update(
+        source="recordings", dataset="utd_mhad", data_dir=str(utd["root"] / "data"), protocol="cross_subject"
+    )
+    train, evaluation = pipeline.load_splits(config)
+    assert train.class_names == utd_layout.ACTIONS and train.num_classes == 27
+    assert len(train) == 27 * 2 and len(evaluation) == 27 * 2 - 1  # odd subjects train, even test
+    assert train.channel_names == tuple(f"inertial_{name}" for name in utd_layout.CHANNELS)
