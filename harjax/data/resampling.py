@@ -14,7 +14,8 @@ its rows in the order written:
   a row with NaN or Inf        dropped, counted (the grid is interpolated across it like any missing sample)
 
 Between samples every channel is interpolated linearly. A segment of fewer than two rows cannot be put on a grid:
-it is dropped and counted.
+it is dropped and counted. `resample` puts each segment on its own grid (streaming prediction); `onto_grid` lays
+the whole recording on a given grid, another clock's span (a recordings build aligning sensors to a video clip).
 """
 
 from __future__ import annotations

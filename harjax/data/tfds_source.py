@@ -46,10 +46,11 @@ def dataset_directory(data_dir: str, tfds_config: str, dataset: str = MMACT) -> 
         else []
     )
     if not versions:
-        builder = "mmact.build --config=" + tfds_config if dataset == MMACT else f"recordings.build --name={dataset}"
+        mmact = dataset == MMACT
+        builder = "mmact.build --config=" + tfds_config if mmact else f"recordings.build --name={dataset}"
         raise batch_lib.DataError(
-            f"{root}: no built {dataset} dataset (config.data.data_dir={data_dir!r}, TFDS config {tfds_config!r}); "
-            f"build it with python -m data_builders.{builder}"
+            f"{root}: no built {'MMAct' if mmact else dataset} dataset (config.data.data_dir={data_dir!r}, TFDS "
+            f"config {tfds_config!r}); build it with python -m data_builders.{builder}"
         )
     return os.path.join(root, versions[-1])
 
@@ -294,6 +295,8 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
     """
     data = config.data
     dataset = MMACT if data.source == MMACT else data.dataset
+    if dataset == MMACT and data.protocol not in PROTOCOLS:  # known before any dataset is opened
+        raise errors.ConfigError(f"config.data.protocol must be one of {PROTOCOLS}, got {data.protocol!r}")
     if not data.data_dir:
         raise batch_lib.DataError(f"config.data.source={data.source!r} needs config.data.data_dir (the TFDS data_dir)")
     uses_video = config.model.modalities in ("both", "video")
