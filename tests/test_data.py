@@ -118,6 +118,7 @@ def test_splits_with_different_shapes_are_rejected(tmp_path, config):
         (dict(source="mmact"), r"needs config\.data\.data_dir"),
         (dict(source="mmact", data_dir="/nonexistent"), r"no built MMAct dataset.*data_builders\.mmact\.build"),
         (dict(source="mmact", data_dir="/tmp", protocol="cross_moon"), "config.data.protocol must be one of"),
+        (dict(source="recordings", data_dir="/nonexistent"), r"no built recordings dataset.*--name=recordings"),
     ],
 )
 def test_bad_sources_fail_clearly(config, overrides, message):
