@@ -156,6 +156,7 @@ def test_without_subjects_the_validation_split_is_stratified_by_class():
         data.hold_out(1.0, seed=0)
 
 
+@pytest.mark.slow
 def test_model_selection_uses_the_validation_split_only(tmp_path, monkeypatch):
     """Validation scores choose the best checkpoint; the test split informs no choice.
 

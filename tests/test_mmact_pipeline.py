@@ -116,7 +116,8 @@ def test_long_trials_are_cropped_to_max_length(data_dir):
     assert batch_lib.examples(eval_split, [0])[batch_lib.SENSOR_MASK].all()
 
 
-@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("num_workers", [0, 2])
 def test_trains_and_reports_per_view_and_per_trial_scores(data_dir, tmp_path, num_workers):
     config = _config(data_dir, num_workers=num_workers)
     config.train.update(num_steps=4, eval_every=4, checkpoint_every=4)

@@ -69,7 +69,7 @@ def test_training_writes_a_reproducible_workdir(trained_full, tmp_path):
     assert loop.evaluate(config, workdir)["eval/accuracy"] == final["eval/accuracy"]
 
 
-@pytest.mark.parametrize("poisoned_input", [batch_lib.SENSOR, batch_lib.VIDEO])
+@pytest.mark.parametrize("poisoned_input", [pytest.param(batch_lib.SENSOR, marks=pytest.mark.slow), batch_lib.VIDEO])
 def test_nonfinite_loss_skips_the_update(config, poisoned_input):
     mesh = parallel.make_mesh()
     data = synthetic.generate(config.data.synthetic, "train", config.seed)
@@ -234,6 +234,7 @@ def test_a_cache_that_does_not_fit_says_what_to_use(tmp_path, config):
     assert json.load(open(tmp_path / "config.json"))["data_cache"] == "none"
 
 
+@pytest.mark.slow
 def test_a_budget_in_epochs_sets_the_steps_and_cadences_from_the_data(tmp_path, config):
     config.train.update(num_epochs=2.0, warmup_epochs=0.5, eval_every_epochs=1.0, checkpoint_every_epochs=1.0)
     as_given = config.copy_and_resolve_references()  # what a suite holds: the budget in epochs, not yet in steps

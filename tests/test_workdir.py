@@ -64,6 +64,7 @@ def test_a_workdir_that_is_a_file_or_cannot_be_made_says_so(tmp_path):
     assert (tmp_path / "file").read_text() == "notes"
 
 
+@pytest.mark.slow
 def test_resuming_on_other_data_is_refused_unless_allowed(trained_full, tmp_path):
     workdir = trained_full.copy(tmp_path / "workdir")
     config = trained_full.fresh_config()
