@@ -143,11 +143,18 @@ def write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
 class Extractor:
     """Turns batches of clips into the stored embedding kinds.
 
-    Loads the HF model once, or takes one already built (`model_and_processor`, as the GPU benchmark's random
-    Video-LLaVA-7B).
+    Loads the HF model once (at `revision`, a hub commit, when given), or takes one already built
+    (`model_and_processor`, as the GPU benchmark's random Video-LLaVA-7B). On CUDA it runs in bfloat16, on the CPU in
+    float32: embeddings to be compared must come from the same kind of device.
     """
 
-    def __init__(self, model_id: str, device: str, model_and_processor: tuple[Any, Any] | None = None):
+    def __init__(
+        self,
+        model_id: str,
+        device: str,
+        model_and_processor: tuple[Any, Any] | None = None,
+        revision: str | None = None,
+    ):
         import torch
         from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
 
@@ -159,9 +166,10 @@ class Extractor:
                 raise FileNotFoundError(f"video model {model_id!r}: neither a local folder nor a hub id")
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
             model = VideoLlavaForConditionalGeneration.from_pretrained(
-                model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False
+                model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=revision
             )
-            model_and_processor = model, VideoLlavaProcessor.from_pretrained(model_id, trust_remote_code=False)
+            processor = VideoLlavaProcessor.from_pretrained(model_id, trust_remote_code=False, revision=revision)
+            model_and_processor = model, processor
         model, self.processor = model_and_processor
         self.model = model.to(device).eval()
         self.processor.tokenizer.padding_side = "left"  # the last position is every prompt's last token

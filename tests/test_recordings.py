@@ -90,6 +90,7 @@ def test_alignment_puts_each_stream_on_the_clips_clock(own):
         ({"id": "a", "sensors": "x.csv", "split": "dev"}, "column 'split'"),
         ({"id": "a", "sensors": "x.csv", "subject": "one"}, "column 'subject'"),
         ({"id": "a", "sensors": "x.csv", "clip_start_s": 2, "clip_end_s": 1, "clip": "c.mp4"}, "column 'clip_end_s'"),
+        ({"id": "a", "sensors": "wrist=x.csv;thigh=y.txt"}, "column 'sensors'"),
     ],
 )
 def test_a_bad_manifest_row_is_named_by_row_and_column(tmp_path, row, message):
@@ -199,3 +200,32 @@ def test_utd_mhad_trains_cross_subject_with_its_27_classes(utd):
     assert train.class_names == utd_layout.ACTIONS and train.num_classes == 27
     assert len(train) == 27 * 2 and len(evaluation) == 27 * 2 - 1  # odd subjects train, even test
     assert train.channel_names == tuple(f"inertial_{name}" for name in utd_layout.CHANNELS)
+
+
+def test_a_sensors_only_build_of_streams_of_different_widths_is_read_and_guarded(tmp_path):
+    """A CSV manifest without clips: a 3-channel CSV stream and a 6-channel .npy stream at a fixed rate."""
+    from configs import sensor_only
+
+    rng = np.random.default_rng(0)
+    lines = ["id,sensors,sensor_rate_hz,channels,label,subject,split"]
+    for index in range(8):
+        time = np.arange(0, 3, 0.02)  # 3 s at 50 Hz
+        wrist = np.column_stack([time, rng.normal(size=(len(time), 3))])
+        np.savetxt(tmp_path / f"w{index}.csv", wrist, delimiter=",", header="time,x,y,z", comments="")
+        np.save(tmp_path / f"t{index}.npy", rng.normal(size=(150, 6)))
+        label, split = ("sit", "walk")[index % 2], "train" if index < 4 else "test"
+        lines.append(f'r{index},wrist=w{index}.csv;thigh=t{index}.npy,50,"a,b,c,d,e,f",{label},{index},{split}')
+    path = tmp_path / "manifest.csv"
+    path.write_text("\n".join(lines) + "\n")
+    directory, report = build.build(str(path), str(tmp_path / "data"))
+    assert report["examples"] == 8 and report["protocols"] == ["manifest"]
+    config = small_config(sensor_only)
+    config.data.update(source="recordings", data_dir=str(tmp_path / "data"), protocol="manifest", max_length=64)
+    train, evaluation = pipeline.load_splits(config)
+    assert len(train.channel_names) == 9 and train.channel_names[3:] == tuple(f"thigh_{c}" for c in "abcdef")
+    batch = evaluation.gather(evaluation.columns(), evaluation.select(np.arange(4), None), np)
+    assert batch[batch_lib.SENSOR].shape == (4, 64, 9) and batch[batch_lib.SENSOR_MASK].all()
+
+    path.write_text("\n".join(lines[:-1]) + "\n")  # the manifest changed: its old build is not reused
+    with pytest.raises(errors.UserError, match="another version"):
+        build.build(str(path), str(tmp_path / "data"))

@@ -13,6 +13,7 @@ alignment found per example) is printed and saved as build_report.json next to t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -71,13 +72,30 @@ def build(
         max_gap_periods=max_gap_periods,
         file_format="array_record",
     )
-    builder.download_and_prepare()
+    _refuse_another_manifest(os.fspath(builder.data_dir), manifest_path)
+    builder.download_and_prepare()  # an existing build of this manifest is reused
     report = dict(builder.info.metadata["build_report"])
     report["protocols"] = list(builder.info.metadata["protocols"])
     report["examples_per_split"] = {split: info.num_examples for split, info in builder.info.splits.items()}
     with open(os.path.join(builder.data_dir, REPORT), "w") as f:
         json.dump(report, f, indent=1)
     return os.fspath(builder.data_dir), report
+
+
+def _refuse_another_manifest(directory: str, manifest_path: str) -> None:
+    """A dataset already built from another version of the manifest is neither reused nor replaced."""
+    path = os.path.join(directory, "metadata.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        built = json.load(f).get("manifest", {}).get("sha256")
+    with open(manifest_path, "rb") as f:
+        current = hashlib.sha256(f.read()).hexdigest()[:16]
+    if built != current:
+        raise errors.UserError(
+            f"{directory} was built from another version of {manifest_path} (sha256 {built}, now {current}); build "
+            "into another --data_dir or --name, or delete that folder yourself"
+        )
 
 
 def print_report(directory: str, report: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from data_builders import extraction
 from data_builders.recordings import manifest
+from harjax import cli
 
 DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
 PROMPT_SETS = ("plain", "context")
@@ -71,7 +72,7 @@ def extract(
     )
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     """Extracts the embeddings of one shard from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", required=True, help="a recordings manifest (.csv or .jsonl)")
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--num_shards", type=int, default=1)
     parser.add_argument("--shard_index", type=int, default=0)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO)
     extraction.print_summary(
         extract(
@@ -99,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, parser=lambda argv: argv)

@@ -111,6 +111,9 @@ def read(path: str) -> list[Recording]:
     if path.endswith(".csv"):
         with open(path, newline="", encoding="utf-8") as f:
             rows = [dict(row) for row in csv.DictReader(f)]
+        for number, row in enumerate(rows, start=1):
+            if None in row:
+                raise ManifestError(f"{path}: row {number} has more cells than the header has columns")
     elif path.endswith((".jsonl", ".json")):
         rows = []
         with open(path, encoding="utf-8") as f:
@@ -159,7 +162,7 @@ def _sensor_specs(value: Any, where: str) -> dict[str, dict[str, Any]]:
     if isinstance(value, str):
         specs = {}
         for part in (part.strip() for part in value.split(";") if part.strip()):
-            stream, _, file = part.rpartition("=") if "=" in part else ("sensor", "", part)
+            stream, _, file = part.partition("=") if "=" in part else ("sensor", "", part)
             specs[stream.strip()] = {"path": file.strip()}
         return specs
     if isinstance(value, dict):
@@ -194,7 +197,8 @@ def _recording(row: dict[str, Any], number: int, path: str, root: str) -> Record
         file = os.path.join(root, str(spec["path"]))
         if not file.lower().endswith(SENSOR_SUFFIXES):
             raise ManifestError(f"{where}, column 'sensors': {spec['path']!r} is none of {SENSOR_SUFFIXES}")
-        channels = spec.get("channels", default_channels)
+        headerless = file.lower().endswith((".npy", ".mat"))  # the row's 'channels' names only these
+        channels = spec.get("channels", default_channels if headerless else None)
         if isinstance(channels, str):
             channels = [name.strip() for name in channels.split(",") if name.strip()]
         unit = str(spec.get("time_unit", time_unit))

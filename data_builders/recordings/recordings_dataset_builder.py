@@ -168,6 +168,13 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     "train": [example for example in examples if example.recording.subject != subject],
                     "test": [example for example in examples if example.recording.subject == subject],
                 }
+        for name, parts in protocols.items():
+            empty = [part for part, items in parts.items() if not items]
+            if empty:
+                raise manifest.ManifestError(
+                    f"{self._manifest_path}: protocol {name!r} has no usable {' or '.join(empty)} examples "
+                    "(check the 'split' column, the subjects, and the rows the build report skips)"
+                )
         if not protocols:
             raise manifest.ManifestError(
                 f"{self._manifest_path}: no protocol: give the rows a 'split' column (train/test) or build with "
@@ -187,6 +194,7 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata["protocols"] = list(protocols)
         metadata["normalization"] = {name: _normalization(parts["train"]) for name, parts in protocols.items()}
         metadata["sensor_channels"] = list(examples[0].aligned.channel_names)
+        metadata["stream_channels"] = list(examples[0].aligned.stream_channels)  # streams may differ in width
         metadata["sensor_rate_hz"] = self.builder_config.sensor_rate_hz
         metadata["cameras"] = [1]
         metadata["manifest"] = {"path": os.path.abspath(self._manifest_path), "sha256": digest}

@@ -45,6 +45,7 @@ class Aligned:
     sensor: np.ndarray  # [T, C] float32, 0 where not recorded
     mask: np.ndarray  # [T] bool: every stream recorded the step
     channel_names: tuple[str, ...]
+    stream_channels: tuple[int, ...]  # how many of the channels each stream gives, in order
     coverage: float  # fraction of the grid's steps recorded
     report: dict[str, int]  # what resampling found, summed over streams
 
@@ -55,6 +56,15 @@ def read_file(sensor: manifest.SensorFile, where: str) -> tuple[np.ndarray, np.n
     if not os.path.isfile(sensor.path):
         raise AlignmentError(f"{origin}: no such sensor file", "missing_file")
     suffix = os.path.splitext(sensor.path)[1].lower()
+    try:
+        return _read(sensor, suffix, origin)
+    except AlignmentError:
+        raise
+    except (OSError, ValueError, KeyError, NotImplementedError, TypeError) as error:  # a damaged or odd file
+        raise AlignmentError(f"{origin}: cannot be read: {type(error).__name__}: {error}") from None
+
+
+def _read(sensor: manifest.SensorFile, suffix: str, origin: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if suffix in (".npy", ".mat"):
         values = np.load(sensor.path) if suffix == ".npy" else _mat_array(sensor.path, origin)
         if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
@@ -157,6 +167,8 @@ def align(
     span = clip_span(recording)
     if span is None:  # no clip: the time every stream covers
         finite = [time[np.isfinite(time)] for _, time, _, _ in streams]
+        if not all(len(time) for time in finite):
+            raise AlignmentError(f"{where}: a sensor file has no finite timestamp")
         span = max(time.min() for time in finite), min(time.max() for time in finite)
         span = span[0], span[1] + 1.0 / rate_hz  # the last common sample is a step of the grid
     steps = int(np.floor((span[1] - span[0]) * rate_hz + 1e-9))
@@ -180,4 +192,5 @@ def align(
             "low_coverage",
         )
     sensor = np.where(recorded[:, None], np.concatenate(columns, axis=1), 0.0).astype(np.float32)
-    return Aligned(sensor, recorded, tuple(channel_names), coverage, dict(report))
+    widths = tuple(column.shape[1] for column in columns)
+    return Aligned(sensor, recorded, tuple(channel_names), widths, coverage, dict(report))

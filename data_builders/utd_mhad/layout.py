@@ -25,6 +25,7 @@ import re
 from typing import Any
 
 from data_builders.recordings import manifest
+from harjax import cli
 
 ACTIONS = (
     "right_arm_swipe_to_the_left",
@@ -153,12 +154,12 @@ def write_manifest(release_dir: str, path: str) -> Scan:
     return found
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     """Writes the manifest of a release from the command line and lists what it lacks."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--release_dir", required=True, help="the unpacked release (RGB and Inertial below it)")
     parser.add_argument("--output", required=True, help="the manifest to write (.jsonl)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv[1:])
     found = write_manifest(args.release_dir, args.output)
     print(f"wrote {args.output}: {len(found.sequences)} sequences, {len(found.missing)} lacking a file")
     for entry in found.missing:
@@ -168,4 +169,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, parser=lambda argv: argv)

@@ -79,7 +79,7 @@ class TFDSSplit:
     mean: np.ndarray  # [C] the protocol's training statistics ('dataset' normalisation) of recorded streams
     std: np.ndarray
     normalization_mode: str  # config.data.sensor_normalization
-    stream_axes: int
+    stream_channels: tuple[int, ...]  # channels of each stream, in order
     max_length: int
     uses_video: bool
     video_shape: tuple[int, ...]
@@ -204,7 +204,7 @@ class TFDSSplit:
         records = [self.source[int(trial)] for trial in trials]
         sensors, recorded_steps = [], []
         for record in records:
-            recorded = np.repeat(record["sensor_present"], self.stream_axes)  # [C]
+            recorded = np.repeat(record["sensor_present"], self.stream_channels)  # [C]
             steps = np.asarray(record.get("sensor_mask", np.ones(len(record["sensor"]), bool)), bool)  # [T]
             standardised = normalization.standardise(
                 record["sensor"][None], steps[None], self.normalization_mode, self.mean, self.std
@@ -300,10 +300,18 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
     if not data.data_dir:
         raise batch_lib.DataError(f"config.data.source={data.source!r} needs config.data.data_dir (the TFDS data_dir)")
     uses_video = config.model.modalities in ("both", "video")
-    tfds_config = data.tfds_config or (
-        f"{data.prompt_set}-{data.embedding}" if uses_video or dataset == MMACT else SENSORS_ONLY_CONFIG
-    )
-    directory = dataset_directory(data.data_dir, tfds_config, dataset)
+    with_video = f"{data.prompt_set}-{data.embedding}"
+    # A video-free model reads a recordings build without video, else one with (it ignores the embeddings).
+    candidates = [data.tfds_config or with_video]
+    if not (data.tfds_config or uses_video or dataset == MMACT):
+        candidates = [SENSORS_ONLY_CONFIG, with_video]
+    for tfds_config in candidates:
+        try:
+            directory = dataset_directory(data.data_dir, tfds_config, dataset)
+            break
+        except batch_lib.DataError:
+            if tfds_config == candidates[-1]:
+                raise
     builder = _open(directory)
     protocols = tuple(builder.info.metadata.get("protocols", PROTOCOLS))
     if data.protocol not in protocols:
@@ -376,7 +384,9 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
             mean=np.asarray(stats["mean"], np.float32),
             std=np.asarray(stats["std"], np.float32),
             normalization_mode=normalization.check_mode(data.sensor_normalization),
-            stream_axes=len(stats["mean"]) // streams,
+            stream_channels=tuple(
+                builder.info.metadata.get("stream_channels", [len(stats["mean"]) // streams] * streams)
+            ),
             max_length=data.max_length,
             uses_video=uses_video,
             video_shape=embedding_shape[1:],

@@ -62,7 +62,11 @@ class _VideoEmbedder:
                     f"the bundle's video model {model!r} (a local folder when it was trained) is not here"
                 )
             try:
-                self._extractor = extraction.Extractor(model, self.device)
+                revision = self.extraction.get("revision")
+                pinned = (
+                    revision if revision not in (None, "local", "unknown", "built in process, not loaded") else None
+                )
+                self._extractor = extraction.Extractor(model, self.device, revision=pinned)
             except (OSError, ValueError) as error:
                 message = f"the bundle's video model {model!r} cannot be loaded: {error}"
                 raise predictor_lib.InputError(message) from None
