@@ -229,3 +229,16 @@ def test_a_sensors_only_build_of_streams_of_different_widths_is_read_and_guarded
     path.write_text("\n".join(lines[:-1]) + "\n")  # the manifest changed: its old build is not reused
     with pytest.raises(errors.UserError, match="another version"):
         build.build(str(path), str(tmp_path / "data"))
+
+
+def test_the_recordings_commands_fail_in_one_line_naming_the_input(tmp_path):
+    from tests.cli_runs import run_module
+
+    for module, args, named in [
+        ("data_builders.recordings.build", [f"--manifest={tmp_path}/m.jsonl", f"--data_dir={tmp_path}"], "m.jsonl"),
+        ("data_builders.utd_mhad.layout", [f"--release_dir={tmp_path}/r", f"--output={tmp_path}/m.jsonl"], "/r"),
+    ]:
+        done = run_module(module, *args)
+        assert done.returncode == 2, done.stderr[-2000:]
+        (line,) = done.stderr.strip().splitlines()
+        assert named in line and "Traceback" not in done.stderr

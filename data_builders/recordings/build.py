@@ -145,4 +145,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, parser=lambda argv: argv)
+    cli.run(main, parser=cli.own_arguments)
