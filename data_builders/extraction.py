@@ -17,6 +17,7 @@ sampling; a rerun with other settings into the same folder is refused. Clips tha
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
+DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
 NUM_FRAMES = 8  # Video-LLaVA was trained on exactly 8 frames
 EMBEDDING_KINDS = ("video_mean_last", "video_mean_middle", "last_token", "frame_means")
 METADATA = "metadata.json"
@@ -377,3 +379,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     for failure in summary["failed"]:
         print(f"  could not decode {failure['path']}: {failure['error']}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every dataset's extractor shares: where to write, which model, batches, shards, device."""
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local path")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--shard_index", type=int, default=0)
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")

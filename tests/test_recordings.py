@@ -157,7 +157,7 @@ def test_prediction_refuses_a_row_by_name(own, own_bundle):
     rows = [json.loads(line) for line in open(own["manifest"])]
     good = next(row for row in rows if row["id"] not in sum(own["defects"].values(), []))
     cases = {
-        "missing": ({**good, "id": "gone", "clip": "clips/none.mp4"}, "gone"),
+        "missing": ({**good, "id": "gone", "clip": "clips/none.mp4"}, "gone.*no such clip"),
         "label": ({**good, "id": "odd", "label": "juggling"}, "label 'juggling'"),
         "coverage": (next(row for row in rows if row["id"] == own["defects"]["low_coverage"][0]), "min_coverage"),
     }

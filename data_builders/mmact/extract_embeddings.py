@@ -19,8 +19,6 @@ from typing import Any
 from data_builders import extraction
 from data_builders.mmact import layout, prompts
 
-DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
-
 
 @dataclasses.dataclass(frozen=True)
 class Clip:
@@ -76,13 +74,8 @@ def main() -> None:
     """Extracts the embeddings of one shard from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manual_dir", required=True, help="the MMAct release (holds the video folder)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local path")
+    extraction.add_arguments(parser)
     parser.add_argument("--prompt_set", required=True, choices=sorted(prompts.PROMPT_SETS))
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--shard_index", type=int, default=0)
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
     parser.add_argument("--video_root", default=None, help="the clips' folder under manual_dir (auto-detected)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)

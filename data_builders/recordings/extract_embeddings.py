@@ -20,7 +20,6 @@ from data_builders import extraction
 from data_builders.recordings import manifest
 from harjax import cli
 
-DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
 PROMPT_SETS = ("plain", "context")
 
 
@@ -76,13 +75,8 @@ def main(argv: list[str]) -> None:
     """Extracts the embeddings of one shard from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", required=True, help="a recordings manifest (.csv or .jsonl)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local path")
+    extraction.add_arguments(parser)
     parser.add_argument("--prompt_set", required=True, choices=PROMPT_SETS)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--shard_index", type=int, default=0)
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
     args = parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO)
     extraction.print_summary(
