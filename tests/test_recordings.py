@@ -143,6 +143,11 @@ def test_raw_clips_and_sensor_files_predict_as_the_built_examples(own, own_bundl
     np.testing.assert_allclose(raw.logits, np.asarray(expected), atol=1e-4)
     assert [row["predicted"] for row in table.rows] == raw.labels()
 
+    first, tree = kept[0], own["root"] / "tree"  # the Python API on one (clip, sensor files) pair
+    streams = {stream: {**spec, "path": str(tree / spec["path"])} for stream, spec in first["sensors"].items()}
+    one = serving_recordings.predict_recording(predictor, streams, str(tree / first["clip"]), first["context"])
+    np.testing.assert_allclose(one.logits[0], raw.logits[0], atol=1e-5)
+
 
 def _prepared(predictor, path):
     values, masks, video = serving_recordings._prepare(predictor, manifest.read(path), "cpu")

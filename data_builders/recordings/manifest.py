@@ -129,7 +129,7 @@ def read(path: str) -> list[Recording]:
         raise ManifestError(f"{path}: a manifest is a .csv or .jsonl file")
     if not rows:
         raise ManifestError(f"{path}: no rows")
-    recordings = [_recording(row, number, path, root) for number, row in enumerate(rows, start=1)]
+    recordings = [parse_row(row, number, path, root) for number, row in enumerate(rows, start=1)]
     seen: dict[str, int] = {}
     for recording in recordings:
         if recording.id in seen:
@@ -179,7 +179,8 @@ def _sensor_specs(value: Any, where: str) -> dict[str, dict[str, Any]]:
     raise ManifestError(f"{where}, column 'sensors': expected 'stream=path;...' or an object, got {value!r}")
 
 
-def _recording(row: dict[str, Any], number: int, path: str, root: str) -> Recording:
+def parse_row(row: dict[str, Any], number: int, path: str, root: str) -> Recording:
+    """One row validated (`number` and `path` name it in errors; relative paths are taken from `root`)."""
     where = f"{path}: row {number}"
     identifier = str(row.get("id", "")).strip()
     if not _ID.match(identifier):

@@ -14,7 +14,6 @@ without video needs no clip (one given still sets the span the sensors are align
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -153,23 +152,22 @@ def predict_recordings(
 
 def predict_recording(
     predictor: predictor_lib.Predictor,
-    sensors: Mapping[str, str],
+    sensors: Mapping[str, Any],
     clip: str | None = None,
     context: str = "",
     device: str = "cpu",
     **columns: Any,
 ) -> predictor_lib.Predictions:
-    """One (clip, sensor files) pair: `sensors` {stream: path}, `columns` any other manifest column (offsets...)."""
+    """One (clip, sensor files) pair, read as a manifest row of one (errors name 'predict_recording').
+
+    `sensors`: {stream: path or options, as in a manifest}; `columns`: any other manifest column (offsets, a span).
+    """
     from data_builders.recordings import manifest
 
     row = {"id": "recording", "sensors": dict(sensors), "context": context, **columns}
     if clip is not None:
-        row["clip"] = os.path.abspath(clip)
-    row["sensors"] = {stream: os.path.abspath(path) for stream, path in sensors.items()}
-    with tempfile.TemporaryDirectory() as scratch:
-        path = os.path.join(scratch, "manifest.jsonl")
-        manifest.write(path, [row])
-        (recording,) = manifest.read(path)
+        row["clip"] = clip
+    recording = manifest.parse_row(row, 1, "predict_recording", os.getcwd())  # relative paths: from here
     values, masks, video = _prepare(predictor, [recording], device)
     sensor, mask = _padded(values, masks)
     return predictor.predict_batch(sensor, mask, video, origin=recording.id)
