@@ -5,6 +5,9 @@ Variants (the part after ':'):
   --config=configs/full.py:synthetic  built-in synthetic data, in memory, runs anywhere in a few minutes
   --config=configs/full.py:demo       the whole MMAct path on a generated tree: synthetic release -> tiny
                                       Video-LLaVA embeddings -> TFDS dataset -> training (needs the [demo] extra)
+  --config=configs/full.py:utd_mhad   UTD-MHAD's 27 actions (cross_subject; loso_s1..loso_s8 with data.protocol):
+                                      a generated release by default, as the demo; the real one once built, with
+                                      --config.data.data_dir=D (the README's "UTD-MHAD")
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from __future__ import annotations
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-VARIANTS = ("mmact", "synthetic", "demo")
+VARIANTS = ("mmact", "synthetic", "demo", "utd_mhad")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    """The config of a variant: 'mmact' (the default), 'synthetic' or 'demo'."""
+    """The config of a variant: 'mmact' (the default), 'synthetic', 'demo' or 'utd_mhad'."""
     variant = variant or "mmact"
     if variant not in VARIANTS:
         raise ValueError(f"unknown config variant {variant!r}; choose one of {VARIANTS} (configs/full.py:VARIANT)")
@@ -44,7 +47,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'
     config.data.max_length = 512  # mmact: sensor steps at 50 Hz; longer trials are cropped
     config.data.prepare_demo_data = False  # generate, extract and build the demo dataset first (harjax.main)
-    config.data.demo_tree = "demo"  # the demo's synthetic release: 'demo' (480 trials) or 'tiny' (24, for tests)
+    # The demo's generated release: 'demo' (MMAct: 480 trials; UTD-MHAD: 432) or 'tiny' (24; 216, for tests)
+    config.data.demo_tree = "demo"
     # Worker processes that build training batches (0: threads in the training process). Decoding MMAct records
     # holds the GIL: on a GPU host give each training process a few cores' worth.
     config.data.num_workers = 4
@@ -179,6 +183,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         config.data.prepare_demo_data = True  # into config.data.data_dir, or <workdir>/demo_data
         config.data.num_workers = 0  # the demo runs on small machines
         config.data.max_length = 256
+        config.train.batch_size = 64
+        config.train.num_steps = 600
+        config.train.warmup_steps = 50
+        config.train.eval_every = 200
+        config.train.checkpoint_every = 200
+    if variant == "utd_mhad":
+        config.data.source = "recordings"
+        config.data.dataset = "utd_mhad"
+        config.data.prepare_demo_data = True  # reads a build of the release in config.data.data_dir when it is there
+        config.data.num_workers = 0
+        config.data.max_length = 256  # the release's sequences are 2-4 s at 50 Hz
         config.train.batch_size = 64
         config.train.num_steps = 600
         config.train.warmup_steps = 50

@@ -64,6 +64,7 @@ def main(argv: list[str]) -> None:
     for group in suite.groups:
         if group.skipped:
             logging.warning("group %s is skipped: %s", group.name, group.skipped)
+            continue
         for name, reason in group.excluded.items():
             logging.info("group %s leaves out %s: %s", group.name, name, reason)
     if _LIST.value:

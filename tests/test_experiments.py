@@ -52,7 +52,7 @@ def test_the_paper_suite_resolves_every_run():
         (lambda c: c.__setitem__("colour", "red"), r"unknown key 'colour'"),
         (
             lambda c: c.groups[1]["runs"].append({"name": "no_attention", "config": "configs/full.py"}),
-            r"run name 'no_attention' is used twice \(groups 'ablations' and 'ablations'\)",
+            r"run 'ablations/no_attention' is given twice",
         ),
         (
             lambda c: c.groups[0]["runs"][1]["overrides"].update({"model.fusionn": "late"}),

@@ -6,7 +6,9 @@ sensor file must equal those of the same example read from the built dataset. Ev
 is in the slow tier (the fixtures generate, extract, build and train once per module).
 """
 
+import csv
 import dataclasses
+import glob
 import json
 import os
 
@@ -16,11 +18,12 @@ import pytest
 from data_builders import extraction
 from data_builders.mmact import tiny_model
 from data_builders.recordings import build, extract_embeddings, manifest, sensors, synthetic
-from data_builders.utd_mhad import build as utd_build, layout as utd_layout, synthetic_tree as utd_tree
+from data_builders.utd_mhad import layout as utd_layout
 from harjax import errors
 from harjax.data import batch as batch_lib, pipeline
 from harjax.serving import bundle as bundle_lib, export, predictor as predictor_lib, recordings as serving_recordings
-from tests.conftest import small_config
+from harjax.study import suites
+from tests.conftest import read_metrics, small_config
 
 
 def _model(directory, contexts):
@@ -117,18 +120,27 @@ def own_bundle(own, tmp_path_factory):
 def test_raw_clips_and_sensor_files_predict_as_the_built_examples(own, own_bundle):
     """Extraction, alignment, crop and normalisation at prediction equal the build's: logits to 1e-4."""
     config, bundle = own_bundle
-    predictor = predictor_lib.Predictor(bundle)
     skipped = {row["id"] for rows in own["report"]["skipped"].values() for row in rows}
     rows = [json.loads(line) for line in open(own["manifest"])]
     kept = [row for row in rows if row["split"] == "test" and row["id"] not in skipped]  # the built test split
-    new = str(own["root"] / "tree" / "new.jsonl")
-    manifest.write(new, kept)
+    _check_raw_predictions(config, bundle, kept, str(own["root"] / "tree"))
+
+
+def _check_raw_predictions(config, bundle, rows, directory):
+    """Predictions from the rows' raw clips and sensor files equal those of the built eval split, in its order.
+
+    `directory`: where the rows' relative paths start (a manifest of them is written there); the Python API on the
+    first row's (clip, sensor files) pair gives the same logits.
+    """
+    predictor = predictor_lib.Predictor(bundle)
+    new = os.path.join(directory, "new.jsonl")
+    manifest.write(new, rows)
     table = serving_recordings.predict_recordings(predictor, new, batch_size=4)
-    assert [row["id"] for row in table.rows] == [row["id"] for row in kept]
-    assert [row["label"] for row in table.rows] == [row["label"] for row in kept]
+    assert [row["id"] for row in table.rows] == [row["id"] for row in rows]
+    assert [row["label"] for row in table.rows] == [row["label"] for row in rows]
 
     _, evaluation = pipeline.load_splits(config)
-    assert len(evaluation) == len(kept)
+    assert len(evaluation) == len(rows)
     built = evaluation.gather(evaluation.columns(), evaluation.select(np.arange(len(evaluation)), None), np)
     expected = predictor_lib.forward(
         bundle_lib.inference_model(bundle.meta),
@@ -143,9 +155,12 @@ def test_raw_clips_and_sensor_files_predict_as_the_built_examples(own, own_bundl
     np.testing.assert_allclose(raw.logits, np.asarray(expected), atol=1e-4)
     assert [row["predicted"] for row in table.rows] == raw.labels()
 
-    first, tree = kept[0], own["root"] / "tree"  # the Python API on one (clip, sensor files) pair
-    streams = {stream: {**spec, "path": str(tree / spec["path"])} for stream, spec in first["sensors"].items()}
-    one = serving_recordings.predict_recording(predictor, streams, str(tree / first["clip"]), first["context"])
+    first = rows[0]
+    streams = {
+        stream: {**spec, "path": os.path.join(directory, spec["path"])} for stream, spec in first["sensors"].items()
+    }
+    clip = os.path.join(directory, first["clip"])
+    one = serving_recordings.predict_recording(predictor, streams, clip, first["context"])
     np.testing.assert_allclose(one.logits[0], raw.logits[0], atol=1e-5)
 
 
@@ -175,36 +190,104 @@ def test_prediction_refuses_a_row_by_name(own, own_bundle):
 
 @pytest.fixture(scope="module")
 def utd(tmp_path_factory):
-    root = tmp_path_factory.mktemp("utd")
-    written = utd_tree.write_tree(str(root / "release"), utd_tree.TreeSpec(subjects=(1, 2, 3, 4), trials=(1,)))
-    path = str(root / "manifest.jsonl")
-    scan = utd_layout.write_manifest(str(root / "release"), path)
-    model = _model(root / "model", utd_layout.CONTEXTS.values())
-    summary = extract_embeddings.extract(path, str(root / "emb"), model, "context", batch_size=16)
-    directory, report = utd_build.build(path, str(root / "data"), str(root / "emb"))
-    return {"written": written, "scan": scan, "extraction": summary, "report": report, "root": root}
+    """The paper suite's generated UTD-MHAD release ('tiny': 27 actions x 8 subjects x 1 trial), extracted and built."""
+    from data_builders.utd_mhad import demo
+
+    data_dir = tmp_path_factory.mktemp("utd") / "data"
+    demo.prepare(str(data_dir), tree="tiny")
+    (directory,) = glob.glob(str(data_dir / "utd_mhad" / "context-video_mean_last" / "*"))
+    with open(os.path.join(directory, build.REPORT)) as f:
+        report = json.load(f)
+    return {
+        "data_dir": data_dir,
+        "scan": utd_layout.scan(str(data_dir / "manual")),
+        "failed": extraction.undecodable(str(data_dir / "embeddings" / "context")),
+        "report": report,
+    }
 
 
 @pytest.mark.slow
 def test_utd_mhad_lacking_sequences_are_found_by_scanning_and_reported(utd):
     lacking = [(entry["sequence"], entry["missing"]) for entry in utd["scan"].missing]
     assert lacking == [("a23_s2_t1", ["rgb"])]  # the spec's a8_s1_t2 has no trial 2 in this tree
-    assert [failure["clip"] for failure in utd["extraction"]["failed"]] == ["a23_s2_t1"]
+    assert utd["failed"] == {"a23_s2_t1"}
     assert [row["id"] for row in utd["report"]["skipped"]["missing_file"]] == ["a23_s2_t1"]
-    assert utd["report"]["examples"] == 27 * 4 - 1
-    assert utd["report"]["protocols"] == ["cross_subject", "loso_s1", "loso_s2", "loso_s3", "loso_s4"]
+    assert utd["report"]["examples"] == 27 * 8 - 1
+    assert utd["report"]["protocols"] == ["cross_subject", *(f"loso_s{subject}" for subject in range(1, 9))]
 
 
 @pytest.mark.slow
-def test_utd_mhad_trains_cross_subject_with_its_27_classes(utd):
+def test_utd_mhad_reads_cross_subject_with_its_27_classes(utd):
     config = small_config()
-    config.data.update(
-        source="recordings", dataset="utd_mhad", data_dir=str(utd["root"] / "data"), protocol="cross_subject"
-    )
+    config.data.update(source="recordings", dataset="utd_mhad", data_dir=str(utd["data_dir"]), protocol="cross_subject")
     train, evaluation = pipeline.load_splits(config)
     assert train.class_names == utd_layout.ACTIONS and train.num_classes == 27
-    assert len(train) == 27 * 2 and len(evaluation) == 27 * 2 - 1  # odd subjects train, even test
+    assert len(train) == 27 * 4 and len(evaluation) == 27 * 4 - 1  # odd subjects train, even test
     assert train.channel_names == tuple(f"inertial_{name}" for name in utd_layout.CHANNELS)
+
+
+def _utd_suite_overrides(data_dir) -> list[str]:
+    """The paper suite's smoke sizes, on the fixture's generated release."""
+    from configs.suites import paper
+
+    sizes = {**paper.SIZES["smoke"], "data.data_dir": str(data_dir)}
+    return [f"--config.{key}={suites.format_value(value)}" for key, value in sizes.items()]
+
+
+@pytest.fixture(scope="module")
+def utd_suite(utd, tmp_path_factory):
+    """Two of the :utd_mhad suite's leave-one-subject-out folds of the full model, trained by the suite runner."""
+    from tests.cli_runs import run_module
+
+    root = tmp_path_factory.mktemp("utd_suite")
+    flags = [
+        "--suite=configs/suites/paper.py:utd_mhad",
+        f"--workdir={root}",
+        "--seeds=1",
+        "--only=loso",
+        *_utd_suite_overrides(utd["data_dir"]),
+    ]
+    for index in (0, 1):  # loso/full on loso_s1 and loso_s2
+        done = run_module("harjax.experiments", *flags, f"--run_index={index}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    done = run_module("harjax.experiments", *flags, "--report")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_the_utd_mhad_suite_reports_leave_one_subject_out_as_mean_and_std_over_folds(utd_suite):
+    scores = []
+    for fold in ("loso_s1", "loso_s2"):
+        records = read_metrics(utd_suite / "runs" / "loso" / "full" / fold / "seed0")
+        scores.append(next(r["eval/macro_f1"] for r in reversed(records) if "eval/macro_f1" in r))
+    with open(utd_suite / "report" / "results.csv") as f:
+        (full,) = [row for row in csv.DictReader(f) if (row["group"], row["run"]) == ("loso", "full")]
+    assert (full["folds_finished"], full["folds"], full["seeds_finished"]) == ("2", "8", "")
+    assert float(full["macro_f1_mean"]) == pytest.approx(np.mean(scores))
+    assert float(full["macro_f1_std"]) == pytest.approx(np.std(scores, ddof=1))
+    report = (utd_suite / "report" / "results.md").read_text()
+    assert "| run | " + " | ".join(f"loso_s{subject}" for subject in range(1, 9)) + " |" in report
+    assert f"| `loso/full` | {100 * scores[0]:.1f} | {100 * scores[1]:.1f} | – |" in report
+    assert "Skipped in this variant: MMAct's protocols" in report
+    assert "Left out: `prompt_scene`" in report
+    assert "- `loso/sensor_only/loso_s8` seed 0: missing" in report
+
+
+@pytest.mark.slow
+def test_a_utd_mhad_fold_bundle_predicts_raw_clips_and_mat_files_as_the_built_examples(utd, utd_suite):
+    """The fold-1 model (subject 1 never seen) on subject 1's raw .avi clips and .mat files."""
+    from configs.suites import paper
+
+    workdir = str(utd_suite / "runs" / "loso" / "full" / "loso_s1" / "seed0")
+    bundle = export.bundle_from_workdir(workdir, str(utd_suite / "bundle"))
+    overrides = [flag[len("--config.") :] for flag in _utd_suite_overrides(utd["data_dir"])]
+    config = suites.resolve_config("configs/full.py:utd_mhad", [*overrides, "data.protocol=loso_s1"])
+    assert paper.SIZES["smoke"]["data.max_length"] == config.data.max_length
+    skipped = {row["id"] for rows in utd["report"]["skipped"].values() for row in rows}
+    rows = [json.loads(line) for line in open(utd["data_dir"] / "manifest.jsonl")]
+    subject_one = [row for row in rows if row["subject"] == 1 and row["id"] not in skipped]
+    _check_raw_predictions(config, bundle, subject_one, str(utd_suite))
 
 
 def test_a_sensors_only_build_of_streams_of_different_widths_is_read_and_guarded(tmp_path):

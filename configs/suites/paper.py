@@ -9,18 +9,23 @@ Variants:
   demo       every group on the demo's generated MMAct release with tiny Video-LLaVA embeddings (built once, in
              DIR/data)
   smoke      every group on a 24-trial generated release, a few steps each: the suite's own test
+  utd_mhad   UTD-MHAD's 27 actions (configs/full.py:utd_mhad): cross_subject for every group, and the
+             leave-one-subject-out folds (loso) reported as mean ± std over the 8 folds; a generated release
+             (built once, in DIR/data) unless --config.data.data_dir names a build of the real one. The groups
+             that need MMAct's scene prompts or protocols are left out with a line saying why.
 
 A suite is a plain config: `groups`, each a list of runs; a run is a config file of configs/ plus overrides of
 it (config keys and values as harjax.main takes them). `overrides` applies to every run, `shown` lists runs of
 other groups a table repeats for comparison (not trained twice), and `reference` names the run every other run
-is compared with over the same seeds (a group or a run may name its own).
+is compared with over the same seeds (a group or a run may name its own). A run with `folds` (data.protocol
+names) trains once per fold and is reported over them.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-VARIANTS = ("mmact", "synthetic", "demo", "smoke")
+VARIANTS = ("mmact", "synthetic", "demo", "smoke", "utd_mhad")
 BASELINES = ("full", "video_only", "sensor_only", "concat_fusion", "late_fusion")
 PROTOCOLS = ("cross_view", "cross_scene", "cross_session")  # cross_subject is the main group's protocol
 LAMBDAS = (0.03, 0.3, 1.0)  # the full model's is 0.1; 0 is the no_contrastive ablation
@@ -29,8 +34,15 @@ PROMPT_SETS = ("plain", "scene")  # the full model's is 'context'
 EMBEDDINGS = ("video_mean_middle", "last_token", "frame_means")  # the full model's is 'video_mean_last'
 NEEDS_MMACT = "needs MMAct's prompt sets and stored embedding kinds: run the :mmact or :demo variant"
 NEEDS_PROTOCOLS = "needs MMAct's subjects, views, scenes and sessions: run the :mmact or :demo variant"
+UTD_PROTOCOLS = (
+    "MMAct's protocols: UTD-MHAD has one camera, one scene and no sessions; its protocols are cross_subject (the "
+    "main group) and leave-one-subject-out (the loso group)"
+)
+SCENE_PROMPTS = "'scene' prompts describe MMAct's four scenes; a recordings manifest has 'plain' and 'context' only"
+UTD_MHAD_SUBJECTS = range(1, 9)
+LOSO_RUNS = ("full", "video_only", "sensor_only")  # does fusion carry over to a subject never seen?
 
-_SIZES = {
+SIZES = {
     # 'bursts' (harjax/data/synthetic.py): the video must find the one burst that names the class. 12 classes,
     # so that its 4096 training recordings teach every motion; 300 steps keep 3 seeds well under an hour on 2 cores.
     "synthetic": {
@@ -45,6 +57,7 @@ _SIZES = {
         "train.log_every": 15,
     },
     "mmact": {},
+    "utd_mhad": {},  # configs/full.py:utd_mhad's own
     # The demo's release is small (480 trials): 300 steps show every group end to end in about half an hour.
     "demo": {"train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 100, "train.checkpoint_every": 100},
     "smoke": {
@@ -87,15 +100,15 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     suite.base_config = "configs/full.py"  # what each run's difference is shown against
     # Each run's config file is read with this variant (configs/full.py:VARIANT); smoke is the demo's data, tiny.
     suite.config_variant = "demo" if variant == "smoke" else variant
-    suite.seeds = 3 if variant in ("mmact", "synthetic") else 1  # demo and smoke show the path, not a result
-    # demo and smoke runs build their data on first use; every run of the suite shares it in DIR/<shared_data_dir>.
-    suite.shared_data_dir = "data" if variant in ("demo", "smoke") else ""
+    suite.seeds = 1 if variant in ("demo", "smoke") else 3  # demo and smoke show the path, not a result
+    # demo, smoke and utd_mhad runs build their data on first use; the suite's runs share it in DIR/<shared_data_dir>.
+    suite.shared_data_dir = "data" if variant in ("demo", "smoke", "utd_mhad") else ""
     suite.reference = "main/full"
     # Every run evaluates its untrained model first: the curves' chance line and the retrieval chance line.
-    suite.overrides = ml_collections.ConfigDict(
-        {"train.eval_at_start": True, **_SIZES[variant]}, allow_dotted_keys=True
-    )
+    suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **SIZES[variant]}, allow_dotted_keys=True)
     mmact_only = variant == "synthetic"
+    utd_mhad = variant == "utd_mhad"
+    prompt_sets = ("plain",) if utd_mhad else PROMPT_SETS
 
     suite.groups = [
         {
@@ -133,7 +146,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "title": "Prompt sets and stored Video-LLaVA embedding kinds",
             "shown": ["main/full"],
             "skipped": NEEDS_MMACT if mmact_only else "",
-            "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in PROMPT_SETS]
+            "excluded": {"prompt_scene": SCENE_PROMPTS} if utd_mhad else {},
+            "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in prompt_sets]
             + [_run(f"embedding_{kind}", **{"data.embedding": kind}) for kind in EMBEDDINGS],
         },
         {
@@ -150,7 +164,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "name": "protocols",
             "title": "The other MMAct protocols (cross_subject is the main group)",
             "shown": [f"main/{name}" for name in BASELINES],
-            "skipped": NEEDS_PROTOCOLS if mmact_only else "",
+            "skipped": NEEDS_PROTOCOLS if mmact_only else UTD_PROTOCOLS if utd_mhad else "",
             "excluded": {
                 "sensor_only-cross_view": "cross_view tests unseen cameras of the training trials: a "
                 "sensor-only model would be tested on the recordings it trained on"
@@ -166,4 +180,19 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             ],
         },
     ]
+    if utd_mhad:
+        suite.groups.append(
+            {
+                "name": "loso",
+                "title": "Leave one subject out: each of the 8 subjects tested once, by a model that never saw them",
+                "runs": [
+                    dict(
+                        _run(name, name),
+                        folds=[f"loso_s{subject}" for subject in UTD_MHAD_SUBJECTS],
+                        reference="loso/full",
+                    )
+                    for name in LOSO_RUNS
+                ],
+            }
+        )
     return suite

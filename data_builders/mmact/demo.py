@@ -8,13 +8,11 @@ the first time a run asks for it; runs that share a data_dir (a suite's runs) ta
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import shutil
-from collections.abc import Iterator
 
+from data_builders import demo_data
 from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
 from harjax import errors
 
@@ -32,26 +30,13 @@ TREES = {
 }
 
 
-@contextlib.contextmanager
-def _exclusive(data_dir: str) -> Iterator[None]:
-    os.makedirs(data_dir, exist_ok=True)
-    with open(os.path.join(data_dir, ".prepare.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
-        yield
-
-
-def _is_built(data_dir: str, tfds_config: str) -> bool:
-    dataset = os.path.join(data_dir, "mmact", tfds_config)
-    return os.path.isdir(dataset) and any(name[:1].isdigit() for name in os.listdir(dataset))
-
-
 def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_mean_last", tree: str = "demo") -> str:
     """Builds the '<prompt_set>-<embedding>' demo dataset under data_dir unless it is there; returns data_dir."""
     if tree not in TREES:
         raise ValueError(f"config.data.demo_tree must be one of {sorted(TREES)}, got {tree!r}")
     tfds_config = f"{prompt_set}-{embedding}"
-    with _exclusive(data_dir):
-        if _is_built(data_dir, tfds_config):
+    with demo_data.exclusive(data_dir):
+        if demo_data.is_built(data_dir, "mmact", tfds_config):
             logging.info("demo dataset %s already built in %s", tfds_config, data_dir)
             return data_dir
         manual_dir = os.path.join(data_dir, "manual")

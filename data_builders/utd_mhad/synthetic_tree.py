@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -33,9 +34,14 @@ class TreeSpec:
 
 
 def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
-    """Writes root/RGB and root/Inertial; returns {'sequences': [ids written whole], 'lacking': [(id, modality)]}."""
+    """Writes root/RGB and root/Inertial; returns {'sequences': [ids written whole], 'lacking': [(id, modality)]}.
+
+    Marked as mmact's synthetic trees are (synthetic_tree.is_ours): STARTED first, what it wrote in MANIFEST last.
+    """
     import scipy.io
 
+    os.makedirs(root, exist_ok=True)
+    open(os.path.join(root, synthetic_tree.STARTED), "w").close()
     rng = np.random.default_rng(spec.seed)
     for folder in ("RGB", "Inertial"):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
@@ -64,7 +70,10 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
                     scipy.io.savemat(os.path.join(root, "Inertial", f"{name}_inertial.mat"), {"d_iner": signal})
                 if name not in lacking:
                     whole.append(name)
-    return {"sequences": whole, "lacking": sorted(lacking.items())}
+    written = {"sequences": whole, "lacking": sorted(lacking.items())}
+    with open(os.path.join(root, synthetic_tree.MANIFEST), "w") as f:
+        json.dump({"spec": dataclasses.asdict(spec), **written}, f, indent=1)
+    return written
 
 
 def main() -> None:

@@ -2,8 +2,9 @@
 
 Reads only what runs left in their workdirs (metrics.jsonl, eval/, analysis/, the suite's status file), so
 `--report` can be rerun at any time. A (run, seed) that has not finished is listed as missing or failed, never
-folded into a mean. Nothing time-dependent is written, so a suite interrupted and resumed reports the same as
-one that ran straight through.
+folded into a mean. A cross-validated run's row is the mean ± std over its folds, each fold the mean over its seeds
+and counted only once every seed of it finished, with a table of the folds beside it. Nothing time-dependent is
+written, so a suite interrupted and resumed reports the same as one that ran straight through.
 """
 
 from __future__ import annotations
@@ -101,16 +102,26 @@ def gather(suite: suites.Suite, seeds: int, root: str) -> dict[str, list[Result]
     return results
 
 
-def difference(base: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> str:
+def difference(base: ml_collections.ConfigDict, config: ml_collections.ConfigDict, hidden: tuple[str, ...] = ()) -> str:
     """What a run changes in the base config, in words: 'model.fusion=concat, loss.contrastive_weight=0.0'."""
     flat_base = traverse_util.flatten_dict(base.to_dict(), sep=".")
     flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
     changed = [
         f"{key}={suites.format_value(flat.get(key))}"
         for key in flat
-        if flat.get(key) != flat_base.get(key) and not key.startswith(_HIDDEN_KEYS)
+        if flat.get(key) != flat_base.get(key) and not key.startswith(_HIDDEN_KEYS + hidden)
     ]
     return ", ".join(changed) or "(the base)"
+
+
+def _row_difference(suite: suites.Suite, runs: Sequence[suites.RunSpec]) -> str:
+    """difference() of a row; a cross-validated run's protocol is its folds, not the first fold's."""
+    config = suite.configs[runs[0].key]
+    if not runs[0].fold:
+        return difference(suite.base, config)
+    folds = f"data.protocol: {len(runs)} folds ({runs[0].fold} .. {runs[-1].fold})"
+    changed = difference(suite.base, config, hidden=("data.protocol",))
+    return folds if changed == "(the base)" else f"{changed}, {folds}"
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -125,47 +136,84 @@ def _cell(values: Sequence[float], scale: float = 100.0) -> str:
     return f"{scale * mean:.1f}" + ("" if np.isnan(std) else f" ± {scale * std:.1f}")
 
 
-def _paired(results: list[Result], reference: list[Result], metric: str = "macro_f1") -> dict[str, Any]:
-    """The run minus its reference over the seeds both finished: mean, std, and how many seeds are better."""
-    both = [
-        (mine.final[metric], theirs.final[metric])
-        for mine, theirs in zip(results, reference, strict=True)
-        if mine.finished and theirs.finished and metric in mine.final and metric in theirs.final
-    ]
+def _finished_values(results: Iterable[Result], metric: str) -> list[float]:
+    return [result.final[metric] for result in results if result.finished and metric in result.final]
+
+
+def _fold_mean(results: Sequence[Result], metric: str) -> float | None:
+    """A fold's score: the mean over its seeds, once every seed finished (else None)."""
+    values = _finished_values(results, metric)
+    return float(np.mean(values)) if values and len(values) == len(results) else None
+
+
+def _row_values(runs: Sequence[suites.RunSpec], results: dict[str, list[Result]], metric: str) -> list[float]:
+    """What a row's cell is the mean ± std of: a value per finished seed, or per complete fold."""
+    if not runs[0].fold:
+        return _finished_values(results[runs[0].key], metric)
+    means = (_fold_mean(results[run.key], metric) for run in runs)
+    return [mean for mean in means if mean is not None]
+
+
+def _paired(
+    runs: Sequence[suites.RunSpec],
+    reference: Sequence[suites.RunSpec],
+    results: dict[str, list[Result]],
+    metric: str = "macro_f1",
+) -> dict[str, Any]:
+    """The run minus its reference: mean, std, and on how many pairs it is better.
+
+    Pairs are the seeds both finished, or for cross-validated runs the folds both completed (each fold's mean).
+    """
+    if runs[0].fold:
+        both = [
+            (_fold_mean(results[mine.key], metric), _fold_mean(results[theirs.key], metric))
+            for mine, theirs in zip(runs, reference, strict=True)
+        ]
+        both = [(mine, theirs) for mine, theirs in both if mine is not None and theirs is not None]
+    else:
+        both = [
+            (mine.final[metric], theirs.final[metric])
+            for mine, theirs in zip(results[runs[0].key], results[reference[0].key], strict=True)
+            if mine.finished and theirs.finished and metric in mine.final and metric in theirs.final
+        ]
     deltas = [mine - theirs for mine, theirs in both]
     return {
         "deltas": deltas,
         "better": sum(d > 0 for d in deltas),
         "worse": sum(d < 0 for d in deltas),
-        "seeds": len(deltas),
+        "pairs": len(deltas),
     }
-
-
-def _finished_values(results: Iterable[Result], metric: str) -> list[float]:
-    return [result.final[metric] for result in results if result.finished and metric in result.final]
 
 
 def _group_rows(
     suite: suites.Suite, group: suites.Group, results: dict[str, list[Result]], seeds: int
 ) -> list[dict[str, Any]]:
-    rows = []
-    for key in [*group.shown, *(run.key for run in group.runs)]:
-        if key not in results:  # a shown run whose own group does not run in this variant
+    rows, every_row = [], suite.rows()
+    for key in [*group.shown, *group.rows()]:
+        runs = every_row[key]
+        if runs[0].key not in results:  # a shown run whose own group does not run in this variant
             continue
-        run = suite.runs()[key]
-        paired = (
-            _paired(results[key], results[run.reference]) if run.reference != key and run.reference in results else None
-        )
+        run = runs[0]
+        reference = every_row[run.reference]
+        paired = _paired(runs, reference, results) if run.reference != key and reference[0].key in results else None
+        folds = {spec.fold: results[spec.key] for spec in runs if spec.fold}
         rows.append(
             {
                 "key": key,
                 "run": run,
                 "shown": run.group != group.name,
                 "paired": paired,
-                "difference": difference(suite.base, suite.configs[key]),
-                "finished": sum(result.finished for result in results[key]),
+                "difference": _row_difference(suite, runs),
+                "folds": folds,  # cross-validated: fold -> its results over seeds
+                "results": [result for spec in runs for result in results[spec.key]],
+                "finished": (
+                    sum(_fold_mean(fold, "macro_f1") is not None for fold in folds.values())
+                    if folds
+                    else sum(result.finished for result in results[key])
+                ),
+                "of": len(folds) or seeds,
                 "seeds": seeds,
-                **{metric: _finished_values(results[key], metric) for metric, _ in SCORES},
+                **{metric: _row_values(runs, results, metric) for metric, _ in SCORES},
             }
         )
     return rows
@@ -185,45 +233,70 @@ def _group_section(
     for name, reason in group.excluded.items():
         lines += [f"Left out: `{name}`: {reason}.", ""]
     metrics = [(metric, label) for metric, label in SCORES if any(row[metric] for row in rows)]
+    unit = "folds" if any(row["folds"] for row in rows) else "seeds"
+    if unit == "folds":
+        lines += [
+            "Cross-validated: each cell is the mean ± std over the folds, each fold the mean over its "
+            f"{rows[0]['seeds']} seed(s) and counted once every seed of it finished; differences are paired fold by "
+            "fold.",
+            "",
+        ]
     header = [
         "run",
         "difference from the base",
-        "seeds",
+        unit,
         *(f"{label} (%)" for _, label in metrics),
         "Δ macro-F1 vs reference (points)",
-        "seeds better / worse",
+        f"{unit} better / worse",
     ]
     table = []
     for row in rows:
         paired = row["paired"]
         if paired is None:
             delta, sign = ("(reference)" if row["run"].reference == row["key"] else "–"), "–"
-        elif paired["seeds"]:
+        elif paired["pairs"]:
             delta = _cell(paired["deltas"]) + f" vs `{row['run'].reference}`"
-            sign = f"{paired['better']} / {paired['worse']} of {paired['seeds']}"
+            sign = f"{paired['better']} / {paired['worse']} of {paired['pairs']}"
         else:
-            delta, sign = f"– (no seed finished by both it and `{row['run'].reference}`)", "–"
+            delta, sign = f"– (no {unit[:-1]} finished by both it and `{row['run'].reference}`)", "–"
         name = f"`{row['key']}`" + (" (shown)" if row["shown"] else "")
         table.append(
             [
                 name,
                 row["difference"],
-                f"{row['finished']}/{row['seeds']}",
+                f"{row['finished']}/{row['of']}",
                 *(_cell(row[metric]) for metric, _ in metrics),
                 delta,
                 sign,
             ]
         )
     lines += _markdown_table(header, table)
+    lines += _folds_table(rows)
     if figure:
         lines += ["", f"![training and eval curves of {group.name}](figures/{os.path.basename(figure)})"]
     return lines + [""]
 
 
+def _fold_cell(results: Sequence[Result]) -> str:
+    mean = _fold_mean(results, "macro_f1")
+    return "–" if mean is None else f"{100 * mean:.1f}"
+
+
+def _folds_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each cross-validated row's macro-F1 fold by fold (the mean over the fold's seeds)."""
+    folded = [row for row in rows if row["folds"]]
+    if not folded:
+        return []
+    folds = list(folded[0]["folds"])
+    table = [[f"`{row['key']}`", *(_fold_cell(row["folds"][fold]) for fold in folds)] for row in folded]
+    lines = ["", "Macro-F1 (%) of each fold, the mean over its seeds (–: not every seed finished):", ""]
+    return lines + _markdown_table(["run", *folds], table)
+
+
 def _curve_series(
     runs: Sequence[str], results: dict[str, list[Result]], metrics: Sequence[str]
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """run -> metric -> (steps, mean over the seeds that logged each step)."""
+    """run -> metric -> (steps, mean over the seeds (and folds) that logged each step)."""
     series = {}
     for key in runs:
         by_metric = {}
@@ -302,7 +375,8 @@ def _class_figures(suite: suites.Suite, results: dict[str, list[Result]], figure
 
 
 def _retrieval_section(suite: suites.Suite, results: dict[str, list[Result]], figures: str) -> list[str]:
-    keys = [key for key in results if _finished_values(results[key], RETRIEVAL[0])]
+    # A cross-validated run's folds are not rows here: its retrieval is each fold's, not the study's question.
+    keys = [key for key in results if not suite.runs()[key].fold and _finished_values(results[key], RETRIEVAL[0])]
     if not keys:
         return []
     reference = suite.reference
@@ -488,7 +562,9 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
     for group in suite.groups:
         rows = [] if group.skipped else _group_rows(suite, group, results, seeds)
         curve_runs = [row["key"] for row in rows if row["finished"]]
-        series = _curve_series(curve_runs, results, [metric for metric, _ in CURVES])
+        series = _curve_series(
+            curve_runs, {row["key"]: row["results"] for row in rows}, [metric for metric, _ in CURVES]
+        )
         shown = [(metric, label) for metric, label in CURVES if any(metric in runs for runs in series.values())]
         figure = (
             plots.curves(
@@ -511,6 +587,7 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
             {
                 "group": result.run.group,
                 "run": result.run.name,
+                "fold": result.run.fold,
                 "seed": result.seed,
                 "status": result.status,
                 "workdir": os.path.relpath(result.workdir, root),
@@ -529,8 +606,10 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
 
 
 def _csv_row(group: suites.Group, row: dict[str, Any]) -> dict[str, Any]:
+    """A row of results.csv; a cross-validated run fills the folds columns, any other the seeds ones."""
     paired = row["paired"] or {"deltas": [], "better": "", "worse": ""}
     delta_mean, delta_std = _mean_std(paired["deltas"]) if paired["deltas"] else ("", "")
+    folded = bool(row["folds"])
     values = {}
     for metric, _ in SCORES:
         mean, std = _mean_std(row[metric]) if row[metric] else ("", "")
@@ -539,14 +618,18 @@ def _csv_row(group: suites.Group, row: dict[str, Any]) -> dict[str, Any]:
         "group": group.name,
         "run": row["run"].name,
         "difference": row["difference"],
-        "seeds_finished": row["finished"],
+        "seeds_finished": "" if folded else row["finished"],
         "seeds": row["seeds"],
         **values,
         "reference": row["run"].reference,
         "delta_macro_f1_mean": delta_mean,
         "delta_macro_f1_std": delta_std,
-        "seeds_better": paired["better"],
-        "seeds_worse": paired["worse"],
+        "seeds_better": "" if folded else paired["better"],
+        "seeds_worse": "" if folded else paired["worse"],
+        "folds_finished": row["finished"] if folded else "",
+        "folds": row["of"] if folded else "",
+        "folds_better": paired["better"] if folded else "",
+        "folds_worse": paired["worse"] if folded else "",
     }
 
 

@@ -2,7 +2,9 @@
 
 A suite file is a plain ml_collections config (configs/suites/paper.py is the paper's study). load_suite checks it,
 and resolves every run's config exactly as harjax.main would, before anything trains; a Trial is one (run, seed)
-with its workdir and harjax.main command. harjax.experiments runs them, harjax.report reads what they left.
+with its workdir and harjax.main command. harjax.experiments runs them, harjax.report reads what they left. A run
+with `folds` (e.g. leave-one-subject-out protocols) is cross-validated: it trains once per fold and seed, each fold
+its own RunSpec with data.protocol set, and the report's row is the mean ± std over folds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from harjax import errors
 SUITE_KEYS = {"title", "base_config", "config_variant", "seeds", "shared_data_dir", "reference", "overrides", "groups"}
 REQUIRED_SUITE_KEYS = {"base_config", "config_variant", "seeds", "reference", "groups"}
 GROUP_KEYS = {"name", "title", "runs", "shown", "skipped", "excluded"}
-RUN_KEYS = {"name", "config", "overrides", "reference"}
+RUN_KEYS = {"name", "config", "overrides", "reference", "folds"}
 STATUS_FILE = "suite_status.json"
 LOG_FILE = "suite.log"
 CONFIG_OVERRIDE_PREFIX = "--config."
@@ -38,11 +40,18 @@ class RunSpec:
     name: str
     config: str  # a configs/*.py file
     overrides: tuple[str, ...]  # 'key=value', as harjax.main takes them after --config.
-    reference: str  # 'group/run' this run is compared with
+    reference: str  # 'group/run' this run is compared with (fold by fold when both are cross-validated)
+    fold: str = ""  # one fold of a cross-validated run: its data.protocol ('' = the run is not cross-validated)
+
+    @property
+    def row(self) -> str:
+        """'group/run': the report's row, which the folds of a cross-validated run share."""
+        return f"{self.group}/{self.name}"
 
     @property
     def key(self) -> str:
-        return f"{self.group}/{self.name}"
+        """'group/run', or 'group/run/fold' for one fold of a cross-validated run."""
+        return f"{self.row}/{self.fold}" if self.fold else self.row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +62,13 @@ class Group:
     shown: tuple[str, ...]  # runs of other groups repeated in this group's table
     skipped: str  # why the whole group does not run in this variant ('' = it runs)
     excluded: dict[str, str]  # runs left out of the group, and why
+
+    def rows(self) -> dict[str, tuple[RunSpec, ...]]:
+        """Each row ('group/run') and its runs: the run itself, or one per fold."""
+        rows: dict[str, list[RunSpec]] = {}
+        for run in self.runs:
+            rows.setdefault(run.row, []).append(run)
+        return {row: tuple(runs) for row, runs in rows.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +85,12 @@ class Suite:
     configs: dict[str, ml_collections.ConfigDict] = dataclasses.field(compare=False)  # each run's, resolved
 
     def runs(self) -> dict[str, RunSpec]:
+        """Every run by key; a cross-validated run's folds each by their own."""
         return {run.key: run for group in self.groups for run in group.runs}
+
+    def rows(self) -> dict[str, tuple[RunSpec, ...]]:
+        """Every row ('group/run') of every group and its runs (Group.rows)."""
+        return {row: runs for group in self.groups for row, runs in group.rows().items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +102,7 @@ class Trial:
     seed: int
 
     def workdir(self, root: str) -> str:
-        return os.path.join(root, "runs", self.run.group, self.run.name, f"seed{self.seed}")
+        return os.path.join(root, "runs", *self.run.key.split("/"), f"seed{self.seed}")
 
     def command(self, suite: Suite, root: str) -> list[str]:
         overrides = merge_overrides([*suite.overrides, *self.run.overrides, f"seed={self.seed}"])
@@ -159,7 +180,7 @@ def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_
     """Checks a suite file, and the command line's overrides against every run's config, before anything runs."""
     raw = config.to_dict()
     _check_keys(raw, SUITE_KEYS, REQUIRED_SUITE_KEYS, path)
-    groups, names = [], {}
+    groups, keys = [], set()
     base_overrides = [*_overrides(raw.get("overrides", {}), f"{path}: overrides")]
     if raw.get("shared_data_dir"):
         base_overrides.append(f"data.data_dir={os.path.join(os.path.abspath(root), raw['shared_data_dir'])}")
@@ -170,21 +191,18 @@ def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_
         runs = []
         for run in entry["runs"]:
             _check_keys(run, RUN_KEYS, {"name"}, f"{where}, run {run.get('name', '?')!r}")
-            if run["name"] in names:
-                raise SuiteError(
-                    f"{path}: run name {run['name']!r} is used twice (groups {names[run['name']]!r} "
-                    f"and {entry['name']!r})"
-                )
-            names[run["name"]] = entry["name"]
-            runs.append(
-                RunSpec(
-                    entry["name"],
-                    run["name"],
-                    run.get("config", raw["base_config"]),
-                    _overrides(run.get("overrides", {}), f"{where}, run {run['name']!r}"),
-                    run.get("reference", raw["reference"]),
-                )
+            key = f"{entry['name']}/{run['name']}"  # a run's workdir and report row: one per key
+            if key in keys:
+                raise SuiteError(f"{path}: run {key!r} is given twice (run names are unique within a group)")
+            keys.add(key)
+            spec = RunSpec(
+                entry["name"],
+                run["name"],
+                run.get("config", raw["base_config"]),
+                _overrides(run.get("overrides", {}), f"{where}, run {run['name']!r}"),
+                run.get("reference", raw["reference"]),
             )
+            runs += _folds(spec, run.get("folds"), f"{where}, run {run['name']!r}")
         groups.append(
             Group(
                 entry["name"],
@@ -215,12 +233,34 @@ def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_
         base,
         configs,
     )
-    known = suite.runs()
+    known = suite.rows()
     for group in groups:
         for key in [*group.shown, *(run.reference for run in group.runs)]:
             if key not in known:
                 raise SuiteError(f"{path}: group {group.name!r} refers to run {key!r}, which the suite does not have")
+        for row, runs in group.rows().items():
+            reference = known[runs[0].reference]
+            if runs[0].reference != row and [run.fold for run in reference] != [run.fold for run in runs]:
+                raise SuiteError(
+                    f"{path}: run {row!r} is compared with {runs[0].reference!r}, which has other folds "
+                    f"({[run.fold for run in runs]} against {[run.fold for run in reference]}); a run is compared "
+                    "fold by fold or seed by seed"
+                )
     return suite
+
+
+def _folds(spec: RunSpec, folds: Any, where: str) -> list[RunSpec]:
+    """The run, or one RunSpec per fold (data.protocol set to the fold) when it is cross-validated."""
+    if folds is None:
+        return [spec]
+    if isinstance(folds, str) or not folds or len(set(folds)) != len(folds):
+        raise SuiteError(f"{where}: 'folds' must be a list of distinct data.protocol names, got {folds!r}")
+    if any(override.startswith("data.protocol=") for override in spec.overrides):
+        raise SuiteError(f"{where}: a cross-validated run sets data.protocol by its 'folds', not in 'overrides'")
+    return [
+        dataclasses.replace(spec, overrides=(*spec.overrides, f"data.protocol={fold}"), fold=str(fold))
+        for fold in folds
+    ]
 
 
 def _resolve(path: str, what: str, config_arg: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:

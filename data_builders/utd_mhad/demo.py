@@ -1,0 +1,80 @@
+"""The UTD-MHAD demo's data: a generated release, tiny-model embeddings and the built 'utd_mhad' dataset, made once.
+
+harjax.main calls prepare() for configs/full.py:utd_mhad (and the paper suite's ':utd_mhad' variant), so the whole
+path of a video + wearable dataset other than MMAct (release layout -> manifest -> extractor -> recordings builder
+-> training) runs on a fresh machine. Given a data_dir where the real release was built
+(data_builders/utd_mhad/build.py), it reads that and generates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from data_builders import demo_data, extraction
+from data_builders.mmact import synthetic_tree as mmact_tree, tiny_model
+from data_builders.recordings import extract_embeddings
+from data_builders.utd_mhad import build, layout, synthetic_tree
+from harjax import errors
+
+# Every one has UTD-MHAD's 27 actions and 8 subjects (so loso_s1 .. loso_s8 exist) and two sequences lacking a file.
+TREES = {
+    "demo": synthetic_tree.TreeSpec(subjects=tuple(range(1, 9)), trials=(1, 2), clip_frames=60, frame_size=(48, 32)),
+    "tiny": synthetic_tree.TreeSpec(subjects=tuple(range(1, 9)), trials=(1,), clip_frames=30, frame_size=(48, 32)),
+}
+
+
+def _release(data_dir: str, tree: str) -> str:
+    """data_dir/manual, the generated release, written unless it is there whole."""
+    release = os.path.join(data_dir, "manual")
+    if os.path.exists(os.path.join(release, mmact_tree.MANIFEST)):  # written last: the tree is whole
+        return release
+    if os.path.isdir(release) and os.listdir(release) and not mmact_tree.is_ours(release):
+        raise errors.UserError(
+            f"{release} holds files the demo did not write; point config.data.data_dir at a folder of the demo's own"
+        )
+    logging.info("utd_mhad demo: writing a generated release (%s) to %s", tree, release)
+    shutil.rmtree(release, ignore_errors=True)  # an unfinished tree of an earlier demo
+    synthetic_tree.write_tree(release, TREES[tree])
+    return release
+
+
+def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_mean_last", tree: str = "demo") -> str:
+    """Builds the '<prompt_set>-<embedding>' utd_mhad dataset under data_dir unless it is there; returns data_dir."""
+    if tree not in TREES:
+        raise ValueError(f"config.data.demo_tree must be one of {sorted(TREES)}, got {tree!r}")
+    tfds_config = f"{prompt_set}-{embedding}"
+    with demo_data.exclusive(data_dir):
+        if demo_data.is_built(data_dir, build.NAME, tfds_config):
+            logging.info("utd_mhad dataset %s already built in %s", tfds_config, data_dir)
+            return data_dir
+        release = os.path.join(data_dir, "manual")
+        if os.path.isdir(os.path.join(data_dir, build.NAME)) and not mmact_tree.is_ours(release):
+            raise errors.UserError(
+                f"{data_dir} holds a utd_mhad dataset without the config {tfds_config!r}: build it from the release "
+                f"(python -m data_builders.utd_mhad.build ... --prompt_set={prompt_set} --embedding={embedding}; "
+                "see the README's UTD-MHAD section)"
+            )
+        release = _release(data_dir, tree)
+        manifest_path = os.path.join(data_dir, "manifest.jsonl")
+        if not os.path.exists(manifest_path):
+            layout.write_manifest(release, manifest_path)
+        model_dir = os.path.join(data_dir, "tiny_video_llava")
+        if not os.path.isdir(model_dir):
+            shutil.rmtree(model_dir + ".tmp", ignore_errors=True)
+            contexts = (extraction.prompt_text(context) for context in layout.CONTEXTS.values())
+            saved = tiny_model.save_tiny_model(model_dir + ".tmp", extra_words=extraction.words(contexts))
+            os.replace(saved, model_dir)
+        embeddings_dir = os.path.join(data_dir, "embeddings")
+        summary = extract_embeddings.extract(manifest_path, embeddings_dir, model_dir, prompt_set, batch_size=16)
+        logging.info(
+            "utd_mhad demo: extracted %d clips (%d already done), %d could not be read",
+            summary["extracted"],
+            summary["skipped_done"],
+            len(summary["failed"]),
+        )
+        directory, report = build.build(manifest_path, data_dir, embeddings_dir, prompt_set, embedding=embedding)
+        skipped = {reason: len(rows) for reason, rows in report["skipped"].items()}
+        logging.info("utd_mhad demo: built %s: %d examples, skipped %s", directory, report["examples"], skipped)
+    return data_dir
