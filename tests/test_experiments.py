@@ -46,10 +46,34 @@ def test_the_paper_suite_resolves_every_run():
     assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 2 + 5 + 6 + 14
 
 
+def test_the_utd_mhad_suite_cross_validates_its_loso_runs_over_the_eight_subjects():
+    suite = suites.load_suite(paper.get_config("utd_mhad"), "paper.py:utd_mhad", "/tmp/suite", ())
+    groups = {group.name: group for group in suite.groups}
+    assert "UTD-MHAD" in groups["protocols"].skipped and "prompt_scene" in groups["prompts"].excluded
+    folds = groups["loso"].rows()["loso/sensor_only"]
+    assert [run.fold for run in folds] == [f"loso_s{subject}" for subject in range(1, 9)]
+    assert {suite.configs[run.key].data.protocol for run in folds} == {run.fold for run in folds}
+    assert all(config.data.dataset == "utd_mhad" for config in suite.configs.values())
+    loso = suites.trials(suite, seeds=2, only=["loso"])
+    assert len(loso) == 3 * 8 * 2
+    assert loso[3].workdir("/tmp/suite") == "/tmp/suite/runs/loso/full/loso_s2/seed1"
+
+
+def _with_loso_run(**run):
+    """A change to the synthetic suite: a cross-validated group."""
+    return lambda config: config.groups.append({"name": "loso", "runs": [{"name": "full", **run}]})
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
         (lambda c: c.__setitem__("colour", "red"), r"unknown key 'colour'"),
+        (_with_loso_run(folds="loso_s1"), r"run 'full'.*'folds' must be a list of distinct"),
+        (
+            _with_loso_run(folds=["a", "b"], overrides={"data.protocol": "a"}),
+            r"sets data.protocol by its 'folds'",
+        ),
+        (_with_loso_run(folds=["a", "b"], reference="main/full"), r"'loso/full' is compared with 'main/full'"),
         (
             lambda c: c.groups[1]["runs"].append({"name": "no_attention", "config": "configs/full.py"}),
             r"run 'ablations/no_attention' is given twice",

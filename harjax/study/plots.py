@@ -77,7 +77,8 @@ def curves(
     path: str,
 ) -> str:
     """One panel per (metric key, axis label); in each, one line per run: series[run][metric] = (steps, values)."""
-    figure, panels = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    # constrained: a panel's long tick labels push its neighbour's axis label aside instead of under it
+    figure, panels = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False, layout="constrained")
     for axes, (metric, label) in zip(panels[0], metrics, strict=True):
         for run, by_metric in series.items():
             if metric in by_metric:

@@ -568,7 +568,10 @@ def write_report(suite: suites.Suite, seeds: int, root: str) -> str:
         shown = [(metric, label) for metric, label in CURVES if any(metric in runs for runs in series.values())]
         figure = (
             plots.curves(
-                series, shown, f"{group.title}: mean over seeds", os.path.join(figures, f"curves_{group.name}.png")
+                series,
+                shown,
+                f"{group.title}: mean over {'folds and ' if any(row['folds'] for row in rows) else ''}seeds",
+                os.path.join(figures, f"curves_{group.name}.png"),
             )
             if curve_runs
             else None
