@@ -84,6 +84,17 @@ def test_alignment_puts_each_stream_on_the_clips_clock(own):
     assert disagreement(misaligned) > 2 * disagreement(aligned)
 
 
+@pytest.mark.slow
+def test_the_recorded_embedding_kind_is_the_builds_also_under_an_explicit_tfds_config(own):
+    """Raw-clip prediction embeds with the kind a run read: an explicit tfds_config wins over data.embedding."""
+    config = small_config()
+    config.data.update(source="recordings", data_dir=str(own["root"] / "data"), protocol="manifest", max_length=64)
+    config.data.update(embedding="last_token", tfds_config="context-video_mean_last")
+    train, _ = pipeline.load_splits(config)
+    assert train.video_source["embedding"] == "video_mean_last"
+    assert train.video_source["extraction"]["prompt_set"] == "context"
+
+
 @pytest.mark.parametrize(
     "row, message",
     [

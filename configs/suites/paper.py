@@ -8,7 +8,8 @@ Variants:
   synthetic  the 'bursts' synthetic task, in memory, anywhere; the groups that need MMAct are skipped
   demo       every group on the demo's generated MMAct release with tiny Video-LLaVA embeddings (built once, in
              DIR/data)
-  smoke      every group on a 24-trial generated release, a few steps each: the suite's own test
+  smoke      every group on a 24-trial generated release, a few steps each, the sweeps and protocols thinned to
+             one run per setting: the suite's own test (it checks every group's path, not its table)
   utd_mhad   UTD-MHAD's 27 actions (configs/full.py:utd_mhad): cross_subject for every group, and the
              leave-one-subject-out folds (loso) reported as mean ± std over the 8 folds; a generated release
              (built once, in DIR/data) unless --config.data.data_dir names a build of the real one. The groups
@@ -107,6 +108,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # Every run evaluates its untrained model first: the curves' chance line and the retrieval chance line.
     suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **SIZES[variant]}, allow_dotted_keys=True)
     mmact_only = variant == "synthetic"
+    smoke = variant == "smoke"
+    # smoke runs one value of each sweep and the full model under each protocol (22 runs instead of 37)
+    lambdas, temperatures = (LAMBDAS[-1:], TEMPERATURES[-1:]) if smoke else (LAMBDAS, TEMPERATURES)
+    protocol_runs = ("full",) if smoke else BASELINES
     utd_mhad = variant == "utd_mhad"
     prompt_sets = ("plain",) if utd_mhad else PROMPT_SETS
 
@@ -154,10 +159,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "name": "sweeps",
             "title": "Contrastive weight lambda and (fixed) temperature tau",
             "shown": ["main/full", "ablations/no_contrastive"],
-            "runs": [_run(f"lambda_{value:g}", **{"loss.contrastive_weight": value}) for value in LAMBDAS]
+            "runs": [_run(f"lambda_{value:g}", **{"loss.contrastive_weight": value}) for value in lambdas]
             + [
                 _run(f"tau_{value:g}", **{"loss.temperature": value, "loss.learnable_temperature": False})
-                for value in TEMPERATURES
+                for value in temperatures
             ],
         },
         {
@@ -167,7 +172,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "skipped": NEEDS_PROTOCOLS if mmact_only else UTD_PROTOCOLS if utd_mhad else "",
             "excluded": {
                 "sensor_only-cross_view": "cross_view tests unseen cameras of the training trials: a "
-                "sensor-only model would be tested on the recordings it trained on"
+                "sensor-only model would be tested on the recordings it trained on",
+                **({"the baselines": "the smoke variant trains the full model under each protocol"} if smoke else {}),
             },
             "runs": [
                 dict(
@@ -175,7 +181,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                     reference=f"protocols/full-{protocol}",
                 )
                 for protocol in PROTOCOLS
-                for name in BASELINES
+                for name in protocol_runs
                 if f"{name}-{protocol}" != "sensor_only-cross_view"
             ],
         },

@@ -34,6 +34,11 @@ DEFAULT_RATE_HZ = 50.0  # the builder's rate, for datasets built before it recor
 INDEX = "index"  # dataset metadata: per split, what listing the views needs (camera_mask, sensor_length, label)
 
 
+def embedding_kind(tfds_config: str) -> str:
+    """The stored embedding kind of a '<prompt_set>-<kind>[-...]' config (both builders name them so)."""
+    return tfds_config.split("-")[1]
+
+
 def dataset_directory(data_dir: str, tfds_config: str, dataset: str = MMACT) -> str:
     """<data_dir>/<dataset>/<config>/<latest version>."""
     root = os.path.join(data_dir, dataset, tfds_config)
@@ -399,7 +404,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
             sampling_rate_hz=float(builder.info.metadata.get("sensor_rate_hz", DEFAULT_RATE_HZ)),
             video_source={
                 "extraction": builder.info.metadata.get("embeddings", {}),
-                "embedding": data.embedding,
+                "embedding": embedding_kind(tfds_config),  # what the build stored, also under an explicit tfds_config
                 "tfds_config": tfds_config,
             }
             if uses_video
