@@ -69,20 +69,96 @@ def frame_indices(num_frames: int, wanted: int = NUM_FRAMES) -> np.ndarray:
     return np.arange(0, num_frames, num_frames / wanted).astype(int)[:wanted]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Index:
+    """Every frame's presentation timestamp (in stream time_base) and which of them start a GOP, from the packets."""
+
+    pts: np.ndarray  # [n] sorted: position -> pts
+    keyframes: np.ndarray  # [k] sorted pts of the keyframes
+
+
+def _index(path: str) -> _Index | None:
+    """The clip's frame index from its packets alone (demuxing, no decoding); None where a packet lacks a pts."""
+    import av
+
+    with av.open(path) as container:
+        packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
+    if not packets or any(pts is None for pts, _ in packets):
+        return None
+    pts = np.sort(np.array([pts for pts, _ in packets], np.int64))
+    keyframes = np.sort(np.array([pts for pts, key in packets if key], np.int64))
+    if len(np.unique(pts)) != len(pts) or not len(keyframes) or keyframes[0] != pts[0]:
+        return None  # not an index seeking can trust: decode in order
+    return _Index(pts, keyframes)
+
+
 def _positions_in_span(path: str, start_s: float | None, end_s: float | None) -> np.ndarray:
-    """Positions of the decoded frames whose time lies in [start_s, end_s) (the whole file for None, None)."""
+    """Positions of the frames whose time lies in [start_s, end_s) (the whole file for None, None)."""
     import av
 
     with av.open(path) as container:
         stream = container.streams.video[0]
         if start_s is None and end_s is None and stream.frames:
             return np.arange(stream.frames)
-        positions = [
-            position
-            for position, frame in enumerate(container.decode(video=0))
-            if (start_s is None or frame.time >= start_s) and (end_s is None or frame.time < end_s)
-        ]
-    return np.asarray(positions, np.int64)
+        time_base = stream.time_base
+    index = _index(path)
+    if index is not None and time_base is not None:
+        times = index.pts * float(time_base)
+    else:
+        with av.open(path) as container:
+            times = np.array([frame.time for frame in container.decode(video=0)], np.float64)
+    inside = np.ones(len(times), bool)
+    if start_s is not None:
+        inside &= times >= start_s
+    if end_s is not None:
+        inside &= times < end_s
+    return np.flatnonzero(inside).astype(np.int64)
+
+
+def decode_frames(path: str, indices: np.ndarray, seek: bool = True) -> tuple[dict[int, np.ndarray], int]:
+    """({position: frame [H, W, 3] uint8} of the wanted positions that exist, frames decoded to get them).
+
+    With `seek`, each wanted frame is reached from the keyframe before it (its GOP decoded up to it, a GOP already
+    entered decoded on), instead of decoding every frame from the start: the same frames as in order, since a GOP
+    decodes from its keyframe alone. Clips whose packets give no frame index are decoded in order.
+    """
+    import av
+
+    wanted = sorted({int(i) for i in indices})
+    index = _index(path) if seek else None
+    kept: dict[int, np.ndarray] = {}
+    decoded = 0
+    with av.open(path) as container:
+        if index is None or wanted[-1] >= len(index.pts):
+            for position, frame in enumerate(container.decode(video=0)):
+                decoded += 1
+                if position in wanted:
+                    kept[position] = frame.to_ndarray(format="rgb24")
+                if position >= wanted[-1]:
+                    break
+            return kept, decoded
+        stream = container.streams.video[0]
+        position_of = {int(pts): position for position, pts in enumerate(index.pts)}
+        frames = None
+        current = None  # pts of the last frame decoded
+        for position in wanted:
+            target = int(index.pts[position])
+            keyframe = int(index.keyframes[np.searchsorted(index.keyframes, target, side="right") - 1])
+            if frames is None or current is None or current < keyframe or current >= target:
+                container.seek(keyframe, stream=stream, backward=True, any_frame=False)
+                frames = container.decode(stream)
+                current = None
+            for frame in frames:
+                decoded += 1
+                current = frame.pts
+                if current == target:
+                    kept[position_of[current]] = frame.to_ndarray(format="rgb24")
+                if current is None or current >= target:
+                    break
+    if len(kept) < len(wanted):  # the decoder's timestamps are not the packets': decode in order instead
+        kept, again = decode_frames(path, indices, seek=False)
+        decoded += again
+    return kept, decoded
 
 
 def read_frames(
@@ -91,23 +167,16 @@ def read_frames(
     """(frames [8, H, W, 3] uint8, their positions in the file) with PyAV; raises on an undecodable or empty clip.
 
     Frames at `indices`, by default 8 evenly spaced over the span [start_s, end_s) of the file. Only those are
-    converted and kept (a 1544-frame 1080p clip would take 9 GB in full).
+    decoded as far as the container allows (decode_frames), converted and kept (a 1544-frame 1080p clip would take
+    9 GB in full).
     """
-    import av
-
     if indices is None:
         positions = _positions_in_span(path, start_s, end_s)
         if not len(positions):
             span = "" if start_s is None and end_s is None else f" in [{start_s}, {end_s}) s"
             raise ValueError(f"{path}: no video frames{span}")
         indices = positions[frame_indices(len(positions))]
-    kept: dict[int, np.ndarray] = {}
-    with av.open(path) as container:
-        for position, frame in enumerate(container.decode(video=0)):
-            if position in indices:
-                kept[position] = frame.to_ndarray(format="rgb24")
-            if position >= indices[-1]:
-                break
+    kept, _ = decode_frames(path, indices)
     if not kept:
         raise ValueError(f"{path}: no decodable video frames")
     # Where the container over-reported its length, the last sample decoded stands in for the missing ones.

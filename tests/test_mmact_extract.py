@@ -128,3 +128,31 @@ def test_middle_layer_is_the_models_own_hidden_state(setup):
         atol=2e-3,
     )
     np.testing.assert_allclose(ours["last_token"].astype(np.float32), hidden[-1][0, -1].numpy(), atol=2e-3)
+
+
+@pytest.mark.parametrize(
+    "codec, gop_size, suffix",
+    [("libx264", 2, "mp4"), ("libx264", 250, "mp4"), ("mpeg4", 12, "avi")],  # short and long keyframe intervals
+)
+def test_seeking_to_the_sampled_frames_gives_the_frames_decoding_in_order_does(tmp_path, codec, gop_size, suffix):
+    import av
+
+    path = str(tmp_path / f"clip.{suffix}")
+    synthetic_tree.write_clip(path, 3, np.random.default_rng(0), 120, (96, 64), 30.0, codec=codec, gop_size=gop_size)
+    with av.open(path) as container:
+        times = np.array([frame.time for frame in container.decode(video=0)])
+    for start_s, end_s in [(None, None), (1.0, 3.0)]:
+        positions = extraction._positions_in_span(path, start_s, end_s)
+        inside = (times >= (start_s or 0)) & (times < (end_s or np.inf))
+        np.testing.assert_array_equal(positions, np.flatnonzero(inside))  # the span from packets, not decoding
+        indices = positions[extraction.frame_indices(len(positions))]
+        sought, decoded = extraction.decode_frames(path, indices)
+        in_order, decoded_in_order = extraction.decode_frames(path, indices, seek=False)
+        assert sorted(sought) == sorted(in_order) == sorted(set(indices.tolist()))
+        for position in sought:
+            np.testing.assert_array_equal(sought[position], in_order[position])
+        assert decoded <= decoded_in_order
+        if gop_size == 2:  # a keyframe every other frame: about one or two frames decoded per sample
+            assert decoded <= 2 * len(indices)
+    frames, read = extraction.read_frames(path, start_s=1.0, end_s=3.0)
+    assert frames.shape == (8, 64, 96, 3) and read.tolist() == sorted(read.tolist())

@@ -94,14 +94,20 @@ def write_clip(
     size: tuple[int, int] = (64, 48),
     fps: float = 29.97,
     codec: str = "libx264",
+    gop_size: int | None = None,
 ) -> None:
-    """A clip whose bright square moves at a class-specific speed (frames of `size` = width, height)."""
+    """A clip whose bright square moves at a class-specific speed (frames of `size` = width, height).
+
+    gop_size: frames from one keyframe to the next (None: the codec's default).
+    """
     import av  # the builder's extra; training never imports this module
 
     width, height = size
     with av.open(path, "w") as container:
         stream = container.add_stream(codec, rate=round(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if gop_size:
+            stream.codec_context.gop_size = gop_size
         speed = 1.5 + 1.2 * class_index  # pixels per frame
         row = int((class_index * 7) % (height - 12))
         for index in range(frames):
