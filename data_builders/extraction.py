@@ -77,12 +77,12 @@ class _Index:
     keyframes: np.ndarray  # [k] sorted pts of the keyframes
 
 
-def _index(path: str) -> _Index | None:
-    """The clip's frame index from its packets alone (demuxing, no decoding); None where a packet lacks a pts."""
-    import av
+def _index(container: Any) -> _Index | None:
+    """An open clip's frame index from its packets alone (demuxing, no decoding); None where a packet lacks a pts.
 
-    with av.open(path) as container:
-        packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
+    The container is read to its end: seek before decoding from it.
+    """
+    packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
     if not packets or any(pts is None for pts, _ in packets):
         return None
     pts = np.sort(np.array([pts for pts, _ in packets], np.int64))
@@ -92,7 +92,7 @@ def _index(path: str) -> _Index | None:
     return _Index(pts, keyframes)
 
 
-def _positions_in_span(path: str, start_s: float | None, end_s: float | None) -> np.ndarray:
+def positions_in_span(path: str, start_s: float | None, end_s: float | None) -> np.ndarray:
     """Positions of the frames whose time lies in [start_s, end_s) (the whole file for None, None)."""
     import av
 
@@ -100,12 +100,11 @@ def _positions_in_span(path: str, start_s: float | None, end_s: float | None) ->
         stream = container.streams.video[0]
         if start_s is None and end_s is None and stream.frames:
             return np.arange(stream.frames)
-        time_base = stream.time_base
-    index = _index(path)
-    if index is not None and time_base is not None:
-        times = index.pts * float(time_base)
-    else:
-        with av.open(path) as container:
+        index = _index(container)
+        if index is not None and stream.time_base is not None:
+            times = index.pts * float(stream.time_base)
+        else:
+            container.seek(0)
             times = np.array([frame.time for frame in container.decode(video=0)], np.float64)
     inside = np.ones(len(times), bool)
     if start_s is not None:
@@ -125,10 +124,12 @@ def decode_frames(path: str, indices: np.ndarray, seek: bool = True) -> tuple[di
     import av
 
     wanted = sorted({int(i) for i in indices})
-    index = _index(path) if seek else None
     kept: dict[int, np.ndarray] = {}
     decoded = 0
     with av.open(path) as container:
+        index = _index(container) if seek else None
+        if seek:
+            container.seek(0)
         if index is None or wanted[-1] >= len(index.pts):
             for position, frame in enumerate(container.decode(video=0)):
                 decoded += 1
@@ -171,7 +172,7 @@ def read_frames(
     9 GB in full).
     """
     if indices is None:
-        positions = _positions_in_span(path, start_s, end_s)
+        positions = positions_in_span(path, start_s, end_s)
         if not len(positions):
             span = "" if start_s is None and end_s is None else f" in [{start_s}, {end_s}) s"
             raise ValueError(f"{path}: no video frames{span}")

@@ -142,7 +142,7 @@ def test_seeking_to_the_sampled_frames_gives_the_frames_decoding_in_order_does(t
     with av.open(path) as container:
         times = np.array([frame.time for frame in container.decode(video=0)])
     for start_s, end_s in [(None, None), (1.0, 3.0)]:
-        positions = extraction._positions_in_span(path, start_s, end_s)
+        positions = extraction.positions_in_span(path, start_s, end_s)
         inside = (times >= (start_s or 0)) & (times < (end_s or np.inf))
         np.testing.assert_array_equal(positions, np.flatnonzero(inside))  # the span from packets, not decoding
         indices = positions[extraction.frame_indices(len(positions))]
