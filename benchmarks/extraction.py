@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--frame_width", type=int, default=640)
     parser.add_argument("--frame_height", type=int, default=360)
     parser.add_argument("--clip_frames", type=int, default=90)
+    parser.add_argument(
+        "--gop_size", type=int, default=0, help="frames per keyframe interval (0: libx264's default, 250)"
+    )
     parser.add_argument("--prompt_set", default="context")
     args = parser.parse_args()
     batch_sizes = [int(size) for size in args.batch_size.split(",")]
@@ -63,6 +66,7 @@ def main() -> None:
         actions_per_scene=2,
         clip_frames=args.clip_frames,
         frame_size=(args.frame_width, args.frame_height),
+        gop_size=args.gop_size or None,
     )
     model_rates, end_to_end_rates = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -147,6 +151,7 @@ def main() -> None:
                 "clips": len(clips),
                 "batch_sizes": batch_sizes,
                 "clip_frames": args.clip_frames,
+                "gop_size": args.gop_size or "libx264 default",
                 "frame_size": [args.frame_width, args.frame_height],
                 "cameras": len(layout.CAMERAS),
                 "frames_decoded_per_clip": {way: round(count, 1) for way, count in per_clip.items()},

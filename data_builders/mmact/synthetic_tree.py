@@ -51,6 +51,7 @@ class TreeSpec:
     clip_frames: int = 16
     frame_size: tuple[int, int] = (64, 48)  # width, height
     fps: float = 29.97
+    gop_size: int | None = None  # frames per keyframe interval of the clips (None: libx264's default, 250)
     seed: int = 0
 
 
@@ -207,7 +208,7 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
                     f.write(b"\x00\x00\x00\x18ftypmp42 truncated, not a video")
                 quirks["undecodable_clip"].append(path)
                 continue
-            write_clip(path, class_index, rng, spec.clip_frames, spec.frame_size, spec.fps)
+            write_clip(path, class_index, rng, spec.clip_frames, spec.frame_size, spec.fps, gop_size=spec.gop_size)
     manifest = json.loads(
         json.dumps({"spec": dataclasses.asdict(spec), "trials": [trial.key for trial in trials], "quirks": quirks})
     )  # as it reads back from the file
