@@ -1,4 +1,4 @@
-"""What the demos' generated datasets share: one preparation at a time per data_dir, and a built dataset's test.
+"""What the demos' generated datasets share: the lock, the built test, the generated release and the tiny model.
 
 The demos (data_builders/mmact/demo.py, data_builders/utd_mhad/demo.py) generate a release, extract it with the
 tiny model and build it the first time a run asks; a suite's runs share one data_dir and take turns here.
@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from data_builders.mmact import synthetic_tree, tiny_model
+from harjax import errors
 
 
 @contextlib.contextmanager
@@ -25,3 +31,30 @@ def is_built(data_dir: str, name: str, tfds_config: str) -> bool:
     """Whether data_dir holds a finished version of the TFDS dataset name/tfds_config."""
     dataset = os.path.join(data_dir, name, tfds_config)
     return os.path.isdir(dataset) and any(entry[:1].isdigit() for entry in os.listdir(dataset))
+
+
+def generated_release(manual_dir: str, write: Callable[[str], Any]) -> str:
+    """manual_dir holding a generated release, written by write(manual_dir) unless it is there whole; returns it.
+
+    Both generators mark their trees (synthetic_tree.STARTED first, MANIFEST last), so only a tree of theirs,
+    unfinished, is written over; a folder of anything else is refused.
+    """
+    if os.path.exists(os.path.join(manual_dir, synthetic_tree.MANIFEST)):
+        return manual_dir
+    if os.path.isdir(manual_dir) and os.listdir(manual_dir) and not synthetic_tree.is_ours(manual_dir):
+        raise errors.UserError(
+            f"{manual_dir} holds files the demo did not write; point config.data.data_dir at a folder of the demo's own"
+        )
+    logging.info("demo: writing a generated release to %s", manual_dir)
+    shutil.rmtree(manual_dir, ignore_errors=True)  # an unfinished tree of an earlier demo
+    write(manual_dir)
+    return manual_dir
+
+
+def tiny_model_dir(data_dir: str, extra_words: Sequence[str] = ()) -> str:
+    """data_dir/tiny_video_llava, saved whole (through a .tmp folder) unless it is there; returns it."""
+    model_dir = os.path.join(data_dir, "tiny_video_llava")
+    if not os.path.isdir(model_dir):
+        shutil.rmtree(model_dir + ".tmp", ignore_errors=True)
+        os.replace(tiny_model.save_tiny_model(model_dir + ".tmp", extra_words=extra_words), model_dir)
+    return model_dir

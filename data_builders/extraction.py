@@ -114,52 +114,64 @@ def positions_in_span(path: str, start_s: float | None, end_s: float | None) -> 
     return np.flatnonzero(inside).astype(np.int64)
 
 
+def _decode_in_order(container: Any, wanted: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
+    """The wanted positions' frames (sorted positions), decoding every frame from the start up to the last."""
+    kept, decoded = {}, 0
+    for position, frame in enumerate(container.decode(video=0)):
+        decoded += 1
+        if position in wanted:
+            kept[position] = frame.to_ndarray(format="rgb24")
+        if position >= wanted[-1]:
+            break
+    return kept, decoded
+
+
+def _decode_by_seeking(container: Any, index: _Index, wanted: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
+    """The wanted positions' frames (sorted positions), each decoded from the keyframe before it.
+
+    A frame in the GOP already being decoded, after the last one kept, is reached by decoding on instead. A frame
+    whose pts the decoder never gives is left out (the caller decodes in order then).
+    """
+    stream = container.streams.video[0]
+    kept, decoded, current, frames = {}, 0, None, iter(())
+    for position in wanted:
+        target = int(index.pts[position])
+        keyframe = int(index.keyframes[np.searchsorted(index.keyframes, target, side="right") - 1])
+        if current is None or not keyframe <= current < target:
+            container.seek(keyframe, stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        for frame in frames:
+            decoded += 1
+            current = frame.pts
+            if current is None or current >= target:
+                break
+        if current == target:
+            kept[position] = frame.to_ndarray(format="rgb24")
+    return kept, decoded
+
+
 def decode_frames(path: str, indices: np.ndarray, seek: bool = True) -> tuple[dict[int, np.ndarray], int]:
     """({position: frame [H, W, 3] uint8} of the wanted positions that exist, frames decoded to get them).
 
-    With `seek`, each wanted frame is reached from the keyframe before it (its GOP decoded up to it, a GOP already
-    entered decoded on), instead of decoding every frame from the start: the same frames as in order, since a GOP
-    decodes from its keyframe alone. Clips whose packets give no frame index are decoded in order.
+    With `seek`, each wanted frame is reached from the keyframe before it instead of decoding every frame from the
+    start: the same frames as in order, since a GOP decodes from its keyframe alone. Clips whose packets give no
+    frame index, or whose decoder gives other timestamps than the packets, are decoded in order.
     """
     import av
 
     wanted = sorted({int(i) for i in indices})
-    kept: dict[int, np.ndarray] = {}
     decoded = 0
     with av.open(path) as container:
         index = _index(container) if seek else None
         if seek:
+            container.seek(0)  # the index read the packets to the end
+        if index is not None and wanted[-1] < len(index.pts):
+            kept, decoded = _decode_by_seeking(container, index, wanted)
+            if len(kept) == len(wanted):
+                return kept, decoded
             container.seek(0)
-        if index is None or wanted[-1] >= len(index.pts):
-            for position, frame in enumerate(container.decode(video=0)):
-                decoded += 1
-                if position in wanted:
-                    kept[position] = frame.to_ndarray(format="rgb24")
-                if position >= wanted[-1]:
-                    break
-            return kept, decoded
-        stream = container.streams.video[0]
-        position_of = {int(pts): position for position, pts in enumerate(index.pts)}
-        frames = None
-        current = None  # pts of the last frame decoded
-        for position in wanted:
-            target = int(index.pts[position])
-            keyframe = int(index.keyframes[np.searchsorted(index.keyframes, target, side="right") - 1])
-            if frames is None or current is None or current < keyframe or current >= target:
-                container.seek(keyframe, stream=stream, backward=True, any_frame=False)
-                frames = container.decode(stream)
-                current = None
-            for frame in frames:
-                decoded += 1
-                current = frame.pts
-                if current == target:
-                    kept[position_of[current]] = frame.to_ndarray(format="rgb24")
-                if current is None or current >= target:
-                    break
-    if len(kept) < len(wanted):  # the decoder's timestamps are not the packets': decode in order instead
-        kept, again = decode_frames(path, indices, seek=False)
-        decoded += again
-    return kept, decoded
+        kept, in_order = _decode_in_order(container, wanted)
+    return kept, decoded + in_order
 
 
 def read_frames(

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 from data_builders import demo_data
-from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
-from harjax import errors
+from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree
 
 # 'demo': 480 trials over 8 subjects, every scene, 3 sessions; 'tiny': the 24 trials of dummy_data/ (tests).
 TREES = {
@@ -39,20 +37,10 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         if demo_data.is_built(data_dir, "mmact", tfds_config):
             logging.info("demo dataset %s already built in %s", tfds_config, data_dir)
             return data_dir
-        manual_dir = os.path.join(data_dir, "manual")
-        if not os.path.exists(os.path.join(manual_dir, synthetic_tree.MANIFEST)):  # written last: the tree is whole
-            logging.info("demo: writing a synthetic MMAct tree (%s) to %s", tree, manual_dir)
-            if os.path.isdir(manual_dir) and os.listdir(manual_dir) and not synthetic_tree.is_ours(manual_dir):
-                raise errors.UserError(
-                    f"{manual_dir} holds files the demo did not write; point config.data.data_dir at a folder of "
-                    "the demo's own"
-                )
-            shutil.rmtree(manual_dir, ignore_errors=True)  # an unfinished tree of an earlier demo
-            synthetic_tree.write_tree(manual_dir, TREES[tree])
-        model_dir = os.path.join(data_dir, "tiny_video_llava")
-        if not os.path.isdir(model_dir):
-            shutil.rmtree(model_dir + ".tmp", ignore_errors=True)
-            os.replace(tiny_model.save_tiny_model(model_dir + ".tmp"), model_dir)
+        manual_dir = demo_data.generated_release(
+            os.path.join(data_dir, "manual"), lambda root: synthetic_tree.write_tree(root, TREES[tree])
+        )
+        model_dir = demo_data.tiny_model_dir(data_dir)
         embeddings_dir = os.path.join(data_dir, "embeddings")
         summary = extract_embeddings.extract(
             manual_dir, embeddings_dir, model_dir, prompt_set, batch_size=16, device="cpu"

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 from data_builders import demo_data, extraction
-from data_builders.mmact import synthetic_tree as mmact_tree, tiny_model
+from data_builders.mmact import synthetic_tree as mmact_tree
 from data_builders.recordings import extract_embeddings
 from data_builders.utd_mhad import build, layout, synthetic_tree
 from harjax import errors
@@ -23,21 +22,6 @@ TREES = {
     "demo": synthetic_tree.TreeSpec(subjects=tuple(range(1, 9)), trials=(1, 2), clip_frames=60, frame_size=(48, 32)),
     "tiny": synthetic_tree.TreeSpec(subjects=tuple(range(1, 9)), trials=(1,), clip_frames=30, frame_size=(48, 32)),
 }
-
-
-def _release(data_dir: str, tree: str) -> str:
-    """data_dir/manual, the generated release, written unless it is there whole."""
-    release = os.path.join(data_dir, "manual")
-    if os.path.exists(os.path.join(release, mmact_tree.MANIFEST)):  # written last: the tree is whole
-        return release
-    if os.path.isdir(release) and os.listdir(release) and not mmact_tree.is_ours(release):
-        raise errors.UserError(
-            f"{release} holds files the demo did not write; point config.data.data_dir at a folder of the demo's own"
-        )
-    logging.info("utd_mhad demo: writing a generated release (%s) to %s", tree, release)
-    shutil.rmtree(release, ignore_errors=True)  # an unfinished tree of an earlier demo
-    synthetic_tree.write_tree(release, TREES[tree])
-    return release
 
 
 def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_mean_last", tree: str = "demo") -> str:
@@ -56,16 +40,12 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
                 f"(python -m data_builders.utd_mhad.build ... --prompt_set={prompt_set} --embedding={embedding}; "
                 "see the README's UTD-MHAD section)"
             )
-        release = _release(data_dir, tree)
+        demo_data.generated_release(release, lambda root: synthetic_tree.write_tree(root, TREES[tree]))
         manifest_path = os.path.join(data_dir, "manifest.jsonl")
         if not os.path.exists(manifest_path):
             layout.write_manifest(release, manifest_path)
-        model_dir = os.path.join(data_dir, "tiny_video_llava")
-        if not os.path.isdir(model_dir):
-            shutil.rmtree(model_dir + ".tmp", ignore_errors=True)
-            contexts = (extraction.prompt_text(context) for context in layout.CONTEXTS.values())
-            saved = tiny_model.save_tiny_model(model_dir + ".tmp", extra_words=extraction.words(contexts))
-            os.replace(saved, model_dir)
+        contexts = (extraction.prompt_text(context) for context in layout.CONTEXTS.values())
+        model_dir = demo_data.tiny_model_dir(data_dir, extraction.words(contexts))
         embeddings_dir = os.path.join(data_dir, "embeddings")
         summary = extract_embeddings.extract(manifest_path, embeddings_dir, model_dir, prompt_set, batch_size=16)
         logging.info(

@@ -376,7 +376,8 @@ def _class_figures(suite: suites.Suite, results: dict[str, list[Result]], figure
 
 def _retrieval_section(suite: suites.Suite, results: dict[str, list[Result]], figures: str) -> list[str]:
     # A cross-validated run's folds are not rows here: its retrieval is each fold's, not the study's question.
-    keys = [key for key in results if not suite.runs()[key].fold and _finished_values(results[key], RETRIEVAL[0])]
+    runs = suite.runs()
+    keys = [key for key in results if not runs[key].fold and _finished_values(results[key], RETRIEVAL[0])]
     if not keys:
         return []
     reference = suite.reference
