@@ -35,7 +35,7 @@ def main() -> None:
             os.path.join(scratch, "tree"), synthetic.RecordingsSpec(subjects=args.subjects, trials=args.trials)
         )
         rows = sum(1 for _ in open(written["manifest"]))
-        words = extraction.words(extraction.prompt_text(context) for context in synthetic.CONTEXTS)
+        words = extraction.words(synthetic.CONTEXTS)
         model = tiny_model.save_tiny_model(os.path.join(scratch, "model"), extra_words=words)
         seconds = {}
         started = time.perf_counter()

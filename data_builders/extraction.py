@@ -1,18 +1,20 @@
 """Video-language embeddings of a list of clips: the one extraction core every dataset's extractor calls.
 
-A dataset's extractor only lists its clips (ClipJob: a name, a file, an optional span in seconds, the prompt) and
-calls `extract`; the core decodes the sampled frames, runs the model in batches and writes
-<directory>/<clip name>.npz per clip (float16), atomically, so a rerun skips finished clips and several GPUs or
-machines can share the work by shard. Each file holds:
+A dataset's extractor only lists its clips (ClipJob: a name, a file, an optional span in seconds, the scene
+context) and calls `extract`; the core decodes the sampled frames and prepares the model's inputs in worker
+processes while the model runs on the batch before, and writes <directory>/<clip name>.npz per clip (float16),
+atomically, so a rerun skips finished clips and several GPUs or machines can share the work by shard. The model
+may be any family of data_builders/video_families.py (Video-LLaVA, Qwen2-VL / Qwen2.5-VL, LLaVA-OneVision), picked
+from its config. Each file holds:
     video_mean_last    [d]     mean hidden state over the video tokens, last layer (after the final norm)
     video_mean_middle  [d]     the same at the middle layer (often the better feature)
     last_token         [d]     hidden state of the last prompt token, last layer: reads the clip after the
                                question, so it depends on the whole prompt
     frame_means        [8, d]  per-frame means over each frame's tokens, last layer
     frame_indices      [8]     the decoded frames the model saw (positions in the file)
-<directory>/metadata.json records the model, its revision, its hidden size d, the prompt texts, layers and frame
-sampling; a rerun with other settings into the same folder is refused. Clips that cannot be decoded are listed in
-<directory>/failures_shard<I>.jsonl and returned.
+<directory>/metadata.json records the model, its family and revision, its hidden size d, the prompt texts, layers,
+frame sampling and how the frames were given to the model; a rerun with other settings into the same folder is
+refused. Clips that cannot be decoded are listed in <directory>/failures_shard<I>.jsonl and returned.
 """
 
 from __future__ import annotations
@@ -30,36 +32,27 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from data_builders import video_families
+
 DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
-NUM_FRAMES = 8  # Video-LLaVA was trained on exactly 8 frames
+NUM_FRAMES = video_families.NUM_FRAMES
 EMBEDDING_KINDS = ("video_mean_last", "video_mean_middle", "last_token", "frame_means")
 METADATA = "metadata.json"
 FRAME_SAMPLING = "np.arange(0, n, n / 8).astype(int)"  # over the n frames of the clip's span
 
-# The language model is causal: text after <video> cannot change the video tokens. So a context goes BEFORE the
-# video, where every video token attends to it, and the question after it, whose last token summarises the clip
-# in the light of both (read as the 'last_token' embedding).
-QUESTION = "Which activity is the person performing? Answer in one word:"
-TEMPLATE = "USER: {context}<video>\n{question} ASSISTANT:"
 
-
-def prompt_text(context: str) -> str:
-    """The full prompt of a clip whose scene is described by `context` ('' for none)."""
-    return TEMPLATE.format(context=context, question=QUESTION)
-
-
-def words(texts: Iterable[str]) -> list[str]:
-    """Every word of the given prompts (what an offline test tokenizer must know)."""
-    return sorted({word for text in texts for word in text.replace("<video>", " ").split()})
+def words(contexts: Iterable[str]) -> list[str]:
+    """Every word a prompt of any family holds with these contexts (what an offline test tokenizer must know)."""
+    return sorted(set(video_families.template_words()) | {word for context in contexts for word in context.split()})
 
 
 @dataclasses.dataclass(frozen=True)
 class ClipJob:
-    """One clip to embed: where its file is, which part of it, and the prompt it is read with."""
+    """One clip to embed: where its file is, which part of it, and the scene context it is read with."""
 
     name: str  # the stored file's stem: unique within an extraction folder
     path: str
-    prompt: str
+    context: str  # placed before the video by the model family's prompt ('' for none)
     start_s: float | None = None  # the clip's span in the file's own time; None: from its start / to its end
     end_s: float | None = None
 
@@ -197,6 +190,19 @@ def read_frames(
     return np.stack([kept[i] for i in indices]), indices
 
 
+def sampling_interval_s(path: str, indices: np.ndarray) -> float | None:
+    """Mean seconds between the sampled frames at `indices` (at least one frame period); None without a frame rate."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+    if not rate:
+        return None
+    frames_apart = (int(indices[-1]) - int(indices[0])) / max(len(indices) - 1, 1)
+    return max(frames_apart, 1.0) / rate
+
+
 def clip_duration(path: str) -> float:
     """Seconds from the first frame's start to the last frame's end, from the container's own metadata."""
     import av
@@ -224,12 +230,47 @@ def write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     os.replace(f.name, path)
 
 
-class Extractor:
-    """Turns batches of clips into the stored embedding kinds.
+@dataclasses.dataclass(frozen=True)
+class DecodedClip:
+    """One clip's sampled frames, or why it could not be decoded."""
 
-    Loads the HF model once (at `revision`, a hub commit, when given), or takes one already built
-    (`model_and_processor`, as the GPU benchmark's random Video-LLaVA-7B). On CUDA it runs in bfloat16, on the CPU in
-    float32: embeddings to be compared must come from the same kind of device.
+    job: ClipJob
+    frames: np.ndarray | None = None  # [8, H, W, 3] uint8; None once prepared into model inputs, or on error
+    indices: np.ndarray | None = None  # [8] their positions in the file
+    interval_s: float | None = None  # seconds between sampled frames (None: the container has no frame rate)
+    error: str | None = None  # set exactly when the clip could not be decoded
+
+
+def decode(job: ClipJob) -> DecodedClip:
+    """The clip's 8 sampled frames (read_frames), or the error that stopped them."""
+    try:
+        frames, indices = read_frames(job.path, start_s=job.start_s, end_s=job.end_s)
+        interval_s = sampling_interval_s(job.path, indices)
+    except Exception as error:  # noqa: BLE001  PyAV raises many types; every one is reported
+        return DecodedClip(job, error=f"{type(error).__name__}: {error}")
+    return DecodedClip(job, frames, indices, interval_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Decoded clips -> the model's input tensors, by the family's conventions; runs in the decode workers."""
+
+    family: video_families.Family
+    processor: Any
+
+    def __call__(self, clips: Sequence[DecodedClip]) -> dict[str, Any]:
+        texts = [self.family.prompt(clip.job.context) for clip in clips]
+        videos = [clip.frames for clip in clips]
+        return dict(self.family.inputs(self.processor, videos, texts, [clip.interval_s for clip in clips]))
+
+
+class Extractor:
+    """Turns batches of clips into the stored embedding kinds, for any family of data_builders/video_families.py.
+
+    Loads the HF model once (at `revision`, a hub commit, when given; safetensors only, no remote code), its family
+    read from its config before the weights; or takes one already built (`model_and_processor`, as the GPU
+    benchmark's random Video-LLaVA-7B). On CUDA it runs in bfloat16, on the CPU in float32: embeddings to be
+    compared must come from the same kind of device.
     """
 
     def __init__(
@@ -240,47 +281,42 @@ class Extractor:
         revision: str | None = None,
     ):
         import torch
-        from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
 
         self._torch = torch
         self.device = device
         loaded = model_and_processor is None
         if loaded:
-            if not os.path.isdir(model_id) and "/" not in model_id:
-                raise FileNotFoundError(f"video model {model_id!r}: neither a local folder nor a hub id")
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-            model = VideoLlavaForConditionalGeneration.from_pretrained(
-                model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=revision
-            )
-            processor = VideoLlavaProcessor.from_pretrained(model_id, trust_remote_code=False, revision=revision)
-            model_and_processor = model, processor
-        model, self.processor = model_and_processor
+            model_and_processor = _load(model_id, device, revision)
+        model, processor = model_and_processor
+        self.family = video_families.of_config(model.config, model_id)
         self.model = model.to(device).eval()
-        self.processor.tokenizer.padding_side = "left"  # the last position is every prompt's last token
+        processor.tokenizer.padding_side = "left"  # the last position is every prompt's last token
+        self.preprocess = Preprocess(self.family, processor)
         self.num_layers = self.model.config.text_config.num_hidden_layers
         self.middle_layer = self.num_layers // 2  # index into hidden_states (0 = embeddings)
-        self.video_token_id = self.model.config.video_token_index
+        self.video_token_id = self.model.config.video_token_id
         self.revision = _revision(model_id) if loaded else "built in process, not loaded"
 
-    def metadata(self, model_id: str, prompt_set: str, prompts: dict[str, str]) -> dict[str, Any]:
-        """What the stored embeddings depend on; `prompts`: every prompt text used, by what selects it."""
+    def metadata(self, model_id: str, prompt_set: str, contexts: dict[str, str]) -> dict[str, Any]:
+        """What the stored embeddings depend on; `contexts`: every context used, by what selects it."""
         return {
             "model": model_id,
+            "family": self.family.name,
             "revision": self.revision,
             "prompt_set": prompt_set,
-            "prompts": prompts,
+            "prompts": {key: self.family.prompt(context) for key, context in contexts.items()},
             "layers": {"last": self.num_layers, "middle": self.middle_layer},
             "hidden_size": self.model.config.text_config.hidden_size,
             "num_frames": NUM_FRAMES,
             "frame_sampling": FRAME_SAMPLING,
+            "frame_input": self.family.frame_input,
             "kinds": list(EMBEDDING_KINDS),
             "dtype": "float16",
         }
 
-    def embed(self, videos: Sequence[np.ndarray], texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        """One dict of embedding kinds per clip."""
+    def forward(self, inputs: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+        """One dict of embedding kinds per clip of a prepared batch (Preprocess)."""
         torch = self._torch
-        inputs = self.processor(text=list(texts), videos=list(videos), return_tensors="pt", padding=True)
         inputs = {name: value.to(self.device) for name, value in inputs.items()}
         inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
         captured = {}
@@ -295,27 +331,48 @@ class Extractor:
                 last = self.model.model(**inputs, use_cache=False).last_hidden_state  # [B, L, d], final norm
         finally:
             hook.remove()
-        video_mask = inputs["input_ids"] == self.video_token_id  # [B, L]; frame-major, equal count per clip
-        batch, width = last.shape[0], last.shape[-1]
+        video_mask = inputs["input_ids"] == self.video_token_id  # [B, L]: one contiguous run per clip
+        results = []
+        for clip in range(last.shape[0]):
+            frames_last = self.family.frame_tokens(last[clip, video_mask[clip]], inputs, clip).float()  # [8, t, d]
+            frames_middle = self.family.frame_tokens(captured["middle"][clip, video_mask[clip]], inputs, clip)
+            arrays = {
+                "video_mean_last": frames_last.mean(dim=(0, 1)),
+                "video_mean_middle": frames_middle.float().mean(dim=(0, 1)),
+                "last_token": last[clip, -1].float(),
+                "frame_means": frames_last.mean(dim=1),  # [8, d]
+            }
+            results.append({name: value.cpu().numpy().astype(np.float16) for name, value in arrays.items()})
+        return results
 
-        def video_tokens(hidden):  # [B, L, d] -> [B, F, tokens per frame, d]
-            return hidden[video_mask].view(batch, NUM_FRAMES, -1, width).float()
-
-        frames_last = video_tokens(last).mean(dim=2)  # [B, F, d]
-        results = {
-            "video_mean_last": frames_last.mean(dim=1),
-            "video_mean_middle": video_tokens(captured["middle"]).mean(dim=(1, 2)),
-            "last_token": last[:, -1].float(),
-            "frame_means": frames_last,
-        }
-        arrays = {name: value.cpu().numpy().astype(np.float16) for name, value in results.items()}
-        return [{name: array[i] for name, array in arrays.items()} for i in range(batch)]
+    def embed(self, clips: Sequence[DecodedClip]) -> list[dict[str, np.ndarray]]:
+        """One dict of embedding kinds per decoded clip."""
+        return self.forward(self.preprocess(clips))
 
     def embed_clip(self, job: ClipJob) -> dict[str, np.ndarray]:
         """One clip's stored arrays, exactly as `extract` writes them (prediction from a raw clip uses this)."""
-        frames, indices = read_frames(job.path, start_s=job.start_s, end_s=job.end_s)
-        (arrays,) = self.embed([frames], [job.prompt])
-        return {**arrays, "frame_indices": indices.astype(np.int32)}
+        clip = decode(job)
+        if clip.error:
+            raise ValueError(f"{job.path}: {clip.error}")
+        (arrays,) = self.embed([clip])
+        return {**arrays, "frame_indices": clip.indices.astype(np.int32)}
+
+
+def _load(model_id: str, device: str, revision: str | None) -> tuple[Any, Any]:
+    """(model, processor) from a hub id or folder; an unsupported family is refused before the weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    if not os.path.isdir(model_id) and "/" not in model_id:
+        raise FileNotFoundError(f"video model {model_id!r}: neither a local folder nor a hub id")
+    config = AutoConfig.from_pretrained(model_id, trust_remote_code=False, revision=revision)
+    video_families.of_config(config, model_id)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=revision
+    )
+    processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=False, revision=revision)
+    return model, processor
 
 
 def _revision(model_id: str) -> str:
@@ -328,13 +385,91 @@ def _revision(model_id: str) -> str:
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts else "unknown"
 
 
-def _batches(items: Sequence[ClipJob], size: int) -> Iterable[Sequence[ClipJob]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def default_decode_workers() -> int:
+    """Decode processes beside the model: every core but the one driving it (at least one, at most 8)."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+class _DecodedClips:
+    """The clips of a list decoded one by one, in a DataLoader worker."""
+
+    def __init__(self, jobs: Sequence[ClipJob]):
+        self.jobs = jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> DecodedClip:
+        return decode(self.jobs[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Collate:
+    """A batch's decoded clips -> (the clips without their frames, their model inputs or None): in the worker.
+
+    Only the inputs cross to the main process, as torch tensors in shared memory (8 frames of 1080p are 50 MB, the
+    model's inputs a tenth of that).
+    """
+
+    preprocess: Preprocess | None
+
+    def __call__(self, clips: list[DecodedClip]) -> tuple[list[DecodedClip], dict[str, Any] | None]:
+        decoded = [clip for clip in clips if clip.error is None]
+        if self.preprocess is None:
+            return clips, None
+        inputs = self.preprocess(decoded) if decoded else None
+        return [dataclasses.replace(clip, frames=None) for clip in clips], inputs
+
+
+def _decode_context(preprocess: Preprocess | None) -> Any:
+    """How decode workers start: forks of this process, unless it has loaded JAX.
+
+    A fork is PyTorch's default on Linux and works from any script, guarded by `if __name__ == "__main__"` or not.
+    JAX's threads make a fork unsafe (a lock held mid-fork stays held in the child), so a process that loaded it
+    (the demos, tests) forks workers from a fresh server instead (which needs the main-module guard harjax's entry
+    points have). The server imports torch, PyAV and the processor's modules once, not each worker (3 s apiece).
+    """
+    import multiprocessing
+    import sys
+
+    if "jax" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    processor = preprocess.processor if preprocess else None
+    parts = [processor] + [
+        getattr(processor, name, None) for name in ("tokenizer", "image_processor", "video_processor")
+    ]
+    context.set_forkserver_preload(["torch", "av", __name__] + [type(part).__module__ for part in parts if part])
+    return context
+
+
+def decoded_batches(
+    jobs: Sequence[ClipJob], batch_size: int, workers: int, preprocess: Preprocess | None = None
+) -> Iterable[tuple[list[DecodedClip], dict[str, Any] | None]]:
+    """Batches of `jobs` in their order, decoded (and prepared by `preprocess`) in `workers` processes (0: here).
+
+    Yields (clips, inputs): with `preprocess`, the model inputs of the batch's decodable clips (None if none is) and
+    the clips without their frames; without it, the clips with their frames. Each worker keeps two batches ready,
+    so a model whose decoders keep up with it never waits for them (how workers start: _decode_context).
+    """
+    import torch.utils.data
+
+    loader = torch.utils.data.DataLoader(
+        _DecodedClips(jobs),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_Collate(preprocess),
+        prefetch_factor=2 if workers else None,
+        multiprocessing_context=_decode_context(preprocess) if workers else None,
+    )
+    yield from loader
 
 
 def read_metadata(directory: str) -> dict[str, Any]:
-    """The metadata.json of one prompt set's extraction; its absence says what to run."""
+    """The metadata.json of one prompt set's extraction; its absence says what to run.
+
+    A folder written before the metadata named a family is Video-LLaVA's (video_families.LEGACY_METADATA).
+    """
     path = os.path.join(directory, METADATA)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -342,7 +477,7 @@ def read_metadata(directory: str) -> dict[str, Any]:
             "(python -m data_builders.<dataset>.extract_embeddings) or pass embeddings_dir"
         )
     with open(path) as f:
-        return json.load(f)
+        return video_families.LEGACY_METADATA | json.load(f)
 
 
 def embedding_dim(directory: str) -> int:
@@ -374,8 +509,7 @@ def check_metadata(directory: str, metadata: dict[str, Any]) -> None:
                 os.link(f.name, path)
         finally:
             os.remove(f.name)
-    with open(path) as f:
-        existing = json.load(f)
+    existing, metadata = read_metadata(directory), video_families.LEGACY_METADATA | metadata
     if existing != metadata:
         different = sorted(key for key in existing.keys() | metadata.keys() if existing.get(key) != metadata.get(key))
         raise ValueError(
@@ -399,17 +533,20 @@ def extract(
     directory: str,
     model_id: str,
     prompt_set: str,
-    prompts: dict[str, str],
+    contexts: dict[str, str],
     batch_size: int = 8,
     num_shards: int = 1,
     shard_index: int = 0,
     device: str = "cpu",
     extractor: Extractor | None = None,
+    decode_workers: int | None = None,
 ) -> dict[str, Any]:
     """Embeds this shard's clips that are not done yet into `directory`; returns counts and the clips that failed.
 
-    `jobs` in a stable order (shards are cut from it); `prompts`: every prompt text the listing can use, by what
-    selects it (recorded in the metadata); `extractor`: one already loaded (model_id then only names it).
+    `jobs` in a stable order (shards are cut from it); `contexts`: every context the listing can use, by what
+    selects it (their prompts are recorded in the metadata); `extractor`: one already loaded (model_id then only
+    names it); `decode_workers`: processes decoding the next batches while the model runs
+    (None: default_decode_workers(), 0: decode in this process between forwards).
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard_index={shard_index} must be in [0, --num_shards={num_shards})")
@@ -426,24 +563,21 @@ def extract(
     if not todo:
         return summary | {"extracted": 0}
     extractor = extractor or Extractor(model_id, device)
-    check_metadata(directory, extractor.metadata(model_id, prompt_set, prompts))
+    decode_workers = default_decode_workers() if decode_workers is None else decode_workers
+    check_metadata(directory, extractor.metadata(model_id, prompt_set, contexts))
     with tqdm.tqdm(total=len(todo), unit="clip", desc=f"extract {prompt_set}") as progress:
-        for batch in _batches(todo, batch_size):
-            decoded = []
-            for job in batch:
-                try:
-                    decoded.append((job, *read_frames(job.path, start_s=job.start_s, end_s=job.end_s)))
-                except Exception as error:  # noqa: BLE001  PyAV raises many types; every one is reported
-                    failures.append({"clip": job.name, "path": job.path, "error": f"{type(error).__name__}: {error}"})
+        for clips, inputs in decoded_batches(todo, batch_size, decode_workers, extractor.preprocess):
+            decoded = [clip for clip in clips if clip.error is None]
+            failures += [
+                {"clip": clip.job.name, "path": clip.job.path, "error": clip.error} for clip in clips if clip.error
+            ]
             if decoded:
-                frames = [frames for _, frames, _ in decoded]
-                embeddings = extractor.embed(frames, [job.prompt for job, _, _ in decoded])
-                for (job, _, indices), arrays in zip(decoded, embeddings, strict=True):
+                for clip, arrays in zip(decoded, extractor.forward(inputs), strict=True):
                     write_atomic(
-                        os.path.join(directory, job.name + ".npz"),
-                        {**arrays, "frame_indices": indices.astype(np.int32)},
+                        os.path.join(directory, clip.job.name + ".npz"),
+                        {**arrays, "frame_indices": clip.indices.astype(np.int32)},
                     )
-            progress.update(len(batch))
+            progress.update(len(clips))
     failures_path = os.path.join(directory, f"failures_shard{shard_index}.jsonl")
     if failures:  # this run's failures are exactly the clips still missing
         with open(failures_path, "w") as f:
@@ -471,3 +605,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_shards", type=int, default=1)
     parser.add_argument("--shard_index", type=int, default=0)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
+    parser.add_argument(
+        "--decode_workers",
+        type=int,
+        default=None,
+        help="processes decoding the next batches while the model runs (default: every core but one, at most 8; "
+        "0: decode between forwards)",
+    )

@@ -78,6 +78,33 @@ def test_shards_split_the_clips_and_together_cover_them(setup):
         _extract(setup, "sharded", num_shards=2, shard_index=2)
 
 
+def test_decode_workers_give_the_batches_and_embeddings_of_decoding_in_process(setup):
+    """Workers overlap decoding with the model; the batches keep the shard's order and the outputs are the same."""
+    _, _, manifest, root = setup
+    jobs = [extraction.ClipJob(clip.name, clip.path, "") for clip in extract_embeddings.list_clips(setup[0])]
+    in_process = [clips for clips, _ in extraction.decoded_batches(jobs, 3, workers=0)]
+    in_workers = [clips for clips, _ in extraction.decoded_batches(jobs, 3, workers=2)]
+    assert [[clip.job for clip in batch] for batch in in_workers] == [jobs[i : i + 3] for i in range(0, len(jobs), 3)]
+    for here, there in zip(sum(in_process, []), sum(in_workers, []), strict=True):
+        assert here.error == there.error
+        if here.error is None:
+            assert np.array_equal(here.frames, there.frames) and np.array_equal(here.indices, there.indices)
+    (broken,) = [clip for clip in sum(in_workers, []) if clip.error]
+    assert broken.job.path == manifest["quirks"]["undecodable_clip"][0] and broken.frames is None
+
+    summaries = {workers: _extract(setup, f"workers_{workers}", decode_workers=workers) for workers in (0, 2)}
+    assert [len(summary["failed"]) for summary in summaries.values()] == [1, 1]
+    names = sorted(n for n in os.listdir(root / "workers_0" / "context") if n.endswith(".npz"))
+    assert names == sorted(n for n in os.listdir(root / "workers_2" / "context") if n.endswith(".npz"))
+    for name in names:
+        with (
+            np.load(root / "workers_0" / "context" / name) as here,
+            np.load(root / "workers_2" / "context" / name) as there,
+        ):
+            for kind in here.files:
+                np.testing.assert_array_equal(here[kind], there[kind], err_msg=f"{name} {kind}")
+
+
 def test_other_settings_into_the_same_folder_are_refused(setup, tmp_path):
     directory = tmp_path / "context"
     directory.mkdir()
@@ -115,10 +142,9 @@ def test_middle_layer_is_the_models_own_hidden_state(setup):
     manual_dir, model_dir, _, _ = setup
     extractor = extraction.Extractor(model_dir, "cpu")
     clip = extract_embeddings.list_clips(manual_dir)[0]
-    frames, _ = extraction.read_frames(clip.path)
-    text = prompts.prompt("context", clip.trial.scene)
-    (ours,) = extractor.embed([frames], [text])
-    inputs = extractor.processor(text=[text], videos=[frames], return_tensors="pt")
+    decoded = extraction.decode(extraction.ClipJob(clip.name, clip.path, prompts.context("context", clip.trial.scene)))
+    (ours,) = extractor.embed([decoded])
+    inputs = extractor.preprocess([decoded])
     with torch.inference_mode():
         hidden = extractor.model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
     video = inputs["input_ids"][0] == extractor.video_token_id

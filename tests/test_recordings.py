@@ -27,9 +27,7 @@ from tests.conftest import read_metrics, small_config
 
 
 def _model(directory, contexts):
-    return tiny_model.save_tiny_model(
-        str(directory), extra_words=extraction.words(extraction.prompt_text(context) for context in contexts)
-    )
+    return tiny_model.save_tiny_model(str(directory), extra_words=extraction.words(contexts))
 
 
 @pytest.fixture(scope="module")

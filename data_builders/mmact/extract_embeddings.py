@@ -49,11 +49,12 @@ def extract(
     device: str = "cpu",
     video_root: str | None = None,
     extractor: extraction.Extractor | None = None,
+    decode_workers: int | None = None,
 ) -> dict[str, Any]:
     """Embeds this shard's clips that are not done yet into output_dir/prompt_set; returns counts and failures."""
-    scene_prompts = {str(scene): prompts.prompt(prompt_set, scene) for scene in (1, 2, 3, 4)}  # fails early
+    scene_contexts = {str(scene): prompts.context(prompt_set, scene) for scene in (1, 2, 3, 4)}  # fails early
     jobs = [
-        extraction.ClipJob(clip.name, clip.path, scene_prompts[str(clip.trial.scene)])
+        extraction.ClipJob(clip.name, clip.path, scene_contexts[str(clip.trial.scene)])
         for clip in list_clips(manual_dir, video_root)
     ]
     return extraction.extract(
@@ -61,12 +62,13 @@ def extract(
         os.path.join(output_dir, prompt_set),
         model_id,
         prompt_set,
-        scene_prompts,
+        scene_contexts,
         batch_size,
         num_shards,
         shard_index,
         device,
         extractor,
+        decode_workers,
     )
 
 
@@ -89,6 +91,7 @@ def main() -> None:
         args.shard_index,
         args.device,
         args.video_root,
+        decode_workers=args.decode_workers,
     )
     extraction.print_summary(summary)
 

@@ -20,21 +20,19 @@ PROMPT_SETS: dict[str, dict[int | None, str]] = {
 }
 
 
-def prompt(prompt_set: str, scene: int) -> str:
-    """The full prompt for a clip of `scene` under `prompt_set`."""
+def context(prompt_set: str, scene: int) -> str:
+    """The context a clip of `scene` is read with under `prompt_set` (the model family writes the prompt around it)."""
     if prompt_set not in PROMPT_SETS:
         raise ValueError(
             f"unknown prompt set {prompt_set!r}; choose one of {sorted(PROMPT_SETS)} (data_builders/mmact/prompts.py)"
         )
     contexts = PROMPT_SETS[prompt_set]
-    context = contexts.get(scene, contexts.get(None))
-    if context is None:
+    found = contexts.get(scene, contexts.get(None))
+    if found is None:
         raise ValueError(f"prompt set {prompt_set!r} has no context for scene {scene} and no default")
-    return extraction.prompt_text(context)
+    return found
 
 
 def vocabulary() -> list[str]:
-    """Every word the prompts use (for the tiny offline tokenizer of tests and the demo)."""
-    return extraction.words(
-        extraction.prompt_text(context) for contexts in PROMPT_SETS.values() for context in contexts.values()
-    )
+    """Every word the prompts use, in any family's layout (for the tiny offline tokenizer of tests and the demo)."""
+    return extraction.words(context for contexts in PROMPT_SETS.values() for context in contexts.values())

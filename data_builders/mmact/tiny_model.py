@@ -1,12 +1,14 @@
-"""Randomly initialised Video-LLaVA models with an offline tokenizer: the tiny test model, and the 7B for timing.
+"""Randomly initialised video-language models with an offline tokenizer: tiny test models, and the 7B for timing.
 
-Nothing here downloads. Tests and the demo run the extractor on the tiny model exactly as on
+Nothing here downloads. Tests and the demo run the extractor on the tiny Video-LLaVA exactly as on
 LanguageBind/Video-LLaVA-7B-hf (same classes, same 8 x 224 px preprocessing, same token layout), only smaller and
-untrained. `random_model(VIDEO_LLAVA_7B)` builds the 7B model from its published configuration with random
-weights, for extraction throughput on a GPU without the hub (benchmarks/extraction.py): the same layers and sizes,
-so the same cost; only the special-token ids are the offline tokenizer's (0 and 1, not 32000 and 32001).
+untrained; `save_tiny_model(..., family=...)` builds the same for each family of data_builders/video_families.py
+(qwen2_vl, qwen2_5_vl, llava_onevision: their own classes, processors and token layouts at tiny sizes).
+`random_model(VIDEO_LLAVA_7B)` builds the 7B model from its published configuration with random weights, for
+extraction throughput on a GPU without the hub (benchmarks/extraction.py): the same layers and sizes, so the same
+cost; only the special-token ids are the offline tokenizer's (0 and 1, not 32000 and 32001).
 
-    python -m data_builders.mmact.tiny_model --output_dir=DIR
+    python -m data_builders.mmact.tiny_model --output_dir=DIR [--family=qwen2_vl]
 """
 
 from __future__ import annotations
@@ -60,24 +62,29 @@ VIDEO_LLAVA_7B = {
 }
 
 
-def _tokenizer(extra_words: Sequence[str] = ()) -> Any:
+def _tokenizer(extra_words: Sequence[str] = (), specials: Sequence[str] = SPECIAL_TOKENS, **named: str) -> Any:
+    """A word-level tokenizer of the prompts' words; `specials` first (ids 0.., '<unk>' and '<pad>' among them).
+
+    Every other special token is an added one, so a processor's run of video placeholders splits token by token;
+    `named`: the ones a processor looks up by attribute (video_token='<video>').
+    """
     import tokenizers
     from transformers import PreTrainedTokenizerFast
 
     known = sorted(set(prompts.vocabulary()) | set(extra_words))
-    words = SPECIAL_TOKENS + [word for word in known if word not in SPECIAL_TOKENS]
+    words = list(specials) + [word for word in known if word not in specials]
     vocab = {word: index for index, word in enumerate(words)}
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
-        [tokenizers.pre_tokenizers.Split("<video>", "isolated"), tokenizers.pre_tokenizers.WhitespaceSplit()]
-    )
-    return PreTrainedTokenizerFast(
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",
         pad_token="<pad>",
         padding_side="left",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        extra_special_tokens=named,
     )
+    tokenizer.add_tokens([token for token in specials if token not in ("<unk>", "<pad>")], special_tokens=True)
+    return tokenizer
 
 
 def _model_and_processor(sizes: dict[str, Any], extra_words: Sequence[str] = ()) -> tuple[Any, Any]:
@@ -91,7 +98,7 @@ def _model_and_processor(sizes: dict[str, Any], extra_words: Sequence[str] = ())
         VideoLlavaVideoProcessor,
     )
 
-    tokenizer = _tokenizer(extra_words)
+    tokenizer = _tokenizer(extra_words, image_token="<image>", video_token="<video>")
     patch_size = sizes["vision"]["patch_size"]
     tokens_per_frame = (224 // patch_size) ** 2 + 1
     text = {"vocab_size": len(tokenizer), **sizes["text"]}
@@ -114,17 +121,137 @@ def _model_and_processor(sizes: dict[str, Any], extra_words: Sequence[str] = ())
     return config, processor
 
 
-def save_tiny_model(output_dir: str, seed: int = 0, extra_words: Sequence[str] = ()) -> str:
-    """Writes config, safetensors weights, tokenizer and processor to `output_dir`; returns it.
+QWEN_SPECIAL_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<unk>", "<pad>"]
+QWEN_SPECIAL_TOKENS += ["<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
+ONEVISION_SPECIAL_TOKENS = ["<image>", "<video>", "<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
+# Qwen's vision towers at tiny sizes: 4 px patches, pairs of frames, 2 x 2 merge (real: 14 px, 2, 2 x 2).
+QWEN_VISION = dict(patch_size=4, temporal_patch_size=2, spatial_merge_size=2)
 
-    The tokenizer knows MMAct's prompts' words and `extra_words` (a manifest's contexts: extraction.words).
+
+def _qwen_vl(extra_words: Sequence[str], version: str) -> tuple[Any, Any]:
+    """(config, processor) of a tiny Qwen2-VL (version '2') or Qwen2.5-VL ('2.5'), frames at most 32 x 32 px."""
+    import transformers
+
+    tokenizer = _tokenizer(extra_words, QWEN_SPECIAL_TOKENS)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=37,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        pad_token_id=3,
+        bos_token_id=None,
+        eos_token_id=7,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},  # sum: head_dim / 2
+    )
+    if version == "2":
+        vision = dict(depth=2, embed_dim=32, hidden_size=HIDDEN_SIZE, num_heads=4, mlp_ratio=2, **QWEN_VISION)
+        config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
+    else:
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=37,
+            num_heads=4,
+            out_hidden_size=HIDDEN_SIZE,
+            window_size=16,
+            fullatt_block_indexes=[1],
+            tokens_per_second=2,
+            **QWEN_VISION,
+        )
+        config_class, processor_class = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLProcessor
+    config = config_class(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=0,
+        video_token_id=1,
+        vision_start_token_id=4,
+        vision_end_token_id=5,
+    )
+    sizes = dict(
+        patch_size=4, temporal_patch_size=2, merge_size=2, size={"shortest_edge": 16 * 16, "longest_edge": 32 * 32}
+    )
+    processor = processor_class(
+        image_processor=transformers.Qwen2VLImageProcessor(**sizes),
+        video_processor=transformers.Qwen2VLVideoProcessor(**sizes),
+        tokenizer=tokenizer,
+    )
+    return config, processor
+
+
+def _llava_onevision(extra_words: Sequence[str]) -> tuple[Any, Any]:
+    """(config, processor) of a tiny LLaVA-OneVision: Qwen2 text, SigLIP vision, frames resized to 32 px."""
+    import transformers
+
+    tokenizer = _tokenizer(extra_words, ONEVISION_SPECIAL_TOKENS, image_token="<image>", video_token="<video>")
+    image_size, patch_size = 32, 8  # the video processor must resize to exactly image_size (the pooling assumes it)
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    config = transformers.LlavaOnevisionConfig(
+        text_config=transformers.Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=HIDDEN_SIZE,
+            intermediate_size=37,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            pad_token_id=3,
+            bos_token_id=None,
+            eos_token_id=5,
+        ),
+        vision_config=transformers.SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=patch_size,
+            vision_use_head=False,
+        ),
+        image_token_index=0,
+        video_token_index=1,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+    )
+    size = {"height": image_size, "width": image_size}
+    processor = transformers.LlavaOnevisionProcessor(
+        image_processor=transformers.LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),
+        video_processor=transformers.LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        num_image_tokens=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="full",
+    )
+    return config, processor
+
+
+# model_type -> (config, processor) at tiny sizes; every family of data_builders/video_families.py has one.
+TINY_FAMILIES = {
+    "video_llava": lambda words: _model_and_processor(TINY, words),
+    "qwen2_vl": lambda words: _qwen_vl(words, "2"),
+    "qwen2_5_vl": lambda words: _qwen_vl(words, "2.5"),
+    "llava_onevision": _llava_onevision,
+}
+
+
+def save_tiny_model(
+    output_dir: str, seed: int = 0, extra_words: Sequence[str] = (), family: str = "video_llava"
+) -> str:
+    """Writes config, safetensors weights, tokenizer and processor of a tiny `family` model to `output_dir`.
+
+    Returns `output_dir`. The tokenizer knows MMAct's prompts' words in every family's layout and `extra_words` (a
+    manifest's contexts: extraction.words).
     """
     import torch
-    from transformers import VideoLlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
-    config, processor = _model_and_processor(TINY, extra_words)
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"no tiny model for family {family!r}; one of {sorted(TINY_FAMILIES)}")
+    config, processor = TINY_FAMILIES[family](extra_words)
     torch.manual_seed(seed)
-    model = VideoLlavaForConditionalGeneration(config).eval()
+    model = AutoModelForImageTextToText.from_config(config).eval()
     model.save_pretrained(output_dir, safe_serialization=True)
     processor.save_pretrained(output_dir)
     return output_dir
@@ -149,7 +276,9 @@ def main() -> None:
     """Saves the tiny model from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True)
-    print(save_tiny_model(parser.parse_args().output_dir))
+    parser.add_argument("--family", default="video_llava", choices=sorted(TINY_FAMILIES))
+    args = parser.parse_args()
+    print(save_tiny_model(args.output_dir, family=args.family))
 
 
 if __name__ == "__main__":

@@ -23,18 +23,18 @@ from harjax import cli
 PROMPT_SETS = ("plain", "context")
 
 
-def prompt(prompt_set: str, recording: manifest.Recording) -> str:
-    """The full prompt a row's clip is read with."""
+def context(prompt_set: str, recording: manifest.Recording) -> str:
+    """The context a row's clip is read with (the model family writes the prompt around it)."""
     if prompt_set not in PROMPT_SETS:
         raise ValueError(f"unknown prompt set {prompt_set!r} for a recordings manifest; choose one of {PROMPT_SETS}")
-    return extraction.prompt_text(recording.context if prompt_set == "context" else "")
+    return recording.context if prompt_set == "context" else ""
 
 
 def jobs(recordings: Sequence[manifest.Recording], prompt_set: str) -> list[extraction.ClipJob]:
     """One job per row with a clip, in manifest order (the order shards are cut from)."""
     return [
         extraction.ClipJob(
-            recording.id, recording.clip, prompt(prompt_set, recording), recording.clip_start_s, recording.clip_end_s
+            recording.id, recording.clip, context(prompt_set, recording), recording.clip_start_s, recording.clip_end_s
         )
         for recording in recordings
         if recording.clip is not None
@@ -51,23 +51,25 @@ def extract(
     shard_index: int = 0,
     device: str = "cpu",
     extractor: extraction.Extractor | None = None,
+    decode_workers: int | None = None,
 ) -> dict[str, Any]:
     """Embeds this shard's clips that are not done yet into output_dir/prompt_set; returns counts and failures."""
     listed = jobs(manifest.read(manifest_path), prompt_set)
     if not listed:
         raise manifest.ManifestError(f"{manifest_path}: no row names a 'clip' (a sensors-only build extracts nothing)")
-    prompts = {str(index): text for index, text in enumerate(sorted({job.prompt for job in listed}))}
+    contexts = {str(index): text for index, text in enumerate(sorted({job.context for job in listed}))}
     return extraction.extract(
         listed,
         os.path.join(output_dir, prompt_set),
         model_id,
         prompt_set,
-        prompts,
+        contexts,
         batch_size,
         num_shards,
         shard_index,
         device,
         extractor,
+        decode_workers,
     )
 
 
@@ -89,6 +91,7 @@ def main(argv: list[str]) -> None:
             args.num_shards,
             args.shard_index,
             args.device,
+            decode_workers=args.decode_workers,
         )
     )
 

@@ -44,8 +44,7 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         manifest_path = os.path.join(data_dir, "manifest.jsonl")
         if not os.path.exists(manifest_path):
             layout.write_manifest(release, manifest_path)
-        contexts = (extraction.prompt_text(context) for context in layout.CONTEXTS.values())
-        model_dir = demo_data.tiny_model_dir(data_dir, extraction.words(contexts))
+        model_dir = demo_data.tiny_model_dir(data_dir, extraction.words(layout.CONTEXTS.values()))
         embeddings_dir = os.path.join(data_dir, "embeddings")
         summary = extract_embeddings.extract(manifest_path, embeddings_dir, model_dir, prompt_set, batch_size=16)
         logging.info(

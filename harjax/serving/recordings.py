@@ -51,7 +51,7 @@ class _VideoEmbedder:
             )
 
     def __call__(self, recording: Any) -> np.ndarray:
-        from data_builders import extraction
+        from data_builders import extraction, video_families
         from data_builders.recordings import extract_embeddings
 
         model = self.extraction["model"]
@@ -69,8 +69,14 @@ class _VideoEmbedder:
             except (OSError, ValueError) as error:
                 message = f"the bundle's video model {model!r} cannot be loaded: {error}"
                 raise predictor_lib.InputError(message) from None
-        prompt = extract_embeddings.prompt(self.extraction["prompt_set"], recording)
-        job = extraction.ClipJob(recording.id, recording.clip, prompt, recording.clip_start_s, recording.clip_end_s)
+            recorded = self.extraction.get("family", video_families.LEGACY_METADATA["family"])
+            if self._extractor.family.name != recorded:
+                raise predictor_lib.InputError(
+                    f"the bundle's embeddings come from a {recorded} model, but {model!r} is now a "
+                    f"{self._extractor.family.name} model"
+                )
+        context = extract_embeddings.context(self.extraction["prompt_set"], recording)
+        job = extraction.ClipJob(recording.id, recording.clip, context, recording.clip_start_s, recording.clip_end_s)
         try:
             arrays = self._extractor.embed_clip(job)
         except Exception as error:  # noqa: BLE001  PyAV raises many types; the row and the clip are named
