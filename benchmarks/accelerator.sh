@@ -67,7 +67,7 @@ else
   done
   item input_pipeline 110 "$python" benchmarks/input_pipeline.py --num_workers=8
   item extraction 90 "$python" benchmarks/extraction.py --model=random-7b --device=cuda --batch_size=8,16 \
-    --frame_width=1920 --frame_height=1080
+    --frame_width=1920 --frame_height=1080 --decode_workers=14
   for dtype in float32 bfloat16; do
     item "encoder_backward $dtype" 25 "$python" benchmarks/encoder_backward.py --dtype="$dtype" --batch_size=1024
   done

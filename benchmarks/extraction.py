@@ -1,6 +1,7 @@
-"""Embedding extraction clips/s: decoding (PyAV), Video-LLaVA forward, and the whole extractor with its writes.
+"""Embedding extraction clips/s: decoding (PyAV), the model's forward, and the whole extractor with its writes.
 
-    python benchmarks/extraction.py                      # the tiny offline Video-LLaVA on CPU
+    python benchmarks/extraction.py                      # the tiny offline Video-LLaVA on CPU, 1 decode worker
+    python benchmarks/extraction.py --family=qwen2_5_vl  # another family's tiny model
     python benchmarks/extraction.py --model=LanguageBind/Video-LLaVA-7B-hf --device=cuda --batch_size=8
     python benchmarks/extraction.py --model=random-7b --device=cuda --batch_size=16 \
         --frame_width=1920 --frame_height=1080          # Video-LLaVA-7B's architecture, random weights, no hub
@@ -8,9 +9,12 @@
 Writes a synthetic MMAct tree (data_builders.mmact.synthetic_tree; --frame_width/--frame_height set the clips'
 size, --clip_frames their length: MMAct's are 1920x1080, median 183 frames) to a temporary folder (its
 deliberately undecodable clip is left out of the timed sets), then times
-decoding the 8 sampled frames of every clip alone (seeking to them, and in order from the start: with the frames
-each way decodes per clip), the model on already decoded clips alone, and
-`extract_embeddings.extract` end to end (decode + model + atomic npz writes). --model=random-7b builds the 7B
+decoding the 8 sampled frames of every clip alone in this process (seeking to them, and in order from the start:
+with the frames each way decodes per clip); decoding and preparing the model inputs in --decode_workers worker
+processes alone (extraction.decoded_batches, what the extractor overlaps with the model); the forward alone on
+prepared inputs, on --model_threads torch threads; and `extract_embeddings.extract` end to end (workers + model +
+atomic npz writes). On a 2-core CPU the defaults split the cores: one decode worker, one model thread; the target
+is end to end >= 0.8x the slower of the two alone (printed as `overlap`). --model=random-7b builds the 7B
 model from its published configuration with random weights in bfloat16 on the device (data_builders/mmact/
 tiny_model.py), so its cost can be measured where the hub cannot be reached; random-tiny does the same at the tiny
 sizes (the --smoke path of benchmarks/accelerator.sh). Prints a table and, last, one JSON line.
@@ -54,13 +58,20 @@ def main() -> None:
         "--gop_size", type=int, default=0, help="frames per keyframe interval (0: libx264's default, 250)"
     )
     parser.add_argument("--prompt_set", default="context")
+    parser.add_argument("--family", default="video_llava", choices=sorted(tiny_model.TINY_FAMILIES))
+    parser.add_argument("--subjects", type=int, default=2, help="subjects of the synthetic tree (31 clips per 2)")
+    parser.add_argument("--decode_workers", type=int, default=1)
+    parser.add_argument("--model_threads", type=int, default=1, help="torch threads of the forward (0: torch's own)")
     args = parser.parse_args()
     batch_sizes = [int(size) for size in args.batch_size.split(",")]
 
     import torch
 
+    if args.model_threads:
+        torch.set_num_threads(args.model_threads)
+
     spec = synthetic_tree.TreeSpec(
-        subjects=(1, 2),
+        subjects=tuple(range(1, args.subjects + 1)),
         scenes=(1, 2),
         sessions=(1,),
         actions_per_scene=2,
@@ -68,7 +79,7 @@ def main() -> None:
         frame_size=(args.frame_width, args.frame_height),
         gop_size=args.gop_size or None,
     )
-    model_rates, end_to_end_rates = {}, {}
+    model_rates, prepare_rates, end_to_end_rates = {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         manual_dir = os.path.join(scratch, "manual")
         if args.model in RANDOM:
@@ -77,7 +88,7 @@ def main() -> None:
             model = args.model
         else:
             built = None
-            model = args.model or tiny_model.save_tiny_model(os.path.join(scratch, "tiny_video_llava"))
+            model = args.model or tiny_model.save_tiny_model(os.path.join(scratch, "tiny"), family=args.family)
 
         manifest = synthetic_tree.write_tree(manual_dir, spec)
         broken = {os.path.normpath(path) for path in manifest["quirks"]["undecodable_clip"]}
@@ -86,7 +97,6 @@ def main() -> None:
             for clip in extract_embeddings.list_clips(manual_dir, synthetic_tree.VIDEO_ROOT)
             if os.path.normpath(clip.path) not in broken
         ]
-        decoded = [extraction.read_frames(clip.path)[0] for clip in clips]  # the model's inputs (and a warm-up)
         # The 8 sampled frames, reached by seeking (the extractor's way) and decoding in order from the start.
         sampled = [extraction.positions_in_span(clip.path, None, None) for clip in clips]
         sampled = [positions[extraction.frame_indices(len(positions))] for positions in sampled]
@@ -98,19 +108,26 @@ def main() -> None:
             decode_rates[way] = len(clips) / (time.perf_counter() - start)
             frames_decoded[way] = sum(counts)
         decode_rate, in_order_rate = decode_rates["seek"], decode_rates["in_order"]
-        texts = [prompts.prompt(args.prompt_set, clip.trial.scene) for clip in clips]
+        jobs = [
+            extraction.ClipJob(clip.name, clip.path, prompts.context(args.prompt_set, clip.trial.scene))
+            for clip in clips
+        ]
 
         for batch_size in batch_sizes:
             extractor = extraction.Extractor(model, args.device, built)
-            extractor.embed(decoded[:batch_size], texts[:batch_size])  # warm-up
+            start = time.perf_counter()
+            prepared = [
+                inputs
+                for _, inputs in extraction.decoded_batches(jobs, batch_size, args.decode_workers, extractor.preprocess)
+            ]
+            prepare_rates[batch_size] = len(clips) / (time.perf_counter() - start)
+            extractor.forward(prepared[0])  # warm-up
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            for offset in range(0, len(clips), batch_size):
-                extractor.embed(decoded[offset : offset + batch_size], texts[offset : offset + batch_size])
-            model_rates[batch_size] = len(clips) / (time.perf_counter() - start)  # embed() returns numpy
-            if built is None:  # a loaded model is loaded again inside extract(), which is part of its cost
-                del extractor
+            for inputs in prepared:
+                extractor.forward(inputs)
+            model_rates[batch_size] = len(clips) / (time.perf_counter() - start)  # forward() returns numpy
             start = time.perf_counter()
             summary = extract_embeddings.extract(
                 manual_dir,
@@ -120,7 +137,8 @@ def main() -> None:
                 batch_size=batch_size,
                 device=args.device,
                 video_root=synthetic_tree.VIDEO_ROOT,
-                extractor=extractor if built is not None else None,
+                extractor=extractor,
+                decode_workers=args.decode_workers,
             )
             end_to_end_rates[batch_size] = len(clips) / (time.perf_counter() - start)
             if len(summary["failed"]) != len(broken) or summary["extracted"] != len(clips):
@@ -132,16 +150,23 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x {os.cpu_count()}"
     print(
         f"{len(clips)} clips of {args.clip_frames} frames at {args.frame_width}x{args.frame_height}, "
-        f"model {args.model or 'tiny (data_builders/mmact/tiny_model.py)'} on {device}"
+        f"model {args.model or f'tiny {args.family} (data_builders/mmact/tiny_model.py)'} on {device}"
     )
     per_clip = {way: count / len(clips) for way, count in frames_decoded.items()}
     for way, rate in (("seek", decode_rate), ("in_order", in_order_rate)):
         label = f"decode 8 frames (PyAV), {way.replace('_', ' ')}"
         print(f"{label:<48} {rate:>10.2f} clips/s  {per_clip[way]:.1f} frames decoded per clip")
-    end_to_end = "extract() end to end" + (", incl. model load" if built is None else "")
+    overlap = {b: end_to_end_rates[b] / min(prepare_rates[b], model_rates[b]) for b in batch_sizes}
+    workers, threads = args.decode_workers, args.model_threads or torch.get_num_threads()
     for batch_size in batch_sizes:
-        print(f"{f'model forward, decoded clips, batch {batch_size}':<48} {model_rates[batch_size]:>10.2f} clips/s")
-        print(f"{f'{end_to_end}, batch {batch_size}':<48} {end_to_end_rates[batch_size]:>10.2f} clips/s")
+        rows = (
+            (f"decode + prepare inputs, {workers} worker(s), batch {batch_size}", prepare_rates[batch_size]),
+            (f"model forward, {threads} thread(s), batch {batch_size}", model_rates[batch_size]),
+            (f"extract() end to end, batch {batch_size}", end_to_end_rates[batch_size]),
+        )
+        for label, rate in rows:
+            print(f"{label:<48} {rate:>10.2f} clips/s")
+        print(f"{f'overlap: end to end / slower of the two, batch {batch_size}':<48} {overlap[batch_size]:>10.2f}")
     print(
         json.dumps(
             {
@@ -154,13 +179,18 @@ def main() -> None:
                 "gop_size": args.gop_size or "libx264 default",
                 "frame_size": [args.frame_width, args.frame_height],
                 "cameras": len(layout.CAMERAS),
+                "family": args.family if not args.model else "from the model's config",
+                "decode_workers": workers,
+                "model_threads": threads,
                 "frames_decoded_per_clip": {way: round(count, 1) for way, count in per_clip.items()},
                 "clips_per_s": {
                     "decode": round(decode_rate, 2),
                     "decode_in_order": round(in_order_rate, 2),
+                    "prepare_in_workers": {str(b): round(rate, 2) for b, rate in prepare_rates.items()},
                     "model": {str(b): round(rate, 2) for b, rate in model_rates.items()},
                     "end_to_end": {str(b): round(rate, 2) for b, rate in end_to_end_rates.items()},
                 },
+                "overlap": {str(b): round(ratio, 2) for b, ratio in overlap.items()},
             }
         )
     )

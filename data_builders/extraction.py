@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
-from data_builders import video_families
+from data_builders import soft_prompt, video_families
 
 DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
 NUM_FRAMES = video_families.NUM_FRAMES
@@ -295,7 +295,28 @@ class Extractor:
         self.num_layers = self.model.config.text_config.num_hidden_layers
         self.middle_layer = self.num_layers // 2  # index into hidden_states (0 = embeddings)
         self.video_token_id = self.model.config.video_token_id
+        self.model_id = model_id
         self.revision = _revision(model_id) if loaded else "built in process, not loaded"
+        self.soft_prompt: soft_prompt.SoftPrompt | None = None
+        self._learned_prompt: dict[str, Any] = {}
+
+    def attach_prompt(self, vectors: np.ndarray, metadata: dict[str, Any]) -> soft_prompt.SoftPrompt:
+        """Reads clips with a learned soft prompt; one made for another model, family or width is refused."""
+        expected = {"model": self.model_id, "family": self.family.name, "hidden_size": self.hidden_size}
+        for key, value in expected.items():
+            if metadata.get(key) != value:
+                raise ValueError(
+                    f"the learned prompt was made for {key} {metadata.get(key)!r}, but this extraction's is {value!r}"
+                )
+        if self.soft_prompt is not None:
+            self.soft_prompt.detach()
+        self.soft_prompt = soft_prompt.SoftPrompt(self.model, self.preprocess.processor, vectors)
+        self._learned_prompt = soft_prompt.record(vectors, metadata)
+        return self.soft_prompt
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.text_config.hidden_size
 
     def metadata(self, model_id: str, prompt_set: str, contexts: dict[str, str]) -> dict[str, Any]:
         """What the stored embeddings depend on; `contexts`: every context used, by what selects it."""
@@ -306,17 +327,19 @@ class Extractor:
             "prompt_set": prompt_set,
             "prompts": {key: self.family.prompt(context) for key, context in contexts.items()},
             "layers": {"last": self.num_layers, "middle": self.middle_layer},
-            "hidden_size": self.model.config.text_config.hidden_size,
+            "hidden_size": self.hidden_size,
             "num_frames": NUM_FRAMES,
             "frame_sampling": FRAME_SAMPLING,
             "frame_input": self.family.frame_input,
             "kinds": list(EMBEDDING_KINDS),
             "dtype": "float16",
-        }
+        } | ({"learned_prompt": self._learned_prompt} if self._learned_prompt else {})
 
-    def forward(self, inputs: dict[str, Any]) -> list[dict[str, np.ndarray]]:
-        """One dict of embedding kinds per clip of a prepared batch (Preprocess)."""
-        torch = self._torch
+    def embeddings(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """The embedding kinds of a prepared batch as float32 torch tensors, one dict per clip.
+
+        Differentiable with respect to a soft prompt (prompt tuning) when called outside inference mode.
+        """
         inputs = {name: value.to(self.device) for name, value in inputs.items()}
         inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
         captured = {}
@@ -327,8 +350,7 @@ class Extractor:
             )
         )
         try:
-            with torch.inference_mode():
-                last = self.model.model(**inputs, use_cache=False).last_hidden_state  # [B, L, d], final norm
+            last = self.model.model(**inputs, use_cache=False).last_hidden_state  # [B, L, d], final norm
         finally:
             hook.remove()
         video_mask = inputs["input_ids"] == self.video_token_id  # [B, L]: one contiguous run per clip
@@ -336,14 +358,21 @@ class Extractor:
         for clip in range(last.shape[0]):
             frames_last = self.family.frame_tokens(last[clip, video_mask[clip]], inputs, clip).float()  # [8, t, d]
             frames_middle = self.family.frame_tokens(captured["middle"][clip, video_mask[clip]], inputs, clip)
-            arrays = {
-                "video_mean_last": frames_last.mean(dim=(0, 1)),
-                "video_mean_middle": frames_middle.float().mean(dim=(0, 1)),
-                "last_token": last[clip, -1].float(),
-                "frame_means": frames_last.mean(dim=1),  # [8, d]
-            }
-            results.append({name: value.cpu().numpy().astype(np.float16) for name, value in arrays.items()})
+            results.append(
+                {
+                    "video_mean_last": frames_last.mean(dim=(0, 1)),
+                    "video_mean_middle": frames_middle.float().mean(dim=(0, 1)),
+                    "last_token": last[clip, -1].float(),
+                    "frame_means": frames_last.mean(dim=1),  # [8, d]
+                }
+            )
         return results
+
+    def forward(self, inputs: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+        """One dict of embedding kinds per clip of a prepared batch (Preprocess), as stored (float16)."""
+        with self._torch.inference_mode():
+            results = self.embeddings(inputs)
+        return [{name: value.cpu().numpy().astype(np.float16) for name, value in arrays.items()} for arrays in results]
 
     def embed(self, clips: Sequence[DecodedClip]) -> list[dict[str, np.ndarray]]:
         """One dict of embedding kinds per decoded clip."""
@@ -540,13 +569,15 @@ def extract(
     device: str = "cpu",
     extractor: Extractor | None = None,
     decode_workers: int | None = None,
+    learned_prompt: str | None = None,
 ) -> dict[str, Any]:
     """Embeds this shard's clips that are not done yet into `directory`; returns counts and the clips that failed.
 
     `jobs` in a stable order (shards are cut from it); `contexts`: every context the listing can use, by what
     selects it (their prompts are recorded in the metadata); `extractor`: one already loaded (model_id then only
     names it); `decode_workers`: processes decoding the next batches while the model runs
-    (None: default_decode_workers(), 0: decode in this process between forwards).
+    (None: default_decode_workers(), 0: decode in this process between forwards); `learned_prompt`: a soft prompt
+    file (data_builders/prompt_tuning.py) read after each context, recorded whole in the metadata.
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard_index={shard_index} must be in [0, --num_shards={num_shards})")
@@ -564,6 +595,11 @@ def extract(
         return summary | {"extracted": 0}
     extractor = extractor or Extractor(model_id, device)
     decode_workers = default_decode_workers() if decode_workers is None else decode_workers
+    if learned_prompt:
+        vectors, learned = soft_prompt.load(learned_prompt)
+        extractor.attach_prompt(vectors, learned)
+        todo = [dataclasses.replace(job, context=soft_prompt.context_with(job.context, len(vectors))) for job in todo]
+        contexts = {key: soft_prompt.context_with(context, len(vectors)) for key, context in contexts.items()}
     check_metadata(directory, extractor.metadata(model_id, prompt_set, contexts))
     with tqdm.tqdm(total=len(todo), unit="clip", desc=f"extract {prompt_set}") as progress:
         for clips, inputs in decoded_batches(todo, batch_size, decode_workers, extractor.preprocess):
@@ -587,6 +623,24 @@ def extract(
     return summary | {"extracted": len(todo) - len(failures)}
 
 
+def resolve_prompt_set(prompt_set: str, learned_prompt: str | None) -> tuple[str, str]:
+    """(the extraction's prompt set, the prompt set whose contexts its clips get) for --prompt_set/--learned_prompt.
+
+    A learned prompt belongs to the protocol it was trained on: its extraction is 'learned_<protocol>', read with
+    the contexts of the prompt set it was learned after.
+    """
+    if prompt_set != "learned":
+        if learned_prompt:
+            raise ValueError(f"--learned_prompt is read with --prompt_set=learned, not --prompt_set={prompt_set}")
+        return prompt_set, prompt_set
+    if not learned_prompt:
+        raise ValueError(
+            "--prompt_set=learned needs --learned_prompt=P (made by python -m data_builders.prompt_tuning)"
+        )
+    _, metadata = soft_prompt.load(learned_prompt)
+    return soft_prompt.prompt_set(metadata["protocol"]), metadata["base_prompt_set"]
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     """The extraction's counts and every clip that could not be decoded."""
     print(
@@ -605,6 +659,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_shards", type=int, default=1)
     parser.add_argument("--shard_index", type=int, default=0)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
+    parser.add_argument(
+        "--learned_prompt", default=None, help="with --prompt_set=learned: a soft prompt (data_builders.prompt_tuning)"
+    )
     parser.add_argument(
         "--decode_workers",
         type=int,

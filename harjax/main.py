@@ -85,7 +85,11 @@ def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
             f"config.data.tfds_config empty (got {config.data.tfds_config!r})"
         )
     config.data.data_dir = config.data.data_dir or os.path.join(workdir, "demo_data")
-    demo.prepare(config.data.data_dir, config.data.prompt_set, config.data.embedding, config.data.demo_tree)
+    data = config.data
+    if data.source == "mmact":
+        demo.prepare(data.data_dir, data.prompt_set, data.embedding, data.demo_tree, data.protocol)
+    else:
+        demo.prepare(data.data_dir, data.prompt_set, data.embedding, data.demo_tree)
 
 
 def main(argv: list[str]) -> None:

@@ -40,6 +40,11 @@ UTD_PROTOCOLS = (
     "main group) and leave-one-subject-out (the loso group)"
 )
 SCENE_PROMPTS = "'scene' prompts describe MMAct's four scenes; a recordings manifest has 'plain' and 'context' only"
+LEARNED_PROMPTS = {  # variants without the learned-prompt rows, and why
+    "smoke": "prompt tuning is checked by tests/test_prompt_tuning.py; the smoke suite keeps to one run per path",
+    "utd_mhad": "learn one with python -m data_builders.prompt_tuning --manifest=... and build learned_<protocol> "
+    "(README, 'Learned prompts'); the generated UTD-MHAD release is extracted with fixed prompts only",
+}
 UTD_MHAD_SUBJECTS = range(1, 9)
 LOSO_RUNS = ("full", "video_only", "sensor_only")  # does fusion carry over to a subject never seen?
 
@@ -88,6 +93,18 @@ SIZES = {
 
 def _run(name: str, config: str = "full", **overrides) -> dict:
     return {"name": name, "config": f"configs/{config}.py", "overrides": overrides}
+
+
+def _learned_prompt_runs() -> list[dict]:
+    """The full model reading a prompt learned on each protocol's own training split, next to the fixed prompts.
+
+    cross_subject's row compares with the main group's full model, each other protocol's with that protocol's.
+    """
+    runs = [_run("prompt_learned", **{"data.prompt_set": "learned"})]
+    for protocol in PROTOCOLS:
+        learned = _run(f"prompt_learned-{protocol}", **{"data.prompt_set": "learned", "data.protocol": protocol})
+        runs.append(dict(learned, reference=f"protocols/full-{protocol}"))
+    return runs
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -148,11 +165,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         },
         {
             "name": "prompts",
-            "title": "Prompt sets and stored Video-LLaVA embedding kinds",
+            "title": "Prompt sets (a learned prompt per protocol) and stored video embedding kinds",
             "shown": ["main/full"],
             "skipped": NEEDS_MMACT if mmact_only else "",
-            "excluded": {"prompt_scene": SCENE_PROMPTS} if utd_mhad else {},
+            "excluded": ({"prompt_scene": SCENE_PROMPTS} if utd_mhad else {})
+            | ({"prompt_learned": LEARNED_PROMPTS[variant]} if variant in LEARNED_PROMPTS else {}),
             "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in prompt_sets]
+            + ([] if variant in LEARNED_PROMPTS else _learned_prompt_runs())
             + [_run(f"embedding_{kind}", **{"data.embedding": kind}) for kind in EMBEDDINGS],
         },
         {

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import os
 
-from data_builders import demo_data
+from data_builders import demo_data, prompt_tuning, soft_prompt
 from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree
 
+# The tiny model learns a soft prompt in seconds; the settings show the path, not a tuned result.
+DEMO_PROMPT_TUNING = {"num_tokens": 4, "batch_size": 8, "learning_rate": 3e-2}
+DEMO_PROMPT_STEPS = 60
 # 'demo': 480 trials over 8 subjects, every scene, 3 sessions; 'tiny': the 24 trials of dummy_data/ (tests).
 TREES = {
     "demo": synthetic_tree.TreeSpec(
@@ -28,11 +31,22 @@ TREES = {
 }
 
 
-def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_mean_last", tree: str = "demo") -> str:
-    """Builds the '<prompt_set>-<embedding>' demo dataset under data_dir unless it is there; returns data_dir."""
+def prepare(
+    data_dir: str,
+    prompt_set: str = "context",
+    embedding: str = "video_mean_last",
+    tree: str = "demo",
+    protocol: str = "cross_subject",
+) -> str:
+    """Builds the '<prompt_set>-<embedding>' demo dataset under data_dir unless it is there; returns data_dir.
+
+    prompt_set 'learned' first learns a soft prompt on the protocol's training split with the tiny model
+    (data_builders/prompt_tuning.py, into data_dir/prompts/<protocol>) and builds 'learned_<protocol>-<embedding>'.
+    """
     if tree not in TREES:
         raise ValueError(f"config.data.demo_tree must be one of {sorted(TREES)}, got {tree!r}")
-    tfds_config = f"{prompt_set}-{embedding}"
+    stored = soft_prompt.prompt_set(protocol) if prompt_set == "learned" else prompt_set
+    tfds_config = f"{stored}-{embedding}"
     with demo_data.exclusive(data_dir):
         if demo_data.is_built(data_dir, "mmact", tfds_config):
             logging.info("demo dataset %s already built in %s", tfds_config, data_dir)
@@ -42,8 +56,9 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         )
         model_dir = demo_data.tiny_model_dir(data_dir)
         embeddings_dir = os.path.join(data_dir, "embeddings")
+        learned = _learned_prompt(data_dir, manual_dir, model_dir, protocol) if prompt_set == "learned" else None
         summary = extract_embeddings.extract(
-            manual_dir, embeddings_dir, model_dir, prompt_set, batch_size=16, device="cpu"
+            manual_dir, embeddings_dir, model_dir, prompt_set, batch_size=16, device="cpu", learned_prompt=learned
         )  # skips clips already extracted
         logging.info(
             "demo: extracted %d clips (%d already done), %d could not be decoded",
@@ -54,3 +69,15 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         directory, report = build.build(manual_dir, embeddings_dir, data_dir, tfds_config)
         logging.info("demo: built %s: %s", directory, report)
     return data_dir
+
+
+def _learned_prompt(data_dir: str, manual_dir: str, model_dir: str, protocol: str) -> str:
+    """The demo's soft prompt for `protocol`, learned once (resumed if a run stopped midway); its file's path."""
+    output = os.path.join(data_dir, "prompts", protocol)
+    path = os.path.join(output, prompt_tuning.PROMPT_FILE)
+    if not os.path.exists(path):
+        examples, classes = prompt_tuning.mmact_training_clips(manual_dir, protocol, "context")
+        settings = prompt_tuning.Settings(model=model_dir, dataset=manual_dir, protocol=protocol, **DEMO_PROMPT_TUNING)
+        metadata = prompt_tuning.train(settings, examples, classes, output, DEMO_PROMPT_STEPS, checkpoint_every=20)
+        logging.info("demo: learned a prompt on %s (final loss %.3f)", protocol, metadata["final_loss"])
+    return path

@@ -1,11 +1,13 @@
-"""Video-LLaVA embeddings of every MMAct clip, computed once on GPUs and stored for the dataset builder.
+"""Video-language embeddings of every MMAct clip, computed once on GPUs and stored for the dataset builder.
 
     python -m data_builders.mmact.extract_embeddings --manual_dir=M --output_dir=E --prompt_set=context \
-        [--model=LanguageBind/Video-LLaVA-7B-hf --batch_size=8 --num_shards=N --shard_index=I --device=cuda]
+        [--model=LanguageBind/Video-LLaVA-7B-hf --batch_size=8 --num_shards=N --shard_index=I --device=cuda \
+         --decode_workers=K]
 
+--model takes any family of data_builders/video_families.py (Video-LLaVA, Qwen2-VL / Qwen2.5-VL, LLaVA-OneVision).
 Writes E/<prompt_set>/<trial key>_cam<C>.npz per clip; what each file holds, the metadata, resume, shards and the
 failure report are the extraction core's (data_builders/extraction.py). This module only lists MMAct's clips and
-their prompts (by scene, data_builders/mmact/prompts.py).
+their contexts (by scene, data_builders/mmact/prompts.py).
 """
 
 from __future__ import annotations
@@ -50,9 +52,14 @@ def extract(
     video_root: str | None = None,
     extractor: extraction.Extractor | None = None,
     decode_workers: int | None = None,
+    learned_prompt: str | None = None,
 ) -> dict[str, Any]:
-    """Embeds this shard's clips that are not done yet into output_dir/prompt_set; returns counts and failures."""
-    scene_contexts = {str(scene): prompts.context(prompt_set, scene) for scene in (1, 2, 3, 4)}  # fails early
+    """Embeds this shard's clips that are not done yet into output_dir/prompt_set; returns counts and failures.
+
+    prompt_set 'learned' with `learned_prompt` writes output_dir/learned_<the prompt's protocol>.
+    """
+    prompt_set, base_prompt_set = extraction.resolve_prompt_set(prompt_set, learned_prompt)
+    scene_contexts = {str(scene): prompts.context(base_prompt_set, scene) for scene in (1, 2, 3, 4)}  # fails early
     jobs = [
         extraction.ClipJob(clip.name, clip.path, scene_contexts[str(clip.trial.scene)])
         for clip in list_clips(manual_dir, video_root)
@@ -69,6 +76,7 @@ def extract(
         device,
         extractor,
         decode_workers,
+        learned_prompt,
     )
 
 
@@ -77,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manual_dir", required=True, help="the MMAct release (holds the video folder)")
     extraction.add_arguments(parser)
-    parser.add_argument("--prompt_set", required=True, choices=sorted(prompts.PROMPT_SETS))
+    parser.add_argument("--prompt_set", required=True, choices=[*sorted(prompts.PROMPT_SETS), "learned"])
     parser.add_argument("--video_root", default=None, help="the clips' folder under manual_dir (auto-detected)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -92,6 +100,7 @@ def main() -> None:
         args.device,
         args.video_root,
         decode_workers=args.decode_workers,
+        learned_prompt=args.learned_prompt,
     )
     extraction.print_summary(summary)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_builders import extraction
+from data_builders import extraction, soft_prompt
 from data_builders.mmact import extract_embeddings, layout, prompts, sensors
 
 SENSOR_CHANNELS = tuple(
@@ -29,7 +29,7 @@ _FRAME_SHORT_EDGE = 224  # what Video-LLaVA sees; frames are stored no larger
 
 @dataclasses.dataclass
 class MMActConfig(tfds.core.BuilderConfig):
-    prompt_set: str = "context"  # a set of data_builders/mmact/prompts.py
+    prompt_set: str = "context"  # a set of data_builders/mmact/prompts.py, or learned_<protocol> (prompt tuning)
     embedding: str = "video_mean_last"  # one of extraction.EMBEDDING_KINDS
     frames: bool = False  # also store the 8 frames per camera the model saw, as JPEG
     sensor_rate_hz: float = 50.0
@@ -41,9 +41,9 @@ def _builder_configs() -> list[MMActConfig]:
             name=f"{prompt_set}-{kind}",
             prompt_set=prompt_set,
             embedding=kind,
-            description=f"Video-LLaVA-7B '{kind}' embeddings under the '{prompt_set}' prompts",
+            description=f"video-language model '{kind}' embeddings under the '{prompt_set}' prompts",
         )
-        for prompt_set in prompts.PROMPT_SETS
+        for prompt_set in [*prompts.PROMPT_SETS, *map(soft_prompt.prompt_set, layout.PROTOCOLS)]
         for kind in extraction.EMBEDDING_KINDS
     ]
     configs.append(

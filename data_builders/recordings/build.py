@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from data_builders import extraction
+from data_builders import extraction, soft_prompt
 from data_builders.recordings import extract_embeddings, recordings_dataset_builder, sensors
 from harjax import cli, errors
 from harjax.data import resampling
@@ -46,8 +46,12 @@ def build(
         raise errors.ConfigError(f"--min_coverage must be in (0, 1], got {min_coverage}")
     if embedding not in extraction.EMBEDDING_KINDS:
         raise errors.ConfigError(f"--embedding must be one of {extraction.EMBEDDING_KINDS}, got {embedding!r}")
-    if embeddings_dir and prompt_set not in extract_embeddings.PROMPT_SETS:
-        raise errors.ConfigError(f"--prompt_set must be one of {extract_embeddings.PROMPT_SETS}, got {prompt_set!r}")
+    learned = prompt_set.startswith(soft_prompt.PREFIX)
+    if embeddings_dir and prompt_set not in extract_embeddings.PROMPT_SETS and not learned:
+        raise errors.ConfigError(
+            f"--prompt_set must be one of {extract_embeddings.PROMPT_SETS} or {soft_prompt.PREFIX}<protocol> "
+            f"(a learned prompt's extraction), got {prompt_set!r}"
+        )
     base = recordings_dataset_builder.Builder
     name_of_config = recordings_dataset_builder.config_name(
         prompt_set if embeddings_dir else None, embedding, sensor_rate_hz
@@ -117,7 +121,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--manifest", required=True, help="a recordings manifest (.csv or .jsonl)")
     parser.add_argument("--data_dir", required=True, help="TFDS data_dir to build into")
     parser.add_argument("--embeddings_dir", default=None, help="--output_dir of extract_embeddings (none: no video)")
-    parser.add_argument("--prompt_set", default="context", choices=extract_embeddings.PROMPT_SETS)
+    parser.add_argument("--prompt_set", default="context", help="plain, context, or learned_<protocol>")
     parser.add_argument("--embedding", default="video_mean_last", choices=extraction.EMBEDDING_KINDS)
     parser.add_argument("--name", default=recordings_dataset_builder.Builder.name, help="the dataset's name")
     parser.add_argument("--leave_subjects_out", action="store_true", help="add one fold per subject: loso_s<N>")

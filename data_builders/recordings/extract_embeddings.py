@@ -52,9 +52,14 @@ def extract(
     device: str = "cpu",
     extractor: extraction.Extractor | None = None,
     decode_workers: int | None = None,
+    learned_prompt: str | None = None,
 ) -> dict[str, Any]:
-    """Embeds this shard's clips that are not done yet into output_dir/prompt_set; returns counts and failures."""
-    listed = jobs(manifest.read(manifest_path), prompt_set)
+    """Embeds this shard's clips that are not done yet into output_dir/prompt_set; returns counts and failures.
+
+    prompt_set 'learned' with `learned_prompt` writes output_dir/learned_<the prompt's protocol>.
+    """
+    prompt_set, base_prompt_set = extraction.resolve_prompt_set(prompt_set, learned_prompt)
+    listed = jobs(manifest.read(manifest_path), base_prompt_set)
     if not listed:
         raise manifest.ManifestError(f"{manifest_path}: no row names a 'clip' (a sensors-only build extracts nothing)")
     contexts = {str(index): text for index, text in enumerate(sorted({job.context for job in listed}))}
@@ -70,6 +75,7 @@ def extract(
         device,
         extractor,
         decode_workers,
+        learned_prompt,
     )
 
 
@@ -78,7 +84,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", required=True, help="a recordings manifest (.csv or .jsonl)")
     extraction.add_arguments(parser)
-    parser.add_argument("--prompt_set", required=True, choices=PROMPT_SETS)
+    parser.add_argument("--prompt_set", required=True, choices=[*PROMPT_SETS, "learned"])
     args = parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO)
     extraction.print_summary(
@@ -92,6 +98,7 @@ def main(argv: list[str]) -> None:
             args.shard_index,
             args.device,
             decode_workers=args.decode_workers,
+            learned_prompt=args.learned_prompt,
         )
     )
 

@@ -28,6 +28,12 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
     """Builds the '<prompt_set>-<embedding>' utd_mhad dataset under data_dir unless it is there; returns data_dir."""
     if tree not in TREES:
         raise ValueError(f"config.data.demo_tree must be one of {sorted(TREES)}, got {tree!r}")
+    if prompt_set == "learned":
+        raise errors.ConfigError(
+            "the UTD-MHAD demo extracts the plain and context prompts; learn a prompt with python -m "
+            "data_builders.prompt_tuning --manifest=<data_dir>/manifest.jsonl, extract with --prompt_set=learned "
+            "and build learned_<protocol> (README, 'Learned prompts')"
+        )
     tfds_config = f"{prompt_set}-{embedding}"
     with demo_data.exclusive(data_dir):
         if demo_data.is_built(data_dir, build.NAME, tfds_config):

@@ -25,6 +25,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from data_builders import soft_prompt
 from harjax import errors
 from harjax.data import batch as batch_lib, normalization
 
@@ -292,6 +293,15 @@ def _listing(builder: Any, source: Any, name: str, directory: str) -> Listing:
 SENSORS_ONLY_CONFIG = "sensors"  # the TFDS config of a recordings dataset built without video
 
 
+def stored_prompt_set(prompt_set: str, protocol: str) -> str:
+    """The prompt set a build stores for config.data.prompt_set: 'learned' is the prompt learned on `protocol`.
+
+    A learned prompt belongs to the protocol whose training split it was learned on (data_builders/prompt_tuning.py),
+    so each protocol reads its own: learned_<protocol>.
+    """
+    return soft_prompt.prompt_set(protocol) if prompt_set == "learned" else prompt_set
+
+
 def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit]:
     """(train, eval) of config.data.protocol from the TFDS dataset under config.data.data_dir.
 
@@ -305,7 +315,8 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
     if not data.data_dir:
         raise batch_lib.DataError(f"config.data.source={data.source!r} needs config.data.data_dir (the TFDS data_dir)")
     uses_video = config.model.modalities in ("both", "video")
-    with_video = f"{data.prompt_set}-{data.embedding}"
+    prompt_set = stored_prompt_set(data.prompt_set, data.protocol)
+    with_video = f"{prompt_set}-{data.embedding}"
     # A video-free model reads a recordings build without video, else one with (it ignores the embeddings).
     candidates = [data.tfds_config or with_video]
     if not (data.tfds_config or uses_video or dataset == MMACT):
@@ -351,11 +362,18 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
             logging.warning(
                 "cross_view: the test trials' sensor data is in the training split; only the camera view is new"
             )
+    learned_on = builder.info.metadata.get("embeddings", {}).get("learned_prompt", {}).get("protocol")
+    if uses_video and learned_on not in (None, data.protocol):
+        raise errors.ConfigError(
+            f"{directory} holds embeddings read with a prompt learned on {learned_on}'s training split; a run of "
+            f"config.data.protocol={data.protocol!r} would test on clips it may have trained on: learn one for "
+            f"{data.protocol} (python -m data_builders.prompt_tuning --protocol={data.protocol})"
+        )
     extracted_with = builder.info.metadata.get("embeddings", {}).get("prompt_set")
-    if uses_video and extracted_with != data.prompt_set:
+    if uses_video and extracted_with != prompt_set:
         raise batch_lib.DataError(
             f"{directory} holds embeddings of prompt set {extracted_with!r}, but config.data.prompt_set="
-            f"{data.prompt_set!r}"
+            f"{data.prompt_set!r} reads {prompt_set!r}"
         )
 
     def split(part: str) -> TFDSSplit:

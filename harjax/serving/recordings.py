@@ -51,32 +51,12 @@ class _VideoEmbedder:
             )
 
     def __call__(self, recording: Any) -> np.ndarray:
-        from data_builders import extraction, video_families
-        from data_builders.recordings import extract_embeddings
+        from data_builders import extraction
 
-        model = self.extraction["model"]
-        if self._extractor is None:
-            if not os.path.isdir(model) and self.extraction.get("revision") in ("local", None):
-                raise predictor_lib.InputError(
-                    f"the bundle's video model {model!r} (a local folder when it was trained) is not here"
-                )
-            try:
-                revision = self.extraction.get("revision")
-                pinned = (
-                    revision if revision not in (None, "local", "unknown", "built in process, not loaded") else None
-                )
-                self._extractor = extraction.Extractor(model, self.device, revision=pinned)
-            except (OSError, ValueError) as error:
-                message = f"the bundle's video model {model!r} cannot be loaded: {error}"
-                raise predictor_lib.InputError(message) from None
-            recorded = self.extraction.get("family", video_families.LEGACY_METADATA["family"])
-            if self._extractor.family.name != recorded:
-                raise predictor_lib.InputError(
-                    f"the bundle's embeddings come from a {recorded} model, but {model!r} is now a "
-                    f"{self._extractor.family.name} model"
-                )
-        context = extract_embeddings.context(self.extraction["prompt_set"], recording)
-        job = extraction.ClipJob(recording.id, recording.clip, context, recording.clip_start_s, recording.clip_end_s)
+        self._extractor = self._extractor or self._load()
+        job = extraction.ClipJob(
+            recording.id, recording.clip, self._context(recording), recording.clip_start_s, recording.clip_end_s
+        )
         try:
             arrays = self._extractor.embed_clip(job)
         except Exception as error:  # noqa: BLE001  PyAV raises many types; the row and the clip are named
@@ -84,6 +64,43 @@ class _VideoEmbedder:
                 f"row {recording.row} ({recording.id}): the clip {recording.clip} cannot be decoded: {error}"
             ) from None
         return arrays[self.kind].astype(np.float32)  # the stored float16, as training read it
+
+    def _load(self) -> Any:
+        """The extractor of the bundle's model, family and learned prompt (the one the training data was read with)."""
+        from data_builders import extraction, soft_prompt, video_families
+
+        model = self.extraction["model"]
+        if not os.path.isdir(model) and self.extraction.get("revision") in ("local", None):
+            raise predictor_lib.InputError(
+                f"the bundle's video model {model!r} (a local folder when it was trained) is not here"
+            )
+        revision = self.extraction.get("revision")
+        pinned = revision if revision not in (None, "local", "unknown", "built in process, not loaded") else None
+        try:
+            extractor = extraction.Extractor(model, self.device, revision=pinned)
+        except (OSError, ValueError) as error:
+            raise predictor_lib.InputError(f"the bundle's video model {model!r} cannot be loaded: {error}") from None
+        recorded = self.extraction.get("family", video_families.LEGACY_METADATA["family"])
+        if extractor.family.name != recorded:
+            raise predictor_lib.InputError(
+                f"the bundle's embeddings come from a {recorded} model, but {model!r} is a "
+                f"{extractor.family.name} model"
+            )
+        learned = self.extraction.get("learned_prompt")
+        if learned:  # carried whole by the bundle (the extraction's metadata)
+            extractor.attach_prompt(soft_prompt.from_record(learned), learned)
+        return extractor
+
+    def _context(self, recording: Any) -> str:
+        """What comes before the row's clip: its context under the bundle's prompt set, then any learned prompt."""
+        from data_builders import soft_prompt
+        from data_builders.recordings import extract_embeddings
+
+        learned = self.extraction.get("learned_prompt")
+        if not learned:
+            return extract_embeddings.context(self.extraction["prompt_set"], recording)
+        base = extract_embeddings.context(learned["base_prompt_set"], recording)
+        return soft_prompt.context_with(base, learned["shape"][0])
 
 
 def _prepare(
