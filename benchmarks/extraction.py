@@ -16,8 +16,9 @@ prepared inputs, on --model_threads torch threads; and `extract_embeddings.extra
 atomic npz writes). On a 2-core CPU the defaults split the cores: one decode worker, one model thread; the target
 is end to end >= 0.8x the slower of the two alone (printed as `overlap`). --model=random-7b builds the 7B
 model from its published configuration with random weights in bfloat16 on the device (data_builders/mmact/
-tiny_model.py), so its cost can be measured where the hub cannot be reached; random-tiny does the same at the tiny
-sizes (the --smoke path of benchmarks/accelerator.sh). Prints a table and, last, one JSON line.
+tiny_model.py), so its cost can be measured where the hub cannot be reached; --model=random-qwen2-vl-7b does the
+same for Qwen2-VL-7B, random-tiny and random-tiny-qwen2-vl at the tiny sizes (the --smoke path of
+benchmarks/accelerator.sh). Prints a table and, last, one JSON line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_builders import extraction
 from data_builders.mmact import extract_embeddings, layout, prompts, synthetic_tree, tiny_model  # noqa: E402
 
-RANDOM = {"random-7b": tiny_model.VIDEO_LLAVA_7B, "random-tiny": tiny_model.TINY}
+RANDOM = {  # --model name -> (family, sizes) of a model built with random weights, nothing loaded
+    "random-7b": ("video_llava", tiny_model.VIDEO_LLAVA_7B),
+    "random-qwen2-vl-7b": ("qwen2_vl", tiny_model.QWEN2_VL_7B),
+    "random-tiny": ("video_llava", tiny_model.TINY),
+    "random-tiny-qwen2-vl": ("qwen2_vl", tiny_model.QWEN2_VL_TINY),
+}
 
 
 def main() -> None:
@@ -42,8 +48,8 @@ def main() -> None:
     parser.add_argument(
         "--model",
         default="",
-        help="HF id or folder; empty: the tiny offline model; random-7b or "
-        "random-tiny: built from sizes with random weights, nothing loaded",
+        help="HF id or folder; empty: the tiny offline model of --family; "
+        f"{', '.join(RANDOM)}: built from sizes with random weights, nothing loaded",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -84,7 +90,8 @@ def main() -> None:
         manual_dir = os.path.join(scratch, "manual")
         if args.model in RANDOM:
             dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
-            built = tiny_model.random_model(RANDOM[args.model], args.device, dtype)
+            family, sizes = RANDOM[args.model]
+            built = tiny_model.random_model(sizes, args.device, dtype, family=family)
             model = args.model
         else:
             built = None
@@ -179,7 +186,7 @@ def main() -> None:
                 "gop_size": args.gop_size or "libx264 default",
                 "frame_size": [args.frame_width, args.frame_height],
                 "cameras": len(layout.CAMERAS),
-                "family": args.family if not args.model else "from the model's config",
+                "family": extractor.family.name,
                 "decode_workers": workers,
                 "model_threads": threads,
                 "frames_decoded_per_clip": {way: round(count, 1) for way, count in per_clip.items()},

@@ -42,7 +42,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # mmact: cross_subject | cross_view | cross_scene | cross_session; recordings: the dataset's (its build report)
     config.data.protocol = "cross_subject"
     config.data.data_dir = ""  # mmact, recordings: the TFDS data_dir the builder wrote to
-    config.data.prompt_set = "context"  # mmact: plain | context | scene (data_builders/mmact/prompts.py)
+    # mmact: plain | context | scene (data_builders/mmact/prompts.py) | learned (the prompt learned on
+    # config.data.protocol: data_builders/prompt_tuning.py)
+    config.data.prompt_set = "context"
     config.data.embedding = "video_mean_last"  # mmact: which stored Video-LLaVA embedding feeds v
     config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'
     config.data.max_length = 512  # mmact: sensor steps at 50 Hz; longer trials are cropped

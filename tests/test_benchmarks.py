@@ -8,7 +8,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ITEMS = ["train_throughput", "flops", "input_pipeline", "extraction", "encoder_backward", "ensemble_step"]
+ITEMS = ["train_throughput", "flops", "input_pipeline", "extraction", "extraction", "prompt_tuning", "encoder_backward"]
+ITEMS += ["ensemble_step"]
 
 
 @pytest.mark.slow
@@ -31,6 +32,9 @@ def test_the_accelerator_script_runs_every_item(tmp_path):
     by_name = {line["benchmark"]: line for line in lines}
     assert set(by_name["input_pipeline"]["examples_per_s"]) == {"none", "host", "device"}
     assert by_name["encoder_backward"]["faster"] in ("hand_written", "autodiff")
-    assert set(by_name["extraction"]["clips_per_s"]["model"]) == {"2", "4"}
+    video_llava, qwen = (line for line in lines if line["benchmark"] == "extraction")
+    assert set(video_llava["clips_per_s"]["model"]) == {"2", "4"} and video_llava["family"] == "video_llava"
+    assert qwen["family"] == "qwen_vl" and qwen["overlap"]["2"] > 0
+    assert by_name["prompt_tuning"]["rows"][0]["batch_size"] == 2
     steps = {(row["members"], row["ensemble_step"]) for row in by_name["ensemble_step"]["results"]}
     assert steps == {(1, "single"), (2, "sequential"), (2, "vmap")}

@@ -43,7 +43,11 @@ def test_the_paper_suite_resolves_every_run():
     mmact = suites.load_suite(paper.get_config("mmact"), "paper.py", "/tmp/suite", ())
     runs = mmact.runs()
     assert "protocols/sensor_only-cross_view" not in runs and "protocols/video_only-cross_view" in runs
-    assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 2 + 5 + 6 + 14
+    assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 2 + (5 + 4) + 6 + 14  # prompts: 4 learned, one per protocol
+    learned = mmact.configs["prompts/prompt_learned-cross_view"]
+    assert (learned.data.prompt_set, learned.data.protocol) == ("learned", "cross_view")
+    assert runs["prompts/prompt_learned-cross_view"].reference == "protocols/full-cross_view"
+    assert "prompt_learned" in suites.load_suite(paper.get_config("smoke"), "p", "/tmp/s", ()).groups[3].excluded
 
 
 def test_the_utd_mhad_suite_cross_validates_its_loso_runs_over_the_eight_subjects():

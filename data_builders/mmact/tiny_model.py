@@ -4,9 +4,10 @@ Nothing here downloads. Tests and the demo run the extractor on the tiny Video-L
 LanguageBind/Video-LLaVA-7B-hf (same classes, same 8 x 224 px preprocessing, same token layout), only smaller and
 untrained; `save_tiny_model(..., family=...)` builds the same for each family of data_builders/video_families.py
 (qwen2_vl, qwen2_5_vl, llava_onevision: their own classes, processors and token layouts at tiny sizes).
-`random_model(VIDEO_LLAVA_7B)` builds the 7B model from its published configuration with random weights, for
-extraction throughput on a GPU without the hub (benchmarks/extraction.py): the same layers and sizes, so the same
-cost; only the special-token ids are the offline tokenizer's (0 and 1, not 32000 and 32001).
+`random_model(VIDEO_LLAVA_7B)` (and `random_model(QWEN2_VL_7B, family='qwen2_vl')`) builds the 7B model from its
+published configuration with random weights, for extraction throughput on a GPU without the hub
+(benchmarks/extraction.py): the same layers and sizes, so the same cost; only the special-token ids are the
+offline tokenizer's (0 and 1, not 32000 and 32001).
 
     python -m data_builders.mmact.tiny_model --output_dir=DIR [--family=qwen2_vl]
 """
@@ -128,26 +129,59 @@ ONEVISION_SPECIAL_TOKENS = ["<image>", "<video>", "<unk>", "<pad>", "<|im_start|
 QWEN_VISION = dict(patch_size=4, temporal_patch_size=2, spatial_merge_size=2)
 
 
-def _qwen_vl(extra_words: Sequence[str], version: str) -> tuple[Any, Any]:
-    """(config, processor) of a tiny Qwen2-VL (version '2') or Qwen2.5-VL ('2.5'), frames at most 32 x 32 px."""
-    import transformers
-
-    tokenizer = _tokenizer(extra_words, QWEN_SPECIAL_TOKENS)
-    text = dict(
-        vocab_size=len(tokenizer),
+QWEN2_VL_TINY = {
+    "text": dict(
         hidden_size=HIDDEN_SIZE,
         intermediate_size=37,
         num_hidden_layers=4,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=4096,
-        pad_token_id=3,
-        bos_token_id=None,
-        eos_token_id=7,
         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},  # sum: head_dim / 2
-    )
+    ),
+    "vision": dict(depth=2, embed_dim=32, hidden_size=HIDDEN_SIZE, num_heads=4, mlp_ratio=2, **QWEN_VISION),
+    "video_processor": dict(patch_size=4, size={"shortest_edge": 16 * 16, "longest_edge": 32 * 32}),
+}
+# Qwen/Qwen2-VL-7B-Instruct's config.json: Qwen2-7B and its 675 M-parameter vision tower (14 px patches).
+QWEN2_VL_7B = {
+    "text": dict(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    ),
+    "vision": dict(
+        depth=32,
+        embed_dim=1280,
+        hidden_size=3584,
+        num_heads=16,
+        mlp_ratio=4,
+        patch_size=14,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+    ),  # fmt: skip
+    "video_processor": dict(patch_size=14),  # the processor's own pixel range, which harjax caps (video_families)
+}
+
+
+def _qwen_vl(extra_words: Sequence[str], version: str, sizes: dict[str, Any] = QWEN2_VL_TINY) -> tuple[Any, Any]:
+    """(config, processor) of a Qwen2-VL (version '2') or Qwen2.5-VL ('2.5'); tiny: frames at most 32 x 32 px."""
+    import transformers
+
+    tokenizer = _tokenizer(extra_words, QWEN_SPECIAL_TOKENS)
+    text = {
+        "vocab_size": len(tokenizer),  # the 7B's own replaces it: the same embedding cost
+        "max_position_embeddings": 32768,
+        "pad_token_id": 3,
+        "bos_token_id": None,
+        "eos_token_id": 7,
+        **sizes["text"],
+    }
     if version == "2":
-        vision = dict(depth=2, embed_dim=32, hidden_size=HIDDEN_SIZE, num_heads=4, mlp_ratio=2, **QWEN_VISION)
+        vision = sizes["vision"]
         config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
     else:
         vision = dict(
@@ -170,12 +204,10 @@ def _qwen_vl(extra_words: Sequence[str], version: str) -> tuple[Any, Any]:
         vision_start_token_id=4,
         vision_end_token_id=5,
     )
-    sizes = dict(
-        patch_size=4, temporal_patch_size=2, merge_size=2, size={"shortest_edge": 16 * 16, "longest_edge": 32 * 32}
-    )
+    pixels = dict(temporal_patch_size=2, merge_size=2, **sizes["video_processor"])
     processor = processor_class(
-        image_processor=transformers.Qwen2VLImageProcessor(**sizes),
-        video_processor=transformers.Qwen2VLVideoProcessor(**sizes),
+        image_processor=transformers.Qwen2VLImageProcessor(**pixels),
+        video_processor=transformers.Qwen2VLVideoProcessor(**pixels),
         tokenizer=tokenizer,
     )
     return config, processor
@@ -257,18 +289,20 @@ def save_tiny_model(
     return output_dir
 
 
-def random_model(sizes: dict[str, Any], device: str, dtype: str = "bfloat16", seed: int = 0) -> tuple[Any, Any]:
-    """(model, processor): a Video-LLaVA of `sizes` with random weights.
+def random_model(
+    sizes: dict[str, Any], device: str, dtype: str = "bfloat16", seed: int = 0, family: str = "video_llava"
+) -> tuple[Any, Any]:
+    """(model, processor): a model of `family` (video_llava or qwen2_vl) and `sizes` with random weights.
 
     Built directly on `device`: a 7B model initialised on the CPU would take minutes.
     """
     import torch
-    from transformers import VideoLlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
-    config, processor = _model_and_processor(sizes)
+    config, processor = _model_and_processor(sizes) if family == "video_llava" else _qwen_vl((), "2", sizes)
     torch.manual_seed(seed)
     with torch.device(device):
-        model = VideoLlavaForConditionalGeneration._from_config(config, dtype=getattr(torch, dtype))
+        model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
     return model.eval(), processor
 
 
