@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pytest
 
-from data_builders import extraction
+from data_builders import extraction, prompt_tuning
 from data_builders.mmact import tiny_model
 from data_builders.recordings import build, extract_embeddings, manifest, sensors, synthetic
 from data_builders.utd_mhad import layout as utd_layout
@@ -133,6 +133,37 @@ def test_raw_clips_and_sensor_files_predict_as_the_built_examples(own, own_bundl
     rows = [json.loads(line) for line in open(own["manifest"])]
     kept = [row for row in rows if row["split"] == "test" and row["id"] not in skipped]  # the built test split
     _check_raw_predictions(config, bundle, kept, str(own["root"] / "tree"))
+
+
+@pytest.mark.slow
+def test_a_learned_prompt_bundle_reads_raw_clips_with_its_prompt(own, tmp_path):
+    """A prompt learned on the manifest's split, carried by the bundle: raw clips predict as the built examples."""
+    from harjax.training import loop
+
+    examples, classes = prompt_tuning.manifest_training_clips(own["manifest"], "manifest", "context")
+    assert examples and all(row["split"] == "train" for row in _rows(own) if row["id"] in {j.name for j, _ in examples})
+    settings = prompt_tuning.Settings(
+        model=own["model"], dataset=own["manifest"], protocol="manifest", num_tokens=2, learning_rate=3e-2
+    )
+    prompt_tuning.train(settings, examples, classes, str(tmp_path / "prompt"), steps=3, decode_workers=0)
+    learned = str(tmp_path / "prompt" / prompt_tuning.PROMPT_FILE)
+    emb, data = str(tmp_path / "emb"), str(tmp_path / "data")
+    extract_embeddings.extract(own["manifest"], emb, own["model"], "learned", batch_size=8, learned_prompt=learned)
+    build.build(own["manifest"], data, emb, prompt_set="learned_manifest")
+    config = small_config()
+    config.data.update(source="recordings", data_dir=data, protocol="manifest", prompt_set="learned", max_length=64)
+    config.train.update(batch_size=8, eval_batch_size=8, num_steps=2, eval_every=2, checkpoint_every=2)
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config, workdir)
+    bundle = export.bundle_from_workdir(workdir, str(tmp_path / "bundle"))
+    assert bundle.meta["inputs"]["video_source"]["extraction"]["learned_prompt"]["protocol"] == "manifest"
+    skipped = {row["id"] for rows in own["report"]["skipped"].values() for row in rows}
+    kept = [row for row in _rows(own) if row["split"] == "test" and row["id"] not in skipped]
+    _check_raw_predictions(config, bundle, kept, str(own["root"] / "tree"))
+
+
+def _rows(own):
+    return [json.loads(line) for line in open(own["manifest"])]
 
 
 def _check_raw_predictions(config, bundle, rows, directory):
