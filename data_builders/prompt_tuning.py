@@ -126,6 +126,21 @@ def _write_json_lines(path: str, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _step(
+    extractor: extraction.Extractor, head: Any, optimizer: Any, inputs: dict[str, Any], targets: Any, embedding: str
+) -> tuple[float, float]:
+    """One optimizer step of the prompt and head on a prepared batch; (loss, training accuracy)."""
+    import torch
+
+    features = torch.stack([kinds[embedding] for kinds in extractor.embeddings(inputs)])  # [B, d]
+    logits = head(torch.nn.functional.layer_norm(features, features.shape[-1:]))
+    loss = torch.nn.functional.cross_entropy(logits, targets)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item(), float((logits.argmax(-1) == targets).float().mean())
+
+
 def train(
     settings: Settings,
     examples: Sequence[tuple[extraction.ClipJob, int]],
@@ -152,7 +167,6 @@ def train(
             key for key, value in dataclasses.asdict(settings).items() if state["settings"][key] != value
         )
         raise ValueError(f"{state_path} was learned with other settings ({', '.join(different)}): use another --output")
-    torch.manual_seed(settings.seed)
     extractor = extractor or extraction.Extractor(settings.model, device)
     extractor.model.requires_grad_(False)
     if device.startswith("cuda"):
@@ -170,6 +184,7 @@ def train(
     }
     vectors = state["vectors"] if state else _initial_vectors(extractor, settings.num_tokens, settings.seed)
     prompt = extractor.attach_prompt(vectors, described)
+    torch.manual_seed(settings.seed)  # the head's initialisation, however the model was loaded
     head = torch.nn.Linear(extractor.hidden_size, len(classes)).to(device)
     optimizer = torch.optim.AdamW([prompt.vectors, *head.parameters()], lr=settings.learning_rate, weight_decay=0.0)
     log, start, failed = [], 0, []
@@ -202,16 +217,9 @@ def train(
         kept = [index for index, clip in enumerate(clips) if clip.error is None]
         failed += [clip.job.name for clip in clips if clip.error]  # counted; the step trains on the rest
         if kept:
-            features = torch.stack([kinds[settings.embedding] for kinds in extractor.embeddings(inputs)])  # [B, d]
-            features = torch.nn.functional.layer_norm(features, features.shape[-1:])
-            logits = head(features)
-            targets = torch.as_tensor(labels[step - start][kept], device=logits.device)
-            loss = torch.nn.functional.cross_entropy(logits, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            accuracy = float((logits.argmax(-1) == targets).float().mean())
-            log.append({"step": step + 1, "loss": loss.item(), "train_accuracy": accuracy, "clips": len(kept)})
+            targets = torch.as_tensor(labels[step - start][kept], device=device)
+            loss, accuracy = _step(extractor, head, optimizer, inputs, targets, settings.embedding)
+            log.append({"step": step + 1, "loss": loss, "train_accuracy": accuracy, "clips": len(kept)})
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             save_state(step + 1)
     if start >= steps:

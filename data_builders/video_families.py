@@ -34,24 +34,37 @@ QUESTION = "Which activity is the person performing? Answer in one word:"
 
 
 class Family:
-    """Video-LLaVA's conventions; the other families override where theirs differ."""
+    """One family's adapter: what the extractor asks of a model beyond HF's common interface.
 
-    name = "video_llava"
-    model_types = ("video_llava",)
-    template = "USER: {context}<video>\n{question} ASSISTANT:"
-    frame_input = "8 frames, 224 px (the processor's resize and crop)"
+    The defaults hold for processors that take frames as given and lay each frame's tokens out in one block, in
+    frame order (Video-LLaVA's and LLaVA-OneVision's); a family overrides where its model differs.
+    """
+
+    name: str  # recorded in the metadata
+    model_types: tuple[str, ...]  # config.json's model_type values it reads
+    template: str  # the prompt, with {context} before the video placeholder and {question} after it
+    frame_input: str  # how the 8 sampled frames are given to the model (recorded in the metadata)
 
     def prompt(self, context: str) -> str:
         """The full prompt of a clip whose scene is described by `context` ('' for none)."""
         return self.template.format(context=context, question=QUESTION)
 
-    def inputs(self, processor: Any, videos: Sequence[Any], texts: Sequence[str], intervals_s: Sequence[float]) -> Any:
+    def inputs(
+        self, processor: Any, videos: Sequence[Any], texts: Sequence[str], intervals_s: Sequence[float | None]
+    ) -> Any:
         """The model's inputs for clips (frames [8, H, W, 3] uint8), their prompts and seconds between frames."""
         return processor(text=list(texts), videos=list(videos), return_tensors="pt", padding=True)
 
     def frame_tokens(self, video_tokens: Any, inputs: Any, clip: int) -> Any:
         """One clip's video tokens [n, d] -> [8, tokens per frame, d] (frame-major, as the processor lays them out)."""
         return video_tokens.view(NUM_FRAMES, -1, video_tokens.shape[-1])
+
+
+class VideoLlava(Family):
+    name = "video_llava"
+    model_types = ("video_llava",)
+    template = "USER: {context}<video>\n{question} ASSISTANT:"
+    frame_input = "8 frames, 224 px (the processor's resize and crop)"
 
 
 class QwenVL(Family):
@@ -64,13 +77,17 @@ class QwenVL(Family):
     max_pixels_per_frame = 448 * 448  # 256 tokens per frame after Qwen's 2 x 2 merge of 14 px patches
     frame_input = f"8 frames, each given twice (temporal patch of 2), at most {max_pixels_per_frame} pixels each"
 
-    def inputs(self, processor: Any, videos: Sequence[Any], texts: Sequence[str], intervals_s: Sequence[float]) -> Any:
+    def inputs(
+        self, processor: Any, videos: Sequence[Any], texts: Sequence[str], intervals_s: Sequence[float | None]
+    ) -> Any:
         import numpy as np
         from transformers.video_utils import VideoMetadata
 
         video_processor = processor.video_processor
         repeat = video_processor.temporal_patch_size
         longest = min(video_processor.size["longest_edge"], self.max_pixels_per_frame)
+        if None in intervals_s:
+            raise ValueError("a clip's container gives no frame rate: Qwen-VL needs the time between sampled frames")
         # The interval between temporal groups is the interval between sampled frames (Qwen2.5-VL's time axis).
         metadata = [
             VideoMetadata(total_num_frames=repeat * len(video), fps=repeat / interval, frames_indices=None)
@@ -103,11 +120,10 @@ class LlavaOneVision(Family):
         return super().frame_tokens(video_tokens[:-1], inputs, clip)  # [:-1]: the image_newline after the frames
 
 
-FAMILIES = (Family(), QwenVL(), LlavaOneVision())
+FAMILIES = (VideoLlava(), QwenVL(), LlavaOneVision())
 BY_MODEL_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}
-BY_NAME = {family.name: family for family in FAMILIES}
 # What an extraction folder written before families were recorded was made with.
-LEGACY_METADATA = {"family": Family.name, "frame_input": Family.frame_input}
+LEGACY_METADATA = {"family": VideoLlava.name, "frame_input": VideoLlava.frame_input}
 
 
 def of_config(config: Any, model: str) -> Family:
@@ -122,11 +138,9 @@ def of_config(config: Any, model: str) -> Family:
 
 
 def template_words() -> list[str]:
-    """The words every family's prompt layout and the question add to a context (for offline test tokenizers)."""
-    texts = [family.prompt("") for family in FAMILIES]
-    return sorted({word for text in texts for word in strip_special_tokens(text).split()})
+    """The words every family's prompt layout and the question add to a context (for offline test tokenizers).
 
-
-def strip_special_tokens(text: str) -> str:
-    """`text` without the families' special tokens (<video>, <|im_start|>, ...): what a word tokenizer splits."""
-    return re.sub(r"<\|?[a-z_]+\|?>", " ", text)
+    The families' special tokens (<video>, <|im_start|>, ...) are not words: a tokenizer adds them apart.
+    """
+    texts = [re.sub(r"<\|?[a-z_]+\|?>", " ", family.prompt("")) for family in FAMILIES]
+    return sorted({word for text in texts for word in text.split()})
