@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint_every", type=int, default=50)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
-    parser.add_argument("--decode_workers", type=int, default=None, help="as extraction's (default: cores - 1)")
+    parser.add_argument("--decode_workers", type=int, default=None, help="as extraction's --decode_workers")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     dataset = args.manual_dir or args.manifest
