@@ -394,7 +394,12 @@ def _load(model_id: str, device: str, revision: str | None) -> tuple[Any, Any]:
 
     if not os.path.isdir(model_id) and "/" not in model_id:
         raise FileNotFoundError(f"video model {model_id!r}: neither a local folder nor a hub id")
-    config = AutoConfig.from_pretrained(model_id, trust_remote_code=False, revision=revision)
+    try:
+        config = AutoConfig.from_pretrained(model_id, trust_remote_code=False, revision=revision)
+    except ValueError as error:  # a model_type transformers does not know
+        supported = ", ".join(sorted(video_families.BY_MODEL_TYPE))
+        first_line = str(error).splitlines()[0]
+        raise ValueError(f"video model {model_id!r}: {first_line} Supported families: {supported}") from None
     video_families.of_config(config, model_id)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(

@@ -91,6 +91,9 @@ def test_an_unsupported_model_type_is_refused_before_any_clip_is_read(tmp_path):
     with pytest.raises(ValueError, match=r"model_type 'llava'.*supported: llava_onevision, qwen2_5_vl, qwen2_vl"):
         extraction.extract([job], str(tmp_path / "out"), str(model_dir), "plain", {"0": ""})
     assert not os.path.exists(tmp_path / "out" / "metadata.json")
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "no_such_family"}))
+    with pytest.raises(ValueError, match=r"no_such_family.*Supported families: llava_onevision, qwen2_5_vl"):
+        extraction.extract([job], str(tmp_path / "out"), str(model_dir), "plain", {"0": ""})
 
 
 def test_a_folder_without_a_family_is_video_llavas(tmp_path):
