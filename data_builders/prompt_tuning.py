@@ -168,7 +168,6 @@ def train(
         )
         raise ValueError(f"{state_path} was learned with other settings ({', '.join(different)}): use another --output")
     extractor = extractor or extraction.Extractor(settings.model, device)
-    extractor.model.requires_grad_(False)
     if device.startswith("cuda"):
         extractor.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         extractor.model.train()  # checkpointing acts in training mode only; the families' dropout rates are 0
@@ -184,6 +183,7 @@ def train(
     }
     vectors = state["vectors"] if state else _initial_vectors(extractor, settings.num_tokens, settings.seed)
     prompt = extractor.attach_prompt(vectors, described)
+    extractor.model.requires_grad_(False)  # after the prompt's tokens resized the embeddings: all of the model
     torch.manual_seed(settings.seed)  # the head's initialisation, however the model was loaded
     head = torch.nn.Linear(extractor.hidden_size, len(classes)).to(device)
     optimizer = torch.optim.AdamW([prompt.vectors, *head.parameters()], lr=settings.learning_rate, weight_decay=0.0)

@@ -35,22 +35,27 @@ def _settings(tree, **changes):
     )
 
 
-def _learn(tree, output, steps=STEPS, settings=None):
+def _learn(tree, output, steps=STEPS, settings=None, extractor=None):
     examples, classes = prompt_tuning.mmact_training_clips(tree[1], "cross_subject", "context")
     settings = settings or _settings(tree)
-    return prompt_tuning.train(settings, examples, classes, str(output), steps, checkpoint_every=4, decode_workers=0)
+    return prompt_tuning.train(
+        settings, examples, classes, str(output), steps, checkpoint_every=4, decode_workers=0, extractor=extractor
+    )
 
 
 @pytest.fixture(scope="module")
 def learned(tree):
     root = tree[0]
-    metadata = _learn(tree, root / "prompt")
-    return root / "prompt", metadata
+    extractor = extraction.Extractor(tree[2], "cpu")
+    metadata = _learn(tree, root / "prompt", extractor=extractor)
+    return root / "prompt", metadata, extractor
 
 
 @pytest.mark.slow
 def test_the_loss_falls_and_only_training_clips_are_read(tree, learned):
-    output, metadata = learned
+    output, metadata, extractor = learned
+    assert all(parameter.grad is None for parameter in extractor.model.parameters())  # the model stays frozen
+    assert extractor.soft_prompt.vectors.grad is not None
     log = [json.loads(line) for line in open(output / prompt_tuning.LOG_FILE)]
     assert [row["step"] for row in log] == list(range(1, STEPS + 1))
     losses = [row["loss"] for row in log]
@@ -64,7 +69,7 @@ def test_the_loss_falls_and_only_training_clips_are_read(tree, learned):
 
 @pytest.mark.slow
 def test_a_run_is_reproducible_from_its_seed_and_resumes_exactly(tree, learned):
-    output, _ = learned
+    output = learned[0]
     final, _ = soft_prompt.load(str(output / prompt_tuning.PROMPT_FILE))
     _learn(tree, tree[0] / "resumed", steps=STEPS // 2)  # stopped halfway ...
     _learn(tree, tree[0] / "resumed")  # ... and run again to the end
