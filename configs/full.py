@@ -45,7 +45,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # mmact: plain | context | scene (data_builders/mmact/prompts.py) | learned (the prompt learned on
     # config.data.protocol: data_builders/prompt_tuning.py)
     config.data.prompt_set = "context"
-    config.data.embedding = "video_mean_last"  # mmact: which stored Video-LLaVA embedding feeds v
+    config.data.embedding = "video_mean_last"  # mmact: which stored video embedding kind feeds v
     config.data.tfds_config = ""  # mmact: '' = '<prompt_set>-<embedding>'
     config.data.max_length = 512  # mmact: sensor steps at 50 Hz; longer trials are cropped
     config.data.prepare_demo_data = False  # generate, extract and build the demo dataset first (harjax.main)

@@ -420,12 +420,12 @@ def _revision(model_id: str) -> str:
 
 
 def default_decode_workers() -> int:
-    """Decode processes beside the model: every core but the one driving it, at least 2 and at most 8.
+    """Decode processes beside the model: every core but the one driving it (at least one, at most 8).
 
-    At least 2: on a 2-core machine two workers beat one even though they share a core with the model
-    (benchmarks/RESULTS.md: 29.0 against 18.9 clips/s at 640x360 with the tiny model, 3.49 against 2.95 at 1080p).
+    On a 2-core machine with the tiny model two workers are faster (benchmarks/RESULTS.md), but they share the
+    model's core: with a real model that core drives it.
     """
-    return max(2, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 class _DecodedClips:
@@ -675,6 +675,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode_workers",
         type=int,
         default=None,
-        help="processes decoding the next batches while the model runs (default: every core but one, 2 to 8; "
+        help="processes decoding the next batches while the model runs (default: every core but one, 1 to 8; "
         "0: decode between forwards)",
     )
