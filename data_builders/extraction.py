@@ -257,9 +257,14 @@ class Preprocess:
 
     family: video_families.Family
     processor: Any
+    soft_tokens: int = 0  # a learned prompt's tokens, written after each context (Extractor.attach_prompt)
+
+    def prompt(self, context: str) -> str:
+        """The whole prompt of a clip read with `context`: the family's layout, and the learned prompt if any."""
+        return self.family.prompt(soft_prompt.context_with(context, self.soft_tokens))
 
     def __call__(self, clips: Sequence[DecodedClip]) -> dict[str, Any]:
-        texts = [self.family.prompt(clip.job.context) for clip in clips]
+        texts = [self.prompt(clip.job.context) for clip in clips]
         videos = [clip.frames for clip in clips]
         return dict(self.family.inputs(self.processor, videos, texts, [clip.interval_s for clip in clips]))
 
@@ -311,6 +316,7 @@ class Extractor:
         if self.soft_prompt is not None:
             self.soft_prompt.detach()
         self.soft_prompt = soft_prompt.SoftPrompt(self.model, self.preprocess.processor, vectors)
+        self.preprocess = dataclasses.replace(self.preprocess, soft_tokens=self.soft_prompt.count)
         self._learned_prompt = soft_prompt.record(vectors, metadata)
         return self.soft_prompt
 
@@ -325,7 +331,7 @@ class Extractor:
             "family": self.family.name,
             "revision": self.revision,
             "prompt_set": prompt_set,
-            "prompts": {key: self.family.prompt(context) for key, context in contexts.items()},
+            "prompts": {key: self.preprocess.prompt(context) for key, context in contexts.items()},
             "layers": {"last": self.num_layers, "middle": self.middle_layer},
             "hidden_size": self.hidden_size,
             "num_frames": NUM_FRAMES,
@@ -452,9 +458,9 @@ class _Collate:
     preprocess: Preprocess | None
 
     def __call__(self, clips: list[DecodedClip]) -> tuple[list[DecodedClip], dict[str, Any] | None]:
-        decoded = [clip for clip in clips if clip.error is None]
         if self.preprocess is None:
             return clips, None
+        decoded = [clip for clip in clips if clip.error is None]
         inputs = self.preprocess(decoded) if decoded else None
         return [dataclasses.replace(clip, frames=None) for clip in clips], inputs
 
@@ -605,10 +611,7 @@ def extract(
     extractor = extractor or Extractor(model_id, device)
     decode_workers = default_decode_workers() if decode_workers is None else decode_workers
     if learned_prompt:
-        vectors, learned = soft_prompt.load(learned_prompt)
-        extractor.attach_prompt(vectors, learned)
-        todo = [dataclasses.replace(job, context=soft_prompt.context_with(job.context, len(vectors))) for job in todo]
-        contexts = {key: soft_prompt.context_with(context, len(vectors)) for key, context in contexts.items()}
+        extractor.attach_prompt(*soft_prompt.load(learned_prompt))
     check_metadata(directory, extractor.metadata(model_id, prompt_set, contexts))
     with tqdm.tqdm(total=len(todo), unit="clip", desc=f"extract {prompt_set}") as progress:
         for clips, inputs in decoded_batches(todo, batch_size, decode_workers, extractor.preprocess):

@@ -209,7 +209,7 @@ def train(
 
     schedule = batch_schedule(len(examples), settings.batch_size, steps, settings.seed)[start:]
     picked = [examples[index] for index in schedule.reshape(-1)]  # [steps * batch_size] (job, label)
-    jobs = [dataclasses.replace(job, context=soft_prompt.context_with(job.context, prompt.count)) for job, _ in picked]
+    jobs = [job for job, _ in picked]  # read with the prompt after each context (extractor.preprocess)
     labels = np.array([label for _, label in picked]).reshape(schedule.shape)
     workers = extraction.default_decode_workers() if decode_workers is None else decode_workers
     batches = extraction.decoded_batches(jobs, settings.batch_size, workers, extractor.preprocess)

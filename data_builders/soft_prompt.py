@@ -29,8 +29,8 @@ def tokens(count: int) -> list[str]:
 
 
 def context_with(context: str, count: int) -> str:
-    """A clip's context followed by the soft tokens: where the context prompt goes, after the scene context."""
-    return context + " ".join(tokens(count)) + " "
+    """A clip's context followed by `count` soft tokens: where the context prompt goes, after the scene context."""
+    return context + "".join(f"{token} " for token in tokens(count))
 
 
 def prompt_set(protocol: str) -> str:

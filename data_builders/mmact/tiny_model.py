@@ -122,8 +122,16 @@ def _model_and_processor(sizes: dict[str, Any], extra_words: Sequence[str] = ())
     return config, processor
 
 
-QWEN_SPECIAL_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<unk>", "<pad>"]
-QWEN_SPECIAL_TOKENS += ["<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
+QWEN_SPECIAL_TOKENS = [
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<unk>",
+    "<pad>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|im_start|>",
+    "<|im_end|>",
+]
 ONEVISION_SPECIAL_TOKENS = ["<image>", "<video>", "<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
 # Qwen's vision towers at tiny sizes: 4 px patches, pairs of frames, 2 x 2 merge (real: 14 px, 2, 2 x 2).
 QWEN_VISION = dict(patch_size=4, temporal_patch_size=2, spatial_merge_size=2)
@@ -140,6 +148,19 @@ QWEN2_VL_TINY = {
     ),
     "vision": dict(depth=2, embed_dim=32, hidden_size=HIDDEN_SIZE, num_heads=4, mlp_ratio=2, **QWEN_VISION),
     "video_processor": dict(patch_size=4, size={"shortest_edge": 16 * 16, "longest_edge": 32 * 32}),
+}
+QWEN2_5_VL_TINY = QWEN2_VL_TINY | {  # the same text model; Qwen2.5-VL's windowed vision tower
+    "vision": dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=37,
+        num_heads=4,
+        out_hidden_size=HIDDEN_SIZE,
+        window_size=16,
+        fullatt_block_indexes=[1],
+        tokens_per_second=2,
+        **QWEN_VISION,
+    ),
 }
 # Qwen/Qwen2-VL-7B-Instruct's config.json: Qwen2-7B and its 675 M-parameter vision tower (14 px patches).
 QWEN2_VL_7B = {
@@ -162,13 +183,13 @@ QWEN2_VL_7B = {
         patch_size=14,
         temporal_patch_size=2,
         spatial_merge_size=2,
-    ),  # fmt: skip
+    ),
     "video_processor": dict(patch_size=14),  # the processor's own pixel range, which harjax caps (video_families)
 }
 
 
-def _qwen_vl(extra_words: Sequence[str], version: str, sizes: dict[str, Any] = QWEN2_VL_TINY) -> tuple[Any, Any]:
-    """(config, processor) of a Qwen2-VL (version '2') or Qwen2.5-VL ('2.5'); tiny: frames at most 32 x 32 px."""
+def _qwen_vl(sizes: dict[str, Any], extra_words: Sequence[str] = (), version: str = "2") -> tuple[Any, Any]:
+    """(config, processor) of a Qwen2-VL (version '2') or Qwen2.5-VL ('2.5') of `sizes` and the offline tokenizer."""
     import transformers
 
     tokenizer = _tokenizer(extra_words, QWEN_SPECIAL_TOKENS)
@@ -181,24 +202,12 @@ def _qwen_vl(extra_words: Sequence[str], version: str, sizes: dict[str, Any] = Q
         **sizes["text"],
     }
     if version == "2":
-        vision = sizes["vision"]
         config_class, processor_class = transformers.Qwen2VLConfig, transformers.Qwen2VLProcessor
     else:
-        vision = dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=37,
-            num_heads=4,
-            out_hidden_size=HIDDEN_SIZE,
-            window_size=16,
-            fullatt_block_indexes=[1],
-            tokens_per_second=2,
-            **QWEN_VISION,
-        )
         config_class, processor_class = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLProcessor
     config = config_class(
         text_config=text,
-        vision_config=vision,
+        vision_config=sizes["vision"],
         image_token_id=0,
         video_token_id=1,
         vision_start_token_id=4,
@@ -262,10 +271,12 @@ def _llava_onevision(extra_words: Sequence[str]) -> tuple[Any, Any]:
 # model_type -> (config, processor) at tiny sizes; every family of data_builders/video_families.py has one.
 TINY_FAMILIES = {
     "video_llava": lambda words: _model_and_processor(TINY, words),
-    "qwen2_vl": lambda words: _qwen_vl(words, "2"),
-    "qwen2_5_vl": lambda words: _qwen_vl(words, "2.5"),
+    "qwen2_vl": lambda words: _qwen_vl(QWEN2_VL_TINY, words),
+    "qwen2_5_vl": lambda words: _qwen_vl(QWEN2_5_VL_TINY, words, "2.5"),
     "llava_onevision": _llava_onevision,
 }
+# family -> (config, processor) of given sizes: what random_model builds (the 7B of each, for timing).
+SIZED_FAMILIES = {"video_llava": _model_and_processor, "qwen2_vl": _qwen_vl}
 
 
 def save_tiny_model(
@@ -292,14 +303,16 @@ def save_tiny_model(
 def random_model(
     sizes: dict[str, Any], device: str, dtype: str = "bfloat16", seed: int = 0, family: str = "video_llava"
 ) -> tuple[Any, Any]:
-    """(model, processor): a model of `family` (video_llava or qwen2_vl) and `sizes` with random weights.
+    """(model, processor): a model of `family` (one of SIZED_FAMILIES) and `sizes` with random weights.
 
     Built directly on `device`: a 7B model initialised on the CPU would take minutes.
     """
     import torch
     from transformers import AutoModelForImageTextToText
 
-    config, processor = _model_and_processor(sizes) if family == "video_llava" else _qwen_vl((), "2", sizes)
+    if family not in SIZED_FAMILIES:
+        raise ValueError(f"random_model builds {sorted(SIZED_FAMILIES)}, not {family!r}")
+    config, processor = SIZED_FAMILIES[family](sizes)
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))

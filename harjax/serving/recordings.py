@@ -92,15 +92,12 @@ class _VideoEmbedder:
         return extractor
 
     def _context(self, recording: Any) -> str:
-        """What comes before the row's clip: its context under the bundle's prompt set, then any learned prompt."""
-        from data_builders import soft_prompt
+        """The row's context under the bundle's prompt set (a learned prompt's: the set it was learned after)."""
         from data_builders.recordings import extract_embeddings
 
         learned = self.extraction.get("learned_prompt")
-        if not learned:
-            return extract_embeddings.context(self.extraction["prompt_set"], recording)
-        base = extract_embeddings.context(learned["base_prompt_set"], recording)
-        return soft_prompt.context_with(base, learned["shape"][0])
+        prompt_set = learned["base_prompt_set"] if learned else self.extraction["prompt_set"]
+        return extract_embeddings.context(prompt_set, recording)
 
 
 def _prepare(
