@@ -33,6 +33,8 @@ def _workloads(sizes: str) -> dict:
     sensors = {name: batch[name] for name in (batch_lib.SENSOR, batch_lib.SENSOR_MASK, batch_lib.LABEL)}
     small = sensor_small.get_config()
     small.train.batch_size = 16
+    if sizes == "tiny":  # the smoke path: the same program, half the blocks to compile
+        small.model.inception.update(depth=3, filters=8, bottleneck=8)
     return {
         "sensor_small (Pickup-shaped, batch 16)": (small, sensors, num_classes),
         f"full ({sizes} sizes, batch 32)": common.mmact_sized(32, sizes),

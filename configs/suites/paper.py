@@ -8,8 +8,9 @@ Variants:
   synthetic  the 'bursts' synthetic task, in memory, anywhere; the groups that need MMAct are skipped
   demo       every group on the demo's generated MMAct release with tiny Video-LLaVA embeddings (built once, in
              DIR/data)
-  smoke      every group on a 24-trial generated release, a few steps each, the sweeps and protocols thinned to
-             one run per setting: the suite's own test (it checks every group's path, not its table)
+  smoke      every group on a 24-trial generated release, a few steps each, thinned to one run of each kind of
+             setting (one sweep value, segment count, embedding kind and other protocol): the suite's own test (it
+             checks every group's path, not its table)
   utd_mhad   UTD-MHAD's 27 actions (configs/full.py:utd_mhad): cross_subject for every group, and the
              leave-one-subject-out folds (loso) reported as mean ± std over the 8 folds; a generated release
              (built once, in DIR/data) unless --config.data.data_dir names a build of the real one. The groups
@@ -126,9 +127,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **SIZES[variant]}, allow_dotted_keys=True)
     mmact_only = variant == "synthetic"
     smoke = variant == "smoke"
-    # smoke runs one value of each sweep and the full model under each protocol (22 runs instead of 37)
+    # smoke runs one of each kind of setting: one value of each sweep, one other segment count, one stored embedding
+    # kind and the full model under one other protocol (17 runs instead of 37)
     lambdas, temperatures = (LAMBDAS[-1:], TEMPERATURES[-1:]) if smoke else (LAMBDAS, TEMPERATURES)
-    protocol_runs = ("full",) if smoke else BASELINES
+    segment_counts = (1,) if smoke else (1, 8)  # 1: the paper read literally; the full model has K = 4
+    embeddings = EMBEDDINGS[-1:] if smoke else EMBEDDINGS
+    protocols, protocol_runs = (PROTOCOLS[:1], ("full",)) if smoke else (PROTOCOLS, BASELINES)
     utd_mhad = variant == "utd_mhad"
     prompt_sets = ("plain",) if utd_mhad else PROMPT_SETS
 
@@ -147,10 +151,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                 _run("no_attention", "no_attention"),
                 _run("no_transformer", "no_transformer"),
                 _run("no_contrastive", "no_contrastive"),
-                _run("segments_1", **{"model.num_segments": 1}),  # the paper read literally
-                _run("segments_8", **{"model.num_segments": 8}),
-            ],
-        },  # the full model has K = 4
+            ]
+            + [_run(f"segments_{count}", **{"model.num_segments": count}) for count in segment_counts],
+        },
         {
             "name": "encoders",
             "title": "Sensor encoders: the paper's light CNN against InceptionTime-style blocks (config.model.encoder)",
@@ -172,7 +175,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             | ({"prompt_learned": LEARNED_PROMPTS[variant]} if variant in LEARNED_PROMPTS else {}),
             "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in prompt_sets]
             + ([] if variant in LEARNED_PROMPTS else _learned_prompt_runs())
-            + [_run(f"embedding_{kind}", **{"data.embedding": kind}) for kind in EMBEDDINGS],
+            + [_run(f"embedding_{kind}", **{"data.embedding": kind}) for kind in embeddings],
         },
         {
             "name": "sweeps",
@@ -192,14 +195,21 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "excluded": {
                 "sensor_only-cross_view": "cross_view tests unseen cameras of the training trials: a "
                 "sensor-only model would be tested on the recordings it trained on",
-                **({"the baselines": "the smoke variant trains the full model under each protocol"} if smoke else {}),
+                **(
+                    {
+                        "the baselines, cross_scene and cross_session": "the smoke variant trains the full model under "
+                        "one protocol"
+                    }
+                    if smoke
+                    else {}
+                ),
             },
             "runs": [
                 dict(
                     _run(f"{name}-{protocol}", name, **{"data.protocol": protocol}),
                     reference=f"protocols/full-{protocol}",
                 )
-                for protocol in PROTOCOLS
+                for protocol in protocols
                 for name in protocol_runs
                 if f"{name}-{protocol}" != "sensor_only-cross_view"
             ],
