@@ -4,7 +4,7 @@
 # benchmarks/RESULTS.md with the GPU's name.
 #
 #   bash benchmarks/accelerator.sh [OUTPUT]           # on a GPU machine (default OUTPUT: accelerator.jsonl)
-#   bash benchmarks/accelerator.sh --smoke [OUTPUT]   # every item tiny, on the CPU: what the test suite runs
+#   bash benchmarks/accelerator.sh --smoke [OUTPUT]   # every item tiny, on the CPU, two at once: what the tests run
 #
 # Items: (1) train step against the PyTorch reference, eager and torch.compile, float32 and bfloat16, batch 128
 # and 1024; (2) the step's FLOP/s as a share of the measured matmul peak in its dtype, batch 1024; (3) the input
@@ -26,23 +26,34 @@ fi
 output=${1:-accelerator.jsonl}
 python=${PYTHON:-python}
 : > "$output"
-failed=0
 
-# item NAME SECONDS COMMAND...: runs COMMAND for at most SECONDS and appends its last line (its JSON) to $output.
+# item NAME SECONDS COMMAND...: runs COMMAND for at most SECONDS and keeps its last line (its JSON) for $output, or
+# an error line. On a GPU the items run one at a time (they measure); the smoke path runs two at once (2 CPU cores,
+# each item mostly compiling on one).
+count=0
+parts=$(mktemp -d)
 item() {
-  local name=$1 limit=$2 log status
-  shift 2
+  count=$((count + 1))
+  if $smoke; then
+    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+    run_item "$(printf '%s/%02d' "$parts" "$count")" "$@" &
+  else
+    run_item "$(printf '%s/%02d' "$parts" "$count")" "$@"
+  fi
+}
+run_item() {
+  local part=$1 name=$2 limit=$3 log status
+  shift 3
   log=$(mktemp)
   echo "== $name (at most ${limit} s): $*" >&2
   timeout "$limit" "$@" > "$log" 2>&1
   status=$?
   if [ "$status" -eq 0 ] && tail -n 1 "$log" | "$python" -c "import json, sys; json.loads(sys.stdin.read())" 2>/dev/null; then
-    tail -n 1 "$log" >> "$output"
+    tail -n 1 "$log" > "$part"
   else
-    failed=$((failed + 1))
     tail -n 15 "$log" >&2
     printf '{"benchmark": "%s", "error": "exit status %s%s", "command": "%s"}\n' "$name" "$status" \
-      "$([ "$status" -eq 124 ] && echo ', out of time')" "$*" >> "$output"
+      "$([ "$status" -eq 124 ] && echo ', out of time')" "$*" > "$part"
   fi
   rm -f "$log"
 }
@@ -83,5 +94,9 @@ else
   # Whether vmapped members beat sequential ones here (config.model.ensemble_step='auto' assumes so off the CPU).
   item ensemble_step 30 "$python" benchmarks/ensemble_step.py --members=1,5 --steps=10 --rounds=3
 fi
+wait
+cat "$parts"/* > "$output"
+rm -r "$parts"
+failed=$(grep -c '"error"' "$output")
 echo "$failed item(s) failed; results in $output" >&2
 exit "$failed"

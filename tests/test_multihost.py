@@ -76,33 +76,27 @@ def _resume_two_processes(workdir, overrides=OVERRIDES):
         assert process.returncode == 0, stderr[-3000:]
 
 
-def test_two_processes_killed_and_resumed_match_one_process(tmp_path, one_process):
-    """Two processes, killed and resumed, train on the batches one process trains on.
+def test_an_ensemble_on_two_processes_killed_and_resumed_matches_one_process(tmp_path):
+    """Two processes, killed and resumed, train every member of an ensemble on the batches one process trains on.
 
     One process reads its batches from the 'auto' cache (device-resident on CPU); two processes from the host cache:
-    the same global batches reach the same steps. (The SIGTERM test below runs two processes on the streaming path,
-    then resumes them on the device cache.)
+    the same global batches reach the same steps. (The SIGTERM test below runs a single model on two processes on
+    the streaming path, then resumes them on the device cache.)
     """
-    workdir = str(tmp_path)
+    overrides = OVERRIDES | {"model.ensemble_size": 2}
+    cli_runs.run(str(tmp_path / "one"), overrides, 8)
+    expected = _metrics(str(tmp_path / "one"))
+    assert any("eval/member_1/accuracy" in line for line in expected)
+    workdir = str(tmp_path / "two")
     cache = "host"
-    overrides = OVERRIDES | {"data.cache": cache}
+    overrides |= {"data.cache": cache}
     for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGKILL, overrides):
         assert returncode == -signal.SIGKILL, f"ended before it could be killed: {stderr[-2000:]}"
     assert max(cli_runs.logged_steps(workdir)) < OVERRIDES["train.num_steps"]
     _resume_two_processes(workdir, overrides)
-    _assert_same_training(_metrics(workdir), one_process)
+    _assert_same_training(_metrics(workdir), expected)
     record = json.load(open(os.path.join(workdir, "config.json")))
     assert record["processes"] == 2 and record["devices"] == 8 and record["data_cache"] == cache
-
-
-def test_an_ensemble_on_two_processes_matches_one_process(tmp_path):
-    """An ensemble's sharded step: two processes train every member as one process does."""
-    overrides = OVERRIDES | {"model.ensemble_size": 2, "train.num_steps": 20}
-    cli_runs.run(str(tmp_path / "one"), overrides, 8)
-    _resume_two_processes(str(tmp_path / "two"), overrides)
-    expected = _metrics(str(tmp_path / "one"))
-    assert any("eval/member_1/accuracy" in line for line in expected)
-    _assert_same_training(_metrics(str(tmp_path / "two")), expected)
 
 
 @pytest.mark.parametrize("first, then", [(8, 4), (4, 8)])
