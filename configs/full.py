@@ -102,7 +102,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # 'inception' (InceptionTime-style multi-scale blocks seeing ~230 steps: config.model.inception).
     config.model.encoder = "cnn"
     config.model.inception = ml_collections.ConfigDict(
-        dict(depth=6, filters=32, kernel_sizes=(9, 19, 39), bottleneck=32, residual_every=3, stride=1)
+        dict(depth=6, filters=32, kernel_sizes=(9, 19, 39), bottleneck=32, residual_every=3, stride=1, norm="layer")
     )
     # Members trained side by side in one jitted step (vmapped), each with its own initialisation, dropout and
     # augmentation; predictions average their probabilities. 1: a single model, no member axis.
@@ -138,6 +138,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # A budget in passes over the training split instead (0: off). With it, num_steps, warmup_steps, eval_every and
     # checkpoint_every follow from num_epochs, warmup_epochs, eval_every_epochs and checkpoint_every_epochs.
     config.train.num_epochs = 0.0
+    # Or a floor (0: off): num_steps, raised to this many passes where the split is large (the cadences stay in steps).
+    config.train.min_epochs = 0.0
     config.train.warmup_epochs = 0.0
     config.train.eval_every_epochs = 0.0
     config.train.checkpoint_every_epochs = 0.0

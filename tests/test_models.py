@@ -111,11 +111,11 @@ def test_padding_length_does_not_change_predictions(config_module, extra_padding
     )
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_the_inception_encoder_sees_whole_motions_and_ignores_padding(stride):
+@pytest.mark.parametrize("stride,norm", [(1, "layer"), (2, "layer"), (2, "batch")])
+def test_the_inception_encoder_sees_whole_motions_and_ignores_padding(stride, norm):
     config = small_config(sensor_only)
     config.model.encoder = "inception"
-    config.model.inception.update(depth=3, filters=8, bottleneck=8, stride=stride)
+    config.model.inception.update(depth=3, filters=8, bottleneck=8, stride=stride, norm=norm)
     model = har_model.build_model(config, num_classes=6)
     short = _batch(steps=32)
     long = {
@@ -135,6 +135,22 @@ def test_the_inception_encoder_sees_whole_motions_and_ignores_padding(stride):
     moved = jax.jit(encoder.apply)(params, sensor.at[0, 31].add(5.0), mask)[0]
     assert not np.allclose(moved[0, 0], jax.jit(encoder.apply)(params, sensor, mask)[0][0, 0])
     assert har_model.encoder_stride(config) == stride
+    if norm == "batch":  # training: the batch statistics skip padding, so they and the outputs do not move
+        train = jax.jit(functools.partial(encoder.apply, train=True, mutable=["batch_stats"]))
+        outputs = [
+            train(params, jnp.asarray(b[batch_lib.SENSOR]), jnp.asarray(b[batch_lib.SENSOR_MASK]))
+            for b in (short, long)
+        ]
+        (short_out, _), short_stats = outputs[0]
+        (long_out, _), long_stats = outputs[1]
+        np.testing.assert_allclose(long_out[:, : short_out.shape[1]], short_out, atol=1e-5)
+        jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-5), long_stats, short_stats)
+        assert not np.allclose(
+            short_out,
+            jax.jit(encoder.apply)(
+                params, jnp.asarray(short[batch_lib.SENSOR]), jnp.asarray(short[batch_lib.SENSOR_MASK])
+            )[0],
+        )
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from configs import sensor_only
+from harjax import errors
 from harjax.data import batch as batch_lib, synthetic
 from harjax.models import har_model
 from harjax.training import checkpointing, loop, parallel, step as step_lib
@@ -232,6 +233,18 @@ def test_a_cache_that_does_not_fit_says_what_to_use(tmp_path, config):
     config.data.cache = "auto"  # auto never picks what does not fit: here, only 'none' does
     loop.train_and_evaluate(config, str(tmp_path))
     assert json.load(open(tmp_path / "config.json"))["data_cache"] == "none"
+
+
+def test_a_floor_in_epochs_raises_the_steps_of_large_splits_only():
+    """min_epochs gives a split of thousands its passes and leaves a tiny one the recipe's steps and cadences."""
+    for num_examples, steps in ((40, 1000), (5932, 1854)):  # batch 16: 2.5 and 370.75 steps an epoch
+        train = small_config().train
+        train.update(batch_size=16, num_steps=1000, eval_every=50, min_epochs=5.0)
+        loop.resolve_budget(train, num_examples)
+        assert (train.num_steps, train.eval_every) == (steps, 50)
+    train.min_epochs = -1.0
+    with pytest.raises(errors.ConfigError, match="config.train.min_epochs must be >= 0"):
+        loop.resolve_budget(train, 40)
 
 
 @pytest.mark.slow

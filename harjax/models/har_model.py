@@ -23,7 +23,7 @@ Encoder = Literal["cnn", "inception"]
 MODALITIES: tuple[Modality, ...] = typing.get_args(Modality)
 FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
 ENCODERS: tuple[Encoder, ...] = typing.get_args(Encoder)
-INCEPTION_KEYS = ("depth", "filters", "kernel_sizes", "bottleneck", "residual_every", "stride")
+INCEPTION_KEYS = ("depth", "filters", "kernel_sizes", "bottleneck", "residual_every", "stride", "norm")
 LOGIT_SCALE = "logit_scale"  # log(1 / tau); the optimizer keeps it at or below log(max_logit_scale)
 
 
@@ -108,7 +108,7 @@ class HARModel(nn.Module):
     @nn.compact
     def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
         video = self._standardised_video(batch, train) if self.modalities in ("both", "video") else None
-        sensor = self._encoded_sensor(batch) if self.modalities in ("both", "sensor") else None
+        sensor = self._encoded_sensor(batch, train) if self.modalities in ("both", "sensor") else None
         alpha = None
         if self.modalities == "video":
             logits = self._video_logits(video, train, "classifier")
@@ -147,21 +147,21 @@ class HARModel(nn.Module):
             return _Video(clip=video.mean(axis=1), frames=video)
         return _Video(clip=video, frames=None)
 
-    def _encoded_sensor(self, batch: dict[str, jax.Array]) -> _Sensor:
+    def _encoded_sensor(self, batch: dict[str, jax.Array], train: bool) -> _Sensor:
+        sensor, mask = batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK]
         if self.encoder == "inception":
-            encoder = inception_encoder.InceptionEncoder(
+            sequence, mask = inception_encoder.InceptionEncoder(
                 **dict(self.inception), dtype=self.dtype, name="InceptionEncoder_0"
-            )
+            )(sensor, mask, train)
         else:
-            encoder = sensor_encoder.SensorEncoder(
+            sequence, mask = sensor_encoder.SensorEncoder(
                 self.encoder_channels,
                 self.encoder_strides,
                 self.encoder_kernel_size,
                 self.dtype,
                 self.hand_written_encoder_backward,
                 name="SensorEncoder_0",
-            )
-        sequence, mask = encoder(batch[batch_lib.SENSOR].astype(self.dtype), batch[batch_lib.SENSOR_MASK])
+            )(sensor, mask)
         return _Sensor(sequence, mask, keyless_attention.segment_masks(mask, self.num_segments))  # segments [B, K, n]
 
     def _classifier(self, name: str) -> fusion.TokenClassifier:
@@ -325,6 +325,10 @@ def _inception_settings(model: ml_collections.ConfigDict) -> tuple[tuple[str, An
     for key in ("depth", "filters", "stride"):
         if not isinstance(settings.get(key, 1), int) or settings.get(key, 1) < 1:
             raise errors.ConfigError(f"config.model.inception.{key} must be a positive integer, got {settings[key]!r}")
+    if settings.get("norm", "layer") not in inception_encoder.NORMS:
+        raise errors.ConfigError(
+            f"config.model.inception.norm must be one of {inception_encoder.NORMS}, got {settings['norm']!r}"
+        )
     if not settings.get("kernel_sizes") or min(settings["kernel_sizes"]) < 1:
         raise errors.ConfigError(
             f"config.model.inception.kernel_sizes must be positive lengths, got {settings.get('kernel_sizes')}"

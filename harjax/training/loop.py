@@ -71,28 +71,34 @@ def validate_train_config(train_config: ml_collections.ConfigDict) -> None:
 
 
 def resolve_budget(train_config: ml_collections.ConfigDict, num_examples: int) -> None:
-    """With config.train.num_epochs, the step counts and cadences the epochs say, for a split of `num_examples`.
+    """The step counts and cadences an epoch budget says, for a split of `num_examples`.
 
     Small datasets need many passes; a budget in steps would give a few hundred recordings a tenth of the passes
-    forty get. The resolved steps are what config.json records.
+    forty get. config.train.num_epochs replaces the step budget (and, with their *_epochs, the warmup and
+    cadences); config.train.min_epochs only raises it to that many passes, so one recipe gives tiny sets its steps
+    and larger ones their passes. The resolved steps are what config.json records.
     """
-    if not train_config.num_epochs:
-        return
-    for key in ("num_epochs", "warmup_epochs", "eval_every_epochs", "checkpoint_every_epochs"):
+    for key in ("num_epochs", "min_epochs", "warmup_epochs", "eval_every_epochs", "checkpoint_every_epochs"):
         if train_config[key] < 0:
             raise errors.ConfigError(f"config.train.{key} must be >= 0, got {train_config[key]}")
+    if not _budget_in_epochs(train_config):
+        return
     steps_per_epoch = num_examples / train_config.batch_size
-    train_config.num_steps = max(1, math.ceil(train_config.num_epochs * steps_per_epoch))
-    for key, epochs in (
-        ("warmup_steps", "warmup_epochs"),
-        ("eval_every", "eval_every_epochs"),
-        ("checkpoint_every", "checkpoint_every_epochs"),
-    ):
-        if train_config[epochs]:
-            train_config[key] = max(0 if key == "warmup_steps" else 1, round(train_config[epochs] * steps_per_epoch))
+    if train_config.num_epochs:
+        train_config.num_steps = max(1, math.ceil(train_config.num_epochs * steps_per_epoch))
+        for key, epochs in (
+            ("warmup_steps", "warmup_epochs"),
+            ("eval_every", "eval_every_epochs"),
+            ("checkpoint_every", "checkpoint_every_epochs"),
+        ):
+            if train_config[epochs]:
+                least = 0 if key == "warmup_steps" else 1
+                train_config[key] = max(least, round(train_config[epochs] * steps_per_epoch))
+    train_config.num_steps = max(train_config.num_steps, math.ceil(train_config.min_epochs * steps_per_epoch))
     logging.info(
-        "config.train.num_epochs=%g over %d examples: %d steps (eval every %d, checkpoint every %d)",
+        "config.train.num_epochs=%g, min_epochs=%g over %d examples: %d steps (eval every %d, checkpoint every %d)",
         train_config.num_epochs,
+        train_config.min_epochs,
         num_examples,
         train_config.num_steps,
         train_config.eval_every,
@@ -100,9 +106,13 @@ def resolve_budget(train_config: ml_collections.ConfigDict, num_examples: int) -
     )
 
 
+def _budget_in_epochs(train_config: ml_collections.ConfigDict) -> bool:
+    return bool(train_config.get("num_epochs") or train_config.get("min_epochs"))
+
+
 def last_step(config: ml_collections.ConfigDict, workdir: str) -> int | None:
     """The run's last step: config.train.num_steps, or with an epoch budget what its config.json resolved."""
-    if not config.train.get("num_epochs"):
+    if not _budget_in_epochs(config.train):
         return config.train.num_steps
     try:
         with open(os.path.join(workdir, workdir_lib.CONFIG_FILE)) as f:
