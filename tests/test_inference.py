@@ -410,10 +410,14 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
 
 @pytest.mark.slow
 def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_path):
-    """An ensemble of two InceptionTime-style models: the bundle, StableHLO, ONNX and streams compute the ensemble."""
+    """An ensemble of two InceptionTime-style models: the bundle, StableHLO, ONNX and streams compute the ensemble.
+
+    Its blocks are batch-normalised, so every format also carries each member's running statistics (a
+    LayerNorm's path is the CNN's, which the other export tests take).
+    """
     config = small_config(sensor_only)
     config.model.update(ensemble_size=2, encoder="inception")
-    config.model.inception.update(depth=3, filters=8, kernel_sizes=(3, 9), bottleneck=8)
+    config.model.inception.update(depth=3, filters=8, kernel_sizes=(3, 9), bottleneck=8, norm="batch")
     for split in ("train", "eval"):
         data = synthetic.generate(config.data.synthetic, split, config.seed)
         np.savez(
