@@ -1,6 +1,7 @@
 """Tests run on 8 fake CPU devices so every sharded path is exercised on one machine (even where a GPU exists)."""
 
 import atexit
+import collections
 import dataclasses
 import json
 import os
@@ -58,6 +59,22 @@ def config_id(module) -> str:
 
 def pytest_configure(config):
     assert jax.device_count() == NUM_DEVICES, "jax was initialised before conftest could ask for 8 CPU devices"
+
+
+def pytest_collection_modifyitems(items):
+    """The modules with the most slow tests first, each module's tests in their own order.
+
+    xdist hands out whole modules in this order (pyproject's --no-loadscope-reorder): the two workers take the
+    minutes-long modules early and end together on the many short ones, instead of one worker finishing a
+    3-minute module while the other idles (its default order, by test count, put the one-test GPU-script module
+    last).
+    """
+    slow_tests = collections.Counter(_module(item) for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow_tests[_module(item)])  # a stable sort: modules stay contiguous
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 def compiled(model):

@@ -15,7 +15,7 @@ import pytest
 
 from tests import cli_runs
 
-OVERRIDES = {"train.num_steps": 40, "train.log_every": 1, "train.eval_every": 20, "train.checkpoint_every": 10}
+OVERRIDES = {"train.num_steps": 20, "train.log_every": 1, "train.eval_every": 10, "train.checkpoint_every": 5}
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +55,12 @@ def _two_processes(workdir, overrides=OVERRIDES):
 
 
 def _interrupt_two_processes(workdir, sig, overrides=OVERRIDES):
-    """Starts both processes, signals both after step 15 and a checkpoint: (returncode, stderr) each.
+    """Starts both processes, signals both after step 8 and a checkpoint: (returncode, stderr) each.
 
     `sig` goes to both process groups, input workers included.
     """
     processes = _two_processes(workdir, overrides)
-    cli_runs.wait_until(workdir, processes, 15)
+    cli_runs.wait_until(workdir, processes, 8)
     for process in processes:
         cli_runs.signal_group(process, sig)
     results = []
@@ -103,7 +103,7 @@ def test_an_ensemble_on_two_processes_killed_and_resumed_matches_one_process(tmp
 def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, first, then):
     workdir = str(tmp_path)
     process = cli_runs.start(workdir, OVERRIDES, first)
-    cli_runs.wait_until(workdir, [process], 12)
+    cli_runs.wait_until(workdir, [process], 6)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]

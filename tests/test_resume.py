@@ -11,7 +11,7 @@ import pytest
 
 from tests import cli_runs
 
-NUM_STEPS = 300
+NUM_STEPS = 150
 OVERRIDES = {"train.num_steps": NUM_STEPS, "train.log_every": 7, "train.eval_every": 50, "train.checkpoint_every": 25}
 
 pytestmark = pytest.mark.slow
