@@ -127,14 +127,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **SIZES[variant]}, allow_dotted_keys=True)
     mmact_only = variant == "synthetic"
     smoke = variant == "smoke"
-    # smoke runs one of each kind of setting: one value of each sweep, one other segment count, one stored embedding
-    # kind and the full model under one other protocol (17 runs instead of 37)
+    # smoke runs one of each kind of setting: one value of each sweep, one other segment count, one fixed prompt
+    # set, one stored embedding kind and the full model under one other protocol (16 runs instead of 37)
     lambdas, temperatures = (LAMBDAS[-1:], TEMPERATURES[-1:]) if smoke else (LAMBDAS, TEMPERATURES)
     segment_counts = (1,) if smoke else (1, 8)  # 1: the paper read literally; the full model has K = 4
     embeddings = EMBEDDINGS[-1:] if smoke else EMBEDDINGS
     protocols, protocol_runs = (PROTOCOLS[:1], ("full",)) if smoke else (PROTOCOLS, BASELINES)
     utd_mhad = variant == "utd_mhad"
-    prompt_sets = ("plain",) if utd_mhad else PROMPT_SETS
+    prompt_sets = ("plain",) if utd_mhad or smoke else PROMPT_SETS  # smoke: each set is one more extraction
 
     suite.groups = [
         {
@@ -172,6 +172,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "shown": ["main/full"],
             "skipped": NEEDS_MMACT if mmact_only else "",
             "excluded": ({"prompt_scene": SCENE_PROMPTS} if utd_mhad else {})
+            | ({"prompt_scene": "the smoke variant reads one fixed prompt set"} if smoke else {})
             | ({"prompt_learned": LEARNED_PROMPTS[variant]} if variant in LEARNED_PROMPTS else {}),
             "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in prompt_sets]
             + ([] if variant in LEARNED_PROMPTS else _learned_prompt_runs())
