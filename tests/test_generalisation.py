@@ -199,13 +199,19 @@ def test_sensor_normalisation_modes(tmp_path, mode):
     mask = eval_split.arrays[batch_lib.SENSOR_MASK]
     sensor = eval_split.arrays[batch_lib.SENSOR]
     assert not sensor[~mask].any()
-    if mode == "recording":  # every recording has mean 0 and std 1 in every channel over its recorded steps
-        for row, recorded in zip(sensor[:10], mask[:10], strict=True):
-            np.testing.assert_allclose(row[recorded].mean(0), 0, atol=1e-4)
-            np.testing.assert_allclose(row[recorded].std(0), 1, atol=1e-3)
+    if mode == "recording":
         assert train_split.normalization == {"mode": "recording"}
     else:
         assert set(train_split.normalization) == {"mode", "mean", "std"}
+    if mode != "dataset":  # each recording's std 1, its mean 0 or its level in the training split's units
+        by_dataset = config.copy_and_resolve_references()
+        by_dataset.data.sensor_normalization = "dataset"
+        levels = pipeline.load_splits(by_dataset)[0].arrays[batch_lib.SENSOR]
+        train_mask = train_split.arrays[batch_lib.SENSOR_MASK]
+        for row, level, recorded in zip(train_split.arrays[batch_lib.SENSOR][:10], levels, train_mask, strict=False):
+            expected = level[recorded].mean(0) if mode == "recording_level" else 0
+            np.testing.assert_allclose(row[recorded].mean(0), expected, atol=1e-4)
+            np.testing.assert_allclose(row[recorded].std(0), 1, atol=1e-3)
     config.data.sensor_normalization = "global"
     with pytest.raises(ValueError, match="config.data.sensor_normalization must be one of"):
         pipeline.load_splits(config)

@@ -73,7 +73,8 @@ def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData
         return train, evaluation  # load_splits reports the empty split
     mode = normalization.check_mode(config.data.sensor_normalization)
     mean, std = normalization.dataset_statistics(train.arrays[batch_lib.SENSOR], train.arrays[batch_lib.SENSOR_MASK])
-    applied = {"mode": mode} | ({"mean": mean.tolist(), "std": std.tolist()} if mode == "dataset" else {})
+    statistics = {"mean": mean.tolist(), "std": std.tolist()}
+    applied = {"mode": mode} | (statistics if normalization.uses_dataset_statistics(mode) else {})
     return tuple(
         dataclasses.replace(
             data,

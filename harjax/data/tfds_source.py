@@ -110,9 +110,9 @@ class TFDSSplit:
 
     @property
     def normalization(self) -> dict[str, Any]:
-        if self.normalization_mode == "recording":
-            return {"mode": "recording"}
-        return {"mode": "dataset", "mean": self.mean.tolist(), "std": self.std.tolist()}
+        if not normalization.uses_dataset_statistics(self.normalization_mode):
+            return {"mode": self.normalization_mode}
+        return {"mode": self.normalization_mode, "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @property
     def labels(self) -> np.ndarray:

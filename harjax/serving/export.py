@@ -237,11 +237,11 @@ def model_card(meta: dict[str, Any]) -> str:
         or "| (no evaluation at this step) | |"
     )
     video = json.dumps(inputs["video_source"]) if inputs.get("video_source") else "none (a video-free model)"
-    normalisation = (
-        "each example by its own recorded steps"
-        if inputs["normalization"].get("mode") == "recording"
-        else "with the training split's statistics in bundle.json"
-    )
+    normalisation = {
+        "recording": "each example by its own recorded steps",
+        "recording_level": "each example by its own recorded steps, its level kept in the training split's units "
+        "(statistics in bundle.json)",
+    }.get(inputs["normalization"].get("mode"), "with the training split's statistics in bundle.json")
     selection = meta.get("selection_metric", checkpointing.BEST_METRIC)
     chosen = f"chosen by {selection}" + (
         " of the test split itself, so its eval/ scores are optimistic" if selection.startswith("eval/") else ""
