@@ -413,7 +413,8 @@ def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_pat
     """An ensemble of two InceptionTime-style models: the bundle, StableHLO, ONNX and streams compute the ensemble.
 
     Its blocks are batch-normalised, so every format also carries each member's running statistics (a
-    LayerNorm's path is the CNN's, which the other export tests take).
+    LayerNorm's path is the CNN's, which the other export tests take); its inputs are normalised as
+    configs/sensor_small.py's ('recording_level'), so predictions must standardise raw recordings as training did.
     """
     config = small_config(sensor_only)
     config.model.update(ensemble_size=2, encoder="inception")
@@ -430,6 +431,7 @@ def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_pat
         train_path=str(tmp_path / "train.npz"),
         eval_path=str(tmp_path / "eval.npz"),
         sampling_rate_hz=20.0,
+        sensor_normalization="recording_level",
     )
     loop.train_and_evaluate(config, str(tmp_path / "workdir"))
     bundle = export.bundle_from_workdir(str(tmp_path / "workdir"), str(tmp_path / "bundle"), "best")
