@@ -40,7 +40,10 @@ UTD_PROTOCOLS = (
     "MMAct's protocols: UTD-MHAD has one camera, one scene and no sessions; its protocols are cross_subject (the "
     "main group) and leave-one-subject-out (the loso group)"
 )
-SCENE_PROMPTS = "'scene' prompts describe MMAct's four scenes; a recordings manifest has 'plain' and 'context' only"
+SCENE_PROMPTS = {  # variants without the 'scene' prompt row, and why
+    "utd_mhad": "'scene' prompts describe MMAct's four scenes; a recordings manifest has 'plain' and 'context' only",
+    "smoke": "the smoke variant reads one fixed prompt set (each set is one more extraction of every clip)",
+}
 LEARNED_PROMPTS = {  # variants without the learned-prompt rows, and why
     "smoke": "prompt tuning is checked by tests/test_prompt_tuning.py; the smoke suite keeps to one run per path",
     "utd_mhad": "learn one with python -m data_builders.prompt_tuning --manifest=... and build learned_<protocol> "
@@ -134,7 +137,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     embeddings = EMBEDDINGS[-1:] if smoke else EMBEDDINGS
     protocols, protocol_runs = (PROTOCOLS[:1], ("full",)) if smoke else (PROTOCOLS, BASELINES)
     utd_mhad = variant == "utd_mhad"
-    prompt_sets = ("plain",) if utd_mhad or smoke else PROMPT_SETS  # smoke: each set is one more extraction
+    prompt_sets = ("plain",) if variant in SCENE_PROMPTS else PROMPT_SETS
 
     suite.groups = [
         {
@@ -171,8 +174,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "title": "Prompt sets (a learned prompt per protocol) and stored video embedding kinds",
             "shown": ["main/full"],
             "skipped": NEEDS_MMACT if mmact_only else "",
-            "excluded": ({"prompt_scene": SCENE_PROMPTS} if utd_mhad else {})
-            | ({"prompt_scene": "the smoke variant reads one fixed prompt set"} if smoke else {})
+            "excluded": ({"prompt_scene": SCENE_PROMPTS[variant]} if variant in SCENE_PROMPTS else {})
             | ({"prompt_learned": LEARNED_PROMPTS[variant]} if variant in LEARNED_PROMPTS else {}),
             "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in prompt_sets]
             + ([] if variant in LEARNED_PROMPTS else _learned_prompt_runs())
