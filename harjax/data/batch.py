@@ -69,7 +69,7 @@ class Split(Protocol):
     fingerprint: str
     report: Mapping[str, int]  # what loading skipped or changed, by reason (saved in config.json)
     # What a model trained on this split needs to be used on new data (saved in config.json, then in bundles):
-    normalization: Mapping[str, Any]  # 'mode' ('dataset'), and the per-channel 'mean' and 'std' applied
+    normalization: Mapping[str, Any]  # 'mode', and the per-channel training 'mean' and 'std' where it uses them
     sampling_rate_hz: float  # of the sensor steps
     video_source: Mapping[str, Any]  # what produced the video embeddings (model, prompts, kind), {} if none
     preparation: Mapping[str, Any]  # how a raw recording became an example (alignment, crop), {} if not known

@@ -82,7 +82,7 @@ class TFDSSplit:
     listing: Listing
     views: np.ndarray  # [N_views, 2] (trial, camera); camera -1: drawn per epoch (training) or none (no video)
     training: bool
-    mean: np.ndarray  # [C] the protocol's training statistics ('dataset' normalisation) of recorded streams
+    mean: np.ndarray  # [C] the protocol's training statistics of recorded streams (normalization.py)
     std: np.ndarray
     normalization_mode: str  # config.data.sensor_normalization
     stream_channels: tuple[int, ...]  # channels of each stream, in order
