@@ -326,8 +326,14 @@ def _group_rows(root, name, group):
     return [row for row in csv.DictReader(open(root / "report" / name)) if row["group"] == group]
 
 
-COMPARISONS = ["delta_macro_f1_mean", "delta_macro_f1_std", "seeds_better", "seeds_worse"]
-COMPARISONS += ["folds_better", "folds_worse"]
+COMPARISONS = (  # results.csv's columns that compare a run with its reference
+    "delta_macro_f1_mean",
+    "delta_macro_f1_std",
+    "seeds_better",
+    "seeds_worse",
+    "folds_better",
+    "folds_worse",
+)
 
 
 def _without_comparisons(rows):

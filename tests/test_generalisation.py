@@ -207,8 +207,8 @@ def test_sensor_normalisation_modes(tmp_path, mode):
         by_dataset = config.copy_and_resolve_references()
         by_dataset.data.sensor_normalization = "dataset"
         levels = pipeline.load_splits(by_dataset)[0].arrays[batch_lib.SENSOR]
-        train_mask = train_split.arrays[batch_lib.SENSOR_MASK]
-        for row, level, recorded in zip(train_split.arrays[batch_lib.SENSOR][:10], levels, train_mask, strict=False):
+        rows = train_split.arrays[batch_lib.SENSOR][:10]
+        for row, level, recorded in zip(rows, levels[:10], train_split.arrays[batch_lib.SENSOR_MASK][:10], strict=True):
             expected = level[recorded].mean(0) if mode == "recording_level" else 0
             np.testing.assert_allclose(row[recorded].mean(0), expected, atol=1e-4)
             np.testing.assert_allclose(row[recorded].std(0), 1, atol=1e-3)

@@ -33,9 +33,15 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def uses_dataset_statistics(mode: str) -> bool:
-    """Whether the mode reads the training split's statistics (which bundles then carry)."""
-    return check_mode(mode) != "recording"
+def applied(mode: str, mean: np.ndarray, std: np.ndarray) -> dict[str, object]:
+    """What a model needs to normalise new recordings as in training (saved in config.json and bundles).
+
+    The mode, and the training split's per-channel `mean` and `std` [C] where the mode reads them (all but
+    'recording'): the one place that decides what a bundle carries.
+    """
+    if check_mode(mode) == "recording":
+        return {"mode": mode}
+    return {"mode": mode, "mean": np.asarray(mean).tolist(), "std": np.asarray(std).tolist()}
 
 
 def dataset_statistics(sensor: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +64,7 @@ def standardise(
 ) -> np.ndarray:
     """sensor [N, T, C] standardised on recorded steps (zero elsewhere), float32.
 
-    `mean`, `std` [C]: the training split's, for the modes that use them (uses_dataset_statistics).
+    `mean`, `std` [C]: the training split's, for the modes that read them (see applied).
     """
     if check_mode(mode) == "dataset":
         standardised = (sensor - mean) / std

@@ -73,8 +73,6 @@ def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData
         return train, evaluation  # load_splits reports the empty split
     mode = normalization.check_mode(config.data.sensor_normalization)
     mean, std = normalization.dataset_statistics(train.arrays[batch_lib.SENSOR], train.arrays[batch_lib.SENSOR_MASK])
-    statistics = {"mean": mean.tolist(), "std": std.tolist()}
-    applied = {"mode": mode} | (statistics if normalization.uses_dataset_statistics(mode) else {})
     return tuple(
         dataclasses.replace(
             data,
@@ -84,7 +82,7 @@ def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData
                     data.arrays[batch_lib.SENSOR], data.arrays[batch_lib.SENSOR_MASK], mode, mean, std
                 )
             },
-            normalization=applied,
+            normalization=normalization.applied(mode, mean, std),
             sampling_rate_hz=config.data.sampling_rate_hz,
         )
         for data in (train, evaluation)

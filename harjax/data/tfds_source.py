@@ -110,9 +110,7 @@ class TFDSSplit:
 
     @property
     def normalization(self) -> dict[str, Any]:
-        if not normalization.uses_dataset_statistics(self.normalization_mode):
-            return {"mode": self.normalization_mode}
-        return {"mode": self.normalization_mode, "mean": self.mean.tolist(), "std": self.std.tolist()}
+        return normalization.applied(self.normalization_mode, self.mean, self.std)
 
     @property
     def labels(self) -> np.ndarray:
