@@ -1,10 +1,10 @@
 """What an ensemble's train step costs against its members trained one at a time (config.model.ensemble_size).
 
-    python benchmarks/ensemble_step.py [--members=1,2,5 --steps=10 --rounds=5]
+    python benchmarks/ensemble_step.py [--members=1,2,5 --steps=10 --rounds=5 --models=sensor_small,full]
 
-Two models: configs/sensor_small.py (the small-data recipe: InceptionTime-style encoder) on a batch shaped like
-PickupGestureWiimoteZ (16 recordings of 361 steps, 1 channel), and configs/full.py at MMAct's sizes (d_v 4096,
-T 256, C 12, 37 classes, batch 32). For each, the train step of N members, vmapped and sequential
+Two models (--models picks): configs/sensor_small.py (the small-data recipe: InceptionTime-style encoder) on a
+batch shaped like PickupGestureWiimoteZ (16 recordings of 361 steps, 1 channel), and configs/full.py at MMAct's
+sizes (d_v 4096, T 256, C 12, 37 classes, batch 32). For each, the train step of N members, vmapped and sequential
 (config.model.ensemble_step), against N times the single model's step, median over rounds in which every one
 takes a turn (a shared machine's slow spells hit all alike). Target (issue 17, 2-core CPU): an N-member step
 costs no more than N single steps (ratio <= 1). Prints a table and, last, one JSON line.
@@ -22,9 +22,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402  (JAX starts in main(), after the allocator setting)
 
+MODELS = ("sensor_small", "full")
 
-def _workloads(sizes: str) -> dict:
-    """name -> (config, batch, num_classes) of each model measured ('tiny': 32-step recordings, toy sizes)."""
+
+def _workload(model: str, sizes: str) -> tuple[str, tuple]:
+    """(its name in the table, (config, batch, num_classes)) of one model ('tiny': 32-step recordings, toy sizes)."""
+    if model == "full":
+        return f"full ({sizes} sizes, batch 32)", common.mmact_sized(32, sizes)
     from configs import sensor_small
     from harjax.data import batch as batch_lib
 
@@ -35,10 +39,7 @@ def _workloads(sizes: str) -> dict:
     small.train.batch_size = 16
     if sizes == "tiny":  # the smoke path: the same program, half the blocks to compile
         small.model.inception.update(depth=3, filters=8, bottleneck=8)
-    return {
-        "sensor_small (Pickup-shaped, batch 16)": (small, sensors, num_classes),
-        f"full ({sizes} sizes, batch 32)": common.mmact_sized(32, sizes),
-    }
+    return "sensor_small (Pickup-shaped, batch 16)", (small, sensors, num_classes)
 
 
 def main() -> None:
@@ -47,10 +48,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="updates per ensemble size per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", default="mmact", choices=tuple(common.SIZES), help="tiny: to check the script runs")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"which of {MODELS} to measure")
     args = parser.parse_args()
     sizes = [int(size) for size in args.members.split(",")]
     if 1 not in sizes:
         raise SystemExit("--members must include 1: the single model is what the others are compared with")
+    models = args.models.split(",")
+    if not set(models) <= set(MODELS):
+        raise SystemExit(f"--models={args.models}: expected a comma-separated subset of {MODELS}")
 
     from harjax.training import host_memory
 
@@ -58,7 +63,8 @@ def main() -> None:
     import jax
 
     results = []
-    for name, (config, batch, num_classes) in _workloads(args.sizes).items():
+    for model in models:
+        name, (config, batch, num_classes) = _workload(model, args.sizes)
         runners = {}
         for size in sizes:
             for mode in ("sequential", "vmap") if size > 1 else ("single",):

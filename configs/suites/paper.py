@@ -8,9 +8,9 @@ Variants:
   synthetic  the 'bursts' synthetic task, in memory, anywhere; the groups that need MMAct are skipped
   demo       every group on the demo's generated MMAct release with tiny Video-LLaVA embeddings (built once, in
              DIR/data)
-  smoke      every group on a 24-trial generated release, a few steps each, thinned to one run of each kind of
-             setting (one sweep value, segment count, embedding kind and other protocol): the suite's own test (it
-             checks every group's path, not its table)
+  smoke      every group on a 24-trial generated release, a few steps each, thinned to one run of each kind
+             (one fixed temperature, segment count, embedding kind and other protocol; no other prompt set): the
+             suite's own test (it checks every group's path, not its table)
   utd_mhad   UTD-MHAD's 27 actions (configs/full.py:utd_mhad): cross_subject for every group, and the
              leave-one-subject-out folds (loso) reported as mean ± std over the 8 folds; a generated release
              (built once, in DIR/data) unless --config.data.data_dir names a build of the real one. The groups
@@ -40,9 +40,16 @@ UTD_PROTOCOLS = (
     "MMAct's protocols: UTD-MHAD has one camera, one scene and no sessions; its protocols are cross_subject (the "
     "main group) and leave-one-subject-out (the loso group)"
 )
-SCENE_PROMPTS = {  # variants without the 'scene' prompt row, and why
-    "utd_mhad": "'scene' prompts describe MMAct's four scenes; a recordings manifest has 'plain' and 'context' only",
-    "smoke": "the smoke variant reads one fixed prompt set (each set is one more extraction of every clip)",
+FIXED_PROMPTS_LEFT_OUT = {  # variants without some of the fixed prompt sets' rows: {run: why}
+    "utd_mhad": {
+        "prompt_scene": "'scene' prompts describe MMAct's four scenes; a recordings manifest has 'plain' and "
+        "'context' only"
+    },
+    "smoke": {
+        f"prompt_{prompt_set}": "the smoke variant reads the prompt set its data was extracted with (each other "
+        "set is one more extraction of every clip)"
+        for prompt_set in PROMPT_SETS
+    },
 }
 LEARNED_PROMPTS = {  # variants without the learned-prompt rows, and why
     "smoke": "prompt tuning is checked by tests/test_prompt_tuning.py; the smoke suite keeps to one run per path",
@@ -130,14 +137,16 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **SIZES[variant]}, allow_dotted_keys=True)
     mmact_only = variant == "synthetic"
     smoke = variant == "smoke"
-    # smoke runs one of each kind of setting: one value of each sweep, one other segment count, one fixed prompt
-    # set, one stored embedding kind and the full model under one other protocol (16 runs instead of 37)
-    lambdas, temperatures = (LAMBDAS[-1:], TEMPERATURES[-1:]) if smoke else (LAMBDAS, TEMPERATURES)
+    # smoke runs one of each kind of run: one fixed temperature (a lambda sweep runs the full model with another
+    # weight), one other segment count, one stored embedding kind and the full model under one other protocol, and
+    # no other prompt set (14 runs instead of 37)
+    lambdas, temperatures = ((), TEMPERATURES[-1:]) if smoke else (LAMBDAS, TEMPERATURES)
     segment_counts = (1,) if smoke else (1, 8)  # 1: the paper read literally; the full model has K = 4
     embeddings = EMBEDDINGS[-1:] if smoke else EMBEDDINGS
     protocols, protocol_runs = (PROTOCOLS[:1], ("full",)) if smoke else (PROTOCOLS, BASELINES)
     utd_mhad = variant == "utd_mhad"
-    prompt_sets = ("plain",) if variant in SCENE_PROMPTS else PROMPT_SETS
+    fixed_prompts_left_out = FIXED_PROMPTS_LEFT_OUT.get(variant, {})
+    prompt_sets = [prompt_set for prompt_set in PROMPT_SETS if f"prompt_{prompt_set}" not in fixed_prompts_left_out]
 
     suite.groups = [
         {
@@ -174,7 +183,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             "title": "Prompt sets (a learned prompt per protocol) and stored video embedding kinds",
             "shown": ["main/full"],
             "skipped": NEEDS_MMACT if mmact_only else "",
-            "excluded": ({"prompt_scene": SCENE_PROMPTS[variant]} if variant in SCENE_PROMPTS else {})
+            "excluded": fixed_prompts_left_out
             | ({"prompt_learned": LEARNED_PROMPTS[variant]} if variant in LEARNED_PROMPTS else {}),
             "runs": [_run(f"prompt_{prompt_set}", **{"data.prompt_set": prompt_set}) for prompt_set in prompt_sets]
             + ([] if variant in LEARNED_PROMPTS else _learned_prompt_runs())
