@@ -24,7 +24,10 @@ Each is trained with `python -m harjax.main --config=configs/<recipe>.py --confi
 Every recipe chooses its checkpoint on a validation split held out of the training split
 (config.data.validation_fraction = 0.2), so the test split never reaches a choice; the test split is scored at
 the selected checkpoint (and at the last one), and an ensemble's members at the selected one. Prints a line per
-dataset and recipe and, last, one JSON line.
+dataset and recipe and, last, one JSON line. With --folds=K the test split is not read: each of K folds of the
+training split (whole subjects where there are subjects, else stratified by class) is scored by the recipe trained
+on the other K-1, mean ± std over folds and seeds: the way to compare recipes where a validation split of a few
+recordings cannot (add --override=--config.model.ensemble_size=1 for single members, K times cheaper).
 
 References (not measured here): see REFERENCE_SOURCES.
 """
@@ -298,6 +301,48 @@ RECIPE_OVERRIDES = {
 }
 
 
+def training_folds(labels: list[str], subjects: list[int] | None, folds: int) -> np.ndarray:
+    """Each training recording's fold (0..folds-1): whole subjects where the data has them, else stratified by class.
+
+    For choosing a recipe on the training split alone where its validation split is too small to decide (on
+    PickupGestureWiimoteZ one recording is 0.1 of macro-F1): every training recording is scored once, by a model
+    that did not train on it. Fixed (seed 0), so recipes are compared on the same folds.
+    """
+    rng = np.random.default_rng(0)
+    if subjects is not None:
+        people = rng.permutation(sorted(set(subjects)))
+        fold_of_person = {person: index % folds for index, person in enumerate(people)}
+        return np.asarray([fold_of_person[person] for person in subjects])
+    labels = np.asarray(labels)
+    fold_of = np.zeros(len(labels), int)
+    for label in sorted(set(labels)):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        fold_of[rows] = np.arange(len(rows)) % folds
+    return fold_of
+
+
+def _subset(part: tuple, rows: np.ndarray) -> tuple:
+    """(series, labels, subjects or None) of the rows given."""
+    series, labels, subjects = part
+    picked_subjects = None if subjects is None else [subjects[i] for i in rows]
+    return [series[i] for i in rows], [labels[i] for i in rows], picked_subjects
+
+
+def _splits(parts: dict[str, tuple], folds: int) -> list[tuple[str, tuple, tuple]]:
+    """(name, what trains, what is scored): the standard split, or with folds > 1 each fold of the training split."""
+    if folds <= 1:
+        return [("test", parts["TRAIN"], parts["TEST"])]
+    fold_of = training_folds(parts["TRAIN"][1], parts["TRAIN"][2], folds)
+    return [
+        (
+            f"fold{fold}",
+            _subset(parts["TRAIN"], np.flatnonzero(fold_of != fold)),
+            _subset(parts["TRAIN"], np.flatnonzero(fold_of == fold)),
+        )
+        for fold in range(folds)
+    ]
+
+
 def _mean_std(values: list[float]) -> str:
     spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
     return f"{np.mean(values):.3f} ± {spread:.3f}"
@@ -315,35 +360,48 @@ def main() -> None:
         default=[],
         help="--config.KEY=VALUE for every run (try recipes on the validation split)",
     )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="K > 1: never read the test split; train on K-1 folds of the training split and score the K-th, "
+        "for each fold (the figures printed are then out-of-fold, for choosing a recipe)",
+    )
     args = parser.parse_args()
+    scored = f"out-of-fold ({args.folds} folds of the training split)" if args.folds > 1 else "test"
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for dataset in args.datasets.split(","):
             parts = load(dataset, args.archives)
             class_names = sorted(set(parts["TRAIN"][1]))
-            paths = {}
-            for part, (series, labels, subjects) in parts.items():
-                paths[part] = os.path.join(scratch, f"{dataset}_{part}.npz")
-                write_npz(series, labels, subjects, class_names, DATASETS[dataset]["channels"], paths[part])
+            splits = []
+            for name, *trained_scored in _splits(parts, args.folds):
+                paths = [os.path.join(scratch, f"{dataset}_{name}_{role}.npz") for role in ("train", "scored")]
+                for (series, labels, subjects), path in zip(trained_scored, paths, strict=True):
+                    write_npz(series, labels, subjects, class_names, DATASETS[dataset]["channels"], path)
+                splits.append((name, *paths))
             for recipe in args.recipes.split(","):
                 runs = [
                     run(
                         recipe,
                         dataset,
                         seed,
-                        paths["TRAIN"],
-                        paths["TEST"],
-                        os.path.join(scratch, f"{dataset}-{recipe}-{seed}"),
+                        train_path,
+                        scored_path,
+                        os.path.join(scratch, f"{dataset}-{recipe}-{name}-{seed}"),
                         RECIPE_OVERRIDES.get(recipe, []) + args.override,
                     )
+                    for name, train_path, scored_path in splits
                     for seed in range(args.seeds)
                 ]
                 summary = {key: [r[key] for r in runs] for key in runs[0]}
-                results.append({"dataset": dataset, "recipe": recipe, "seeds": args.seeds, **summary})
+                results.append(
+                    {"dataset": dataset, "recipe": recipe, "seeds": args.seeds, "folds": args.folds, **summary}
+                )
                 gain = np.subtract(summary["selected_accuracy"], summary["member_mean_accuracy"]).tolist()
                 reference = DATASETS[dataset]
                 print(
-                    f"{dataset:<22} {recipe:<13} test accuracy {_mean_std(summary['selected_accuracy'])}, macro-F1 "
+                    f"{dataset:<22} {recipe:<13} {scored} accuracy {_mean_std(summary['selected_accuracy'])}, macro-F1 "
                     f"{_mean_std(summary['selected_macro_f1'])} (last step {np.mean(summary['last_accuracy']):.3f}; "
                     f"ensemble gain over its members {_mean_std(gain)}; validation macro-F1 "
                     f"{np.mean(summary['best_validation_macro_f1']):.3f}; {np.mean(summary['seconds']):.0f} s per seed)"
@@ -360,6 +418,7 @@ def main() -> None:
                     for name, source in REFERENCE_SOURCES.items()
                 },
                 "overrides": args.override,
+                "scored": scored,
                 "cpu_count": os.cpu_count(),
             }
         )

@@ -1,10 +1,15 @@
-"""The GPU measurements' one script runs, tiny and on the CPU, so it works the first time a GPU is there."""
+"""The benchmark scripts: the GPU measurements' one script runs tiny on the CPU, and the real-data folds.
+
+The GPU script is run so that it works the first time a GPU is there; the folds keep the test split out of a
+recipe's choice.
+"""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,3 +43,24 @@ def test_the_accelerator_script_runs_every_item(tmp_path):
     assert by_name["prompt_tuning"]["rows"][0]["batch_size"] == 2
     steps = {(row["members"], row["ensemble_step"]) for row in by_name["ensemble_step"]["results"]}
     assert steps == {(1, "single"), (2, "sequential"), (2, "vmap")}
+
+
+def test_recipes_are_compared_on_folds_of_the_training_split_never_its_test_split():
+    """--folds: each training recording is scored once; a subject's recordings stay in one fold; classes stratify."""
+    from benchmarks import real_sensor_accuracy
+
+    labels = [label for label in "abcde" for _ in range(5)]
+    parts = {"TRAIN": ([np.full((1, 4), i) for i in range(25)], labels, None), "TEST": "never read"}
+    splits = real_sensor_accuracy._splits(parts, 5)
+    recording = lambda series: [int(item[0, 0]) for item in series]  # noqa: E731
+    scored = sorted(index for _, _, (series, _, _) in splits for index in recording(series))
+    assert scored == list(range(25))  # each training recording scored exactly once
+    for _, (trained, _, _), (held_out, held_out_labels, _) in splits:
+        assert sorted(held_out_labels) == list("abcde")  # one of each class per fold
+        assert sorted(recording(trained) + recording(held_out)) == list(range(25))  # the rest trains
+    subjects = [1, 1, 2, 3, 3, 4, 5, 5]
+    fold_of = real_sensor_accuracy.training_folds(["x"] * 8, subjects, 3)
+    folds_of_subject = {subject: {fold_of[i] for i, s in enumerate(subjects) if s == subject} for subject in subjects}
+    assert all(len(folds) == 1 for folds in folds_of_subject.values())
+    assert set(fold_of) == {0, 1, 2}
+    assert real_sensor_accuracy._splits(parts, 0) == [("test", parts["TRAIN"], "never read")]
