@@ -329,8 +329,8 @@ def _subset(part: tuple, rows: np.ndarray) -> tuple:
 
 
 def _splits(parts: dict[str, tuple], folds: int) -> list[tuple[str, tuple, tuple]]:
-    """(name, what trains, what is scored): the standard split, or with folds > 1 each fold of the training split."""
-    if folds <= 1:
+    """(name, what trains, what is scored): the standard split (folds 0), or each fold of the training split."""
+    if not folds:
         return [("test", parts["TRAIN"], parts["TEST"])]
     fold_of = training_folds(parts["TRAIN"][1], parts["TRAIN"][2], folds)
     return [
@@ -368,7 +368,9 @@ def main() -> None:
         "for each fold (the figures printed are then out-of-fold, for choosing a recipe)",
     )
     args = parser.parse_args()
-    scored = f"out-of-fold ({args.folds} folds of the training split)" if args.folds > 1 else "test"
+    if args.folds < 0 or args.folds == 1:
+        raise SystemExit(f"--folds={args.folds}: expected 0 (the standard split) or K >= 2 folds of the training split")
+    scored = f"out-of-fold ({args.folds} folds of the training split)" if args.folds else "test"
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for dataset in args.datasets.split(","):
