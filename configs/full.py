@@ -127,6 +127,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.loss = ml_collections.ConfigDict()
     config.loss.contrastive_weight = 0.1  # lambda
+    config.loss.label_smoothing = 0.0  # share of each training target spread over all classes (the paper: none)
     config.loss.temperature = 0.07  # tau, the initial value when learnable
     config.loss.learnable_temperature = True
     config.loss.max_logit_scale = 100.0  # 1 / tau is clamped here, as in CLIP

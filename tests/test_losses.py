@@ -2,9 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from harjax import errors
 from harjax.training import losses, parallel
 from tests.conftest import NUM_DEVICES
 
@@ -110,3 +112,23 @@ def test_cross_entropy_ignores_zero_weight_rows():
     labels = jnp.array([0, 1, 1])
     weighted = losses.cross_entropy(logits, labels, jnp.array([1.0, 1.0, 0.0]))
     np.testing.assert_allclose(weighted, losses.cross_entropy(logits[:2], labels[:2]), rtol=1e-6)
+
+
+def test_smoothed_cross_entropy_is_the_mix_of_the_label_and_uniform_targets():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+    labels = jnp.asarray([0, 3, 1, 1, 2])
+    log_p = jax.nn.log_softmax(logits)
+    plain = -log_p[jnp.arange(5), labels]
+    uniform = -log_p.mean(axis=-1)
+    np.testing.assert_allclose(
+        losses.cross_entropy(logits, labels, smoothing=0.2), (0.8 * plain + 0.2 * uniform).mean(), rtol=1e-6
+    )
+    np.testing.assert_allclose(losses.cross_entropy(logits, labels), plain.mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, "0.1"])
+def test_a_label_smoothing_outside_0_to_1_is_refused_naming_the_flag(value):
+    with pytest.raises(errors.ConfigError, match=r"config.loss.label_smoothing must be in \[0, 1\)"):
+        losses.label_smoothing(ml_collections.ConfigDict({"label_smoothing": value}))
+    assert losses.label_smoothing(ml_collections.ConfigDict({})) == 0.0  # a config saved before the setting

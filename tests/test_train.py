@@ -256,3 +256,19 @@ def test_a_budget_in_epochs_sets_the_steps_and_cadences_from_the_data(tmp_path, 
     assert (resolved["num_steps"], resolved["warmup_steps"], resolved["eval_every"]) == (16, 4, 8)
     assert [line["step"] for line in _read_metrics(str(tmp_path)) if "eval/accuracy" in line] == [8, 16]
     assert loop.last_step(as_given, str(tmp_path)) == 16 and loop.training_complete(as_given, str(tmp_path))
+
+
+def test_label_smoothing_mixes_the_training_targets(config):
+    """config.loss.label_smoothing s: the step's cross-entropy is (1 - s) CE(label) + s CE(uniform), linear in s."""
+    mesh = parallel.make_mesh()
+    data = synthetic.generate(config.data.synthetic, "train", config.seed)
+    model = har_model.build_model(config, data.num_classes)
+    optimizer = step_lib.make_optimizer(config, step_lib.learning_rate_schedule(config.train))
+    batch = parallel.global_batch({name: array[:32] for name, array in data.arrays.items()}, mesh)
+    fresh = jax.jit(lambda: step_lib.create_train_state(model, optimizer, batch, 0))
+    losses_at = {}
+    for smoothing in (0.0, 0.25, 0.5):
+        step = step_lib.jit_train_step(mesh, config.loss.contrastive_weight, label_smoothing=smoothing)
+        losses_at[smoothing] = float(step(fresh(), batch)[1]["cross_entropy"])  # the same dropout key each time
+    assert abs(losses_at[0.25] - losses_at[0.0]) > 1e-4
+    np.testing.assert_allclose(losses_at[0.5] - losses_at[0.25], losses_at[0.25] - losses_at[0.0], rtol=1e-3)

@@ -31,6 +31,7 @@ from harjax.models import ensemble, har_model
 from harjax.training import (
     augment,
     checkpointing,
+    losses,
     memory,
     metrics as metrics_lib,
     parallel,
@@ -515,6 +516,7 @@ def train_and_evaluate(
             (config.data.augment, streams) if augment.enabled(config.data.augment) else None,
             run.ensemble_size,
             config.model.get("ensemble_step", "auto"),
+            losses.label_smoothing(config.loss),
         )
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)

@@ -8,16 +8,38 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from jax.sharding import Mesh, PartitionSpec as P
+
+from harjax import errors
 
 # Far below any real logit (|logit| <= max logit scale), yet finite so a fully masked row stays finite.
 _MASKED_LOGIT = -1e9
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """Mean softmax cross-entropy in float32 over rows with non-zero weight."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+def label_smoothing(loss: ml_collections.ConfigDict) -> float:
+    """config.loss.label_smoothing, checked: the share of each training target spread evenly over the classes."""
+    smoothing = loss.get("label_smoothing", 0.0)  # configs saved before it existed: none
+    if not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+        raise errors.ConfigError(f"config.loss.label_smoothing must be in [0, 1), got {smoothing!r}")
+    return float(smoothing)
+
+
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None, smoothing: float = 0.0
+) -> jax.Array:
+    """Mean softmax cross-entropy in float32 over rows with non-zero weight, against smoothed targets if asked.
+
+    With `smoothing` s the target puts 1 - s on the label and s / C on every class, so a model that has memorised a
+    small training split keeps being pulled back from certainty instead of seeing a loss of zero.
+    """
+    logits = logits.astype(jnp.float32)
+    if smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)  # [B, C]
+        losses = optax.softmax_cross_entropy(logits, targets)
+    else:
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     if weights is None:
         return losses.mean()
     weights = weights.astype(jnp.float32)

@@ -111,9 +111,14 @@ def _objective(
     weights: jax.Array,
     contrastive_weight: float,
     mesh: Mesh,
+    label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L = CE + lambda * InfoNCE over the global batch, with its parts for logging."""
-    cross_entropy = losses.cross_entropy(output.logits, batch[batch_lib.LABEL], weights)
+    """L = CE + lambda * InfoNCE over the global batch, with its parts for logging.
+
+    Training may smooth the CE's targets (config.loss.label_smoothing); evaluation never does, so validation losses
+    compare across recipes.
+    """
+    cross_entropy = losses.cross_entropy(output.logits, batch[batch_lib.LABEL], weights, label_smoothing)
     parts = {"cross_entropy": cross_entropy}
     loss = cross_entropy
     if output.video_embedding is not None:
@@ -134,6 +139,7 @@ def train_step(
     mesh: Mesh,
     gather: Callable | None = None,
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[TrainState, dict]:
     """One update on a global batch; a non-finite loss or gradient leaves the state as it was (step aside).
 
@@ -156,7 +162,7 @@ def train_step(
             rngs={"dropout": dropout_key},
             mutable=["batch_stats"],
         )
-        loss, parts = _objective(output, batch, weights, contrastive_weight, mesh)
+        loss, parts = _objective(output, batch, weights, contrastive_weight, mesh, label_smoothing)
         return loss, (parts, output.logits, updates.get("batch_stats", {}))
 
     (loss, (parts, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -238,15 +244,22 @@ def jit_train_step(
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
     ensemble_size: int = 1,
     ensemble_step: str = "auto",
+    label_smoothing: float = 0.0,
 ) -> Callable:
     """The compiled train step, (state, inputs, resident) -> (state, metrics).
 
     The old state's buffers are donated to the new one. With `gather` (the device data cache) the step builds its
     batch from resident columns; with `augmentation` it augments it; with ensemble_size > 1 it updates every
-    member of the state's member axis (`ensemble_step`: config.model.ensemble_step).
+    member of the state's member axis (`ensemble_step`: config.model.ensemble_step); `label_smoothing` is
+    config.loss.label_smoothing's, checked by losses.label_smoothing.
     """
     step = functools.partial(
-        train_step, contrastive_weight=contrastive_weight, mesh=mesh, gather=gather, augmentation=augmentation
+        train_step,
+        contrastive_weight=contrastive_weight,
+        mesh=mesh,
+        gather=gather,
+        augmentation=augmentation,
+        label_smoothing=label_smoothing,
     )
     vectorised = ensemble.vectorised(ensemble_step, jax.default_backend())  # checks the setting for every run
     if ensemble_size > 1:
