@@ -572,6 +572,35 @@ def undecodable(directory: str) -> set[str]:
     return names
 
 
+def _file_state(path: str) -> list[int] | None:
+    """(size, mtime in ns) of a clip's file: a failed clip is decoded again only once this changes."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _unchanged_failures(failures_path: str, jobs: Sequence[ClipJob]) -> list[dict[str, Any]]:
+    """The failures recorded in `failures_path` whose clip is among `jobs` and whose file has not changed since.
+
+    Decoding is deterministic, so such a clip would fail again; retrying it would cost a model load when it is the
+    only clip left.
+    """
+    if not os.path.exists(failures_path):
+        return []
+    paths = {job.name: job.path for job in jobs}
+    with open(failures_path) as f:
+        recorded = [json.loads(line) for line in f if line.strip()]
+    return [
+        failure
+        for failure in recorded
+        if failure["clip"] in paths
+        and failure.get("file") is not None
+        and failure["file"] == _file_state(paths[failure["clip"]])
+    ]
+
+
 def extract(
     jobs: Sequence[ClipJob],
     directory: str,
@@ -588,6 +617,9 @@ def extract(
 ) -> dict[str, Any]:
     """Embeds this shard's clips that are not done yet into `directory`; returns counts and the clips that failed.
 
+    A clip that failed to decode before is tried again only if its file changed since (size or modification time):
+    touch it, or delete the shard's failures_shard<i>.jsonl, to force a retry.
+
     `jobs` in a stable order (shards are cut from it); `contexts`: every context the listing can use, by what
     selects it (their prompts are recorded in the metadata); `extractor`: one already loaded (model_id then only
     names it); `decode_workers`: processes decoding the next batches while the model runs
@@ -603,11 +635,27 @@ def extract(
     os.makedirs(directory, exist_ok=True)
     shard = list(jobs)[shard_index::num_shards]
     todo = [job for job in shard if not os.path.exists(os.path.join(directory, job.name + ".npz"))]
-    logging.info("shard %d/%d: %d clips, %d already done", shard_index, num_shards, len(shard), len(shard) - len(todo))
-    failures: list[dict[str, str]] = []
-    summary = {"clips_in_shard": len(shard), "skipped_done": len(shard) - len(todo), "failed": failures}
+    done = len(shard) - len(todo)
+    failures_path = os.path.join(directory, f"failures_shard{shard_index}.jsonl")
+    failures = _unchanged_failures(failures_path, todo)
+    known = {failure["clip"] for failure in failures}
+    todo = [job for job in todo if job.name not in known]
+    logging.info(
+        "shard %d/%d: %d clips, %d already done, %d undecodable and unchanged since",
+        shard_index,
+        num_shards,
+        len(shard),
+        done,
+        len(known),
+    )
+    summary = {
+        "clips_in_shard": len(shard),
+        "skipped_done": done,
+        "skipped_undecodable": len(known),
+        "failed": failures,
+    }
     if not todo:
-        return summary | {"extracted": 0}
+        return summary | {"extracted": 0}  # the failures file already lists the known failures
     extractor = extractor or Extractor(model_id, device)
     decode_workers = default_decode_workers() if decode_workers is None else decode_workers
     if learned_prompt:
@@ -617,7 +665,9 @@ def extract(
         for clips, inputs in decoded_batches(todo, batch_size, decode_workers, extractor.preprocess):
             decoded = [clip for clip in clips if clip.error is None]
             failures += [
-                {"clip": clip.job.name, "path": clip.job.path, "error": clip.error} for clip in clips if clip.error
+                {"clip": clip.job.name, "path": clip.job.path, "error": clip.error, "file": _file_state(clip.job.path)}
+                for clip in clips
+                if clip.error
             ]
             if decoded:
                 for clip, arrays in zip(decoded, extractor.forward(inputs), strict=True):
@@ -626,8 +676,7 @@ def extract(
                         {**arrays, "frame_indices": clip.indices.astype(np.int32)},
                     )
             progress.update(len(clips))
-    failures_path = os.path.join(directory, f"failures_shard{shard_index}.jsonl")
-    if failures:  # this run's failures are exactly the clips still missing
+    if failures:  # the known and this run's failures are exactly the clips still missing
         with open(failures_path, "w") as f:
             f.writelines(json.dumps(failure) + "\n" for failure in failures)
     elif os.path.exists(failures_path):
@@ -657,7 +706,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     """The extraction's counts and every clip that could not be decoded."""
     print(
         f"extracted {summary['extracted']}, already done {summary['skipped_done']}, "
-        f"failed {len(summary['failed'])} of {summary['clips_in_shard']} clips in this shard"
+        f"failed {len(summary['failed'])} of {summary['clips_in_shard']} clips in this shard "
+        f"({summary['skipped_undecodable']} of them failed before and are unchanged: not retried)"
     )
     for failure in summary["failed"]:
         print(f"  could not decode {failure['path']}: {failure['error']}")

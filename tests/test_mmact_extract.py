@@ -48,9 +48,18 @@ def test_extracts_every_decodable_clip_and_reports_the_rest(setup):
     assert metadata["prompt_set"] == "context" and "crowded office" in metadata["prompts"]["1"]
     assert (directory / "failures_shard0.jsonl").exists()
 
-    # A rerun finds everything done (the undecodable clip is retried and reported again).
-    again = _extract(setup, "full")
-    assert again["skipped_done"] == len(clips) - 1 and again["extracted"] == 0 and len(again["failed"]) == 1
+    # A rerun finds everything done and the undecodable clip unchanged, so it loads no model (there is none at this
+    # path) and reports the clip again; once the file changes it is decoded again, and fails again.
+    manual_dir, _, _, _ = setup
+    args = (manual_dir, str(root / "full"), str(root / "no_model_here"), "context")
+    again = extract_embeddings.extract(*args, batch_size=4)
+    assert again["skipped_done"] == len(clips) - 1 and again["extracted"] == 0
+    assert again["skipped_undecodable"] == 1 and again["failed"] == summary["failed"]
+    os.utime(failure["path"], ns=(0, 0))
+    with pytest.raises(OSError, match="no_model_here"):  # the changed clip is retried: the model is loaded
+        extract_embeddings.extract(*args, batch_size=4)
+    retried = _extract(setup, "full")
+    assert retried["skipped_undecodable"] == 0 and [f["clip"] for f in retried["failed"]] == [failure["clip"]]
 
 
 def test_context_prompts_change_the_embeddings(setup):
