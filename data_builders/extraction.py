@@ -567,9 +567,16 @@ def undecodable(directory: str) -> set[str]:
     names = set()
     for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         if entry.startswith("failures_shard") and entry.endswith(".jsonl"):
-            with open(os.path.join(directory, entry)) as f:
-                names |= {json.loads(line)["clip"] for line in f if line.strip()}
+            names |= {failure["clip"] for failure in _recorded_failures(os.path.join(directory, entry))}
     return names
+
+
+def _recorded_failures(path: str) -> list[dict[str, Any]]:
+    """The entries of a failures_shard<i>.jsonl (none when there is no such file)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def _file_state(path: str) -> list[int] | None:
@@ -587,14 +594,10 @@ def _unchanged_failures(failures_path: str, jobs: Sequence[ClipJob]) -> list[dic
     Decoding is deterministic, so such a clip would fail again; retrying it would cost a model load when it is the
     only clip left.
     """
-    if not os.path.exists(failures_path):
-        return []
     paths = {job.name: job.path for job in jobs}
-    with open(failures_path) as f:
-        recorded = [json.loads(line) for line in f if line.strip()]
     return [
         failure
-        for failure in recorded
+        for failure in _recorded_failures(failures_path)
         if failure["clip"] in paths
         and failure.get("file") is not None
         and failure["file"] == _file_state(paths[failure["clip"]])
