@@ -23,9 +23,8 @@ import time
 
 import numpy as np
 from aeon.classification.convolution_based import MiniRocketClassifier
-from sklearn.metrics import f1_score
-
 from real_sensor_accuracy import DATASETS, _mean_std, _splits, aeon_directory, load, read_ts
+from sklearn.metrics import f1_score
 
 
 def equal_length(dataset: str, parts: dict[str, tuple]) -> dict[str, tuple]:
@@ -33,7 +32,7 @@ def equal_length(dataset: str, parts: dict[str, tuple]) -> dict[str, tuple]:
     if len({item.shape[1] for part in parts.values() for item in part[0]}) == 1:
         return parts
     padded = {}
-    for part, (series, labels, subjects) in parts.items():
+    for part, (_series, labels, subjects) in parts.items():
         path = os.path.join(aeon_directory(), dataset, f"{dataset}_eq_{part}.ts")
         if not os.path.exists(path):
             raise SystemExit(f"{dataset}: recordings of several lengths and no equal-length file {path}")
