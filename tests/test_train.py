@@ -272,3 +272,25 @@ def test_label_smoothing_mixes_the_training_targets(config):
         losses_at[smoothing] = float(step(fresh(), batch)[1]["cross_entropy"])  # the same dropout key each time
     assert abs(losses_at[0.25] - losses_at[0.0]) > 1e-4
     np.testing.assert_allclose(losses_at[0.5] - losses_at[0.25], losses_at[0.25] - losses_at[0.0], rtol=1e-3)
+
+
+def test_the_loop_smooths_the_training_targets_it_is_configured_with(tmp_path):
+    """config.loss.label_smoothing reaches the loop's step: same seed and batch, another training cross-entropy.
+
+    The first step's logged cross-entropy is the untrained model's on the first batch, so only the targets differ;
+    evaluation never smooths, so the untrained model's eval loss is the same in both runs.
+    """
+    logged = {}
+    for smoothing in (0.0, 0.3):
+        run_config = small_config()
+        run_config.loss.label_smoothing = smoothing
+        run_config.train.update(num_steps=1, log_every=1, eval_every=1, eval_at_start=True)
+        workdir = tmp_path / f"smoothing_{smoothing}"
+        loop.train_and_evaluate(run_config, str(workdir))
+        lines = _read_metrics(str(workdir))
+        first_train = next(line for line in lines if "train/cross_entropy" in line)
+        untrained = next(line for line in lines if line["step"] == 0 and "eval/loss" in line)
+        logged[smoothing] = (first_train["train/cross_entropy"], untrained["eval/loss"])
+        assert json.load(open(workdir / "config.json"))["config"]["loss"]["label_smoothing"] == smoothing
+    assert abs(logged[0.3][0] - logged[0.0][0]) > 1e-3
+    assert logged[0.3][1] == pytest.approx(logged[0.0][1], rel=1e-6)
