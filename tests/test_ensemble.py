@@ -23,6 +23,16 @@ def _augmented(config):
     return config
 
 
+def _softmax_ignores(path) -> bool:
+    """Whether a leaf is (the optimizer state of) an attention key bias, which no two programs need agree on.
+
+    Adding one vector to every key shifts all of a query's logits alike, which the softmax ignores: the bias's
+    gradient is zero but for rounding, and Adam scales that rounding up to steps of the learning rate's size, so
+    the vmapped and the single program move it apart (seen: 1e-6 against -1e-6 after three steps).
+    """
+    return "['key']['bias']" in jax.tree_util.keystr(path)
+
+
 @pytest.mark.slow  # three compiled steps of 8 devices: ~40 s each; the fast tier keeps the scoring test below
 @pytest.mark.parametrize("ensemble_step", ["sequential", "vmap"])
 def test_each_member_is_the_model_trained_alone_with_its_keys(ensemble_step):
@@ -56,8 +66,8 @@ def test_each_member_is_the_model_trained_alone_with_its_keys(ensemble_step):
         np.testing.assert_allclose(metrics["loss"], np.mean(single_losses), rtol=1e-5)  # the members' mean
     got = jax.device_get(members)
     for m, single in enumerate(jax.device_get(singles)):
-        jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+        jax.tree_util.tree_map_with_path(
+            lambda path, a, b: _softmax_ignores(path) or np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
             (ensemble.member(got.params, m), ensemble.member(got.opt_state, m), ensemble.member(got.batch_stats, m)),
             (single.params, single.opt_state, single.batch_stats),
         )
