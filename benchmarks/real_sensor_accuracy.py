@@ -269,21 +269,24 @@ def run(
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f]
-    final = next(line for line in reversed(lines) if "eval_selected/step" in line)
+    # Without a validation split (--override=--config.data.validation_fraction=0: folds trained on all the rest)
+    # nothing selects a checkpoint, and the last step's figures stand for the selected ones.
+    selected = "eval_selected/" if any("eval_selected/step" in line for line in lines) else "eval/"
+    final = next(line for line in reversed(lines) if f"{selected}accuracy" in line)
     validation = [line["val/macro_f1"] for line in lines if "val/macro_f1" in line]
     members = [
-        value for key, value in final.items() if key.startswith("eval_selected/member_") and key.endswith("/accuracy")
+        value for key, value in final.items() if key.startswith(f"{selected}member_") and key.endswith("/accuracy")
     ]
     return {
-        "selected_accuracy": final["eval_selected/accuracy"],
+        "selected_accuracy": final[f"{selected}accuracy"],
         # An ensemble's members at the selected checkpoint: their mean accuracy (the ensemble's gain is the rest).
-        "member_mean_accuracy": float(np.mean(members)) if members else final["eval_selected/accuracy"],
+        "member_mean_accuracy": float(np.mean(members)) if members else final[f"{selected}accuracy"],
         "seconds": seconds,
-        "selected_macro_f1": final["eval_selected/macro_f1"],
+        "selected_macro_f1": final[f"{selected}macro_f1"],
         "last_accuracy": final["eval/accuracy"],
         "last_macro_f1": final["eval/macro_f1"],
-        "selected_step": int(final["eval_selected/step"]),
-        "best_validation_macro_f1": max(validation),
+        "selected_step": int(final.get("eval_selected/step", final["step"])),
+        "best_validation_macro_f1": max(validation, default=float("nan")),
     }
 
 
