@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 from aeon.classification.convolution_based import MiniRocketClassifier
-from real_sensor_accuracy import DATASETS, _mean_std, _splits, aeon_directory, load, read_ts
+from real_sensor_accuracy import DATASETS, aeon_directory, fold_splits, load, mean_std, read_ts
 from sklearn.metrics import f1_score
 
 
@@ -75,13 +75,13 @@ def main() -> None:
     results = []
     for dataset in args.datasets.split(","):
         parts = load(dataset, args.archives)
-        splits = _splits(equal_length(dataset, parts), args.folds)
+        splits = fold_splits(equal_length(dataset, parts), args.folds)
         runs = [score(trained, scored, seed) for _, trained, scored in splits for seed in range(args.seeds)]
         summary = {key: [r[key] for r in runs] for key in runs[0]}
         results.append({"dataset": dataset, "seeds": args.seeds, "folds": args.folds, **summary})
         print(
-            f"{dataset:<22} MiniRocket {scored_on} accuracy {_mean_std(summary['accuracy'])}, macro-F1 "
-            f"{_mean_std(summary['macro_f1'])} ({np.mean(summary['seconds']):.0f} s a fit)",
+            f"{dataset:<22} MiniRocket {scored_on} accuracy {mean_std(summary['accuracy'])}, macro-F1 "
+            f"{mean_std(summary['macro_f1'])} ({np.mean(summary['seconds']):.0f} s a fit)",
             flush=True,
         )
     print(json.dumps({"benchmark": "minirocket_reference", "scored": scored_on, "results": results}))

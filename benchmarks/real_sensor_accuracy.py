@@ -334,7 +334,7 @@ def _subset(part: tuple, rows: np.ndarray) -> tuple:
     return [series[i] for i in rows], [labels[i] for i in rows], picked_subjects
 
 
-def _splits(parts: dict[str, tuple], folds: int) -> list[tuple[str, tuple, tuple]]:
+def fold_splits(parts: dict[str, tuple], folds: int) -> list[tuple[str, tuple, tuple]]:
     """(name, what trains, what is scored): the standard split (folds 0), or each fold of the training split."""
     if not folds:
         return [("test", parts["TRAIN"], parts["TEST"])]
@@ -349,7 +349,7 @@ def _splits(parts: dict[str, tuple], folds: int) -> list[tuple[str, tuple, tuple
     ]
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
     spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
     return f"{np.mean(values):.3f} ± {spread:.3f}"
 
@@ -383,7 +383,7 @@ def main() -> None:
             parts = load(dataset, args.archives)
             class_names = sorted(set(parts["TRAIN"][1]))
             splits = []
-            for name, *trained_scored in _splits(parts, args.folds):
+            for name, *trained_scored in fold_splits(parts, args.folds):
                 paths = [os.path.join(scratch, f"{dataset}_{name}_{role}.npz") for role in ("train", "scored")]
                 for (series, labels, subjects), path in zip(trained_scored, paths, strict=True):
                     write_npz(series, labels, subjects, class_names, DATASETS[dataset]["channels"], path)
@@ -409,9 +409,9 @@ def main() -> None:
                 gain = np.subtract(summary["selected_accuracy"], summary["member_mean_accuracy"]).tolist()
                 reference = DATASETS[dataset]
                 print(
-                    f"{dataset:<22} {recipe:<13} {scored} accuracy {_mean_std(summary['selected_accuracy'])}, macro-F1 "
-                    f"{_mean_std(summary['selected_macro_f1'])} (last step {np.mean(summary['last_accuracy']):.3f}; "
-                    f"ensemble gain over its members {_mean_std(gain)}; validation macro-F1 "
+                    f"{dataset:<22} {recipe:<13} {scored} accuracy {mean_std(summary['selected_accuracy'])}, macro-F1 "
+                    f"{mean_std(summary['selected_macro_f1'])} (last step {np.mean(summary['last_accuracy']):.3f}; "
+                    f"ensemble gain over its members {mean_std(gain)}; validation macro-F1 "
                     f"{np.mean(summary['best_validation_macro_f1']):.3f}; {np.mean(summary['seconds']):.0f} s per seed)"
                     f" | MiniRocket {reference['minirocket']}, InceptionTime {reference['inceptiontime']}",
                     flush=True,

@@ -51,7 +51,7 @@ def test_recipes_are_compared_on_folds_of_the_training_split_never_its_test_spli
 
     labels = [label for label in "abcde" for _ in range(5)]
     parts = {"TRAIN": ([np.full((1, 4), i) for i in range(25)], labels, None), "TEST": "never read"}
-    splits = real_sensor_accuracy._splits(parts, 5)
+    splits = real_sensor_accuracy.fold_splits(parts, 5)
     recording = lambda series: [int(item[0, 0]) for item in series]  # noqa: E731
     scored = sorted(index for _, _, (series, _, _) in splits for index in recording(series))
     assert scored == list(range(25))  # each training recording scored exactly once
@@ -63,4 +63,4 @@ def test_recipes_are_compared_on_folds_of_the_training_split_never_its_test_spli
     folds_of_subject = {subject: {fold_of[i] for i, s in enumerate(subjects) if s == subject} for subject in subjects}
     assert all(len(folds) == 1 for folds in folds_of_subject.values())
     assert set(fold_of) == {0, 1, 2}
-    assert real_sensor_accuracy._splits(parts, 0) == [("test", parts["TRAIN"], "never read")]
+    assert real_sensor_accuracy.fold_splits(parts, 0) == [("test", parts["TRAIN"], "never read")]
