@@ -24,6 +24,7 @@ def test_a_regular_recording_resamples_exactly():
     assert {key: value for key, value in report.items() if key not in ("rows", "segments")} == dict.fromkeys(
         (
             "rows_with_nan_dropped",
+            "rows_reordered",
             "duplicate_timestamps_dropped",
             "out_of_order_timestamps",
             "clock_jumps_back",
@@ -56,6 +57,53 @@ def test_a_clock_jump_back_splits_the_recording_into_segments_never_merged():
     np.testing.assert_allclose(segments[1].time, second, atol=1e-9)
     with pytest.raises(errors.UserError, match=r"r\.csv: the clock jumps back at row 10 \(0\.9 s -> 0\.2 s\)"):
         resampling.resample(time, values, 10.0, "r.csv", on_clock_jump="stop")
+
+
+def test_a_few_clock_jumps_back_in_a_long_recording_still_split_it():
+    parts = [start + np.arange(200) / 50 for start in (0.0, 2.0, 1.0, 3.0)]  # set back three times, 800 rows
+    time = np.concatenate(parts)
+    values = np.repeat(np.arange(4.0), 200)[:, None] * np.ones((1, 2))
+    segments, report = resampling.resample(time, values, 50.0, "r.csv")
+    assert report["clock_jumps_back"] == 3 and report["rows_reordered"] == 0
+    assert [float(segment.values[0, 0]) for segment in segments] == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("order", ["shuffled", "reversed"])
+def test_rows_written_out_of_order_are_sorted_whole_and_counted(order):
+    time = np.arange(0, 3, 0.01)  # 100 Hz
+    values = np.stack([np.sin(3 * time), np.cos(5 * time)], axis=1)
+    moved = np.random.default_rng(0).permutation(len(time)) if order == "shuffled" else np.arange(len(time))[::-1]
+    (expected,), _ = resampling.resample(time, values, 50.0, "r.csv")
+    (segment,), report = resampling.resample(time[moved], values[moved], 50.0, "r.csv")
+    np.testing.assert_array_equal(segment.time, expected.time)
+    np.testing.assert_array_equal(segment.values, expected.values)
+    assert segment.mask.all() and report["gaps"] == 0 and report["clock_jumps_back"] == 0
+    assert report["rows_reordered"] == int((moved != np.arange(len(time))).sum())
+    grid = np.arange(0.5, 2.5, 0.02)  # a clip's span: the same values through onto_grid
+    laid, recorded, report = resampling.onto_grid(time[moved], values[moved], grid, "r.csv")
+    np.testing.assert_array_equal(laid, resampling.onto_grid(time, values, grid, "r.csv")[0])
+    assert recorded.all() and report["steps_hidden_by_clock_jump"] == 0 and report["rows_reordered"] > 0
+
+
+@pytest.mark.parametrize(
+    "scale, period",
+    [(1e3, "20 s"), (1e-3, "2e-05 s")],  # 50 Hz stamped in ms but read as s; in s but read as ms
+)
+def test_a_sample_period_far_from_the_grids_is_refused_as_a_time_unit_error(scale, period):
+    time = np.arange(0, 3, 0.02) * scale
+    message = rf"^r\.csv: the median sample period is {period}, .* the step of the 50 Hz grid: check the time unit"
+    with pytest.raises(errors.UserError, match=message) as refused:
+        resampling.resample(time, _ramp(time), 50.0, "r.csv")
+    assert "'time_unit'" in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(errors.UserError, match=message):
+        resampling.onto_grid(time, _ramp(time), np.arange(0, 2, 0.02), "r.csv")
+
+
+@pytest.mark.parametrize("sensor_hz", [1.0, 5.0, 500.0, 2000.0])
+def test_real_sensor_rates_are_not_taken_for_a_time_unit_error(sensor_hz):
+    time = np.arange(0, 20, 1 / sensor_hz)
+    (segment,), _ = resampling.resample(time, _ramp(time), 50.0, "r.csv")
+    np.testing.assert_allclose(segment.values, _ramp(segment.time), atol=1e-4)
 
 
 def test_a_long_gap_is_masked_not_interpolated():

@@ -1,11 +1,14 @@
 """The recordings manifest: one row per example of a lab's own video + wearable recordings, validated on reading.
 
-A manifest is a CSV file (a header row) or JSON lines (one object per line). Paths are relative to the
-manifest's folder. Columns (keys):
+A manifest is a CSV file (a header row) or JSON lines (one object per line), in UTF-8 (a spreadsheet's
+byte-order mark is skipped). Paths are relative to the manifest's folder. A JSON object naming a key twice is
+refused (JSON would keep only the last). Columns (keys):
 
-  id               required; unique; letters, digits, '.', '_', '-' (it names the example's embedding file)
-  sensors          required; the example's sensor files, one per stream. CSV: 'wrist=s1/w.csv;thigh=s1/t.csv'
-                   (or one path: the stream is called 'sensor'); JSON: {"wrist": "s1/w.csv"} or
+  id               required; unique; at most MAX_ID_LENGTH (200) ASCII letters, digits, '.', '_' or '-' (it names
+                   the example's embedding file, '<id>.npz', which must fit a file name of 255 bytes)
+  sensors          required; the example's sensor files, one per stream (a stream named twice is refused).
+                   CSV: 'wrist=s1/w.csv;thigh=s1/t.csv' (or one path: the stream is called 'sensor'); JSON:
+                   {"wrist": "s1/w.csv"} or
                    {"wrist": {"path": ..., "channels": [...], "rate_hz": ..., "time_column": ..., "time_unit": ...,
                    "offset_s": ...}} (a stream's own options over the row's columns below)
                    Files: .csv (a header row naming the channels), .npy ([T, C]), .parquet, .mat (its one 2-D
@@ -21,8 +24,9 @@ manifest's folder. Columns (keys):
   clip_start_s, clip_end_s
                    the example's span within the clip (default: the whole clip); the sensors are aligned to it
   label            the activity's class name (required to build; prediction reads it when present)
-  subject          an integer (required for leave-subjects-out protocols and validation hold-outs)
-  session          an integer (default 0)
+  subject          an integer: 1, "1" or 1.0, not 1.5 (required for leave-subjects-out protocols and validation
+                   hold-outs)
+  session          an integer, as subject (default 0)
   split            train | test: the manifest's own protocol (optional)
   context          the scene description a 'context' prompt reads (default '')
   anything else    a grouping column, kept with the example as text
@@ -31,6 +35,7 @@ Every error names the manifest, the row (1 = the first example) and the column.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import json
@@ -60,12 +65,22 @@ KNOWN = (
     "split",
     "context",
 )
-_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+_ID = re.compile(r"[A-Za-z0-9._-]+")  # ASCII only: the id and stream names become file and channel names
+_ID_RULE = "ASCII letters, digits, '.', '_' or '-'"
+MAX_ID_LENGTH = 200  # '<id>.npz' and its temporary names ('tmpXXXXXXXX<id>.npz.tmp') fit a 255-byte file name
 _FILE_OPTIONS = ("path", "channels", "rate_hz", "time_column", "time_unit", "offset_s")
 
 
 class ManifestError(errors.UserError):
     """A manifest row that cannot be read: the message names the manifest, the row and the column."""
+
+
+class _Object(dict):
+    """A JSON object that remembers the keys it named more than once (a plain dict keeps only the last)."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        self.repeated = [key for key, count in collections.Counter(key for key, _ in pairs).items() if count > 1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,21 +124,23 @@ def read(path: str) -> list[Recording]:
         raise ManifestError(f"{path}: no such manifest")
     root = os.path.dirname(os.path.abspath(path))
     if path.endswith(".csv"):
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no name
             rows = [dict(row) for row in csv.DictReader(f)]
         for number, row in enumerate(rows, start=1):
             if None in row:
                 raise ManifestError(f"{path}: row {number} has more cells than the header has columns")
     elif path.endswith((".jsonl", ".json")):
         rows = []
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             for number, line in enumerate((line for line in f if line.strip()), start=1):
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, object_pairs_hook=_Object)
                 except json.JSONDecodeError as error:
                     raise ManifestError(f"{path}: row {number} is not JSON ({error})") from None
                 if not isinstance(row, dict):
                     raise ManifestError(f"{path}: row {number} must be a JSON object, got {type(row).__name__}")
+                if row.repeated:
+                    raise ManifestError(f"{path}: row {number}, column {row.repeated[0]!r}: given twice in the row")
                 rows.append(row)
     else:
         raise ManifestError(f"{path}: a manifest is a .csv or .jsonl file")
@@ -149,12 +166,19 @@ def _number(row: dict[str, Any], column: str, where: str, kind: type = float, de
     if _blank(value):
         return default
     try:
+        if kind is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise ValueError(value)  # int() would truncate 1.5 to 1
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ManifestError(f"{where}, column {column!r}: expected {kind.__name__}, got {value!r}") from None
     if kind is float and number != number:
         raise ManifestError(f"{where}, column {column!r}: expected a number, got NaN")
     return number
+
+
+def _stream_twice(stream: str, where: str) -> ManifestError:
+    """The error for a stream named twice in a row, whose first file would otherwise be dropped silently."""
+    return ManifestError(f"{where}, column 'sensors': stream {stream!r} is given twice (one file per stream)")
 
 
 def _sensor_specs(value: Any, where: str) -> dict[str, dict[str, Any]]:
@@ -163,11 +187,18 @@ def _sensor_specs(value: Any, where: str) -> dict[str, dict[str, Any]]:
         specs = {}
         for part in (part.strip() for part in value.split(";") if part.strip()):
             stream, _, file = part.partition("=") if "=" in part else ("sensor", "", part)
-            specs[stream.strip()] = {"path": file.strip()}
+            stream = stream.strip()
+            if stream in specs:
+                raise _stream_twice(stream, where)
+            specs[stream] = {"path": file.strip()}
         return specs
     if isinstance(value, dict):
+        if getattr(value, "repeated", None):
+            raise _stream_twice(value.repeated[0], where)
         specs = {}
         for stream, spec in value.items():
+            if getattr(spec, "repeated", None):
+                raise ManifestError(f"{where}, column 'sensors': stream {stream!r} gives {spec.repeated[0]!r} twice")
             spec = {"path": spec} if isinstance(spec, str) else spec
             if not isinstance(spec, dict) or "path" not in spec or set(spec) - set(_FILE_OPTIONS):
                 raise ManifestError(
@@ -183,8 +214,12 @@ def parse_row(row: dict[str, Any], number: int, path: str, root: str) -> Recordi
     """One row validated (`number` and `path` name it in errors; relative paths are taken from `root`)."""
     where = f"{path}: row {number}"
     identifier = str(row.get("id", "")).strip()
-    if not _ID.match(identifier):
-        raise ManifestError(f"{where}, column 'id': expected letters, digits, '.', '_' or '-', got {identifier!r}")
+    if not _ID.fullmatch(identifier):
+        raise ManifestError(f"{where}, column 'id': expected {_ID_RULE}, got {identifier!r}")
+    if len(identifier) > MAX_ID_LENGTH:
+        raise ManifestError(
+            f"{where}, column 'id': {len(identifier)} characters, over the limit of {MAX_ID_LENGTH} (it names a file)"
+        )
     if _blank(row.get("sensors")):
         raise ManifestError(f"{where}, column 'sensors': no sensor file")
     time_unit = str(row.get("time_unit") or "s").strip()
@@ -193,8 +228,8 @@ def parse_row(row: dict[str, Any], number: int, path: str, root: str) -> Recordi
     default_offset = _number(row, "sensor_offset_s", where, default=0.0)
     files = []
     for stream, spec in _sensor_specs(row["sensors"], where).items():
-        if not _ID.match(stream):
-            raise ManifestError(f"{where}, column 'sensors': stream name {stream!r} must be letters, digits, '_'")
+        if not _ID.fullmatch(stream):
+            raise ManifestError(f"{where}, column 'sensors': stream name {stream!r} must be {_ID_RULE}")
         file = os.path.join(root, str(spec["path"]))
         if not file.lower().endswith(SENSOR_SUFFIXES):
             raise ManifestError(f"{where}, column 'sensors': {spec['path']!r} is none of {SENSOR_SUFFIXES}")

@@ -4,10 +4,14 @@ The one place both the recordings builder and prediction from raw recordings ali
 prepared exactly as its training data was). For each stream: its timestamps (or its fixed rate) in its own clock,
 moved to the clip's clock by its offset (the manifest's sensor_offset_s), then laid on the example's grid by
 harjax/data/resampling.py's onto_grid: linear interpolation between samples; duplicates dropped, small steps
-back sorted, clock jumps back split (the first part keeps the steps where parts overlap), gaps longer than
-max_gap_periods masked; every case counted. The grid runs at rate_hz over the clip's span (clip_start_s to
-clip_end_s, or the whole clip); without a clip, over the time every stream covers. A step is recorded where
-every stream recorded it; an example whose recorded steps cover less than min_coverage of its grid is refused.
+back sorted, a file written out of order sorted whole, clock jumps back split (the first part keeps the steps
+where parts overlap), gaps longer than max_gap_periods masked; every case counted. The grid runs at rate_hz over
+the clip's span (clip_start_s to clip_end_s, or the whole clip); without a clip, over the time every stream
+covers. A step is recorded where every stream recorded it; an example whose recorded steps cover less than
+min_coverage of its grid is refused. Refused too, naming the row and the file: a stream whose sample period is far
+from the grid's (timestamps in another unit than the manifest's time_unit), checked before any grid is laid; a
+file that cannot be read (missing, empty, damaged, a CSV header naming a column twice). A CSV may start with a
+spreadsheet's byte-order mark.
 """
 
 from __future__ import annotations
@@ -98,9 +102,13 @@ def _read(sensor: manifest.SensorFile, suffix: str, origin: str) -> tuple[np.nda
 def _mat_array(path: str, origin: str) -> np.ndarray:
     import scipy.io
 
+    try:
+        variables = scipy.io.loadmat(path)
+    except Exception as error:  # noqa: BLE001  a damaged .mat raises MatReadError, IndexError, ...; the file is named
+        raise AlignmentError(f"{origin}: cannot be read: {type(error).__name__}: {error}") from None
     arrays = {
         name: value
-        for name, value in scipy.io.loadmat(path).items()
+        for name, value in variables.items()
         if not name.startswith("__") and isinstance(value, np.ndarray) and value.ndim == 2
     }
     if len(arrays) != 1:
@@ -116,14 +124,16 @@ def _table(path: str, suffix: str, origin: str) -> dict[str, np.ndarray]:
         except ImportError:
             raise AlignmentError(f"{origin}: reading parquet needs pyarrow (pip install pyarrow)") from None
         table = pyarrow.parquet.read_table(path)
+        _refuse_repeated(table.column_names, origin)
         return {name: np.asarray(table[name].to_numpy(zero_copy_only=False), np.float64) for name in table.column_names}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no name
         reader = csv.reader(f)
         header = next(reader, None)
         if not header:
             raise AlignmentError(f"{origin}: empty file (expected a header row naming the columns)")
         rows = [row for row in reader if row]
     header = [name.strip() for name in header]
+    _refuse_repeated(header, origin)
     cells = np.full((len(rows), len(header)), np.nan)
     for index, row in enumerate(rows):
         for column, cell in enumerate(row[: len(header)]):
@@ -132,6 +142,13 @@ def _table(path: str, suffix: str, origin: str) -> dict[str, np.ndarray]:
             except ValueError:
                 pass  # NaN: resampling drops the row and counts it
     return dict(zip(header, cells.T, strict=True))
+
+
+def _refuse_repeated(names: list[str], origin: str) -> None:
+    """Refuses a header naming a column twice (a dict of columns would silently keep only the last)."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise AlignmentError(f"{origin}: the header repeats {', '.join(map(repr, repeated))}; name each column once")
 
 
 def clip_span(recording: manifest.Recording) -> tuple[float, float] | None:
@@ -163,6 +180,7 @@ def align(
     streams = []
     for sensor in recording.sensors:
         time, values, names = read_file(sensor, where)
+        resampling.sample_period(time, rate_hz, f"{where}: {sensor.path}")  # a unit error before any grid is laid
         streams.append((sensor, time - sensor.offset_s, values, names))
     span = clip_span(recording)
     if span is None:  # no clip: the time every stream covers
@@ -179,7 +197,7 @@ def align(
     columns, recorded, channel_names = [], np.ones(steps, bool), []
     for sensor, time, values, names in streams:
         origin = f"{where}: {sensor.path}"
-        laid, stream_recorded, found = resampling.onto_grid(time, values, grid, origin, max_gap_periods)
+        laid, stream_recorded, found = resampling.onto_grid(time, values, grid, origin, max_gap_periods, rate_hz)
         report.update(found)
         columns.append(laid)
         recorded &= stream_recorded

@@ -1,17 +1,22 @@
 """Sensor streams onto a regular grid from their own timestamps, with every irregularity counted, never hidden.
 
 One definition for every place a timestamped recording enters harjax (a stream to predict on; the recordings a
-dataset is built from). The sample period of a recording is the median of its positive timestamp steps. Walking
-its rows in the order written:
+dataset is built from). The sample period of a recording is the median step between its distinct timestamps in
+time order. Walking its rows in the order written:
 
+  a row with NaN or Inf        dropped, counted (the grid is interpolated across it like any missing sample)
+  a period far from the grid's more than MAX_PERIOD_RATIO (100) times the grid's step, or under 1/100 of it:
+                               refused as a time-unit error (ms timestamps read as seconds), naming the file
+  rows out of order throughout more than MAX_CLOCK_JUMPS (3) steps back by half a period or more, in more than
+                               UNORDERED_FRACTION (1%) of the rows (a shuffled or reversed file, not a clock set
+                               back): the whole file is sorted by time, counted as rows_reordered (the rows moved)
   duplicate timestamp          dropped (the first row of that time is kept), counted
-  a step back < one period     out of order: sorted back into place within its segment, counted
-  a step back >= one period    a clock jump back: the recording is split there, and each segment is resampled (and
+  a step back <= one period    out of order: sorted back into place within its segment, counted
+  a step back > one period     a clock jump back: the recording is split there, and each segment is resampled (and
                                predicted) on its own, never merged with another; counted. on_clock_jump='stop'
                                refuses the recording instead, naming the row
   a step forward > max_gap     a gap: the grid steps inside it are masked (mask False, values 0), not interpolated;
                                the gaps and their steps are counted
-  a row with NaN or Inf        dropped, counted (the grid is interpolated across it like any missing sample)
 
 Between samples every channel is interpolated linearly. A segment of fewer than two rows cannot be put on a grid:
 it is dropped and counted. `resample` puts each segment on its own grid (streaming prediction); `onto_grid` lays
@@ -28,6 +33,14 @@ from harjax import errors
 
 CLOCK_JUMP_ACTIONS = ("split", "stop")
 DEFAULT_MAX_GAP_PERIODS = 5.0  # a gap of a few missing samples is interpolated; a longer one is masked
+# A sample period this many times the grid's step (or this fraction of it) is a time-unit error. Real sensors lie
+# within 50x of a 50 Hz grid (1 Hz to 2 kHz), while ms read as s is 1000x: at 100, a x1000 error is caught for any
+# sensor within 10x of the grid's rate (5-500 Hz at 50 Hz), and us or ns errors (1e6x, 1e9x) for every one.
+MAX_PERIOD_RATIO = 100.0
+# A few steps back are a clock set back (split into segments); more, in a larger share of the rows, are rows
+# written out of order (a shuffled or reversed file), which sorting by time puts right.
+MAX_CLOCK_JUMPS = 3
+UNORDERED_FRACTION = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +52,29 @@ class Segment:
     mask: np.ndarray  # [S] bool: False inside a gap longer than max_gap_periods
 
 
-def _period(time: np.ndarray, origin: str) -> float:
-    steps = np.diff(time)
-    forward = steps[steps > 0]
-    if not len(forward):
+def sample_period(time: np.ndarray, rate_hz: float, origin: str) -> float:
+    """The median step of a recording's distinct finite timestamps in time order, refused if unusable on the grid.
+
+    Refused (errors.UserError naming `origin`): a rate that is not positive, fewer than two distinct timestamps,
+    or a period more than MAX_PERIOD_RATIO times longer or shorter than the grid's step at rate_hz (a time-unit
+    error).
+    """
+    if not rate_hz > 0:
+        raise errors.ConfigError(f"{origin}: the sampling rate must be positive, got {rate_hz}")
+    time = np.asarray(time, np.float64)
+    steps = np.diff(np.unique(time[np.isfinite(time)]))
+    if not len(steps):
         raise errors.UserError(f"{origin}: fewer than two distinct timestamps; nothing to resample")
-    return float(np.median(forward))
+    period = float(np.median(steps))
+    ratio = period * rate_hz
+    if not 1 / MAX_PERIOD_RATIO <= ratio <= MAX_PERIOD_RATIO:
+        times = f"{ratio:,.0f} times" if ratio > 1 else f"1/{1 / ratio:,.0f} of"
+        raise errors.UserError(
+            f"{origin}: the median sample period is {period:.6g} s, {times} the step of the {rate_hz:g} Hz grid: "
+            "check the time unit (the manifest's 'time_unit' column, or 'sensor_rate_hz'; for a stream, that its "
+            "time column is in seconds)"
+        )
+    return period
 
 
 def _segments(
@@ -55,8 +85,6 @@ def _segments(
         raise errors.ConfigError(f"--on_clock_jump must be one of {CLOCK_JUMP_ACTIONS}, got {on_clock_jump!r}")
     if not max_gap_periods > 1:
         raise errors.ConfigError(f"--max_gap_periods must be > 1 (sample periods), got {max_gap_periods}")
-    if rate_hz <= 0:
-        raise errors.ConfigError(f"{origin}: the sampling rate must be positive, got {rate_hz}")
     time = np.asarray(time, np.float64)
     values = np.asarray(values, np.float64)
     if time.ndim != 1 or values.ndim != 2 or len(time) != len(values):
@@ -65,11 +93,16 @@ def _segments(
         )
     rows = np.arange(len(time))
     usable = np.isfinite(time) & np.isfinite(values).all(axis=1)
-    report = {"rows": len(time), "rows_with_nan_dropped": int((~usable).sum())}
+    report = {"rows": len(time), "rows_with_nan_dropped": int((~usable).sum()), "rows_reordered": 0}
     time, values, rows = time[usable], values[usable], rows[usable]
-    period = _period(time, origin)
+    period = sample_period(time, rate_hz, origin)
+    back = int((np.diff(time) <= -period / 2).sum())
+    if back > MAX_CLOCK_JUMPS and back > UNORDERED_FRACTION * len(time):  # written out of order, not a clock reset
+        order = np.argsort(time, kind="stable")
+        report["rows_reordered"] = int((order != np.arange(len(time))).sum())
+        time, values, rows = time[order], values[order], rows[order]
     steps = np.diff(time)
-    jumps = np.flatnonzero(steps < -period) + 1  # rows where the clock went back by a sample period or more
+    jumps = np.flatnonzero(steps < -period) + 1  # rows where the clock went back by more than a sample period
     report |= {
         "duplicate_timestamps_dropped": 0,
         "out_of_order_timestamps": int(((steps < 0) & (steps >= -period)).sum()),
@@ -125,16 +158,18 @@ def onto_grid(
     grid: np.ndarray,
     origin: str,
     max_gap_periods: float = DEFAULT_MAX_GAP_PERIODS,
+    rate_hz: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """(values [G, C] float32, recorded [G] bool, what was found) of a recording on a given grid [G] of seconds.
 
     For aligning a recording with another clock's span (a video clip's): grid steps outside the recording, or
     inside a gap longer than max_gap_periods, are not recorded (values 0). After a clock jump back the parts
     overlap in time; a grid step keeps the first part's value, and the later part's steps there are counted as
-    'steps_hidden_by_clock_jump'.
+    'steps_hidden_by_clock_jump'. rate_hz is the grid's (by default from its steps; give it for a one-step grid).
     """
     grid = np.asarray(grid, np.float64)
-    rate_hz = 1.0 / float(np.median(np.diff(grid))) if len(grid) > 1 else 1.0
+    if rate_hz is None:
+        rate_hz = 1.0 / float(np.median(np.diff(grid))) if len(grid) > 1 else 1.0
     parts, period, report = _segments(time, values, rate_hz, origin, max_gap_periods, "split")
     channels = np.shape(values)[1]
     laid = np.zeros((len(grid), channels), np.float32)
