@@ -12,9 +12,16 @@ from its config. Each file holds:
                                question, so it depends on the whole prompt
     frame_means        [8, d]  per-frame means over each frame's tokens, last layer
     frame_indices      [8]     the decoded frames the model saw (positions in the file)
+    source             JSON    what the embedding was made from: the clip's path, size, modification time and
+                               sha256, its span, the context and whole prompt, the model, family and prompt set
 <directory>/metadata.json records the model, its family and revision, its hidden size d, the prompt texts, layers,
 frame sampling and how the frames were given to the model; a rerun with other settings into the same folder is
 refused. Clips that cannot be decoded are listed in <directory>/failures_shard<I>.jsonl and returned.
+
+A rerun re-extracts exactly the clips whose inputs changed since their embedding was stored (another file or other
+bytes under the clip's path, another span or context) and reports how many; embeddings stored before files
+recorded their source are kept and counted as unverified. Builders read the same record (`stored_state`), so an
+embedding of an earlier version of a row is never built as the row's.
 """
 
 from __future__ import annotations
@@ -22,23 +29,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
+import functools
+import hashlib
 import json
 import logging
 import os
+import select
+import signal
+import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import tqdm
 
 from data_builders import soft_prompt, video_families
+from harjax import errors
 
 DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
 NUM_FRAMES = video_families.NUM_FRAMES
 EMBEDDING_KINDS = ("video_mean_last", "video_mean_middle", "last_token", "frame_means")
 METADATA = "metadata.json"
 FRAME_SAMPLING = "np.arange(0, n, n / 8).astype(int)"  # over the n frames of the clip's span
+SOURCE = "source"  # the stored array (JSON text) of what an embedding was made from
 
 
 def words(contexts: Iterable[str]) -> list[str]:
@@ -55,6 +71,10 @@ class ClipJob:
     context: str  # placed before the video by the model family's prompt ('' for none)
     start_s: float | None = None  # the clip's span in the file's own time; None: from its start / to its end
     end_s: float | None = None
+
+    def inputs(self) -> dict[str, Any]:
+        """What of the job, besides the file's bytes, its embedding depends on (compared on every rerun)."""
+        return {"start_s": self.start_s, "end_s": self.end_s, "context": self.context}
 
 
 def frame_indices(num_frames: int, wanted: int = NUM_FRAMES) -> np.ndarray:
@@ -224,10 +244,77 @@ def write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     """An .npz that appears whole or not at all: a crash must not leave a truncated file under the final name."""
     directory = os.path.dirname(path)
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz.tmp", delete=False) as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
+        try:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+            os.replace(f.name, path)
+        except BaseException:
+            os.remove(f.name)
+            raise
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_identity(path: str) -> dict[str, Any]:
+    """Which bytes a clip's path held: its path, size, modification time and sha256 (stored with its embedding)."""
+    stat = os.stat(path)
+    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def same_file(path: str, recorded: dict[str, Any]) -> bool:
+    """Whether `path` holds the bytes `recorded` (file_identity) describes.
+
+    The recorded file untouched (same path, size and modification time) is trusted without reading it, so a rerun
+    costs a stat per clip; a copy or a move is compared by content (it keeps its embedding), an edit in place too.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    if stat.st_size != recorded["size"]:
+        return False
+    if os.path.abspath(path) == recorded["path"] and stat.st_mtime_ns == recorded["mtime_ns"]:
+        return True
+    return _sha256(path) == recorded["sha256"]
+
+
+def read_source(path: str) -> dict[str, Any] | None:
+    """The source record of a stored embedding (None for one stored before embeddings recorded their source)."""
+    with np.load(path) as stored:
+        return json.loads(str(stored[SOURCE])) if SOURCE in stored.files else None
+
+
+def _what_changed(job: ClipJob, source: dict[str, Any]) -> str | None:
+    """How `job` differs from what a stored embedding was made from (`source`), or None when it does not."""
+    recorded = {key: source[key] for key in job.inputs()}
+    changed = [f"{key} {recorded[key]!r} -> {value!r}" for key, value in job.inputs().items() if recorded[key] != value]
+    if not same_file(job.path, source["clip"]):
+        where = "" if os.path.abspath(job.path) == source["clip"]["path"] else f" (was {source['clip']['path']})"
+        changed.insert(0, f"clip {job.path} is not the file it was made from{where}")
+    return "; ".join(changed) or None
+
+
+def stored_state(directory: str, job: ClipJob) -> tuple[str, str]:
+    """(state, detail) of `job`'s embedding in `directory`: 'current', 'missing', 'changed' or 'unverified'.
+
+    'changed': the stored embedding was made from other inputs (detail says which); 'unverified': it was stored
+    before embeddings recorded their source, so nothing can be compared.
+    """
+    path = os.path.join(directory, job.name + ".npz")
+    if not os.path.exists(path):
+        return "missing", f"no {path}"
+    source = read_source(path)
+    if source is None:
+        return "unverified", f"{path} predates source records"
+    changed = _what_changed(job, source)
+    return ("changed", changed) if changed else ("current", "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,16 +326,18 @@ class DecodedClip:
     indices: np.ndarray | None = None  # [8] their positions in the file
     interval_s: float | None = None  # seconds between sampled frames (None: the container has no frame rate)
     error: str | None = None  # set exactly when the clip could not be decoded
+    file: dict[str, Any] | None = None  # file_identity of the clip, read before its frames
 
 
 def decode(job: ClipJob) -> DecodedClip:
     """The clip's 8 sampled frames (read_frames), or the error that stopped them."""
     try:
+        file = file_identity(job.path)
         frames, indices = read_frames(job.path, start_s=job.start_s, end_s=job.end_s)
         interval_s = sampling_interval_s(job.path, indices)
     except Exception as error:  # noqa: BLE001  PyAV raises many types; every one is reported
         return DecodedClip(job, error=f"{type(error).__name__}: {error}")
-    return DecodedClip(job, frames, indices, interval_s)
+    return DecodedClip(job, frames, indices, interval_s, file=file)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,7 +399,7 @@ class Extractor:
         expected = {"model": self.model_id, "family": self.family.name, "hidden_size": self.hidden_size}
         for key, value in expected.items():
             if metadata.get(key) != value:
-                raise ValueError(
+                raise errors.UserError(
                     f"the learned prompt was made for {key} {metadata.get(key)!r}, but this extraction's is {value!r}"
                 )
         if self.soft_prompt is not None:
@@ -340,6 +429,21 @@ class Extractor:
             "kinds": list(EMBEDDING_KINDS),
             "dtype": "float16",
         } | ({"learned_prompt": self._learned_prompt} if self._learned_prompt else {})
+
+    def source(self, clip: DecodedClip, prompt_set: str) -> dict[str, Any]:
+        """What a decoded clip's embedding is made from, stored with it (stored_state compares a rerun with it)."""
+        return {
+            "clip": clip.file,
+            **clip.job.inputs(),
+            "prompt": self.preprocess.prompt(clip.job.context),
+            "model": self.model_id,
+            "revision": self.revision,
+            "family": self.family.name,
+            "prompt_set": prompt_set,
+            "frame_indices": clip.indices.tolist(),
+            "frame_sampling": FRAME_SAMPLING,
+            "learned_prompt_sha256": self._learned_prompt.get("sha256"),
+        }
 
     def embeddings(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         """The embedding kinds of a prepared batch as float32 torch tensors, one dict per clip.
@@ -394,24 +498,36 @@ class Extractor:
 
 
 def _load(model_id: str, device: str, revision: str | None) -> tuple[Any, Any]:
-    """(model, processor) from a hub id or folder; an unsupported family is refused before the weights are read."""
+    """(model, processor) from a hub id or folder; an unsupported family is refused before the weights are read.
+
+    What the user can fix (a folder that is not there or holds no safetensors weights, a config that does not parse,
+    a hub that cannot be reached) is a UserError naming the model.
+    """
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    if not os.path.isdir(model_id) and "/" not in model_id:
-        raise FileNotFoundError(f"video model {model_id!r}: neither a local folder nor a hub id")
+    hub_id = model_id.count("/") == 1 and not model_id.startswith((".", "/", "~"))
+    if not os.path.isdir(model_id) and not hub_id:
+        raise errors.UserError(f"--model={model_id}: no such folder, and not a hub id (organisation/name)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise errors.UserError(f"--device={device}: no CUDA device is available here; use --device=cpu")
+    supported = ", ".join(sorted(video_families.BY_MODEL_TYPE))
     try:
         config = AutoConfig.from_pretrained(model_id, trust_remote_code=False, revision=revision)
-    except ValueError as error:  # a model_type transformers does not know
-        supported = ", ".join(sorted(video_families.BY_MODEL_TYPE))
-        first_line = str(error).splitlines()[0]
-        raise ValueError(f"video model {model_id!r}: {first_line} Supported families: {supported}") from None
-    video_families.of_config(config, model_id)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=revision
-    )
-    processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=False, revision=revision)
+        video_families.of_config(config, model_id)
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=revision
+        )
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=False, revision=revision)
+    except errors.UserError:
+        raise
+    except (OSError, ValueError) as error:  # missing files, unreadable config, unknown model_type, no network
+        first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise errors.UserError(
+            f"--model={model_id}: cannot be loaded ({first_line}); harjax loads a supported family ({supported}) "
+            "from config.json and safetensors weights only"
+        ) from None
     return model, processor
 
 
@@ -474,7 +590,6 @@ def _decode_context(preprocess: Preprocess | None) -> Any:
     points have). The server imports torch, PyAV and the processor's modules once, not each worker (3 s apiece).
     """
     import multiprocessing
-    import sys
 
     if "jax" not in sys.modules:
         return multiprocessing.get_context("fork")
@@ -505,8 +620,53 @@ def decoded_batches(
         collate_fn=_Collate(preprocess),
         prefetch_factor=2 if workers else None,
         multiprocessing_context=_decode_context(preprocess) if workers else None,
+        worker_init_fn=functools.partial(_end_with, os.getpid()) if workers else None,
     )
-    yield from loader
+    with _terminate_as_exit():
+        yield from loader
+
+
+def _end_with(pid: int, worker_id: int) -> None:
+    """Ends this decode worker when process `pid` (the one it decodes for) is gone, even after its SIGKILL.
+
+    A worker started by a fork server is that server's child, so torch's own check of its parent never sees the
+    extraction die; each worker holds about 700 MB. Linux's pidfd says when `pid` exits (where it has none, the
+    worker lives on as before).
+    """
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already (it was killed while this worker started)
+        os._exit(1)
+    except (AttributeError, OSError):
+        return
+
+    def wait() -> None:
+        select.select([handle], [], [])
+        os._exit(1)
+
+    threading.Thread(target=wait, daemon=True, name=f"end-with-{pid}").start()
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (kill's default, SLURM's preemption) unwinds like Ctrl-C, so the decode workers are shut down.
+
+    Exits with status 143, a shell's for SIGTERM. Only the main thread can hold a signal handler; elsewhere nothing
+    changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        print("interrupted (SIGTERM): stopping the decode workers", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def read_metadata(directory: str) -> dict[str, Any]:
@@ -516,7 +676,7 @@ def read_metadata(directory: str) -> dict[str, Any]:
     """
     path = os.path.join(directory, METADATA)
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise errors.UserError(
             f"{path} is missing: extract the '{os.path.basename(directory)}' embeddings first "
             "(python -m data_builders.<dataset>.extract_embeddings) or pass embeddings_dir"
         )
@@ -534,7 +694,7 @@ def embedding_dim(directory: str) -> int:
         return int(metadata["hidden_size"])
     stored = sorted(name for name in os.listdir(directory) if name.endswith(".npz"))
     if not stored:
-        raise FileNotFoundError(f"{directory} holds no embeddings (*.npz) to take their size from")
+        raise errors.UserError(f"{directory} holds no embeddings (*.npz) to take their size from")
     with np.load(os.path.join(directory, stored[0])) as first:
         return int(first[EMBEDDING_KINDS[0]].shape[-1])
 
@@ -542,32 +702,53 @@ def embedding_dim(directory: str) -> int:
 def check_metadata(directory: str, metadata: dict[str, Any]) -> None:
     """Writes metadata.json, or checks that an earlier run (or a parallel shard) used the same settings.
 
-    Shards race to create it: each writes a private file and links it into place, which fails for all but one.
+    Every setting must match, and a context both runs use must give the same prompt; a context the earlier runs did
+    not use (a manifest row's new context) is added to its 'prompts'. Shards take turns through a lock file.
     """
     path = os.path.join(directory, METADATA)
-    if not os.path.exists(path):
-        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".json.tmp", delete=False) as f:
-            json.dump(metadata, f, indent=1)
-        try:
-            with contextlib.suppress(FileExistsError):  # another shard won the race: compare with its file
-                os.link(f.name, path)
-        finally:
-            os.remove(f.name)
-    existing, metadata = read_metadata(directory), video_families.LEGACY_METADATA | metadata
-    if existing != metadata:
-        different = sorted(key for key in existing.keys() | metadata.keys() if existing.get(key) != metadata.get(key))
-        raise ValueError(
-            f"{path} was written with other settings ({', '.join(different)}); "
-            "extract into another --output_dir or delete it"
-        )
+    with open(os.path.join(directory, ".metadata.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+        if not os.path.exists(path):
+            _write_json_atomic(path, metadata)
+            return
+        existing, metadata = read_metadata(directory), video_families.LEGACY_METADATA | metadata
+        prompts = existing.get("prompts", {}) | metadata.get("prompts", {})
+        different = sorted(
+            key
+            for key in existing.keys() | metadata.keys()
+            if key != "prompts" and existing.get(key) != metadata.get(key)
+        ) + [
+            f"the prompt of context {key!r}"
+            for key in existing.get("prompts", {})
+            if prompts[key] != existing["prompts"][key]
+        ]
+        if different:
+            raise errors.UserError(
+                f"{path} was written with other settings ({', '.join(different)}); "
+                "extract into another --output_dir or delete it"
+            )
+        if prompts != existing.get("prompts", {}):
+            _write_json_atomic(path, existing | {"prompts": prompts})
 
 
-def undecodable(directory: str) -> set[str]:
-    """Names of the clips some shard could not decode (what a builder counts as undecodable, not missing)."""
+def _write_json_atomic(path: str, value: Any) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), suffix=".json.tmp", delete=False) as f:
+        json.dump(value, f, indent=1)
+    os.replace(f.name, path)
+
+
+def undecodable(directory: str, jobs: Sequence[ClipJob] | None = None) -> set[str]:
+    """Names of the clips some shard could not decode (what a builder counts as undecodable, not missing).
+
+    With `jobs`, only the failures that still hold for them: a clip whose file or inputs changed since it failed is
+    missing, not undecodable.
+    """
     names = set()
     for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         if entry.startswith("failures_shard") and entry.endswith(".jsonl"):
-            names |= {failure["clip"] for failure in _recorded_failures(os.path.join(directory, entry))}
+            path = os.path.join(directory, entry)
+            failures = _recorded_failures(path) if jobs is None else _unchanged_failures(path, jobs)
+            names |= {failure["clip"] for failure in failures}
     return names
 
 
@@ -588,20 +769,49 @@ def _file_state(path: str) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def _failure(clip: DecodedClip) -> dict[str, Any]:
+    """A failures_shard<i>.jsonl entry: the clip, its error, and the file state and inputs it failed with."""
+    job = clip.job
+    return {
+        "clip": job.name,
+        "path": job.path,
+        "error": clip.error,
+        "file": _file_state(job.path),
+        "inputs": job.inputs(),
+    }
+
+
 def _unchanged_failures(failures_path: str, jobs: Sequence[ClipJob]) -> list[dict[str, Any]]:
-    """The failures recorded in `failures_path` whose clip is among `jobs` and whose file has not changed since.
+    """The failures recorded in `failures_path` of clips among `jobs` whose file and inputs have not changed since.
 
     Decoding is deterministic, so such a clip would fail again; retrying it would cost a model load when it is the
-    only clip left.
+    only clip left. An entry written before failures recorded their inputs is retried.
     """
-    paths = {job.name: job.path for job in jobs}
+    by_name = {job.name: job for job in jobs}
     return [
         failure
         for failure in _recorded_failures(failures_path)
-        if failure["clip"] in paths
+        if failure["clip"] in by_name
         and failure.get("file") is not None
-        and failure["file"] == _file_state(paths[failure["clip"]])
+        and failure["file"] == _file_state(by_name[failure["clip"]].path)
+        and failure.get("inputs") == by_name[failure["clip"]].inputs()
     ]
+
+
+def _check_arguments(directory: str, batch_size: int, num_shards: int, shard_index: int, workers: int | None) -> None:
+    """The flags and the output folder, checked before a model is loaded."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise errors.ConfigError(
+            f"--shard_index={shard_index} must be in [0, --num_shards={num_shards}) with --num_shards >= 1"
+        )
+    if batch_size < 1:
+        raise errors.ConfigError(f"--batch_size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 0:
+        raise errors.ConfigError(f"--decode_workers must be 0 (decode here) or more, got {workers}")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:  # a file where a folder should be
+        raise errors.UserError(f"--output_dir: cannot make the folder {directory}: {error.strerror}") from None
 
 
 def extract(
@@ -618,10 +828,13 @@ def extract(
     decode_workers: int | None = None,
     learned_prompt: str | None = None,
 ) -> dict[str, Any]:
-    """Embeds this shard's clips that are not done yet into `directory`; returns counts and the clips that failed.
+    """Embeds this shard's clips that are not done yet, or whose inputs changed, into `directory`.
 
-    A clip that failed to decode before is tried again only if its file changed since (size or modification time):
-    touch it, or delete the shard's failures_shard<i>.jsonl, to force a retry.
+    Returns counts and the clips that failed. A clip whose stored embedding was made from other inputs (stored_state:
+    another file or other bytes at its path, another span or context) is extracted again, its old embedding removed
+    first; one stored before embeddings recorded their source is kept and counted as unverified. A clip that failed
+    to decode before is tried again only if its file (size or modification time) or inputs changed since: touch it,
+    or delete the shard's failures_shard<i>.jsonl, to force a retry.
 
     `jobs` in a stable order (shards are cut from it); `contexts`: every context the listing can use, by what
     selects it (their prompts are recorded in the metadata); `extractor`: one already loaded (model_id then only
@@ -629,31 +842,34 @@ def extract(
     (None: default_decode_workers(), 0: decode in this process between forwards); `learned_prompt`: a soft prompt
     file (data_builders/prompt_tuning.py) read after each context, recorded whole in the metadata.
     """
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard_index={shard_index} must be in [0, --num_shards={num_shards})")
+    _check_arguments(directory, batch_size, num_shards, shard_index, decode_workers)
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         repeated = sorted({name for name in names if names.count(name) > 1})
-        raise ValueError(f"clip names must be unique in one extraction; repeated: {repeated[:5]}")
-    os.makedirs(directory, exist_ok=True)
+        raise errors.UserError(f"clip names must be unique in one extraction; repeated: {repeated[:5]}")
     shard = list(jobs)[shard_index::num_shards]
-    todo = [job for job in shard if not os.path.exists(os.path.join(directory, job.name + ".npz"))]
+    states = {job.name: stored_state(directory, job) for job in shard}
+    changed = [{"clip": name, "changed": detail} for name, (state, detail) in states.items() if state == "changed"]
+    todo = [job for job in shard if states[job.name][0] in ("missing", "changed")]
     done = len(shard) - len(todo)
     failures_path = os.path.join(directory, f"failures_shard{shard_index}.jsonl")
     failures = _unchanged_failures(failures_path, todo)
     known = {failure["clip"] for failure in failures}
     todo = [job for job in todo if job.name not in known]
     logging.info(
-        "shard %d/%d: %d clips, %d already done, %d undecodable and unchanged since",
+        "shard %d/%d: %d clips, %d already done, %d changed since, %d undecodable and unchanged since",
         shard_index,
         num_shards,
         len(shard),
         done,
+        len(changed),
         len(known),
     )
     summary = {
         "clips_in_shard": len(shard),
         "skipped_done": done,
+        "unverified": sum(state == "unverified" for state, _ in states.values()),
+        "changed": changed,
         "skipped_undecodable": len(known),
         "failed": failures,
     }
@@ -664,19 +880,22 @@ def extract(
     if learned_prompt:
         extractor.attach_prompt(*soft_prompt.load(learned_prompt))
     check_metadata(directory, extractor.metadata(model_id, prompt_set, contexts))
+    for entry in changed:  # gone before its replacement is made: never read as the changed row's embedding
+        os.remove(os.path.join(directory, entry["clip"] + ".npz"))
     with tqdm.tqdm(total=len(todo), unit="clip", desc=f"extract {prompt_set}") as progress:
         for clips, inputs in decoded_batches(todo, batch_size, decode_workers, extractor.preprocess):
             decoded = [clip for clip in clips if clip.error is None]
-            failures += [
-                {"clip": clip.job.name, "path": clip.job.path, "error": clip.error, "file": _file_state(clip.job.path)}
-                for clip in clips
-                if clip.error
-            ]
+            failures += [_failure(clip) for clip in clips if clip.error]
             if decoded:
                 for clip, arrays in zip(decoded, extractor.forward(inputs), strict=True):
+                    source = extractor.source(clip, prompt_set)
                     write_atomic(
                         os.path.join(directory, clip.job.name + ".npz"),
-                        {**arrays, "frame_indices": clip.indices.astype(np.int32)},
+                        {
+                            **arrays,
+                            "frame_indices": clip.indices.astype(np.int32),
+                            SOURCE: np.array(json.dumps(source)),
+                        },
                     )
             progress.update(len(clips))
     if failures:  # the known and this run's failures are exactly the clips still missing
@@ -684,7 +903,7 @@ def extract(
             f.writelines(json.dumps(failure) + "\n" for failure in failures)
     elif os.path.exists(failures_path):
         os.remove(failures_path)
-    return summary | {"extracted": len(todo) - len(failures)}
+    return summary | {"extracted": len(todo) - len(failures) + len(known)}
 
 
 def resolve_prompt_set(prompt_set: str, learned_prompt: str | None) -> tuple[str, str]:
@@ -695,10 +914,12 @@ def resolve_prompt_set(prompt_set: str, learned_prompt: str | None) -> tuple[str
     """
     if prompt_set != "learned":
         if learned_prompt:
-            raise ValueError(f"--learned_prompt is read with --prompt_set=learned, not --prompt_set={prompt_set}")
+            raise errors.ConfigError(
+                f"--learned_prompt is read with --prompt_set=learned, not --prompt_set={prompt_set}"
+            )
         return prompt_set, prompt_set
     if not learned_prompt:
-        raise ValueError(
+        raise errors.ConfigError(
             "--prompt_set=learned needs --learned_prompt=P (made by python -m data_builders.prompt_tuning)"
         )
     _, metadata = soft_prompt.load(learned_prompt)
@@ -706,12 +927,19 @@ def resolve_prompt_set(prompt_set: str, learned_prompt: str | None) -> tuple[str
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The extraction's counts and every clip that could not be decoded."""
+    """The extraction's counts, the clips extracted again because their inputs changed, and every failure."""
     print(
-        f"extracted {summary['extracted']}, already done {summary['skipped_done']}, "
-        f"failed {len(summary['failed'])} of {summary['clips_in_shard']} clips in this shard "
-        f"({summary['skipped_undecodable']} of them failed before and are unchanged: not retried)"
+        f"extracted {summary['extracted']} ({len(summary['changed'])} of them again: their inputs changed), "
+        f"already done {summary['skipped_done']}, failed {len(summary['failed'])} of {summary['clips_in_shard']} "
+        f"clips in this shard ({summary['skipped_undecodable']} of them failed before and are unchanged: not retried)"
     )
+    if summary["unverified"]:
+        print(
+            f"  {summary['unverified']} stored embeddings predate source records: kept, unverified "
+            "(delete them to extract them again)"
+        )
+    for entry in summary["changed"]:
+        print(f"  changed since extracted: {entry['clip']}: {entry['changed']}")
     for failure in summary["failed"]:
         print(f"  could not decode {failure['path']}: {failure['error']}")
 

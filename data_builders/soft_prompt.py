@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from harjax import errors
+
 TENSOR = "soft_prompt"
 TOKEN = "<harjax_soft_{}>"
 PREFIX = "learned_"  # a learned prompt's prompt set, and so its extraction folder and TFDS config: learned_<protocol>
@@ -55,9 +57,9 @@ def load(path: str) -> tuple[np.ndarray, dict[str, Any]]:
             metadata = {key: json.loads(value) for key, value in (f.metadata() or {}).items()}
             vectors = f.get_tensor(TENSOR)
     except (OSError, ValueError, KeyError, SafetensorError) as error:
-        raise ValueError(f"--learned_prompt={path}: not a harjax soft prompt ({error})") from None
+        raise errors.UserError(f"--learned_prompt={path}: not a harjax soft prompt ({error})") from None
     if vectors.ndim != 2 or "protocol" not in metadata or "family" not in metadata:
-        raise ValueError(f"--learned_prompt={path}: expected '{TENSOR}' [k, d] with a protocol and family")
+        raise errors.UserError(f"--learned_prompt={path}: expected '{TENSOR}' [k, d] with a protocol and family")
     return vectors.astype(np.float32), metadata
 
 

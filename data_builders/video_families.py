@@ -29,6 +29,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from harjax import errors
+
 NUM_FRAMES = 8  # frames sampled per clip, for every family (Video-LLaVA was trained on exactly 8)
 QUESTION = "Which activity is the person performing? Answer in one word:"
 
@@ -130,7 +132,7 @@ def of_config(config: Any, model: str) -> Family:
     """The family of a model's config; an unsupported type is refused naming the supported ones."""
     model_type = getattr(config, "model_type", None)
     if model_type not in BY_MODEL_TYPE:
-        raise ValueError(
+        raise errors.UserError(
             f"video model {model!r} has model_type {model_type!r}, which is not a supported video-language family; "
             f"supported: {', '.join(sorted(BY_MODEL_TYPE))} (data_builders/video_families.py)"
         )

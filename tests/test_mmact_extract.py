@@ -8,6 +8,7 @@ import pytest
 
 from data_builders import extraction
 from data_builders.mmact import extract_embeddings, prompts, synthetic_tree, tiny_model
+from harjax import errors
 
 SPEC = synthetic_tree.TreeSpec(subjects=(1, 2, 17), scenes=(1, 3), sessions=(1,), actions_per_scene=2)
 
@@ -56,7 +57,9 @@ def test_extracts_every_decodable_clip_and_reports_the_rest(setup):
     assert again["skipped_done"] == len(clips) - 1 and again["extracted"] == 0
     assert again["skipped_undecodable"] == 1 and again["failed"] == summary["failed"]
     os.utime(failure["path"], ns=(0, 0))
-    with pytest.raises(OSError, match="no_model_here"):  # the changed clip is retried: the model is loaded
+    with pytest.raises(
+        errors.UserError, match="no_model_here: no such folder"
+    ):  # the changed clip is retried: the model is loaded
         extract_embeddings.extract(*args, batch_size=4)
     retried = _extract(setup, "full")
     assert retried["skipped_undecodable"] == 0 and [f["clip"] for f in retried["failed"]] == [failure["clip"]]

@@ -20,6 +20,7 @@ from typing import Any
 
 from data_builders import extraction
 from data_builders.mmact import layout, prompts
+from harjax import cli
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +81,14 @@ def extract(
     )
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     """Extracts the embeddings of one shard from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manual_dir", required=True, help="the MMAct release (holds the video folder)")
     extraction.add_arguments(parser)
     parser.add_argument("--prompt_set", required=True, choices=[*sorted(prompts.PROMPT_SETS), "learned"])
     parser.add_argument("--video_root", default=None, help="the clips' folder under manual_dir (auto-detected)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO)
     summary = extract(
         args.manual_dir,
@@ -106,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, parser=cli.own_arguments)

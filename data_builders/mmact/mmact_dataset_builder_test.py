@@ -17,6 +17,7 @@ from PIL import Image
 import data_builders.mmact  # noqa: F401  (registers 'mmact')
 from data_builders import extraction
 from data_builders.mmact import build, extract_embeddings, layout, make_dummy_data
+from harjax import errors
 
 CONFIG = make_dummy_data.TFDS_CONFIG
 
@@ -149,7 +150,7 @@ def test_unusable_trials_are_skipped_and_missing_embeddings_counted(tmp_path):
 
 
 def test_missing_embeddings_dir_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="extract the 'context' embeddings first"):
+    with pytest.raises(errors.UserError, match="extract the 'context' embeddings first"):
         build.build(make_dummy_data.DUMMY_DATA, str(tmp_path / "nowhere"), str(tmp_path / "tfds"), CONFIG)
 
 

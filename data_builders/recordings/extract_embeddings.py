@@ -18,7 +18,7 @@ from typing import Any
 
 from data_builders import extraction
 from data_builders.recordings import manifest
-from harjax import cli
+from harjax import cli, errors
 
 PROMPT_SETS = ("plain", "context")
 
@@ -26,7 +26,9 @@ PROMPT_SETS = ("plain", "context")
 def context(prompt_set: str, recording: manifest.Recording) -> str:
     """The context a row's clip is read with (the model family writes the prompt around it)."""
     if prompt_set not in PROMPT_SETS:
-        raise ValueError(f"unknown prompt set {prompt_set!r} for a recordings manifest; choose one of {PROMPT_SETS}")
+        raise errors.ConfigError(
+            f"unknown prompt set {prompt_set!r} for a recordings manifest; choose one of {PROMPT_SETS}"
+        )
     return recording.context if prompt_set == "context" else ""
 
 
@@ -62,7 +64,7 @@ def extract(
     listed = jobs(manifest.read(manifest_path), base_prompt_set)
     if not listed:
         raise manifest.ManifestError(f"{manifest_path}: no row names a 'clip' (a sensors-only build extracts nothing)")
-    contexts = {str(index): text for index, text in enumerate(sorted({job.context for job in listed}))}
+    contexts = {text: text for text in sorted({job.context for job in listed})}  # a prompt per context, by its text
     return extraction.extract(
         listed,
         os.path.join(output_dir, prompt_set),
