@@ -4,6 +4,7 @@
         [--model=LanguageBind/Video-LLaVA-7B-hf --base_prompt_set=context --num_tokens=8 --steps=500 \
          --batch_size=8 --learning_rate=3e-3 --embedding=video_mean_last --seed=0 --device=cuda]
     python -m data_builders.prompt_tuning --manifest=F --protocol=loso_s3 --output=P ...   # own recordings
+        [--split_protocol=manifest]   # the split column's protocol, named as the recordings build names it
 
 then extract with it into <E>/learned_<protocol>:
 
@@ -22,6 +23,12 @@ P holds prompt.safetensors (the vectors and, in its header, what they belong to:
 protocol, base prompt set, the training settings and losses), state.pt (vectors, head, optimizer, step: a rerun
 resumes from it, and with a larger --steps trains on exactly as one longer run would) and log.jsonl (loss and
 training accuracy per step). The batches follow from --seed alone, so a run is reproducible from it.
+
+P must be a new or empty folder, or one an earlier run of this command wrote (its state.pt records the settings, and
+a rerun must repeat them); a folder holding anything else is refused, naming what this command did not write. A
+manifest's protocols are the ones data_builders/recordings/build.py makes of it: --split_protocol (default
+`manifest`) when its rows have a split column, and loso_s<k> for each subject k. Bad flags, protocols and folders
+fail in one line with exit status 2 before any model is loaded (harjax/cli.py).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -38,12 +46,17 @@ import numpy as np
 import tqdm
 
 from data_builders import extraction, soft_prompt
+from harjax import cli, errors
 
 PROMPT_FILE = "prompt.safetensors"
 STATE_FILE = "state.pt"
 LOG_FILE = "log.jsonl"
 HEAD_KINDS = ("video_mean_last", "video_mean_middle", "last_token")  # one vector per clip
 LOSO_PREFIX = "loso_s"  # a manifest's leave-one-subject-out folds, as its builder names them
+SPLIT_PROTOCOL = "manifest"  # the recordings build's name for a manifest's split column (its --split_protocol)
+STATE_KEYS = ("settings", "step", "vectors", "head", "optimizer", "log", "failed")  # what save_state writes
+# What a run writes into --output (and the .tmp files it renames into place); the state comes first.
+WRITTEN = frozenset(name + suffix for name in (STATE_FILE, LOG_FILE, PROMPT_FILE) for suffix in ("", ".tmp"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,32 +79,67 @@ def mmact_training_clips(manual_dir: str, protocol: str, base_prompt_set: str) -
     from data_builders.mmact import extract_embeddings, layout, prompts
 
     if protocol not in layout.PROTOCOLS:
-        raise ValueError(f"--protocol must be one of MMAct's {sorted(layout.PROTOCOLS)}, got {protocol!r}")
+        raise errors.ConfigError(f"--protocol must be one of MMAct's {sorted(layout.PROTOCOLS)}, got {protocol!r}")
+    if base_prompt_set not in prompts.PROMPT_SETS:
+        raise errors.ConfigError(
+            f"--base_prompt_set must be one of MMAct's {sorted(prompts.PROMPT_SETS)}, got {base_prompt_set!r}"
+        )
+    try:
+        clips = extract_embeddings.list_clips(manual_dir)
+    except FileNotFoundError as error:
+        raise errors.UserError(f"--manual_dir {error}") from None
     classes = list(layout.CLASSES)
     examples = [
         (
             extraction.ClipJob(clip.name, clip.path, prompts.context(base_prompt_set, clip.trial.scene)),
             classes.index(clip.trial.action),
         )
-        for clip in extract_embeddings.list_clips(manual_dir)
+        for clip in clips
         if not layout.is_test(protocol, clip.trial, clip.camera)
     ]
     return examples, classes
 
 
-def manifest_training_clips(path: str, protocol: str, base_prompt_set: str) -> tuple[list[tuple], list[str]]:
+def manifest_protocols(recordings: Sequence[Any], split_protocol: str = SPLIT_PROTOCOL) -> list[str]:
+    """The protocols the recordings build makes of these manifest.Recording rows: a prompt is only for one of them.
+
+    `split_protocol` when any row has a split (data_builders/recordings/build.py --split_protocol), then loso_s<k>
+    for each subject k (--leave_subjects_out).
+    """
+    subjects = sorted({row.subject for row in recordings if row.subject is not None})
+    split = [split_protocol] if any(row.split for row in recordings) else []
+    return split + [f"{LOSO_PREFIX}{subject}" for subject in subjects]
+
+
+def manifest_training_clips(
+    path: str, protocol: str, base_prompt_set: str, split_protocol: str = SPLIT_PROTOCOL
+) -> tuple[list[tuple], list[str]]:
     """([(job, label index)], class names) of a manifest's training rows with a clip and a label.
 
-    loso_s<k>: every row whose subject is not k; any other protocol: the rows the manifest's split column trains on.
+    `split_protocol`: the rows the manifest's split column trains on; loso_s<k>: every row whose subject is not k.
+    Any other name is refused, listing the manifest's protocols (manifest_protocols).
     """
     from data_builders.recordings import extract_embeddings, manifest
 
+    if not split_protocol:
+        raise errors.ConfigError("--split_protocol must name the split column's protocol, got ''")
+    if base_prompt_set not in extract_embeddings.PROMPT_SETS:
+        raise errors.ConfigError(
+            f"--base_prompt_set must be one of {extract_embeddings.PROMPT_SETS} for a manifest, got {base_prompt_set!r}"
+        )
     recordings = [row for row in manifest.read(path) if row.clip is not None and row.label is not None]
-    if protocol.startswith(LOSO_PREFIX):
+    protocols = manifest_protocols(recordings, split_protocol)
+    if protocol not in protocols:
+        raise errors.ConfigError(
+            f"--protocol {protocol!r} is not one of {path}'s protocols: {', '.join(protocols) or 'none'} "
+            f"(--split_protocol={split_protocol} names its split column's, loso_s<k> one per subject of its rows "
+            "with a clip and a label)"
+        )
+    if protocol == split_protocol:
+        training = [row for row in recordings if row.split == "train"]
+    else:
         held_out = int(protocol[len(LOSO_PREFIX) :])
         training = [row for row in recordings if row.subject != held_out]
-    else:
-        training = [row for row in recordings if row.split == "train"]
     classes = sorted({row.label for row in recordings})
     examples = [
         (
@@ -101,6 +149,78 @@ def manifest_training_clips(path: str, protocol: str, base_prompt_set: str) -> t
         for row in training
     ]
     return examples, classes
+
+
+def check_request(settings: Settings, steps: int, checkpoint_every: int, decode_workers: int | None) -> None:
+    """Refuses settings no run can use before any clip is listed or model loaded; each message names its flag."""
+    if settings.embedding not in HEAD_KINDS:
+        raise errors.ConfigError(
+            f"--embedding must be one of {HEAD_KINDS} (one vector per clip), got {settings.embedding!r}"
+        )
+    at_least_one = {
+        "steps": steps,
+        "batch_size": settings.batch_size,
+        "num_tokens": settings.num_tokens,
+        "checkpoint_every": checkpoint_every,
+    }
+    for flag, value in at_least_one.items():
+        if value < 1:
+            raise errors.ConfigError(f"--{flag} must be at least 1, got {value}")
+    if not (math.isfinite(settings.learning_rate) and settings.learning_rate > 0):
+        raise errors.ConfigError(f"--learning_rate must be a positive number, got {settings.learning_rate}")
+    if settings.seed < 0:
+        raise errors.ConfigError(f"--seed must be 0 or more, got {settings.seed}")
+    if decode_workers is not None and decode_workers < 0:
+        raise errors.ConfigError(f"--decode_workers must be 0 or more, got {decode_workers}")
+
+
+def _earlier_state(output: str, settings: Settings) -> dict[str, Any] | None:
+    """The state an earlier run of these settings left in `output`, to resume from (None: a new or empty folder).
+
+    A folder holding anything this command did not write, or learned with other settings, is refused: a run never
+    writes over a file it did not write. An earlier run is known by its state.pt, the first file a run writes.
+    """
+    import torch
+
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise errors.UserError(f"--output {output} is a file, not a folder: give a new or empty folder")
+    entries = sorted(os.listdir(output)) if os.path.isdir(output) else []
+    state_path = os.path.join(output, STATE_FILE)
+    state = None
+    if STATE_FILE in entries:
+        try:
+            state = torch.load(state_path, weights_only=False)
+        except Exception as error:  # whatever torch cannot read was not written by save_state
+            raise errors.UserError(
+                f"--output {output} holds a {STATE_FILE} that prompt tuning did not write "
+                f"({type(error).__name__}: {error}): give another --output"
+            ) from None
+        if not (isinstance(state, dict) and set(STATE_KEYS) <= set(state) and isinstance(state["settings"], dict)):
+            raise errors.UserError(
+                f"--output {output} holds a {STATE_FILE} that prompt tuning did not write (no settings record): "
+                "give another --output"
+            )
+    own = WRITTEN if state is not None else {STATE_FILE + ".tmp"}  # a run stopped while writing its first state
+    foreign = [entry for entry in entries if entry not in own]
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        raise errors.UserError(
+            f"--output {output} holds {shown}, which prompt tuning did not write: give a new or empty folder, or "
+            "one an earlier prompt-tuning run wrote"
+        )
+    if state is not None:
+        wanted = dataclasses.asdict(settings)
+        different = sorted(
+            key for key in wanted.keys() | state["settings"].keys() if state["settings"].get(key) != wanted.get(key)
+        )
+        if different:
+            described = "; ".join(
+                f"{key}: {state['settings'].get(key)!r} there, {wanted.get(key)!r} now" for key in different
+            )
+            raise errors.UserError(
+                f"--output {output}: {STATE_FILE} was learned with other settings ({described}): use another --output"
+            )
+    return state
 
 
 def batch_schedule(num_examples: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
@@ -155,18 +275,15 @@ def train(
     """Learns (or resumes learning) the soft prompt into `output`; returns the prompt file's metadata."""
     import torch
 
-    if settings.embedding not in HEAD_KINDS:
-        raise ValueError(f"--embedding must be one of {HEAD_KINDS} (one vector per clip), got {settings.embedding!r}")
+    check_request(settings, steps, checkpoint_every, decode_workers)
     if not examples:
-        raise ValueError(f"{settings.dataset}: protocol {settings.protocol!r} has no training clip with a label")
-    os.makedirs(output, exist_ok=True)
+        raise errors.UserError(f"{settings.dataset}: protocol {settings.protocol!r} has no training clip with a label")
+    state = _earlier_state(output, settings)
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as error:
+        raise errors.UserError(f"--output {output}: cannot make the folder ({error.strerror})") from None
     state_path = os.path.join(output, STATE_FILE)
-    state = torch.load(state_path, weights_only=False) if os.path.exists(state_path) else None
-    if state is not None and state["settings"] != dataclasses.asdict(settings):
-        different = sorted(
-            key for key, value in dataclasses.asdict(settings).items() if state["settings"][key] != value
-        )
-        raise ValueError(f"{state_path} was learned with other settings ({', '.join(different)}): use another --output")
     extractor = extractor or extraction.Extractor(settings.model, device)
     if device.startswith("cuda"):
         extractor.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -226,18 +343,27 @@ def train(
         logging.info("%s already holds %d steps", output, start)
     final_loss = log[-1]["loss"] if log else None
     metadata = described | {"steps": max(steps, start), "failed_clips": sorted(set(failed)), "final_loss": final_loss}
-    soft_prompt.save(os.path.join(output, PROMPT_FILE), prompt.numpy(), metadata)
+    prompt_path = os.path.join(output, PROMPT_FILE)
+    soft_prompt.save(prompt_path + ".tmp", prompt.numpy(), metadata)
+    os.replace(prompt_path + ".tmp", prompt_path)  # whole or not at all
     return metadata
 
 
-def main() -> None:
-    """Learns a soft prompt from the command line."""
+def main(argv: list[str]) -> None:
+    """Learns a soft prompt from the command line (through harjax.cli.run: flags given once, one-line errors)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manual_dir", help="an MMAct release")
     source.add_argument("--manifest", help="a recordings manifest (.csv or .jsonl)")
-    parser.add_argument("--protocol", required=True, help="MMAct's cross_subject, ...; a manifest's split or loso_s<k>")
-    parser.add_argument("--output", required=True, help="a folder for the prompt, its state and log")
+    parser.add_argument(
+        "--protocol", required=True, help="MMAct's cross_subject, ...; a manifest's --split_protocol or loso_s<k>"
+    )
+    parser.add_argument(
+        "--split_protocol",
+        default=None,
+        help=f"a manifest's split column's protocol, as its build names it ({SPLIT_PROTOCOL})",
+    )
+    parser.add_argument("--output", required=True, help="a new or empty folder, or an earlier run's, for the prompt")
     parser.add_argument("--model", default=extraction.DEFAULT_MODEL, help="hub id or local path")
     parser.add_argument("--base_prompt_set", default="context", help="whose contexts come before the soft prompt")
     parser.add_argument("--num_tokens", type=int, default=8)
@@ -249,11 +375,8 @@ def main() -> None:
     parser.add_argument("--checkpoint_every", type=int, default=50)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
     parser.add_argument("--decode_workers", type=int, default=None, help="as extraction's --decode_workers")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
+    args = parser.parse_args(argv[1:])
     dataset = args.manual_dir or args.manifest
-    list_clips = mmact_training_clips if args.manual_dir else manifest_training_clips
-    examples, classes = list_clips(dataset, args.protocol, args.base_prompt_set)
     settings = Settings(
         model=args.model,
         dataset=os.path.abspath(dataset),
@@ -265,6 +388,14 @@ def main() -> None:
         learning_rate=args.learning_rate,
         seed=args.seed,
     )
+    check_request(settings, args.steps, args.checkpoint_every, args.decode_workers)
+    if args.manual_dir:
+        if args.split_protocol is not None:
+            raise errors.ConfigError("--split_protocol names a manifest's split column; MMAct has none (--manual_dir)")
+        examples, classes = mmact_training_clips(dataset, args.protocol, args.base_prompt_set)
+    else:
+        split_protocol = SPLIT_PROTOCOL if args.split_protocol is None else args.split_protocol
+        examples, classes = manifest_training_clips(dataset, args.protocol, args.base_prompt_set, split_protocol)
     metadata = train(
         settings, examples, classes, args.output, args.steps, args.device, args.checkpoint_every, args.decode_workers
     )
@@ -276,4 +407,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, parser=cli.own_arguments)
