@@ -906,6 +906,15 @@ def extract(
     return summary | {"extracted": len(todo) - len(failures) + len(known)}
 
 
+def base_prompt_set(metadata: dict[str, Any]) -> str:
+    """The prompt set whose contexts an extraction folder's clips were read with (its metadata's).
+
+    A learned prompt's folder ('learned_<protocol>') read them with the set the prompt was learned after.
+    """
+    learned = metadata.get("learned_prompt")
+    return learned["base_prompt_set"] if learned else metadata["prompt_set"]
+
+
 def resolve_prompt_set(prompt_set: str, learned_prompt: str | None) -> tuple[str, str]:
     """(the extraction's prompt set, the prompt set whose contexts its clips get) for --prompt_set/--learned_prompt.
 

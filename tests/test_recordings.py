@@ -228,6 +228,22 @@ def test_prediction_refuses_a_row_by_name(own, own_bundle):
             serving_recordings.predict_recordings(predictor, str(path))
 
 
+@pytest.mark.slow
+def test_a_row_listing_its_streams_in_another_order_predicts_as_the_bundles_order(own, own_bundle):
+    _, bundle = own_bundle
+    predictor = predictor_lib.Predictor(bundle)
+    rows = [json.loads(line) for line in open(own["manifest"])]
+    good = next(row for row in rows if row["id"] not in sum(own["defects"].values(), []))
+    flipped = {**good, "id": "flipped", "sensors": dict(reversed(list(good["sensors"].items())))}
+    path = own["root"] / "tree" / "flipped.jsonl"
+    manifest.write(str(path), [good, flipped])
+    table = serving_recordings.predict_recordings(predictor, str(path))
+    assert list(flipped["sensors"]) == ["phone", "wrist"] and list(bundle.channel_names[:1]) == ["wrist_x"]
+    first, second = table.rows
+    assert [name for name, _ in first["top"]] == [name for name, _ in second["top"]]
+    np.testing.assert_allclose([p for _, p in first["top"]], [p for _, p in second["top"]], atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def utd(tmp_path_factory):
     """The paper suite's generated UTD-MHAD release ('tiny': 27 actions x 8 subjects x 1 trial), extracted and built."""
@@ -355,7 +371,7 @@ def test_a_sensors_only_build_of_streams_of_different_widths_is_read_and_guarded
     assert batch[batch_lib.SENSOR].shape == (4, 64, 9) and batch[batch_lib.SENSOR_MASK].all()
 
     path.write_text("\n".join(lines[:-1]) + "\n")  # the manifest changed: its old build is not reused
-    with pytest.raises(errors.UserError, match="another version"):
+    with pytest.raises(errors.UserError, match="built from other inputs \\(the manifest"):
         build.build(str(path), str(tmp_path / "data"))
 
 

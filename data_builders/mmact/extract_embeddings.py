@@ -31,7 +31,7 @@ class Clip:
 
     @property
     def name(self) -> str:
-        return f"{self.trial.key}_cam{self.camera}"
+        return layout.clip_name(self.trial, self.camera)
 
 
 def list_clips(manual_dir: str, video_root: str | None = None) -> list[Clip]:

@@ -90,6 +90,11 @@ class Trial:
         return f"subject{self.subject}_scene{self.scene}_session{self.session}_{self.action}"
 
 
+def clip_name(trial: Trial, camera: int) -> str:
+    """The name of a camera's clip of a trial: its embedding file's stem."""
+    return f"{trial.key}_cam{camera}"
+
+
 def action_class(file_stem: str, scene: int) -> str | None:
     """The class of a file name (any case); None for a name that is none of the 37 classes."""
     action = file_stem.strip().lower()

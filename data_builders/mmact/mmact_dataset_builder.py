@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders import extraction, soft_prompt
-from data_builders.mmact import extract_embeddings, layout, prompts, sensors
+from data_builders.mmact import layout, prompts, sensors
 
 SENSOR_CHANNELS = tuple(
     f"{stream.removesuffix('_clip')}_{axis}" for stream in layout.SENSOR_STREAMS for axis in ("x", "y", "z")
@@ -259,6 +259,7 @@ def _parse_release(
     videos = layout.scan_videos(layout.find_video_root(manual_dir, video_root))
     counts["unknown_action_file"] = sum(len(scan.unknown_actions) for scan in [*scans.values(), videos])
     undecodable = extraction.undecodable(embeddings_dir)
+    base_prompt_set = extraction.base_prompt_set(extraction.read_metadata(embeddings_dir))
     trials = []
     for trial in layout.iter_trials([*scans.values(), videos]):
         counts["trials_found"] += 1
@@ -282,13 +283,17 @@ def _parse_release(
         counts["missing_camera"] += len(layout.CAMERAS) - len(clips)
         embeddings = {}
         for camera in clips:
-            name = extract_embeddings.Clip(trial, camera, clips[camera]).name
-            path = os.path.join(embeddings_dir, name + ".npz")
-            if os.path.exists(path):
+            context = prompts.context(base_prompt_set, trial.scene)
+            job = extraction.ClipJob(layout.clip_name(trial, camera), clips[camera], context)
+            state, _ = extraction.stored_state(embeddings_dir, job)
+            if state in ("current", "unverified"):
+                path = os.path.join(embeddings_dir, job.name + ".npz")
                 _check_embedding_shape(path, config.embedding, embedding_shape)
                 embeddings[camera] = path
+            elif state == "changed":  # made from another clip file or context: never read as this one's
+                counts["stale_embedding"] += 1
             else:
-                counts["undecodable_video" if name in undecodable else "missing_embedding"] += 1
+                counts["undecodable_video" if job.name in undecodable else "missing_embedding"] += 1
         if not present.any() and not embeddings:
             counts["skipped_nothing_usable"] += 1
             continue

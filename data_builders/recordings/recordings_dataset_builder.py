@@ -29,6 +29,7 @@ from harjax.data import resampling
 
 SENSORS_ONLY = "sensors"  # the config of a build without video (harjax/data/tfds_source.py reads it by this name)
 LOSO_PREFIX = "loso_s"
+STD_FLOOR = 1e-6  # a channel constant over a protocol's training split (reported) is divided by this, not by 0
 
 
 @dataclasses.dataclass
@@ -74,9 +75,15 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         leave_subjects_out: bool = False,
         min_coverage: float = sensors.DEFAULT_MIN_COVERAGE,
         max_gap_periods: float = resampling.DEFAULT_MAX_GAP_PERIODS,
+        embedding_states: dict[str, tuple[str, str]] | None = None,
+        allow_missing_embeddings: bool = False,
+        inputs: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
         self._manifest_path = manifest_path
+        self._embedding_states = embedding_states or {}  # row id -> extraction.stored_state (build.embedding_states)
+        self._allow_missing_embeddings = allow_missing_embeddings
+        self._inputs = inputs  # what the build read (build.build_inputs), kept in its metadata
         self._embeddings_dir = embeddings_dir  # the extractor's --output_dir (one folder per prompt set inside)
         self._class_names = tuple(class_names) if class_names else None
         self._split_protocol = split_protocol
@@ -107,6 +114,7 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return _parse(
             manifest.read(self._manifest_path),
             self._extraction_dir,
+            self._embedding_states,
             self.builder_config,
             self._class_names,
             self._min_coverage,
@@ -173,7 +181,7 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if empty:
                 raise manifest.ManifestError(
                     f"{self._manifest_path}: protocol {name!r} has no usable {' or '.join(empty)} examples "
-                    "(check the 'split' column, the subjects, and the rows the build report skips)"
+                    f"(check the 'split' column and the subjects; rows skipped: {_skip_counts(self._parsed[2])})"
                 )
         if not protocols:
             raise manifest.ManifestError(
@@ -185,14 +193,27 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator]:
         examples, class_names, report = self._parsed
         if not examples:
-            raise manifest.ManifestError(f"{self._manifest_path}: no row could be used: {json.dumps(report)[:2000]}")
+            first = next((rows[0] for rows in report["skipped"].values()), {})
+            raise manifest.ManifestError(
+                f"{self._manifest_path}: no row could be used (rows skipped: {_skip_counts(report)}; "
+                f"row {first.get('row')}: {first.get('detail')})"
+            )
+        self._refuse_missing_embeddings(report)
         protocols = self._protocols(examples)
         with open(self._manifest_path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()[:16]
         metadata = self.info.metadata
+        metadata["normalization"] = {name: _normalization(parts["train"]) for name, parts in protocols.items()}
+        channels = examples[0].aligned.channel_names
+        report["constant_channels"] = {
+            name: [channels[index] for index in np.flatnonzero(np.asarray(stats["std"]) <= STD_FLOOR)]
+            for name, stats in metadata["normalization"].items()
+            if min(stats["std"]) <= STD_FLOOR
+        }
         metadata["build_report"] = report
         metadata["protocols"] = list(protocols)
-        metadata["normalization"] = {name: _normalization(parts["train"]) for name, parts in protocols.items()}
+        if self._inputs is not None:
+            metadata["inputs"] = self._inputs
         metadata["sensor_channels"] = list(examples[0].aligned.channel_names)
         metadata["stream_channels"] = list(examples[0].aligned.stream_channels)  # streams may differ in width
         metadata["sensor_rate_hz"] = self.builder_config.sensor_rate_hz
@@ -212,6 +233,20 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             for split, items in members.items()
         }
         return {split: self._generate_examples(items) for split, items in members.items()}
+
+    def _refuse_missing_embeddings(self, report: dict[str, Any]) -> None:
+        """Rows with a clip but no current embedding are built without video only when the build is told to."""
+        lacking = report["without_embedding"]
+        if not lacking or self._allow_missing_embeddings:
+            return
+        kinds = collections.Counter(row["reason"] for row in lacking)
+        raise errors.UserError(
+            f"{len(lacking)} rows name a clip but {self._extraction_dir} holds no current embedding of it "
+            f"({', '.join(f'{count} {kind}' for kind, count in sorted(kinds.items()))}; row {lacking[0]['row']} "
+            f"({lacking[0]['id']}): {lacking[0]['detail']}): extract them (python -m "
+            "data_builders.recordings.extract_embeddings, which re-extracts what changed), or build those rows "
+            "without video with --allow_missing_embeddings"
+        )
 
     def _generate_examples(self, items: list[_Example]) -> Iterator:
         shape = self._embedding_shape()
@@ -245,18 +280,24 @@ def _subject(recording: manifest.Recording) -> int:
 def _parse(
     recordings: list[manifest.Recording],
     extraction_dir: str | None,
+    embedding_states: dict[str, tuple[str, str]],
     config: RecordingsConfig,
     class_names: tuple[str, ...] | None,
     min_coverage: float,
     max_gap_periods: float,
 ) -> tuple[list[_Example], tuple[str, ...], dict[str, Any]]:
-    """(the usable rows aligned, the class names, the build report): every row skipped is listed with its reason."""
+    """(the usable rows aligned, the class names, the build report): every row skipped is listed with its reason.
+
+    The example's channels are those most rows have, in the order most of them list them (a row listing the same
+    streams in another order is reordered); a row with other channels is skipped. A row whose clip has no current
+    embedding (`embedding_states`, by row id: never extracted, or extracted from other inputs than the row's now) is
+    kept without video and listed.
+    """
     counts: collections.Counter = collections.Counter(rows=len(recordings))
     skipped: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     alignment: dict[str, dict[str, int]] = {}
-    failed = extraction.undecodable(extraction_dir) if extraction_dir else set()
     names = class_names or tuple(sorted({r.label for r in recordings if r.label is not None}))
-    examples, channels = [], None
+    aligned_rows, without_embedding = [], []
 
     def skip(recording: manifest.Recording, reason: str, detail: str) -> None:
         skipped[reason].append({"row": recording.row, "id": recording.id, "detail": detail})
@@ -269,35 +310,63 @@ def _parse(
             skip(recording, "unknown_label", f"{recording.label!r} is none of the {len(names)} classes")
             continue
         try:
-            aligned = sensors.align(recording, config.sensor_rate_hz, min_coverage, max_gap_periods)
+            aligned_rows.append(
+                (recording, sensors.align(recording, config.sensor_rate_hz, min_coverage, max_gap_periods))
+            )
         except errors.UserError as error:  # resampling's own refusals (too few timestamps) included
             skip(recording, getattr(error, "reason", "unreadable_sensors"), str(error))
+    layouts = collections.Counter(frozenset(aligned.channel_names) for _, aligned in aligned_rows)
+    majority = max(layouts, key=layouts.get) if layouts else frozenset()  # the first of equally common layouts
+    orders = collections.Counter(
+        aligned.channel_names for _, aligned in aligned_rows if frozenset(aligned.channel_names) == majority
+    )
+    order = max(orders, key=orders.get) if orders else ()  # the most common order of those channels
+    reference = next((aligned for _, aligned in aligned_rows if aligned.channel_names == order), None)
+    examples = []
+    for recording, aligned in aligned_rows:
+        if frozenset(aligned.channel_names) != majority:
+            skip(
+                recording,
+                "different_channels",
+                f"channels {list(aligned.channel_names)}, not {list(reference.channel_names)} "
+                f"(those of {layouts[majority]} of {len(aligned_rows)} rows)",
+            )
             continue
-        if channels is None:
-            channels = aligned.channel_names
-        if aligned.channel_names != channels:
-            skip(recording, "different_channels", f"channels {list(aligned.channel_names)}, not {list(channels)}")
-            continue
+        if aligned.channel_names != reference.channel_names:
+            aligned = sensors.in_channel_order(aligned, reference.channel_names)
+            counts["streams_reordered"] += 1
         found = {kind: count for kind, count in aligned.report.items() if count and kind not in ("rows", "segments")}
         if found:
             alignment[recording.id] = found
         embedding = None
         if extraction_dir and recording.clip is not None:
-            path = os.path.join(extraction_dir, recording.id + ".npz")
-            if os.path.exists(path):
-                embedding = path
+            state, detail = embedding_states[recording.id]
+            if state in ("current", "unverified"):
+                embedding = os.path.join(extraction_dir, recording.id + ".npz")
+                if state == "unverified":
+                    counts["embeddings_unverified"] += 1
+            elif state == "undecodable":
+                counts["undecodable_clip"] += 1
             else:
-                counts["undecodable_clip" if recording.id in failed else "missing_embedding"] += 1
+                reason = "stale_embedding" if state == "changed" else "missing_embedding"
+                counts[reason] += 1
+                without_embedding.append({"row": recording.row, "id": recording.id, "reason": reason, "detail": detail})
         examples.append(_Example(recording, aligned, embedding))
     counts["examples"] = len(examples)
     counts.update({f"skipped_{reason}": len(rows) for reason, rows in skipped.items()})
     report = {
         **dict(sorted(counts.items())),
         "skipped": dict(skipped),
+        "without_embedding": without_embedding,
         "alignment_per_example": alignment,
         "alignment_totals": dict(sum(map(collections.Counter, alignment.values()), collections.Counter())),
     }
     return examples, names, report
+
+
+def _skip_counts(report: dict[str, Any]) -> str:
+    """'3 low_coverage, 1 missing_file' (or 'none') for an error message."""
+    return ", ".join(f"{len(rows)} {reason}" for reason, rows in sorted(report["skipped"].items())) or "none"
 
 
 def _normalization(examples: list[_Example]) -> dict[str, list[float]]:
@@ -308,4 +377,4 @@ def _normalization(examples: list[_Example]) -> dict[str, list[float]]:
         total, total_sq, count = total + recorded.sum(0), total_sq + (recorded**2).sum(0), count + len(recorded)
     mean = np.asarray(total) / max(count, 1)
     std = np.sqrt(np.maximum(np.asarray(total_sq) / max(count, 1) - mean**2, 0))
-    return {"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist(), "steps": [int(count)] * len(mean)}
+    return {"mean": mean.tolist(), "std": np.maximum(std, STD_FLOOR).tolist(), "steps": [int(count)] * len(mean)}

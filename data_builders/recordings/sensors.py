@@ -19,7 +19,9 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import itertools
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -212,3 +214,17 @@ def align(
     sensor = np.where(recorded[:, None], np.concatenate(columns, axis=1), 0.0).astype(np.float32)
     widths = tuple(column.shape[1] for column in columns)
     return Aligned(sensor, recorded, tuple(channel_names), widths, coverage, dict(report))
+
+
+def in_channel_order(aligned: Aligned, channel_names: Sequence[str]) -> Aligned:
+    """The example with its channels in the order `channel_names` gives (the same set, streams listed otherwise).
+
+    A manifest row (a JSON object, a CSV cell) may list an example's streams in any order; the model reads them in
+    one. The caller has checked that the names are this example's.
+    """
+    columns = [aligned.channel_names.index(name) for name in channel_names]
+    stream_of = np.searchsorted(np.cumsum(aligned.stream_channels), columns, side="right")  # [C]: original stream
+    widths = tuple(len(list(group)) for _, group in itertools.groupby(stream_of))
+    return dataclasses.replace(
+        aligned, sensor=aligned.sensor[:, columns], channel_names=tuple(channel_names), stream_channels=widths
+    )

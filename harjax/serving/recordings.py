@@ -125,7 +125,9 @@ def _prepare(
             )
         except errors.UserError as error:
             raise predictor_lib.InputError(str(error)) from None
-        if aligned.channel_names != bundle.channel_names:
+        if sorted(aligned.channel_names) == sorted(bundle.channel_names):  # the same streams, listed in any order
+            aligned = sensors.in_channel_order(aligned, bundle.channel_names)
+        else:
             raise predictor_lib.InputError(
                 f"{where}: sensor channels {list(aligned.channel_names)} are not the bundle's "
                 f"{list(bundle.channel_names)}"
