@@ -172,3 +172,15 @@ def test_the_id_rule_says_ascii(tmp_path):
     path = _jsonl(tmp_path / "m.jsonl", [{"id": "s3_trinken_ü", "sensors": "x.csv"}])
     with pytest.raises(manifest.ManifestError, match=r"row 1, column 'id': expected ASCII letters, digits"):
         manifest.read(path)
+
+
+def test_a_stream_csv_with_a_byte_order_mark_reads_as_without_and_a_repeated_channel_is_refused(tmp_path):
+    from harjax.serving import predictor, streaming
+
+    time = np.arange(0, 3, 0.02)
+    plain = streaming.read_recording(str(_wrist_csv(tmp_path / "a.csv", time, "time,x,y,z")), ("x", "y", "z"))
+    marked = _wrist_csv(tmp_path / "b.csv", time, "time,x,y,z", encoding="utf-8-sig")
+    np.testing.assert_array_equal(streaming.read_recording(str(marked), ("x", "y", "z"))[1], plain[1])
+    repeated = _wrist_csv(tmp_path / "c.csv", time, "time,x,x,z")
+    with pytest.raises(predictor.InputError, match=r"c\.csv: the header names \['x'\] more than once"):
+        streaming.read_recording(str(repeated), ("x", "z"))

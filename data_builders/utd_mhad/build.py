@@ -47,9 +47,19 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--embeddings_dir", default=None, help="none: a sensors-only dataset")
     parser.add_argument("--prompt_set", default="context")
     parser.add_argument("--embedding", default="video_mean_last")
+    parser.add_argument("--allow_missing_embeddings", action="store_true", help="as the recordings build's")
+    parser.add_argument("--replace", action="store_true", help="as the recordings build's")
     args = parser.parse_args(argv[1:])
     recordings_build.print_report(
-        *build(args.manifest, args.data_dir, args.embeddings_dir, args.prompt_set, embedding=args.embedding)
+        *build(
+            args.manifest,
+            args.data_dir,
+            args.embeddings_dir,
+            args.prompt_set,
+            embedding=args.embedding,
+            allow_missing_embeddings=args.allow_missing_embeddings,
+            replace=args.replace,
+        )
     )
 
 

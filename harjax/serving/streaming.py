@@ -37,7 +37,7 @@ def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarra
     elif path.endswith(".csv"):
         if not os.path.isfile(path):
             raise predictor_lib.InputError(f"{path}: no such file")
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's CSV starts with a byte-order mark
             reader = csv.reader(f)
             header = next(reader, None)
             if not header or header[0].strip() != "time":
@@ -54,6 +54,9 @@ def read_recording(path: str, channel_names: tuple[str, ...]) -> tuple[np.ndarra
         time, values = table[:, 0], table[:, 1:]
     else:
         raise predictor_lib.InputError(f"{path}: a stream is a .csv or .npz recording")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise predictor_lib.InputError(f"{path}: the header names {repeated} more than once; name each channel once")
     missing = [name for name in channel_names if name not in names]
     if missing or len(names) != values.shape[-1]:
         raise predictor_lib.InputError(
