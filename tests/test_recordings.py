@@ -210,12 +210,15 @@ def _prepared(predictor, path):
     return sensor, mask, video
 
 
+def _rows_and_an_undamaged_one(own):
+    rows = [json.loads(line) for line in open(own["manifest"])]
+    return rows, next(row for row in rows if row["id"] not in sum(own["defects"].values(), []))
+
+
 @pytest.mark.slow
 def test_prediction_refuses_a_row_by_name(own, own_bundle):
-    _, bundle = own_bundle
-    predictor = predictor_lib.Predictor(bundle)
-    rows = [json.loads(line) for line in open(own["manifest"])]
-    good = next(row for row in rows if row["id"] not in sum(own["defects"].values(), []))
+    predictor = predictor_lib.Predictor(own_bundle[1])
+    rows, good = _rows_and_an_undamaged_one(own)
     cases = {
         "missing": ({**good, "id": "gone", "clip": "clips/none.mp4"}, "gone.*no such clip"),
         "label": ({**good, "id": "odd", "label": "juggling"}, "label 'juggling'"),
@@ -231,13 +234,11 @@ def test_prediction_refuses_a_row_by_name(own, own_bundle):
 @pytest.mark.slow
 def test_a_row_listing_its_streams_in_another_order_predicts_as_the_bundles_order(own, own_bundle):
     _, bundle = own_bundle
-    predictor = predictor_lib.Predictor(bundle)
-    rows = [json.loads(line) for line in open(own["manifest"])]
-    good = next(row for row in rows if row["id"] not in sum(own["defects"].values(), []))
+    _, good = _rows_and_an_undamaged_one(own)
     flipped = {**good, "id": "flipped", "sensors": dict(reversed(list(good["sensors"].items())))}
     path = own["root"] / "tree" / "flipped.jsonl"
     manifest.write(str(path), [good, flipped])
-    table = serving_recordings.predict_recordings(predictor, str(path))
+    table = serving_recordings.predict_recordings(predictor_lib.Predictor(bundle), str(path))
     assert list(flipped["sensors"]) == ["phone", "wrist"] and list(bundle.channel_names[:1]) == ["wrist_x"]
     first, second = table.rows
     assert [name for name, _ in first["top"]] == [name for name, _ in second["top"]]
