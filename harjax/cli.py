@@ -5,8 +5,8 @@
 - Config keys that moved are refused, naming where they went (harjax/evaluators/common.py: MOVED_KEYS).
 - An error about the user's input (errors.UserError, absl's flag errors, an override of a key the config lacks)
   prints one line, `<program>: error: <message>`, and exits with status 2; any other exception keeps its traceback.
-- Ctrl-C outside the training loop (which checkpoints first: harjax/training/checkpointing.py) prints one line and
-  exits with status 130.
+- Ctrl-C prints one line and exits with status 130; the training loop checkpoints first
+  (harjax/training/checkpointing.py), and harjax.main then exits with 130, or 143 after SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from harjax.evaluators import common as evaluators
 
 USAGE_STATUS = 2  # absl's and argparse's status for a usage error
 INTERRUPTED_STATUS = 130  # a shell's status after Ctrl-C
+TERMINATED_STATUS = 143  # a shell's status after SIGTERM (a preemption)
 
 
 def fail(message: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging as std_logging
 import os
+import signal
+import sys
 
 import jax
 import ml_collections
@@ -107,9 +109,26 @@ def main(argv: list[str]) -> None:
         _prepare_demo_data(config, _WORKDIR.value)
     logging.info("config:\n%s", config)
     if _MODE.value == "train":
-        loop.train_and_evaluate(config, _WORKDIR.value, allow_data_change=_ALLOW_DATA_CHANGE.value, **restore)
+        result = loop.train(config, _WORKDIR.value, allow_data_change=_ALLOW_DATA_CHANGE.value, **restore)
+        if result.stopped is not None:
+            _exit_stopped(result.stopped)
     else:
         loop.evaluate(config, _WORKDIR.value, **restore)
+
+
+def _exit_stopped(stopped: loop.Stopped) -> None:
+    """An interrupted run is not a finished one: one line, and a non-zero status so `train && export` stops.
+
+    130 after Ctrl-C, as every harjax command; 143 after SIGTERM (every process of a multi-process job, each after
+    the same synced step).
+    """
+    interrupted = stopped.signal == signal.SIGINT
+    print(
+        f"harjax.main: stopped at step {stopped.step} of {stopped.num_steps} after saving a checkpoint "
+        f"({'Ctrl-C' if interrupted else 'SIGTERM'}); rerunning the same command resumes from it",
+        file=sys.stderr,
+    )
+    sys.exit(cli.INTERRUPTED_STATUS if interrupted else cli.TERMINATED_STATUS)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ for ((index = 0; index < num_processes; index++)); do
   pids+=("$!")
 done
 # A trapped signal interrupts `wait` with a status above 128 while the process still runs (saving its
-# checkpoint): wait again until it has really exited, and report its own status.
+# checkpoint): wait again until it has really exited, and report its own status (143 after the forwarded SIGTERM:
+# stopped after its checkpoint, unfinished; the same command resumes).
 status=0
 for pid in "${pids[@]}"; do
   while true; do

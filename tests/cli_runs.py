@@ -131,7 +131,14 @@ def metrics_lines(workdir: str) -> list[str]:
 
 
 def preemption_step(stderr: str) -> int:
-    """The step a run reports stopping at after SIGTERM; fails when it did not stop for one."""
-    found = re.search(r"stopping at step (\d+) after the preemption checkpoint", stderr)
-    assert found, f"the run did not stop for SIGTERM: {stderr[-2000:]}"
+    """The step a run reports stopping at after SIGTERM or Ctrl-C; fails when it did not stop for one.
+
+    harjax.main says so in one line once the checkpoint is written, and exits with 130 or 143.
+    """
+    found = re.search(
+        r"harjax\.main: stopped at step (\d+) of \d+ after saving a checkpoint \((?:Ctrl-C|SIGTERM)\); "
+        r"rerunning the same command resumes from it",
+        stderr,
+    )
+    assert found, f"the run did not stop for SIGTERM or Ctrl-C: {stderr[-2000:]}"
     return int(found.group(1))

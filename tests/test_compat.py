@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from harjax.serving import export, predictor as predictor_lib
+from harjax.serving import bundle as bundle_lib, export, predictor as predictor_lib
 from harjax.study import suites
 from harjax.training import loop
 from tests.conftest import read_metrics
@@ -51,6 +51,17 @@ def test_an_earlier_checkpoint_exports_with_its_logits(root, tmp_path):
     bundle = export.bundle_from_workdir(workdir, str(tmp_path / "bundle"), "latest")
     got, expected = _logits(bundle.directory, os.path.join(root, "full"))  # "full" was exported from it
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    steps = json.load(open(os.path.join(workdir, "overrides.json")))["overrides"]["train.num_steps"]
+    assert bundle.meta["training"] == {"last_step": steps, "num_steps": steps, "finished": True}
+
+
+@pytest.mark.parametrize("root", FIXTURES, ids=os.path.basename)
+def test_an_earlier_bundle_without_a_training_record_exports_again(root, tmp_path):
+    """harjax.export --bundle=OLD --output=NEW: a bundle from before the 'training' record is not called unfinished."""
+    earlier = bundle_lib.Bundle.load(os.path.join(root, "full"))
+    assert "training" not in earlier.meta
+    again = export.write_bundle(str(tmp_path / "again"), earlier.meta, earlier.variables)
+    assert "training" not in again.meta and "Unfinished" not in open(tmp_path / "again" / "MODEL_CARD.md").read()
 
 
 @pytest.mark.slow

@@ -138,6 +138,30 @@ def test_a_run_recorded_before_overrides_were_merged_is_the_same_run(tmp_path):
         runner_lib.Runner(suite, str(tmp_path), 1).check_commands([trial])
 
 
+@pytest.mark.parametrize(
+    "ends, outcome",
+    [
+        ("sys.exit(130)", "interrupted"),  # harjax.main after Ctrl-C, its checkpoint written
+        ("sys.exit(143)", "interrupted"),  # after SIGTERM (the runner's stop, a preemption)
+        ("os.kill(os.getpid(), signal.SIGTERM)", "interrupted"),  # killed by it before training began
+        ("sys.exit(1)", "failed"),
+    ],
+    ids=["ctrl_c", "sigterm", "killed_by_sigterm", "error"],
+)
+def test_a_run_stopped_by_a_signal_is_recorded_as_interrupted(tmp_path, ends, outcome):
+    """A run that exits with the status of Ctrl-C or SIGTERM after its checkpoint is interrupted (a rerun resumes)."""
+    suite = _load(paper.get_config("synthetic"), root=str(tmp_path))
+    trial = suites.trials(suite, seeds=1)[0]
+    os.makedirs(trial.workdir(str(tmp_path)))
+    runner = runner_lib.Runner(suite, str(tmp_path), 1)
+    process = subprocess.Popen([sys.executable, "-c", f"import os, signal, sys; {ends}"])
+    process.wait()
+    runner.running[process] = (trial, time.time(), ())
+    runner._reap()
+    status = suites.read_status(trial.workdir(str(tmp_path)))
+    assert (status["status"], status["returncode"]) == (outcome, process.returncode)
+
+
 def test_each_trial_is_a_harjax_main_command_with_its_seed():
     suite = _load(paper.get_config("synthetic"))
     trial = suites.trials(suite, seeds=2)[3]

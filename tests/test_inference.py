@@ -6,6 +6,7 @@ and the problem.
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -92,6 +93,7 @@ def test_the_bundle_holds_what_inference_needs(trained):
     ]
     card = open(root / "bundle" / "MODEL_CARD.md").read()
     assert "imu0_x" in card and "eval/accuracy" in card and "synthetic" in card
+    assert meta["training"] == {"last_step": 6, "num_steps": 6, "finished": True} and "Unfinished" not in card
     assert "opt_state" not in json.dumps(meta) and set(bundle.variables) == {"params", "batch_stats"}
 
 
@@ -279,6 +281,47 @@ def test_export_never_replaces_what_it_did_not_write(trained, tmp_path):
     again = export.bundle_from_workdir(workdir, inside.directory, "latest")  # an earlier bundle is replaced
     assert again.meta["params_sha256"] == inside.meta["params_sha256"]
 
+    earlier = shutil.copytree(root / "bundle", tmp_path / "earlier")  # with its stablehlo/ and onnx/ folders
+    (earlier / ".stablehlo-k3j4h5g6").mkdir()  # what a killed format export leaves: the export's own
+    (earlier / "DEPLOY_NOTES.txt").write_text("my deployment notes")
+    (earlier / "calibration").mkdir()
+    (earlier / "calibration" / "x.txt").write_text("1")
+    listing = sorted(os.listdir(earlier))
+    card = (earlier / "MODEL_CARD.md").read_text()
+    message = (
+        r"is an earlier bundle that also holds 2 entries no export writes \(DEPLOY_NOTES\.txt, calibration/\), "
+        "which replacing it would delete; move them out of it, or export to a new folder"
+    )
+    with pytest.raises(export.ExportError, match=message):
+        export.bundle_from_workdir(workdir, str(earlier), "latest")
+    with pytest.raises(export.ExportError, match=message):  # harjax.export --bundle=B --output=earlier
+        export.write_bundle(str(earlier), bundle.meta, bundle.variables)
+    assert sorted(os.listdir(earlier)) == listing and (earlier / "MODEL_CARD.md").read_text() == card
+    assert (earlier / "DEPLOY_NOTES.txt").read_text() == "my deployment notes"
+    assert (earlier / "calibration" / "x.txt").read_text() == "1"
+    shutil.move(earlier / "DEPLOY_NOTES.txt", tmp_path)
+    shutil.move(earlier / "calibration", tmp_path)
+    export.write_bundle(str(earlier), bundle.meta, bundle.variables)  # moved out: the earlier bundle is replaced
+    assert sorted(os.listdir(earlier)) == ["MODEL_CARD.md", "bundle.json", "params.msgpack"]
+
+
+def test_a_bundle_of_an_interrupted_run_says_it_is_unfinished(trained, tmp_path, caplog):
+    """A run stopped before its last step (Ctrl-C, preemption) exports marked unfinished, never as a finished one."""
+    config, root, bundle = trained
+    workdir = shutil.copytree(root / "workdir", tmp_path / "workdir")
+    record = json.loads((workdir / "config.json").read_text())
+    record["config"]["train"]["num_steps"] = 40  # its checkpoints end at step 6: stopped at 6 of 40
+    (workdir / "config.json").write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        unfinished = export.bundle_from_workdir(str(workdir), str(tmp_path / "bundle"), "latest")
+    assert unfinished.meta["training"] == {"last_step": 6, "num_steps": 40, "finished": False}
+    assert f"{workdir}: the run stopped at step 6 of 40 and is unfinished" in caplog.text
+    card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text().splitlines()
+    assert card[2].startswith("**Unfinished: the run stopped at step 6 of 40**"), card[:4]  # under the title
+    copy = export.write_bundle(str(tmp_path / "copy"), unfinished.meta, unfinished.variables)  # --bundle=B --output
+    assert copy.meta["training"]["finished"] is False
+    assert "**Unfinished" in (tmp_path / "copy" / "MODEL_CARD.md").read_text()
+
 
 def test_a_failed_format_export_leaves_the_earlier_one_whole(trained, tmp_path, monkeypatch):
     config, root, bundle = trained
@@ -321,6 +364,7 @@ def test_the_export_command_writes_a_bundle_and_refuses_bad_input_in_one_line(tr
     (tmp_path / "file").write_text("")
     cases = [
         (["--workdir=" + str(tmp_path / "nowhere"), f"--output={tmp_path / 'b1'}"], "nowhere: no such directory"),
+        ([f"--workdir={root / 'workdir'}", f"--output={tmp_path / 'cli'}"], "entries no export writes (NOTES.txt)"),
         ([f"--bundle={damaged}", "--format=stablehlo"], "params.msgpack: unreadable"),
         ([f"--workdir={other}", f"--output={tmp_path / 'b2'}"], "of a model with other parameter shapes"),
         ([f"--workdir={root / 'workdir'}", f"--output={tmp_path / 'file'}"], "exists and is a file"),
@@ -328,11 +372,13 @@ def test_the_export_command_writes_a_bundle_and_refuses_bad_input_in_one_line(tr
     result = _export_cli(f"--workdir={root / 'workdir'}", f"--output={tmp_path / 'cli'}", "--format=bundle,stablehlo")
     assert result.returncode == 0, result.stderr[-3000:]  # the README's command
     assert sorted(os.listdir(tmp_path / "cli")) == ["MODEL_CARD.md", "bundle.json", "params.msgpack", "stablehlo"]
+    (tmp_path / "cli" / "NOTES.txt").write_text("mine")  # the earlier bundle is no longer export's alone
     for args, message in cases:
         result = _export_cli(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("harjax.export: error: ") and message in last, last
+    assert (tmp_path / "cli" / "NOTES.txt").read_text() == "mine"
 
 
 def test_nan_steps_are_masked_and_counted(trained):

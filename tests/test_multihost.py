@@ -106,7 +106,7 @@ def test_checkpoints_restore_onto_another_device_count(tmp_path, one_process, fi
     cli_runs.wait_until(workdir, [process], 6)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
+    assert process.returncode == 143, stderr[-3000:]  # 128 + SIGTERM: stopped after its checkpoint, unfinished
     assert cli_runs.preemption_step(stderr) < OVERRIDES["train.num_steps"]
     cli_runs.run(workdir, OVERRIDES, then)
     record = json.load(open(os.path.join(workdir, "config.json")))
@@ -124,7 +124,7 @@ def test_sigterm_stops_every_process_at_the_same_step(tmp_path, one_process):
     stopped = []
     streamed = OVERRIDES | {"data.num_workers": 2, "data.cache": "none"}
     for returncode, stderr in _interrupt_two_processes(workdir, signal.SIGTERM, streamed):
-        assert returncode == 0, stderr[-3000:]
+        assert returncode == 143, stderr[-3000:]  # every process: stopped after the synced checkpoint, unfinished
         stopped.append(cli_runs.preemption_step(stderr))
     assert stopped[0] == stopped[1] == cli_runs.checkpoint_steps(workdir)[-1] < OVERRIDES["train.num_steps"]
     _resume_two_processes(workdir)

@@ -2,7 +2,8 @@
 
 A bundle (written by `python -m harjax.export`, harjax/serving/export.py) is a directory: bundle.json (what the
 model is and expects: its config, class names, the sensor channels in order, their sampling rate and
-normalisation, what produced the video embeddings, versions, the metrics of the exported checkpoint, the
+normalisation, what produced the video embeddings, versions, the metrics of the exported checkpoint, whether the
+run had finished training ('training': last_step, num_steps, finished; absent in earlier bundles), the
 parameters' checksum), params.msgpack (parameters and the video standardisation statistics) and MODEL_CARD.md.
 Loading checks all of it before anything runs: a damaged, incomplete or mixed-up bundle fails naming the file.
 """

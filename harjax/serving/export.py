@@ -4,7 +4,9 @@ The bundle (harjax/serving/bundle.py reads it) holds everything inference needs 
 and the video standardisation statistics, the model config, class names, the sensor channels in order with their
 sampling rate and normalisation, what produced the video embeddings, versions, and MODEL_CARD.md with the eval
 metrics of the exported checkpoint. --step=best is the checkpoint the run selected: the best validation macro-F1
-when it held out a validation split, else the best eval macro-F1.
+when it held out a validation split, else the best eval macro-F1. A run stopped before its last step (Ctrl-C,
+preemption) exports marked unfinished: bundle.json's 'training' record, the top of the card and a warning say so.
+An earlier bundle is replaced whole, so one holding anything an export does not write is refused.
 
 Formats, each in a folder of the bundle, of the forward function on standardised inputs (predictor.forward) with
 a symbolic batch dimension and a fixed number of sensor steps (--window_steps, default the training length):
@@ -40,6 +42,9 @@ from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
 from harjax.training import checkpointing, metrics as metrics_lib, parallel, step as step_lib, workdir as workdir_lib
 
 FORMATS = ("bundle", "stablehlo", "onnx")
+FORMAT_FOLDERS = tuple(name for name in FORMATS if name != "bundle")  # each in a folder of its name in the bundle
+# Everything an export writes in a bundle's folder: an earlier bundle holding anything else is not replaced.
+BUNDLE_ENTRIES = (bundle_lib.BUNDLE_FILE, bundle_lib.PARAMS_FILE, bundle_lib.CARD_FILE, *FORMAT_FOLDERS)
 
 
 class ExportError(errors.UserError):
@@ -78,6 +83,20 @@ def _metrics_at(workdir: str, step: int) -> dict[str, float]:
         if record.get("eval_selected/step") == step:
             found |= {name: value for name, value in record.items() if name.startswith("eval_selected/")}
     return found
+
+
+def _training_record(last_step: int, num_steps: int, workdir: str) -> dict[str, Any]:
+    """Whether the run reached its last step, so a bundle of an interrupted run says it is unfinished."""
+    finished = last_step >= num_steps
+    if not finished:
+        logging.warning(
+            "%s: the run stopped at step %d of %d and is unfinished; the bundle says so (bundle.json 'training', "
+            "MODEL_CARD.md): rerun its training command to finish it, then export again",
+            workdir,
+            last_step,
+            num_steps,
+        )
+    return {"last_step": last_step, "num_steps": num_steps, "finished": finished}
 
 
 def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle_lib.Bundle:
@@ -121,6 +140,7 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
     try:
         chosen = _choose_step(checkpointer.manager, step, checkpointer.directory)
         state, _ = checkpointer.restore(chosen, abstract)
+        training = _training_record(checkpointer.latest_step, config.train.num_steps, workdir)
     finally:
         checkpointer.close()
     inputs = dict(record["inputs"]) | {
@@ -140,6 +160,7 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
         "class_names": inputs.pop("class_names"),
         "inputs": inputs,
         "metrics": _metrics_at(workdir, chosen),
+        "training": training,
         "data": {
             "source": config.data.source,
             "protocol": config.data.protocol,
@@ -154,9 +175,9 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
 def check_output(output: str, workdir: str | None = None) -> bool:
     """Whether writing a bundle at `output` replaces an earlier bundle (True) or makes a new folder (False).
 
-    Anything else is refused before any work, naming it: a file, a folder that is not a harjax bundle, the
-    workdir, a folder that holds it, or anything inside it that the run writes (a new subfolder, W/bundle, is
-    fine).
+    Anything else is refused before any work, naming it: a file, a folder that is not a harjax bundle, an earlier
+    bundle that also holds entries no export writes (BUNDLE_ENTRIES; a user's notes in it), the workdir, a folder
+    that holds it, or anything inside it that the run writes (a new subfolder, W/bundle, is fine).
     """
     path = os.path.abspath(output)
     if workdir is not None:
@@ -174,14 +195,38 @@ def check_output(output: str, workdir: str | None = None) -> bool:
         raise ExportError(f"--output={output} exists and is a file; a bundle is a folder")
     if not os.path.isdir(path):
         return False
+    entries = sorted(os.listdir(path))
     if not bundle_lib.is_bundle(path):
-        entries = sorted(os.listdir(path))
         raise ExportError(
             f"--output={output} exists and is not a harjax bundle (it holds {len(entries)} entries"
-            + (f": {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}" if entries else "")
+            + (f": {_listed(entries)}" if entries else "")
             + "); choose a new folder: export replaces only an earlier bundle"
         )
+    foreign = [
+        name + (os.sep if os.path.isdir(os.path.join(path, name)) else "")
+        for name in entries
+        if not _written_by_export(name)
+    ]
+    if foreign:
+        raise ExportError(
+            f"--output={output} is an earlier bundle that also holds {len(foreign)} entries no export writes "
+            f"({_listed(foreign)}), which replacing it would delete; move them out of it, or export to a new folder"
+        )
     return True
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
+def _written_by_export(name: str) -> bool:
+    """Whether replacing a bundle may delete this entry of it: an export wrote it (a killed one: its staged folder)."""
+    return name in BUNDLE_ENTRIES or any(name.startswith(_staging_prefix(folder)) for folder in FORMAT_FOLDERS)
+
+
+def _staging_prefix(target: str) -> str:
+    """The name of a folder staged to replace `target` starts with this (a hidden name, beside it)."""
+    return f".{os.path.basename(target)}-"
 
 
 @contextlib.contextmanager
@@ -192,14 +237,14 @@ def _staged(target: str) -> Iterator[str]:
     """
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}-")
+    staging = tempfile.mkdtemp(dir=parent, prefix=_staging_prefix(target))
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if os.path.isdir(target):
-        previous = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}-replaced-")
+        previous = tempfile.mkdtemp(dir=parent, prefix=f"{_staging_prefix(target)}replaced-")
         os.replace(target, os.path.join(previous, "old"))
         os.replace(staging, target)
         shutil.rmtree(previous)
@@ -248,8 +293,15 @@ def model_card(meta: dict[str, Any]) -> str:
     )
     members = model.get("ensemble_size", 1)
     ensemble_note = f" An ensemble of {members} members: it predicts their mean probabilities." if members > 1 else ""
+    training = meta.get("training")  # absent in bundles of earlier harjax versions
+    unfinished = (
+        f"\n**Unfinished: the run stopped at step {training['last_step']} of {training['num_steps']}** (interrupted "
+        "before its last step): rerun its training command to finish it, then export again.\n"
+        if training and not training["finished"]
+        else ""
+    )
     return f"""# harjax model card
-
+{unfinished}
 A human activity recognition model of harjax {meta["harjax_version"]} (training code {meta["training_code"]}):
 modalities `{model["modalities"]}`, fusion `{model["fusion"]}`, sensor encoder `{model.get("encoder", "cnn")}`,
 {model["num_segments"]} temporal segments, Transformer {"on" if model["use_transformer"] else "off"};{ensemble_note}

@@ -20,8 +20,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from harjax import cli
 from harjax.study import suites
 from harjax.training import loop
+
+# harjax.main's statuses after a signal: checkpointed and stopped (130 Ctrl-C, 143 SIGTERM), or killed by it before
+# training started. A status of 0 means the run is complete.
+STOPPED_STATUSES = (cli.INTERRUPTED_STATUS, cli.TERMINATED_STATUS, -signal.SIGINT, -signal.SIGTERM)
 
 
 def _write_status(workdir: str, status: dict[str, Any]) -> None:
@@ -137,7 +142,7 @@ class Runner:
             complete = process.returncode == 0 and loop.training_complete(self.suite.configs[trial.run.key], workdir)
             if complete:
                 outcome = "finished"
-            elif process.returncode in (0, -signal.SIGTERM):  # stopped for preemption: a rerun resumes it
+            elif process.returncode in STOPPED_STATUSES:  # stopped by a signal: a rerun resumes it
                 outcome = "interrupted"
             else:
                 outcome = "failed"

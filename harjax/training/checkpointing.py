@@ -188,7 +188,7 @@ class Checkpointer:
                 suffix += 1
                 target = os.path.join(self.directory, DAMAGED_DIR, f"{step}.{suffix}")
             os.replace(os.path.join(self.directory, str(step)), target)
-        _sync_processes(f"moved aside checkpoint {step}")
+        sync_processes(f"moved aside checkpoint {step}")
         self.manager.reload()
         logging.warning("checkpoint step %d could not be read: moved to %s", step, target)
         return target
@@ -265,31 +265,37 @@ class Checkpointer:
 class PreemptionWatcher:
     """Says when to save and stop because the job is being preempted (SIGTERM) or interrupted (Ctrl-C).
 
-    Several processes must agree on the step, which jax.distributed's preemption sync gives through Orbax; a
-    lone process catches SIGTERM and SIGINT itself. A second Ctrl-C stops at once, without the checkpoint.
+    Several processes must agree on the step, which jax.distributed's preemption sync gives through Orbax (it
+    listens for SIGTERM); a lone process catches SIGTERM and SIGINT itself. A second Ctrl-C stops at once, without
+    the checkpoint.
     """
 
     def __init__(self, checkpointer: Checkpointer):
         self._checkpointer = checkpointer
-        self._signalled = False
+        self._received: int | None = None
         self._previous = {}
         if jax.process_count() == 1:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self._signalled:
+        if signum == signal.SIGINT and self._received is not None:
             raise KeyboardInterrupt  # the second Ctrl-C
         name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
         logging.warning(
             "%s received: saving a checkpoint at the end of this step, then stopping (Ctrl-C again stops at once)", name
         )
-        self._signalled = True
+        self._received = signum
 
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
             return self._checkpointer.manager.reached_preemption(step)
-        return self._signalled
+        return self._received is not None
+
+    @property
+    def cause(self) -> int:
+        """The signal the run stops for, which its exit status reports: SIGINT after Ctrl-C, else SIGTERM."""
+        return signal.SIGINT if self._received == signal.SIGINT else signal.SIGTERM
 
     def close(self) -> None:
         for signum, handler in self._previous.items():
@@ -345,7 +351,8 @@ def _ignore_closed_event_loop_callbacks() -> None:
     sys.unraisablehook = hook
 
 
-def _sync_processes(name: str) -> None:
+def sync_processes(name: str) -> None:
+    """Waits until every process of a multi-process job gets here (a no-op for one process)."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

@@ -1,9 +1,12 @@
-"""train_and_evaluate(config, workdir) and evaluate(config, workdir): setup, the loop, checkpoint selection, logging.
+"""train(config, workdir) and evaluate(config, workdir): setup, the loop, checkpoint selection, logging.
 
 The loop trains, saves checkpoints and calls the evaluators config.evals asks for when they are due
 (harjax/evaluators/); it scores nothing itself. What they yield is logged under their prefixes ('eval/', 'val/',
 'eval_selected/', 'robustness/', ...); the macro-F1 of the classification evaluator that runs during training
 ranks the checkpoints. Throughput and the time of each evaluator go to perf.jsonl ('perf/...').
+
+Ctrl-C or SIGTERM stops a run at the end of the current step, after a checkpoint of it: train() returns where it
+stopped (Stopped), and harjax.main exits with status 130 or 143, so `train && export` never ships an unfinished run.
 """
 
 from __future__ import annotations
@@ -451,6 +454,23 @@ def _restore(run: _Run, restore_step: int | None, restore_fallback: bool) -> tup
     return state, loop_state, step, ({"checkpoint_fallback": fallback.record()} if fallback else {})
 
 
+@dataclasses.dataclass(frozen=True)
+class Stopped:
+    """Where a run stopped by a signal (Ctrl-C, SIGTERM) before its last step saved its checkpoint: a rerun resumes."""
+
+    step: int
+    num_steps: int
+    signal: int  # signal.SIGINT (Ctrl-C) or signal.SIGTERM (preemption), what the command's exit status reports
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a call of train() did: the last evaluation's scalars, and where it stopped when interrupted."""
+
+    eval_metrics: dict[str, float]
+    stopped: Stopped | None  # None: training is complete
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -459,11 +479,30 @@ def train_and_evaluate(
     restore_step: int | None = None,
     restore_fallback: bool = False,
 ) -> dict[str, float]:
-    """Trains from scratch or resumes from the workdir's latest checkpoint; returns the last evaluation's scalars.
+    """train() for callers that need only the last evaluation's scalars (an interrupted run returns normally)."""
+    return train(
+        config,
+        workdir,
+        allow_data_change=allow_data_change,
+        restore_step=restore_step,
+        restore_fallback=restore_fallback,
+    ).eval_metrics
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    allow_data_change: bool = False,
+    restore_step: int | None = None,
+    restore_fallback: bool = False,
+) -> TrainResult:
+    """Trains from scratch or resumes from the workdir's latest checkpoint, until done or stopped by a signal.
 
     The workdir is locked for the run's lifetime. A resume on other data is refused unless `allow_data_change`; an
     unreadable latest checkpoint is refused unless `restore_step` (an earlier step, every later one damaged) or
-    `restore_fallback` (the latest that reads) says where to continue from.
+    `restore_fallback` (the latest that reads) says where to continue from. A run stopped by Ctrl-C or SIGTERM
+    returns once its checkpoint is written (on every process, when there are several), saying where it stopped.
     """
     workdir_lib.prepare(workdir)
     train_config = config.train
@@ -535,6 +574,7 @@ def train_and_evaluate(
         )
 
         eval_metrics: dict[str, float] = {}
+        stopped: Stopped | None = None
         for step in range(start_step + 1, train_config.num_steps + 1):
             profiler.before(step)
             batch = parallel.global_batch(next(train_iterator), run.mesh)
@@ -571,10 +611,13 @@ def train_and_evaluate(
                 run.checkpointer.save(step, state, {"train_window": window.state()}, evaluated if ranked else None)
             if preempted:  # even at the last step: the evaluations after training run at the restart
                 logging.warning("stopping at step %d after the preemption checkpoint", step)
+                stopped = Stopped(step, train_config.num_steps, preemption.cause)
                 break
         else:  # training is complete (now or in an earlier start)
             _finish(run, state, train_config.num_steps)
-        return eval_metrics
+    if stopped is not None:  # the checkpoint is written (run.close waited for it) on every process before any exits
+        checkpointing.sync_processes("stopped after the preemption checkpoint")
+    return TrainResult(eval_metrics, stopped)
 
 
 def evaluate(
