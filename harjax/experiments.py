@@ -92,7 +92,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(str(error)) from error
     runner.run(todo)
     if runner.stopping:
-        sys.exit(143)
+        sys.exit(cli.TERMINATED_STATUS)
     if index is None:
         report.write_report(suite, seeds, root)
 
