@@ -338,8 +338,11 @@ def _built_files(directory):
 
 def test_a_build_is_reused_only_while_nothing_it_reads_changes(tmp_path):
     manifest_path = _sensor_manifest(tmp_path)
+    broken = tmp_path / "w2.csv"
+    broken.write_text(broken.read_text().replace("time,", "tme,", 1))  # row 3's file: skipped until fixed
     data = str(tmp_path / "data")
-    directory, _ = build.build(manifest_path, data)
+    directory, report = build.build(manifest_path, data)
+    assert [row["id"] for rows in report["skipped"].values() for row in rows] == ["r2"]
     written = _built_files(directory)
     assert build.build(manifest_path, data)[0] == directory
     assert {name: time for name, time in _built_files(directory).items() if name != "build_report.json"} == {
@@ -356,13 +359,13 @@ def test_a_build_is_reused_only_while_nothing_it_reads_changes(tmp_path):
         ):
             build.build(manifest_path, data, **options)
 
-    fixed = tmp_path / "w2.csv"  # a sensor file fixed after the build
-    fixed.write_text(fixed.read_text() + "3.000000,0,0,0\n")
+    broken.write_text(broken.read_text().replace("tme,", "time,", 1))  # the skipped row's file fixed
     with pytest.raises(errors.UserError, match=r"1 sensor files or clips \(.*w2\.csv\)"):
         build.build(manifest_path, data)
-    directory, _ = build.build(manifest_path, data, replace=True)
+    directory, report = build.build(manifest_path, data, replace=True)
+    assert report["examples"] == 8 and not report["skipped"]
     metadata = json.load(open(os.path.join(directory, "metadata.json")))
-    assert metadata["inputs"]["files"][str(fixed)]["sha256"] == extraction.file_identity(str(fixed))["sha256"]
+    assert metadata["inputs"]["files"][str(broken)]["sha256"] == extraction.file_identity(str(broken))["sha256"]
     assert not [entry for entry in os.listdir(os.path.dirname(directory)) if entry.startswith(".replaced")]
 
     (tmp_path / "data" / "notes.txt").write_text("a user's file beside the builds is none of their business")

@@ -14,6 +14,7 @@ import pytest
 
 from data_builders import extraction, video_families
 from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
+from harjax import errors
 from harjax.training import loop
 from tests.conftest import read_metrics, small_config
 
@@ -92,7 +93,7 @@ def test_an_unsupported_model_type_is_refused_before_any_clip_is_read(tmp_path):
         extraction.extract([job], str(tmp_path / "out"), str(model_dir), "plain", {"0": ""})
     assert not os.path.exists(tmp_path / "out" / "metadata.json")
     (model_dir / "config.json").write_text(json.dumps({"model_type": "no_such_family"}))
-    with pytest.raises(ValueError, match=r"no_such_family.*Supported families: llava_onevision, qwen2_5_vl"):
+    with pytest.raises(errors.UserError, match=r"no_such_family.*a supported family \(llava_onevision, qwen2_5_vl"):
         extraction.extract([job], str(tmp_path / "out"), str(model_dir), "plain", {"0": ""})
 
 

@@ -3,8 +3,10 @@
     python -m data_builders.recordings.build --manifest=M --data_dir=D [--embeddings_dir=E --prompt_set=context
         --embedding=video_mean_last] [--name=recordings] [--leave_subjects_out] [--split_protocol=manifest]
         [--sensor_rate_hz=50 --min_coverage=0.9 --max_gap_periods=5] [--classes=a,b,...]
+        [--allow_missing_embeddings] [--replace]
 
-Without --embeddings_dir the dataset has no video (TFDS config 'sensors'). Train on it with
+Without --embeddings_dir the dataset has no video (TFDS config 'sensors'). A build records what it read; rerun with
+the same inputs it is reused, with others refused naming what changed unless --replace (see `build`). Train on it with
 --config.data.source=recordings --config.data.dataset=<name> --config.data.data_dir=D
 --config.data.protocol=<one of the report's protocols>. The report (every row skipped, by reason, and what
 alignment found per example) is printed and saved as build_report.json next to the dataset.
@@ -33,7 +35,6 @@ REPORT = "build_report.json"
 _BUILD_FILES = re.compile(
     r"(dataset_info|features|metadata|build_report)\.json|.+\.labels\.txt|.+\.array_record-\d+-of-\d+"
 )
-_DATASET_INPUTS = ("manifest", "settings", "files")  # what every config of one name in a data_dir must share
 
 
 def build(
