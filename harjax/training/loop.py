@@ -471,22 +471,9 @@ class TrainResult:
     stopped: Stopped | None  # None: training is complete
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    *,
-    allow_data_change: bool = False,
-    restore_step: int | None = None,
-    restore_fallback: bool = False,
-) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, **options: Any) -> dict[str, float]:
     """train() for callers that need only the last evaluation's scalars (an interrupted run returns normally)."""
-    return train(
-        config,
-        workdir,
-        allow_data_change=allow_data_change,
-        restore_step=restore_step,
-        restore_fallback=restore_fallback,
-    ).eval_metrics
+    return train(config, workdir, **options).eval_metrics
 
 
 def train(
