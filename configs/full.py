@@ -98,11 +98,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.fusion = "attention"  # 'attention' (paper) | 'concat' | 'late'
     config.model.use_transformer = True
     config.model.num_segments = 4  # K joint tokens; 1 is the paper read literally
-    # The sensor encoder: 'cnn' (the paper's light CNN: encoder_channels, encoder_strides, encoder_kernel_size) or
-    # 'inception' (InceptionTime-style multi-scale blocks seeing ~230 steps: config.model.inception).
+    # The sensor encoder: 'cnn' (the paper's light CNN: encoder_channels, encoder_strides, encoder_kernel_size),
+    # 'inception' (InceptionTime-style multi-scale blocks seeing ~230 steps: config.model.inception) or 'minirocket'
+    # (MiniRocket's fixed kernels and PPV features, biases fitted from the training split before step 0, per window
+    # of `stride` steps, projected to `dim`: config.model.minirocket; `length` 0 is config.data.max_length, the
+    # length its dilations are chosen for).
     config.model.encoder = "cnn"
     config.model.inception = ml_collections.ConfigDict(
         dict(depth=6, filters=32, kernel_sizes=(9, 19, 39), bottleneck=32, residual_every=3, stride=1, norm="layer")
+    )
+    config.model.minirocket = ml_collections.ConfigDict(
+        dict(length=0, num_features=10_000, max_dilations=32, seed=0, stride=8, dim=128)
     )
     # Members trained side by side in one jitted step (vmapped), each with its own initialisation, dropout and
     # augmentation; predictions average their probabilities. 1: a single model, no member axis.

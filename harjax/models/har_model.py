@@ -15,15 +15,17 @@ from flax import struct
 
 from harjax import errors
 from harjax.data import batch as batch_lib
-from harjax.models import fusion, inception_encoder, keyless_attention, sensor_encoder
+from harjax.models import fusion, inception_encoder, keyless_attention, minirocket_encoder, sensor_encoder
 
 Modality = Literal["both", "video", "sensor"]
 Fusion = Literal["attention", "concat", "late"]
-Encoder = Literal["cnn", "inception"]
+Encoder = Literal["cnn", "inception", "minirocket"]
 MODALITIES: tuple[Modality, ...] = typing.get_args(Modality)
 FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
 ENCODERS: tuple[Encoder, ...] = typing.get_args(Encoder)
 INCEPTION_KEYS = ("depth", "filters", "kernel_sizes", "bottleneck", "residual_every", "stride", "norm")
+MINIROCKET_KEYS = ("length", "num_features", "max_dilations", "seed", "stride", "dim")
+MINIROCKET_SCOPE = "MiniRocketEncoder_0"  # its fitted state: batch_stats[MINIROCKET_SCOPE]
 LOGIT_SCALE = "logit_scale"  # log(1 / tau); the optimizer keeps it at or below log(max_logit_scale)
 
 
@@ -104,6 +106,7 @@ class HARModel(nn.Module):
     hand_written_encoder_backward: bool = True
     encoder: Encoder = "cnn"
     inception: tuple[tuple[str, Any], ...] = ()  # InceptionEncoder's fields (config.model.inception), as pairs
+    minirocket: tuple[tuple[str, Any], ...] = ()  # MiniRocketEncoder's fields (config.model.minirocket), as pairs
 
     @nn.compact
     def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
@@ -153,6 +156,8 @@ class HARModel(nn.Module):
             sequence, mask = inception_encoder.InceptionEncoder(
                 **dict(self.inception), dtype=self.dtype, name="InceptionEncoder_0"
             )(sensor, mask, train)
+        elif self.encoder == "minirocket":
+            sequence, mask = self.minirocket_encoder()(sensor, mask)
         else:
             sequence, mask = sensor_encoder.SensorEncoder(
                 self.encoder_channels,
@@ -163,6 +168,10 @@ class HARModel(nn.Module):
                 name="SensorEncoder_0",
             )(sensor, mask)
         return _Sensor(sequence, mask, keyless_attention.segment_masks(mask, self.num_segments))  # segments [B, K, n]
+
+    def minirocket_encoder(self) -> minirocket_encoder.MiniRocketEncoder:
+        """The MiniRocket encoder of this model (its fitted state: fit_statistics)."""
+        return minirocket_encoder.MiniRocketEncoder(**dict(self.minirocket), dtype=self.dtype, name=MINIROCKET_SCOPE)
 
     def _classifier(self, name: str) -> fusion.TokenClassifier:
         return fusion.TokenClassifier(
@@ -290,6 +299,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
     if encoder not in ENCODERS:
         raise errors.ConfigError(f"config.model.encoder must be one of {ENCODERS}, got {encoder!r}")
     inception = _inception_settings(model) if encoder == "inception" else ()
+    minirocket = _minirocket_settings(model) if encoder == "minirocket" else ()
     return HARModel(
         num_classes=num_classes,
         modalities=model.modalities,
@@ -314,6 +324,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         ),
         encoder=encoder,
         inception=inception,
+        minirocket=minirocket,
     )
 
 
@@ -336,10 +347,50 @@ def _inception_settings(model: ml_collections.ConfigDict) -> tuple[tuple[str, An
     return tuple((key, tuple(value) if isinstance(value, (list, tuple)) else value) for key, value in settings.items())
 
 
+def _minirocket_settings(model: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
+    settings = dict(model.minirocket)
+    unknown = sorted(set(settings) - set(MINIROCKET_KEYS))
+    if unknown:
+        raise errors.ConfigError(f"config.model.minirocket has unknown keys {unknown}; it takes {MINIROCKET_KEYS}")
+    for key in ("num_features", "max_dilations", "stride", "dim"):
+        if not isinstance(settings.get(key, 1), int) or settings.get(key, 1) < 1:
+            raise errors.ConfigError(f"config.model.minirocket.{key} must be a positive integer, got {settings[key]!r}")
+    if settings.get("length", 0) < minirocket_encoder.KERNEL_LENGTH:
+        raise errors.ConfigError(
+            f"config.model.minirocket.length must be at least {minirocket_encoder.KERNEL_LENGTH} steps (the kernel's "
+            f"length; 0 means config.data.max_length), got {settings.get('length', 0)}"
+        )
+    return tuple(settings.items())
+
+
+def resolve_reference_length(config: ml_collections.ConfigDict) -> None:
+    """config.model.minirocket.length 0 becomes config.data.max_length, so config.json and bundles record it."""
+    if config.model.get("encoder", "cnn") == "minirocket" and not config.model.minirocket.get("length", 0):
+        config.model.minirocket.length = int(config.data.max_length)
+
+
+def fits_statistics(model: HARModel) -> bool:
+    """Whether the model has state fitted from the training split before step 0 (a MiniRocket encoder's)."""
+    return model.modalities in ("both", "sensor") and model.encoder == "minirocket"
+
+
+def fit_statistics(model: HARModel, batch_stats: Any, sample: dict[str, Any], seed: int | Sequence[int]) -> Any:
+    """batch_stats with the sensor encoder's fitted state from training examples `sample` (numpy, as read).
+
+    MiniRocket's biases and feature statistics; `seed` draws the examples its biases are read from.
+    """
+    encoder = minirocket_encoder.MiniRocketEncoder(**dict(model.minirocket), parent=None)  # its settings, unbound
+    fitted = minirocket_encoder.fit(sample[batch_lib.SENSOR], sample[batch_lib.SENSOR_MASK], encoder, seed)
+    return {**batch_stats, MINIROCKET_SCOPE: fitted}
+
+
 def encoder_stride(config: ml_collections.ConfigDict) -> int:
     """Input steps per encoder step: the segments and the attention weights are at this rate."""
-    if config.model.get("encoder", "cnn") == "inception":
+    encoder = config.model.get("encoder", "cnn")
+    if encoder == "inception":
         return int(config.model.inception.get("stride", 1))
+    if encoder == "minirocket":
+        return int(config.model.minirocket.get("stride", 1))
     return math.prod(config.model.encoder_strides)
 
 
@@ -354,9 +405,10 @@ def check_encoder_steps(config: ml_collections.ConfigDict, shortest_recording: i
     stride = encoder_stride(config)
     steps = -(-shortest_recording // stride)  # ceil: the encoder's steps of that recording
     if steps < config.model.num_segments:
+        encoder = config.model.get("encoder", "cnn")
         setting = (
-            f"config.model.inception.stride={stride}"
-            if config.model.get("encoder", "cnn") == "inception"
+            f"config.model.{encoder}.stride={stride}"
+            if encoder in ("inception", "minirocket")
             else f"config.model.encoder_strides={tuple(config.model.encoder_strides)} (total stride {stride})"
         )
         raise errors.ConfigError(

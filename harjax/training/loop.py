@@ -230,6 +230,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     splits = {"train": train_data, "eval": eval_data} | ({"validation": validation_data} if validation_data else {})
     ensemble_size = ensemble.ensemble_size(config.model)
     evaluated = {evaluators.TEST: eval_data} | ({evaluators.VALIDATION: validation_data} if validation_data else {})
+    har_model.resolve_reference_length(config)
     model = har_model.build_model(config, train_data.num_classes)
     for name, data in splits.items():
         har_model.check_encoder_steps(config, data.shortest_recording, name)
@@ -296,7 +297,15 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         cache,
         train_batch_size,
         ensemble_size,
-        jax.jit(init, out_shardings=parallel.replicated(mesh)),
+        functools.partial(
+            _fitted,
+            jax.jit(init, out_shardings=parallel.replicated(mesh)),
+            model,
+            train_data,
+            config.seed,
+            ensemble_size,
+            mesh,
+        ),
         abstract_state,
         checkpointer,
         metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0),
@@ -304,6 +313,39 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         scheduled,
         selection_metric,
     )
+
+
+FIT_EXAMPLES = 512  # training examples the fitted state (MiniRocket's biases and feature statistics) is read from
+
+
+def _fitted(
+    init: Callable[[], step_lib.TrainState],
+    model: har_model.HARModel,
+    train_data: batch_lib.Split,
+    seed: int,
+    ensemble_size: int,
+    mesh: Any,
+) -> step_lib.TrainState:
+    """The initial state with what is fitted from the training split before step 0, each member its own draws.
+
+    A sample of FIT_EXAMPLES training examples in an order drawn from the seed, as evaluation reads them
+    (standardised, not augmented); the same on every process. A resume restores the fitted state with the rest,
+    never refitting it.
+    """
+    state = init()
+    if not har_model.fits_statistics(model):
+        return state
+    order = np.random.default_rng(seed).permutation(len(train_data))[:FIT_EXAMPLES]
+    sample = batch_lib.examples(train_data, np.sort(order))
+    batch_stats = jax.device_get(state.batch_stats)
+    members = [
+        har_model.fit_statistics(
+            model, batch_stats if ensemble_size == 1 else ensemble.member(batch_stats, m), sample, [seed, m]
+        )
+        for m in range(ensemble_size)
+    ]
+    fitted = members[0] if ensemble_size == 1 else ensemble.stacked(members)
+    return state.replace(batch_stats=parallel.replicate(fitted, mesh))
 
 
 def _evaluate(

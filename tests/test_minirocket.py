@@ -1,0 +1,120 @@
+"""The MiniRocket encoder: aeon's features on the same input, masks respected, its state fitted once from training.
+
+aeon's MiniRocket (1.6.0, the transform benchmarks/minirocket_reference.py scores) is the reference: with its own
+fitted parameters (dilations, features per dilation, channel subsets, biases) harjax's features equal its transform;
+where nothing is drawn at random (one training example, one channel) harjax fits the same biases itself, and from
+the same seed it draws the same channel subsets.
+"""
+
+import numpy as np
+import pytest
+
+from harjax.data import batch as batch_lib
+from harjax.models import har_model, minirocket_encoder as minirocket
+from harjax.training import loop
+from tests.conftest import read_metrics, small_config
+
+aeon_convolution = pytest.importorskip(
+    "aeon.transformations.collection.convolution_based", reason="aeon is in the test extra: pip install -e '.[test]'"
+)
+
+
+def _aeon(series, seed=0):
+    """aeon's MiniRocket fitted on series [N, C, T]: (its features, its parameters as a harjax Plan and biases)."""
+    transform = aeon_convolution.MiniRocket(random_state=seed).fit(series)
+    per_combination, channel_indices, dilations, per_dilation, biases = transform.parameters
+    channels = np.zeros((len(per_combination), series.shape[1]), bool)
+    ends = np.cumsum(per_combination)
+    for row, (start, end) in enumerate(zip(ends - per_combination, ends, strict=True)):
+        channels[row, channel_indices[start:end]] = True
+    plan = minirocket.Plan(tuple(int(d) for d in dilations), tuple(int(n) for n in per_dilation), channels)
+    return transform.transform(series), plan, biases
+
+
+def _ours(series, plan, biases):
+    """harjax's features of series [N, C, T] over whole recordings (one window)."""
+    sensor = series.transpose(0, 2, 1)  # [N, T, C]
+    mask = np.ones(sensor.shape[:2], bool)
+    return np.asarray(minirocket.features(sensor, mask, plan, biases, sensor.shape[1]))[:, 0]  # [N, F]
+
+
+@pytest.mark.parametrize("channels, examples, steps", [(1, 4, 120), (3, 6, 80), (6, 5, 50)])
+def test_the_features_are_aeons_on_the_same_input_and_parameters(channels, examples, steps):
+    series = np.random.default_rng(channels).normal(size=(examples, channels, steps)).astype(np.float32)
+    expected, plan, biases = _aeon(series)
+    assert (plan.dilations, plan.features_per_dilation) == minirocket.dilations(steps, 10_000, 32)
+    np.testing.assert_array_equal(plan.channels, minirocket.channel_combinations(channels, len(plan.channels), 0))
+    differences = np.abs(_ours(series, plan, biases) - expected)
+    # A convolution output equal to its bias to float rounding may fall either side: at most one position of one
+    # feature in ten thousand.
+    assert np.mean(differences > 1e-6) < 1e-4 and differences.max() <= 1 / (steps - 8 * max(plan.dilations))
+
+
+def test_from_one_training_example_the_fitted_biases_are_aeons():
+    """With one example nothing is drawn: harjax's fit reads the same quantiles of the same outputs."""
+    series = np.random.default_rng(1).normal(size=(1, 1, 90)).astype(np.float32)
+    expected, plan, biases = _aeon(series)
+    fitted = minirocket.fit_biases(series.transpose(0, 2, 1), np.ones((1, 90), bool), plan, seed=7)
+    np.testing.assert_allclose(fitted, biases, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_ours(series, plan, fitted), expected, atol=1e-6)
+
+
+def test_a_recording_gives_the_same_features_whatever_it_is_padded_to():
+    """Padded steps are zero in the convolution and never counted, in the whole recording and in each window.
+
+    So the features of a short recording do not depend on what follows it.
+    """
+    rng = np.random.default_rng(2)
+    plan = minirocket.make_plan(100, 2, 840, 32, seed=0)
+    sensor = rng.normal(size=(1, 100, 2)).astype(np.float32)
+    biases = minirocket.fit_biases(sensor, np.ones((1, 100), bool), plan, seed=0)
+    recorded = np.arange(100) < 60
+    padded = np.where(recorded[:, None], sensor[0], rng.normal(size=(100, 2)) * 100)  # garbage after step 60
+    long = minirocket.features(padded[None], recorded[None], plan, biases, 100)
+    short = minirocket.features(sensor[:, :60], np.ones((1, 60), bool), plan, biases, 60)
+    np.testing.assert_allclose(np.asarray(long), np.asarray(short), atol=1e-6)
+    windows = np.asarray(minirocket.features(padded[None], recorded[None], plan, biases, 20))  # [1, 5, F]
+    assert np.all(windows[0, 3:] == 0.0) and windows[0, :3].max() > 0.0
+
+
+def _config(ensemble_size=1):
+    from configs import sensor_only
+
+    config = small_config(sensor_only)
+    config.model.update(encoder="minirocket", ensemble_size=ensemble_size)
+    config.model.minirocket.update(num_features=168, stride=2, dim=16)
+    config.train.update(num_steps=6, eval_every=3, checkpoint_every=3)
+    return config
+
+
+@pytest.mark.slow
+def test_the_fitted_state_comes_from_the_training_split_before_step_0_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    config = _config(ensemble_size=2)
+    half = config.copy_and_resolve_references()
+    half.train.num_steps = 3
+    loop.train_and_evaluate(half, str(tmp_path / "resumed"))
+    run = loop._setup(config, str(tmp_path / "resumed"))
+    try:
+        stats, _ = run.checkpointer.restore(3, run.abstract_state)
+    finally:
+        run.close()
+    fitted = stats.batch_stats[har_model.MINIROCKET_SCOPE]
+    assert config.model.minirocket.length == config.data.max_length  # resolved, so config.json records it
+    assert fitted["biases"].shape == (2, 168) and not np.allclose(fitted["biases"][0], fitted["biases"][1])
+    assert np.all(np.asarray(fitted["std"]) > 0) and np.any(np.asarray(fitted["biases"]) != 0)
+
+    train = loop._setup(config, str(tmp_path / "probe")).splits["train"]
+    order = np.sort(np.random.default_rng(config.seed).permutation(len(train))[: loop.FIT_EXAMPLES])
+    sample = batch_lib.examples(train, order)
+    model = har_model.build_model(config, train.num_classes)
+    again = har_model.fit_statistics(model, {}, sample, [config.seed, 1])[har_model.MINIROCKET_SCOPE]
+    np.testing.assert_allclose(np.asarray(fitted["biases"][1]), again["biases"])
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a resume refitted the MiniRocket biases")
+
+    monkeypatch.setattr(har_model, "fit_statistics", refit)
+    loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+    monkeypatch.undo()
+    loop.train_and_evaluate(config, str(tmp_path / "whole"))
+    assert read_metrics(str(tmp_path / "resumed")) == read_metrics(str(tmp_path / "whole"))
