@@ -102,13 +102,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # 'inception' (InceptionTime-style multi-scale blocks seeing ~230 steps: config.model.inception) or 'minirocket'
     # (MiniRocket's fixed kernels and PPV features, biases fitted from the training split before step 0, per window
     # of `stride` steps, projected to `dim`: config.model.minirocket; `length` 0 is config.data.max_length, the
-    # length its dilations are chosen for).
+    # length its dilations are chosen for; `pad_to_length` reads each recording as followed by zeros up to it, so
+    # its duration shows in the features).
     config.model.encoder = "cnn"
     config.model.inception = ml_collections.ConfigDict(
         dict(depth=6, filters=32, kernel_sizes=(9, 19, 39), bottleneck=32, residual_every=3, stride=1, norm="layer")
     )
     config.model.minirocket = ml_collections.ConfigDict(
-        dict(length=0, num_features=10_000, max_dilations=32, seed=0, stride=8, dim=128)
+        dict(length=0, num_features=10_000, max_dilations=32, seed=0, stride=8, dim=128, pad_to_length=False)
     )
     # Members trained side by side in one jitted step (vmapped), each with its own initialisation, dropout and
     # augmentation; predictions average their probabilities. 1: a single model, no member axis.

@@ -118,3 +118,27 @@ def test_the_fitted_state_comes_from_the_training_split_before_step_0_and_a_resu
     monkeypatch.undo()
     loop.train_and_evaluate(config, str(tmp_path / "whole"))
     assert read_metrics(str(tmp_path / "resumed")) == read_metrics(str(tmp_path / "whole"))
+
+
+def test_read_to_its_length_a_recording_shows_its_duration_but_not_its_batch_padding():
+    """pad_to_length: what follows the last recorded step reads as zeros up to the reference length.
+
+    Whatever is stored there; so two recordings that differ only in duration differ in their features.
+    """
+    rng = np.random.default_rng(3)
+    plan = minirocket.make_plan(100, 1, 840, 32, seed=0)
+    sensor = rng.normal(size=(1, 100, 1)).astype(np.float32)
+    biases = minirocket.fit_biases(sensor, np.ones((1, 100), bool), plan, seed=0)
+
+    def read(values, recorded, pad_to_length=True):
+        return minirocket.features(*minirocket.reading(values, recorded[None], 100, pad_to_length), plan, biases, 100)
+
+    recorded = np.arange(100) < 60
+    garbage = np.where(recorded[:, None], sensor[0], rng.normal(size=(100, 1)) * 100)[None]
+    zeros = np.where(recorded[:, None], sensor[0], 0.0)[None]
+    np.testing.assert_array_equal(np.asarray(read(garbage, recorded)), np.asarray(read(zeros, recorded)))
+    assert np.abs(np.asarray(read(zeros, recorded)) - np.asarray(read(zeros, recorded, False))).max() > 0
+    assert np.abs(np.asarray(read(zeros, np.arange(100) < 40)) - np.asarray(read(zeros, recorded))).max() > 0
+    gap = recorded & ~((np.arange(100) >= 20) & (np.arange(100) < 25))  # a gap inside stays unread
+    _, positions = minirocket.reading(zeros, gap[None], 100, True)
+    assert not np.asarray(positions)[0, 20:25].any() and np.asarray(positions)[0, 60:].all()

@@ -24,7 +24,7 @@ MODALITIES: tuple[Modality, ...] = typing.get_args(Modality)
 FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
 ENCODERS: tuple[Encoder, ...] = typing.get_args(Encoder)
 INCEPTION_KEYS = ("depth", "filters", "kernel_sizes", "bottleneck", "residual_every", "stride", "norm")
-MINIROCKET_KEYS = ("length", "num_features", "max_dilations", "seed", "stride", "dim")
+MINIROCKET_KEYS = ("length", "num_features", "max_dilations", "seed", "stride", "dim", "pad_to_length")
 MINIROCKET_SCOPE = "MiniRocketEncoder_0"  # its fitted state: batch_stats[MINIROCKET_SCOPE]
 LOGIT_SCALE = "logit_scale"  # log(1 / tau); the optimizer keeps it at or below log(max_logit_scale)
 

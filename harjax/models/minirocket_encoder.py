@@ -157,6 +157,24 @@ def features(sensor: jax.Array, mask: jax.Array, plan: Plan, biases: jax.Array, 
     return jnp.concatenate(parts, axis=-1)
 
 
+def reading(sensor: jax.Array, mask: jax.Array, length: int, pad_to_length: bool) -> tuple[jax.Array, jax.Array]:
+    """(sensor [B, T, C] zero where not recorded, the positions [B, T] the features read).
+
+    The positions are the recorded steps, or with `pad_to_length` the recording and then zeros up to `length`.
+
+    A variable-length recording read as followed by zeros up to the reference length shows its duration in every
+    feature (as aeon's equal-length input shows it), while still depending on the recording alone, never on what a
+    batch pads it to: what lies after its last recorded step reads as zeros, whatever is stored there. Gaps inside
+    the recording stay unread.
+    """
+    sensor = jnp.where(mask[..., None], sensor, 0.0)
+    if not pad_to_length:
+        return sensor, mask
+    steps = jnp.arange(mask.shape[1])
+    last = jnp.max(jnp.where(mask, steps, -1), axis=1, keepdims=True)  # [B, 1]
+    return sensor, mask | ((steps > last) & (steps < length))
+
+
 def fit_biases(sensor: np.ndarray, mask: np.ndarray, plan: Plan, seed: int) -> np.ndarray:
     """[F] biases: for each (dilation, kernel), quantiles of its output on one training example drawn by `seed`.
 
@@ -192,6 +210,7 @@ class MiniRocketEncoder(nn.Module):
     seed: int = 0
     stride: int = 8
     dim: int = 128
+    pad_to_length: bool = False  # read each recording as followed by zeros up to `length` (`reading`)
     dtype: Any = jnp.float32
 
     def plan(self, num_channels: int) -> Plan:
@@ -205,6 +224,7 @@ class MiniRocketEncoder(nn.Module):
             name: self.variable("batch_stats", name, jnp.full, (size,), 1.0 if name == "std" else 0.0).value
             for name in FITTED
         }
+        sensor, mask = reading(sensor, mask, self.length, self.pad_to_length)
         ppv = features(sensor, mask, plan, jax.lax.stop_gradient(fitted["biases"]), self.stride)  # [B, n, F]
         standardised = (ppv - fitted["mean"]) / jnp.maximum(fitted["std"], STD_FLOOR)
         window_mask = _window_sums(mask.astype(jnp.int32), self.stride) > 0  # [B, n]
@@ -220,6 +240,9 @@ def fit(
     sensor [N, T, C] and mask [N, T] as the model reads them (standardised as in training, not augmented).
     """
     plan = encoder.plan(sensor.shape[-1])
+    sensor, mask = map(
+        np.asarray, reading(jnp.asarray(sensor), jnp.asarray(mask), encoder.length, encoder.pad_to_length)
+    )
     biases = fit_biases(sensor, mask, plan, seed)
     total = np.zeros(plan.num_features, np.float64)
     total_sq = np.zeros(plan.num_features, np.float64)
