@@ -142,3 +142,13 @@ def test_read_to_its_length_a_recording_shows_its_duration_but_not_its_batch_pad
     gap = recorded & ~((np.arange(100) >= 20) & (np.arange(100) < 25))  # a gap inside stays unread
     _, positions = minirocket.reading(zeros, gap[None], 100, True)
     assert not np.asarray(positions)[0, 20:25].any() and np.asarray(positions)[0, 60:].all()
+
+
+def test_a_feature_constant_over_the_training_windows_is_left_unscaled():
+    """Divided by a floor std, a value such a feature takes only at prediction would decide the prediction alone."""
+    rng = np.random.default_rng(4)
+    encoder = minirocket.MiniRocketEncoder(length=120, num_features=168, stride=8, parent=None)
+    sensor = rng.normal(size=(6, 40, 1)).astype(np.float32)  # too short for the largest dilations' valid outputs
+    fitted = minirocket.fit(sensor, np.ones((6, 40), bool), encoder, seed=0)
+    constant = fitted["std"] == 1.0
+    assert constant.any() and np.all(fitted["std"][~constant] < 1.0) and np.all(fitted["std"] > 0)

@@ -42,7 +42,10 @@ KERNEL_LENGTH = 9
 KERNELS = np.array(list(itertools.combinations(range(KERNEL_LENGTH), 3)), np.int32)  # [84, 3]: the taps weighted 2
 NUM_KERNELS = len(KERNELS)
 FITTED = ("biases", "mean", "std")  # the encoder's variables in the 'batch_stats' collection
-STD_FLOOR = 1e-6  # a feature constant over the training windows is centred, not divided by 0
+# A feature constant over the training windows (std at most this) is centred and left unscaled, as scikit-learn's
+# StandardScaler does: divided by a tiny std, a value it takes only at prediction (a longer recording reaching a
+# dilation no training one did) would be a million standard deviations and decide the prediction alone.
+STD_FLOOR = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,9 +161,10 @@ def features(sensor: jax.Array, mask: jax.Array, plan: Plan, biases: jax.Array, 
 
 
 def reading(sensor: jax.Array, mask: jax.Array, length: int, pad_to_length: bool) -> tuple[jax.Array, jax.Array]:
-    """(sensor [B, T, C] zero where not recorded, the positions [B, T] the features read).
+    """(sensor [B, T', C] zero where not recorded, the positions [B, T'] the features read).
 
-    The positions are the recorded steps, or with `pad_to_length` the recording and then zeros up to `length`.
+    The positions are the recorded steps (T' = T), or with `pad_to_length` the recording and then zeros up to
+    `length` (T' = max(T, length)).
 
     A variable-length recording read as followed by zeros up to the reference length shows its duration in every
     feature (as aeon's equal-length input shows it), while still depending on the recording alone, never on what a
@@ -170,6 +174,8 @@ def reading(sensor: jax.Array, mask: jax.Array, length: int, pad_to_length: bool
     sensor = jnp.where(mask[..., None], sensor, 0.0)
     if not pad_to_length:
         return sensor, mask
+    missing = max(length - mask.shape[1], 0)  # an input shorter than the reference length is read to its end
+    sensor, mask = jnp.pad(sensor, ((0, 0), (0, missing), (0, 0))), jnp.pad(mask, ((0, 0), (0, missing)))
     steps = jnp.arange(mask.shape[1])
     last = jnp.max(jnp.where(mask, steps, -1), axis=1, keepdims=True)  # [B, 1]
     return sensor, mask | ((steps > last) & (steps < length))
@@ -198,10 +204,11 @@ def fit_biases(sensor: np.ndarray, mask: np.ndarray, plan: Plan, seed: int) -> n
 
 
 class MiniRocketEncoder(nn.Module):
-    """sensor [B, T, C], mask [B, T] -> S [B, ceil(T / stride), dim] and its mask: projected, standardised PPV.
+    """sensor [B, T, C], mask [B, T] -> S [B, n, dim] and its mask: projected, standardised PPV per window.
 
-    `length` is the reference length the dilations are chosen for (the training input's), fixed so that a bundle
-    or an export at another window length keeps the fitted features.
+    n = ceil(T / stride), or ceil(max(T, length) / stride) with `pad_to_length`. `length` is the reference length
+    the dilations are chosen for (the training input's), fixed so that a bundle or an export at another window
+    length keeps the fitted features.
     """
 
     length: int
@@ -226,7 +233,7 @@ class MiniRocketEncoder(nn.Module):
         }
         sensor, mask = reading(sensor, mask, self.length, self.pad_to_length)
         ppv = features(sensor, mask, plan, jax.lax.stop_gradient(fitted["biases"]), self.stride)  # [B, n, F]
-        standardised = (ppv - fitted["mean"]) / jnp.maximum(fitted["std"], STD_FLOOR)
+        standardised = (ppv - fitted["mean"]) / fitted["std"]
         window_mask = _window_sums(mask.astype(jnp.int32), self.stride) > 0  # [B, n]
         projected = nn.Dense(self.dim, dtype=self.dtype, name="projection")(standardised.astype(self.dtype))
         return projected * window_mask[..., None].astype(projected.dtype), window_mask
@@ -256,4 +263,5 @@ def fit(
         total, total_sq, count = total + kept.sum(0), total_sq + (kept**2).sum(0), count + len(kept)
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0.0))
-    return {"biases": biases, "mean": mean.astype(np.float32), "std": np.maximum(std, STD_FLOOR).astype(np.float32)}
+    std = np.where(std > STD_FLOOR, std, 1.0)  # constant in training: unscaled
+    return {"biases": biases, "mean": mean.astype(np.float32), "std": std.astype(np.float32)}
