@@ -16,7 +16,9 @@ it (tests/test_minirocket.py checks the features against aeon's on the same inpu
 
 What an encoder of harjax needs on top:
 - masks: a padded or gap step is zero in the convolution and never counted, so a recording encodes the same
-  whatever it is padded to;
+  whatever it is padded to; with `pad_to_length` a recording is read as followed by zeros up to the reference
+  length (`reading`), so its duration shows in every feature as it does in aeon's equal-length input, still
+  whatever a batch pads it to;
 - a sequence: the PPV over each window of `stride` steps (S [B, n, F], n = ceil(T / stride)), so the keyless
   attention and every fusion mode pool segments of windows as they pool the other encoders' steps;
 - the fitted state (biases, and each feature's mean and std over the training windows, with which the features are
