@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -200,8 +199,6 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             )
         self._refuse_missing_embeddings(report)
         protocols = self._protocols(examples)
-        with open(self._manifest_path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:16]
         metadata = self.info.metadata
         metadata["normalization"] = {name: _normalization(parts["train"]) for name, parts in protocols.items()}
         channels = examples[0].aligned.channel_names
@@ -212,13 +209,12 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         }
         metadata["build_report"] = report
         metadata["protocols"] = list(protocols)
-        if self._inputs is not None:
+        if self._inputs is not None:  # the manifest (path, sha256) and every other input of the build
             metadata["inputs"] = self._inputs
-        metadata["sensor_channels"] = list(examples[0].aligned.channel_names)
+        metadata["sensor_channels"] = list(channels)
         metadata["stream_channels"] = list(examples[0].aligned.stream_channels)  # streams may differ in width
         metadata["sensor_rate_hz"] = self.builder_config.sensor_rate_hz
         metadata["cameras"] = [1]
-        metadata["manifest"] = {"path": os.path.abspath(self._manifest_path), "sha256": digest}
         metadata["alignment"] = {"min_coverage": self._min_coverage, "max_gap_periods": self._max_gap_periods}
         if self._extraction_dir is not None:
             metadata["embeddings"] = extraction.read_metadata(self._extraction_dir)
