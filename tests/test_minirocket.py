@@ -9,8 +9,9 @@ the same seed it draws the same channel subsets.
 import numpy as np
 import pytest
 
+from harjax import errors
 from harjax.data import batch as batch_lib
-from harjax.models import har_model, minirocket_encoder as minirocket
+from harjax.models import har_model, minirocket_encoder as minirocket, ridge
 from harjax.training import loop
 from tests.conftest import read_metrics, small_config
 
@@ -152,3 +153,101 @@ def test_a_feature_constant_over_the_training_windows_is_left_unscaled():
     fitted = minirocket.fit(sensor, np.ones((6, 40), bool), encoder, seed=0)
     constant = fitted["std"] == 1.0
     assert constant.any() and np.all(fitted["std"][~constant] < 1.0) and np.all(fitted["std"] > 0)
+
+
+@pytest.mark.parametrize("examples, features", [(40, 300), (300, 40)])
+def test_the_ridge_head_is_scikit_learns_ridge_classifier_cv(examples, features):
+    """The penalty aeon's MiniRocketClassifier would choose by leave-one-out, and its predictions.
+
+    Both sides of the fit (more features than examples, and fewer) against RidgeClassifierCV on the same features;
+    harjax's scores are the ridge's scaled by one calibration factor, so their argmax is the same.
+    """
+    from sklearn.linear_model import RidgeClassifierCV
+
+    rng = np.random.default_rng(examples)
+    labels = rng.integers(0, 4, examples)
+    x = rng.normal(size=(examples, features))
+    x[np.arange(examples), labels] += 1.5
+    reference = RidgeClassifierCV(alphas=ridge.ALPHAS).fit(x, labels)
+    fitted = ridge.fit(x, labels, 4)
+    assert fitted.alpha == pytest.approx(reference.alpha_)
+    scores, expected = x @ fitted.kernel + fitted.bias, reference.decision_function(x)
+    np.testing.assert_allclose(scores / scores.std(), expected / expected.std(), atol=1e-5)
+    unseen = rng.normal(size=(50, features))
+    np.testing.assert_array_equal((unseen @ fitted.kernel + fitted.bias).argmax(1), reference.predict(unseen))
+    assert 0.25 < fitted.loo_accuracy <= 1.0
+
+
+def test_the_ridges_scores_become_calibrated_probabilities():
+    """The scale is chosen by the leave-one-out predictions' log loss: sharper where they are right."""
+    labels = np.arange(200) % 4
+    scores = ridge.targets(labels, 4) * 0.2
+    assert ridge.calibration_scale(scores, labels) >= 100  # always right: sharp (its log loss is 0 to rounding)
+    noisy = scores + np.random.default_rng(0).normal(scale=0.4, size=scores.shape)
+    assert ridge.SCALES[0] < ridge.calibration_scale(noisy, labels) < ridge.SCALES[-1]
+
+
+def test_a_ridge_fit_larger_than_the_free_memory_is_refused_naming_the_sizes():
+    with pytest.raises(errors.ConfigError, match=r"config.model.head='ridge': its fit on 10000000 training examples of "
+                       r"10000 features needs .* GiB of host memory and .* GiB is free; lower config.model.minirocket"):
+        ridge.check_memory(10_000_000, 10_000)
+
+
+@pytest.mark.parametrize(
+    "modalities, encoder", [("both", "minirocket"), ("sensor", "inception")], ids=["with video", "learned encoder"]
+)
+def test_the_ridge_head_without_minirocket_features_of_the_sensors_alone_is_refused(modalities, encoder):
+    from configs import sensor_minirocket
+
+    config = small_config(sensor_minirocket)
+    config.model.update(modalities=modalities, encoder=encoder)
+    with pytest.raises(errors.ConfigError, match=r"config.model.head='ridge' reads the MiniRocket features of the"):
+        har_model.build_model(config, 6)
+
+
+@pytest.mark.slow
+def test_a_ridge_run_predicts_what_aeons_classifier_fits_on_its_features(tmp_path):
+    """configs/sensor_minirocket.py: the whole training split's features, standardised, through RidgeClassifierCV.
+
+    The run fits before step 0 and its one step changes nothing; its test predictions are scikit-learn's on the
+    same features (which equal aeon's transform: the tests above), and the fitted state travels in the checkpoint.
+    """
+    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.preprocessing import StandardScaler
+
+    from configs import sensor_minirocket
+
+    config = small_config(sensor_minirocket)
+    config.model.minirocket.update(num_features=336)
+    config.data.synthetic.update(num_train=120, num_eval=60)
+    config.train.update(num_steps=1, eval_every=1, checkpoint_every=1)  # the recipe's, which small_config changed
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config, workdir)
+    run = loop._setup(config, workdir)
+    try:
+        state, _ = run.checkpointer.restore(1, run.abstract_state)
+        train, scored = run.splits["train"], run.splits["eval"]
+    finally:
+        run.close()
+    model = har_model.build_model(config, train.num_classes)
+    fitted = state.batch_stats[har_model.MINIROCKET_SCOPE]
+    head = state.batch_stats[har_model.RIDGE_SCOPE]
+
+    def whole_recordings(split):
+        examples = batch_lib.examples(split, range(len(split)))
+        plan = minirocket.make_plan(config.data.max_length, examples[batch_lib.SENSOR].shape[-1], 336, 32, 0)
+        ppv = minirocket.features(
+            examples[batch_lib.SENSOR], examples[batch_lib.SENSOR_MASK], plan, fitted["biases"], config.data.max_length
+        )
+        return np.asarray(ppv)[:, 0], examples[batch_lib.LABEL]
+
+    train_x, train_y = whole_recordings(train)
+    scaler = StandardScaler().fit(train_x)
+    reference = RidgeClassifierCV(alphas=ridge.ALPHAS).fit(scaler.transform(train_x), train_y)
+    assert float(head["alpha"]) == pytest.approx(reference.alpha_)
+    scored_x, scored_y = whole_recordings(scored)
+    examples = batch_lib.examples(scored, range(len(scored)))
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, examples, train=False).logits
+    np.testing.assert_array_equal(np.argmax(logits, 1), reference.predict(scaler.transform(scored_x)))
+    accuracy = [line for line in read_metrics(workdir) if "eval/accuracy" in line][-1]["eval/accuracy"]
+    assert accuracy == pytest.approx(np.mean(reference.predict(scaler.transform(scored_x)) == scored_y))

@@ -28,14 +28,16 @@ def _batch(batch_size=4, steps=32, channels=12, video_dim=32, lengths=(32, 20, 9
 
 
 def test_segment_masks_partition_recorded_steps_into_contiguous_segments():
-    mask = jnp.array([[True] * 10 + [False] * 6, [True] * 3 + [False] * 13])
+    mask = jnp.array([[True] * 10 + [False] * 6, [True] * 3 + [False] * 13, [False] * 16])
     segments = np.asarray(keyless_attention.segment_masks(mask, 4))  # [B, K, n]
-    np.testing.assert_array_equal(segments.sum(axis=1), np.asarray(mask))  # each recorded step in one segment
+    np.testing.assert_array_equal(segments[0].sum(axis=0), np.asarray(mask[0]))  # each recorded step in one segment
     assert segments[0].sum(axis=1).tolist() == [3, 2, 3, 2]  # near-equal shares of the 10 recorded steps
     for k in range(4):  # contiguous and ordered
         steps = np.flatnonzero(segments[0, k])
         assert steps.tolist() == list(range(steps[0], steps[-1] + 1))
-    assert segments[1].any(axis=1).tolist() == [True, True, True, False]  # 3 steps cannot fill 4 segments
+    # 3 steps cannot fill 4 segments: they share them, in order, every segment reading the recording only
+    assert [np.flatnonzero(segment).tolist() for segment in segments[1]] == [[0], [1], [2], [2]]
+    assert not segments[2].any()  # nothing recorded: nothing to read
 
 
 def test_keyless_attention_matches_equations_and_ignores_padding():
@@ -62,13 +64,14 @@ def test_keyless_attention_matches_equations_and_ignores_padding():
     )
 
 
-def test_empty_segments_get_zero_weights_without_nans():
-    video, sensor = jnp.ones((1, 4)), jnp.ones((1, 6, 3))
-    masks = keyless_attention.segment_masks(jnp.array([[True, True, False, False, False, False]]), 4)
+def test_a_recording_shorter_than_its_segments_is_pooled_in_each_and_an_empty_one_without_nans():
+    video, sensor = jnp.ones((2, 4)), jnp.arange(36.0).reshape(2, 6, 3)
+    masks = keyless_attention.segment_masks(jnp.array([[True, True] + [False] * 4, [False] * 6]), 4)
     init, apply = compiled(keyless_attention.KeylessAttention())
     pooled, alpha = apply(init(jax.random.key(0), video, sensor, masks), video, sensor, masks)
     assert np.isfinite(pooled).all() and np.isfinite(alpha).all()
-    np.testing.assert_allclose(alpha.sum(-1)[0], [1.0, 0.0, 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(alpha.sum(-1), [[1.0] * 4, [0.0] * 4], rtol=1e-6)
+    np.testing.assert_allclose(pooled[0], sensor[0, [0, 0, 1, 1]], rtol=1e-6)  # two steps shared by four segments
 
 
 @pytest.mark.parametrize("config_module", ALL_CONFIGS, ids=config_id)
@@ -302,23 +305,27 @@ def test_both_encoder_backwards_share_parameters_values_and_gradients():
         har_model.build_model(config, num_classes=6)
 
 
-def test_an_encoder_stride_that_leaves_a_recording_too_few_steps_is_refused(tmp_path):
-    """Fewer encoder steps than segments would leave a segment of padding only: refused before training."""
+def test_recordings_shorter_than_the_segments_are_scored_and_counted_a_training_split_of_them_refused(tmp_path):
+    """A short recording shares its encoder steps among the segments; only a split made of them cannot train.
+
+    Refused before training, naming the setting and the sizes; otherwise counted per split in config.json.
+    """
     from harjax.training import loop
 
     config = small_config()
     config.model.encoder_strides = (4, 4)  # 16 input steps per encoder step: 32-step recordings get 2 < K = 4
     with pytest.raises(
         errors.ConfigError,
-        match=r"config.model.encoder_strides=\(4, 4\) \(total stride 16\) leaves the shortest recording of the "
-        r"train split \(\d+ steps\) [12] encoder steps, fewer than config.model.num_segments=4",
+        match=r"config.model.encoder_strides=\(4, 4\) \(total stride 16\) with config.model.num_segments=4 needs "
+        r"recordings of at least 64 steps \(a step per segment\), but the training split's typical \(median\) "
+        r"recording has \d+; lower the stride or the segments",
     ):
         loop.train_and_evaluate(config, str(tmp_path / "workdir"))
     config.model.update(encoder="inception")
-    config.model.inception.stride = 40
-    with pytest.raises(errors.ConfigError, match=r"config.model.inception.stride=40 leaves .* 1 encoder steps"):
-        har_model.check_encoder_steps(config, 32, "eval")
-    har_model.check_encoder_steps(config, 160, "eval")  # 4 encoder steps: one per segment
+    config.model.inception.stride = 8
+    lengths = np.array([2, 9, 31, 32, 40])  # encoder steps 1, 2, 4, 4, 5
+    assert har_model.count_short_recordings(config, lengths, "eval") == 2
+    assert har_model.count_short_recordings(config, lengths, "train") == 2  # the typical one reads 4 steps
     config.model.encoder = "cnn"
     config.model.encoder_strides = (1, 0)
     with pytest.raises(errors.ConfigError, match=r"config.model.encoder_strides must be positive, got \(1, 0\)"):

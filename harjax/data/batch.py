@@ -88,8 +88,8 @@ class Split(Protocol):
     def has_video(self) -> bool: ...
 
     @property
-    def shortest_recording(self) -> int:
-        """Recorded sensor steps of the split's shortest example (as the model sees it, after any crop)."""
+    def recording_lengths(self) -> np.ndarray:
+        """[recordings] the recorded sensor steps of each (as the model sees it, after any crop), 0 for none."""
 
     @property
     def column_bytes(self) -> int:
@@ -180,8 +180,8 @@ class ArrayData:
         return VIDEO in self.arrays
 
     @property
-    def shortest_recording(self) -> int:
-        return int(self.arrays[SENSOR_MASK].sum(axis=1).min(initial=self.arrays[SENSOR_MASK].shape[1]))
+    def recording_lengths(self) -> np.ndarray:
+        return self.arrays[SENSOR_MASK].sum(axis=1)
 
     @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -121,10 +121,9 @@ class TFDSSplit:
         return self.uses_video
 
     @property
-    def shortest_recording(self) -> int:
+    def recording_lengths(self) -> np.ndarray:
         lengths = self.listing.sensor_length[self.stored_trials]
-        recorded = lengths[lengths > 0]  # trials without a usable stream are the loader's to count
-        return int(min(recorded.min(initial=self.max_length), self.max_length))
+        return np.minimum(lengths[lengths > 0], self.max_length)  # trials without a usable stream: the loader counts
 
     @property
     def example_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

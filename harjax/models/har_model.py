@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import typing
 from collections.abc import Sequence
@@ -11,21 +12,25 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import struct
 
 from harjax import errors
 from harjax.data import batch as batch_lib
-from harjax.models import fusion, inception_encoder, keyless_attention, minirocket_encoder, sensor_encoder
+from harjax.models import fusion, inception_encoder, keyless_attention, minirocket_encoder, ridge, sensor_encoder
 
 Modality = Literal["both", "video", "sensor"]
 Fusion = Literal["attention", "concat", "late"]
 Encoder = Literal["cnn", "inception", "minirocket"]
+Head = Literal["mlp", "ridge"]
 MODALITIES: tuple[Modality, ...] = typing.get_args(Modality)
 FUSIONS: tuple[Fusion, ...] = typing.get_args(Fusion)
 ENCODERS: tuple[Encoder, ...] = typing.get_args(Encoder)
+HEADS: tuple[Head, ...] = typing.get_args(Head)
 INCEPTION_KEYS = ("depth", "filters", "kernel_sizes", "bottleneck", "residual_every", "stride", "norm")
 MINIROCKET_KEYS = ("length", "num_features", "max_dilations", "seed", "stride", "dim", "pad_to_length")
 MINIROCKET_SCOPE = "MiniRocketEncoder_0"  # its fitted state: batch_stats[MINIROCKET_SCOPE]
+RIDGE_SCOPE = "ridge_classifier"  # the ridge head's fitted state: batch_stats[RIDGE_SCOPE]
 LOGIT_SCALE = "logit_scale"  # log(1 / tau); the optimizer keeps it at or below log(max_logit_scale)
 
 
@@ -81,6 +86,8 @@ class HARModel(nn.Module):
     unimodal logits). Tokens fed to the classifier:
       both, attention/concat: K joint tokens [v || a_k] (+ one token per video frame when given per frame)
       video:  the clip token (or one per frame);   sensor: K pooled segment tokens a_k.
+    head: 'mlp' (the classifier over tokens above, trained) | 'ridge' (sensor only, MiniRocket encoder: a ridge
+    classifier on the standardised features of the whole recording, fitted before step 0: harjax/models/ridge.py).
     Submodules carry explicit names (those Flax gave them when this was one method), so parameter paths, and
     with them checkpoints and bundles, stay stable however the forward pass is arranged.
     """
@@ -107,9 +114,12 @@ class HARModel(nn.Module):
     encoder: Encoder = "cnn"
     inception: tuple[tuple[str, Any], ...] = ()  # InceptionEncoder's fields (config.model.inception), as pairs
     minirocket: tuple[tuple[str, Any], ...] = ()  # MiniRocketEncoder's fields (config.model.minirocket), as pairs
+    head: Head = "mlp"
 
     @nn.compact
     def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
+        if self.head == "ridge":
+            return ModelOutput(logits=self._ridge_logits(batch))
         video = self._standardised_video(batch, train) if self.modalities in ("both", "video") else None
         sensor = self._encoded_sensor(batch, train) if self.modalities in ("both", "sensor") else None
         alpha = None
@@ -171,7 +181,12 @@ class HARModel(nn.Module):
 
     def minirocket_encoder(self) -> minirocket_encoder.MiniRocketEncoder:
         """The MiniRocket encoder of this model (its fitted state: fit_statistics)."""
-        return minirocket_encoder.MiniRocketEncoder(**dict(self.minirocket), dtype=self.dtype, name=MINIROCKET_SCOPE)
+        return minirocket_encoder.MiniRocketEncoder(**minirocket_fields(self), dtype=self.dtype, name=MINIROCKET_SCOPE)
+
+    def _ridge_logits(self, batch: dict[str, jax.Array]) -> jax.Array:
+        """The ridge classifier on the whole recording's standardised MiniRocket features."""
+        features, _ = self.minirocket_encoder()(batch[batch_lib.SENSOR], batch[batch_lib.SENSOR_MASK])  # [B, 1, F]
+        return ridge.RidgeClassifier(self.num_classes, name=RIDGE_SCOPE)(features[:, 0])
 
     def _classifier(self, name: str) -> fusion.TokenClassifier:
         return fusion.TokenClassifier(
@@ -298,6 +313,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
     encoder = model.get("encoder", "cnn")  # bundles written before the choice existed hold the CNN
     if encoder not in ENCODERS:
         raise errors.ConfigError(f"config.model.encoder must be one of {ENCODERS}, got {encoder!r}")
+    head = model.get("head", "mlp")  # bundles written before the choice existed hold the MLP
+    if head not in HEADS:
+        raise errors.ConfigError(f"config.model.head must be one of {HEADS}, got {head!r}")
+    if head == "ridge" and (model.modalities != "sensor" or encoder != "minirocket"):
+        raise errors.ConfigError(
+            "config.model.head='ridge' reads the MiniRocket features of the sensors alone; it needs "
+            f"config.model.modalities='sensor' and config.model.encoder='minirocket', got {model.modalities!r} and "
+            f"{encoder!r}"
+        )
     inception = _inception_settings(model) if encoder == "inception" else ()
     minirocket = _minirocket_settings(model) if encoder == "minirocket" else ()
     return HARModel(
@@ -325,6 +349,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         encoder=encoder,
         inception=inception,
         minirocket=minirocket,
+        head=head,
     )
 
 
@@ -369,19 +394,49 @@ def resolve_reference_length(config: ml_collections.ConfigDict) -> None:
         config.model.minirocket.length = int(config.data.max_length)
 
 
+def minirocket_fields(model: HARModel) -> dict[str, Any]:
+    """The MiniRocket encoder's fields: config.model.minirocket, read over whole recordings under the ridge head."""
+    fields = dict(model.minirocket)
+    return fields | dict(stride=0, dim=0) if model.head == "ridge" else fields
+
+
 def fits_statistics(model: HARModel) -> bool:
     """Whether the model has state fitted from the training split before step 0 (a MiniRocket encoder's)."""
     return model.modalities in ("both", "sensor") and model.encoder == "minirocket"
 
 
 def fit_statistics(model: HARModel, batch_stats: Any, sample: dict[str, Any], seed: int | Sequence[int]) -> Any:
-    """batch_stats with the sensor encoder's fitted state from training examples `sample` (numpy, as read).
+    """batch_stats with the state fitted from training examples `sample` (numpy, as read, with their labels).
 
-    MiniRocket's biases and feature statistics; `seed` draws the examples its biases are read from.
+    MiniRocket's biases and feature statistics (`seed` draws the examples its biases are read from), and under the
+    ridge head the ridge classifier of every example in `sample`.
     """
-    encoder = minirocket_encoder.MiniRocketEncoder(**dict(model.minirocket), parent=None)  # its settings, unbound
-    fitted = minirocket_encoder.fit(sample[batch_lib.SENSOR], sample[batch_lib.SENSOR_MASK], encoder, seed)
-    return {**batch_stats, MINIROCKET_SCOPE: fitted}
+    encoder = minirocket_encoder.MiniRocketEncoder(**minirocket_fields(model), parent=None)  # its settings, unbound
+    sensor, mask = sample[batch_lib.SENSOR], sample[batch_lib.SENSOR_MASK]
+    if model.head == "ridge":
+        ridge.check_memory(len(sensor), encoder.plan(sensor.shape[-1]).num_features)
+    fitted = {**batch_stats, MINIROCKET_SCOPE: minirocket_encoder.fit(sensor, mask, encoder, seed)}
+    if model.head != "ridge":
+        return fitted
+    standardised = jax.jit(lambda x, m: encoder.apply({"batch_stats": fitted[MINIROCKET_SCOPE]}, x, m)[0][:, 0])
+    features = np.concatenate(
+        [np.asarray(standardised(sensor[start : start + 64], mask[start : start + 64])) for start in range(0, len(sensor), 64)]
+    )  # [N, F]
+    classifier = ridge.fit(features, sample[batch_lib.LABEL], model.num_classes)
+    logging.info(
+        "ridge head fitted on %d examples: alpha %g, leave-one-out accuracy %.4f",
+        len(features),
+        classifier.alpha,
+        classifier.loo_accuracy,
+    )
+    return fitted | {
+        RIDGE_SCOPE: {
+            "kernel": classifier.kernel,
+            "bias": classifier.bias,
+            "alpha": np.float32(classifier.alpha),
+            "loo_accuracy": np.float32(classifier.loo_accuracy),
+        }
+    }
 
 
 def encoder_stride(config: ml_collections.ConfigDict) -> int:
@@ -394,17 +449,20 @@ def encoder_stride(config: ml_collections.ConfigDict) -> int:
     return math.prod(config.model.encoder_strides)
 
 
-def check_encoder_steps(config: ml_collections.ConfigDict, shortest_recording: int, split: str) -> None:
-    """Refuses an encoder whose total stride leaves the shortest recording fewer steps than it has segments.
+def count_short_recordings(config: ml_collections.ConfigDict, lengths: np.ndarray, split: str) -> int:
+    """How many of a split's recordings (recorded steps `lengths` [N]) have fewer encoder steps than segments.
 
-    Each of the K segments pools its own encoder steps; with fewer steps than K some segments of that recording
-    are empty and its classifier sees padding tokens only, so such a setting is an error, not a silent loss.
+    Each of the K segments pools its own encoder steps; a shorter recording shares its steps among them
+    (keyless_attention.segment_masks) and is scored like any other, as the classical methods pad a short recording.
+    What cannot work at all is refused, naming the setting and the sizes: a training split whose typical (median)
+    recording is that short, where no segment would learn from a stretch of its own.
     """
-    if not uses_sensor(config):
-        return
+    if not uses_sensor(config) or config.model.get("head", "mlp") == "ridge":  # the ridge reads one window
+        return 0
     stride = encoder_stride(config)
-    steps = -(-shortest_recording // stride)  # ceil: the encoder's steps of that recording
-    if steps < config.model.num_segments:
+    segments = config.model.num_segments
+    steps = -(-np.asarray(lengths) // stride)  # ceil: each recording's encoder steps
+    if split == "train" and len(steps) and np.median(steps) < segments:
         encoder = config.model.get("encoder", "cnn")
         setting = (
             f"config.model.{encoder}.stride={stride}"
@@ -412,7 +470,8 @@ def check_encoder_steps(config: ml_collections.ConfigDict, shortest_recording: i
             else f"config.model.encoder_strides={tuple(config.model.encoder_strides)} (total stride {stride})"
         )
         raise errors.ConfigError(
-            f"{setting} leaves the shortest recording of the {split} split ({shortest_recording} steps) {steps} "
-            f"encoder steps, fewer than config.model.num_segments={config.model.num_segments}; lower the stride or "
-            "the segments"
+            f"{setting} with config.model.num_segments={segments} needs recordings of at least {stride * segments} "
+            f"steps (a step per segment), but the training split's typical (median) recording has "
+            f"{int(np.median(lengths))}; lower the stride or the segments"
         )
+    return int(np.sum(steps < segments))

@@ -18,15 +18,21 @@ def segment_masks(mask: jax.Array, num_segments: int) -> jax.Array:
     """Splits each sequence's recorded steps into K contiguous, near-equal segments.
 
     mask [B, n] -> [B, K, n]. Segments follow each example's own length, so a short recording still gets
-    K segments of its own content instead of K - 1 segments of padding. A sequence with fewer than K
-    recorded steps leaves some segments empty (all False).
+    K segments of its own content instead of K - 1 segments of padding. A sequence with fewer than K recorded
+    steps shares them: segment k, which would be empty, holds the step at its place (recorded step
+    floor(k * steps / K)), so every segment reads the recording, as the classical methods pad a short one and score
+    it. Only a sequence with no recorded step leaves its segments empty (all False).
     """
     rank = jnp.cumsum(mask, axis=-1) - 1  # position of each step among the recorded ones
-    length = jnp.maximum(mask.sum(axis=-1, keepdims=True), 1)
+    length = jnp.maximum(mask.sum(axis=-1, keepdims=True), 1)  # [B, 1]
+    segments = jnp.arange(num_segments)
     # Truncating division: equal to floor division on recorded steps (rank >= 0), the only ones the mask keeps,
     # and a single division op, which ONNX converters express for any batch size.
     segment = jax.lax.div(rank * num_segments, length)  # [B, n]
-    return mask[:, None, :] & (segment[:, None, :] == jnp.arange(num_segments)[None, :, None])
+    assigned = mask[:, None, :] & (segment[:, None, :] == segments[None, :, None])  # [B, K, n]
+    place = jax.lax.div(segments[None, :] * length, num_segments)  # [B, K]: the recorded step at segment k's place
+    shared = mask[:, None, :] & (rank[:, None, :] == place[:, :, None])  # [B, K, n]
+    return assigned | (shared & ~assigned.any(axis=-1, keepdims=True))
 
 
 def masked_mean(sequence: jax.Array, masks: jax.Array) -> jax.Array:

@@ -20,13 +20,14 @@ What an encoder of harjax needs on top:
   length (`reading`), so its duration shows in every feature as it does in aeon's equal-length input, still
   whatever a batch pads it to;
 - a sequence: the PPV over each window of `stride` steps (S [B, n, F], n = ceil(T / stride)), so the keyless
-  attention and every fusion mode pool segments of windows as they pool the other encoders' steps;
+  attention and every fusion mode pool segments of windows as they pool the other encoders' steps; `stride` 0 is
+  one window over the whole recording, the features aeon computes, which the ridge head reads (harjax/models/ridge.py);
 - the fitted state (biases, and each feature's mean and std over the training windows, with which the features are
   standardised) is non-trained state, kept in the 'batch_stats' collection beside the video standardisation: it is
   fitted once before step 0 (har_model.fit_statistics), saved in checkpoints and bundles, and never refitted on
   resume;
 - a learned linear projection of the standardised features to `dim`, the width the attention and the classifier
-  read (a Dense on 10,000 features, what a linear classifier on them is).
+  read (a Dense on 10,000 features, what a linear classifier on them is); `dim` 0 gives the standardised features.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ def fit_biases(sensor: np.ndarray, mask: np.ndarray, plan: Plan, seed: int) -> n
 class MiniRocketEncoder(nn.Module):
     """sensor [B, T, C], mask [B, T] -> S [B, n, dim] and its mask: projected, standardised PPV per window.
 
-    n = ceil(T / stride), or ceil(max(T, length) / stride) with `pad_to_length`. `length` is the reference length
+    n = ceil(T / stride), or ceil(max(T, length) / stride) with `pad_to_length`; 1 with stride 0. With dim 0 S is
+    the standardised features [B, n, F]. `length` is the reference length
     the dilations are chosen for (the training input's), fixed so that a bundle or an export at another window
     length keeps the fitted features.
     """
@@ -217,13 +219,17 @@ class MiniRocketEncoder(nn.Module):
     num_features: int = 10_000
     max_dilations: int = 32
     seed: int = 0
-    stride: int = 8
-    dim: int = 128
+    stride: int = 8  # 0: one window, the whole recording
+    dim: int = 128  # 0: the standardised features, not projected
     pad_to_length: bool = False  # read each recording as followed by zeros up to `length` (`reading`)
     dtype: Any = jnp.float32
 
     def plan(self, num_channels: int) -> Plan:
         return make_plan(self.length, num_channels, self.num_features, self.max_dilations, self.seed)
+
+    def window(self, mask: Any) -> int:
+        """Steps per feature window of an input read as `mask` [B, T']: `stride`, or all of them with stride 0."""
+        return self.stride or mask.shape[1]
 
     @nn.compact
     def __call__(self, sensor: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -234,9 +240,12 @@ class MiniRocketEncoder(nn.Module):
             for name in FITTED
         }
         sensor, mask = reading(sensor, mask, self.length, self.pad_to_length)
-        ppv = features(sensor, mask, plan, jax.lax.stop_gradient(fitted["biases"]), self.stride)  # [B, n, F]
+        window = self.window(mask)
+        ppv = features(sensor, mask, plan, jax.lax.stop_gradient(fitted["biases"]), window)  # [B, n, F]
         standardised = (ppv - fitted["mean"]) / fitted["std"]
-        window_mask = _window_sums(mask.astype(jnp.int32), self.stride) > 0  # [B, n]
+        window_mask = _window_sums(mask.astype(jnp.int32), window) > 0  # [B, n]
+        if not self.dim:
+            return standardised * window_mask[..., None], window_mask
         projected = nn.Dense(self.dim, dtype=self.dtype, name="projection")(standardised.astype(self.dtype))
         return projected * window_mask[..., None].astype(projected.dtype), window_mask
 
@@ -256,11 +265,12 @@ def fit(
     total = np.zeros(plan.num_features, np.float64)
     total_sq = np.zeros(plan.num_features, np.float64)
     count = 0
-    compute = jax.jit(lambda x, m: features(x, m, plan, jnp.asarray(biases), encoder.stride))
+    window = encoder.window(mask)
+    compute = jax.jit(lambda x, m: features(x, m, plan, jnp.asarray(biases), window))
     for start in range(0, len(sensor), batch_size):
         part = slice(start, start + batch_size)
         windows = np.asarray(compute(sensor[part], mask[part]), np.float64)  # [b, n, F]
-        recorded = np.asarray(_window_sums(jnp.asarray(mask[part], jnp.int32), encoder.stride)) > 0  # [b, n]
+        recorded = np.asarray(_window_sums(jnp.asarray(mask[part], jnp.int32), window)) > 0  # [b, n]
         kept = windows[recorded]  # [windows, F]
         total, total_sq, count = total + kept.sum(0), total_sq + (kept**2).sum(0), count + len(kept)
     mean = total / max(count, 1)

@@ -160,6 +160,7 @@ class _Run:
     predict_fns: dict[str, dict[str, Callable]]  # per evaluated split: 'predict' (every example) and 'apply'
     evaluators: list[evaluators.Scheduled]
     selection_metric: str  # what ranks checkpoints: the selecting evaluator's macro-F1
+    short_recordings: dict[str, int]  # per split: recordings with fewer encoder steps than segments (config.json)
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -232,8 +233,18 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     evaluated = {evaluators.TEST: eval_data} | ({evaluators.VALIDATION: validation_data} if validation_data else {})
     har_model.resolve_reference_length(config)
     model = har_model.build_model(config, train_data.num_classes)
-    for name, data in splits.items():
-        har_model.check_encoder_steps(config, data.shortest_recording, name)
+    short_recordings = {
+        name: har_model.count_short_recordings(config, data.recording_lengths, name) for name, data in splits.items()
+    }
+    for name, count in short_recordings.items():
+        if count:
+            logging.warning(
+                "%s split: %d recordings have fewer encoder steps than config.model.num_segments=%d; their segments "
+                "share their steps, and they are scored like the others",
+                name,
+                count,
+                config.model.num_segments,
+            )
     train_batch_size = pipeline.per_process_batch_size(
         config.train.batch_size, jax.device_count(), jax.process_count(), "config.train.batch_size"
     )
@@ -312,6 +323,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
         predict_fns,
         scheduled,
         selection_metric,
+        short_recordings,
     )
 
 
@@ -328,14 +340,16 @@ def _fitted(
 ) -> step_lib.TrainState:
     """The initial state with what is fitted from the training split before step 0, each member its own draws.
 
-    A sample of FIT_EXAMPLES training examples in an order drawn from the seed, as evaluation reads them
-    (standardised, not augmented); the same on every process. A resume restores the fitted state with the rest,
-    never refitting it.
+    A sample of FIT_EXAMPLES training examples in an order drawn from the seed (every one for a ridge head, which
+    is fitted to them all), as evaluation reads them (standardised, not augmented); the same on every process. A
+    resume restores the fitted state with the rest, never refitting it.
     """
     state = init()
     if not har_model.fits_statistics(model):
         return state
-    order = np.random.default_rng(seed).permutation(len(train_data))[:FIT_EXAMPLES]
+    order = np.random.default_rng(seed).permutation(len(train_data))
+    if model.head != "ridge":
+        order = order[:FIT_EXAMPLES]
     sample = batch_lib.examples(train_data, np.sort(order))
     batch_stats = jax.device_get(state.batch_stats)
     members = [
@@ -569,7 +583,7 @@ def train(
         run.writer.truncate_after(start_step if start_step else -1)  # from scratch: clean files
         if jax.process_index() == 0:
             workdir_lib.write_run_config(
-                workdir, config, run.splits, start_step, run.cache, run.selection_metric, events
+                workdir, config, run.splits, start_step, run.cache, run.selection_metric, events, run.short_recordings
             )
         at_start = [entry for entry in run.evaluators if entry.schedule.at_start]
         if at_start and start_step == 0:  # the untrained model: the chance line of every curve

@@ -82,7 +82,7 @@ def member_train_state(
     variables = model.init(init_key, example_batch, train=False)
     return TrainState.create(
         apply_fn=model.apply,
-        params=variables["params"],
+        params=variables.get("params", {}),  # none under a fitted head (config.model.head='ridge')
         tx=tx,
         batch_stats=variables.get("batch_stats", {}),
         dropout_key=dropout_key,

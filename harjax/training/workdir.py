@@ -173,11 +173,13 @@ def write_run_config(
     data_cache: str,
     selection_metric: str,
     events: Mapping[str, Any] | None = None,
+    short_recordings: Mapping[str, int] | None = None,
 ) -> None:
     """config.json: what reproduces the run; every start (first or resumed) is also appended to runs.jsonl.
 
     `splits` maps 'train', 'eval' and, when held out, 'validation' to their data; `events`, what this start did
-    that a later reader must know (data allowed to change, damaged checkpoints moved aside).
+    that a later reader must know (data allowed to change, damaged checkpoints moved aside); `short_recordings`,
+    per split, the recordings with fewer encoder steps than segments (scored, their steps shared).
     """
     train = splits["train"]
     record = {
@@ -200,6 +202,7 @@ def write_run_config(
                 "num_classes": data.num_classes,
                 "shapes": {name: shape for name, (shape, _) in data.example_spec.items()},
                 "report": dict(data.report),
+                "short_recordings": (short_recordings or {}).get(split, 0),
             }
             for split, data in splits.items()
         },
