@@ -10,7 +10,8 @@ does not, so it runs in a venv of its own:
     AEON/bin/python benchmarks/minirocket_reference.py --archives=ARCHIVES [--datasets=...] [--seeds=5] [--folds=5]
 
 MiniRocket needs recordings of one length: a variable-length set (PickupGestureWiimoteZ) is read from the archive's
-equal-length `_eq` files, the same recordings padded to the longest with low-amplitude noise. Prints a line per
+equal-length `_eq` files, the same recordings padded to the longest with low-amplitude noise; one without such files
+(AllGestureWiimoteX) is padded with zeros after each recording, to the longest of both splits. Prints a line per
 dataset and, last, one JSON line.
 """
 
@@ -34,8 +35,10 @@ def equal_length(dataset: str, parts: dict[str, tuple]) -> dict[str, tuple]:
     padded = {}
     for part, (_series, labels, subjects) in parts.items():
         path = os.path.join(aeon_directory(), dataset, f"{dataset}_eq_{part}.ts")
-        if not os.path.exists(path):
-            raise SystemExit(f"{dataset}: recordings of several lengths and no equal-length file {path}")
+        if not os.path.exists(path):  # no equal-length release (AllGestureWiimoteX): zeros after each recording
+            longest = max(item.shape[1] for part_ in parts.values() for item in part_[0])
+            padded[part] = ([np.pad(item, ((0, 0), (0, longest - item.shape[1]))) for item in _series], labels, subjects)
+            continue
         padded_series, padded_labels = read_ts(path)
         if padded_labels != labels:
             raise SystemExit(f"{path}: its rows are not those of {dataset}_{part}.ts (labels differ)")

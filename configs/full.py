@@ -115,6 +115,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # ridge classifier on the whole recording's standardised features, fitted in closed form before step 0 with its
     # penalty chosen by leave-one-out, as aeon's MiniRocketClassifier; nothing is trained: harjax/models/ridge.py).
     config.model.head = "mlp"
+    # Beside a trained encoder and head of the sensors alone: a member of the other family, that ridge on MiniRocket's
+    # features, fitted before step 0; predictions mix the probabilities, this share to the ridge's (0: no such member).
+    config.model.ridge_weight = 0.0
     # Members trained side by side in one jitted step (vmapped), each with its own initialisation, dropout and
     # augmentation; predictions average their probabilities. 1: a single model, no member axis.
     config.model.ensemble_size = 1

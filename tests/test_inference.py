@@ -455,17 +455,26 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("encoder", ["inception", "minirocket"])
-def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_path, encoder):
+@pytest.mark.parametrize(
+    "model",
+    [
+        dict(encoder="inception", ridge_weight=0.4),
+        dict(encoder="minirocket"),
+        dict(encoder="minirocket", head="ridge"),
+    ],
+    ids=["inception beside a ridge", "minirocket", "minirocket ridge head"],
+)
+def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_path, model):
     """An ensemble of two models: the bundle, StableHLO, ONNX and streams compute the ensemble.
 
     InceptionTime-style members are batch-normalised, MiniRocket's carry the biases and feature statistics fitted
-    before step 0, so every format also carries each member's non-trained state (a LayerNorm's path is the CNN's,
-    which the other export tests take); the inputs are normalised as configs/sensor_small.py's
-    ('recording_level'), so predictions must standardise raw recordings as training did.
+    before step 0, a ridge its fitted classifier (as the head, with no trained parameters, or as a member of the
+    other family whose probabilities are mixed in), so every format also carries each member's non-trained state
+    (a LayerNorm's path is the CNN's, which the other export tests take); the inputs are normalised as
+    configs/sensor_small.py's ('recording_level'), so predictions must standardise raw recordings as training did.
     """
     config = small_config(sensor_only)
-    config.model.update(ensemble_size=2, encoder=encoder)
+    config.model.update(ensemble_size=2, **model)
     config.model.inception.update(depth=3, filters=8, kernel_sizes=(3, 9), bottleneck=8, norm="batch")
     config.model.minirocket.update(num_features=168, stride=2, dim=16)
     for split in ("train", "eval"):

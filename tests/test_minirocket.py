@@ -6,11 +6,12 @@ where nothing is drawn at random (one training example, one channel) harjax fits
 the same seed it draws the same channel subsets.
 """
 
+import jax
 import numpy as np
 import pytest
 
 from harjax import errors
-from harjax.data import batch as batch_lib
+from harjax.data import batch as batch_lib, synthetic
 from harjax.models import har_model, minirocket_encoder as minirocket, ridge
 from harjax.training import loop
 from tests.conftest import read_metrics, small_config
@@ -251,3 +252,40 @@ def test_a_ridge_run_predicts_what_aeons_classifier_fits_on_its_features(tmp_pat
     np.testing.assert_array_equal(np.argmax(logits, 1), reference.predict(scaler.transform(scored_x)))
     accuracy = [line for line in read_metrics(workdir) if "eval/accuracy" in line][-1]["eval/accuracy"]
     assert accuracy == pytest.approx(np.mean(reference.predict(scaler.transform(scored_x)) == scored_y))
+
+
+def test_a_ridge_beside_a_trained_head_mixes_its_probabilities_in_at_its_weight_and_never_trains():
+    """config.model.ridge_weight: evaluation predicts (1 - w) p_trained + w p_ridge; training sees the trained part."""
+    from configs import sensor_small
+
+    config = small_config(sensor_small)
+    config.model.update(ridge_weight=0.3, ensemble_size=1)
+    config.model.minirocket.update(num_features=168)
+    har_model.resolve_reference_length(config)
+    data = synthetic.generate(config.data.synthetic, "train", config.seed).arrays
+    batch = {name: data[name][:64] for name in (batch_lib.SENSOR, batch_lib.SENSOR_MASK, batch_lib.LABEL)}
+
+    def build(**model):
+        changed = config.copy_and_resolve_references()
+        changed.model.update(**model)
+        return har_model.build_model(changed, 6)
+
+    hybrid = build()
+    assert har_model.fits_statistics(hybrid) and har_model.has_ridge(hybrid)
+    initial = hybrid.init(jax.random.key(0), batch, train=False)
+    variables = {"params": initial["params"], "batch_stats": har_model.fit_statistics(hybrid, initial["batch_stats"], batch, 0)}
+    trained_part = build(ridge_weight=0.0)
+    ridge_part = build(encoder="minirocket", head="ridge", ridge_weight=0.0)
+    mixed = hybrid.apply(variables, batch, train=False).logits
+    expected = 0.7 * jax.nn.softmax(trained_part.apply(variables, batch, train=False).logits) + 0.3 * jax.nn.softmax(
+        ridge_part.apply({"batch_stats": variables["batch_stats"]}, batch, train=False).logits
+    )
+    np.testing.assert_allclose(np.exp(mixed), expected, rtol=1e-5, atol=1e-6)
+
+    def training_logits(model):
+        output, _ = model.apply(
+            variables, batch, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"]
+        )
+        return output.logits
+
+    np.testing.assert_array_equal(training_logits(hybrid), training_logits(trained_part))

@@ -88,6 +88,9 @@ class HARModel(nn.Module):
       video:  the clip token (or one per frame);   sensor: K pooled segment tokens a_k.
     head: 'mlp' (the classifier over tokens above, trained) | 'ridge' (sensor only, MiniRocket encoder: a ridge
     classifier on the standardised features of the whole recording, fitted before step 0: harjax/models/ridge.py).
+    ridge_weight w > 0 (sensor only, a trained encoder and head): that ridge beside them, a member of another
+    family; evaluation, serving and exports predict (1 - w) p_trained + w p_ridge, training trains the trained
+    part alone.
     Submodules carry explicit names (those Flax gave them when this was one method), so parameter paths, and
     with them checkpoints and bundles, stay stable however the forward pass is arranged.
     """
@@ -115,11 +118,21 @@ class HARModel(nn.Module):
     inception: tuple[tuple[str, Any], ...] = ()  # InceptionEncoder's fields (config.model.inception), as pairs
     minirocket: tuple[tuple[str, Any], ...] = ()  # MiniRocketEncoder's fields (config.model.minirocket), as pairs
     head: Head = "mlp"
+    ridge_weight: float = 0.0
 
     @nn.compact
     def __call__(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
         if self.head == "ridge":
             return ModelOutput(logits=self._ridge_logits(batch))
+        output = self._trained(batch, train)
+        if not self.ridge_weight or train:
+            return output
+        probabilities = (1 - self.ridge_weight) * jax.nn.softmax(output.logits.astype(jnp.float32)) + (
+            self.ridge_weight * jax.nn.softmax(self._ridge_logits(batch))
+        )
+        return output.replace(logits=jnp.log(probabilities))
+
+    def _trained(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
         video = self._standardised_video(batch, train) if self.modalities in ("both", "video") else None
         sensor = self._encoded_sensor(batch, train) if self.modalities in ("both", "sensor") else None
         alpha = None
@@ -322,8 +335,17 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
             f"config.model.modalities='sensor' and config.model.encoder='minirocket', got {model.modalities!r} and "
             f"{encoder!r}"
         )
+    ridge_weight = model.get("ridge_weight", 0.0)  # bundles written before the choice existed have none
+    if not 0 <= ridge_weight < 1 or (
+        ridge_weight and (model.modalities != "sensor" or encoder == "minirocket" or head != "mlp")
+    ):
+        raise errors.ConfigError(
+            "config.model.ridge_weight must be in [0, 1), and above 0 only beside a trained encoder and head of the "
+            f"sensors alone; got {ridge_weight} with modalities {model.modalities!r}, encoder {encoder!r}, head "
+            f"{head!r}"
+        )
     inception = _inception_settings(model) if encoder == "inception" else ()
-    minirocket = _minirocket_settings(model) if encoder == "minirocket" else ()
+    minirocket = _minirocket_settings(model) if encoder == "minirocket" or ridge_weight else ()
     return HARModel(
         num_classes=num_classes,
         modalities=model.modalities,
@@ -350,6 +372,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> HARModel
         inception=inception,
         minirocket=minirocket,
         head=head,
+        ridge_weight=float(ridge_weight),
     )
 
 
@@ -390,19 +413,25 @@ def _minirocket_settings(model: ml_collections.ConfigDict) -> tuple[tuple[str, A
 
 def resolve_reference_length(config: ml_collections.ConfigDict) -> None:
     """config.model.minirocket.length 0 becomes config.data.max_length, so config.json and bundles record it."""
-    if config.model.get("encoder", "cnn") == "minirocket" and not config.model.minirocket.get("length", 0):
+    reads_minirocket = config.model.get("encoder", "cnn") == "minirocket" or config.model.get("ridge_weight", 0.0)
+    if reads_minirocket and not config.model.minirocket.get("length", 0):
         config.model.minirocket.length = int(config.data.max_length)
 
 
+def has_ridge(model: HARModel) -> bool:
+    """Whether the model predicts with a ridge classifier: as its head, or as a member beside a trained head."""
+    return model.head == "ridge" or model.ridge_weight > 0
+
+
 def minirocket_fields(model: HARModel) -> dict[str, Any]:
-    """The MiniRocket encoder's fields: config.model.minirocket, read over whole recordings under the ridge head."""
+    """The MiniRocket encoder's fields: config.model.minirocket, read over whole recordings for a ridge."""
     fields = dict(model.minirocket)
-    return fields | dict(stride=0, dim=0) if model.head == "ridge" else fields
+    return fields | dict(stride=0, dim=0) if has_ridge(model) else fields
 
 
 def fits_statistics(model: HARModel) -> bool:
     """Whether the model has state fitted from the training split before step 0 (a MiniRocket encoder's)."""
-    return model.modalities in ("both", "sensor") and model.encoder == "minirocket"
+    return model.modalities in ("both", "sensor") and (model.encoder == "minirocket" or model.ridge_weight > 0)
 
 
 def fit_statistics(model: HARModel, batch_stats: Any, sample: dict[str, Any], seed: int | Sequence[int]) -> Any:
@@ -413,10 +442,10 @@ def fit_statistics(model: HARModel, batch_stats: Any, sample: dict[str, Any], se
     """
     encoder = minirocket_encoder.MiniRocketEncoder(**minirocket_fields(model), parent=None)  # its settings, unbound
     sensor, mask = sample[batch_lib.SENSOR], sample[batch_lib.SENSOR_MASK]
-    if model.head == "ridge":
+    if has_ridge(model):
         ridge.check_memory(len(sensor), encoder.plan(sensor.shape[-1]).num_features)
     fitted = {**batch_stats, MINIROCKET_SCOPE: minirocket_encoder.fit(sensor, mask, encoder, seed)}
-    if model.head != "ridge":
+    if not has_ridge(model):
         return fitted
     standardised = jax.jit(lambda x, m: encoder.apply({"batch_stats": fitted[MINIROCKET_SCOPE]}, x, m)[0][:, 0])
     features = np.concatenate(

@@ -124,7 +124,8 @@ class Bundle:
             lambda: ensemble.init(lambda key: model.init(key, self.example(1), train=False), 0, self.ensemble_size)
         )
         got = jax.tree.map(lambda leaf: (tuple(np.shape(leaf)), str(np.asarray(leaf).dtype)), self.variables)
-        expected = {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}  # as exported
+        # as exported (a model whose head is fitted has no trained parameters)
+        expected = {"params": expected.get("params", {}), "batch_stats": expected.get("batch_stats", {})}
         want = jax.tree.map(lambda leaf: (tuple(leaf.shape), str(leaf.dtype)), expected)
         if got != want:
             raise BundleError(

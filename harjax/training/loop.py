@@ -348,7 +348,7 @@ def _fitted(
     if not har_model.fits_statistics(model):
         return state
     order = np.random.default_rng(seed).permutation(len(train_data))
-    if model.head != "ridge":
+    if not har_model.has_ridge(model):
         order = order[:FIT_EXAMPLES]
     sample = batch_lib.examples(train_data, np.sort(order))
     batch_stats = jax.device_get(state.batch_stats)
