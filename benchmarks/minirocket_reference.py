@@ -37,7 +37,11 @@ def equal_length(dataset: str, parts: dict[str, tuple]) -> dict[str, tuple]:
         path = os.path.join(aeon_directory(), dataset, f"{dataset}_eq_{part}.ts")
         if not os.path.exists(path):  # no equal-length release (AllGestureWiimoteX): zeros after each recording
             longest = max(item.shape[1] for part_ in parts.values() for item in part_[0])
-            padded[part] = ([np.pad(item, ((0, 0), (0, longest - item.shape[1]))) for item in _series], labels, subjects)
+            padded[part] = (
+                [np.pad(item, ((0, 0), (0, longest - item.shape[1]))) for item in _series],
+                labels,
+                subjects,
+            )
             continue
         padded_series, padded_labels = read_ts(path)
         if padded_labels != labels:

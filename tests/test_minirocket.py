@@ -189,8 +189,11 @@ def test_the_ridges_scores_become_calibrated_probabilities():
 
 
 def test_a_ridge_fit_larger_than_the_free_memory_is_refused_naming_the_sizes():
-    with pytest.raises(errors.ConfigError, match=r"config.model.head='ridge': its fit on 10000000 training examples of "
-                       r"10000 features needs .* GiB of host memory and .* GiB is free; lower config.model.minirocket"):
+    with pytest.raises(
+        errors.ConfigError,
+        match=r"config.model.head='ridge': its fit on 10000000 training examples of "
+        r"10000 features needs .* GiB of host memory and .* GiB is free; lower config.model.minirocket",
+    ):
         ridge.check_memory(10_000_000, 10_000)
 
 
@@ -273,7 +276,10 @@ def test_a_ridge_beside_a_trained_head_mixes_its_probabilities_in_at_its_weight_
     hybrid = build()
     assert har_model.fits_statistics(hybrid) and har_model.has_ridge(hybrid)
     initial = hybrid.init(jax.random.key(0), batch, train=False)
-    variables = {"params": initial["params"], "batch_stats": har_model.fit_statistics(hybrid, initial["batch_stats"], batch, 0)}
+    variables = {
+        "params": initial["params"],
+        "batch_stats": har_model.fit_statistics(hybrid, initial["batch_stats"], batch, 0),
+    }
     trained_part = build(ridge_weight=0.0)
     ridge_part = build(encoder="minirocket", head="ridge", ridge_weight=0.0)
     mixed = hybrid.apply(variables, batch, train=False).logits

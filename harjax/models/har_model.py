@@ -449,7 +449,10 @@ def fit_statistics(model: HARModel, batch_stats: Any, sample: dict[str, Any], se
         return fitted
     standardised = jax.jit(lambda x, m: encoder.apply({"batch_stats": fitted[MINIROCKET_SCOPE]}, x, m)[0][:, 0])
     features = np.concatenate(
-        [np.asarray(standardised(sensor[start : start + 64], mask[start : start + 64])) for start in range(0, len(sensor), 64)]
+        [
+            np.asarray(standardised(sensor[start : start + 64], mask[start : start + 64]))
+            for start in range(0, len(sensor), 64)
+        ]
     )  # [N, F]
     classifier = ridge.fit(features, sample[batch_lib.LABEL], model.num_classes)
     logging.info(
