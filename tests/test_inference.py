@@ -533,3 +533,32 @@ def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_pat
     time, values = _write_stream(tmp_path / "long.csv", 20.0, 10.0, list(bundle.channel_names))
     rows = streaming.predict_stream(predictor, str(tmp_path / "long.csv"), 1.6, 0.8, 1, None, 8).rows
     assert rows[0]["video"] == "not used" and rows[1]["start_s"] == 0.8 and rows[0]["smoothed"] == rows[0]["predicted"]
+
+
+@pytest.mark.slow
+def test_recordings_shorter_than_the_segments_are_trained_scored_counted_and_predicted(tmp_path):
+    """A test split with 2-step recordings under an encoder of stride 2 and 4 segments: scored, not refused.
+
+    The classical methods pad such a recording and score it; here its one encoder step is shared by the segments.
+    """
+    config = small_config(sensor_only)
+    config.model.update(encoder="inception")
+    config.model.inception.update(stride=2)
+    for split in ("train", "eval"):
+        arrays = dict(synthetic.generate(config.data.synthetic, split, config.seed).arrays)
+        del arrays[batch_lib.VIDEO]
+        if split == "eval":  # the first 5 recordings keep 2 steps: 1 encoder step for 4 segments
+            arrays[batch_lib.SENSOR_MASK] = arrays[batch_lib.SENSOR_MASK].copy()
+            arrays[batch_lib.SENSOR_MASK][:5, 2:] = False
+            arrays[batch_lib.SENSOR] = np.where(arrays[batch_lib.SENSOR_MASK][..., None], arrays[batch_lib.SENSOR], 0)
+        np.savez(tmp_path / f"{split}.npz", **arrays)
+    config.data.update(source="npz", train_path=str(tmp_path / "train.npz"), eval_path=str(tmp_path / "eval.npz"))
+    workdir = str(tmp_path / "workdir")
+    metrics = loop.train_and_evaluate(config, workdir)
+    assert np.isfinite(metrics["eval/accuracy"])
+    record = json.load(open(os.path.join(workdir, "config.json")))["data"]
+    assert record["eval"]["short_recordings"] == 5 and record["train"]["short_recordings"] == 0
+    bundle = export.bundle_from_workdir(workdir, str(tmp_path / "bundle"), "best")
+    raw = np.load(tmp_path / "eval.npz")
+    got = predictor_lib.Predictor(bundle).predict_batch(raw[batch_lib.SENSOR][:5, :2])
+    assert np.all(np.isfinite(got.probabilities)) and np.allclose(got.probabilities.sum(-1), 1.0, atol=1e-5)
