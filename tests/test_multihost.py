@@ -80,10 +80,17 @@ def test_an_ensemble_on_two_processes_killed_and_resumed_matches_one_process(tmp
     """Two processes, killed and resumed, train every member of an ensemble on the batches one process trains on.
 
     One process reads its batches from the 'auto' cache (device-resident on CPU); two processes from the host cache:
-    the same global batches reach the same steps. (The SIGTERM test below runs a single model on two processes on
-    the streaming path, then resumes them on the device cache.)
+    the same global batches reach the same steps. The members encode with MiniRocket's features, whose state every
+    process fits before step 0 from the same examples and a resume restores. (The SIGTERM test below runs the
+    CNN's single model on two processes on the streaming path, then resumes them on the device cache.)
     """
-    overrides = OVERRIDES | {"model.ensemble_size": 2}
+    overrides = OVERRIDES | {
+        "model.ensemble_size": 2,
+        "model.encoder": "minirocket",
+        "model.minirocket.num_features": 168,
+        "model.minirocket.stride": 2,
+        "model.minirocket.dim": 16,
+    }
     cli_runs.run(str(tmp_path / "one"), overrides, 8)
     expected = _metrics(str(tmp_path / "one"))
     assert any("eval/member_1/accuracy" in line for line in expected)
