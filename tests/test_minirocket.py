@@ -295,3 +295,33 @@ def test_a_ridge_beside_a_trained_head_mixes_its_probabilities_in_at_its_weight_
         return output.logits
 
     np.testing.assert_array_equal(training_logits(hybrid), training_logits(trained_part))
+
+
+@pytest.mark.slow
+def test_a_bundle_whose_fitted_biases_are_missing_is_refused_naming_them(tmp_path):
+    """A bundle mixed up by hand (its checksum updated) that lost the MiniRocket biases: one line, before predicting."""
+    import hashlib
+    import json
+
+    import flax
+
+    from configs import sensor_minirocket
+    from harjax.serving import bundle as bundle_lib, export
+
+    config = small_config(sensor_minirocket)
+    config.model.minirocket.update(num_features=168)
+    config.train.update(num_steps=1, eval_every=1, checkpoint_every=1)
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+    directory = tmp_path / "bundle"
+    export.bundle_from_workdir(str(tmp_path / "run"), str(directory), "best")
+    path = directory / bundle_lib.PARAMS_FILE
+    variables = flax.serialization.msgpack_restore(path.read_bytes())
+    del variables["batch_stats"][har_model.MINIROCKET_SCOPE]["biases"]
+    path.write_bytes(flax.serialization.msgpack_serialize(variables))
+    meta = json.loads((directory / bundle_lib.BUNDLE_FILE).read_text())
+    meta["params_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (directory / bundle_lib.BUNDLE_FILE).write_text(json.dumps(meta))
+    with pytest.raises(
+        bundle_lib.BundleError, match=r"batch_stats/MiniRocketEncoder_0/biases is missing, expected shape \(168,\)"
+    ):
+        bundle_lib.Bundle.load(str(directory))

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax
+import flax.traverse_util
 import jax
 import ml_collections
 import numpy as np
@@ -128,9 +129,14 @@ class Bundle:
         expected = {"params": expected.get("params", {}), "batch_stats": expected.get("batch_stats", {})}
         want = jax.tree.map(lambda leaf: (tuple(leaf.shape), str(leaf.dtype)), expected)
         if got != want:
+            got, want = (flax.traverse_util.flatten_dict(tree, sep="/") for tree in (got, want))
+            name = sorted(key for key in got.keys() | want.keys() if got.get(key) != want.get(key))[0]
+            found = "missing" if name not in got else f"shape {got[name][0]}"
+            expected_text = "none" if name not in want else f"shape {want[name][0]}"
             raise BundleError(
                 f"{path}: the parameters do not fit the model bundle.json describes (class count "
-                f"{len(self.meta['class_names'])}, model config); the bundle is corrupt or mixed up"
+                f"{len(self.meta['class_names'])}, model config): {name} is {found}, expected {expected_text} (a "
+                "fitted state such as MiniRocket's biases included); the bundle is corrupt or mixed up"
             )
 
     @property
