@@ -84,7 +84,7 @@ DATASETS = {
         "source": "ucr",
         "channels": ["acc_x"],
         "rate_hz": 100.0,
-        "minirocket": None,
+        "minirocket": 0.764,
         "inceptiontime": 0.79,
     },
     "HAPT": {
@@ -96,7 +96,8 @@ DATASETS = {
     },
 }
 REFERENCE_SOURCES = {
-    "minirocket": "BasicMotions, PickupGestureWiimoteZ (its equal-length '_eq' files), HAPT: aeon 1.6.0 "
+    "minirocket": "BasicMotions, PickupGestureWiimoteZ (its equal-length '_eq' files), AllGestureWiimoteX (zero-padded "
+    "to the longest: it has no '_eq' files), HAPT: aeon 1.6.0 "
     "MiniRocketClassifier on the split above, mean of seeds 0-4 (measured; none published). CricketX: tsml-eval 0.6.0 "
     "tsml_eval/publications/2023/tsc_bakeoff/results/convolution/MiniROCKET_accuracy.csv, resample 0 (the standard "
     "split; aeon 1.6.0 seed 0 reproduces it exactly)",
