@@ -209,8 +209,22 @@ def test_the_ridge_head_without_minirocket_features_of_the_sensors_alone_is_refu
         har_model.build_model(config, 6)
 
 
+@pytest.fixture(scope="module")
+def ridge_run(tmp_path_factory):
+    """(config, workdir) of a finished configs/sensor_minirocket.py run on the synthetic task."""
+    from configs import sensor_minirocket
+
+    config = small_config(sensor_minirocket)
+    config.model.minirocket.update(num_features=336)
+    config.data.synthetic.update(num_train=120, num_eval=60)
+    config.train.update(num_steps=1, eval_every=1, checkpoint_every=1)  # the recipe's, which small_config changed
+    workdir = str(tmp_path_factory.mktemp("ridge") / "run")
+    loop.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
 @pytest.mark.slow
-def test_a_ridge_run_predicts_what_aeons_classifier_fits_on_its_features(tmp_path):
+def test_a_ridge_run_predicts_what_aeons_classifier_fits_on_its_features(ridge_run):
     """configs/sensor_minirocket.py: the whole training split's features, standardised, through RidgeClassifierCV.
 
     The run fits before step 0 and its one step changes nothing; its test predictions are scikit-learn's on the
@@ -219,14 +233,7 @@ def test_a_ridge_run_predicts_what_aeons_classifier_fits_on_its_features(tmp_pat
     from sklearn.linear_model import RidgeClassifierCV
     from sklearn.preprocessing import StandardScaler
 
-    from configs import sensor_minirocket
-
-    config = small_config(sensor_minirocket)
-    config.model.minirocket.update(num_features=336)
-    config.data.synthetic.update(num_train=120, num_eval=60)
-    config.train.update(num_steps=1, eval_every=1, checkpoint_every=1)  # the recipe's, which small_config changed
-    workdir = str(tmp_path / "run")
-    loop.train_and_evaluate(config, workdir)
+    config, workdir = ridge_run
     run = loop._setup(config, workdir)
     try:
         state, _ = run.checkpointer.restore(1, run.abstract_state)
@@ -298,22 +305,17 @@ def test_a_ridge_beside_a_trained_head_mixes_its_probabilities_in_at_its_weight_
 
 
 @pytest.mark.slow
-def test_a_bundle_whose_fitted_biases_are_missing_is_refused_naming_them(tmp_path):
+def test_a_bundle_whose_fitted_biases_are_missing_is_refused_naming_them(ridge_run, tmp_path):
     """A bundle mixed up by hand (its checksum updated) that lost the MiniRocket biases: one line, before predicting."""
     import hashlib
     import json
 
     import flax
 
-    from configs import sensor_minirocket
     from harjax.serving import bundle as bundle_lib, export
 
-    config = small_config(sensor_minirocket)
-    config.model.minirocket.update(num_features=168)
-    config.train.update(num_steps=1, eval_every=1, checkpoint_every=1)
-    loop.train_and_evaluate(config, str(tmp_path / "run"))
     directory = tmp_path / "bundle"
-    export.bundle_from_workdir(str(tmp_path / "run"), str(directory), "best")
+    export.bundle_from_workdir(ridge_run[1], str(directory), "best")
     path = directory / bundle_lib.PARAMS_FILE
     variables = flax.serialization.msgpack_restore(path.read_bytes())
     del variables["batch_stats"][har_model.MINIROCKET_SCOPE]["biases"]
@@ -322,6 +324,6 @@ def test_a_bundle_whose_fitted_biases_are_missing_is_refused_naming_them(tmp_pat
     meta["params_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (directory / bundle_lib.BUNDLE_FILE).write_text(json.dumps(meta))
     with pytest.raises(
-        bundle_lib.BundleError, match=r"batch_stats/MiniRocketEncoder_0/biases is missing, expected shape \(168,\)"
+        bundle_lib.BundleError, match=r"batch_stats/MiniRocketEncoder_0/biases is missing, expected shape \(336,\)"
     ):
         bundle_lib.Bundle.load(str(directory))
