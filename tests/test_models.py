@@ -78,6 +78,7 @@ def test_a_recording_shorter_than_its_segments_is_pooled_in_each_and_an_empty_on
 @pytest.mark.parametrize("frames", [None, 3])
 def test_every_config_builds_and_predicts(config_module, frames):
     config = small_config(config_module)
+    har_model.resolve_reference_length(config)  # MiniRocket's dilations are chosen for the training length
     model = har_model.build_model(config, num_classes=6)
     batch = _batch(frames=frames)
     init, apply = compiled(model)
