@@ -289,11 +289,13 @@ def test_a_ridge_beside_a_trained_head_mixes_its_probabilities_in_at_its_weight_
     }
     trained_part = build(ridge_weight=0.0)
     ridge_part = build(encoder="minirocket", head="ridge", ridge_weight=0.0)
-    mixed = hybrid.apply(variables, batch, train=False).logits
-    expected = 0.7 * jax.nn.softmax(trained_part.apply(variables, batch, train=False).logits) + 0.3 * jax.nn.softmax(
-        ridge_part.apply({"batch_stats": variables["batch_stats"]}, batch, train=False).logits
-    )
-    np.testing.assert_allclose(np.exp(mixed), expected, rtol=1e-5, atol=1e-6)
+    output = hybrid.apply(variables, batch, train=False)
+    trained_logits = trained_part.apply(variables, batch, train=False).logits
+    ridge_logits = ridge_part.apply({"batch_stats": variables["batch_stats"]}, batch, train=False).logits
+    expected = 0.7 * jax.nn.softmax(trained_logits) + 0.3 * jax.nn.softmax(ridge_logits)
+    np.testing.assert_allclose(np.exp(output.logits), expected, rtol=1e-5, atol=1e-6)
+    # each family's own logits ride along, for their own metrics ('trained/accuracy', 'ridge/accuracy')
+    np.testing.assert_allclose(output.family_logits, np.stack([trained_logits, ridge_logits], 1), rtol=1e-5, atol=1e-6)
 
     def training_logits(model):
         output, _ = model.apply(

@@ -5,7 +5,8 @@ views' mean logits.
 
 Yields 'loss', 'cross_entropy' (and 'contrastive'), 'accuracy', 'macro_f1' (and 'trial_accuracy',
 'trial_macro_f1'); for an ensemble these are its own (the members' mean probabilities), and each member's scores
-follow as 'member_<m>/accuracy', 'member_<m>/macro_f1', ...; writes eval/<name>_step_<step>.json (and
+follow as 'member_<m>/accuracy', 'member_<m>/macro_f1', ... (with a ridge beside a trained model, each family's
+as 'trained/...' and 'ridge/...'); writes eval/<name>_step_<step>.json (and
 eval/<name>_trial_step_<step>.json): class names, accuracy, macro-F1, per-class F1 and the confusion matrix. Its
 macro-F1 is what selects checkpoints (SELECTION_KEY).
 """
@@ -127,3 +128,7 @@ class Evaluator:
         for member in range(0 if member_logits is None else member_logits.shape[1]):
             own, _ = scores({**predictions.rows, "logits": member_logits[:, member]}, data.num_classes)
             yield from ((f"member_{member}/{key}", value) for key, value in own.items())
+        family_logits = predictions.rows.get("family_logits")  # [N, 2, classes]: the trained part's, the ridge's
+        for index, family in enumerate(() if family_logits is None else ("trained", "ridge")):
+            own, _ = scores({**predictions.rows, "logits": family_logits[:, index]}, data.num_classes)
+            yield from ((f"{family}/{key}", value) for key, value in own.items())

@@ -85,10 +85,14 @@ def _mean_direction(embeddings: jax.Array) -> jax.Array:
     return jnp.mean(embeddings / jnp.maximum(norm, 1e-12), axis=0)
 
 
+def _mean_probabilities(logits: jax.Array) -> jax.Array:
+    """[N, B, ..., classes] members' logits -> [B, ..., classes]: the log of their mean probabilities."""
+    log_probabilities = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jax.nn.logsumexp(log_probabilities, axis=0) - math.log(logits.shape[0])
+
+
 def combine(members: har_model.ModelOutput) -> har_model.ModelOutput:
     """The ensemble's output from its members' ([N, B, ...] -> [B, ...]); the members' logits and weights kept."""
-    size = members.logits.shape[0]
-    log_probabilities = jax.nn.log_softmax(members.logits.astype(jnp.float32), axis=-1)  # [N, B, classes]
     embeddings = {
         name: None if value is None else _mean_direction(value)
         for name, value in (
@@ -97,12 +101,13 @@ def combine(members: har_model.ModelOutput) -> har_model.ModelOutput:
         )
     }
     return har_model.ModelOutput(
-        logits=jax.nn.logsumexp(log_probabilities, axis=0) - math.log(size),
+        logits=_mean_probabilities(members.logits),
         **embeddings,
         logit_scale=None if members.logit_scale is None else jnp.mean(members.logit_scale),
         alpha=None if members.alpha is None else jnp.mean(members.alpha, axis=0),
         member_logits=jnp.moveaxis(members.logits, 0, 1),  # [B, N, classes]
         member_alpha=None if members.alpha is None else jnp.moveaxis(members.alpha, 0, 1),  # [B, N, K, n]
+        family_logits=None if members.family_logits is None else _mean_probabilities(members.family_logits),
     )
 
 

@@ -42,6 +42,7 @@ class ModelOutput(struct.PyTreeNode):
     alpha: jax.Array | None = None  # [B, K, n] keyless attention weights
     member_logits: jax.Array | None = None  # [B, N, num_classes]: an ensemble's members' own (models/ensemble.py)
     member_alpha: jax.Array | None = None  # [B, N, K, n]
+    family_logits: jax.Array | None = None  # [B, 2, num_classes]: with a ridge beside the trained part, each's own
 
 
 class _Video(NamedTuple):
@@ -127,10 +128,10 @@ class HARModel(nn.Module):
         output = self._trained(batch, train)
         if not self.ridge_weight or train:
             return output
-        probabilities = (1 - self.ridge_weight) * jax.nn.softmax(output.logits.astype(jnp.float32)) + (
-            self.ridge_weight * jax.nn.softmax(self._ridge_logits(batch))
-        )
-        return output.replace(logits=jnp.log(probabilities))
+        families = jnp.stack([output.logits.astype(jnp.float32), self._ridge_logits(batch)], axis=1)  # [B, 2, C]
+        weights = jnp.array([1 - self.ridge_weight, self.ridge_weight])[:, None]  # [2, 1]
+        probabilities = jnp.sum(weights * jax.nn.softmax(families), axis=1)
+        return output.replace(logits=jnp.log(probabilities), family_logits=families)
 
     def _trained(self, batch: dict[str, jax.Array], train: bool) -> ModelOutput:
         video = self._standardised_video(batch, train) if self.modalities in ("both", "video") else None

@@ -193,7 +193,8 @@ def eval_step(
     """Per-example logits, labels and contrastive embeddings, and the batch's losses summed over valid rows.
 
     An ensemble is scored as one model (its mean probabilities, harjax/models/ensemble.py), its members' logits
-    added as 'member_logits' [B, N, classes]. The rows are scored on the host (accuracy, F1, retrieval).
+    added as 'member_logits' [B, N, classes] (and a ridge's and the trained part's beside it as 'family_logits'
+    [B, 2, classes]). The rows are scored on the host (accuracy, F1, retrieval).
     """
     weights = batch[batch_lib.VALID].astype(jnp.float32)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -212,6 +213,7 @@ def eval_step(
             ("video_embedding", output.video_embedding),
             ("sensor_embedding", output.sensor_embedding),
             ("member_logits", output.member_logits),
+            ("family_logits", output.family_logits),
         )
         if value is not None
     }
