@@ -438,8 +438,8 @@ def fits_statistics(model: HARModel) -> bool:
 def fit_statistics(model: HARModel, batch_stats: Any, sample: dict[str, Any], seed: int | Sequence[int]) -> Any:
     """batch_stats with the state fitted from training examples `sample` (numpy, as read, with their labels).
 
-    MiniRocket's biases and feature statistics (`seed` draws the examples its biases are read from), and under the
-    ridge head the ridge classifier of every example in `sample`.
+    MiniRocket's biases and feature statistics (`seed` draws the examples its biases are read from), and for a
+    ridge (the head, or beside a trained model) the ridge classifier of every example in `sample`.
     """
     encoder = minirocket_encoder.MiniRocketEncoder(**minirocket_fields(model), parent=None)  # its settings, unbound
     sensor, mask = sample[batch_lib.SENSOR], sample[batch_lib.SENSOR_MASK]
@@ -457,7 +457,7 @@ def fit_statistics(model: HARModel, batch_stats: Any, sample: dict[str, Any], se
     )  # [N, F]
     classifier = ridge.fit(features, sample[batch_lib.LABEL], model.num_classes)
     logging.info(
-        "ridge head fitted on %d examples: alpha %g, leave-one-out accuracy %.4f",
+        "ridge fitted on %d examples: alpha %g, leave-one-out accuracy %.4f",
         len(features),
         classifier.alpha,
         classifier.loo_accuracy,
