@@ -340,7 +340,7 @@ def _fitted(
 ) -> step_lib.TrainState:
     """The initial state with what is fitted from the training split before step 0, each member its own draws.
 
-    A sample of FIT_EXAMPLES training examples in an order drawn from the seed (every one for a ridge head, which
+    A sample of FIT_EXAMPLES training examples in an order drawn from the seed (every one for a ridge, which
     is fitted to them all), as evaluation reads them (standardised, not augmented); the same on every process. A
     resume restores the fitted state with the rest, never refitting it.
     """
