@@ -264,6 +264,7 @@ def test_a_ridge_run_predicts_what_aeons_classifier_fits_on_its_features(ridge_r
     assert accuracy == pytest.approx(np.mean(reference.predict(scaler.transform(scored_x)) == scored_y))
 
 
+@pytest.mark.slow  # compiles an Inception model and MiniRocket's features three ways: 16 s of the fast tier's 5 min
 def test_a_ridge_beside_a_trained_head_mixes_its_probabilities_in_at_its_weight_and_never_trains():
     """config.model.ridge_weight: evaluation predicts (1 - w) p_trained + w p_ridge; training sees the trained part."""
     from configs import sensor_small
