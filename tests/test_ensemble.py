@@ -120,6 +120,7 @@ def _refused(config, workdir, message: str) -> None:
     assert not os.listdir(workdir / "checkpoints") and not os.path.exists(workdir / "metrics.jsonl")
 
 
+@pytest.mark.slow  # compiles ensembles' steps to size them: 19 s of the fast tier's 5 minutes
 def test_settings_an_ensemble_cannot_use_fail_before_training(tmp_path, monkeypatch):
     config = small_config()
     for size in (0, -1):

@@ -274,6 +274,7 @@ def test_label_smoothing_mixes_the_training_targets(config):
     np.testing.assert_allclose(losses_at[0.5] - losses_at[0.25], losses_at[0.25] - losses_at[0.0], rtol=1e-3)
 
 
+@pytest.mark.slow  # trains twice: 23 s of the fast tier's 5 minutes
 def test_the_loop_smooths_the_training_targets_it_is_configured_with(tmp_path):
     """config.loss.label_smoothing reaches the loop's step: same seed and batch, another training cross-entropy.
 
