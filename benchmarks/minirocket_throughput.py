@@ -30,6 +30,7 @@ import jax  # noqa: E402
 jax.config.update("jax_platforms", "cpu")
 
 from aeon.transformations.collection.convolution_based import MiniRocket  # noqa: E402
+from minirocket_padding import arrays  # noqa: E402
 from real_sensor_accuracy import load  # noqa: E402
 
 from harjax.models import minirocket_encoder  # noqa: E402
@@ -50,13 +51,9 @@ def long_recordings(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def real(dataset: str, archives: str | None) -> tuple[np.ndarray, np.ndarray]:
-    series = load(dataset, archives)["TRAIN"][0]
-    length = max(item.shape[1] for item in series)
-    sensor = np.zeros((len(series), length, series[0].shape[0]), np.float32)
-    mask = np.zeros((len(series), length), bool)
-    for row, item in enumerate(series):
-        sensor[row, : item.shape[1]] = item.T
-        mask[row, : item.shape[1]] = True
+    """(sensor [N, T, C] zero-padded to the longest, mask [N, T]): the training split of a set."""
+    part = load(dataset, archives)["TRAIN"]
+    sensor, mask, _ = arrays(part, max(item.shape[1] for item in part[0]), counted=False)
     return sensor, mask
 
 
