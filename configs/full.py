@@ -146,6 +146,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.loss.learnable_temperature = True
     config.loss.max_logit_scale = 100.0  # 1 / tau is clamped here, as in CLIP
 
+    # Distillation (harjax/serving/teacher.py): train on a teacher's softened logits as well as the labels, e.g. a
+    # sensor-only student of the fused model. The loss is (1 - weight) * CE + weight * T^2 * KL(teacher || student).
+    config.distill = ml_collections.ConfigDict()
+    config.distill.teacher = ""  # a teacher's bundle or training workdir (its best checkpoint); '' = no teacher
+    config.distill.temperature = 4.0  # T: softens both distributions (Hinton et al. use 2-20; 4 is common for HAR)
+    config.distill.weight = 0.7  # the teacher's share of the loss
+
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128  # global, over all devices and processes
     config.train.eval_batch_size = 256

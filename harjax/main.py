@@ -14,6 +14,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from harjax import cli, errors
+from harjax.serving import teacher
 from harjax.training import host_memory, loop, parallel, workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -109,7 +110,14 @@ def main(argv: list[str]) -> None:
         _prepare_demo_data(config, _WORKDIR.value)
     logging.info("config:\n%s", config)
     if _MODE.value == "train":
-        result = loop.train(config, _WORKDIR.value, allow_data_change=_ALLOW_DATA_CHANGE.value, **restore)
+        distilling = config.get("distill") and config.distill.teacher
+        result = loop.train(
+            config,
+            _WORKDIR.value,
+            allow_data_change=_ALLOW_DATA_CHANGE.value,
+            teacher=teacher.load(config.distill.teacher) if distilling else None,
+            **restore,
+        )
         if result.stopped is not None:
             _exit_stopped(result.stopped)
     else:

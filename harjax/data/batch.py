@@ -13,6 +13,8 @@ Optional:
                                                          one trial; evaluation also scores their mean logits
     'video_present' bool   []         (batch: [B])       False: the video is removed (the model sees the
                                                          standardised embedding as zeros); absent = all present
+Distillation (harjax/serving/teacher.py) adds 'teacher_logits' float32 [classes] (batch: [B, classes]) to training
+examples: the teacher's logits on that example, computed once.
 The input pipeline adds 'valid' bool [B] (False on rows that only pad the last evaluation batch) and, to
 evaluation batches, 'index' int32 [B] (the example's position in its split, -1 on padding).
 
@@ -39,6 +41,7 @@ VALID = "valid"
 TRIAL = "trial"
 VIDEO_PRESENT = "video_present"
 INDEX = "index"
+TEACHER_LOGITS = "teacher_logits"
 
 Batch = dict[str, np.ndarray]
 
@@ -336,3 +339,59 @@ def pad_batch(batch: Batch, size: int) -> Batch:
     }
     padded[VALID] = np.arange(size) < rows
     return padded
+
+
+_TARGET_ROWS = "target_rows"  # a Selection's example positions, where the targets are read
+
+
+@dataclasses.dataclass(frozen=True)
+class WithTargets:
+    """A training split whose batches also carry one array per example computed elsewhere (a teacher's logits).
+
+    The wrapped split's selection, reading and views are unchanged; the targets ride along by example position, so
+    every data cache (none, host, device) and every process count serves them with the same batches. Their
+    `identity` (what computed them) is part of the fingerprint: a resume with other targets is refused like a
+    resume on other data.
+    """
+
+    split: Split
+    name: str
+    values: np.ndarray  # [N, ...] one row per example position
+    identity: str
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.split, attribute)  # everything else is the wrapped split's
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.split.origin} with {self.name} of {self.identity}"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.split.fingerprint}+{self.name}:{self.identity[:16]}"
+
+    @property
+    def column_bytes(self) -> int:
+        return self.split.column_bytes + self.values.nbytes
+
+    def select(self, indices: np.ndarray, draws: np.ndarray | None) -> Selection:
+        return self.split.select(indices, draws) | {_TARGET_ROWS: np.asarray(indices, np.int32)}
+
+    def columns(self) -> Columns:
+        return {**self.split.columns(), self.name: self.values}
+
+    def read(self, selection: Selection) -> tuple[Columns, Selection]:
+        inner = {key: value for key, value in selection.items() if key != _TARGET_ROWS}
+        columns, inner = self.split.read(inner)
+        return {**columns, self.name: self.values}, inner | {_TARGET_ROWS: selection[_TARGET_ROWS]}
+
+    def gather(self, columns: Columns, selection: Selection, xp: Any) -> Batch:
+        batch = self.split.gather(
+            {key: value for key, value in columns.items() if key != self.name},
+            {key: value for key, value in selection.items() if key != _TARGET_ROWS},
+            xp,
+        )
+        return batch | {self.name: columns[self.name][selection[_TARGET_ROWS]]}

@@ -35,13 +35,20 @@ CACHES = ("auto", "none", "host", "device")
 _ENDLESS = 2**62  # steps: a range no run reaches
 
 
-def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, batch_lib.Split]:
-    """(train, eval) splits of config.data.source, sensors standardised (config.data.sensor_normalization)."""
+def load_splits(
+    config: ml_collections.ConfigDict, keep_video: bool = False
+) -> tuple[batch_lib.Split, batch_lib.Split]:
+    """(train, eval) splits of config.data.source, sensors standardised (config.data.sensor_normalization).
+
+    A video-free model's splits leave the video embeddings out, unless `keep_video` (a distillation teacher reads
+    them).
+    """
     source = config.data.source
     if source in ("mmact", "recordings"):
-        train, evaluation = tfds_source.load_splits(config)  # standardised with the dataset's stored statistics
+        # standardised with the dataset's stored statistics
+        train, evaluation = tfds_source.load_splits(config, keep_video)
     elif source in ("synthetic", "npz"):
-        train, evaluation = _load_arrays(config)
+        train, evaluation = _load_arrays(config, keep_video)
     else:
         raise errors.ConfigError(f"config.data.source must be one of {SOURCES}, got {source!r}")
     for data in (train, evaluation):
@@ -55,13 +62,26 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[batch_lib.Split, bat
     return train, evaluation
 
 
-def _load_arrays(config: ml_collections.ConfigDict) -> tuple[batch_lib.ArrayData, batch_lib.ArrayData]:
+def without_video(split: batch_lib.Split) -> batch_lib.Split:
+    """The split with its video embeddings left out: a video-free student's, once its teacher has read them."""
+    if isinstance(split, batch_lib.WithTargets):
+        return dataclasses.replace(split, split=without_video(split.split))
+    if isinstance(split, batch_lib.ArrayData):
+        return dataclasses.replace(
+            split, arrays={name: array for name, array in split.arrays.items() if name != batch_lib.VIDEO}
+        )
+    return dataclasses.replace(split, uses_video=False, video_shape=(), video_source={})
+
+
+def _load_arrays(
+    config: ml_collections.ConfigDict, keep_video: bool
+) -> tuple[batch_lib.ArrayData, batch_lib.ArrayData]:
     if config.data.source == "synthetic":
         train = synthetic.generate(config.data.synthetic, "train", config.seed)
         evaluation = synthetic.generate(config.data.synthetic, "eval", config.seed)
     else:
         train, evaluation = npz.load_pair(config.data.train_path, config.data.eval_path, config.data.num_classes)
-    if config.model.modalities == "sensor":  # video-free: neither split needs (or must agree on) video
+    if config.model.modalities == "sensor" and not keep_video:  # neither split needs (or must agree on) video
         train, evaluation = (
             dataclasses.replace(
                 data, arrays={name: array for name, array in data.arrays.items() if name != batch_lib.VIDEO}

@@ -299,11 +299,11 @@ def stored_prompt_set(prompt_set: str, protocol: str) -> str:
     return soft_prompt.prompt_set(protocol) if prompt_set == "learned" else prompt_set
 
 
-def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit]:
+def load_splits(config: ml_collections.ConfigDict, keep_video: bool = False) -> tuple[TFDSSplit, TFDSSplit]:
     """(train, eval) of config.data.protocol from the TFDS dataset under config.data.data_dir.
 
     config.data.source 'mmact' reads MMAct; 'recordings' reads the dataset config.data.dataset (built from a
-    recordings manifest).
+    recordings manifest). A video-free model reads the video embeddings too when `keep_video` (for a teacher).
     """
     data = config.data
     dataset = MMACT if data.source == MMACT else data.dataset
@@ -312,11 +312,12 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
     if not data.data_dir:
         raise batch_lib.DataError(f"config.data.source={data.source!r} needs config.data.data_dir (the TFDS data_dir)")
     uses_video = config.model.modalities in ("both", "video")
+    train_video = uses_video or keep_video  # the training split's examples: those with a camera
     prompt_set = stored_prompt_set(data.prompt_set, data.protocol)
     with_video = f"{prompt_set}-{data.embedding}"
     # A video-free model reads a recordings build without video, else one with (it ignores the embeddings).
     candidates = [data.tfds_config or with_video]
-    if not (data.tfds_config or uses_video or dataset == MMACT):
+    if not (data.tfds_config or train_video or dataset == MMACT):
         candidates = [SENSORS_ONLY_CONFIG, with_video]
     for tfds_config in candidates:
         try:
@@ -335,13 +336,13 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
         fingerprint = hashlib.sha256(f.read()).hexdigest()[:16]
     stats = builder.info.metadata["normalization"][data.protocol]
     names = tuple(builder.info.features["label"].names)
-    if uses_video and "embedding" not in builder.info.features:
+    if train_video and "embedding" not in builder.info.features:
         raise batch_lib.DataError(
             f"{directory} was built without video, but config.model.modalities={config.model.modalities!r}; "
             "train a video-free config such as configs/sensor_only.py, or build with --embeddings_dir"
         )
     embedding_shape = (
-        tuple(builder.info.features["embedding"].shape) if uses_video else ()
+        tuple(builder.info.features["embedding"].shape) if train_video else ()
     )  # [cameras, d] or [cameras, 8, d]
     streams = builder.info.features["sensor_present"].shape[0]
     alignment = builder.info.metadata.get("alignment")  # a recordings build's settings, for raw-clip prediction
@@ -377,7 +378,8 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
         name = f"{data.protocol}_{part}"
         source = builder.as_data_source(name)
         listing = _listing(builder, source, name, directory)
-        no_camera = uses_video & ~listing.camera_mask.any(axis=1)  # [N]: trials this model cannot use, by reason
+        reads_video = train_video if part == "train" else uses_video
+        no_camera = reads_video & ~listing.camera_mask.any(axis=1)  # [N]: trials this model cannot use, by reason
         no_sensor = uses_sensor & (listing.sensor_length == 0) & ~no_camera
         usable = ~no_camera & ~no_sensor
         report = {
@@ -387,7 +389,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
             "longer_than_max_length": int((usable & (listing.sensor_length > data.max_length)).sum()),
         }
         trials = np.flatnonzero(usable)
-        if part == "train" or not uses_video:  # one view per trial (a video-free model scores each trial once)
+        if part == "train" or not reads_video:  # one view per trial (a video-free model scores each trial once)
             views = np.stack([trials, np.full(len(trials), -1)], axis=1)
         else:  # one view per camera
             trial_index, camera = np.nonzero(listing.camera_mask[trials])
@@ -408,7 +410,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
                 builder.info.metadata.get("stream_channels", [len(stats["mean"]) // streams] * streams)
             ),
             max_length=data.max_length,
-            uses_video=uses_video,
+            uses_video=reads_video,
             video_shape=embedding_shape[1:],
             num_classes=len(names),
             class_names=names,
@@ -422,7 +424,7 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[TFDSSplit, TFDSSplit
                 "embedding": embedding_kind(tfds_config),  # what the build stored, also under an explicit tfds_config
                 "tfds_config": tfds_config,
             }
-            if uses_video
+            if reads_video
             else {},
             preparation={"alignment": alignment, "max_length": data.max_length, "crop": "centred"} if alignment else {},
         )

@@ -101,14 +101,26 @@ def _training_record(last_step: int, num_steps: int, workdir: str) -> dict[str, 
 
 def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle_lib.Bundle:
     """Writes the bundle of one checkpoint of a training workdir; returns it, loaded back."""
+    _workdir_record(workdir)
+    check_output(output, workdir)  # before any work
+    meta, variables = checkpoint_contents(workdir, step)
+    return write_bundle(output, meta, variables, workdir)
+
+
+def _workdir_record(workdir: str) -> dict[str, Any]:
+    """The workdir's config.json, or an error naming what is missing."""
     if not os.path.isdir(workdir):
         raise ExportError(f"--workdir={workdir}: no such directory")
     path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
     if not os.path.exists(path):
         raise ExportError(f"{path} is missing: {workdir} is not a harjax workdir")
-    check_output(output, workdir)  # before any work
     with open(path) as f:
-        record = json.load(f)
+        return json.load(f)
+
+
+def checkpoint_contents(workdir: str, step: str = "best") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(bundle.json's record, the variables) of one checkpoint of a training workdir: a bundle, in memory."""
+    record = _workdir_record(workdir)
     config = ml_collections.ConfigDict(record["config"])
     train_data = record["data"]["train"]
     selection_metric = record.get("selection_metric", checkpointing.BEST_METRIC)  # older workdirs: the eval split
@@ -169,7 +181,7 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
         },
     }
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    return write_bundle(output, meta, variables, workdir)
+    return meta, variables
 
 
 def check_output(output: str, workdir: str | None = None) -> bool:

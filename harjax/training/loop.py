@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import ml_collections
@@ -220,11 +220,24 @@ def _selection_metric(scheduled: Sequence[evaluators.Scheduled]) -> str:
     )
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+class Teacher(Protocol):
+    """A distillation teacher (harjax/serving/teacher.py loads one): its logits ride in the training batches."""
+
+    reads_video: bool
+
+    def attach(self, split: batch_lib.Split, workdir: str, batch_size: int) -> batch_lib.Split: ...
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str, teacher: Teacher | None = None) -> _Run:
     validate_train_config(config.train)
     mesh = parallel.make_mesh()
-    train_data, eval_data = pipeline.load_splits(config)
+    keep_video = teacher is not None and teacher.reads_video
+    train_data, eval_data = pipeline.load_splits(config, keep_video)
     train_data, validation_data = pipeline.validation_split(config, train_data)
+    if teacher is not None:
+        train_data = teacher.attach(train_data, workdir, config.train.eval_batch_size)
+        if keep_video and config.model.modalities == "sensor":  # read by the teacher, not by the student
+            train_data, eval_data = pipeline.without_video(train_data), pipeline.without_video(eval_data)
     resolve_budget(config.train, len(train_data))
     validate_train_config(config.train)
     pipeline.log_summary(train_data, eval_data)
@@ -539,6 +552,7 @@ def train(
     allow_data_change: bool = False,
     restore_step: int | None = None,
     restore_fallback: bool = False,
+    teacher: Teacher | None = None,
 ) -> TrainResult:
     """Trains from scratch or resumes from the workdir's latest checkpoint, until done or stopped by a signal.
 
@@ -546,12 +560,19 @@ def train(
     unreadable latest checkpoint is refused unless `restore_step` (an earlier step, every later one damaged) or
     `restore_fallback` (the latest that reads) says where to continue from. A run stopped by Ctrl-C or SIGTERM
     returns once its checkpoint is written (on every process, when there are several), saying where it stopped.
+    A config that distils (config.distill.teacher) needs the `teacher` loaded (harjax/serving/teacher.py).
     """
+    distillation = losses.distillation_settings(config)
+    if distillation is not None and teacher is None:
+        raise errors.ConfigError(
+            f"config.distill.teacher={config.distill.teacher}: pass teacher=harjax.serving.teacher.load(...) to "
+            "loop.train (python -m harjax.main loads it)"
+        )
     workdir_lib.prepare(workdir)
     train_config = config.train
     with contextlib.ExitStack() as cleanup:
         cleanup.enter_context(workdir_lib.locked(workdir))
-        run = _setup(config, workdir)
+        run = _setup(config, workdir, teacher)
         cleanup.callback(run.close)
         train_data = run.splits["train"]
         window = metrics_lib.TrainMetricWindow()
@@ -599,6 +620,7 @@ def train(
             run.ensemble_size,
             config.model.get("ensemble_step", "auto"),
             losses.label_smoothing(config.loss),
+            distillation,
         )
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)

@@ -1,4 +1,4 @@
-"""Cross-entropy and the symmetric InfoNCE whose negatives are the whole global batch (eq. 6-7).
+"""Cross-entropy, the symmetric InfoNCE whose negatives are the whole global batch (eq. 6-7), and distillation.
 
 `info_nce` is written once, per device, against a named mesh axis: it runs under jax.shard_map (gradient taken
 outside), under jax.pmap (gradient taken inside, then pmean), or on one device with axis_name=None.
@@ -26,6 +26,19 @@ def label_smoothing(loss: ml_collections.ConfigDict) -> float:
     return float(smoothing)
 
 
+def distillation_settings(config: ml_collections.ConfigDict) -> tuple[float, float] | None:
+    """(temperature, weight) of config.distill, checked; None when it names no teacher (or predates it)."""
+    distill = config.get("distill")
+    if not distill or not distill.get("teacher"):
+        return None
+    temperature, weight = distill.get("temperature"), distill.get("weight")
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise errors.ConfigError(f"config.distill.temperature must be > 0, got {temperature!r}")
+    if not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise errors.ConfigError(f"config.distill.weight must be in [0, 1] (the teacher's share), got {weight!r}")
+    return float(temperature), float(weight)
+
+
 def cross_entropy(
     logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None, smoothing: float = 0.0
 ) -> jax.Array:
@@ -40,6 +53,23 @@ def cross_entropy(
         losses = optax.softmax_cross_entropy(logits, targets)
     else:
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if weights is None:
+        return losses.mean()
+    weights = weights.astype(jnp.float32)
+    return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def distillation(
+    student_logits: jax.Array, teacher_logits: jax.Array, temperature: float, weights: jax.Array | None = None
+) -> jax.Array:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), the mean over rows with non-zero weight, in float32.
+
+    Hinton et al. (2015): the temperature softens both distributions so the teacher's ranking of the wrong classes
+    (which activities it finds alike) carries signal, and T^2 keeps the gradient's scale that of the labels' CE.
+    """
+    log_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
+    log_teacher = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
+    losses = temperature**2 * jnp.sum(jnp.exp(log_teacher) * (log_teacher - log_student), axis=-1)  # [B]
     if weights is None:
         return losses.mean()
     weights = weights.astype(jnp.float32)

@@ -112,15 +112,23 @@ def _objective(
     contrastive_weight: float,
     mesh: Mesh,
     label_smoothing: float = 0.0,
+    distillation: tuple[float, float] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """L = CE + lambda * InfoNCE over the global batch, with its parts for logging.
 
-    Training may smooth the CE's targets (config.loss.label_smoothing); evaluation never does, so validation losses
-    compare across recipes.
+    Training may smooth the CE's targets (config.loss.label_smoothing) and, given `distillation` (temperature T,
+    weight w: config.distill) and a batch carrying the teacher's logits, replaces the CE by
+    (1 - w) * CE + w * T^2 * KL(teacher || student); evaluation does neither, so validation losses compare across
+    recipes.
     """
     cross_entropy = losses.cross_entropy(output.logits, batch[batch_lib.LABEL], weights, label_smoothing)
     parts = {"cross_entropy": cross_entropy}
     loss = cross_entropy
+    if distillation is not None and batch_lib.TEACHER_LOGITS in batch:
+        temperature, weight = distillation
+        distilled = losses.distillation(output.logits, batch[batch_lib.TEACHER_LOGITS], temperature, weights)
+        loss = (1.0 - weight) * cross_entropy + weight * distilled
+        parts["distillation"] = distilled
     if output.video_embedding is not None:
         contrastive = losses.global_info_nce(
             mesh, parallel.DATA_AXIS, output.video_embedding, output.sensor_embedding, output.logit_scale, weights
@@ -140,6 +148,7 @@ def train_step(
     gather: Callable | None = None,
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
     label_smoothing: float = 0.0,
+    distillation: tuple[float, float] | None = None,
 ) -> tuple[TrainState, dict]:
     """One update on a global batch; a non-finite loss or gradient leaves the state as it was (step aside).
 
@@ -162,7 +171,7 @@ def train_step(
             rngs={"dropout": dropout_key},
             mutable=["batch_stats"],
         )
-        loss, parts = _objective(output, batch, weights, contrastive_weight, mesh, label_smoothing)
+        loss, parts = _objective(output, batch, weights, contrastive_weight, mesh, label_smoothing, distillation)
         return loss, (parts, output.logits, updates.get("batch_stats", {}))
 
     (loss, (parts, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -247,13 +256,15 @@ def jit_train_step(
     ensemble_size: int = 1,
     ensemble_step: str = "auto",
     label_smoothing: float = 0.0,
+    distillation: tuple[float, float] | None = None,
 ) -> Callable:
     """The compiled train step, (state, inputs, resident) -> (state, metrics).
 
     The old state's buffers are donated to the new one. With `gather` (the device data cache) the step builds its
     batch from resident columns; with `augmentation` it augments it; with ensemble_size > 1 it updates every
     member of the state's member axis (`ensemble_step`: config.model.ensemble_step); `label_smoothing` is
-    config.loss.label_smoothing's, checked by losses.label_smoothing.
+    config.loss.label_smoothing's, checked by losses.label_smoothing; `distillation` (temperature, weight) is
+    config.distill's when a teacher's logits ride in the batches.
     """
     step = functools.partial(
         train_step,
@@ -262,6 +273,7 @@ def jit_train_step(
         gather=gather,
         augmentation=augmentation,
         label_smoothing=label_smoothing,
+        distillation=distillation,
     )
     vectorised = ensemble.vectorised(ensemble_step, jax.default_backend())  # checks the setting for every run
     if ensemble_size > 1:

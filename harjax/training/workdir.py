@@ -33,9 +33,11 @@ from harjax.training import parallel
 CONFIG_FILE = "config.json"
 RUNS_FILE = "runs.jsonl"
 LOCK_FILE = ".run.lock"
+TEACHER_CACHE = "teacher_logits.npz"  # a student's cache of its teacher's logits (harjax/serving/teacher.py)
 # What a run and the suite runner write in a workdir (an export may add a new subfolder beside them, not replace one).
 RUN_OUTPUTS = (
     CONFIG_FILE,
+    TEACHER_CACHE,
     RUNS_FILE,
     LOCK_FILE,
     "metrics.jsonl",
