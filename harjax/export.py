@@ -1,7 +1,10 @@
-"""Exports a trained model: a bundle, and StableHLO or ONNX for serving (harjax/serving/export.py).
+"""Exports a trained model: a bundle, and StableHLO or ONNX (float32, int8, float16) (harjax/serving/export.py).
 
-python -m harjax.export --workdir=W --output=B [--step=best|latest|N] [--format=bundle,stablehlo,onnx]
-python -m harjax.export --bundle=B --format=stablehlo,onnx        # export again from a bundle alone
+python -m harjax.export --workdir=W --output=B [--step=best|latest|N] [--format=bundle,stablehlo,onnx,onnx_int8]
+python -m harjax.export --bundle=B --format=onnx_int8,onnx_fp16      # export again from a bundle alone
+
+An ONNX export measures each ONNX format's size and test accuracy against the JAX model's on the same windows
+(bundle.json 'formats', MODEL_CARD.md) when the run's workdir and data are readable.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import os
 
 from absl import app, flags, logging
 
-from harjax import cli
+from harjax import cli, errors
+from harjax.data import batch as batch_lib
 from harjax.serving import bundle as bundle_lib, export
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir to export from.")
@@ -41,11 +45,14 @@ def main(argv: list[str]) -> None:
     else:
         bundle = bundle_lib.Bundle.load(_BUNDLE.value)
         if _OUTPUT.value and os.path.abspath(_OUTPUT.value) != os.path.abspath(_BUNDLE.value):
-            bundle = export.write_bundle(_OUTPUT.value, bundle.meta, bundle.variables)
+            calibration = bundle.calibration() if bundle.meta.get("calibration", {}).get("windows") else None
+            bundle = export.write_bundle(_OUTPUT.value, bundle.meta, bundle.variables, calibration=calibration)
     steps = _WINDOW_STEPS.value or bundle.meta["inputs"]["sensor_steps"]
-    for name, writer in (("stablehlo", export.export_stablehlo), ("onnx", export.export_onnx)):
+    for name, writer in export.EXPORTERS.items():
         if name in formats:  # each format folder whole or not at all
             logging.info("wrote %s", writer(bundle, os.path.join(bundle.directory, name), steps))
+    if formats & set(export.ONNX_FORMATS):
+        bundle = export.record_formats(bundle, export.measure_formats(bundle, _test_split(bundle), steps))
     logging.info(
         "bundle %s: step %d, %d classes, formats %s",
         bundle.directory,
@@ -53,6 +60,15 @@ def main(argv: list[str]) -> None:
         len(bundle.class_names),
         sorted(formats),
     )
+
+
+def _test_split(bundle: bundle_lib.Bundle) -> batch_lib.Split | None:
+    """The test split of the run the bundle came from, when its workdir and data are still readable."""
+    try:
+        return export.workdir_splits(bundle.meta["exported_from"])[1]
+    except errors.UserError as error:
+        logging.warning("the formats' accuracy is not measured: the run's test split is not readable (%s)", error)
+        return None
 
 
 if __name__ == "__main__":

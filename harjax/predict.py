@@ -3,7 +3,7 @@
     python -m harjax.predict --bundle=B --input=X.npz --output=P.csv|P.jsonl [--batch_size=256]
         [--allow_missing_video]
     python -m harjax.predict --bundle=B --stream=recording.csv|npz --window_s=5 --hop_s=1 --output=P.csv|P.jsonl
-        [--smooth=5] [--video=embedding.npy] [--allow_missing_video]
+        [--smooth=5] [--video=embedding.npy] [--allow_missing_video] [--runtime=onnx_int8 --threads=1]
     python -m harjax.predict --bundle=B --recordings=M.jsonl|M.csv --output=P.csv|P.jsonl [--device=cpu|cuda]
 
 The inputs and outputs are described in harjax/serving/batch.py (--input) and harjax/serving/streaming.py
@@ -33,6 +33,14 @@ _ALLOW_MISSING_VIDEO = flags.DEFINE_bool(
     False,
     "Predict with the video removed (the robustness evaluation's convention) when the input has none.",
 )
+_RUNTIME = flags.DEFINE_enum(
+    "runtime",
+    "jax",
+    predictor_lib.RUNTIMES,
+    "What runs the model: the bundle's JAX model, or one of its exported ONNX models through onnxruntime (the edge's "
+    "runtime; windows of the steps it was exported with).",
+)
+_THREADS = flags.DEFINE_integer("threads", 1, "ONNX runtimes: onnxruntime's intra-op threads.")
 _WINDOW_S = flags.DEFINE_float("window_s", None, "Stream: window length in seconds.")
 _HOP_S = flags.DEFINE_float("hop_s", None, "Stream: seconds between window starts.")
 _SMOOTH = flags.DEFINE_integer("smooth", 1, "Stream: majority vote over this many last windows (1: none).")
@@ -61,7 +69,7 @@ def main(argv: list[str]) -> None:
         )
     if not _OUTPUT.value.endswith(batch.FORMATS):
         raise app.UsageError(f"--output={_OUTPUT.value}: choose a {' or '.join(batch.FORMATS)} file")
-    predictor = predictor_lib.Predictor.load(_BUNDLE.value, _ALLOW_MISSING_VIDEO.value)
+    predictor = predictor_lib.Predictor.load(_BUNDLE.value, _ALLOW_MISSING_VIDEO.value, _RUNTIME.value, _THREADS.value)
     if _INPUT.value:
         table = batch.predict_file(predictor, _INPUT.value, _BATCH_SIZE.value)
     elif _RECORDINGS.value:

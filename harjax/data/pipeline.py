@@ -35,9 +35,7 @@ CACHES = ("auto", "none", "host", "device")
 _ENDLESS = 2**62  # steps: a range no run reaches
 
 
-def load_splits(
-    config: ml_collections.ConfigDict, keep_video: bool = False
-) -> tuple[batch_lib.Split, batch_lib.Split]:
+def load_splits(config: ml_collections.ConfigDict, keep_video: bool = False) -> tuple[batch_lib.Split, batch_lib.Split]:
     """(train, eval) splits of config.data.source, sensors standardised (config.data.sensor_normalization).
 
     A video-free model's splits leave the video embeddings out, unless `keep_video` (a distillation teacher reads

@@ -4,7 +4,8 @@ A bundle (written by `python -m harjax.export`, harjax/serving/export.py) is a d
 model is and expects: its config, class names, the sensor channels in order, their sampling rate and
 normalisation, what produced the video embeddings, versions, the metrics of the exported checkpoint, whether the
 run had finished training ('training': last_step, num_steps, finished; absent in earlier bundles), the
-parameters' checksum), params.msgpack (parameters and the video standardisation statistics) and MODEL_CARD.md.
+parameters' checksum), params.msgpack (parameters and the video standardisation statistics), MODEL_CARD.md and,
+when the training data was readable at export, calibration.npz (training windows for int8 calibration).
 Loading checks all of it before anything runs: a damaged, incomplete or mixed-up bundle fails naming the file.
 """
 
@@ -43,6 +44,9 @@ def format_for(ensemble_size: int) -> int:
 BUNDLE_FILE = "bundle.json"
 PARAMS_FILE = "params.msgpack"
 CARD_FILE = "MODEL_CARD.md"
+# Training windows as the exported models read them (standardised), for int8 calibration; absent when the training
+# data could not be read at export, or in bundles of earlier harjax versions.
+CALIBRATION_FILE = "calibration.npz"
 
 
 class BundleError(errors.UserError):
@@ -167,6 +171,26 @@ class Bundle:
     @property
     def sampling_rate_hz(self) -> float:
         return float(self.meta["inputs"]["sampling_rate_hz"])
+
+    def calibration(self) -> dict[str, np.ndarray]:
+        """The bundle's calibration windows: 'sensor' [N, T, C], 'sensor_mask' [N, T] (and 'video', 'video_present').
+
+        Fails naming the file when the bundle holds none, or none readable.
+        """
+        path = os.path.join(self.directory, CALIBRATION_FILE)
+        why = (self.meta.get("calibration") or {}).get("missing", "the bundle predates calibration windows")
+        if not os.path.exists(path):
+            raise BundleError(
+                f"{path}: missing ({why}); export the bundle again from its workdir with the training data in place"
+            )
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                windows = {name: stored[name] for name in stored.files}
+        except (ValueError, OSError) as error:
+            raise BundleError(f"{path}: unreadable ({error}); export the bundle again") from error
+        if batch_lib.SENSOR not in windows or not len(windows[batch_lib.SENSOR]):
+            raise BundleError(f"{path}: holds no calibration windows; export the bundle again from its workdir")
+        return windows
 
     def example(self, rows: int, steps: int = 16) -> dict[str, np.ndarray]:
         """A zero batch of the bundle's input shapes (what exporters trace with)."""

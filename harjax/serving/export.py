@@ -36,15 +36,26 @@ import numpy as np
 
 import harjax
 from harjax import errors
-from harjax.data import batch as batch_lib
+from harjax.data import batch as batch_lib, pipeline
 from harjax.models import ensemble, har_model
 from harjax.serving import bundle as bundle_lib, predictor as predictor_lib
 from harjax.training import checkpointing, metrics as metrics_lib, parallel, step as step_lib, workdir as workdir_lib
 
-FORMATS = ("bundle", "stablehlo", "onnx")
+FORMATS = ("bundle", "stablehlo", "onnx", "onnx_int8", "onnx_fp16")
 FORMAT_FOLDERS = tuple(name for name in FORMATS if name != "bundle")  # each in a folder of its name in the bundle
+ONNX_FORMATS = ("onnx", "onnx_int8", "onnx_fp16")  # each folder's model.onnx: onnxruntime runs them alike
+ONNX_FILE = "model.onnx"
 # Everything an export writes in a bundle's folder: an earlier bundle holding anything else is not replaced.
-BUNDLE_ENTRIES = (bundle_lib.BUNDLE_FILE, bundle_lib.PARAMS_FILE, bundle_lib.CARD_FILE, *FORMAT_FOLDERS)
+BUNDLE_ENTRIES = (
+    bundle_lib.BUNDLE_FILE,
+    bundle_lib.PARAMS_FILE,
+    bundle_lib.CARD_FILE,
+    bundle_lib.CALIBRATION_FILE,
+    *FORMAT_FOLDERS,
+)
+# Training windows the bundle keeps for int8 calibration: onnxruntime's MinMax calibration settles within a few
+# hundred windows, and 256 windows of 5 s of 12 channels are 3 MB.
+CALIBRATION_WINDOWS = 256
 
 
 class ExportError(errors.UserError):
@@ -100,11 +111,43 @@ def _training_record(last_step: int, num_steps: int, workdir: str) -> dict[str, 
 
 
 def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle_lib.Bundle:
-    """Writes the bundle of one checkpoint of a training workdir; returns it, loaded back."""
+    """Writes the bundle of one checkpoint of a training workdir; returns it, loaded back.
+
+    With it go CALIBRATION_WINDOWS windows of the training split for int8 calibration, when the run's training data
+    is readable; when not, the bundle says why and an int8 export from it is refused.
+    """
     _workdir_record(workdir)
     check_output(output, workdir)  # before any work
     meta, variables = checkpoint_contents(workdir, step)
-    return write_bundle(output, meta, variables, workdir)
+    try:
+        train, _ = workdir_splits(workdir)
+    except errors.UserError as error:
+        logging.warning(
+            "%s: no calibration windows in the bundle, its training data is not readable (%s)", workdir, error
+        )
+        return write_bundle(output, meta | {"calibration": {"missing": str(error)}}, variables, workdir)
+    windows = calibration_windows(train, meta)
+    calibration = {"windows": len(windows[batch_lib.SENSOR]), "origin": train.origin, "fingerprint": train.fingerprint}
+    return write_bundle(output, meta | {"calibration": calibration}, variables, workdir, windows)
+
+
+def workdir_splits(workdir: str) -> tuple[batch_lib.Split, batch_lib.Split]:
+    """(the training split, the test split) a run trained and was scored on, read again from its config.json."""
+    config = ml_collections.ConfigDict(_workdir_record(workdir)["config"])
+    train, evaluation = pipeline.load_splits(config)
+    train, _ = pipeline.validation_split(config, train)
+    return train, evaluation
+
+
+def calibration_windows(train: batch_lib.Split, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Up to CALIBRATION_WINDOWS training examples drawn evenly (seed 0), as the exported models read them."""
+    chosen = np.sort(np.random.default_rng(0).permutation(len(train))[:CALIBRATION_WINDOWS])
+    batch = batch_lib.examples(train, chosen)
+    names = [batch_lib.SENSOR, batch_lib.SENSOR_MASK]
+    if meta["config"]["model"]["modalities"] in ("both", "video"):
+        names += [batch_lib.VIDEO, batch_lib.VIDEO_PRESENT]
+        batch.setdefault(batch_lib.VIDEO_PRESENT, np.ones(len(chosen), bool))
+    return {name: batch[name] for name in names}
 
 
 def _workdir_record(workdir: str) -> dict[str, Any]:
@@ -265,11 +308,16 @@ def _staged(target: str) -> Iterator[str]:
 
 
 def write_bundle(
-    output: str, meta: dict[str, Any], variables: dict[str, Any], workdir: str | None = None
+    output: str,
+    meta: dict[str, Any],
+    variables: dict[str, Any],
+    workdir: str | None = None,
+    calibration: dict[str, np.ndarray] | None = None,
 ) -> bundle_lib.Bundle:
     """Writes a bundle whole or not at all: into a temporary folder, read back, then renamed into place.
 
-    An existing `output` is replaced only if it is a harjax bundle (check_output).
+    An existing `output` is replaced only if it is a harjax bundle (check_output). `calibration`: the windows of
+    calibration.npz (calibration_windows).
     """
     if check_output(output, workdir):
         logging.info("replacing the earlier bundle at %s", output)
@@ -282,6 +330,8 @@ def write_bundle(
             json.dump(meta, f, indent=1)
         with open(os.path.join(staging, bundle_lib.CARD_FILE), "w") as f:
             f.write(model_card(meta))
+        if calibration is not None:
+            np.savez(os.path.join(staging, bundle_lib.CALIBRATION_FILE), **calibration)
         bundle_lib.Bundle.load(staging)  # what was written reads back, before it replaces anything
     return bundle_lib.Bundle.load(output)
 
@@ -342,9 +392,31 @@ split, `eval_selected/`: the test split at the checkpoint the validation split s
 |---|---|
 {metrics}
 
-## Use
+{_formats_section(meta.get("formats"))}## Use
     python -m harjax.predict --bundle=THIS_DIR --input=recordings.npz --output=predictions.csv
     python -m harjax.predict --bundle=THIS_DIR --stream=recording.csv --window_s=5 --hop_s=1 --output=track.csv
+"""
+
+
+def _formats_section(formats: dict[str, dict[str, Any]] | None) -> str:
+    """The card's table of exported formats: each one's size and accuracy on the same test windows."""
+    if not formats:
+        return ""
+    steps = next((record["window_steps"] for record in formats.values() if "window_steps" in record), None)
+    rows = "\n".join(
+        f"| {name} | {record['file']} | {record['bytes'] / 1024:.1f} KB | "
+        + (f"{record['eval_accuracy']:.4f}" if "eval_accuracy" in record else "not measured (test split unreadable)")
+        + " |"
+        for name, record in formats.items()
+    )
+    measured = f" on the test split's examples cut to {steps} steps (the formats' window)" if steps else ""
+    return f"""## Formats
+Each exported model's size and accuracy{measured}; `jax` is the bundle's own model on the same windows.
+
+| format | file | size | eval accuracy |
+|---|---|---|---|
+{rows}
+
 """
 
 
@@ -412,21 +484,155 @@ def export_stablehlo(bundle: bundle_lib.Bundle, directory: str, steps: int) -> s
     return directory
 
 
-def export_onnx(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
-    """ONNX (jax2onnx) of the forward function, parameters as initializers, batch dimension 'batch'."""
+def _onnx_model(bundle: bundle_lib.Bundle, steps: int) -> Any:
+    """The forward function as an ONNX ModelProto (jax2onnx), parameters as initializers, batch dimension 'batch'."""
     try:
         from jax2onnx import to_onnx
     except ImportError as error:
         raise ExportError("--format=onnx needs jax2onnx: pip install -e '.[export]'") from error
     infer = _forward_function(bundle)
     variables = jax.device_put(bundle.variables)
-    model_proto = to_onnx(
-        lambda *inputs: infer(variables, *inputs), _input_specs(bundle, "batch", steps), model_name="harjax"
-    )
+    return to_onnx(lambda *inputs: infer(variables, *inputs), _input_specs(bundle, "batch", steps), model_name="harjax")
+
+
+def _write_onnx(bundle: bundle_lib.Bundle, directory: str, steps: int, model: Any, extra: dict[str, Any]) -> str:
     with _staged(directory) as staging:
-        with open(os.path.join(staging, "model.onnx"), "wb") as f:
-            f.write(model_proto.SerializeToString())
+        with open(os.path.join(staging, ONNX_FILE), "wb") as f:
+            f.write(model.SerializeToString())
         call = "onnxruntime.InferenceSession('model.onnx').run(None, inputs)"
         with open(os.path.join(staging, "signature.json"), "w") as f:
-            json.dump(_signature(bundle, steps, {"call": call}), f, indent=1)
+            json.dump(_signature(bundle, steps, {"call": call, **extra}), f, indent=1)
     return directory
+
+
+def export_onnx(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
+    """ONNX (jax2onnx) of the forward function in float32."""
+    return _write_onnx(bundle, directory, steps, _onnx_model(bundle, steps), {"precision": "float32"})
+
+
+def export_onnx_fp16(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
+    """The ONNX model with float16 weights and arithmetic, its inputs and logits kept float32 (half the size)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(_onnx_model(bundle, steps), keep_io_types=True)
+    return _write_onnx(bundle, directory, steps, model, {"precision": "float16 inside, float32 inputs and output"})
+
+
+def export_onnx_int8(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
+    """The ONNX model statically quantized to int8 (onnxruntime, QDQ), calibrated on the bundle's training windows.
+
+    Weights int8 per output channel, activations int8 with ranges from MinMax calibration over the windows of
+    calibration.npz, which the bundle records (bundle.json 'calibration': how many, from which split).
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    windows = window_inputs(bundle, bundle.calibration(), steps)  # refused, naming the file, when missing or empty
+    model = _onnx_model(bundle, steps)
+    names = [node.name for node in model.graph.input]
+
+    class Windows(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter(
+                [
+                    dict(zip(names, [array[i : i + 16] for array in windows], strict=True))
+                    for i in range(0, len(windows[0]), 16)
+                ]
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        float_path, prepared, quantized = (
+            os.path.join(scratch, name) for name in ("float.onnx", "prepared.onnx", "int8.onnx")
+        )
+        with open(float_path, "wb") as f:
+            f.write(model.SerializeToString())
+        quant_pre_process(float_path, prepared, skip_symbolic_shape=True)  # its symbolic pass fails on jax2onnx graphs
+        quantize_static(
+            prepared,
+            quantized,
+            Windows(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+        import onnx
+
+        calibration = {"calibration": bundle.meta.get("calibration"), "precision": "int8 weights and activations (QDQ)"}
+        return _write_onnx(bundle, directory, steps, onnx.load(quantized), calibration)
+
+
+EXPORTERS = {
+    "stablehlo": export_stablehlo,
+    "onnx": export_onnx,
+    "onnx_int8": export_onnx_int8,
+    "onnx_fp16": export_onnx_fp16,
+}
+
+
+def window_inputs(bundle: bundle_lib.Bundle, batch: dict[str, np.ndarray], steps: int) -> list[np.ndarray]:
+    """The exported models' inputs, in order, from standardised examples: sensors cut or padded to `steps`."""
+    sensor, mask = batch[batch_lib.SENSOR][:, :steps], batch[batch_lib.SENSOR_MASK][:, :steps]
+    short = steps - sensor.shape[1]
+    sensor = np.pad(sensor, ((0, 0), (0, short), (0, 0))).astype(np.float32)  # [N, steps, C]
+    inputs = [sensor, np.pad(mask, ((0, 0), (0, short))).astype(bool)]
+    if bundle.uses_video:
+        present = batch.get(batch_lib.VIDEO_PRESENT, np.ones(len(sensor), bool))
+        inputs += [batch[batch_lib.VIDEO].astype(np.float32), np.asarray(present, bool)]
+    return inputs
+
+
+def measure_formats(
+    bundle: bundle_lib.Bundle, evaluation: batch_lib.Split | None, steps: int, batch_size: int = 256
+) -> dict[str, dict[str, Any]]:
+    """Each ONNX format's file size and accuracy on the test split's examples cut to `steps`, and the JAX model's.
+
+    The same windows for every format, so the accuracies compare precisions, not lengths; the JAX row is the
+    bundle's model as harjax.serving runs it. Without an evaluation split (its data unreadable) sizes only.
+    """
+    import onnxruntime
+
+    found = [name for name in ONNX_FORMATS if os.path.exists(os.path.join(bundle.directory, name, ONNX_FILE))]
+    records = {
+        name: {"file": f"{name}/{ONNX_FILE}", "bytes": os.path.getsize(os.path.join(bundle.directory, name, ONNX_FILE))}
+        for name in found
+    }
+    if evaluation is None:
+        return records
+    runners = {"jax": jax.jit(_forward_function(bundle))}
+    variables = jax.device_put(bundle.variables)
+    sessions = {name: onnxruntime.InferenceSession(os.path.join(bundle.directory, name, ONNX_FILE)) for name in found}
+    correct = dict.fromkeys(["jax", *found], 0)
+    for start in range(0, len(evaluation), batch_size):
+        batch = batch_lib.examples(evaluation, np.arange(start, min(len(evaluation), start + batch_size)))
+        inputs = window_inputs(bundle, batch, steps)
+        labels = batch[batch_lib.LABEL]
+        correct["jax"] += int((np.asarray(runners["jax"](variables, *inputs)).argmax(-1) == labels).sum())
+        for name, session in sessions.items():
+            feed = dict(zip([node.name for node in session.get_inputs()], inputs, strict=True))
+            correct[name] += int((session.run(None, feed)[0].argmax(-1) == labels).sum())
+    records["jax"] = {
+        "file": bundle_lib.PARAMS_FILE,
+        "bytes": os.path.getsize(os.path.join(bundle.directory, bundle_lib.PARAMS_FILE)),
+    }
+    for name, count in correct.items():
+        records[name] |= {
+            "eval_accuracy": count / len(evaluation),
+            "window_steps": steps,
+            "eval_origin": evaluation.origin,
+        }
+    return records
+
+
+def record_formats(bundle: bundle_lib.Bundle, records: dict[str, dict[str, Any]]) -> bundle_lib.Bundle:
+    """bundle.json and MODEL_CARD.md rewritten with the formats' sizes and accuracies (parameters untouched)."""
+    meta = bundle.meta | {"formats": records}
+    for name, text in ((bundle_lib.BUNDLE_FILE, json.dumps(meta, indent=1)), (bundle_lib.CARD_FILE, model_card(meta))):
+        partial = os.path.join(bundle.directory, f".{name}.partial")
+        with open(partial, "w") as f:
+            f.write(text)
+        os.replace(partial, os.path.join(bundle.directory, name))
+    return bundle_lib.Bundle.load(bundle.directory)

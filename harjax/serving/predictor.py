@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,24 +71,43 @@ class Prediction:
     nan_steps: int
 
 
-class Predictor:
-    """A bundle ready to predict: the model compiled once per input shape."""
+RUNTIMES = ("jax", "onnx", "onnx_int8", "onnx_fp16")  # 'jax': the bundle's model; else that exported ONNX format
 
-    def __init__(self, bundle: bundle_lib.Bundle, allow_missing_video: bool = False):
+
+class Predictor:
+    """A bundle ready to predict: the model compiled once per input shape, or one of its exported ONNX models.
+
+    runtime 'jax' runs the bundle's Flax model (with its attention weights); an ONNX format runs that folder's
+    model.onnx through onnxruntime on `threads` threads, the edge's runtime, on windows of the steps it was
+    exported with. Both standardise raw inputs the same way, here.
+    """
+
+    def __init__(
+        self, bundle: bundle_lib.Bundle, allow_missing_video: bool = False, runtime: str = "jax", threads: int = 1
+    ):
         self.bundle = bundle
         self.allow_missing_video = allow_missing_video
-        model = bundle_lib.inference_model(bundle.meta)
+        self.runtime = runtime
         applied = bundle.meta["inputs"]["normalization"]
         self._normalization = applied["mode"]
         self._mean = np.asarray(applied.get("mean", 0.0), np.float32)  # 'dataset': the training statistics
         self._std = np.asarray(applied.get("std", 1.0), np.float32)
-        size = bundle.ensemble_size
-        self._apply = jax.jit(lambda variables, batch: ensemble.apply(model.apply, variables, batch, size, train=False))
-        self._variables = jax.device_put(bundle.variables)
+        if runtime == "jax":
+            model = bundle_lib.inference_model(bundle.meta)
+            size = bundle.ensemble_size
+            apply = jax.jit(lambda variables, batch: ensemble.apply(model.apply, variables, batch, size, train=False))
+            variables = jax.device_put(bundle.variables)
+            self._run = lambda batch: jax.device_get(apply(variables, batch))
+        elif runtime in RUNTIMES:
+            self._run = _onnx_runner(bundle, runtime, threads)
+        else:
+            raise InputError(f"--runtime={runtime}: choose one of {RUNTIMES}")
 
     @classmethod
-    def load(cls, directory: str, allow_missing_video: bool = False) -> Predictor:
-        return cls(bundle_lib.Bundle.load(directory), allow_missing_video)
+    def load(
+        cls, directory: str, allow_missing_video: bool = False, runtime: str = "jax", threads: int = 1
+    ) -> Predictor:
+        return cls(bundle_lib.Bundle.load(directory), allow_missing_video, runtime, threads)
 
     def prepare(
         self,
@@ -169,7 +189,7 @@ class Predictor:
         origin: str = "input",
     ) -> Predictions:
         batch, nan_steps = self.prepare(sensor, sensor_mask, video, channel_names, origin)
-        output = jax.device_get(self._apply(self._variables, batch))
+        output = self._run(batch)
         return Predictions(
             logits=output.logits,
             probabilities=np.asarray(jax.nn.softmax(output.logits, axis=-1)),
@@ -190,6 +210,47 @@ class Predictor:
             alpha=None if result.alpha is None else result.alpha[0],
             nan_steps=int(result.nan_steps[0]),
         )
+
+
+class _OnnxOutput(NamedTuple):
+    logits: np.ndarray
+    alpha: None = None  # an exported model returns logits only
+
+
+def _onnx_runner(bundle: bundle_lib.Bundle, runtime: str, threads: int) -> Callable[[dict], _OnnxOutput]:
+    """batch -> logits of the bundle's `runtime` folder's model.onnx, on windows of the steps it was exported with."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise InputError(f"--runtime={runtime} needs onnxruntime: pip install -e '.[export]'") from error
+    folder = os.path.join(bundle.directory, runtime)
+    path = os.path.join(folder, "model.onnx")
+    if not os.path.exists(path):
+        raise bundle_lib.BundleError(
+            f"{path}: missing; export it first (python -m harjax.export --bundle={bundle.directory} --format={runtime})"
+        )
+    with open(os.path.join(folder, "signature.json")) as f:
+        steps = json.load(f)["steps"]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3  # errors only: float16 graphs warn of constants it cannot fold, harmlessly
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    names = [node.name for node in session.get_inputs()]
+    order = [batch_lib.SENSOR, batch_lib.SENSOR_MASK] + (
+        [batch_lib.VIDEO, batch_lib.VIDEO_PRESENT] if bundle.uses_video else []
+    )
+
+    def run(batch: dict[str, np.ndarray]) -> _OnnxOutput:
+        got = batch[batch_lib.SENSOR].shape[1]
+        if got != steps:
+            raise InputError(
+                f"{path} reads windows of {steps} steps ({steps / bundle.sampling_rate_hz:g} s at "
+                f"{bundle.sampling_rate_hz:g} Hz), got {got}; choose that window, or export with --window_steps={got}"
+            )
+        feed = {name: np.asarray(batch[key]) for name, key in zip(names, order, strict=True)}
+        return _OnnxOutput(session.run(None, feed)[0])
+
+    return run
 
 
 def forward(

@@ -105,7 +105,9 @@ class Teacher:
         names = (batch_lib.SENSOR, batch_lib.SENSOR_MASK) + (
             (batch_lib.VIDEO, batch_lib.VIDEO_PRESENT) if self.reads_video else ()
         )
-        apply = jax.jit(lambda variables, batch: ensemble.apply(model.apply, variables, batch, size, train=False).logits)
+        apply = jax.jit(
+            lambda variables, batch: ensemble.apply(model.apply, variables, batch, size, train=False).logits
+        )
         variables = jax.device_put(self.bundle.variables)
         rows = []
         for start in range(0, len(split), batch_size):
@@ -125,7 +127,9 @@ class Teacher:
                     and str(cached["fingerprint"]) == split.fingerprint
                     and cached["logits"].shape == (len(split), len(split.class_names))
                 ):
-                    logging.info("teacher %s: its logits on %d training examples read from %s", self.source, len(split), path)
+                    logging.info(
+                        "teacher %s: its logits on %d training examples read from %s", self.source, len(split), path
+                    )
                     return cached["logits"]
             logging.info("%s holds another teacher's or data's logits; computing this teacher's", path)
         logits = self.logits(split, batch_size)
