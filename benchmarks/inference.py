@@ -1,15 +1,18 @@
-"""Inference latency of one window and batch throughput, in each runtime and with one and two threads.
+"""Inference latency of one window, batch throughput and model size, in each runtime, with one and two threads.
 
-The runtimes: the Flax model under jit, the StableHLO artifact and onnxruntime.
+The runtimes: the Flax model under jit, the StableHLO artifact, and onnxruntime on the float32, int8 and float16
+ONNX models.
 
     python benchmarks/inference.py [--window_steps=256 --calls=300 --batch_size=256]
+    python benchmarks/inference.py --config=configs/student.py --channels=6 --window_steps=250   # the edge student
     python benchmarks/inference.py --smoke                     # a tiny model, a few calls: checks it runs
 
-Trains configs/full.py's model (MMAct sizes: d_v 4096, 12 channels) for one step on synthetic data, exports it as a
-bundle with both serving formats, then, for each runtime and thread count in a fresh process (XLA's thread pool is
-fixed when JAX starts): p50 and p99 latency of one window [1, T, C] over --calls calls after warm-up, and examples/s
-at --batch_size. Inputs are standardised windows (what each runtime's function takes). Prints a table and, last,
-one JSON line. Target (issue 10, 2-core CPU): p99 under 5 ms with one thread.
+Trains the config's model (configs/full.py by default: MMAct sizes, d_v 4096, 12 channels) for one step on
+synthetic data, exports it as a bundle in every serving format, then, for each runtime and thread count in a fresh
+process (XLA's thread pool is fixed when JAX starts): p50 and p99 latency of one window [1, T, C] over --calls calls
+after warm-up, and examples/s at --batch_size. Inputs are standardised windows (what each runtime's function
+takes). Prints a table and, last, one JSON line. Targets (2-core CPU, one thread): p99 under 5 ms for the full
+model; the student's int8 model at most 500 KB and 1 ms p99 for a 5 s window at 50 Hz.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-RUNTIMES = ("flax", "stablehlo", "onnxruntime")
+RUNTIMES = ("flax", "stablehlo", "onnx", "onnx_int8", "onnx_fp16")
 _SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
@@ -68,9 +71,19 @@ def _runner(runtime: str, bundle_dir: str, threads: int):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(os.path.join(bundle_dir, "onnx", "model.onnx"), options)
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(os.path.join(bundle_dir, runtime, "model.onnx"), options)
     names = [node.name for node in session.get_inputs()]
     return bundle, lambda *inputs: session.run(None, dict(zip(names, inputs, strict=True)))[0]
+
+
+def _size_kb(bundle_dir: str, runtime: str) -> float:
+    """The runtime's model file: params.msgpack (flax), params.npz (stablehlo), model.onnx."""
+    path = {
+        "flax": "params.msgpack",
+        "stablehlo": os.path.join("stablehlo", "params.npz"),
+    }.get(runtime, os.path.join(runtime, "model.onnx"))
+    return round(os.path.getsize(os.path.join(bundle_dir, path)) / 1024, 1)
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -97,14 +110,15 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "runtime": args.runtime,
         "threads": args.threads,
+        "size_kb": _size_kb(args.bundle, args.runtime),
         "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
         "p99_ms": round(float(np.percentile(milliseconds, 99)), 3),
         "examples_per_s": round(throughput, 1),
     }
 
 
-def build_bundle(directory: str, smoke: bool, window_steps: int) -> str:
-    """A bundle of configs/full.py's model (trained one step), exported in both serving formats."""
+def build_bundle(directory: str, smoke: bool, window_steps: int, config: str, channels: int) -> str:
+    """A bundle of the config's model (trained one step on synthetic data), exported in every serving format."""
     env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
     sizes = (
         [
@@ -120,20 +134,30 @@ def build_bundle(directory: str, smoke: bool, window_steps: int) -> str:
         if smoke
         else ["--config.data.synthetic.video_dim=4096"]
     )
+    student = config.endswith("student.py")
+    if student:  # its own sizes; its int8 calibration needs more than one batch of windows
+        sizes = ["--config.data.validation_fraction=0", "--config.train.min_epochs=0"]
     workdir, bundle = os.path.join(directory, "workdir"), os.path.join(directory, "bundle")
     for command in (
         [
             "harjax.main",
-            "--config=configs/full.py:synthetic",
+            f"--config={config}:synthetic",
             f"--workdir={workdir}",
             "--config.train.num_steps=1",
+            f"--config.data.synthetic.channels={channels}",
             "--config.data.synthetic.num_train=128",
             "--config.data.synthetic.num_eval=16",
             f"--config.data.synthetic.seq_len={window_steps}",
             "--config.train.eval_batch_size=16",
             *sizes,
         ],
-        ["harjax.export", f"--workdir={workdir}", f"--output={bundle}", "--step=latest", "--format=stablehlo,onnx"],
+        [
+            "harjax.export",
+            f"--workdir={workdir}",
+            f"--output={bundle}",
+            "--step=latest",
+            f"--format={','.join(RUNTIMES[1:])}",
+        ],
     ):
         done = subprocess.run(
             [sys.executable, "-m", *command],
@@ -153,6 +177,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--smoke", action="store_true", help="a tiny model and a few calls: checks it runs")
+    parser.add_argument("--config", default="configs/full.py", help="the model's config file")
+    parser.add_argument("--channels", type=int, default=12, help="sensor channels (a phone or watch: 6)")
     parser.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
@@ -164,7 +190,7 @@ def main() -> None:
         args.window_steps, args.calls, args.batch_size = 32, 20, 8
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        bundle = build_bundle(scratch, args.smoke, args.window_steps)
+        bundle = build_bundle(scratch, args.smoke, args.window_steps, args.config, args.channels)
         for runtime in RUNTIMES:
             for threads in (1, 2):
                 env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
@@ -188,16 +214,18 @@ def main() -> None:
                     raise RuntimeError(f"{runtime} with {threads} thread(s) failed:\n{result.stderr[-3000:]}")
                 rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     throughput = f"examples/s at batch {args.batch_size}"
-    print(f"{'runtime':<12} {'threads':>7} {'p50 ms':>8} {'p99 ms':>8} {throughput:>24}")
+    print(f"{'runtime':<12} {'size KB':>9} {'threads':>7} {'p50 ms':>8} {'p99 ms':>8} {throughput:>24}")
     for row in rows:
         print(
-            f"{row['runtime']:<12} {row['threads']:>7} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
-            f"{row['examples_per_s']:>24.1f}"
+            f"{row['runtime']:<12} {row['size_kb']:>9.1f} {row['threads']:>7} {row['p50_ms']:>8.3f} "
+            f"{row['p99_ms']:>8.3f} {row['examples_per_s']:>24.1f}"
         )
     print(
         json.dumps(
             {
                 "benchmark": "inference",
+                "config": args.config,
+                "channels": args.channels,
                 "window_steps": args.window_steps,
                 "batch_size": args.batch_size,
                 "smoke": args.smoke,

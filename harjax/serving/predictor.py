@@ -259,8 +259,8 @@ def forward(
     variables: Any,
     sensor: jax.Array,
     sensor_mask: jax.Array,
-    video: jax.Array | None,
-    video_present: jax.Array | None,
+    video: jax.Array | None = None,
+    video_present: jax.Array | None = None,
 ) -> jax.Array:
     """Logits [N, classes] from standardised inputs (an ensemble's: its members' mean probabilities).
 
