@@ -108,6 +108,19 @@ def small_config(variant_module=full) -> ml_collections.ConfigDict:
     return config
 
 
+def write_stream(path, rate_hz, seconds, channels, seed=0):
+    """A long recording as a device writes it: 'time,<channel>,...' rows of random values at rate_hz."""
+    import numpy as np
+
+    time = np.arange(0, seconds, 1 / rate_hz)
+    values = np.random.default_rng(seed).normal(size=(len(time), len(channels)))
+    with open(path, "w") as f:
+        f.write("time," + ",".join(channels) + "\n")
+        for t, row in zip(time, values, strict=True):
+            f.write(f"{t:.6f}," + ",".join(f"{v:.6f}" for v in row) + "\n")
+    return time, values
+
+
 def read_metrics(workdir, name: str = "metrics.jsonl") -> list[dict]:
     with open(os.path.join(workdir, name)) as f:
         return [json.loads(line) for line in f]

@@ -30,7 +30,7 @@ from harjax.serving import (
 )
 from harjax.training import loop
 from tests import cli_runs
-from tests.conftest import small_config
+from tests.conftest import small_config, write_stream
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -167,20 +167,10 @@ def test_a_missing_video_is_refused_or_removed_as_in_the_robustness_evaluation(t
     )
 
 
-def _write_stream(path, rate_hz, seconds, channels, seed=0):
-    time = np.arange(0, seconds, 1 / rate_hz)
-    values = np.random.default_rng(seed).normal(size=(len(time), len(channels)))
-    with open(path, "w") as f:
-        f.write("time," + ",".join(channels) + "\n")
-        for t, row in zip(time, values, strict=True):
-            f.write(f"{t:.6f}," + ",".join(f"{v:.6f}" for v in row) + "\n")
-    return time, values
-
-
 def test_streaming_windows_a_recording_at_the_bundles_rate(trained, tmp_path):
     config, root, bundle = trained
     channels = list(bundle.channel_names)
-    time, values = _write_stream(tmp_path / "long.csv", rate_hz=100.0, seconds=6.0, channels=channels)
+    time, values = write_stream(tmp_path / "long.csv", rate_hz=100.0, seconds=6.0, channels=channels)
     video = np.random.default_rng(1).normal(size=32).astype(np.float32)
     np.save(tmp_path / "context.npy", video)
     predictor = predictor_lib.Predictor(bundle)
@@ -442,11 +432,11 @@ def test_bad_input_fails_naming_the_file_and_writes_nothing(trained, tmp_path, c
     elif case == "unknown class index":
         np.savez(tmp_path / "in.npz", **raw | {batch_lib.LABEL: np.full(len(raw[batch_lib.LABEL]), 6)})
     elif case == "unreadable stream video":
-        _write_stream(tmp_path / "long.csv", 50.0, 10.0, list(bundle.channel_names))
+        write_stream(tmp_path / "long.csv", 50.0, 10.0, list(bundle.channel_names))
         (tmp_path / "context.npy").write_bytes(b"not an array")
         args = [f"--stream={tmp_path / 'long.csv'}", "--window_s=5", "--hop_s=1", f"--video={tmp_path / 'context.npy'}"]
     else:
-        _write_stream(tmp_path / "short.csv", 50.0, 0.5, list(bundle.channel_names))
+        write_stream(tmp_path / "short.csv", 50.0, 0.5, list(bundle.channel_names))
         args = [f"--stream={tmp_path / 'short.csv'}", "--window_s=5", "--hop_s=1"]
     result = _cli(f"--bundle={bundle_dir}", *args, f"--output={tmp_path / 'out.csv'}")
     assert result.returncode != 0
@@ -530,7 +520,7 @@ def test_a_sensor_only_ensemble_trained_on_npz_goes_through_every_format(tmp_pat
     np.testing.assert_allclose(onnx_logits, got.logits, rtol=1e-4, atol=1e-4)
     with pytest.raises(predictor_lib.InputError, match=r"not the bundle's .*another order"):
         predictor.predict_batch(raw[batch_lib.SENSOR], channel_names=list(reversed(bundle.channel_names)))
-    time, values = _write_stream(tmp_path / "long.csv", 20.0, 10.0, list(bundle.channel_names))
+    time, values = write_stream(tmp_path / "long.csv", 20.0, 10.0, list(bundle.channel_names))
     rows = streaming.predict_stream(predictor, str(tmp_path / "long.csv"), 1.6, 0.8, 1, None, 8).rows
     assert rows[0]["video"] == "not used" and rows[1]["start_s"] == 0.8 and rows[0]["smoothed"] == rows[0]["predicted"]
 
