@@ -32,18 +32,29 @@ def _load(config, root="/tmp/suite", command_line=()):
 
 def test_the_paper_suite_resolves_every_run():
     suite = _load(paper.get_config("synthetic"))
-    assert [group.name for group in suite.groups] == ["main", "ablations", "encoders", "prompts", "sweeps", "protocols"]
+    assert [group.name for group in suite.groups] == [
+        "main",
+        "ablations",
+        "encoders",
+        "prompts",
+        "sweeps",
+        "protocols",
+        "distillation",
+    ]
     skipped = {group.name: group.skipped for group in suite.groups if group.skipped}
     assert set(skipped) == {"prompts", "protocols"} and "MMAct" in skipped["prompts"]
     assert suite.configs["main/concat_fusion"].model.fusion == "concat"
     assert suite.configs["sweeps/tau_0.2"].loss.temperature == 0.2
     assert all(config.data.synthetic.task == "bursts" for config in suite.configs.values())
     assert suite.configs["encoders/sensor_only_inception"].model.encoder == "inception"
-    assert len(suites.trials(suite, seeds=3)) == 3 * 18
+    assert len(suites.trials(suite, seeds=3)) == 3 * 19
+    assert suite.runs()["distillation/student"].teacher == "main/full"
     mmact = suites.load_suite(paper.get_config("mmact"), "paper.py", "/tmp/suite", ())
     runs = mmact.runs()
     assert "protocols/sensor_only-cross_view" not in runs and "protocols/video_only-cross_view" in runs
-    assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 2 + (5 + 4) + 6 + 14  # prompts: 4 learned, one per protocol
+    # prompts: 4 learned, one per protocol; students: cross_subject, cross_scene and cross_session (no cross_view)
+    assert len(suites.trials(mmact, seeds=1)) == 5 + 5 + 2 + (5 + 4) + 6 + 14 + 3
+    assert runs["distillation/student-cross_scene"].teacher == "protocols/full-cross_scene"
     learned = mmact.configs["prompts/prompt_learned-cross_view"]
     assert (learned.data.prompt_set, learned.data.protocol) == ("learned", "cross_view")
     assert runs["prompts/prompt_learned-cross_view"].reference == "protocols/full-cross_view"
@@ -230,7 +241,7 @@ def test_the_report_averages_seeds_pairs_them_and_lists_what_is_missing(tmp_path
     assert "- `main/sensor_only` seed 2: missing" in text
     assert "Skipped in this variant: needs MMAct's prompt sets" in text
     runs = list(csv.DictReader(open(tmp_path / "report" / "runs.csv")))
-    assert len(runs) == 3 * 18 and {row["status"] for row in runs} == {"finished", "failed", "missing"}
+    assert len(runs) == 3 * 19 and {row["status"] for row in runs} == {"finished", "failed", "missing"}
     for name in ("confusion.png", "per_class_f1.png", "curves_main.png"):
         assert os.path.getsize(tmp_path / "report" / "figures" / name) > 0
 
@@ -296,8 +307,21 @@ def smoke(tmp_path_factory):
 def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
     root = smoke
     runs = list(csv.DictReader(open(root / "report" / "runs.csv")))
-    assert len(runs) == 5 + 4 + 2 + 1 + 1 + 1 and {row["status"] for row in runs} == {"finished"}
-    assert {row["group"] for row in runs} == {"main", "ablations", "encoders", "prompts", "sweeps", "protocols"}
+    assert len(runs) == 5 + 4 + 2 + 1 + 1 + 1 + 1 and {row["status"] for row in runs} == {"finished"}
+    assert {row["group"] for row in runs} == {
+        "main",
+        "ablations",
+        "encoders",
+        "prompts",
+        "sweeps",
+        "protocols",
+        "distillation",
+    }
+    # The student learned from its teacher: the main group's full model of the same seed, after it finished.
+    student = root / "runs" / "distillation" / "student" / "seed0"
+    record = json.load(open(student / "config.json"))
+    assert record["config"]["distill"]["teacher"] == str(root / "runs" / "main" / "full" / "seed0")
+    assert any("train/distillation" in line for line in open(student / "metrics.jsonl"))
     text = open(root / "report" / "results.md").read()
     for section in (
         "## Per class",
@@ -322,6 +346,7 @@ def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
         "curves_prompts",
         "curves_sweeps",
         "curves_protocols",
+        "curves_distillation",
     ):
         assert f"figures/{name}.png" in text and os.path.getsize(root / "report" / "figures" / f"{name}.png") > 0
     robustness = json.load(open(root / "runs" / "main" / "full" / "seed0" / "analysis" / "robustness.json"))
@@ -411,3 +436,23 @@ def test_a_killed_suite_resumes_without_retraining_and_reports_the_same(smoke, t
     changed = _suite_cli(*args, f"--workdir={interrupted}", "--config.train.learning_rate=0.5", env=env, timeout=300)
     assert changed.returncode != 0 and "with another command" in changed.stderr  # before anything trains
     assert open(first / suites.LOG_FILE).read().count("=== ") == 1
+
+
+def test_a_student_runs_after_its_teacher_and_is_failed_without_one(tmp_path):
+    """Each student's command names its own seed's teacher; with no teacher trained, it is not started."""
+    suite = _load(paper.get_config("smoke"), root=str(tmp_path))
+    students = suites.trials(suite, seeds=2, only=["distillation"])
+    assert [trial.teacher_workdir(str(tmp_path)) for trial in students] == [
+        str(tmp_path / "runs" / "main" / "full" / f"seed{seed}") for seed in range(2)
+    ]
+    assert f"--config.distill.teacher={tmp_path / 'runs' / 'main' / 'full' / 'seed1'}" in students[1].command(
+        suite, str(tmp_path)
+    )
+    runner_lib.Runner(suite, str(tmp_path), parallel=2).run(students)
+    for trial in students:
+        status = suites.read_status(trial.workdir(str(tmp_path)))
+        assert status["status"] == "failed" and "its teacher main/full seed" in status["why"]
+        assert not os.path.exists(os.path.join(trial.workdir(str(tmp_path)), "checkpoints"))
+    utd = suites.load_suite(paper.get_config("utd_mhad"), "paper.py:utd_mhad", "/tmp/suite", ())
+    loso = [trial for trial in suites.trials(utd, 1, ["distillation"]) if trial.run.fold == "loso_s3"]
+    assert loso[0].teacher_workdir("/r") == "/r/runs/loso/full/loso_s3/seed0"

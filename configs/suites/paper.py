@@ -118,6 +118,43 @@ def _learned_prompt_runs() -> list[dict]:
     return runs
 
 
+def _distillation_group(protocols: tuple[str, ...], protocol_runs: tuple[str, ...], loso: bool) -> dict:
+    """The fused model teaching the sensor-only baseline, per protocol: what a camera-free device keeps of fusion.
+
+    Each student is configs/sensor_only.py distilled from the full model of its own protocol, fold and seed
+    (config.distill), shown beside that teacher and the same sensor-only model trained alone. cross_view has no
+    student: its sensor-only model would be tested on the recordings it trained on (the protocols group's reason).
+    """
+    runs = [dict(_run("student", "sensor_only"), teacher="main/full", reference="main/sensor_only")]
+    if loso:  # UTD-MHAD's leave-one-subject-out folds, each student taught by its own fold's full model
+        folds = [f"loso_s{subject}" for subject in UTD_MHAD_SUBJECTS]
+        runs.append(
+            dict(_run("student-loso", "sensor_only"), folds=folds, teacher="loso/full", reference="loso/sensor_only")
+        )
+    for protocol in protocols:
+        if protocol == "cross_view" or "sensor_only" not in protocol_runs:
+            continue
+        student = _run(f"student-{protocol}", "sensor_only", **{"data.protocol": protocol})
+        runs.append(dict(student, teacher=f"protocols/full-{protocol}", reference=f"protocols/sensor_only-{protocol}"))
+    shown = (
+        ["main/full", "main/sensor_only"]
+        + (["loso/full", "loso/sensor_only"] if loso else [])
+        + [
+            f"protocols/{name}-{protocol}"
+            for protocol in protocols
+            if protocol != "cross_view"
+            for name in ("full", "sensor_only")
+            if "sensor_only" in protocol_runs
+        ]
+    )
+    return {
+        "name": "distillation",
+        "title": "Distillation: the fused model teaches a sensor-only student, which needs no camera at inference",
+        "shown": shown,
+        "runs": runs,
+    }
+
+
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     variant = variant or "mmact"
     if variant not in VARIANTS:
@@ -227,6 +264,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             ],
         },
     ]
+    suite.groups.append(
+        _distillation_group(protocols if not (mmact_only or utd_mhad) else (), protocol_runs, loso=utd_mhad)
+    )
     if utd_mhad:
         suite.groups.append(
             {

@@ -82,11 +82,34 @@ class Runner:
                 )
 
     def run(self, todo: Sequence[suites.Trial]) -> None:
+        """Runs the trials in order, a student once its teacher's trial has finished."""
         queue = list(todo)
         while (queue and not self.stopping) or self.running:
             while queue and not self.stopping and len(self.running) < self.parallel:
-                self._start(queue.pop(0))
+                ready = next((trial for trial in queue if self._teacher_finished(trial)), None)
+                if ready is None:
+                    break
+                queue.remove(ready)
+                self._start(ready)
+            waiting = {trial.workdir(self.root) for trial, _, _ in self.running.values()} | {
+                trial.workdir(self.root) for trial in queue
+            }
+            for trial in list(queue):  # a teacher that neither finished nor will: its students cannot run
+                if not self._teacher_finished(trial) and trial.teacher_workdir(self.root) not in waiting:
+                    queue.remove(trial)
+                    self._teacher_missing(trial)
             self._reap()
+
+    def _teacher_finished(self, trial: suites.Trial) -> bool:
+        teacher = trial.teacher_workdir(self.root)
+        return teacher is None or suites.read_status(teacher)["status"] == "finished"
+
+    def _teacher_missing(self, trial: suites.Trial) -> None:
+        workdir, teacher = trial.workdir(self.root), trial.teacher_workdir(self.root)
+        os.makedirs(workdir, exist_ok=True)
+        why = f"its teacher {trial.run.teacher} seed {trial.seed} has not finished ({teacher}); train it first"
+        _write_status(workdir, {"status": "failed", "why": why, "command": trial.command(self.suite, self.root)})
+        logging.warning("[%d] %s seed %d: not started: %s", trial.index, trial.run.key, trial.seed, why)
 
     def _start(self, trial: suites.Trial) -> None:
         workdir = trial.workdir(self.root)

@@ -24,7 +24,7 @@ from harjax import errors
 SUITE_KEYS = {"title", "base_config", "config_variant", "seeds", "shared_data_dir", "reference", "overrides", "groups"}
 REQUIRED_SUITE_KEYS = {"base_config", "config_variant", "seeds", "reference", "groups"}
 GROUP_KEYS = {"name", "title", "runs", "shown", "skipped", "excluded"}
-RUN_KEYS = {"name", "config", "overrides", "reference", "folds"}
+RUN_KEYS = {"name", "config", "overrides", "reference", "folds", "teacher"}
 STATUS_FILE = "suite_status.json"
 LOG_FILE = "suite.log"
 CONFIG_OVERRIDE_PREFIX = "--config."
@@ -42,6 +42,7 @@ class RunSpec:
     overrides: tuple[str, ...]  # 'key=value', as harjax.main takes them after --config.
     reference: str  # 'group/run' this run is compared with (fold by fold when both are cross-validated)
     fold: str = ""  # one fold of a cross-validated run: its data.protocol ('' = the run is not cross-validated)
+    teacher: str = ""  # 'group/run' whose workdir of the same seed (and fold) distils into this run (config.distill)
 
     @property
     def row(self) -> str:
@@ -104,8 +105,23 @@ class Trial:
     def workdir(self, root: str) -> str:
         return os.path.join(root, "runs", *self.run.key.split("/"), f"seed{self.seed}")
 
+    def teacher_workdir(self, root: str) -> str | None:
+        """The workdir of this trial's teacher: the teacher run's trial of the same seed and fold."""
+        if not self.run.teacher:
+            return None
+        key = f"{self.run.teacher}/{self.run.fold}" if self.run.fold else self.run.teacher
+        return os.path.join(root, "runs", *key.split("/"), f"seed{self.seed}")
+
     def command(self, suite: Suite, root: str) -> list[str]:
-        overrides = merge_overrides([*suite.overrides, *self.run.overrides, f"seed={self.seed}"])
+        teacher = self.teacher_workdir(root)
+        overrides = merge_overrides(
+            [
+                *suite.overrides,
+                *self.run.overrides,
+                f"seed={self.seed}",
+                *([f"distill.teacher={os.path.abspath(teacher)}"] if teacher else []),
+            ]
+        )
         return [
             "python",
             "-m",
@@ -201,6 +217,7 @@ def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_
                 run.get("config", raw["base_config"]),
                 _overrides(run.get("overrides", {}), f"{where}, run {run['name']!r}"),
                 run.get("reference", raw["reference"]),
+                teacher=run.get("teacher", ""),
             )
             runs += _folds(spec, run.get("folds"), f"{where}, run {run['name']!r}")
         groups.append(
@@ -238,6 +255,14 @@ def load_suite(config: ml_collections.ConfigDict, path: str, root: str, command_
         for key in [*group.shown, *(run.reference for run in group.runs)]:
             if key not in known:
                 raise SuiteError(f"{path}: group {group.name!r} refers to run {key!r}, which the suite does not have")
+        for run in group.runs:
+            if run.teacher and [teacher.fold for teacher in known.get(run.teacher, ())] != (
+                [run.fold for run in group.rows()[run.row]]
+            ):
+                raise SuiteError(
+                    f"{path}: run {run.row!r} names teacher {run.teacher!r}, which the suite does not have with "
+                    "the same folds; a teacher is a run of the suite, trained on each fold the student is"
+                )
         for row, runs in group.rows().items():
             reference = known[runs[0].reference]
             if runs[0].reference != row and [run.fold for run in reference] != [run.fold for run in runs]:
