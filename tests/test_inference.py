@@ -87,6 +87,7 @@ def test_the_bundle_holds_what_inference_needs(trained):
     assert sorted(os.listdir(root / "bundle")) == [
         "MODEL_CARD.md",
         "bundle.json",
+        "calibration.npz",  # training windows for int8 calibration (tests/test_edge.py)
         "onnx",
         "params.msgpack",
         "stablehlo",
