@@ -58,6 +58,9 @@ def test_every_onnx_format_is_recorded_with_its_size_and_accuracy(edge_bundle):
     assert "| onnx_int8 | onnx_int8/model.onnx |" in card and "agreement with jax" in card
     signature = json.load(open(os.path.join(edge_bundle.directory, "onnx_int8", "signature.json")))
     assert signature["calibration"] == calibration and signature["steps"] == STEPS
+    # Which layers stayed float, and how close the int8 model is on the windows that chose them.
+    assert isinstance(signature["kept_float"], list) and signature["calibration_logit_error"] >= 0.0
+    assert 0.0 <= signature["calibration_agreement"] <= 1.0
 
 
 def test_float16_gives_the_float32_logits_to_half_precision(edge_bundle):
