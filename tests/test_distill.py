@@ -125,6 +125,8 @@ def test_a_distilled_run_resumes_exactly_and_refuses_another_teacher(trained_ful
             r"standardised as 'dataset' with other statistics, the student's as 'recording'",
         ),
         ({"data.validation_fraction": 0.2}, r"trained on 256 examples .* the student trains on 205"),
+        ({"data.synthetic.channels": 6}, r"the teacher reads channels \['imu0_x', .*\], the student's data has"),
+        ({"data.sampling_rate_hz": 25.0}, r"trained at 50 Hz, the student's data is at 25 Hz"),
     ],
 )
 def test_a_teacher_of_other_data_is_refused_before_anything_is_written(trained_full, tmp_path, change, match):
