@@ -152,6 +152,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.distill.teacher = ""  # a teacher's bundle or training workdir (its best checkpoint); '' = no teacher
     config.distill.temperature = 4.0  # T: softens both distributions (Hinton et al. use 2-20; 4 is common for HAR)
     config.distill.weight = 0.7  # the teacher's share of the loss
+    # 'augmented': the teacher's logits on each augmented batch, the view the student sees (computed in the train
+    # step); 'example': once per training example, unaugmented, cached in the workdir (teacher_logits.npz).
+    config.distill.targets = "example"
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128  # global, over all devices and processes

@@ -54,6 +54,19 @@ class Teacher:
     def reads_video(self) -> bool:
         return self.bundle.uses_video
 
+    @property
+    def variables(self) -> dict:
+        return self.bundle.variables
+
+    def apply(self, variables: dict, batch: dict[str, jax.Array]) -> jax.Array:
+        """[B, classes] the teacher's logits on a standardised batch; pure, so the train step calls it under jit."""
+        names = (batch_lib.SENSOR, batch_lib.SENSOR_MASK) + (
+            (batch_lib.VIDEO, batch_lib.VIDEO_PRESENT) if self.reads_video else ()
+        )
+        model = bundle_lib.inference_model(self.bundle.meta)
+        inputs = {name: batch[name] for name in names if name in batch}
+        return ensemble.apply(model.apply, variables, inputs, self.bundle.ensemble_size, train=False).logits
+
     def attach(self, split: batch_lib.Split, workdir: str, batch_size: int) -> batch_lib.WithTargets:
         """The training split with the teacher's logits on each example riding in its batches."""
         self.check(split)
@@ -100,22 +113,14 @@ class Teacher:
 
     def logits(self, split: batch_lib.Split, batch_size: int) -> np.ndarray:
         """[N, classes] the teacher's logits on every example of `split`, as evaluation reads it."""
-        model = bundle_lib.inference_model(self.bundle.meta)
-        size = self.bundle.ensemble_size
-        names = (batch_lib.SENSOR, batch_lib.SENSOR_MASK) + (
-            (batch_lib.VIDEO, batch_lib.VIDEO_PRESENT) if self.reads_video else ()
-        )
-        apply = jax.jit(
-            lambda variables, batch: ensemble.apply(model.apply, variables, batch, size, train=False).logits
-        )
+        apply = jax.jit(self.apply)
         variables = jax.device_put(self.bundle.variables)
         rows = []
         for start in range(0, len(split), batch_size):
             batch = batch_lib.examples(split, np.arange(start, min(len(split), start + batch_size)))
             count = len(batch[batch_lib.LABEL])
             padded = batch_lib.pad_batch(batch, batch_size)  # one compiled shape
-            inputs = {name: padded[name] for name in names if name in padded}
-            rows.append(np.asarray(apply(variables, inputs), np.float32)[:count])
+            rows.append(np.asarray(apply(variables, padded), np.float32)[:count])
         return np.concatenate(rows)
 
     def _cached_logits(self, split: batch_lib.Split, workdir: str, batch_size: int) -> np.ndarray:

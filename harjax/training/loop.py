@@ -221,11 +221,19 @@ def _selection_metric(scheduled: Sequence[evaluators.Scheduled]) -> str:
 
 
 class Teacher(Protocol):
-    """A distillation teacher (harjax/serving/teacher.py loads one): its logits ride in the training batches."""
+    """A distillation teacher (harjax/serving/teacher.py loads one): its logits ride in the training batches.
+
+    `attach` gives the training split its logits on every example (config.distill.targets='example'), and its
+    identity in every case; `apply(variables, batch)` computes them on each augmented batch inside the train step
+    ('augmented').
+    """
 
     reads_video: bool
+    variables: Any
 
     def attach(self, split: batch_lib.Split, workdir: str, batch_size: int) -> batch_lib.Split: ...
+
+    def apply(self, variables: Any, batch: dict[str, jax.Array]) -> jax.Array: ...
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str, teacher: Teacher | None = None) -> _Run:
@@ -236,7 +244,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, teacher: Teacher | N
     train_data, validation_data = pipeline.validation_split(config, train_data)
     if teacher is not None:
         train_data = teacher.attach(train_data, workdir, config.train.eval_batch_size)
-        if keep_video and config.model.modalities == "sensor":  # read by the teacher, not by the student
+        per_example = losses.distillation_targets(config) == "example"
+        if keep_video and per_example and config.model.modalities == "sensor":  # read by the teacher, not the student
             train_data, eval_data = pipeline.without_video(train_data), pipeline.without_video(eval_data)
     resolve_budget(config.train, len(train_data))
     validate_train_config(config.train)
@@ -612,6 +621,8 @@ def train(
             run.writer.write(0, untrained | perf)
         augment.check(config.data.augment)
         streams = tuple(map(tuple, batch_lib.sensor_streams(train_data.channel_names).values()))
+        in_step_teacher = teacher is not None and losses.distillation_targets(config) == "augmented"
+        teacher_variables = parallel.replicate(teacher.variables, run.mesh) if in_step_teacher else None
         train_step = step_lib.jit_train_step(
             run.mesh,
             config.loss.contrastive_weight,
@@ -621,6 +632,7 @@ def train(
             config.model.get("ensemble_step", "auto"),
             losses.label_smoothing(config.loss),
             distillation,
+            teacher.apply if in_step_teacher else None,
         )
         preemption = checkpointing.PreemptionWatcher(run.checkpointer)
         cleanup.callback(preemption.close)
@@ -644,10 +656,10 @@ def train(
             profiler.before(step)
             batch = parallel.global_batch(next(train_iterator), run.mesh)
             if step == start_step + 1:  # the program that runs every step, checked against the free memory first
-                train_step = train_step.lower(state, batch, resident).compile()
+                train_step = train_step.lower(state, batch, resident, teacher_variables).compile()
                 memory.check_step(train_step, run.abstract_state, config)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = train_step(state, batch, resident)
+                state, step_metrics = train_step(state, batch, resident, teacher_variables)
             profiler.after(step, state)
             if step == start_step + 1:
                 throughput.first_step_done(step_metrics)

@@ -39,6 +39,17 @@ def distillation_settings(config: ml_collections.ConfigDict) -> tuple[float, flo
     return float(temperature), float(weight)
 
 
+DISTILLATION_TARGETS = ("augmented", "example")
+
+
+def distillation_targets(config: ml_collections.ConfigDict) -> str:
+    """config.distill.targets, checked: the teacher's logits on each augmented batch, or once per example."""
+    targets = config.distill.get("targets", "example")
+    if targets not in DISTILLATION_TARGETS:
+        raise errors.ConfigError(f"config.distill.targets must be one of {DISTILLATION_TARGETS}, got {targets!r}")
+    return targets
+
+
 def cross_entropy(
     logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None, smoothing: float = 0.0
 ) -> jax.Array:

@@ -142,6 +142,7 @@ def train_step(
     state: TrainState,
     inputs: dict[str, jax.Array],
     resident: Any = None,
+    teacher_variables: Any = None,
     *,
     contrastive_weight: float,
     mesh: Mesh,
@@ -149,18 +150,22 @@ def train_step(
     augmentation: tuple[ml_collections.ConfigDict, Any] | None = None,
     label_smoothing: float = 0.0,
     distillation: tuple[float, float] | None = None,
+    teacher: Callable | None = None,
 ) -> tuple[TrainState, dict]:
     """One update on a global batch; a non-finite loss or gradient leaves the state as it was (step aside).
 
     `inputs` is the batch, or with the device data cache a Selection that `gather` turns into the batch from the
     device-resident columns `resident`. `augmentation` (config.data.augment and the sensor streams) transforms
-    the batch first (harjax/training/augment.py). metrics['finite'] says whether the update was applied, so the
-    loop can keep skipped steps out of averages.
+    the batch first (harjax/training/augment.py). `teacher(teacher_variables, batch)`, when given, gives the
+    distillation targets: the teacher's logits on the batch as augmented, the view the student sees.
+    metrics['finite'] says whether the update was applied, so the loop can keep skipped steps out of averages.
     """
     batch = inputs if gather is None else gather(resident, inputs, jnp)
     dropout_key = jax.random.fold_in(state.dropout_key, state.step)  # a function of the step: resumes exactly
     if augmentation is not None:
         batch = augment.augment(batch, jax.random.fold_in(dropout_key, 1), *augmentation)
+    if teacher is not None:
+        batch = batch | {batch_lib.TEACHER_LOGITS: jax.lax.stop_gradient(teacher(teacher_variables, batch))}
     weights = jnp.ones_like(batch[batch_lib.LABEL], jnp.float32)
 
     def loss_fn(params):
@@ -236,12 +241,14 @@ def _over_members(step: Callable, size: int, vectorised: bool) -> Callable:
     means; 'finite' holds when every member's update was applied.
     """
 
-    def ensemble_step(state: TrainState, inputs: Any, resident: Any = None) -> tuple[TrainState, dict]:
+    def ensemble_step(
+        state: TrainState, inputs: Any, resident: Any = None, teacher_variables: Any = None
+    ) -> tuple[TrainState, dict]:
         if vectorised:
-            state, metrics = jax.vmap(step, in_axes=(0, None, None))(state, inputs, resident)
+            state, metrics = jax.vmap(step, in_axes=(0, None, None, None))(state, inputs, resident, teacher_variables)
         else:
             state, metrics = ensemble.stacked(
-                [step(ensemble.member(state, index), inputs, resident) for index in range(size)]
+                [step(ensemble.member(state, index), inputs, resident, teacher_variables) for index in range(size)]
             )
         return state, {name: value.all() if name == "finite" else value.mean() for name, value in metrics.items()}
 
@@ -257,14 +264,16 @@ def jit_train_step(
     ensemble_step: str = "auto",
     label_smoothing: float = 0.0,
     distillation: tuple[float, float] | None = None,
+    teacher: Callable | None = None,
 ) -> Callable:
-    """The compiled train step, (state, inputs, resident) -> (state, metrics).
+    """The compiled train step, (state, inputs, resident, teacher_variables) -> (state, metrics).
 
     The old state's buffers are donated to the new one. With `gather` (the device data cache) the step builds its
     batch from resident columns; with `augmentation` it augments it; with ensemble_size > 1 it updates every
     member of the state's member axis (`ensemble_step`: config.model.ensemble_step); `label_smoothing` is
     config.loss.label_smoothing's, checked by losses.label_smoothing; `distillation` (temperature, weight) is
-    config.distill's when a teacher's logits ride in the batches.
+    config.distill's when a teacher's logits ride in the batches, and `teacher` computes them on each augmented
+    batch (config.distill.targets='augmented').
     """
     step = functools.partial(
         train_step,
@@ -274,6 +283,7 @@ def jit_train_step(
         augmentation=augmentation,
         label_smoothing=label_smoothing,
         distillation=distillation,
+        teacher=teacher,
     )
     vectorised = ensemble.vectorised(ensemble_step, jax.default_backend())  # checks the setting for every run
     if ensemble_size > 1:
