@@ -147,3 +147,23 @@ def test_a_teacher_that_is_neither_bundle_nor_workdir_and_a_missing_teacher_are_
         teacher_lib.load(str(tmp_path))
     with pytest.raises(errors.ConfigError, match=r"pass teacher=harjax.serving.teacher.load"):
         loop.train_and_evaluate(_student_config(trained_full.workdir), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_targets_of_augmented_batches_are_the_per_example_ones_when_nothing_is_augmented(trained_full, tmp_path):
+    """targets='augmented' runs the teacher inside the train step on the batch the student sees.
+
+    Without augmentation that batch is the examples as evaluation reads them, so both kinds of target train alike;
+    with augmentation the in-step targets follow the augmented windows, and training differs.
+    """
+    teacher = teacher_lib.load(trained_full.workdir)
+    logged = {}
+    for targets, jitter in (("example", 0.0), ("augmented", 0.0), ("augmented", 0.2)):
+        config = _student_config(trained_full.workdir)
+        config.distill.targets = targets
+        config.data.augment.jitter = jitter
+        workdir = tmp_path / f"{targets}-{jitter}"
+        loop.train_and_evaluate(config, str(workdir), teacher=teacher)
+        logged[targets, jitter] = [line["train/distillation"] for line in read_metrics(workdir) if "train/loss" in line]
+    np.testing.assert_allclose(logged["augmented", 0.0], logged["example", 0.0], rtol=1e-4)
+    assert not np.allclose(logged["augmented", 0.2], logged["example", 0.0], rtol=1e-3)
