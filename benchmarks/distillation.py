@@ -93,6 +93,12 @@ def main() -> None:
     parser.add_argument("--workdir", required=True, help="where the runs live (reruns pick up finished ones)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--variants", default="", help="instead: built-in variants (synthetic, demo, utd_mhad)")
+    parser.add_argument(
+        "--distill",
+        action="append",
+        default=[],
+        help="--config.distill.KEY=VALUE for the distilled student (its workdir is named after them)",
+    )
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     if args.variants:
@@ -122,13 +128,20 @@ def main() -> None:
             teacher_dir = os.path.join(root, "teacher")
             teacher = real.run("sensor_small", dataset, seed, *paths, teacher_dir, [])
             alone = real.run("student", dataset, seed, *paths, os.path.join(root, "alone"), [])
-            distilled_dir = os.path.join(root, "distilled")
+            settings = [override.removeprefix("--config.distill.") for override in args.distill]
+            distilled_dir = os.path.join(root, "-".join(["distilled", *settings]).replace("=", ""))
             distilled = real.run(
-                "student", dataset, seed, *paths, distilled_dir, [f"--config.distill.teacher={teacher_dir}"]
+                "student",
+                dataset,
+                seed,
+                *paths,
+                distilled_dir,
+                [f"--config.distill.teacher={teacher_dir}", *args.distill],
             )
             row = {
                 "dataset": dataset,
                 "seed": seed,
+                "distill": settings,
                 "teacher": teacher["selected_accuracy"],
                 "alone": alone["selected_accuracy"],
                 "distilled": distilled["selected_accuracy"],
