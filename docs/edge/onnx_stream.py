@@ -61,6 +61,7 @@ def standardise(window: np.ndarray, normalization: dict) -> np.ndarray:
 
 
 def main() -> None:
+    """Prints one row per window of the CSV: what the bundle's exported model predicts there."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, help="a harjax bundle with an exported ONNX model")
     parser.add_argument("--format", default="onnx_int8", help="the bundle's folder: onnx, onnx_int8 or onnx_fp16")
