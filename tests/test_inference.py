@@ -362,7 +362,13 @@ def test_the_export_command_writes_a_bundle_and_refuses_bad_input_in_one_line(tr
     ]
     result = _export_cli(f"--workdir={root / 'workdir'}", f"--output={tmp_path / 'cli'}", "--format=bundle,stablehlo")
     assert result.returncode == 0, result.stderr[-3000:]  # the README's command
-    assert sorted(os.listdir(tmp_path / "cli")) == ["MODEL_CARD.md", "bundle.json", "params.msgpack", "stablehlo"]
+    assert sorted(os.listdir(tmp_path / "cli")) == [
+        "MODEL_CARD.md",
+        "bundle.json",
+        "calibration.npz",
+        "params.msgpack",
+        "stablehlo",
+    ]
     (tmp_path / "cli" / "NOTES.txt").write_text("mine")  # the earlier bundle is no longer export's alone
     for args, message in cases:
         result = _export_cli(*args)
