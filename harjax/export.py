@@ -46,7 +46,8 @@ def main(argv: list[str]) -> None:
         bundle = bundle_lib.Bundle.load(_BUNDLE.value)
         if _OUTPUT.value and os.path.abspath(_OUTPUT.value) != os.path.abspath(_BUNDLE.value):
             calibration = bundle.calibration() if bundle.meta.get("calibration", {}).get("windows") else None
-            bundle = export.write_bundle(_OUTPUT.value, bundle.meta, bundle.variables, calibration=calibration)
+            meta = {key: value for key, value in bundle.meta.items() if key != "formats"}  # its folders stay in B
+            bundle = export.write_bundle(_OUTPUT.value, meta, bundle.variables, calibration=calibration)
     steps = _WINDOW_STEPS.value or bundle.meta["inputs"]["sensor_steps"]
     for name, writer in export.EXPORTERS.items():
         if name in formats:  # each format folder whole or not at all
@@ -66,7 +67,7 @@ def _test_split(bundle: bundle_lib.Bundle) -> batch_lib.Split | None:
     """The test split of the run the bundle came from, when its workdir and data are still readable."""
     try:
         return export.workdir_splits(bundle.meta["exported_from"])[1]
-    except errors.UserError as error:
+    except (errors.UserError, ImportError, OSError) as error:
         logging.warning("the formats' accuracy is not measured: the run's test split is not readable (%s)", error)
         return None
 

@@ -122,7 +122,7 @@ def test_a_distilled_run_resumes_exactly_and_refuses_another_teacher(trained_ful
         ({"data.synthetic.num_classes": 5}, r"the teacher's 6 classes .* are not the student's data's 5"),
         (
             {"data.sensor_normalization": "recording"},
-            r"standardised as 'dataset' with other statistics, the student's as 'recording'",
+            r"standardised as 'dataset', the student's as 'recording'",
         ),
         ({"data.validation_fraction": 0.2}, r"trained on 256 examples .* the student trains on 205"),
         ({"data.synthetic.channels": 6}, r"the teacher reads channels \['imu0_x', .*\], the student's data has"),
@@ -158,7 +158,7 @@ def test_targets_of_augmented_batches_are_the_per_example_ones_when_nothing_is_a
     """
     teacher = teacher_lib.load(trained_full.workdir)
     logged = {}
-    for targets, jitter in (("example", 0.0), ("augmented", 0.0), ("augmented", 0.2)):
+    for targets, jitter in (("example", 0.0), ("augmented", 0.0), ("example", 0.2), ("augmented", 0.2)):
         config = _student_config(trained_full.workdir)
         config.distill.targets = targets
         config.data.augment.jitter = jitter
@@ -166,4 +166,5 @@ def test_targets_of_augmented_batches_are_the_per_example_ones_when_nothing_is_a
         loop.train_and_evaluate(config, str(workdir), teacher=teacher)
         logged[targets, jitter] = [line["train/distillation"] for line in read_metrics(workdir) if "train/loss" in line]
     np.testing.assert_allclose(logged["augmented", 0.0], logged["example", 0.0], rtol=1e-4)
-    assert not np.allclose(logged["augmented", 0.2], logged["example", 0.0], rtol=1e-3)
+    # With augmentation both students see the same augmented windows; only the targets differ.
+    assert not np.allclose(logged["augmented", 0.2], logged["example", 0.2], rtol=1e-3)

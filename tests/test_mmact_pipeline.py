@@ -57,6 +57,16 @@ def test_training_draws_a_random_camera_each_epoch(data_dir):
     assert set(cameras.tolist()) == set(available.tolist())  # over 20 epochs every camera of the trial comes up
 
 
+def test_a_training_view_read_without_draws_uses_its_first_available_camera(data_dir):
+    """What a teacher's per-example logits and calibration windows read: never a camera the trial lacks."""
+    train_split, _ = pipeline.load_splits(_config(data_dir))
+    masks = train_split.listing.camera_mask[train_split.views[:, 0]]  # [N, cameras]
+    cameras = train_split.select(np.arange(len(train_split)), None)["camera"]
+    np.testing.assert_array_equal(cameras, masks.argmax(axis=1))
+    assert (~masks[:, 0]).any()  # the dummy data's undecodable cam1 clip: that trial reads another camera
+    assert masks[np.arange(len(cameras)), cameras].all()
+
+
 def test_long_training_trials_are_cropped_at_a_random_start(data_dir):
     train_split, _ = pipeline.load_splits(_config(data_dir, max_length=32))
     trial = np.zeros(8, np.int64)

@@ -151,12 +151,14 @@ class TFDSSplit:
         """The views of `indices` as a Selection: their trial, camera and crop start.
 
         Training (draws [B, 2]: camera, crop) picks one of each trial's cameras and a crop start; evaluation keeps the
-        listed camera and centres the crop.
+        listed camera (a training view read without draws: its first available one) and centres the crop.
         """
         trials, cameras = self.views[indices, 0], self.views[indices, 1]
         excess = np.maximum(self.listing.sensor_length[trials] - self.max_length, 0)
         if draws is None:
             start = excess // 2
+            if self.uses_video:  # a training view read as evaluation reads it: its first available camera
+                cameras = np.where(cameras < 0, np.argmax(self.listing.camera_mask[trials], axis=1), cameras)
         else:
             start = np.floor(draws[:, 1] * (excess + 1)).astype(np.int64)
             if self.uses_video:  # the k-th available camera, k uniform over the trial's count

@@ -121,7 +121,7 @@ def bundle_from_workdir(workdir: str, output: str, step: str = "best") -> bundle
     meta, variables = checkpoint_contents(workdir, step)
     try:
         train, _ = workdir_splits(workdir)
-    except errors.UserError as error:
+    except (errors.UserError, ImportError, OSError) as error:  # its data elsewhere, or its readers not installed
         logging.warning(
             "%s: no calibration windows in the bundle, its training data is not readable (%s)", workdir, error
         )
@@ -140,7 +140,7 @@ def workdir_splits(workdir: str) -> tuple[batch_lib.Split, batch_lib.Split]:
 
 
 def calibration_windows(train: batch_lib.Split, meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Up to CALIBRATION_WINDOWS training examples drawn evenly (seed 0), as the exported models read them."""
+    """Up to CALIBRATION_WINDOWS training examples drawn at random (seed 0), as the exported models read them."""
     chosen = np.sort(np.random.default_rng(0).permutation(len(train))[:CALIBRATION_WINDOWS])
     batch = batch_lib.examples(train, chosen)
     names = [batch_lib.SENSOR, batch_lib.SENSOR_MASK]
@@ -408,7 +408,7 @@ def _formats_section(formats: dict[str, dict[str, Any]] | None) -> str:
         + (
             f"{record['eval_accuracy']:.4f} | {record['agreement_with_jax']:.4f}"
             if "eval_accuracy" in record
-            else "not measured (test split unreadable) |"
+            else f"not measured ({record.get('not_measured', 'no record')}) |"
         )
         + " |"
         for name, record in formats.items()
@@ -591,7 +591,7 @@ def export_onnx_int8(bundle: bundle_lib.Bundle, directory: str, steps: int) -> s
         path, error = quantized([], "int8.onnx")
         candidates = [node.name for node in onnx.load(prepared).graph.node if node.op_type in INT8_OPS]
         without = {node: quantized([node], f"without_{i}.onnx")[1] for i, node in enumerate(candidates)}
-        kept_float = [node for node in candidates if error - without[node] >= INT8_DOMINANT_ERROR * error]
+        kept_float = [node for node in candidates if error > 0 and error - without[node] >= INT8_DOMINANT_ERROR * error]
         if kept_float:
             path, error = quantized(kept_float, "int8.onnx")
         record = {
@@ -630,15 +630,25 @@ def measure_formats(
     """Each ONNX format's file size and accuracy on the test split's examples cut to `steps`, and the JAX model's.
 
     The same windows for every format, so the accuracies compare precisions, not lengths; the JAX row is the
-    bundle's model as harjax.serving runs it. Without an evaluation split (its data unreadable) sizes only.
+    bundle's model as harjax.serving runs it. Without an evaluation split (its data unreadable) sizes only, and so
+    for a format folder exported with another window length.
     """
     import onnxruntime
 
-    found = [name for name in ONNX_FORMATS if os.path.exists(os.path.join(bundle.directory, name, ONNX_FILE))]
-    records = {
-        name: {"file": f"{name}/{ONNX_FILE}", "bytes": os.path.getsize(os.path.join(bundle.directory, name, ONNX_FILE))}
-        for name in found
-    }
+    found, records = [], {}
+    for name in ONNX_FORMATS:
+        path = os.path.join(bundle.directory, name, ONNX_FILE)
+        if not os.path.exists(path):
+            continue
+        records[name] = {"file": f"{name}/{ONNX_FILE}", "bytes": os.path.getsize(path)}
+        with open(os.path.join(bundle.directory, name, "signature.json")) as f:
+            exported_steps = json.load(f)["steps"]
+        if evaluation is None:
+            records[name]["not_measured"] = "the run's test split is unreadable"
+        elif exported_steps != steps:
+            records[name]["not_measured"] = f"exported for windows of {exported_steps} steps, not {steps}"
+        else:
+            found.append(name)
     if evaluation is None:
         return records
     runners = {"jax": jax.jit(_forward_function(bundle))}

@@ -29,12 +29,12 @@ import os
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from harjax import errors
 from harjax.data import batch as batch_lib
-from harjax.models import ensemble
-from harjax.serving import bundle as bundle_lib, export
+from harjax.serving import bundle as bundle_lib, export, predictor as predictor_lib
 from harjax.training import workdir as workdir_lib
 
 _FLAG = "config.distill.teacher"
@@ -62,12 +62,20 @@ class Teacher:
 
     def apply(self, variables: dict, batch: dict[str, jax.Array]) -> jax.Array:
         """[B, classes] the teacher's logits on a standardised batch; pure, so the train step calls it under jit."""
-        names = (batch_lib.SENSOR, batch_lib.SENSOR_MASK) + (
-            (batch_lib.VIDEO, batch_lib.VIDEO_PRESENT) if self.reads_video else ()
-        )
+        video = present = None
+        if self.reads_video:
+            video = batch[batch_lib.VIDEO]
+            present = batch.get(batch_lib.VIDEO_PRESENT, jnp.ones(video.shape[:1], bool))
         model = bundle_lib.inference_model(self.bundle.meta)
-        inputs = {name: batch[name] for name in names if name in batch}
-        return ensemble.apply(model.apply, variables, inputs, self.bundle.ensemble_size, train=False).logits
+        return predictor_lib.forward(
+            model,
+            self.bundle.ensemble_size,
+            variables,
+            batch[batch_lib.SENSOR],
+            batch[batch_lib.SENSOR_MASK],
+            video,
+            present,
+        )
 
     def attach(self, split: batch_lib.Split, workdir: str, batch_size: int) -> batch_lib.WithTargets:
         """The training split with the teacher's logits on each example riding in its batches."""
@@ -98,8 +106,10 @@ class Teacher:
             )
         if not _same_normalization(meta["inputs"]["normalization"], split.normalization):
             raise TeacherError(
-                f"{where}: the teacher's sensors were standardised as {_described(meta['inputs']['normalization'])}, "
-                f"the student's as {_described(split.normalization)}; set config.data.sensor_normalization as the "
+                f"{where}: the teacher's sensors were standardised as "
+                f"{_described(meta['inputs']['normalization'], split.normalization)}, the student's as "
+                f"{_described(split.normalization, meta['inputs']['normalization'])}; set "
+                "config.data.sensor_normalization as the "
                 "teacher's run did"
             )
         trained_on = meta["data"]["train"]
@@ -110,8 +120,6 @@ class Teacher:
                 f"(fingerprint {split.fingerprint}); a teacher must be trained on the student's training split (the "
                 "same data and config.data.validation_fraction)"
             )
-        if self.reads_video and not split.has_video:
-            raise TeacherError(f"{where}: the teacher reads video, but {split.origin} has no video embeddings")
 
     def logits(self, split: batch_lib.Split, batch_size: int) -> np.ndarray:
         """[N, classes] the teacher's logits on every example of `split`, as evaluation reads it."""
@@ -179,8 +187,10 @@ def _same_normalization(teacher: dict, student: dict) -> bool:
     )
 
 
-def _described(applied: dict) -> str:
-    return f"'{applied.get('mode')}'" + (" with other statistics" if "mean" in applied else "")
+def _described(applied: dict, other: dict) -> str:
+    """A normalisation as the refusal names it: its mode, and whether its statistics are what differs."""
+    same_mode = applied.get("mode") == other.get("mode")
+    return f"'{applied.get('mode')}'" + (" with other statistics" if same_mode and "mean" in applied else "")
 
 
 def _listed(names: tuple[str, ...] | list[str]) -> str:

@@ -241,12 +241,14 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, teacher: Teacher | N
     mesh = parallel.make_mesh()
     keep_video = teacher is not None and teacher.reads_video
     train_data, eval_data = pipeline.load_splits(config, keep_video)
-    train_data, validation_data = pipeline.validation_split(config, train_data)
+    read, (train_data, validation_data) = train_data, pipeline.validation_split(config, train_data)
     if teacher is not None:
         train_data = teacher.attach(train_data, workdir, config.train.eval_batch_size)
         per_example = losses.distillation_targets(config) == "example"
         if keep_video and per_example and config.model.modalities == "sensor":  # read by the teacher, not the student
             train_data, eval_data = pipeline.without_video(train_data), pipeline.without_video(eval_data)
+            # The same held-out examples (chosen by labels and subjects), viewed as the video-free student's.
+            validation_data = pipeline.validation_split(config, pipeline.without_video(read))[1]
     resolve_budget(config.train, len(train_data))
     validate_train_config(config.train)
     pipeline.log_summary(train_data, eval_data)
@@ -572,6 +574,8 @@ def train(
     A config that distils (config.distill.teacher) needs the `teacher` loaded (harjax/serving/teacher.py).
     """
     distillation = losses.distillation_settings(config)
+    if distillation is not None:
+        losses.distillation_targets(config)  # checked before the teacher reads the training split
     if distillation is not None and teacher is None:
         raise errors.ConfigError(
             f"config.distill.teacher={config.distill.teacher}: pass teacher=harjax.serving.teacher.load(...) to "
