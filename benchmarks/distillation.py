@@ -38,6 +38,13 @@ from benchmarks import real_sensor_accuracy as real  # noqa: E402
 FORMATS = ("onnx", "onnx_int8", "onnx_fp16")
 
 
+def _check_run(command: list[str]) -> None:
+    """Runs a harjax command from the repository; a failure raises with the end of its stderr."""
+    done = subprocess.run(command, cwd=real.REPO, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+
+
 def export_student(workdir: str) -> dict:
     """The distilled student's bundle with its ONNX formats; their records (size, accuracy, agreement)."""
     bundle = os.path.join(workdir, "bundle")
@@ -49,9 +56,7 @@ def export_student(workdir: str) -> dict:
         f"--output={bundle}",
         f"--format={','.join(FORMATS)}",
     ]
-    done = subprocess.run(command, cwd=real.REPO, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    _check_run(command)
     with open(os.path.join(bundle, "bundle.json")) as f:
         return json.load(f)["formats"]
 
@@ -77,9 +82,7 @@ def run_variant(variant: str, seed: int, root: str) -> dict:
             *shared,
             *extra,
         ]
-        done = subprocess.run(command, cwd=real.REPO, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        _check_run(command)
         with open(os.path.join(workdirs[role], "metrics.jsonl")) as f:
             final = [json.loads(line) for line in f if '"eval/accuracy"' in line][-1]
         results[role] = {"accuracy": final["eval/accuracy"], "macro_f1": final["eval/macro_f1"]}

@@ -26,21 +26,16 @@ def _suite_config(**changes) -> ml_collections.ConfigDict:
     return config
 
 
+GROUPS = ("main", "ablations", "encoders", "prompts", "sweeps", "protocols", "distillation")  # the paper suite's
+
+
 def _load(config, root="/tmp/suite", command_line=()):
     return suites.load_suite(config, "configs/suites/paper.py:synthetic", root, command_line)
 
 
 def test_the_paper_suite_resolves_every_run():
     suite = _load(paper.get_config("synthetic"))
-    assert [group.name for group in suite.groups] == [
-        "main",
-        "ablations",
-        "encoders",
-        "prompts",
-        "sweeps",
-        "protocols",
-        "distillation",
-    ]
+    assert [group.name for group in suite.groups] == list(GROUPS)
     skipped = {group.name: group.skipped for group in suite.groups if group.skipped}
     assert set(skipped) == {"prompts", "protocols"} and "MMAct" in skipped["prompts"]
     assert suite.configs["main/concat_fusion"].model.fusion == "concat"
@@ -308,15 +303,7 @@ def test_the_smoke_suite_runs_every_group_and_writes_the_report(smoke):
     root = smoke
     runs = list(csv.DictReader(open(root / "report" / "runs.csv")))
     assert len(runs) == 5 + 4 + 2 + 1 + 1 + 1 + 1 and {row["status"] for row in runs} == {"finished"}
-    assert {row["group"] for row in runs} == {
-        "main",
-        "ablations",
-        "encoders",
-        "prompts",
-        "sweeps",
-        "protocols",
-        "distillation",
-    }
+    assert {row["group"] for row in runs} == set(GROUPS)
     # The student learned from its teacher: the main group's full model of the same seed, after it finished.
     student = root / "runs" / "distillation" / "student" / "seed0"
     record = json.load(open(student / "config.json"))
