@@ -240,8 +240,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, teacher: Teacher | N
     validate_train_config(config.train)
     mesh = parallel.make_mesh()
     keep_video = teacher is not None and teacher.reads_video
-    train_data, eval_data = pipeline.load_splits(config, keep_video)
-    read, (train_data, validation_data) = train_data, pipeline.validation_split(config, train_data)
+    read, eval_data = pipeline.load_splits(config, keep_video)
+    train_data, validation_data = pipeline.validation_split(config, read)
     if teacher is not None:
         train_data = teacher.attach(train_data, workdir, config.train.eval_batch_size)
         per_example = losses.distillation_targets(config) == "example"
@@ -576,7 +576,7 @@ def train(
     distillation = losses.distillation_settings(config)
     if distillation is not None:
         losses.distillation_targets(config)  # checked before the teacher reads the training split
-    if distillation is not None and teacher is None:
+    if distillation is not None and teacher is None:  # a library caller's omission, named with the fix
         raise errors.ConfigError(
             f"config.distill.teacher={config.distill.teacher}: pass teacher=harjax.serving.teacher.load(...) to "
             "loop.train (python -m harjax.main loads it)"
