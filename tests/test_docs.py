@@ -16,7 +16,16 @@ import re
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def _repository_root() -> str:
+    """The folder holding pyproject.toml above this file (tests/ or a folder below it)."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    while not os.path.exists(os.path.join(folder, "pyproject.toml")):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+REPO = _repository_root()
 README_MAX_LINES = 250
 OWN_PACKAGES = ("harjax", "data_builders", "benchmarks", "configs", "tests")
 
