@@ -14,8 +14,9 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from data_builders.mmact import synthetic_tree, tiny_model
+from data_builders.mmact import synthetic_tree
 from harjax import errors
+from harjax.video import tiny_models
 
 
 @contextlib.contextmanager
@@ -56,5 +57,5 @@ def tiny_model_dir(data_dir: str, extra_words: Sequence[str] = ()) -> str:
     model_dir = os.path.join(data_dir, "tiny_video_llava")
     if not os.path.isdir(model_dir):
         shutil.rmtree(model_dir + ".tmp", ignore_errors=True)
-        os.replace(tiny_model.save_tiny_model(model_dir + ".tmp", extra_words=extra_words), model_dir)
+        os.replace(tiny_models.save_tiny_model(model_dir + ".tmp", extra_words=extra_words), model_dir)
     return model_dir

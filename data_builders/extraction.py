@@ -1,16 +1,11 @@
-"""Video-language embeddings of a list of clips: the one extraction core every dataset's extractor calls.
+"""The sharded extraction job: embeddings of a list of clips, written once per clip, resumable, shared by shard.
 
-A dataset's extractor only lists its clips (ClipJob: a name, a file, an optional span in seconds, the scene
-context) and calls `extract`; the core decodes the sampled frames and prepares the model's inputs in worker
-processes while the model runs on the batch before, and writes <directory>/<clip name>.npz per clip (float16),
-atomically, so a rerun skips finished clips and several GPUs or machines can share the work by shard. The model
-may be any family of data_builders/video_families.py (Video-LLaVA, Qwen2-VL / Qwen2.5-VL, LLaVA-OneVision), picked
-from its config. Each file holds:
-    video_mean_last    [d]     mean hidden state over the video tokens, last layer (after the final norm)
-    video_mean_middle  [d]     the same at the middle layer (often the better feature)
-    last_token         [d]     hidden state of the last prompt token, last layer: reads the clip after the
-                               question, so it depends on the whole prompt
-    frame_means        [8, d]  per-frame means over each frame's tokens, last layer
+A dataset's extractor only lists its clips (harjax.video.decoding.ClipJob: a name, a file, an optional span in
+seconds, the scene context) and calls `extract`; the job decodes the sampled frames and prepares the model's inputs
+in worker processes while the model (harjax.video.extractor.Extractor, any family of harjax/video/families.py) runs
+on the batch before, and writes <directory>/<clip name>.npz per clip (float16), atomically, so a rerun skips
+finished clips and several GPUs or machines can share the work by shard. Each file holds the embedding kinds of
+harjax/video/extractor.py and:
     frame_indices      [8]     the decoded frames the model saw (positions in the file)
     source             JSON    what the embedding was made from: the clip's path, size, modification time and
                                sha256, its span, the context and whole prompt, the model, family and prompt set
@@ -31,7 +26,6 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -46,198 +40,14 @@ from typing import Any
 import numpy as np
 import tqdm
 
-from data_builders import soft_prompt, video_families
 from harjax import errors
+from harjax.data import tfds_format
+from harjax.video import families, soft_prompt
+from harjax.video.decoding import ClipJob, DecodedClip, decode, same_file
+from harjax.video.extractor import DEFAULT_MODEL, EMBEDDING_KINDS, Extractor, Preprocess
 
-DEFAULT_MODEL = "LanguageBind/Video-LLaVA-7B-hf"
-NUM_FRAMES = video_families.NUM_FRAMES
-EMBEDDING_KINDS = ("video_mean_last", "video_mean_middle", "last_token", "frame_means")
 METADATA = "metadata.json"
-FRAME_SAMPLING = "np.arange(0, n, n / 8).astype(int)"  # over the n frames of the clip's span
 SOURCE = "source"  # the stored array (JSON text) of what an embedding was made from
-
-
-def words(contexts: Iterable[str]) -> list[str]:
-    """Every word a prompt of any family holds with these contexts (what an offline test tokenizer must know)."""
-    return sorted(set(video_families.template_words()) | {word for context in contexts for word in context.split()})
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipJob:
-    """One clip to embed: where its file is, which part of it, and the scene context it is read with."""
-
-    name: str  # the stored file's stem: unique within an extraction folder
-    path: str
-    context: str  # placed before the video by the model family's prompt ('' for none)
-    start_s: float | None = None  # the clip's span in the file's own time; None: from its start / to its end
-    end_s: float | None = None
-
-    def inputs(self) -> dict[str, Any]:
-        """What of the job, besides the file's bytes, its embedding depends on (compared on every rerun)."""
-        return {"start_s": self.start_s, "end_s": self.end_s, "context": self.context}
-
-
-def frame_indices(num_frames: int, wanted: int = NUM_FRAMES) -> np.ndarray:
-    """Evenly spaced indices; a clip shorter than `wanted` repeats frames."""
-    return np.arange(0, num_frames, num_frames / wanted).astype(int)[:wanted]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Index:
-    """Every frame's presentation timestamp (in stream time_base) and which of them start a GOP, from the packets."""
-
-    pts: np.ndarray  # [n] sorted: position -> pts
-    keyframes: np.ndarray  # [k] sorted pts of the keyframes
-
-
-def _index(container: Any) -> _Index | None:
-    """An open clip's frame index from its packets alone (demuxing, no decoding); None where a packet lacks a pts.
-
-    The container is read to its end: seek before decoding from it.
-    """
-    packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(video=0) if packet.size]
-    if not packets or any(pts is None for pts, _ in packets):
-        return None
-    pts = np.sort(np.array([pts for pts, _ in packets], np.int64))
-    keyframes = np.sort(np.array([pts for pts, key in packets if key], np.int64))
-    if len(np.unique(pts)) != len(pts) or not len(keyframes) or keyframes[0] != pts[0]:
-        return None  # not an index seeking can trust: decode in order
-    return _Index(pts, keyframes)
-
-
-def positions_in_span(path: str, start_s: float | None, end_s: float | None) -> np.ndarray:
-    """Positions of the frames whose time lies in [start_s, end_s) (the whole file for None, None)."""
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        if start_s is None and end_s is None and stream.frames:
-            return np.arange(stream.frames)
-        index = _index(container)
-        if index is not None and stream.time_base is not None:
-            times = index.pts * float(stream.time_base)
-        else:
-            container.seek(0)
-            times = np.array([frame.time for frame in container.decode(video=0)], np.float64)
-    inside = np.ones(len(times), bool)
-    if start_s is not None:
-        inside &= times >= start_s
-    if end_s is not None:
-        inside &= times < end_s
-    return np.flatnonzero(inside).astype(np.int64)
-
-
-def _decode_in_order(container: Any, wanted: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
-    """The wanted positions' frames (sorted positions), decoding every frame from the start up to the last."""
-    kept, decoded = {}, 0
-    for position, frame in enumerate(container.decode(video=0)):
-        decoded += 1
-        if position in wanted:
-            kept[position] = frame.to_ndarray(format="rgb24")
-        if position >= wanted[-1]:
-            break
-    return kept, decoded
-
-
-def _decode_by_seeking(container: Any, index: _Index, wanted: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
-    """The wanted positions' frames (sorted positions), each decoded from the keyframe before it.
-
-    A frame in the GOP already being decoded, after the last one kept, is reached by decoding on instead. A frame
-    whose pts the decoder never gives is left out (the caller decodes in order then).
-    """
-    stream = container.streams.video[0]
-    kept, decoded, current, frames = {}, 0, None, iter(())
-    for position in wanted:
-        target = int(index.pts[position])
-        keyframe = int(index.keyframes[np.searchsorted(index.keyframes, target, side="right") - 1])
-        if current is None or not keyframe <= current < target:
-            container.seek(keyframe, stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
-        for frame in frames:
-            decoded += 1
-            current = frame.pts
-            if current is None or current >= target:
-                break
-        if current == target:
-            kept[position] = frame.to_ndarray(format="rgb24")
-    return kept, decoded
-
-
-def decode_frames(path: str, indices: np.ndarray, seek: bool = True) -> tuple[dict[int, np.ndarray], int]:
-    """({position: frame [H, W, 3] uint8} of the wanted positions that exist, frames decoded to get them).
-
-    With `seek`, each wanted frame is reached from the keyframe before it instead of decoding every frame from the
-    start: the same frames as in order, since a GOP decodes from its keyframe alone. Clips whose packets give no
-    frame index, or whose decoder gives other timestamps than the packets, are decoded in order.
-    """
-    import av
-
-    wanted = sorted({int(i) for i in indices})
-    decoded = 0
-    with av.open(path) as container:
-        index = _index(container) if seek else None
-        if seek:
-            container.seek(0)  # the index read the packets to the end
-        if index is not None and wanted[-1] < len(index.pts):
-            kept, decoded = _decode_by_seeking(container, index, wanted)
-            if len(kept) == len(wanted):
-                return kept, decoded
-            container.seek(0)
-        kept, in_order = _decode_in_order(container, wanted)
-    return kept, decoded + in_order
-
-
-def read_frames(
-    path: str, indices: np.ndarray | None = None, start_s: float | None = None, end_s: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(frames [8, H, W, 3] uint8, their positions in the file) with PyAV; raises on an undecodable or empty clip.
-
-    Frames at `indices`, by default 8 evenly spaced over the span [start_s, end_s) of the file. Only those are
-    decoded as far as the container allows (decode_frames), converted and kept (a 1544-frame 1080p clip would take
-    9 GB in full).
-    """
-    if indices is None:
-        positions = positions_in_span(path, start_s, end_s)
-        if not len(positions):
-            span = "" if start_s is None and end_s is None else f" in [{start_s}, {end_s}) s"
-            raise ValueError(f"{path}: no video frames{span}")
-        indices = positions[frame_indices(len(positions))]
-    kept, _ = decode_frames(path, indices)
-    if not kept:
-        raise ValueError(f"{path}: no decodable video frames")
-    # Where the container over-reported its length, the last sample decoded stands in for the missing ones.
-    indices = np.array([max(i for i in kept if i <= index) for index in indices])
-    return np.stack([kept[i] for i in indices]), indices
-
-
-def sampling_interval_s(path: str, indices: np.ndarray) -> float | None:
-    """Mean seconds between the sampled frames at `indices` (at least one frame period); None without a frame rate."""
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        rate = float(stream.average_rate or stream.guessed_rate or 0)
-    if not rate:
-        return None
-    frames_apart = (int(indices[-1]) - int(indices[0])) / max(len(indices) - 1, 1)
-    return max(frames_apart, 1.0) / rate
-
-
-def clip_duration(path: str) -> float:
-    """Seconds from the first frame's start to the last frame's end, from the container's own metadata."""
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
-        rate = float(stream.average_rate or 0)
-        frames = stream.frames or sum(1 for _ in container.decode(video=0))
-    if not rate or not frames:
-        raise ValueError(f"{path}: neither a duration nor a frame rate in the container")
-    return frames / rate
 
 
 def write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
@@ -252,37 +62,6 @@ def write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
         except BaseException:
             os.remove(f.name)
             raise
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_identity(path: str) -> dict[str, Any]:
-    """Which bytes a clip's path held: its path, size, modification time and sha256 (stored with its embedding)."""
-    stat = os.stat(path)
-    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path)}
-
-
-def same_file(path: str, recorded: dict[str, Any]) -> bool:
-    """Whether `path` holds the bytes `recorded` (file_identity) describes.
-
-    The recorded file untouched (same path, size and modification time) is trusted without reading it, so a rerun
-    costs a stat per clip; a copy or a move is compared by content (it keeps its embedding), an edit in place too.
-    """
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return False
-    if stat.st_size != recorded["size"]:
-        return False
-    if os.path.abspath(path) == recorded["path"] and stat.st_mtime_ns == recorded["mtime_ns"]:
-        return True
-    return _sha256(path) == recorded["sha256"]
 
 
 def read_source(path: str) -> dict[str, Any] | None:
@@ -315,230 +94,6 @@ def stored_state(directory: str, job: ClipJob) -> tuple[str, str]:
         return "unverified", f"{path} predates source records"
     changed = _what_changed(job, source)
     return ("changed", changed) if changed else ("current", "")
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodedClip:
-    """One clip's sampled frames, or why it could not be decoded."""
-
-    job: ClipJob
-    frames: np.ndarray | None = None  # [8, H, W, 3] uint8; None once prepared into model inputs, or on error
-    indices: np.ndarray | None = None  # [8] their positions in the file
-    interval_s: float | None = None  # seconds between sampled frames (None: the container has no frame rate)
-    error: str | None = None  # set exactly when the clip could not be decoded
-    file: dict[str, Any] | None = None  # file_identity of the clip, read before its frames
-
-
-def decode(job: ClipJob) -> DecodedClip:
-    """The clip's 8 sampled frames (read_frames), or the error that stopped them."""
-    try:
-        file = file_identity(job.path)
-        frames, indices = read_frames(job.path, start_s=job.start_s, end_s=job.end_s)
-        interval_s = sampling_interval_s(job.path, indices)
-    except Exception as error:  # noqa: BLE001  PyAV raises many types; every one is reported
-        return DecodedClip(job, error=f"{type(error).__name__}: {error}")
-    return DecodedClip(job, frames, indices, interval_s, file=file)
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocess:
-    """Decoded clips -> the model's input tensors, by the family's conventions; runs in the decode workers."""
-
-    family: video_families.Family
-    processor: Any
-    soft_tokens: int = 0  # a learned prompt's tokens, written after each context (Extractor.attach_prompt)
-
-    def prompt(self, context: str) -> str:
-        """The whole prompt of a clip read with `context`: the family's layout, and the learned prompt if any."""
-        return self.family.prompt(soft_prompt.context_with(context, self.soft_tokens))
-
-    def __call__(self, clips: Sequence[DecodedClip]) -> dict[str, Any]:
-        texts = [self.prompt(clip.job.context) for clip in clips]
-        videos = [clip.frames for clip in clips]
-        return dict(self.family.inputs(self.processor, videos, texts, [clip.interval_s for clip in clips]))
-
-
-class Extractor:
-    """Turns batches of clips into the stored embedding kinds, for any family of data_builders/video_families.py.
-
-    Loads the HF model once (at `revision`, a hub commit, when given; safetensors only, no remote code), its family
-    read from its config before the weights; or takes one already built (`model_and_processor`, as the GPU
-    benchmark's random Video-LLaVA-7B). On CUDA it runs in bfloat16, on the CPU in float32: embeddings to be
-    compared must come from the same kind of device.
-    """
-
-    def __init__(
-        self,
-        model_id: str,
-        device: str,
-        model_and_processor: tuple[Any, Any] | None = None,
-        revision: str | None = None,
-    ):
-        import torch
-
-        self._torch = torch
-        self.device = device
-        loaded = model_and_processor is None
-        if loaded:
-            model_and_processor = _load(model_id, device, revision)
-        model, processor = model_and_processor
-        self.family = video_families.of_config(model.config, model_id)
-        self.model = model.to(device).eval()
-        processor.tokenizer.padding_side = "left"  # the last position is every prompt's last token
-        self.preprocess = Preprocess(self.family, processor)
-        self.num_layers = self.model.config.text_config.num_hidden_layers
-        self.middle_layer = self.num_layers // 2  # index into hidden_states (0 = embeddings)
-        self.video_token_id = self.model.config.video_token_id
-        self.model_id = model_id
-        self.revision = _revision(model_id) if loaded else "built in process, not loaded"
-        self.soft_prompt: soft_prompt.SoftPrompt | None = None
-        self._learned_prompt: dict[str, Any] = {}
-
-    def attach_prompt(self, vectors: np.ndarray, metadata: dict[str, Any]) -> soft_prompt.SoftPrompt:
-        """Reads clips with a learned soft prompt; one made for another model, family or width is refused."""
-        expected = {"model": self.model_id, "family": self.family.name, "hidden_size": self.hidden_size}
-        for key, value in expected.items():
-            if metadata.get(key) != value:
-                raise errors.UserError(
-                    f"the learned prompt was made for {key} {metadata.get(key)!r}, but this extraction's is {value!r}"
-                )
-        if self.soft_prompt is not None:
-            self.soft_prompt.detach()
-        self.soft_prompt = soft_prompt.SoftPrompt(self.model, self.preprocess.processor, vectors)
-        self.preprocess = dataclasses.replace(self.preprocess, soft_tokens=self.soft_prompt.count)
-        self._learned_prompt = soft_prompt.record(vectors, metadata)
-        return self.soft_prompt
-
-    @property
-    def hidden_size(self) -> int:
-        return self.model.config.text_config.hidden_size
-
-    def metadata(self, model_id: str, prompt_set: str, contexts: dict[str, str]) -> dict[str, Any]:
-        """What the stored embeddings depend on; `contexts`: every context used, by what selects it."""
-        return {
-            "model": model_id,
-            "family": self.family.name,
-            "revision": self.revision,
-            "prompt_set": prompt_set,
-            "prompts": {key: self.preprocess.prompt(context) for key, context in contexts.items()},
-            "layers": {"last": self.num_layers, "middle": self.middle_layer},
-            "hidden_size": self.hidden_size,
-            "num_frames": NUM_FRAMES,
-            "frame_sampling": FRAME_SAMPLING,
-            "frame_input": self.family.frame_input,
-            "kinds": list(EMBEDDING_KINDS),
-            "dtype": "float16",
-        } | ({"learned_prompt": self._learned_prompt} if self._learned_prompt else {})
-
-    def source(self, clip: DecodedClip, prompt_set: str) -> dict[str, Any]:
-        """What a decoded clip's embedding is made from, stored with it (stored_state compares a rerun with it)."""
-        return {
-            "clip": clip.file,
-            **clip.job.inputs(),
-            "prompt": self.preprocess.prompt(clip.job.context),
-            "model": self.model_id,
-            "revision": self.revision,
-            "family": self.family.name,
-            "prompt_set": prompt_set,
-            "frame_indices": clip.indices.tolist(),
-            "frame_sampling": FRAME_SAMPLING,
-            "learned_prompt_sha256": self._learned_prompt.get("sha256"),
-        }
-
-    def embeddings(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        """The embedding kinds of a prepared batch as float32 torch tensors, one dict per clip.
-
-        Differentiable with respect to a soft prompt (prompt tuning) when called outside inference mode.
-        """
-        inputs = {name: value.to(self.device) for name, value in inputs.items()}
-        inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(self.model.dtype)
-        captured = {}
-        layer = self.model.model.language_model.layers[self.middle_layer - 1]  # its output is hidden_states[mid]
-        hook = layer.register_forward_hook(
-            lambda module, args, output: captured.__setitem__(
-                "middle", output[0] if isinstance(output, tuple) else output
-            )
-        )
-        try:
-            last = self.model.model(**inputs, use_cache=False).last_hidden_state  # [B, L, d], final norm
-        finally:
-            hook.remove()
-        video_mask = inputs["input_ids"] == self.video_token_id  # [B, L]: one contiguous run per clip
-        results = []
-        for clip in range(last.shape[0]):
-            frames_last = self.family.frame_tokens(last[clip, video_mask[clip]], inputs, clip).float()  # [8, t, d]
-            frames_middle = self.family.frame_tokens(captured["middle"][clip, video_mask[clip]], inputs, clip)
-            results.append(
-                {
-                    "video_mean_last": frames_last.mean(dim=(0, 1)),
-                    "video_mean_middle": frames_middle.float().mean(dim=(0, 1)),
-                    "last_token": last[clip, -1].float(),
-                    "frame_means": frames_last.mean(dim=1),  # [8, d]
-                }
-            )
-        return results
-
-    def forward(self, inputs: dict[str, Any]) -> list[dict[str, np.ndarray]]:
-        """One dict of embedding kinds per clip of a prepared batch (Preprocess), as stored (float16)."""
-        with self._torch.inference_mode():
-            results = self.embeddings(inputs)
-        return [{name: value.cpu().numpy().astype(np.float16) for name, value in arrays.items()} for arrays in results]
-
-    def embed(self, clips: Sequence[DecodedClip]) -> list[dict[str, np.ndarray]]:
-        """One dict of embedding kinds per decoded clip."""
-        return self.forward(self.preprocess(clips))
-
-    def embed_clip(self, job: ClipJob) -> dict[str, np.ndarray]:
-        """One clip's stored arrays, exactly as `extract` writes them (prediction from a raw clip uses this)."""
-        clip = decode(job)
-        if clip.error:
-            raise ValueError(f"{job.path}: {clip.error}")
-        (arrays,) = self.embed([clip])
-        return {**arrays, "frame_indices": clip.indices.astype(np.int32)}
-
-
-def _load(model_id: str, device: str, revision: str | None) -> tuple[Any, Any]:
-    """(model, processor) from a hub id or folder; an unsupported family is refused before the weights are read.
-
-    What the user can fix (a folder that is not there or holds no safetensors weights, a config that does not parse,
-    a hub that cannot be reached) is a UserError naming the model.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
-    hub_id = model_id.count("/") == 1 and not model_id.startswith((".", "/", "~"))
-    if not os.path.isdir(model_id) and not hub_id:
-        raise errors.UserError(f"--model={model_id}: no such folder, and not a hub id (organisation/name)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise errors.UserError(f"--device={device}: no CUDA device is available here; use --device=cpu")
-    supported = ", ".join(sorted(video_families.BY_MODEL_TYPE))
-    try:
-        config = AutoConfig.from_pretrained(model_id, trust_remote_code=False, revision=revision)
-        video_families.of_config(config, model_id)
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=dtype, use_safetensors=True, trust_remote_code=False, revision=revision
-        )
-        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=False, revision=revision)
-    except errors.UserError:
-        raise
-    except (OSError, ValueError) as error:  # missing files, unreadable config, unknown model_type, no network
-        first_line = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise errors.UserError(
-            f"--model={model_id}: cannot be loaded ({first_line}); harjax loads a supported family ({supported}) "
-            "from config.json and safetensors weights only"
-        ) from None
-    return model, processor
-
-
-def _revision(model_id: str) -> str:
-    """The hub commit the weights came from (the snapshot folder's name), or 'local' for a directory."""
-    if os.path.isdir(model_id):
-        return "local"
-    from transformers.utils.hub import cached_file
-
-    parts = os.path.normpath(cached_file(model_id, "config.json")).split(os.sep)
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else "unknown"
 
 
 def default_decode_workers() -> int:
@@ -672,7 +227,7 @@ def _terminate_as_exit() -> Iterator[None]:
 def read_metadata(directory: str) -> dict[str, Any]:
     """The metadata.json of one prompt set's extraction; its absence says what to run.
 
-    A folder written before the metadata named a family is Video-LLaVA's (video_families.LEGACY_METADATA).
+    A folder written before the metadata named a family is Video-LLaVA's (families.LEGACY_METADATA).
     """
     path = os.path.join(directory, METADATA)
     if not os.path.exists(path):
@@ -681,7 +236,7 @@ def read_metadata(directory: str) -> dict[str, Any]:
             "(python -m data_builders.<dataset>.extract_embeddings) or pass embeddings_dir"
         )
     with open(path) as f:
-        return video_families.LEGACY_METADATA | json.load(f)
+        return families.LEGACY_METADATA | json.load(f)
 
 
 def embedding_dim(directory: str) -> int:
@@ -711,7 +266,7 @@ def check_metadata(directory: str, metadata: dict[str, Any]) -> None:
         if not os.path.exists(path):
             _write_json_atomic(path, metadata)
             return
-        existing, metadata = read_metadata(directory), video_families.LEGACY_METADATA | metadata
+        existing, metadata = read_metadata(directory), families.LEGACY_METADATA | metadata
         prompts = existing.get("prompts", {}) | metadata.get("prompts", {})
         different = sorted(
             key
@@ -932,7 +487,7 @@ def resolve_prompt_set(prompt_set: str, learned_prompt: str | None) -> tuple[str
             "--prompt_set=learned needs --learned_prompt=P (made by python -m data_builders.prompt_tuning)"
         )
     _, metadata = soft_prompt.load(learned_prompt)
-    return soft_prompt.prompt_set(metadata["protocol"]), metadata["base_prompt_set"]
+    return tfds_format.learned_prompt_set(metadata["protocol"]), metadata["base_prompt_set"]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

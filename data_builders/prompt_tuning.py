@@ -12,7 +12,7 @@ then extract with it into <E>/learned_<protocol>:
         --learned_prompt=P/prompt.safetensors
 
 The paper names prompt tuning as future work. Here k vectors in the language model's input-embedding space
-(data_builders/soft_prompt.py) sit where the context prompt goes, after the scene context of --base_prompt_set,
+(harjax/video/soft_prompt.py) sit where the context prompt goes, after the scene context of --base_prompt_set,
 so every video token attends to them. They are trained with a light head (LayerNorm, then one linear layer) on the
 chosen embedding kind and cross-entropy on the activity labels, on the protocol's training clips only: MMAct's
 test subjects, cameras, scenes or sessions, or a manifest's test rows (loso_s<k>: subject k), are never read. The
@@ -33,8 +33,8 @@ fail in one line with exit status 2 before any model is loaded (harjax/cli.py).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -44,9 +44,11 @@ from typing import Any
 
 import numpy as np
 import tqdm
+from absl import flags
 
-from data_builders import extraction, soft_prompt
+from data_builders import extraction
 from harjax import cli, errors
+from harjax.video import decoding, extractor as extractor_lib, soft_prompt
 
 PROMPT_FILE = "prompt.safetensors"
 STATE_FILE = "state.pt"
@@ -91,7 +93,7 @@ def mmact_training_clips(manual_dir: str, protocol: str, base_prompt_set: str) -
     classes = list(layout.CLASSES)
     examples = [
         (
-            extraction.ClipJob(clip.name, clip.path, prompts.context(base_prompt_set, clip.trial.scene)),
+            decoding.ClipJob(clip.name, clip.path, prompts.context(base_prompt_set, clip.trial.scene)),
             classes.index(clip.trial.action),
         )
         for clip in clips
@@ -119,13 +121,13 @@ def manifest_training_clips(
     `split_protocol`: the rows the manifest's split column trains on; loso_s<k>: every row whose subject is not k.
     Any other name is refused, listing the manifest's protocols (manifest_protocols).
     """
-    from data_builders.recordings import extract_embeddings, manifest
+    from harjax.recordings import manifest
 
     if not split_protocol:
         raise errors.ConfigError("--split_protocol must name the split column's protocol, got ''")
-    if base_prompt_set not in extract_embeddings.PROMPT_SETS:
+    if base_prompt_set not in manifest.PROMPT_SETS:
         raise errors.ConfigError(
-            f"--base_prompt_set must be one of {extract_embeddings.PROMPT_SETS} for a manifest, got {base_prompt_set!r}"
+            f"--base_prompt_set must be one of {manifest.PROMPT_SETS} for a manifest, got {base_prompt_set!r}"
         )
     recordings = [row for row in manifest.read(path) if row.clip is not None and row.label is not None]
     protocols = manifest_protocols(recordings, split_protocol)
@@ -143,7 +145,7 @@ def manifest_training_clips(
     classes = sorted({row.label for row in recordings})
     examples = [
         (
-            extraction.ClipJob(row.id, row.clip, extract_embeddings.context(base_prompt_set, row)),
+            decoding.ClipJob(row.id, row.clip, manifest.context(base_prompt_set, row)),
             classes.index(row.label),
         )
         for row in training
@@ -233,7 +235,7 @@ def batch_schedule(num_examples: int, batch_size: int, steps: int, seed: int) ->
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-def _initial_vectors(extractor: extraction.Extractor, count: int, seed: int) -> np.ndarray:
+def _initial_vectors(extractor: extractor_lib.Extractor, count: int, seed: int) -> np.ndarray:
     """The embedding rows of `count` vocabulary tokens drawn by `seed` (vectors start on the model's manifold)."""
     weights = extractor.model.get_input_embeddings().weight
     rows = np.random.default_rng(seed).choice(weights.shape[0], count, replace=False)
@@ -247,7 +249,7 @@ def _write_json_lines(path: str, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _step(
-    extractor: extraction.Extractor, head: Any, optimizer: Any, inputs: dict[str, Any], targets: Any, embedding: str
+    extractor: extractor_lib.Extractor, head: Any, optimizer: Any, inputs: dict[str, Any], targets: Any, embedding: str
 ) -> tuple[float, float]:
     """One optimizer step of the prompt and head on a prepared batch; (loss, training accuracy)."""
     import torch
@@ -263,14 +265,14 @@ def _step(
 
 def train(
     settings: Settings,
-    examples: Sequence[tuple[extraction.ClipJob, int]],
+    examples: Sequence[tuple[decoding.ClipJob, int]],
     classes: Sequence[str],
     output: str,
     steps: int,
     device: str = "cpu",
     checkpoint_every: int = 50,
     decode_workers: int | None = None,
-    extractor: extraction.Extractor | None = None,
+    extractor: extractor_lib.Extractor | None = None,
 ) -> dict[str, Any]:
     """Learns (or resumes learning) the soft prompt into `output`; returns the prompt file's metadata."""
     import torch
@@ -284,7 +286,7 @@ def train(
     except OSError as error:
         raise errors.UserError(f"--output {output}: cannot make the folder ({error.strerror})") from None
     state_path = os.path.join(output, STATE_FILE)
-    extractor = extractor or extraction.Extractor(settings.model, device)
+    extractor = extractor or extractor_lib.Extractor(settings.model, device)
     if device.startswith("cuda"):
         extractor.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         extractor.model.train()  # checkpointing acts in training mode only; the families' dropout rates are 0
@@ -349,33 +351,40 @@ def train(
     return metadata
 
 
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the MMAct demo, which harjax.main runs, the benchmarks) have flags of these names, and absl's
+    flags are process-wide. A test running main in-process calls it first.
+    """
+    flags.DEFINE_string("manual_dir", None, "an MMAct release")
+    flags.DEFINE_string("manifest", None, "a recordings manifest (.csv or .jsonl)")
+    flags.mark_flags_as_mutual_exclusive(["manual_dir", "manifest"], required=True)
+    flags.DEFINE_string(
+        "protocol", None, "MMAct's cross_subject, ...; a manifest's --split_protocol or loso_s<k>", required=True
+    )
+    flags.DEFINE_string(
+        "split_protocol", None, f"a manifest's split column's protocol, as its build names it ({SPLIT_PROTOCOL})"
+    )
+    flags.DEFINE_string("output", None, "a new or empty folder, or an earlier run's, for the prompt", required=True)
+    flags.DEFINE_string("model", extractor_lib.DEFAULT_MODEL, "hub id or local path")
+    flags.DEFINE_string("base_prompt_set", "context", "whose contexts come before the soft prompt")
+    flags.DEFINE_integer("num_tokens", 8, "the soft prompt's vectors")
+    flags.DEFINE_enum("embedding", "video_mean_last", HEAD_KINDS, "the embedding kind the head reads")
+    flags.DEFINE_integer("steps", 500, "optimizer steps (a rerun into the same --output resumes)")
+    flags.DEFINE_integer("batch_size", 8, "clips per step")
+    flags.DEFINE_float("learning_rate", 3e-3, "the optimizer's learning rate")
+    flags.DEFINE_integer("seed", 0, "draws the initial vectors and the batches")
+    flags.DEFINE_integer("checkpoint_every", 50, "steps between saved states")
+    flags.DEFINE_string("device", "cuda", "cuda, cuda:1, cpu")
+    flags.DEFINE_integer("decode_workers", None, "as extraction's --decode_workers")
+
+
 def main(argv: list[str]) -> None:
-    """Learns a soft prompt from the command line (through harjax.cli.run: flags given once, one-line errors)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manual_dir", help="an MMAct release")
-    source.add_argument("--manifest", help="a recordings manifest (.csv or .jsonl)")
-    parser.add_argument(
-        "--protocol", required=True, help="MMAct's cross_subject, ...; a manifest's --split_protocol or loso_s<k>"
-    )
-    parser.add_argument(
-        "--split_protocol",
-        default=None,
-        help=f"a manifest's split column's protocol, as its build names it ({SPLIT_PROTOCOL})",
-    )
-    parser.add_argument("--output", required=True, help="a new or empty folder, or an earlier run's, for the prompt")
-    parser.add_argument("--model", default=extraction.DEFAULT_MODEL, help="hub id or local path")
-    parser.add_argument("--base_prompt_set", default="context", help="whose contexts come before the soft prompt")
-    parser.add_argument("--num_tokens", type=int, default=8)
-    parser.add_argument("--embedding", default="video_mean_last", choices=HEAD_KINDS)
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--learning_rate", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint_every", type=int, default=50)
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
-    parser.add_argument("--decode_workers", type=int, default=None, help="as extraction's --decode_workers")
-    args = parser.parse_args(argv[1:])
+    """Learns a soft prompt from the command line (define_flags first; through harjax.cli.run: one-line errors)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     dataset = args.manual_dir or args.manifest
     settings = Settings(
         model=args.model,
@@ -407,4 +416,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, parser=cli.own_arguments)
+    define_flags()
+    cli.run(main)

@@ -101,12 +101,6 @@ def parse_flags(argv: list[str], parser: Callable[[list[str]], list[str]] | None
         fail(str(error))
 
 
-def own_arguments(argv: list[str]) -> list[str]:
-    """The parser of a main that reads its arguments with argparse: absl sees only the program's name."""
-    flags.FLAGS(argv[:1])
-    return argv
-
-
 def run(main: Callable[[list[str]], None], parser: Callable[[list[str]], list[str]] | None = None) -> None:
     """app.run(main) with checked flags, one-line input errors (status 2) and a one-line Ctrl-C (status 130)."""
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging as std_logging
-import os
 import signal
 import sys
 
-import jax
-import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
 from harjax import cli, errors
+from harjax.data import demos
 from harjax.serving import teacher
 from harjax.training import host_memory, loop, parallel, workdir as workdir_lib
 
@@ -58,43 +55,6 @@ def _quiet_orbax(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
-def _prepare_demo_data(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Builds the demo's dataset '<prompt_set>-<embedding>' once, where config.data.data_dir points.
-
-    MMAct's (data.source='mmact') or UTD-MHAD's (data.source='recordings', data.dataset='utd_mhad'), from a generated
-    release; the default place is <workdir>/demo_data.
-    """
-    if jax.process_count() > 1:
-        raise errors.ConfigError("config.data.prepare_demo_data is for one process; build the data first, then launch")
-    missing = [name for name in ("av", "torch", "transformers", "PIL") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise errors.ConfigError(
-            f"the demo extracts and builds its data, which needs the demo extra "
-            f"(pip install -e '.[demo]'); missing: {', '.join(missing)}"
-        )
-    if config.data.source == "mmact":
-        from data_builders.mmact import demo
-    elif config.data.source == "recordings" and config.data.dataset == "utd_mhad":
-        from data_builders.utd_mhad import demo
-    else:
-        raise errors.ConfigError(
-            "config.data.prepare_demo_data generates MMAct (config.data.source='mmact') or UTD-MHAD "
-            "(config.data.source='recordings', config.data.dataset='utd_mhad'); got "
-            f"source={config.data.source!r}, dataset={config.data.dataset!r}"
-        )
-    if config.data.tfds_config:
-        raise errors.ConfigError(
-            "config.data.prepare_demo_data builds '<prompt_set>-<embedding>'; leave "
-            f"config.data.tfds_config empty (got {config.data.tfds_config!r})"
-        )
-    config.data.data_dir = config.data.data_dir or os.path.join(workdir, "demo_data")
-    data = config.data
-    if data.source == "mmact":
-        demo.prepare(data.data_dir, data.prompt_set, data.embedding, data.demo_tree, data.protocol)
-    else:
-        demo.prepare(data.data_dir, data.prompt_set, data.embedding, data.demo_tree)
-
-
 def main(argv: list[str]) -> None:
     """Trains (resuming when the workdir holds a checkpoint) or evaluates, as --mode says."""
     if len(argv) > 1:
@@ -107,7 +67,7 @@ def main(argv: list[str]) -> None:
     if _MODE.value == "train":
         workdir_lib.prepare(_WORKDIR.value)  # before the demo builds its data inside it
     if config.data.prepare_demo_data:
-        _prepare_demo_data(config, _WORKDIR.value)
+        demos.prepare(config, _WORKDIR.value)
     logging.info("config:\n%s", config)
     if _MODE.value == "train":
         distilling = config.get("distill") and config.distill.teacher

@@ -23,7 +23,7 @@ _BUNDLE = flags.DEFINE_string("bundle", None, "A model bundle (python -m harjax.
 _INPUT = flags.DEFINE_string("input", None, "An .npz of examples to predict.")
 _STREAM = flags.DEFINE_string("stream", None, "One long recording (.csv or .npz) to predict window by window.")
 _RECORDINGS = flags.DEFINE_string(
-    "recordings", None, "A recordings manifest of raw clips and sensor files (data_builders/recordings/manifest.py)."
+    "recordings", None, "A recordings manifest of raw clips and sensor files (harjax/recordings/manifest.py)."
 )
 _DEVICE = flags.DEFINE_string("device", "cpu", "Recordings: where the video model embeds the clips (cpu, cuda).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where predictions go: .csv or .jsonl.")

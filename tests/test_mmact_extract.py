@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from data_builders import extraction
-from data_builders.mmact import extract_embeddings, prompts, synthetic_tree, tiny_model
+from data_builders.mmact import extract_embeddings, prompts, synthetic_tree
 from harjax import errors
+from harjax.video import decoding, extractor as extractor_lib, tiny_models
 
 SPEC = synthetic_tree.TreeSpec(subjects=(1, 2, 17), scenes=(1, 3), sessions=(1,), actions_per_scene=2)
 
@@ -18,7 +19,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("extract")
     manual_dir, model_dir = str(root / "mmact"), str(root / "model")
     manifest = synthetic_tree.write_tree(manual_dir, SPEC)
-    tiny_model.save_tiny_model(model_dir)
+    tiny_models.save_tiny_model(model_dir, extra_words=prompts.vocabulary())
     return manual_dir, model_dir, manifest, root
 
 
@@ -93,7 +94,7 @@ def test_shards_split_the_clips_and_together_cover_them(setup):
 def test_decode_workers_give_the_batches_and_embeddings_of_decoding_in_process(setup):
     """Workers overlap decoding with the model; the batches keep the shard's order and the outputs are the same."""
     _, _, manifest, root = setup
-    jobs = [extraction.ClipJob(clip.name, clip.path, "") for clip in extract_embeddings.list_clips(setup[0])]
+    jobs = [decoding.ClipJob(clip.name, clip.path, "") for clip in extract_embeddings.list_clips(setup[0])]
     in_process = [clips for clips, _ in extraction.decoded_batches(jobs, 3, workers=0)]
     in_workers = [clips for clips, _ in extraction.decoded_batches(jobs, 3, workers=2)]
     assert [[clip.job for clip in batch] for batch in in_workers] == [jobs[i : i + 3] for i in range(0, len(jobs), 3)]
@@ -126,8 +127,8 @@ def test_other_settings_into_the_same_folder_are_refused(setup, tmp_path):
 
 
 def test_frame_sampling_repeats_frames_of_short_clips():
-    assert extraction.frame_indices(3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
-    assert extraction.frame_indices(183).tolist() == [0, 22, 45, 68, 91, 114, 137, 160]
+    assert decoding.frame_indices(3).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert decoding.frame_indices(183).tolist() == [0, 22, 45, 68, 91, 114, 137, 160]
 
 
 def test_batching_prompts_of_different_lengths_changes_nothing(setup):
@@ -139,7 +140,7 @@ def test_batching_prompts_of_different_lengths_changes_nothing(setup):
         if not name.endswith(".npz"):
             continue
         with np.load(root / "alone" / "scene" / name) as alone, np.load(root / "batched" / "scene" / name) as batched:
-            for kind in extraction.EMBEDDING_KINDS:
+            for kind in extractor_lib.EMBEDDING_KINDS:
                 np.testing.assert_allclose(
                     alone[kind].astype(np.float32),
                     batched[kind].astype(np.float32),
@@ -152,9 +153,9 @@ def test_middle_layer_is_the_models_own_hidden_state(setup):
     import torch
 
     manual_dir, model_dir, _, _ = setup
-    extractor = extraction.Extractor(model_dir, "cpu")
+    extractor = extractor_lib.Extractor(model_dir, "cpu")
     clip = extract_embeddings.list_clips(manual_dir)[0]
-    decoded = extraction.decode(extraction.ClipJob(clip.name, clip.path, prompts.context("context", clip.trial.scene)))
+    decoded = decoding.decode(decoding.ClipJob(clip.name, clip.path, prompts.context("context", clip.trial.scene)))
     (ours,) = extractor.embed([decoded])
     inputs = extractor.preprocess([decoded])
     with torch.inference_mode():
@@ -180,17 +181,17 @@ def test_seeking_to_the_sampled_frames_gives_the_frames_decoding_in_order_does(t
     with av.open(path) as container:
         times = np.array([frame.time for frame in container.decode(video=0)])
     for start_s, end_s in [(None, None), (1.0, 3.0)]:
-        positions = extraction.positions_in_span(path, start_s, end_s)
+        positions = decoding.positions_in_span(path, start_s, end_s)
         inside = (times >= (start_s or 0)) & (times < (end_s or np.inf))
         np.testing.assert_array_equal(positions, np.flatnonzero(inside))  # the span from packets, not decoding
-        indices = positions[extraction.frame_indices(len(positions))]
-        sought, decoded = extraction.decode_frames(path, indices)
-        in_order, decoded_in_order = extraction.decode_frames(path, indices, seek=False)
+        indices = positions[decoding.frame_indices(len(positions))]
+        sought, decoded = decoding.decode_frames(path, indices)
+        in_order, decoded_in_order = decoding.decode_frames(path, indices, seek=False)
         assert sorted(sought) == sorted(in_order) == sorted(set(indices.tolist()))
         for position in sought:
             np.testing.assert_array_equal(sought[position], in_order[position])
         assert decoded <= decoded_in_order
         if gop_size == 2:  # a keyframe every other frame: about one or two frames decoded per sample
             assert decoded <= 2 * len(indices)
-    frames, read = extraction.read_frames(path, start_s=1.0, end_s=3.0)
+    frames, read = decoding.read_frames(path, start_s=1.0, end_s=3.0)
     assert frames.shape == (8, 64, 96, 3) and read.tolist() == sorted(read.tolist())

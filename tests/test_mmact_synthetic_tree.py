@@ -90,7 +90,7 @@ def test_the_demo_and_the_dummy_data_never_write_over_files_they_did_not_write(t
     (tmp_path / "manual" / "my_release.txt").write_text("a real recording session")
     with pytest.raises(errors.UserError, match=r"manual holds files the demo did not write"):
         demo.prepare(str(tmp_path), tree="tiny")
-    with pytest.raises(SystemExit, match=r"manual exists and is not a synthetic tree harjax wrote"):
+    with pytest.raises(errors.UserError, match=r"manual exists and is not a synthetic tree harjax wrote"):
         make_dummy_data.make_dummy_data(str(tmp_path / "manual"))
     assert os.listdir(tmp_path / "manual") == ["my_release.txt"]
     assert (tmp_path / "manual" / "my_release.txt").read_text() == "a real recording session"

@@ -14,12 +14,14 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
-from data_builders import extraction, prompt_tuning, soft_prompt
-from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
+from data_builders import extraction, prompt_tuning
+from data_builders.mmact import build, extract_embeddings, make_dummy_data, prompts, synthetic_tree
 from data_builders.recordings import synthetic
 from harjax import cli, errors
 from harjax.data import tfds_source
+from harjax.video import extractor as extractor_lib, soft_prompt, tiny_models
 from tests.cli_runs import run_module
 from tests.conftest import small_config
 
@@ -31,7 +33,7 @@ def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("prompt_tuning")
     manual_dir = str(root / "mmact")
     synthetic_tree.write_tree(manual_dir, make_dummy_data.SPEC)
-    model = tiny_model.save_tiny_model(str(root / "model"))
+    model = tiny_models.save_tiny_model(str(root / "model"), extra_words=prompts.vocabulary())
     return root, manual_dir, model
 
 
@@ -53,7 +55,7 @@ def _learn(tree, output, steps=STEPS, settings=None, extractor=None):
 @pytest.fixture(scope="module")
 def learned(tree):
     root = tree[0]
-    extractor = extraction.Extractor(tree[2], "cpu")
+    extractor = extractor_lib.Extractor(tree[2], "cpu")
     metadata = _learn(tree, root / "prompt", extractor=extractor)
     return root / "prompt", metadata, extractor
 
@@ -70,7 +72,7 @@ def test_the_loss_falls_and_only_training_clips_are_read(tree, learned):
     examples, _ = prompt_tuning.mmact_training_clips(tree[1], "cross_subject", "context")
     assert metadata["training_clips"] == len(examples) and all("subject17" not in job.name for job, _ in examples)
     vectors, saved = soft_prompt.load(str(output / prompt_tuning.PROMPT_FILE))
-    assert vectors.shape == (4, tiny_model.HIDDEN_SIZE) and saved["protocol"] == "cross_subject"
+    assert vectors.shape == (4, tiny_models.HIDDEN_SIZE) and saved["protocol"] == "cross_subject"
     assert saved["family"] == "video_llava" and saved["steps"] == STEPS
 
 
@@ -110,7 +112,7 @@ def test_the_learned_prompt_changes_the_embeddings_and_belongs_to_its_protocol(t
         np.load(os.path.join(embeddings_dir, "context", name)) as plain,
         np.load(os.path.join(embeddings_dir, "learned_cross_subject", name)) as tuned,
     ):
-        for kind in extraction.EMBEDDING_KINDS:
+        for kind in extractor_lib.EMBEDDING_KINDS:
             assert np.abs(plain[kind].astype(np.float32) - tuned[kind].astype(np.float32)).max() > 1e-3, kind
 
     build.build(manual_dir, embeddings_dir, data_dir, "learned_cross_subject-video_mean_last")
@@ -126,14 +128,14 @@ def test_the_learned_prompt_changes_the_embeddings_and_belongs_to_its_protocol(t
 @pytest.mark.slow
 def test_a_prompt_for_another_model_family_or_width_is_refused(tree, learned, tmp_path):
     vectors, metadata = soft_prompt.load(str(learned[0] / prompt_tuning.PROMPT_FILE))
-    extractor = extraction.Extractor(tree[2], "cpu")
+    extractor = extractor_lib.Extractor(tree[2], "cpu")
     with pytest.raises(ValueError, match="made for hidden_size 64"):
         extractor.attach_prompt(vectors, metadata | {"hidden_size": 64})
-    qwen = tiny_model.save_tiny_model(str(tmp_path / "qwen"), family="qwen2_vl")
+    qwen = tiny_models.save_tiny_model(str(tmp_path / "qwen"), prompts.vocabulary(), family="qwen2_vl")
     with pytest.raises(ValueError, match="made for model"):
-        extraction.Extractor(qwen, "cpu").attach_prompt(vectors, metadata)
+        extractor_lib.Extractor(qwen, "cpu").attach_prompt(vectors, metadata)
     with pytest.raises(ValueError, match="made for family 'video_llava'"):
-        extraction.Extractor(qwen, "cpu").attach_prompt(vectors, metadata | {"model": qwen})
+        extractor_lib.Extractor(qwen, "cpu").attach_prompt(vectors, metadata | {"model": qwen})
 
 
 def test_bad_requests_are_refused_before_any_model_is_loaded(tmp_path):
@@ -168,10 +170,15 @@ def _no_model(*args, **kwargs):
 
 
 def _command(monkeypatch, capsys, *args):
-    """Runs `python -m data_builders.prompt_tuning ARGS` in-process; (exit status, stderr lines)."""
+    """Runs `python -m data_builders.prompt_tuning ARGS` in-process; (exit status, stderr lines).
+
+    Its flags are defined once in this process; each run starts from their defaults (absl keeps a parse's values).
+    """
+    prompt_tuning.define_flags()
+    flags.FLAGS.unparse_flags()
     monkeypatch.setattr(sys, "argv", ["data_builders.prompt_tuning", *args])
     with pytest.raises(SystemExit) as exited:
-        cli.run(prompt_tuning.main, parser=cli.own_arguments)
+        cli.run(prompt_tuning.main)
     return exited.value.code, capsys.readouterr().err.strip().splitlines()
 
 

@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from data_builders.recordings import build, manifest, sensors
+from data_builders.recordings import build
 from harjax import errors
+from harjax.recordings import manifest, sensors
 
 
 def _wrist_csv(path, time, header="t,x,y,z", encoding="utf-8"):

@@ -16,18 +16,19 @@ import numpy as np
 import pytest
 
 from data_builders import extraction, prompt_tuning
-from data_builders.mmact import tiny_model
-from data_builders.recordings import build, extract_embeddings, manifest, sensors, synthetic
+from data_builders.recordings import build, extract_embeddings, synthetic
 from data_builders.utd_mhad import layout as utd_layout
 from harjax import errors
 from harjax.data import batch as batch_lib, pipeline
+from harjax.recordings import manifest, sensors
 from harjax.serving import bundle as bundle_lib, export, predictor as predictor_lib, recordings as serving_recordings
 from harjax.study import suites
+from harjax.video import families, tiny_models
 from tests.conftest import read_metrics, small_config
 
 
 def _model(directory, contexts):
-    return tiny_model.save_tiny_model(str(directory), extra_words=extraction.words(contexts))
+    return tiny_models.save_tiny_model(str(directory), extra_words=families.words(contexts))
 
 
 @pytest.fixture(scope="module")
@@ -284,10 +285,10 @@ def test_utd_mhad_reads_cross_subject_with_its_27_classes(utd):
 
 
 def _utd_suite_overrides(data_dir) -> list[str]:
-    """The paper suite's smoke sizes, on the fixture's generated release."""
+    """The paper suite's smoke steps, on the fixture's generated release (with the suite at size tiny)."""
     from configs.suites import paper
 
-    sizes = {**paper.SIZES["smoke"], "data.data_dir": str(data_dir)}
+    sizes = {**paper.VARIANT_OVERRIDES["smoke"], "data.data_dir": str(data_dir)}
     return [f"--config.{key}={suites.format_value(value)}" for key, value in sizes.items()]
 
 
@@ -298,7 +299,7 @@ def utd_suite(utd, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("utd_suite")
     flags = [
-        "--suite=configs/suites/paper.py:utd_mhad",
+        "--suite=configs/suites/paper.py:utd_mhad,size=tiny",
         f"--workdir={root}",
         "--seeds=1",
         "--only=loso",
@@ -334,13 +335,13 @@ def test_the_utd_mhad_suite_reports_leave_one_subject_out_as_mean_and_std_over_f
 @pytest.mark.slow
 def test_a_utd_mhad_fold_bundle_predicts_raw_clips_and_mat_files_as_the_built_examples(utd, utd_suite):
     """The fold-1 model (subject 1 never seen) on subject 1's raw .avi clips and .mat files."""
-    from configs.suites import paper
+    from configs import common
 
     workdir = str(utd_suite / "runs" / "loso" / "full" / "loso_s1" / "seed0")
     bundle = export.bundle_from_workdir(workdir, str(utd_suite / "bundle"))
     overrides = [flag[len("--config.") :] for flag in _utd_suite_overrides(utd["data_dir"])]
-    config = suites.resolve_config("configs/full.py:utd_mhad", [*overrides, "data.protocol=loso_s1"])
-    assert paper.SIZES["smoke"]["data.max_length"] == config.data.max_length
+    config = suites.resolve_config("configs/full.py:utd_mhad,size=tiny", [*overrides, "data.protocol=loso_s1"])
+    assert common.SIZES["tiny"]["data.max_length"] == config.data.max_length
     skipped = {row["id"] for rows in utd["report"]["skipped"].values() for row in rows}
     rows = [json.loads(line) for line in open(utd["data_dir"] / "manifest.jsonl")]
     subject_one = [row for row in rows if row["subject"] == 1 and row["id"] not in skipped]

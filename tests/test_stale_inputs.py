@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from data_builders import extraction
-from data_builders.mmact import tiny_model
 from data_builders.recordings import build, extract_embeddings, synthetic
 from harjax import errors
+from harjax.video import decoding, extractor as extractor_lib, families, tiny_models
 from tests.cli_runs import REPO, run_module
 
 SPEC = synthetic.RecordingsSpec(subjects=2, trials=1, defects=False)  # 8 rows: subject 1 trains, subject 2 tests
@@ -29,7 +29,7 @@ SPEC = synthetic.RecordingsSpec(subjects=2, trials=1, defects=False)  # 8 rows: 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     root = tmp_path_factory.mktemp("model")
-    return tiny_model.save_tiny_model(str(root / "tiny"), extra_words=extraction.words(synthetic.CONTEXTS))
+    return tiny_models.save_tiny_model(str(root / "tiny"), extra_words=families.words(synthetic.CONTEXTS))
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +73,10 @@ def test_a_rerun_extracts_again_exactly_the_rows_whose_clip_span_or_context_chan
     first = _rows(manifest_path)[0]
     source = extraction.read_source(str(stored / f"{first['id']}.npz"))
     clip = os.path.join(os.path.dirname(manifest_path), first["clip"])
-    assert source["clip"]["sha256"] == extraction.file_identity(clip)["sha256"]
+    assert source["clip"]["sha256"] == decoding.file_identity(clip)["sha256"]
     assert (source["start_s"], source["end_s"], source["context"]) == (None, None, first["context"])
     assert source["model"] == model and source["family"] == "video_llava" and source["prompt_set"] == "context"
-    assert first["context"] in source["prompt"] and len(source["frame_indices"]) == extraction.NUM_FRAMES
+    assert first["context"] in source["prompt"] and len(source["frame_indices"]) == families.NUM_FRAMES
 
     copy = tmp_path / "embeddings"
     shutil.copytree(root / "embeddings", copy)
@@ -95,7 +95,7 @@ def test_a_rerun_extracts_again_exactly_the_rows_whose_clip_span_or_context_chan
             np.load(copy / "context" / f"{identifier}.npz") as again,
             np.load(tmp_path / "fresh" / "context" / f"{identifier}.npz") as new,
         ):
-            for kind in extraction.EMBEDDING_KINDS:
+            for kind in extractor_lib.EMBEDDING_KINDS:
                 np.testing.assert_array_equal(again[kind], new[kind], err_msg=f"{identifier} {kind}")
     again = extract_embeddings.extract(changed_path, str(copy), model, "context", decode_workers=0)
     assert again["extracted"] == 0 and not again["changed"]
@@ -250,7 +250,7 @@ def _other_model_type(folder):
 def test_a_video_model_that_cannot_be_used_is_named_in_one_error(model, tmp_path, change, message):
     broken = _broken_model(model, tmp_path, change)
     with pytest.raises(errors.UserError, match=message) as raised:
-        extraction.Extractor(broken, "cpu")
+        extractor_lib.Extractor(broken, "cpu")
     assert broken in str(raised.value) and "\n" not in str(raised.value)
 
 
@@ -278,7 +278,7 @@ def test_extraction_flags_and_folders_are_checked_before_a_model_loads(extracted
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CUDA device is here: --device=cuda works")
 def test_cuda_without_a_cuda_device_is_refused_in_one_line(model):
     with pytest.raises(errors.UserError, match="--device=cuda: no CUDA device is available here"):
-        extraction.Extractor(model, "cuda")
+        extractor_lib.Extractor(model, "cuda")
 
 
 @pytest.mark.slow
@@ -367,7 +367,7 @@ def test_a_build_is_reused_only_while_nothing_it_reads_changes(tmp_path):
     directory, report = build.build(manifest_path, data, replace=True)
     assert report["examples"] == 8 and not report["skipped"]
     metadata = json.load(open(os.path.join(directory, "metadata.json")))
-    assert metadata["inputs"]["files"][str(broken)]["sha256"] == extraction.file_identity(str(broken))["sha256"]
+    assert metadata["inputs"]["files"][str(broken)]["sha256"] == decoding.file_identity(str(broken))["sha256"]
     assert not [entry for entry in os.listdir(os.path.dirname(directory)) if entry.startswith(".replaced")]
 
     (tmp_path / "data" / "notes.txt").write_text("a user's file beside the builds is none of their business")

@@ -12,13 +12,14 @@ import os
 import numpy as np
 import pytest
 
-from data_builders import extraction, video_families
-from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree, tiny_model
+from data_builders import extraction
+from data_builders.mmact import build, extract_embeddings, make_dummy_data, prompts, synthetic_tree
 from harjax import errors
 from harjax.training import loop
+from harjax.video import decoding, extractor as extractor_lib, families, tiny_models
 from tests.conftest import read_metrics, small_config
 
-FAMILIES = sorted(tiny_model.TINY_FAMILIES)
+FAMILIES = sorted(tiny_models.TINY_FAMILIES)
 CONTEXT = "The person is in a crowded office with other people walking around. "
 
 
@@ -34,13 +35,15 @@ def clips(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def family_extractor(request, tmp_path_factory):
-    model_dir = tiny_model.save_tiny_model(str(tmp_path_factory.mktemp(request.param)), family=request.param)
-    return request.param, extraction.Extractor(model_dir, "cpu")
+    model_dir = tiny_models.save_tiny_model(
+        str(tmp_path_factory.mktemp(request.param)), extra_words=prompts.vocabulary(), family=request.param
+    )
+    return request.param, extractor_lib.Extractor(model_dir, "cpu")
 
 
 def test_the_family_comes_from_the_models_config(family_extractor):
     model_type, extractor = family_extractor
-    assert extractor.family is video_families.BY_MODEL_TYPE[model_type]
+    assert extractor.family is families.BY_MODEL_TYPE[model_type]
     metadata = extractor.metadata("m", "context", {"1": CONTEXT})
     assert metadata["family"] == extractor.family.name and metadata["frame_input"] == extractor.family.frame_input
     assert CONTEXT in metadata["prompts"]["1"]
@@ -48,10 +51,10 @@ def test_the_family_comes_from_the_models_config(family_extractor):
 
 def test_context_before_the_video_reaches_its_tokens_and_batching_changes_nothing(family_extractor, clips):
     _, extractor = family_extractor
-    plain, context = extraction.ClipJob("a", clips[0], ""), extraction.ClipJob("a", clips[0], CONTEXT)
-    (alone,) = extractor.embed([extraction.decode(plain)])
-    batched = extractor.embed([extraction.decode(job) for job in (context, plain)])
-    for kind in extraction.EMBEDDING_KINDS:
+    plain, context = decoding.ClipJob("a", clips[0], ""), decoding.ClipJob("a", clips[0], CONTEXT)
+    (alone,) = extractor.embed([decoding.decode(plain)])
+    batched = extractor.embed([decoding.decode(job) for job in (context, plain)])
+    for kind in extractor_lib.EMBEDDING_KINDS:
         assert alone[kind].shape == ((8, 32) if kind == "frame_means" else (32,)), kind
         np.testing.assert_allclose(alone[kind], batched[1][kind], atol=3e-3, err_msg=kind)
         assert np.abs(batched[0][kind].astype(np.float32) - alone[kind].astype(np.float32)).max() > 1e-3, kind
@@ -61,7 +64,7 @@ def test_the_middle_layer_is_the_models_own_hidden_state(family_extractor, clips
     import torch
 
     _, extractor = family_extractor
-    decoded = extraction.decode(extraction.ClipJob("a", clips[1], CONTEXT))
+    decoded = decoding.decode(decoding.ClipJob("a", clips[1], CONTEXT))
     (ours,) = extractor.embed([decoded])
     inputs = extractor.preprocess([decoded])
     with torch.inference_mode():
@@ -75,10 +78,10 @@ def test_the_middle_layer_is_the_models_own_hidden_state(family_extractor, clips
 
 def test_frame_means_row_k_is_frame_k(family_extractor, clips):
     _, extractor = family_extractor
-    decoded = extraction.decode(extraction.ClipJob("a", clips[0], CONTEXT))
+    decoded = decoding.decode(decoding.ClipJob("a", clips[0], CONTEXT))
     changed_frames = decoded.frames.copy()
     changed_frames[-1] = 255 - changed_frames[-1]
-    changed = extraction.DecodedClip(decoded.job, changed_frames, decoded.indices, decoded.interval_s)
+    changed = decoding.DecodedClip(decoded.job, changed_frames, decoded.indices, decoded.interval_s)
     before, after = (extractor.embed([clip])[0]["frame_means"].astype(np.float32) for clip in (decoded, changed))
     np.testing.assert_allclose(before[:-1], after[:-1], atol=1e-3)  # causal: earlier frames cannot see the last
     assert np.abs(before[-1] - after[-1]).max() > 1e-3
@@ -88,7 +91,7 @@ def test_an_unsupported_model_type_is_refused_before_any_clip_is_read(tmp_path):
     model_dir = tmp_path / "image_only"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    job = extraction.ClipJob("a", str(tmp_path / "no_such_clip.mp4"), "")
+    job = decoding.ClipJob("a", str(tmp_path / "no_such_clip.mp4"), "")
     with pytest.raises(ValueError, match=r"model_type 'llava'.*supported: llava_onevision, qwen2_5_vl, qwen2_vl"):
         extraction.extract([job], str(tmp_path / "out"), str(model_dir), "plain", {"0": ""})
     assert not os.path.exists(tmp_path / "out" / "metadata.json")
@@ -101,8 +104,8 @@ def test_a_folder_without_a_family_is_video_llavas(tmp_path):
     """Extractions written before families were recorded keep working, and another family's rerun is refused."""
     (tmp_path / "metadata.json").write_text(json.dumps({"model": "m", "prompt_set": "plain"}))
     assert extraction.read_metadata(str(tmp_path))["family"] == "video_llava"
-    extraction.check_metadata(str(tmp_path), {"model": "m", "prompt_set": "plain", **video_families.LEGACY_METADATA})
-    other = {"model": "m", "prompt_set": "plain", "family": "qwen_vl", "frame_input": video_families.QwenVL.frame_input}
+    extraction.check_metadata(str(tmp_path), {"model": "m", "prompt_set": "plain", **families.LEGACY_METADATA})
+    other = {"model": "m", "prompt_set": "plain", "family": "qwen_vl", "frame_input": families.QwenVL.frame_input}
     with pytest.raises(ValueError, match=r"other settings \(family, frame_input\)"):
         extraction.check_metadata(str(tmp_path), other)
 
@@ -116,7 +119,9 @@ def test_each_family_extracts_builds_and_trains(model_type, tmp_path):
     """
     manual_dir, embeddings_dir, data_dir = (str(tmp_path / name) for name in ("mmact", "embeddings", "data"))
     synthetic_tree.write_tree(manual_dir, make_dummy_data.SPEC)
-    model_dir = tiny_model.save_tiny_model(str(tmp_path / "model"), family=model_type)
+    model_dir = tiny_models.save_tiny_model(
+        str(tmp_path / "model"), extra_words=prompts.vocabulary(), family=model_type
+    )
     summary = extract_embeddings.extract(manual_dir, embeddings_dir, model_dir, "context", batch_size=8)
     assert summary["extracted"] == summary["clips_in_shard"] - 1 and len(summary["failed"]) == 1  # the broken clip
     config = small_config()
@@ -127,4 +132,4 @@ def test_each_family_extracts_builds_and_trains(model_type, tmp_path):
     final = loop.train_and_evaluate(config, workdir)
     assert np.isfinite(final["eval/loss"]) and read_metrics(workdir)[-1]["step"] == config.train.num_steps
     recorded = json.load(open(os.path.join(workdir, "config.json")))["inputs"]["video_source"]["extraction"]
-    assert recorded["family"] == video_families.BY_MODEL_TYPE[model_type].name  # what the bundle will carry
+    assert recorded["family"] == families.BY_MODEL_TYPE[model_type].name  # what the bundle will carry

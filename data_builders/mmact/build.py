@@ -7,15 +7,17 @@ The report (every repair and skip, by reason) is printed and saved as build_repo
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
 
 import tensorflow_datasets as tfds
+from absl import flags
 
 from data_builders.mmact import mmact_dataset_builder
+from harjax.data import tfds_format
 
 REPORT = "build_report.json"
 
@@ -32,7 +34,8 @@ def build(
     builder_config: str | mmact_dataset_builder.MMActConfig = config
     if sensor_rate_hz is not None:
         base = mmact_dataset_builder.Builder.builder_configs[config]
-        builder_config = dataclasses.replace(base, name=f"{config}-{sensor_rate_hz:g}hz", sensor_rate_hz=sensor_rate_hz)
+        name = tfds_format.at_rate(config, sensor_rate_hz)
+        builder_config = dataclasses.replace(base, name=name, sensor_rate_hz=sensor_rate_hz)
     builder = mmact_dataset_builder.Builder(
         config=builder_config,
         data_dir=data_dir,
@@ -48,25 +51,32 @@ def build(
     return os.fspath(builder.data_dir), report
 
 
-def main() -> None:
-    """Builds the TFDS dataset from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manual_dir", required=True, help="the MMAct release")
-    parser.add_argument("--embeddings_dir", required=True, help="--output_dir of extract_embeddings")
-    parser.add_argument("--data_dir", required=True, help="TFDS data_dir to build into")
-    parser.add_argument(
-        "--config",
-        default=mmact_dataset_builder.Builder.DEFAULT_CONFIG_NAME,
-        choices=[config.name for config in mmact_dataset_builder.Builder.BUILDER_CONFIGS],
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the MMAct demo, which harjax.main runs) have flags of these names, and absl's flags are
+    process-wide.
+    """
+    flags.DEFINE_string("manual_dir", None, "the MMAct release", required=True)
+    flags.DEFINE_string("embeddings_dir", None, "--output_dir of extract_embeddings", required=True)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir to build into", required=True)
+    flags.DEFINE_enum(
+        "config",
+        mmact_dataset_builder.Builder.DEFAULT_CONFIG_NAME,
+        [config.name for config in mmact_dataset_builder.Builder.BUILDER_CONFIGS],
+        "the TFDS config to build (data_builders/mmact/mmact_dataset_builder.py)",
     )
-    parser.add_argument("--video_root", default=None, help="the clips' folder under manual_dir (auto-detected)")
-    parser.add_argument(
-        "--sensor_rate_hz",
-        type=float,
-        default=None,
-        help="resample sensors to this rate instead of 50 Hz (config name gets '-<rate>hz')",
+    flags.DEFINE_string("video_root", None, "the clips' folder under manual_dir (auto-detected)")
+    flags.DEFINE_float(
+        "sensor_rate_hz", None, "resample sensors to this rate instead of 50 Hz (config name gets '-<rate>hz')"
     )
-    args = parser.parse_args()
+
+
+def main(argv: list[str]) -> None:
+    """Builds the TFDS dataset from the command line (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     directory, report = build(
         args.manual_dir, args.embeddings_dir, args.data_dir, args.config, args.video_root, args.sensor_rate_hz
     )
@@ -76,4 +86,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harjax import cli
+
+    define_flags()
+    cli.run(main)

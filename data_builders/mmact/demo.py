@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
-from data_builders import demo_data, prompt_tuning, soft_prompt
-from data_builders.mmact import build, extract_embeddings, make_dummy_data, synthetic_tree
+from data_builders import demo_data, prompt_tuning
+from data_builders.mmact import build, extract_embeddings, make_dummy_data, prompts, synthetic_tree
+from harjax.data import tfds_format
 
 # The tiny model learns a soft prompt in seconds; the settings show the path, not a tuned result.
 DEMO_PROMPT_TUNING = {"num_tokens": 4, "batch_size": 8, "learning_rate": 3e-2}
@@ -45,8 +47,7 @@ def prepare(
     """
     if tree not in TREES:
         raise ValueError(f"config.data.demo_tree must be one of {sorted(TREES)}, got {tree!r}")
-    stored = soft_prompt.prompt_set(protocol) if prompt_set == "learned" else prompt_set
-    tfds_config = f"{stored}-{embedding}"
+    tfds_config = tfds_format.config_name(tfds_format.stored_prompt_set(prompt_set, protocol), embedding)
     with demo_data.exclusive(data_dir):
         if demo_data.is_built(data_dir, "mmact", tfds_config):
             logging.info("demo dataset %s already built in %s", tfds_config, data_dir)
@@ -54,7 +55,7 @@ def prepare(
         manual_dir = demo_data.generated_release(
             os.path.join(data_dir, "manual"), lambda root: synthetic_tree.write_tree(root, TREES[tree])
         )
-        model_dir = demo_data.tiny_model_dir(data_dir)
+        model_dir = demo_data.tiny_model_dir(data_dir, prompts.vocabulary())
         embeddings_dir = os.path.join(data_dir, "embeddings")
         learned = _learned_prompt(data_dir, manual_dir, model_dir, protocol) if prompt_set == "learned" else None
         summary = extract_embeddings.extract(
@@ -81,3 +82,8 @@ def _learned_prompt(data_dir: str, manual_dir: str, model_dir: str, protocol: st
         metadata = prompt_tuning.train(settings, examples, classes, output, DEMO_PROMPT_STEPS, checkpoint_every=20)
         logging.info("demo: learned a prompt on %s (final loss %.3f)", protocol, metadata["final_loss"])
     return path
+
+
+def from_config(data: Any) -> str:
+    """The entry of the demo registry (harjax/data/demos.py): config.data's dataset, built unless it is there."""
+    return prepare(data.data_dir, data.prompt_set, data.embedding, data.demo_tree, data.protocol)

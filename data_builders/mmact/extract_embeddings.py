@@ -4,7 +4,7 @@
         [--model=LanguageBind/Video-LLaVA-7B-hf --batch_size=8 --num_shards=N --shard_index=I --device=cuda \
          --decode_workers=K]
 
---model takes any family of data_builders/video_families.py (Video-LLaVA, Qwen2-VL / Qwen2.5-VL, LLaVA-OneVision).
+--model takes any family of harjax/video/families.py (Video-LLaVA, Qwen2-VL / Qwen2.5-VL, LLaVA-OneVision).
 Writes E/<prompt_set>/<trial key>_cam<C>.npz per clip; what each file holds, the metadata, resume, shards and the
 failure report are the extraction core's (data_builders/extraction.py). This module only lists MMAct's clips and
 their contexts (by scene, data_builders/mmact/prompts.py).
@@ -12,15 +12,18 @@ their contexts (by scene, data_builders/mmact/prompts.py).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import logging
 import os
 from typing import Any
 
+from absl import flags
+
 from data_builders import extraction
 from data_builders.mmact import layout, prompts
 from harjax import cli
+from harjax.video import decoding, extractor as extractor_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +54,7 @@ def extract(
     shard_index: int = 0,
     device: str = "cpu",
     video_root: str | None = None,
-    extractor: extraction.Extractor | None = None,
+    extractor: extractor_lib.Extractor | None = None,
     decode_workers: int | None = None,
     learned_prompt: str | None = None,
 ) -> dict[str, Any]:
@@ -62,7 +65,7 @@ def extract(
     prompt_set, base_prompt_set = extraction.resolve_prompt_set(prompt_set, learned_prompt)
     scene_contexts = {str(scene): prompts.context(base_prompt_set, scene) for scene in (1, 2, 3, 4)}  # fails early
     jobs = [
-        extraction.ClipJob(clip.name, clip.path, scene_contexts[str(clip.trial.scene)])
+        decoding.ClipJob(clip.name, clip.path, scene_contexts[str(clip.trial.scene)])
         for clip in list_clips(manual_dir, video_root)
     ]
     return extraction.extract(
@@ -81,14 +84,31 @@ def extract(
     )
 
 
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (harjax.predict, the demos, the benchmarks) have flags of these names, and absl's flags are
+    process-wide. The flags both extraction commands take are data_builders/extraction_flags.py's.
+    """
+    from data_builders import extraction_flags
+
+    flags.adopt_module_key_flags(extraction_flags)
+    flags.DEFINE_string("manual_dir", None, "the MMAct release (holds the video folder)", required=True)
+    flags.DEFINE_enum(
+        "prompt_set",
+        None,
+        [*sorted(prompts.PROMPT_SETS), "learned"],
+        "the scene contexts the clips are read with (data_builders/mmact/prompts.py), or learned (--learned_prompt)",
+        required=True,
+    )
+    flags.DEFINE_string("video_root", None, "the clips' folder under manual_dir (auto-detected)")
+
+
 def main(argv: list[str]) -> None:
-    """Extracts the embeddings of one shard from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manual_dir", required=True, help="the MMAct release (holds the video folder)")
-    extraction.add_arguments(parser)
-    parser.add_argument("--prompt_set", required=True, choices=[*sorted(prompts.PROMPT_SETS), "learned"])
-    parser.add_argument("--video_root", default=None, help="the clips' folder under manual_dir (auto-detected)")
-    args = parser.parse_args(argv[1:])
+    """Extracts the embeddings of one shard from the command line (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     logging.basicConfig(level=logging.INFO)
     summary = extract(
         args.manual_dir,
@@ -107,4 +127,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, parser=cli.own_arguments)
+    define_flags()
+    cli.run(main)

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_builders import extraction, soft_prompt
+from data_builders import extraction
 from data_builders.mmact import layout, prompts, sensors
+from harjax.data import tfds_format
+from harjax.video import decoding, extractor as extractor_lib, families
 
 SENSOR_CHANNELS = tuple(
     f"{stream.removesuffix('_clip')}_{axis}" for stream in layout.SENSOR_STREAMS for axis in ("x", "y", "z")
@@ -30,21 +32,21 @@ _FRAME_SHORT_EDGE = 224  # what Video-LLaVA sees; frames are stored no larger
 @dataclasses.dataclass
 class MMActConfig(tfds.core.BuilderConfig):
     prompt_set: str = "context"  # a set of data_builders/mmact/prompts.py, or learned_<protocol> (prompt tuning)
-    embedding: str = "video_mean_last"  # one of extraction.EMBEDDING_KINDS
+    embedding: str = "video_mean_last"  # one of extractor_lib.EMBEDDING_KINDS
     frames: bool = False  # also store the 8 frames per camera the model saw, as JPEG
-    sensor_rate_hz: float = 50.0
+    sensor_rate_hz: float = tfds_format.DEFAULT_RATE_HZ
 
 
 def _builder_configs() -> list[MMActConfig]:
     configs = [
         MMActConfig(
-            name=f"{prompt_set}-{kind}",
+            name=tfds_format.config_name(prompt_set, kind),
             prompt_set=prompt_set,
             embedding=kind,
             description=f"video-language model '{kind}' embeddings under the '{prompt_set}' prompts",
         )
-        for prompt_set in [*prompts.PROMPT_SETS, *map(soft_prompt.prompt_set, layout.PROTOCOLS)]
-        for kind in extraction.EMBEDDING_KINDS
+        for prompt_set in [*prompts.PROMPT_SETS, *map(tfds_format.learned_prompt_set, layout.PROTOCOLS)]
+        for kind in extractor_lib.EMBEDDING_KINDS
     ]
     configs.append(
         MMActConfig(
@@ -104,33 +106,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         cameras = len(layout.CAMERAS)
         dim = self._embedding_dim()
-        embedding_shape = (cameras, extraction.NUM_FRAMES, dim) if config.embedding == "frame_means" else (cameras, dim)
-        features = {
-            "sensor": tfds.features.Tensor(
-                shape=(None, len(SENSOR_CHANNELS)),
-                dtype=np.float32,
-                doc=f"aligned at {config.sensor_rate_hz} Hz: {', '.join(SENSOR_CHANNELS)}",
-            ),
-            "sensor_present": tfds.features.Tensor(
-                shape=(len(layout.SENSOR_STREAMS),),
-                dtype=np.bool_,
-                doc=f"which of {layout.SENSOR_STREAMS} the trial has",
-            ),
-            "embedding": tfds.features.Tensor(
-                shape=embedding_shape, dtype=np.float16, doc=f"'{config.embedding}' per camera {layout.CAMERAS}"
-            ),
-            "camera_mask": tfds.features.Tensor(
-                shape=(cameras,), dtype=np.bool_, doc="cameras with an embedding in this split"
-            ),
-            "label": tfds.features.ClassLabel(names=layout.CLASSES),
-            "subject": np.int32,
-            "scene": np.int32,
-            "session": np.int32,
-            "trial": tfds.features.Text(),
-        }
+        embedding_shape = (cameras, families.NUM_FRAMES, dim) if config.embedding == "frame_means" else (cameras, dim)
+        features = tfds_format.features(
+            SENSOR_CHANNELS,
+            layout.SENSOR_STREAMS,
+            layout.CLASSES,
+            config.sensor_rate_hz,
+            cameras,
+            embedding_shape,
+            f"'{config.embedding}' per camera {layout.CAMERAS}",
+        )
         if config.frames:
             features["frames"] = tfds.features.Tensor(
-                shape=(cameras, extraction.NUM_FRAMES),
+                shape=(cameras, families.NUM_FRAMES),
                 dtype=np.object_,
                 doc="JPEG bytes of the frames the model saw (b'' for a camera without a clip)",
             )
@@ -158,16 +146,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self.info.metadata["cameras"] = list(layout.CAMERAS)
         self.info.metadata["embeddings"] = extraction.read_metadata(embeddings_dir)
         members = {split: _split_members(trials, *split.rsplit("_", 1)) for split in SPLITS}
-        self.info.metadata["index"] = {
-            split: {
-                "camera_mask": [
-                    [camera in parsed.embeddings and camera in cameras for camera in layout.CAMERAS]
-                    for parsed, cameras in pairs
-                ],
-                "sensor_length": [len(parsed.sensor) for parsed, _ in pairs],
-                "label": [layout.CLASSES.index(parsed.trial.action) for parsed, _ in pairs],
-                "subject": [parsed.trial.subject for parsed, _ in pairs],
-            }
+        self.info.metadata[tfds_format.INDEX] = {
+            split: tfds_format.listing(
+                [[c in parsed.embeddings and c in kept for c in layout.CAMERAS] for parsed, kept in pairs],
+                [len(parsed.sensor) for parsed, _ in pairs],
+                [layout.CLASSES.index(parsed.trial.action) for parsed, _ in pairs],
+                [parsed.trial.subject for parsed, _ in pairs],
+            )
             for split, pairs in members.items()
         }
         return {split: self._generate_examples(pairs) for split, pairs in members.items()}
@@ -188,7 +173,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             shape = self.info.features["embedding"].shape
             embedding = np.zeros(shape, np.float16)
             camera_mask = np.zeros(len(layout.CAMERAS), bool)
-            frames = np.full((len(layout.CAMERAS), extraction.NUM_FRAMES), b"", dtype=object)
+            frames = np.full((len(layout.CAMERAS), families.NUM_FRAMES), b"", dtype=object)
             for index, camera in enumerate(layout.CAMERAS):
                 if camera not in cameras or camera not in parsed.embeddings:
                     continue
@@ -220,7 +205,7 @@ def _jpeg_frames(path: str, indices: np.ndarray) -> list[bytes]:
     """The clip's frames at `indices` (those the model saw), as JPEG no larger than Video-LLaVA's input."""
     from PIL import Image
 
-    frames, _ = extraction.read_frames(path, indices)
+    frames, _ = decoding.read_frames(path, indices)
     encoded = []
     for frame in frames:
         image = Image.fromarray(frame)
@@ -284,7 +269,7 @@ def _parse_release(
         embeddings = {}
         for camera in clips:
             context = prompts.context(base_prompt_set, trial.scene)
-            job = extraction.ClipJob(layout.clip_name(trial, camera), clips[camera], context)
+            job = decoding.ClipJob(layout.clip_name(trial, camera), clips[camera], context)
             state, _ = extraction.stored_state(embeddings_dir, job)
             if state in ("current", "unverified"):
                 path = os.path.join(embeddings_dir, job.name + ".npz")
@@ -306,14 +291,7 @@ def _normalization(trials: list[_ParsedTrial], protocol: str) -> dict[str, list[
     """Per-channel mean and std over the protocol's training trials, each stream only where it was recorded."""
     field = layout.PROTOCOLS[protocol][0]
     train = [parsed for parsed in trials if field == "camera" or not layout.is_test(protocol, parsed.trial)]
-    channels = len(SENSOR_CHANNELS)
-    total, total_sq, count = np.zeros(channels), np.zeros(channels), np.zeros(channels)
+    statistics = tfds_format.Statistics(len(SENSOR_CHANNELS))
     for parsed in train:
-        recorded = np.repeat(parsed.sensor_present, sensors.AXES)  # [12]
-        total += np.where(recorded, parsed.sensor.sum(0), 0)
-        total_sq += np.where(recorded, (parsed.sensor.astype(np.float64) ** 2).sum(0), 0)
-        count += recorded * len(parsed.sensor)
-    mean = total / np.maximum(count, 1)
-    std = np.sqrt(np.maximum(total_sq / np.maximum(count, 1) - mean**2, 0))
-    std = np.where(count > 0, np.maximum(std, 1e-6), 1.0)  # a channel never recorded in training stays as is
-    return {"mean": mean.tolist(), "std": std.tolist(), "steps": count.astype(int).tolist()}
+        statistics.add(parsed.sensor, np.repeat(parsed.sensor_present, sensors.AXES))  # [12] channels of its streams
+    return statistics.result()

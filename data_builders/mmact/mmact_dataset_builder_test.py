@@ -18,6 +18,7 @@ import data_builders.mmact  # noqa: F401  (registers 'mmact')
 from data_builders import extraction
 from data_builders.mmact import build, extract_embeddings, layout, make_dummy_data
 from harjax import errors
+from harjax.video import decoding, extractor as extractor_lib
 
 CONFIG = make_dummy_data.TFDS_CONFIG
 
@@ -126,7 +127,7 @@ def test_frames_are_the_jpegs_the_model_saw(dataset):
         with np.load(os.path.join(make_dummy_data.DUMMY_DATA, "embeddings", "context", name + ".npz")) as stored:
             indices = stored["frame_indices"]
         clip = next(c for c in extract_embeddings.list_clips(make_dummy_data.DUMMY_DATA) if c.name == name)
-        originals, _ = extraction.read_frames(clip.path, indices)
+        originals, _ = decoding.read_frames(clip.path, indices)
         for jpeg, original in zip(example["frames"][camera], originals, strict=True):
             decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)
             assert decoded.shape == original.shape and np.abs(decoded - original).mean() < 8  # JPEG-close
@@ -176,7 +177,7 @@ def _rewrite_width(path, width, rng):
         arrays = {
             name: (
                 rng.standard_normal((*stored[name].shape[:-1], width)).astype(np.float16)
-                if name in extraction.EMBEDDING_KINDS
+                if name in extractor_lib.EMBEDDING_KINDS
                 else stored[name]
             )
             for name in stored

@@ -1,11 +1,11 @@
 """MMAct's prompt sets for the video embeddings: edit here, then re-extract; the paper's prompt ablation runs on them.
 
-A context describes the scene; data_builders/extraction.py places it before the video (and says why).
+A context describes the scene; the model family places it before the video (harjax/video/families.py says why).
 """
 
 from __future__ import annotations
 
-from data_builders import extraction
+from harjax.video import families
 
 # prompt set -> {scene or None: context}; None is the context for every scene the set does not name.
 PROMPT_SETS: dict[str, dict[int | None, str]] = {
@@ -35,4 +35,4 @@ def context(prompt_set: str, scene: int) -> str:
 
 def vocabulary() -> list[str]:
     """Every word the prompts use, in any family's layout (for the tiny offline tokenizer of tests and the demo)."""
-    return extraction.words(context for contexts in PROMPT_SETS.values() for context in contexts.values())
+    return families.words(context for contexts in PROMPT_SETS.values() for context in contexts.values())

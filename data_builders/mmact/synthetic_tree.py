@@ -13,14 +13,15 @@ returned manifest so tests can check that a builder repairs or counts every one 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 from typing import Any
 
 import numpy as np
+from absl import flags
 
 from data_builders.mmact import layout
 
@@ -217,30 +218,41 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
     return manifest
 
 
-def main() -> None:
-    """Writes a synthetic release from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
-    ints = lambda text: tuple(int(part) for part in text.split(","))  # noqa: E731
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the demos, data_builders/utd_mhad/synthetic_tree.py, the benchmarks) have flags of these names,
+    and absl's flags are process-wide.
+    """
+    flags.DEFINE_string("output_dir", None, "where the release goes", required=True)
     defaults = TreeSpec()
-    parser.add_argument("--subjects", type=ints, default=defaults.subjects)
-    parser.add_argument("--scenes", type=ints, default=defaults.scenes)
-    parser.add_argument("--sessions", type=ints, default=defaults.sessions)
-    parser.add_argument("--actions_per_scene", type=int, default=defaults.actions_per_scene)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    args = parser.parse_args()
+    for name, meaning in (("subjects", "subject"), ("scenes", "scene"), ("sessions", "session")):
+        flags.DEFINE_list(
+            name, [str(number) for number in getattr(defaults, name)], f"{meaning} numbers, comma-separated"
+        )
+        flags.register_validator(
+            name,
+            lambda values: bool(values) and all(value.strip().isdigit() for value in values),
+            f"--{name}: expected comma-separated numbers",
+        )
+    flags.DEFINE_integer("actions_per_scene", defaults.actions_per_scene, "actions recorded in each scene")
+    flags.DEFINE_integer("seed", defaults.seed, "the generator's seed")
+
+
+def main(argv: list[str]) -> None:
+    """Writes a synthetic release from the command line (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
+    numbers = {name: tuple(int(value) for value in args[name].value) for name in ("subjects", "scenes", "sessions")}
     manifest = write_tree(
-        args.output_dir,
-        TreeSpec(
-            subjects=args.subjects,
-            scenes=args.scenes,
-            sessions=args.sessions,
-            actions_per_scene=args.actions_per_scene,
-            seed=args.seed,
-        ),
+        args.output_dir, TreeSpec(**numbers, actions_per_scene=args.actions_per_scene, seed=args.seed)
     )
     print(f"wrote {len(manifest['trials'])} trials to {args.output_dir}")
 
 
 if __name__ == "__main__":
-    main()
+    from harjax import cli
+
+    define_flags()
+    cli.run(main)

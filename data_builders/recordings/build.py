@@ -14,7 +14,7 @@ alignment found per example) is printed and saved as build_report.json next to t
 
 from __future__ import annotations
 
-import argparse
+import functools
 import hashlib
 import json
 import os
@@ -24,11 +24,14 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from data_builders import extraction, soft_prompt
-from data_builders.recordings import extract_embeddings, manifest, recordings_dataset_builder, sensors
-from data_builders.recordings.recordings_dataset_builder import STD_FLOOR
+from absl import flags
+
+from data_builders import extraction
+from data_builders.recordings import recordings_dataset_builder
 from harjax import cli, errors
-from harjax.data import resampling
+from harjax.data import resampling, tfds_format
+from harjax.recordings import manifest, sensors
+from harjax.video import decoding, extractor as extractor_lib
 
 REPORT = "build_report.json"
 # What a TFDS build of this builder writes in its version folder: only such a folder is ever replaced.
@@ -46,7 +49,7 @@ def build(
     name: str = recordings_dataset_builder.Builder.name,
     leave_subjects_out: bool = False,
     split_protocol: str = "manifest",
-    sensor_rate_hz: float = sensors.DEFAULT_RATE_HZ,
+    sensor_rate_hz: float = tfds_format.DEFAULT_RATE_HZ,
     min_coverage: float = sensors.DEFAULT_MIN_COVERAGE,
     max_gap_periods: float = resampling.DEFAULT_MAX_GAP_PERIODS,
     class_names: Sequence[str] | None = None,
@@ -73,9 +76,7 @@ def build(
         "max_gap_periods": max_gap_periods,
         "builder_version": str(recordings_dataset_builder.Builder.VERSION),
     }
-    name_of_config = recordings_dataset_builder.config_name(
-        prompt_set if embeddings_dir else None, embedding, sensor_rate_hz
-    )
+    name_of_config = tfds_format.config_name(prompt_set if embeddings_dir else None, embedding, sensor_rate_hz)
     base = recordings_dataset_builder.Builder.named(name)
     target = os.path.join(data_dir, name, name_of_config, str(base.VERSION))
     stale = _stale_builds(
@@ -142,12 +143,12 @@ def _check_settings(
         raise errors.ConfigError(f"--sensor_rate_hz must be positive, got {sensor_rate_hz}")
     if not max_gap_periods > 1:
         raise errors.ConfigError(f"--max_gap_periods must be > 1 (sample periods), got {max_gap_periods}")
-    if embedding not in extraction.EMBEDDING_KINDS:
-        raise errors.ConfigError(f"--embedding must be one of {extraction.EMBEDDING_KINDS}, got {embedding!r}")
-    learned = prompt_set.startswith(soft_prompt.PREFIX)
-    if embeddings_dir and prompt_set not in extract_embeddings.PROMPT_SETS and not learned:
+    if embedding not in extractor_lib.EMBEDDING_KINDS:
+        raise errors.ConfigError(f"--embedding must be one of {extractor_lib.EMBEDDING_KINDS}, got {embedding!r}")
+    learned = prompt_set.startswith(tfds_format.LEARNED_PREFIX)
+    if embeddings_dir and prompt_set not in manifest.PROMPT_SETS and not learned:
         raise errors.ConfigError(
-            f"--prompt_set must be one of {extract_embeddings.PROMPT_SETS} or {soft_prompt.PREFIX}<protocol> "
+            f"--prompt_set must be one of {manifest.PROMPT_SETS} or {tfds_format.LEARNED_PREFIX}<protocol> "
             f"(a learned prompt's extraction), got {prompt_set!r}"
         )
 
@@ -158,7 +159,7 @@ def embedding_states(recordings: Sequence[manifest.Recording], extraction_dir: s
     'undecodable': the extraction recorded that the clip, as it is now, cannot be decoded (a clip changed since it
     failed is 'missing').
     """
-    jobs = extract_embeddings.jobs(recordings, extraction.base_prompt_set(extraction.read_metadata(extraction_dir)))
+    jobs = manifest.clip_jobs(recordings, extraction.base_prompt_set(extraction.read_metadata(extraction_dir)))
     failed = extraction.undecodable(extraction_dir, jobs)
     states = {}
     for job in jobs:
@@ -176,7 +177,7 @@ def _files(recordings: Sequence[manifest.Recording]) -> list[str]:
 
 
 def _identity(path: str) -> dict[str, Any] | None:
-    return extraction.file_identity(path) if os.path.isfile(path) else None
+    return decoding.file_identity(path) if os.path.isfile(path) else None
 
 
 def _manifest_sha256(path: str) -> str:
@@ -219,7 +220,7 @@ def _changes(
 ) -> list[str]:
     """What differs between a build's recorded inputs and the current ones (with `states`, the embeddings too).
 
-    Files are compared as extraction.same_file does, so an untouched file costs a stat.
+    Files are compared as decoding.same_file does, so an untouched file costs a stat.
     """
     if recorded is None:
         return ["it was built before builds recorded their inputs"]
@@ -266,7 +267,7 @@ def _unchanged(path: str, recorded: dict[str, Any] | None | bool) -> bool:
         return False
     if recorded is None:
         return not os.path.isfile(path)
-    return extraction.same_file(path, recorded)
+    return decoding.same_file(path, recorded)
 
 
 def _stale_builds(
@@ -345,35 +346,55 @@ def print_report(directory: str, report: dict[str, Any]) -> None:
     for row in report.get("without_embedding", []):
         print(f"  without video: row {row['row']} ({row['id']}), {row['reason']}: {row['detail']}")
     for protocol, channels in report.get("constant_channels", {}).items():
-        print(f"  constant over {protocol}'s training split (standardised with std {STD_FLOOR}): {', '.join(channels)}")
+        floor = tfds_format.STD_FLOOR
+        print(f"  constant over {protocol}'s training split (standardised with std {floor}): {', '.join(channels)}")
+
+
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the UTD-MHAD build, its demo, which harjax.main runs, the benchmarks) have flags of these names,
+    and absl's flags are process-wide.
+    """
+    flags.DEFINE_string("manifest", None, "a recordings manifest (.csv or .jsonl)", required=True)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir to build into", required=True)
+    flags.DEFINE_string("embeddings_dir", None, "--output_dir of extract_embeddings (none: no video)")
+    flags.DEFINE_string("prompt_set", "context", "plain, context, or learned_<protocol>")
+    flags.DEFINE_enum("embedding", "video_mean_last", extractor_lib.EMBEDDING_KINDS, "which stored embedding")
+    flags.DEFINE_string("name", recordings_dataset_builder.Builder.name, "the dataset's name")
+    flags.DEFINE_bool("leave_subjects_out", False, "add one fold per subject: loso_s<N>")
+    flags.DEFINE_string("split_protocol", "manifest", "the name of the 'split' column's protocol")
+    flags.DEFINE_float(
+        "sensor_rate_hz", tfds_format.DEFAULT_RATE_HZ, "the rate every example's sensors are resampled to (Hz)"
+    )
+    flags.DEFINE_float(
+        "min_coverage",
+        sensors.DEFAULT_MIN_COVERAGE,
+        "an example whose recorded steps cover less of its grid is refused",
+    )
+    flags.DEFINE_float(
+        "max_gap_periods",
+        resampling.DEFAULT_MAX_GAP_PERIODS,
+        "a longer gap (in sample periods) is masked, a shorter one interpolated",
+    )
+    flags.DEFINE_list("classes", None, "class names in label order (default: the labels, sorted)")
+    flags.DEFINE_bool(
+        "allow_missing_embeddings",
+        False,
+        "build rows whose clip has no current embedding (never extracted, or from other inputs) without video",
+    )
+    flags.DEFINE_bool(
+        "replace",
+        False,
+        "rebuild a build of other inputs, deleting the builds of this name made from other dataset inputs",
+    )
 
 
 def main(argv: list[str]) -> None:
-    """Builds the TFDS dataset from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", required=True, help="a recordings manifest (.csv or .jsonl)")
-    parser.add_argument("--data_dir", required=True, help="TFDS data_dir to build into")
-    parser.add_argument("--embeddings_dir", default=None, help="--output_dir of extract_embeddings (none: no video)")
-    parser.add_argument("--prompt_set", default="context", help="plain, context, or learned_<protocol>")
-    parser.add_argument("--embedding", default="video_mean_last", choices=extraction.EMBEDDING_KINDS)
-    parser.add_argument("--name", default=recordings_dataset_builder.Builder.name, help="the dataset's name")
-    parser.add_argument("--leave_subjects_out", action="store_true", help="add one fold per subject: loso_s<N>")
-    parser.add_argument("--split_protocol", default="manifest", help="the name of the 'split' column's protocol")
-    parser.add_argument("--sensor_rate_hz", type=float, default=sensors.DEFAULT_RATE_HZ)
-    parser.add_argument("--min_coverage", type=float, default=sensors.DEFAULT_MIN_COVERAGE)
-    parser.add_argument("--max_gap_periods", type=float, default=resampling.DEFAULT_MAX_GAP_PERIODS)
-    parser.add_argument("--classes", default=None, help="class names in label order (default: the labels, sorted)")
-    parser.add_argument(
-        "--allow_missing_embeddings",
-        action="store_true",
-        help="build rows whose clip has no current embedding (never extracted, or from other inputs) without video",
-    )
-    parser.add_argument(
-        "--replace",
-        action="store_true",
-        help="rebuild a build of other inputs, deleting the builds of this name made from other dataset inputs",
-    )
-    args = parser.parse_args(argv[1:])
+    """Builds the TFDS dataset from the command line (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     directory, report = build(
         args.manifest,
         args.data_dir,
@@ -386,7 +407,7 @@ def main(argv: list[str]) -> None:
         args.sensor_rate_hz,
         args.min_coverage,
         args.max_gap_periods,
-        args.classes.split(",") if args.classes else None,
+        args.classes or None,
         args.allow_missing_embeddings,
         args.replace,
     )
@@ -394,4 +415,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, parser=cli.own_arguments)
+    define_flags()
+    cli.run(main)

@@ -10,37 +10,17 @@ metadata and the failure report of data_builders/extraction.py. Prompt sets: 'pl
 
 from __future__ import annotations
 
-import argparse
+import functools
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
+from absl import flags
+
 from data_builders import extraction
-from data_builders.recordings import manifest
-from harjax import cli, errors
-
-PROMPT_SETS = ("plain", "context")
-
-
-def context(prompt_set: str, recording: manifest.Recording) -> str:
-    """The context a row's clip is read with (the model family writes the prompt around it)."""
-    if prompt_set not in PROMPT_SETS:
-        raise errors.ConfigError(
-            f"unknown prompt set {prompt_set!r} for a recordings manifest; choose one of {PROMPT_SETS}"
-        )
-    return recording.context if prompt_set == "context" else ""
-
-
-def jobs(recordings: Sequence[manifest.Recording], prompt_set: str) -> list[extraction.ClipJob]:
-    """One job per row with a clip, in manifest order (the order shards are cut from)."""
-    return [
-        extraction.ClipJob(
-            recording.id, recording.clip, context(prompt_set, recording), recording.clip_start_s, recording.clip_end_s
-        )
-        for recording in recordings
-        if recording.clip is not None
-    ]
+from harjax import cli
+from harjax.recordings import manifest
+from harjax.video import extractor as extractor_lib
 
 
 def extract(
@@ -52,7 +32,7 @@ def extract(
     num_shards: int = 1,
     shard_index: int = 0,
     device: str = "cpu",
-    extractor: extraction.Extractor | None = None,
+    extractor: extractor_lib.Extractor | None = None,
     decode_workers: int | None = None,
     learned_prompt: str | None = None,
 ) -> dict[str, Any]:
@@ -61,7 +41,7 @@ def extract(
     prompt_set 'learned' with `learned_prompt` writes output_dir/learned_<the prompt's protocol>.
     """
     prompt_set, base_prompt_set = extraction.resolve_prompt_set(prompt_set, learned_prompt)
-    listed = jobs(manifest.read(manifest_path), base_prompt_set)
+    listed = manifest.clip_jobs(manifest.read(manifest_path), base_prompt_set)
     if not listed:
         raise manifest.ManifestError(f"{manifest_path}: no row names a 'clip' (a sensors-only build extracts nothing)")
     contexts = {text: text for text in sorted({job.context for job in listed})}  # a prompt per context, by its text
@@ -81,13 +61,30 @@ def extract(
     )
 
 
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (harjax.predict, the demos, the benchmarks) have flags of these names, and absl's flags are
+    process-wide. The flags both extraction commands take are data_builders/extraction_flags.py's.
+    """
+    from data_builders import extraction_flags
+
+    flags.adopt_module_key_flags(extraction_flags)
+    flags.DEFINE_string("manifest", None, "a recordings manifest (.csv or .jsonl)", required=True)
+    flags.DEFINE_enum(
+        "prompt_set",
+        None,
+        [*manifest.PROMPT_SETS, "learned"],
+        "plain, context (each row's own context before the video), or learned (--learned_prompt)",
+        required=True,
+    )
+
+
 def main(argv: list[str]) -> None:
-    """Extracts the embeddings of one shard from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", required=True, help="a recordings manifest (.csv or .jsonl)")
-    extraction.add_arguments(parser)
-    parser.add_argument("--prompt_set", required=True, choices=[*PROMPT_SETS, "learned"])
-    args = parser.parse_args(argv[1:])
+    """Extracts the embeddings of one shard from the command line (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     logging.basicConfig(level=logging.INFO)
     extraction.print_summary(
         extract(
@@ -106,4 +103,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, parser=cli.own_arguments)
+    define_flags()
+    cli.run(main)

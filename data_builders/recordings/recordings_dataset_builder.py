@@ -2,7 +2,7 @@
 
 Built without TensorFlow, to array_record (python -m data_builders.recordings.build), read by
 harjax/data/tfds_source.py with config.data.source='recordings'. One record per manifest row: the sensors aligned
-on the clip's grid (data_builders/recordings/sensors.py) with the steps every stream recorded, the row's clip
+on the clip's grid (harjax/recordings/sensors.py) with the steps every stream recorded, the row's clip
 embedding (one camera), label, subject, session and its id. Splits '<protocol>_train' / '<protocol>_test' for the
 manifest's own split column (protocol `split_protocol`) and, on request, one leave-subjects-out fold per subject
 ('loso_s<subject>'). What was skipped, and what alignment found per example, is in the build report.
@@ -22,26 +22,19 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders import extraction
-from data_builders.recordings import extract_embeddings, manifest, sensors
 from harjax import errors
-from harjax.data import resampling
+from harjax.data import resampling, tfds_format
+from harjax.recordings import manifest, sensors
+from harjax.video import extractor as extractor_lib, families
 
-SENSORS_ONLY = "sensors"  # the config of a build without video (harjax/data/tfds_source.py reads it by this name)
 LOSO_PREFIX = "loso_s"
-STD_FLOOR = 1e-6  # a channel constant over a protocol's training split (reported) is divided by this, not by 0
 
 
 @dataclasses.dataclass
 class RecordingsConfig(tfds.core.BuilderConfig):
     prompt_set: str = "context"  # '' for a build without video
-    embedding: str = "video_mean_last"  # one of extraction.EMBEDDING_KINDS
-    sensor_rate_hz: float = sensors.DEFAULT_RATE_HZ
-
-
-def config_name(prompt_set: str | None, embedding: str, rate_hz: float = sensors.DEFAULT_RATE_HZ) -> str:
-    """'<prompt_set>-<embedding>' (as MMAct's), 'sensors' without video, '-<rate>hz' at another rate."""
-    name = f"{prompt_set}-{embedding}" if prompt_set else SENSORS_ONLY
-    return name if rate_hz == sensors.DEFAULT_RATE_HZ else f"{name}-{rate_hz:g}hz"
+    embedding: str = "video_mean_last"  # one of extractor_lib.EMBEDDING_KINDS
+    sensor_rate_hz: float = tfds_format.DEFAULT_RATE_HZ
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +51,11 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Manifest rows aligned on their clips' grids, MMAct's record format and metadata."}
     BUILDER_CONFIGS = [
-        RecordingsConfig(name=config_name(prompt_set, kind), prompt_set=prompt_set, embedding=kind)
-        for prompt_set in extract_embeddings.PROMPT_SETS
-        for kind in extraction.EMBEDDING_KINDS
-    ] + [RecordingsConfig(name=SENSORS_ONLY, prompt_set="", description="sensors only, no video")]
-    DEFAULT_CONFIG_NAME = config_name("context", "video_mean_last")
+        RecordingsConfig(name=tfds_format.config_name(prompt_set, kind), prompt_set=prompt_set, embedding=kind)
+        for prompt_set in manifest.PROMPT_SETS
+        for kind in extractor_lib.EMBEDDING_KINDS
+    ] + [RecordingsConfig(name=tfds_format.SENSORS_ONLY, prompt_set="", description="sensors only, no video")]
+    DEFAULT_CONFIG_NAME = tfds_format.config_name("context", "video_mean_last")
 
     def __init__(
         self,
@@ -124,35 +117,23 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if self._extraction_dir is None:
             return None
         dim = extraction.embedding_dim(self._extraction_dir)
-        return (1, extraction.NUM_FRAMES, dim) if self.builder_config.embedding == "frame_means" else (1, dim)
+        return (1, families.NUM_FRAMES, dim) if self.builder_config.embedding == "frame_means" else (1, dim)
 
     def _info(self) -> tfds.core.DatasetInfo:
         examples, class_names, _ = self._parsed
         channels = examples[0].aligned.channel_names if examples else ()
         streams = examples[0].recording.streams if examples else ()
-        features = {
-            "sensor": tfds.features.Tensor(
-                shape=(None, len(channels)),
-                dtype=np.float32,
-                doc=f"aligned at {self.builder_config.sensor_rate_hz} Hz: {', '.join(channels)}",
-            ),
-            "sensor_mask": tfds.features.Tensor(shape=(None,), dtype=np.bool_, doc="steps every stream recorded"),
-            "sensor_present": tfds.features.Tensor(
-                shape=(len(streams),), dtype=np.bool_, doc=f"which of {streams} the example has"
-            ),
-            "camera_mask": tfds.features.Tensor(shape=(1,), dtype=np.bool_, doc="the clip has an embedding"),
-            "label": tfds.features.ClassLabel(names=class_names),
-            "subject": np.int32,
-            "scene": np.int32,
-            "session": np.int32,
-            "trial": tfds.features.Text(doc="the manifest row's id"),
-            "groups": tfds.features.Text(doc="the row's grouping columns, JSON"),
-        }
-        shape = self._embedding_shape()
-        if shape is not None:
-            features["embedding"] = tfds.features.Tensor(
-                shape=shape, dtype=np.float16, doc=f"'{self.builder_config.embedding}' of the row's clip"
-            )
+        features = tfds_format.features(
+            channels,
+            streams,
+            class_names,
+            self.builder_config.sensor_rate_hz,
+            1,
+            self._embedding_shape(),
+            f"'{self.builder_config.embedding}' of the row's clip",
+        )
+        features["sensor_mask"] = tfds.features.Tensor(shape=(None,), dtype=np.bool_, doc="steps every stream recorded")
+        features["groups"] = tfds.features.Text(doc="the row's grouping columns, JSON")
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(features), metadata=tfds.core.MetadataDict(), disable_shuffling=True
         )
@@ -203,9 +184,9 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata["normalization"] = {name: _normalization(parts["train"]) for name, parts in protocols.items()}
         channels = examples[0].aligned.channel_names
         report["constant_channels"] = {
-            name: [channels[index] for index in np.flatnonzero(np.asarray(stats["std"]) <= STD_FLOOR)]
+            name: constant
             for name, stats in metadata["normalization"].items()
-            if min(stats["std"]) <= STD_FLOOR
+            if (constant := tfds_format.constant_channels(stats, channels))
         }
         metadata["build_report"] = report
         metadata["protocols"] = list(protocols)
@@ -219,13 +200,13 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if self._extraction_dir is not None:
             metadata["embeddings"] = extraction.read_metadata(self._extraction_dir)
         members = {f"{name}_{part}": items for name, parts in protocols.items() for part, items in parts.items()}
-        metadata["index"] = {
-            split: {
-                "camera_mask": [[example.embedding is not None] for example in items],
-                "sensor_length": [len(example.aligned.sensor) for example in items],
-                "label": [class_names.index(example.recording.label) for example in items],
-                "subject": [_subject(example.recording) for example in items],
-            }
+        metadata[tfds_format.INDEX] = {
+            split: tfds_format.listing(
+                [[example.embedding is not None] for example in items],
+                [len(example.aligned.sensor) for example in items],
+                [class_names.index(example.recording.label) for example in items],
+                [_subject(example.recording) for example in items],
+            )
             for split, items in members.items()
         }
         return {split: self._generate_examples(items) for split, items in members.items()}
@@ -367,10 +348,7 @@ def _skip_counts(report: dict[str, Any]) -> str:
 
 def _normalization(examples: list[_Example]) -> dict[str, list[float]]:
     """Per-channel mean and std over the recorded steps of a protocol's training examples."""
-    total = total_sq = count = 0.0
+    statistics = tfds_format.Statistics(len(examples[0].aligned.channel_names))
     for example in examples:
-        recorded = example.aligned.sensor[example.aligned.mask].astype(np.float64)  # [S, C]
-        total, total_sq, count = total + recorded.sum(0), total_sq + (recorded**2).sum(0), count + len(recorded)
-    mean = np.asarray(total) / max(count, 1)
-    std = np.sqrt(np.maximum(np.asarray(total_sq) / max(count, 1) - mean**2, 0))
-    return {"mean": mean.tolist(), "std": np.maximum(std, STD_FLOOR).tolist(), "steps": [int(count)] * len(mean)}
+        statistics.add(example.aligned.sensor[example.aligned.mask])  # [S, C]: the steps every stream recorded
+    return statistics.result()

@@ -14,16 +14,17 @@ of its clip, and a missing sensor file.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
 
 import numpy as np
+from absl import flags
 
 from data_builders.mmact import synthetic_tree
-from data_builders.recordings import manifest
+from harjax.recordings import manifest
 
 CLASSES = ("drinking", "typing", "walking", "waving")
 CONTEXTS = ("The person is in a kitchen. ", "The person is at a desk in an office. ")
@@ -136,16 +137,28 @@ def write_recordings(root: str, spec: RecordingsSpec = RecordingsSpec()) -> dict
     return {"manifest": path, "defects": defects}
 
 
-def main() -> None:
-    """Writes a set of recordings from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--subjects", type=int, default=RecordingsSpec.subjects)
-    parser.add_argument("--trials", type=int, default=RecordingsSpec.trials)
-    args = parser.parse_args()
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the tests, benchmarks/recordings_build.py) have flags of these names, and absl's flags are
+    process-wide.
+    """
+    flags.DEFINE_string("output_dir", None, "where the recordings and their manifest go", required=True)
+    flags.DEFINE_integer("subjects", RecordingsSpec.subjects, "subjects, each recording every class --trials times")
+    flags.DEFINE_integer("trials", RecordingsSpec.trials, "recordings per subject and class")
+
+
+def main(argv: list[str]) -> None:
+    """Writes a set of recordings from the command line (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     written = write_recordings(args.output_dir, RecordingsSpec(subjects=args.subjects, trials=args.trials))
     print(f"wrote {written['manifest']}; defects: {json.dumps(written['defects'])}")
 
 
 if __name__ == "__main__":
-    main()
+    from harjax import cli
+
+    define_flags()
+    cli.run(main)

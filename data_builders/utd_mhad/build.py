@@ -11,12 +11,15 @@ its build report as missing files.
 
 from __future__ import annotations
 
-import argparse
+import functools
 from typing import Any
+
+from absl import flags
 
 from data_builders.recordings import build as recordings_build
 from data_builders.utd_mhad import layout
 from harjax import cli
+from harjax.video import extractor as extractor_lib
 
 NAME = "utd_mhad"
 PROTOCOL = "cross_subject"
@@ -39,17 +42,31 @@ def build(
     )
 
 
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the UTD-MHAD demo, which harjax.main runs) have flags of these names, and absl's flags are
+    process-wide.
+    """
+    flags.DEFINE_string("manifest", None, "written by python -m data_builders.utd_mhad.layout", required=True)
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir to build into", required=True)
+    flags.DEFINE_string("embeddings_dir", None, "none: a sensors-only dataset")
+    flags.DEFINE_string("prompt_set", "context", "plain, context, or learned_<protocol> (as the recordings build's)")
+    flags.DEFINE_enum(
+        "embedding",
+        "video_mean_last",
+        extractor_lib.EMBEDDING_KINDS,
+        "which stored embedding (as the recordings build's)",
+    )
+    flags.DEFINE_bool("allow_missing_embeddings", False, "as the recordings build's")
+    flags.DEFINE_bool("replace", False, "as the recordings build's")
+
+
 def main(argv: list[str]) -> None:
-    """Builds UTD-MHAD from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", required=True, help="written by python -m data_builders.utd_mhad.layout")
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--embeddings_dir", default=None, help="none: a sensors-only dataset")
-    parser.add_argument("--prompt_set", default="context")
-    parser.add_argument("--embedding", default="video_mean_last")
-    parser.add_argument("--allow_missing_embeddings", action="store_true", help="as the recordings build's")
-    parser.add_argument("--replace", action="store_true", help="as the recordings build's")
-    args = parser.parse_args(argv[1:])
+    """Builds UTD-MHAD from the command line (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     recordings_build.print_report(
         *build(
             args.manifest,
@@ -64,4 +81,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, parser=cli.own_arguments)
+    define_flags()
+    cli.run(main)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
-from data_builders import demo_data, extraction
+from data_builders import demo_data
 from data_builders.mmact import synthetic_tree as mmact_tree
 from data_builders.recordings import extract_embeddings
 from data_builders.utd_mhad import build, layout, synthetic_tree
 from harjax import errors
+from harjax.video import families
 
 # Every one has UTD-MHAD's 27 actions and 8 subjects (so loso_s1 .. loso_s8 exist) and two sequences lacking a file.
 TREES = {
@@ -50,7 +52,7 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         manifest_path = os.path.join(data_dir, "manifest.jsonl")
         if not os.path.exists(manifest_path):
             layout.write_manifest(release, manifest_path)
-        model_dir = demo_data.tiny_model_dir(data_dir, extraction.words(layout.CONTEXTS.values()))
+        model_dir = demo_data.tiny_model_dir(data_dir, families.words(layout.CONTEXTS.values()))
         embeddings_dir = os.path.join(data_dir, "embeddings")
         summary = extract_embeddings.extract(manifest_path, embeddings_dir, model_dir, prompt_set, batch_size=16)
         logging.info(
@@ -63,3 +65,8 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         skipped = {reason: len(rows) for reason, rows in report["skipped"].items()}
         logging.info("utd_mhad demo: built %s: %d examples, skipped %s", directory, report["examples"], skipped)
     return data_dir
+
+
+def from_config(data: Any) -> str:
+    """The entry of the demo registry (harjax/data/demos.py): config.data's dataset, built unless it is there."""
+    return prepare(data.data_dir, data.prompt_set, data.embedding, data.demo_tree)

@@ -17,15 +17,17 @@ Protocols: cross_subject (odd subjects train, even test: the standard split, the
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
+import functools
 import os
 import re
 from typing import Any
 
-from data_builders.recordings import manifest
+from absl import flags
+
 from harjax import cli
+from harjax.recordings import manifest
 
 ACTIONS = (
     "right_arm_swipe_to_the_left",
@@ -154,12 +156,21 @@ def write_manifest(release_dir: str, path: str) -> Scan:
     return found
 
 
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the UTD-MHAD build and demo, which harjax.main runs) have flags of these names, and absl's
+    flags are process-wide.
+    """
+    flags.DEFINE_string("release_dir", None, "the unpacked release (RGB and Inertial below it)", required=True)
+    flags.DEFINE_string("output", None, "the manifest to write (.jsonl)", required=True)
+
+
 def main(argv: list[str]) -> None:
-    """Writes the manifest of a release from the command line and lists what it lacks."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--release_dir", required=True, help="the unpacked release (RGB and Inertial below it)")
-    parser.add_argument("--output", required=True, help="the manifest to write (.jsonl)")
-    args = parser.parse_args(argv[1:])
+    """Writes the manifest of a release from the command line and lists what it lacks (define_flags first)."""
+    del argv
+    args = flags.FLAGS  # define_flags' values
     found = write_manifest(args.release_dir, args.output)
     print(f"wrote {args.output}: {len(found.sequences)} sequences, {len(found.missing)} lacking a file")
     for entry in found.missing:
@@ -169,4 +180,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, parser=cli.own_arguments)
+    define_flags()
+    cli.run(main)

@@ -10,13 +10,14 @@ check that the scan finds exactly those.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
 
 import numpy as np
+from absl import flags
 
 from data_builders.mmact import synthetic_tree
 from data_builders.utd_mhad import layout
@@ -76,13 +77,25 @@ def write_tree(root: str, spec: TreeSpec = TreeSpec()) -> dict[str, Any]:
     return written
 
 
-def main() -> None:
-    """Writes a tree from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
-    written = write_tree(parser.parse_args().output_dir)
+@functools.cache
+def define_flags() -> None:
+    """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
+
+    Its importers (the UTD-MHAD demo, which harjax.main runs) have flags of these names, and absl's flags are
+    process-wide.
+    """
+    flags.DEFINE_string("output_dir", None, "where the tree goes (RGB/ and Inertial/)", required=True)
+
+
+def main(argv: list[str]) -> None:
+    """Writes a tree from the command line (define_flags first)."""
+    del argv
+    written = write_tree(flags.FLAGS.output_dir)
     print(f"wrote {len(written['sequences'])} sequences; lacking: {written['lacking']}")
 
 
 if __name__ == "__main__":
-    main()
+    from harjax import cli
+
+    define_flags()
+    cli.run(main)

@@ -1,11 +1,7 @@
 """Datasets in harjax's TFDS format (MMAct's, and every recordings manifest's): protocol splits, views, normalisation.
 
-The builders of data_builders/mmact and data_builders/recordings write the same format: one record per trial
-(sensor [T, C], sensor_present per stream, embedding per camera, camera_mask, label, subject), the splits
-'<protocol>_train' and '<protocol>_test', and in the metadata the protocols, each protocol's training statistics
-and a listing of every split. A recordings dataset adds 'sensor_mask' [T] (steps every stream recorded) and may
-have no embedding at all (built without video). Reads with tfds.builder_from_directory, so training needs neither
-the builder's code nor its dependencies.
+The format (records, splits, metadata, config names) is harjax/data/tfds_format.py's. Reads with
+tfds.builder_from_directory, so training needs neither the builders' code nor their dependencies.
 A split is its stored trials and a list of views of them. Training views are trials: each epoch draws one of the
 trial's cameras and, for a trial longer than config.data.max_length, where its crop starts. Evaluation views are
 (trial, camera) pairs with the centred crop; views of a trial share a 'trial' id, so the evaluation also reports
@@ -25,19 +21,11 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from data_builders import soft_prompt
 from harjax import errors
-from harjax.data import batch as batch_lib, normalization
+from harjax.data import batch as batch_lib, normalization, tfds_format
 
 MMACT = "mmact"
 PROTOCOLS = ("cross_subject", "cross_view", "cross_scene", "cross_session")  # MMAct's (its datasets predate the list)
-DEFAULT_RATE_HZ = 50.0  # the builder's rate, for datasets built before it recorded its rate in the metadata
-INDEX = "index"  # dataset metadata: per split, what listing the views needs (camera_mask, sensor_length, label)
-
-
-def embedding_kind(tfds_config: str) -> str:
-    """The stored embedding kind of a '<prompt_set>-<kind>[-...]' config (both builders name them so)."""
-    return tfds_config.split("-")[1]
 
 
 def dataset_directory(data_dir: str, tfds_config: str, dataset: str = MMACT) -> str:
@@ -266,7 +254,7 @@ def _open(directory: str) -> Any:
 
 def _listing(builder: Any, source: Any, name: str, directory: str) -> Listing:
     """From the dataset's metadata; a dataset built before the builder stored it is read record by record."""
-    stored = builder.info.metadata.get(INDEX, {}).get(name)
+    stored = builder.info.metadata.get(tfds_format.INDEX, {}).get(name)
     if stored is not None:
         return Listing(
             np.asarray(stored["camera_mask"], bool).reshape(len(source), -1),
@@ -289,18 +277,6 @@ def _listing(builder: Any, source: Any, name: str, directory: str) -> Listing:
     )
 
 
-SENSORS_ONLY_CONFIG = "sensors"  # the TFDS config of a recordings dataset built without video
-
-
-def stored_prompt_set(prompt_set: str, protocol: str) -> str:
-    """The prompt set a build stores for config.data.prompt_set: 'learned' is the prompt learned on `protocol`.
-
-    A learned prompt belongs to the protocol whose training split it was learned on (data_builders/prompt_tuning.py),
-    so each protocol reads its own: learned_<protocol>.
-    """
-    return soft_prompt.prompt_set(protocol) if prompt_set == "learned" else prompt_set
-
-
 def load_splits(config: ml_collections.ConfigDict, keep_video: bool = False) -> tuple[TFDSSplit, TFDSSplit]:
     """(train, eval) of config.data.protocol from the TFDS dataset under config.data.data_dir.
 
@@ -315,12 +291,12 @@ def load_splits(config: ml_collections.ConfigDict, keep_video: bool = False) -> 
         raise batch_lib.DataError(f"config.data.source={data.source!r} needs config.data.data_dir (the TFDS data_dir)")
     uses_video = config.model.modalities in ("both", "video")
     train_video = uses_video or keep_video  # the training split's examples: those with a camera
-    prompt_set = stored_prompt_set(data.prompt_set, data.protocol)
-    with_video = f"{prompt_set}-{data.embedding}"
+    prompt_set = tfds_format.stored_prompt_set(data.prompt_set, data.protocol)
+    with_video = tfds_format.config_name(prompt_set, data.embedding)
     # A video-free model reads a recordings build without video, else one with (it ignores the embeddings).
     candidates = [data.tfds_config or with_video]
     if not (data.tfds_config or train_video or dataset == MMACT):
-        candidates = [SENSORS_ONLY_CONFIG, with_video]
+        candidates = [tfds_format.SENSORS_ONLY, with_video]
     for tfds_config in candidates:
         try:
             directory = dataset_directory(data.data_dir, tfds_config, dataset)
@@ -420,10 +396,11 @@ def load_splits(config: ml_collections.ConfigDict, keep_video: bool = False) -> 
             origin=f"{directory} [{name}]",
             fingerprint=fingerprint,
             report=report,
-            sampling_rate_hz=float(builder.info.metadata.get("sensor_rate_hz", DEFAULT_RATE_HZ)),
+            sampling_rate_hz=float(builder.info.metadata.get("sensor_rate_hz", tfds_format.DEFAULT_RATE_HZ)),
             video_source={
                 "extraction": builder.info.metadata.get("embeddings", {}),
-                "embedding": embedding_kind(tfds_config),  # what the build stored, also under an explicit tfds_config
+                # what the build stored, also under an explicit tfds_config
+                "embedding": tfds_format.embedding_kind(tfds_config),
                 "tfds_config": tfds_config,
             }
             if reads_video

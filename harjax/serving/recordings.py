@@ -3,10 +3,10 @@
     table = predict_recordings(predictor, "new/manifest.jsonl")       # python -m harjax.predict --recordings=M
     prediction = predict_recording(predictor, clip="c.mp4", sensors={"wrist": "w.csv"}, context="...")
 
-Each row is aligned with the bundle's build settings (data_builders/recordings/sensors.py: its rate, coverage and
-gap rules), centre-cropped to the training length, standardised as in training, and its clip embedded with the
-video model, prompt set and embedding kind the training data was extracted with (data_builders/extraction.py,
-the `extract` extra). A row that cannot be prepared (a missing or undecodable file, sensors that do not cover the
+Each row is aligned with the bundle's build settings (harjax/recordings/sensors.py: its rate, coverage and gap
+rules), centre-cropped to the training length, standardised as in training, and its clip embedded with the video
+model, prompt set and embedding kind the training data was extracted with (harjax/video/extractor.py, the
+`extract` extra). A row that cannot be prepared (a missing or undecodable file, sensors that do not cover the
 clip, other channels, a label the bundle does not know) is refused by row: nothing is written. A model trained
 without video needs no clip (one given still sets the span the sensors are aligned to).
 """
@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from harjax import errors
+from harjax.recordings import manifest, sensors
 from harjax.serving import batch, predictor as predictor_lib
+from harjax.video import decoding, families, soft_prompt
 
 
 def _preparation(predictor: predictor_lib.Predictor) -> dict[str, Any]:
@@ -51,10 +53,8 @@ class _VideoEmbedder:
             )
 
     def __call__(self, recording: Any) -> np.ndarray:
-        from data_builders import extraction
-
         self._extractor = self._extractor or self._load()
-        job = extraction.ClipJob(
+        job = decoding.ClipJob(
             recording.id, recording.clip, self._context(recording), recording.clip_start_s, recording.clip_end_s
         )
         try:
@@ -67,7 +67,7 @@ class _VideoEmbedder:
 
     def _load(self) -> Any:
         """The extractor of the bundle's model, family and learned prompt (the one the training data was read with)."""
-        from data_builders import extraction, soft_prompt, video_families
+        from harjax.video import extractor as extractor_lib
 
         model = self.extraction["model"]
         if not os.path.isdir(model) and self.extraction.get("revision") in ("local", None):
@@ -77,10 +77,10 @@ class _VideoEmbedder:
         revision = self.extraction.get("revision")
         pinned = revision if revision not in (None, "local", "unknown", "built in process, not loaded") else None
         try:
-            extractor = extraction.Extractor(model, self.device, revision=pinned)
+            extractor = extractor_lib.Extractor(model, self.device, revision=pinned)
         except (OSError, ValueError) as error:
             raise predictor_lib.InputError(f"the bundle's video model {model!r} cannot be loaded: {error}") from None
-        recorded = self.extraction.get("family", video_families.LEGACY_METADATA["family"])
+        recorded = self.extraction.get("family", families.LEGACY_METADATA["family"])
         if extractor.family.name != recorded:
             raise predictor_lib.InputError(
                 f"the bundle's embeddings come from a {recorded} model, but {model!r} is a "
@@ -93,19 +93,15 @@ class _VideoEmbedder:
 
     def _context(self, recording: Any) -> str:
         """The row's context under the bundle's prompt set (a learned prompt's: the set it was learned after)."""
-        from data_builders.recordings import extract_embeddings
-
         learned = self.extraction.get("learned_prompt")
         prompt_set = learned["base_prompt_set"] if learned else self.extraction["prompt_set"]
-        return extract_embeddings.context(prompt_set, recording)
+        return manifest.context(prompt_set, recording)
 
 
 def _prepare(
     predictor: predictor_lib.Predictor, recordings: list[Any], device: str
 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
     """(sensor [T_i, C] per row, its mask, video [N, ...] or None): every row prepared, or the first bad one refused."""
-    from data_builders.recordings import sensors
-
     bundle = predictor.bundle
     preparation = _preparation(predictor)
     alignment, max_length = preparation["alignment"], int(preparation["max_length"])
@@ -154,8 +150,6 @@ def predict_recordings(
     predictor: predictor_lib.Predictor, manifest_path: str, batch_size: int = 256, device: str = "cpu"
 ) -> batch.PredictionTable:
     """One row per manifest row: its id, the prediction, the top-5, and its label where the manifest gives one."""
-    from data_builders.recordings import manifest
-
     recordings = manifest.read(manifest_path)
     values, masks, video = _prepare(predictor, recordings, device)
     rows = []
@@ -184,8 +178,6 @@ def predict_recording(
 
     `sensors`: {stream: path or options, as in a manifest}; `columns`: any other manifest column (offsets, a span).
     """
-    from data_builders.recordings import manifest
-
     row = {"id": "recording", "sensors": dict(sensors), "context": context, **columns}
     if clip is not None:
         row["clip"] = clip

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_builders.recordings import manifest
 from harjax import errors
-from harjax.data import resampling
+from harjax.data import resampling, tfds_format
+from harjax.recordings import manifest
+from harjax.video import decoding
 
 DEFAULT_MIN_COVERAGE = 0.9
-DEFAULT_RATE_HZ = 50.0
 
 
 class AlignmentError(errors.UserError):
@@ -157,15 +157,13 @@ def clip_span(recording: manifest.Recording) -> tuple[float, float] | None:
     """(start, end) seconds of the example in its clip's clock; None without a clip."""
     if recording.clip is None:
         return None
-    from data_builders import extraction
-
     start = recording.clip_start_s or 0.0
     if recording.clip_end_s is not None:
         return start, recording.clip_end_s
     if not os.path.isfile(recording.clip):
         raise AlignmentError(f"row {recording.row} ({recording.id}): no such clip {recording.clip}", "missing_file")
     try:
-        return start, extraction.clip_duration(recording.clip)
+        return start, decoding.clip_duration(recording.clip)
     except Exception as error:  # noqa: BLE001  PyAV raises many types; the row and the file are named
         where = f"row {recording.row} ({recording.id})"
         raise AlignmentError(f"{where}: {recording.clip} cannot be read: {error}") from None
@@ -173,7 +171,7 @@ def clip_span(recording: manifest.Recording) -> tuple[float, float] | None:
 
 def align(
     recording: manifest.Recording,
-    rate_hz: float = DEFAULT_RATE_HZ,
+    rate_hz: float = tfds_format.DEFAULT_RATE_HZ,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     max_gap_periods: float = resampling.DEFAULT_MAX_GAP_PERIODS,
 ) -> Aligned:

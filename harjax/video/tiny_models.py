@@ -1,24 +1,25 @@
 """Randomly initialised video-language models with an offline tokenizer: tiny test models, and the 7B for timing.
 
-Nothing here downloads. Tests and the demo run the extractor on the tiny Video-LLaVA exactly as on
-LanguageBind/Video-LLaVA-7B-hf (same classes, same 8 x 224 px preprocessing, same token layout), only smaller and
-untrained; `save_tiny_model(..., family=...)` builds the same for each family of data_builders/video_families.py
+Nothing here downloads. Tests, the demos and benchmarks of every dataset run the extractor on the tiny Video-LLaVA
+exactly as on LanguageBind/Video-LLaVA-7B-hf (same classes, same 8 x 224 px preprocessing, same token layout), only
+smaller and untrained; `save_tiny_model(..., family=...)` builds the same for each family of harjax/video/families.py
 (qwen2_vl, qwen2_5_vl, llava_onevision: their own classes, processors and token layouts at tiny sizes).
 `random_model(VIDEO_LLAVA_7B)` (and `random_model(QWEN2_VL_7B, family='qwen2_vl')`) builds the 7B model from its
 published configuration with random weights, for extraction throughput on a GPU without the hub
 (benchmarks/extraction.py): the same layers and sizes, so the same cost; only the special-token ids are the
 offline tokenizer's (0 and 1, not 32000 and 32001).
 
-    python -m data_builders.mmact.tiny_model --output_dir=DIR [--family=qwen2_vl]
+The tokenizer is word-level: it knows the words of every family's prompt layout and the words a caller names (its
+dataset's contexts: `families.words(contexts)`, or data_builders/mmact/prompts.py's `vocabulary()`); any other word
+reads as <unk>.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from data_builders.mmact import prompts
+from harjax.video import families
 
 SPECIAL_TOKENS = ["<image>", "<video>", "<unk>", "<pad>"]  # ids 0..3, as the model configs below expect
 HIDDEN_SIZE = 32
@@ -72,7 +73,7 @@ def _tokenizer(extra_words: Sequence[str] = (), specials: Sequence[str] = SPECIA
     import tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    known = sorted(set(prompts.vocabulary()) | set(extra_words))
+    known = sorted(set(families.template_words()) | set(extra_words))
     words = list(specials) + [word for word in known if word not in specials]
     vocab = {word: index for index, word in enumerate(words)}
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
@@ -268,7 +269,7 @@ def _llava_onevision(extra_words: Sequence[str]) -> tuple[Any, Any]:
     return config, processor
 
 
-# model_type -> (config, processor) at tiny sizes; every family of data_builders/video_families.py has one.
+# model_type -> (config, processor) at tiny sizes; every family of harjax/video/families.py has one.
 TINY_FAMILIES = {
     "video_llava": lambda words: _model_and_processor(TINY, words),
     "qwen2_vl": lambda words: _qwen_vl(QWEN2_VL_TINY, words),
@@ -284,8 +285,8 @@ def save_tiny_model(
 ) -> str:
     """Writes config, safetensors weights, tokenizer and processor of a tiny `family` model to `output_dir`.
 
-    Returns `output_dir`. The tokenizer knows MMAct's prompts' words in every family's layout and `extra_words` (a
-    manifest's contexts: extraction.words).
+    Returns `output_dir`. The tokenizer knows every family's prompt layout and `extra_words` (the contexts' words:
+    families.words).
     """
     import torch
     from transformers import AutoModelForImageTextToText
@@ -317,16 +318,3 @@ def random_model(
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
     return model.eval(), processor
-
-
-def main() -> None:
-    """Saves the tiny model from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--family", default="video_llava", choices=sorted(TINY_FAMILIES))
-    args = parser.parse_args()
-    print(save_tiny_model(args.output_dir, family=args.family))
-
-
-if __name__ == "__main__":
-    main()

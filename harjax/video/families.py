@@ -6,9 +6,9 @@ A family is picked from the model's own config.json (`model_type`) before any we
     qwen2_vl, qwen2_5_vl      Qwen2-VL, Qwen2.5-VL                  8 frames, each given twice, <= 448x448 px
     llava_onevision           LLaVA-OneVision                       8 frames at 384 px, 196 tokens each + 1
 
-Every family sees the same 8 sampled frames of a clip and stores the same embedding kinds (extraction.py), so
-families compare on equal input. Where a family's own convention differs, harjax fixes it and records it in the
-metadata (`frame_input`):
+Every family sees the same 8 sampled frames of a clip and stores the same embedding kinds
+(harjax/video/extractor.py), so families compare on equal input. Where a family's own convention differs, harjax
+fixes it and records it in the metadata (`frame_input`):
 - Qwen2-VL merges two consecutive frames into one temporal patch; 8 distinct frames would give 4 per-frame rows.
   Each sampled frame is given twice (the way Qwen encodes a still image), so its 8 temporal groups are the 8
   frames, frame_means has 8 rows like every family's, and the token count (8 x 256 at 448x448) matches
@@ -26,7 +26,7 @@ template would put the context after the video).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from harjax import errors
@@ -134,7 +134,7 @@ def of_config(config: Any, model: str) -> Family:
     if model_type not in BY_MODEL_TYPE:
         raise errors.UserError(
             f"video model {model!r} has model_type {model_type!r}, which is not a supported video-language family; "
-            f"supported: {', '.join(sorted(BY_MODEL_TYPE))} (data_builders/video_families.py)"
+            f"supported: {', '.join(sorted(BY_MODEL_TYPE))} (harjax/video/families.py)"
         )
     return BY_MODEL_TYPE[model_type]
 
@@ -146,3 +146,8 @@ def template_words() -> list[str]:
     """
     texts = [re.sub(r"<\|?[a-z_]+\|?>", " ", family.prompt("")) for family in FAMILIES]
     return sorted({word for text in texts for word in text.split()})
+
+
+def words(contexts: Iterable[str]) -> list[str]:
+    """Every word a prompt of any family holds with these contexts (what an offline test tokenizer must know)."""
+    return sorted(set(template_words()) | {word for context in contexts for word in context.split()})

@@ -30,7 +30,8 @@ refused (JSON would keep only the last). Columns (keys):
   split            train | test: the manifest's own protocol (optional)
   context          the scene description a 'context' prompt reads (default '')
   anything else    a grouping column, kept with the example as text
-Every error names the manifest, the row (1 = the first example) and the column.
+Every error names the manifest, the row (1 = the first example) and the column. A row's clip is read with the
+context its prompt set gives it (`context`): the same rule for extraction, prompt tuning and prediction.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from harjax import errors
+from harjax.video import decoding
 
 SENSOR_SUFFIXES = (".csv", ".npy", ".parquet", ".mat")
 TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
@@ -286,3 +289,26 @@ def write(path: str, rows: list[dict[str, Any]]) -> None:
     with open(temporary, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     os.replace(temporary, path)
+
+
+PROMPT_SETS = ("plain", "context")
+
+
+def context(prompt_set: str, recording: Recording) -> str:
+    """The context a row's clip is read with (the model family writes the prompt around it)."""
+    if prompt_set not in PROMPT_SETS:
+        raise errors.ConfigError(
+            f"unknown prompt set {prompt_set!r} for a recordings manifest; choose one of {PROMPT_SETS}"
+        )
+    return recording.context if prompt_set == "context" else ""
+
+
+def clip_jobs(recordings: Sequence[Recording], prompt_set: str) -> list[decoding.ClipJob]:
+    """One job per row with a clip, in manifest order (the order shards are cut from)."""
+    return [
+        decoding.ClipJob(
+            recording.id, recording.clip, context(prompt_set, recording), recording.clip_start_s, recording.clip_end_s
+        )
+        for recording in recordings
+        if recording.clip is not None
+    ]

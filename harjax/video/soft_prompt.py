@@ -22,7 +22,6 @@ from harjax import errors
 
 TENSOR = "soft_prompt"
 TOKEN = "<harjax_soft_{}>"
-PREFIX = "learned_"  # a learned prompt's prompt set, and so its extraction folder and TFDS config: learned_<protocol>
 
 
 def tokens(count: int) -> list[str]:
@@ -33,11 +32,6 @@ def tokens(count: int) -> list[str]:
 def context_with(context: str, count: int) -> str:
     """A clip's context followed by `count` soft tokens: where the context prompt goes, after the scene context."""
     return context + "".join(f"{token} " for token in tokens(count))
-
-
-def prompt_set(protocol: str) -> str:
-    """The prompt set (extraction folder, TFDS config prefix) of a prompt learned on `protocol`'s training split."""
-    return PREFIX + protocol
 
 
 def save(path: str, vectors: np.ndarray, metadata: dict[str, Any]) -> None:
