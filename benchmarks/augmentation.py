@@ -10,7 +10,6 @@ settings stronger than a recipe's, so the change is visible; two channels are dr
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -22,9 +21,11 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
 from benchmarks import real_sensor_accuracy  # noqa: E402
 from configs import full  # noqa: E402
+from harjax import cli  # noqa: E402
 from harjax.data import (
     batch as batch_lib,  # noqa: E402
     normalization,
@@ -44,18 +45,19 @@ STREAMS = ((0, 1, 2), (3, 4, 5))
 CHANNELS = {"accelerometer x": 0, "gyroscope x": 3}
 PADDING = 20
 
+_OUTPUT = flags.DEFINE_string(
+    "output", os.path.join(os.path.dirname(os.path.abspath(__file__)), "augmentation.png"), "the figure to write"
+)
+_EXAMPLE = flags.DEFINE_integer("example", 0, "which training recording of BasicMotions")
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "augmentation.png")
-    )
-    parser.add_argument("--example", type=int, default=0, help="which training recording of BasicMotions")
-    args = parser.parse_args()
+
+def main(argv: list[str]) -> None:
+    del argv
+    example = _EXAMPLE.value
     series, labels = real_sensor_accuracy.read_ts(
-        os.path.join(real_sensor_accuracy.data_directory(), "BasicMotions", "BasicMotions_TRAIN.ts")
+        os.path.join(real_sensor_accuracy.aeon_directory(), "BasicMotions", "BasicMotions_TRAIN.ts")
     )
-    recording = series[args.example].T.astype(np.float32)  # [T, 6]
+    recording = series[example].T.astype(np.float32)  # [T, 6]
     steps = len(recording)
     sensor = np.zeros((1, steps + PADDING, 6), np.float32)
     sensor[0, :steps] = recording
@@ -83,13 +85,12 @@ def main() -> None:
     for axes in panels[-1]:
         axes.set_xlabel("time (s)")
     figure.suptitle(
-        f"harjax augmentations on a real recording (UEA BasicMotions, training example {args.example}: "
-        f"{labels[args.example]})"
+        f"harjax augmentations on a real recording (UEA BasicMotions, training example {example}: {labels[example]})"
     )
     figure.tight_layout()
-    figure.savefig(args.output, dpi=110, metadata={"Software": None})
-    print(f"wrote {args.output}")
+    figure.savefig(_OUTPUT.value, dpi=110, metadata={"Software": None})
+    print(f"wrote {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 
 import jax
 import ml_collections
 import numpy as np
+from absl import flags
 
 from configs import full
 from harjax.data import synthetic
@@ -41,29 +41,36 @@ def mmact_sized(batch_size: int, sizes: str = "mmact") -> tuple[ml_collections.C
     return synthetic_batch(batch_size, **SIZES[sizes])
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dtype and --sizes, which every train-step benchmark takes (read back with `model_and_batch`)."""
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=("float32", "bfloat16"),
-        help="compute dtype, parameters stay float32 (config.model.dtype; torch.autocast for torch)",
+def define_model_flags() -> tuple[flags.FlagHolder[str], flags.FlagHolder[str]]:
+    """--dtype and --sizes, which every train-step benchmark takes: (dtype, sizes), for `model_and_batch`.
+
+    A script calls it once, at its top level, and adopts them (flags.adopt_module_key_flags(common)) for its --help;
+    importing this module defines no flag.
+    """
+    dtype = flags.DEFINE_enum(
+        "dtype",
+        "float32",
+        ["float32", "bfloat16"],
+        "compute dtype, parameters stay float32 (config.model.dtype; torch.autocast for torch)",
     )
-    parser.add_argument(
-        "--sizes",
-        default="mmact",
-        choices=tuple(SIZES),
-        help="tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)",
+    sizes = flags.DEFINE_enum(
+        "sizes",
+        "mmact",
+        list(SIZES),
+        "tiny: a toy batch, to check the script runs (benchmarks/accelerator.sh --smoke)",
     )
+    return dtype, sizes
 
 
-def model_and_batch(args: argparse.Namespace) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
+def model_and_batch(
+    batch_size: int, dtype: str, sizes: str
+) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:
     """configs/full.py's config and one batch, as the command line asks: (config, batch, num_classes).
 
-    The dtype is args.dtype, the batch args.batch_size rows at args.sizes.
+    The dtype is --dtype, the batch `batch_size` rows at --sizes (define_model_flags).
     """
-    config, batch, num_classes = mmact_sized(args.batch_size, args.sizes)
-    config.model.dtype = args.dtype
+    config, batch, num_classes = mmact_sized(batch_size, sizes)
+    config.model.dtype = dtype
     return config, batch, num_classes
 
 

@@ -9,7 +9,6 @@ accelerators run it with --devices set to what the machine has. Prints a table a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -17,11 +16,25 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from absl import flags  # noqa: E402
+
+from harjax import cli  # noqa: E402
+
+_DEVICES = flags.DEFINE_list("devices", "1,2,4,8", "device counts, each measured in its own process")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "the global batch")
+_STEPS = flags.DEFINE_integer("steps", 20, "steps per measurement")
+_CHILD = flags.DEFINE_bool("child", False, "internal: measure in this process (its device count set by XLA_FLAGS)")
+flags.register_validator(
+    "devices",
+    lambda values: all(value.strip().isdigit() and int(value) >= 1 for value in values),
+    "--devices: expected comma-separated device counts",
+)
 
 
 def measure(batch_size: int, steps: int) -> dict[str, float]:
     """Runs in a child process whose device count XLA_FLAGS fixed."""
-    sys.path.insert(0, REPO)
     from harjax.training import host_memory
 
     host_memory.retain_freed_memory()  # as harjax.main
@@ -59,26 +72,21 @@ def measure(batch_size: int, steps: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", default="1,2,4,8")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(args.batch_size, args.steps)))
+def main(argv: list[str]) -> None:
+    del argv
+    if _CHILD.value:
+        print(json.dumps(measure(_BATCH_SIZE.value, _STEPS.value)))
         return
     rows = []
-    for devices in (int(n) for n in args.devices.split(",")):
+    for devices in (int(n) for n in _DEVICES.value):
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
         output = subprocess.run(
             [
                 sys.executable,
                 os.path.abspath(__file__),
                 "--child",
-                f"--batch_size={args.batch_size}",
-                f"--steps={args.steps}",
+                f"--batch_size={_BATCH_SIZE.value}",
+                f"--steps={_STEPS.value}",
             ],
             env=env,
             cwd=REPO,
@@ -97,7 +105,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "device_scaling",
-                "global_batch": args.batch_size,
+                "global_batch": _BATCH_SIZE.value,
                 "cpu_count": os.cpu_count(),
                 "config": "configs/full.py:synthetic",
                 "results": rows,
@@ -107,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

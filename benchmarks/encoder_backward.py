@@ -11,7 +11,6 @@ channels), and the whole train step of configs/full.py's model. Prints a table a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -22,12 +21,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from absl import flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from harjax import cli  # noqa: E402
 from harjax.models import sensor_encoder  # noqa: E402
 from harjax.training import host_memory  # noqa: E402
 
 IMPLEMENTATIONS = ("hand_written", "autodiff")
+
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "examples per step")
+_STEPS = flags.DEFINE_integer("steps", 20, "per implementation per round")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "rounds in which each implementation takes a turn")
+_DTYPE, _SIZES = common.define_model_flags()
+flags.adopt_module_key_flags(common)
 
 
 def encoder_runner(config, batch, hand_written: bool):
@@ -60,29 +67,23 @@ def encoder_runner(config, batch, hand_written: bool):
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="per implementation per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    common.add_model_arguments(parser)
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
     host_memory.retain_freed_memory()  # as harjax.main
-    config, batch, num_classes = common.model_and_batch(args)
+    batch_size, dtype = _BATCH_SIZE.value, _DTYPE.value
+    config, batch, num_classes = common.model_and_batch(batch_size, dtype, _SIZES.value)
     runners = {}
     for name in IMPLEMENTATIONS:
         config.model.encoder_backward = name
         runners[f"encoder {name}"] = encoder_runner(config, batch, name == "hand_written")
         runners[f"step {name}"] = common.harjax_trainer(config, batch, num_classes)[0]
     seconds = {name: [] for name in runners}
-    for _ in range(args.rounds):
+    for _ in range(_ROUNDS.value):
         for name, run in runners.items():
-            seconds[name].append(run(args.steps))
+            seconds[name].append(run(_STEPS.value))
     ms = {name: statistics.median(values) * 1e3 for name, values in seconds.items()}
     device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-    print(
-        f"{'median ms':<28} {'hand_written':>13} {'autodiff':>10}   ({device}, batch {args.batch_size}, {args.dtype})"
-    )
+    print(f"{'median ms':<28} {'hand_written':>13} {'autodiff':>10}   ({device}, batch {batch_size}, {dtype})")
     for part in ("encoder", "step"):
         print(
             f"{part + (' fwd+bwd' if part == 'encoder' else ''):<28} {ms[f'{part} hand_written']:>13.2f} "
@@ -95,8 +96,8 @@ def main() -> None:
                 "benchmark": "encoder_backward",
                 "device": device,
                 "platform": jax.devices()[0].platform,
-                "batch_size": args.batch_size,
-                "dtype": args.dtype,
+                "batch_size": batch_size,
+                "dtype": dtype,
                 "encoder_ms": {name: round(ms[f"encoder {name}"], 3) for name in IMPLEMENTATIONS},
                 "step_ms": {name: round(ms[f"step {name}"], 3) for name in IMPLEMENTATIONS},
                 "faster": faster,
@@ -109,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

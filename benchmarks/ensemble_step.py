@@ -12,7 +12,6 @@ costs no more than N single steps (ratio <= 1). Prints a table and, last, one JS
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -20,9 +19,29 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags  # noqa: E402
+
 from benchmarks import common  # noqa: E402  (JAX starts in main(), after the allocator setting)
+from harjax import cli  # noqa: E402
 
 MODELS = ("sensor_small", "full")
+
+_MEMBERS = flags.DEFINE_list("members", "1,2,5", "ensemble sizes; 1 must be among them")
+_STEPS = flags.DEFINE_integer("steps", 10, "updates per ensemble size per round")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "rounds in which every step takes a turn")
+_SIZES = flags.DEFINE_enum("sizes", "mmact", list(common.SIZES), "tiny: to check the script runs")
+_MODELS = flags.DEFINE_list("models", ",".join(MODELS), f"which of {MODELS} to measure")
+flags.register_validator(
+    "members",
+    lambda values: all(value.strip().isdigit() for value in values) and 1 in [int(value) for value in values],
+    "--members must be comma-separated ensemble sizes including 1: the single model is what the others are "
+    "compared with",
+)
+flags.register_validator(
+    "models",
+    lambda values: set(values) <= set(MODELS),
+    f"--models: expected a comma-separated subset of {MODELS}",
+)
 
 
 def _workload(model: str, sizes: str) -> tuple[str, tuple]:
@@ -42,20 +61,10 @@ def _workload(model: str, sizes: str) -> tuple[str, tuple]:
     return "sensor_small (Pickup-shaped, batch 16)", (small, sensors, num_classes)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--members", default="1,2,5", help="ensemble sizes; 1 must be among them")
-    parser.add_argument("--steps", type=int, default=10, help="updates per ensemble size per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sizes", default="mmact", choices=tuple(common.SIZES), help="tiny: to check the script runs")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"which of {MODELS} to measure")
-    args = parser.parse_args()
-    sizes = [int(size) for size in args.members.split(",")]
-    if 1 not in sizes:
-        raise SystemExit("--members must include 1: the single model is what the others are compared with")
-    models = args.models.split(",")
-    if not set(models) <= set(MODELS):
-        raise SystemExit(f"--models={args.models}: expected a comma-separated subset of {MODELS}")
+def main(argv: list[str]) -> None:
+    del argv
+    sizes = [int(size) for size in _MEMBERS.value]
+    models = _MODELS.value
 
     from harjax.training import host_memory
 
@@ -64,7 +73,7 @@ def main() -> None:
 
     results = []
     for model in models:
-        name, (config, batch, num_classes) = _workload(model, args.sizes)
+        name, (config, batch, num_classes) = _workload(model, _SIZES.value)
         runners = {}
         for size in sizes:
             for mode in ("sequential", "vmap") if size > 1 else ("single",):
@@ -72,9 +81,9 @@ def main() -> None:
                 sized.model.update(ensemble_size=size, ensemble_step="auto" if size == 1 else mode)
                 runners[size, mode], _ = common.harjax_trainer(sized, batch, num_classes)
         seconds = {key: [] for key in runners}
-        for _ in range(args.rounds):
+        for _ in range(_ROUNDS.value):
             for key, run in runners.items():
-                seconds[key].append(run(args.steps))
+                seconds[key].append(run(_STEPS.value))
         median_ms = {key: statistics.median(times) * 1e3 for key, times in seconds.items()}
         single = median_ms[1, "single"]
         for (size, mode), step_ms in median_ms.items():
@@ -100,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

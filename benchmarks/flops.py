@@ -14,7 +14,6 @@ datasheet. Prints a table and, last, one JSON line. Target (issue 4): at least 4
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -25,8 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from absl import flags  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from harjax import cli  # noqa: E402
 from harjax.models import har_model  # noqa: E402
 from harjax.training import host_memory  # noqa: E402
 
@@ -36,6 +37,11 @@ _MATMUL_SIZES = {
     "tpu": (4096, 8192, 16384),
     "tiny": (128, 256),
 }  # --sizes=tiny: a check that the script runs, not a peak
+
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "examples per step")
+_STEPS = flags.DEFINE_integer("steps", 20, "steps per timing (the best of 3 is kept)")
+_DTYPE, _SIZES = common.define_model_flags()
+flags.adopt_module_key_flags(common)
 
 
 def _best_rate(matmul, size: int, repeats: int = 5) -> float:
@@ -71,15 +77,12 @@ def matmul_peak(dtype: str, tiny: bool = False) -> dict[str, float]:
     return rates
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    common.add_model_arguments(parser)
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
     host_memory.retain_freed_memory()  # as harjax.main
+    batch_size, dtype, sizes = _BATCH_SIZE.value, _DTYPE.value, _SIZES.value
 
-    config, batch, num_classes = common.model_and_batch(args)
+    config, batch, num_classes = common.model_and_batch(batch_size, dtype, sizes)
     run, compiled_step = common.harjax_trainer(config, batch, num_classes)
     step_flops = compiled_step.cost_analysis()["flops"]
     model = har_model.build_model(config, num_classes)
@@ -87,17 +90,17 @@ def main() -> None:
     forward_flops = (
         jax.jit(lambda v, b: model.apply(v, b, train=False)).lower(variables, batch).compile().cost_analysis()["flops"]
     )
-    step_seconds = min(run(args.steps) for _ in range(3))
-    peaks = matmul_peak(args.dtype, tiny=args.sizes == "tiny")
+    step_seconds = min(run(_STEPS.value) for _ in range(3))
+    peaks = matmul_peak(dtype, tiny=sizes == "tiny")
     peak = max(peaks.values())
     achieved = step_flops / step_seconds
 
     rows = [
-        ("forward FLOPs per example", f"{forward_flops / args.batch_size / 1e6:.1f} M"),
-        ("train step FLOPs per example", f"{step_flops / args.batch_size / 1e6:.1f} M"),
+        ("forward FLOPs per example", f"{forward_flops / batch_size / 1e6:.1f} M"),
+        ("train step FLOPs per example", f"{step_flops / batch_size / 1e6:.1f} M"),
         ("train step time (best of 3 x --steps)", f"{step_seconds * 1e3:.1f} ms"),
         ("achieved", f"{achieved / 1e9:.1f} GFLOP/s"),
-        *((f"{args.dtype} matmul peak ({name})", f"{rate / 1e9:.1f} GFLOP/s") for name, rate in peaks.items()),
+        *((f"{dtype} matmul peak ({name})", f"{rate / 1e9:.1f} GFLOP/s") for name, rate in peaks.items()),
         ("fraction of peak", f"{achieved / peak:.1%}"),
     ]
     for name, value in rows:
@@ -106,14 +109,14 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "flops",
-                "global_batch": args.batch_size,
-                "dtype": args.dtype,
-                "sizes": common.SIZES[args.sizes],
+                "global_batch": batch_size,
+                "dtype": dtype,
+                "sizes": common.SIZES[sizes],
                 "device": jax.devices()[0].device_kind,
                 "jax_devices": jax.device_count(),
                 "cpu_count": os.cpu_count(),
-                "forward_flops_per_example": forward_flops / args.batch_size,
-                "train_step_flops_per_example": step_flops / args.batch_size,
+                "forward_flops_per_example": forward_flops / batch_size,
+                "train_step_flops_per_example": step_flops / batch_size,
                 "step_ms": round(step_seconds * 1e3, 2),
                 "achieved_gflops": round(achieved / 1e9, 2),
                 "matmul_peak_gflops": {k: round(v / 1e9, 2) for k, v in peaks.items()},
@@ -124,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

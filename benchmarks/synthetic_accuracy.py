@@ -10,7 +10,6 @@ workdir. Prints a table and, last, one JSON line. Target (issue 2): full reaches
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,6 +18,12 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from absl import flags  # noqa: E402
+
+from harjax import cli  # noqa: E402
+
 ALL = [
     "full",
     "video_only",
@@ -29,6 +34,13 @@ ALL = [
     "no_transformer",
     "no_contrastive",
 ]
+
+_CONFIGS = flags.DEFINE_list("configs", "full", "comma-separated config names, or 'all'")
+flags.register_validator(
+    "configs",
+    lambda names: names == ["all"] or all(os.path.isfile(f"{REPO}/configs/{name}.py") for name in names),
+    "--configs: expected 'all' or comma-separated names of configs/<name>.py",
+)
 
 
 def run(name: str, workdir: str) -> dict:
@@ -52,11 +64,9 @@ def run(name: str, workdir: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="full", help="comma-separated config names, or 'all'")
-    args = parser.parse_args()
-    names = ALL if args.configs == "all" else args.configs.split(",")
+def main(argv: list[str]) -> None:
+    del argv
+    names = ALL if _CONFIGS.value == ["all"] else _CONFIGS.value
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for name in names:
@@ -71,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -15,7 +15,6 @@ harjax/training/host_memory.py for why harjax.main changes it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -24,33 +23,37 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags  # noqa: E402
+
 from benchmarks import common  # noqa: E402  (JAX's backend starts only in main(), after the allocator setting)
+from harjax import cli  # noqa: E402
 
 # Between turns: idle worker threads of the previous framework (OpenMP spins before it sleeps) would otherwise
 # take cores from the next one's first steps.
 _PAUSE_S = 0.5
 
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "examples per step")
+_STEPS = flags.DEFINE_integer("steps", 10, "updates per implementation per round")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "rounds in which each implementation takes a turn")
+_PLATFORM = flags.DEFINE_enum("platform", "cpu", ["cpu", "gpu"], "where both frameworks run")
+_ALLOCATOR = flags.DEFINE_enum(
+    "allocator",
+    "retain",
+    ["retain", "default"],
+    "retain: glibc keeps freed memory, as harjax.main sets it (harjax/training/host_memory.py); "
+    "the setting is process-wide, so all three run under it",
+)
+_DTYPE, _SIZES = common.define_model_flags()
+flags.adopt_module_key_flags(common)
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10, help="updates per implementation per round")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--platform", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument(
-        "--allocator",
-        default="retain",
-        choices=("retain", "default"),
-        help="retain: glibc keeps freed memory, as harjax.main sets it (harjax/training/host_memory.py); "
-        "the setting is process-wide, so all three run under it",
-    )
-    common.add_model_arguments(parser)
-    args = parser.parse_args()
 
+def main(argv: list[str]) -> None:
+    del argv
+    batch_size, steps, rounds, dtype = _BATCH_SIZE.value, _STEPS.value, _ROUNDS.value, _DTYPE.value
     import jax
 
-    jax.config.update("jax_platforms", "cuda" if args.platform == "gpu" else "cpu")
-    if args.allocator == "retain":  # before JAX and torch start their threads
+    jax.config.update("jax_platforms", "cuda" if _PLATFORM.value == "gpu" else "cpu")
+    if _ALLOCATOR.value == "retain":  # before JAX and torch start their threads
         from harjax.training import host_memory
 
         host_memory.retain_freed_memory()
@@ -59,8 +62,8 @@ def main() -> None:
     from benchmarks import torch_reference
     from harjax.training import step as step_lib
 
-    device = torch.device("cuda" if args.platform == "gpu" else "cpu")
-    config, batch, num_classes = common.model_and_batch(args)
+    device = torch.device("cuda" if _PLATFORM.value == "gpu" else "cpu")
+    config, batch, num_classes = common.model_and_batch(batch_size, dtype, _SIZES.value)
     schedule = step_lib.learning_rate_schedule(config.train)
     tensors = {name: value.to(device) for name, value in torch_reference.torch_batch(batch).items()}
 
@@ -100,18 +103,18 @@ def main() -> None:
         print(f"{name}: compiled and warmed up in {time.perf_counter() - start:.1f} s", flush=True)
 
     seconds = {name: [] for name in runners}
-    for round_index in range(args.rounds):
+    for round_index in range(rounds):
         for name, run in runners.items():
             time.sleep(_PAUSE_S)
-            seconds[name].append(run(args.steps))
+            seconds[name].append(run(steps))
         print(
-            f"round {round_index + 1}/{args.rounds}: "
+            f"round {round_index + 1}/{rounds}: "
             + ", ".join(f"{name} {seconds[name][-1] * 1e3:.1f} ms" for name in runners),
             flush=True,
         )
 
-    rate = {name: args.batch_size / statistics.median(times) for name, times in seconds.items()}
-    best_rate = {name: args.batch_size / min(times) for name, times in seconds.items()}
+    rate = {name: batch_size / statistics.median(times) for name, times in seconds.items()}
+    best_rate = {name: batch_size / min(times) for name, times in seconds.items()}
     harjax_rate, harjax_best = rate["harjax (jax.jit)"], best_rate["harjax (jax.jit)"]
     print(
         f"\n{'implementation':<24} {'median ms/step':>15} {'examples/s':>11} {'harjax speed-up':>16} "
@@ -119,22 +122,22 @@ def main() -> None:
     )
     for name in runners:
         print(
-            f"{name:<24} {args.batch_size / rate[name] * 1e3:>15.1f} {rate[name]:>11.1f} "
-            f"{harjax_rate / rate[name]:>15.2f}x {args.batch_size / best_rate[name] * 1e3:>13.1f} "
+            f"{name:<24} {batch_size / rate[name] * 1e3:>15.1f} {rate[name]:>11.1f} "
+            f"{harjax_rate / rate[name]:>15.2f}x {batch_size / best_rate[name] * 1e3:>13.1f} "
             f"{harjax_best / best_rate[name]:>14.2f}x"
         )
     print(
         json.dumps(
             {
                 "benchmark": "train_throughput",
-                "global_batch": args.batch_size,
-                "dtype": args.dtype,
-                "sizes": common.SIZES[args.sizes],
+                "global_batch": batch_size,
+                "dtype": dtype,
+                "sizes": common.SIZES[_SIZES.value],
                 "device": jax.devices()[0].device_kind,
                 "jax_devices": jax.device_count(),
                 "cpu_count": os.cpu_count(),
                 "torch_threads": torch.get_num_threads(),
-                "allocator": args.allocator,
+                "allocator": _ALLOCATOR.value,
                 "jax": jax.__version__,
                 "torch": torch.__version__,
                 "examples_per_s": {name: round(value, 1) for name, value in rate.items()},
@@ -147,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
