@@ -120,28 +120,16 @@ def measure(args: argparse.Namespace) -> dict:
 def build_bundle(directory: str, smoke: bool, window_steps: int, config: str, channels: int) -> str:
     """A bundle of the config's model (trained one step on synthetic data), exported in every serving format."""
     env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"} | {"JAX_PLATFORMS": "cpu"}
-    sizes = (
-        [
-            "--config.data.synthetic.video_dim=32",
-            "--config.model.encoder_channels=(16,32)",
-            "--config.model.encoder_strides=(1,2)",
-            "--config.model.model_dim=32",
-            "--config.model.mlp_dim=64",
-            "--config.model.head_dim=32",
-            "--config.model.projection_dim=16",
-            "--config.model.num_heads=2",
-        ]
-        if smoke
-        else ["--config.data.synthetic.video_dim=4096"]
-    )
     student = config.endswith("student.py")
+    size = ",size=tiny" if smoke and not student else ""  # --smoke: the tiny size (configs/common.py)
+    sizes = [] if smoke else ["--config.data.synthetic.video_dim=4096"]
     if student:  # its own sizes; its int8 calibration needs more than one batch of windows
         sizes = ["--config.data.validation_fraction=0", "--config.train.min_epochs=0"]
     workdir, bundle = os.path.join(directory, "workdir"), os.path.join(directory, "bundle")
     for command in (
         [
             "harjax.main",
-            f"--config={config}:synthetic",
+            f"--config={config}:synthetic{size}",
             f"--workdir={workdir}",
             "--config.train.num_steps=1",
             f"--config.data.synthetic.channels={channels}",

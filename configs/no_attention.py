@@ -5,10 +5,11 @@ The joint tokens [v || mean of segment k], the Transformer and the contrastive t
 
 import ml_collections
 
-from configs import full
+from configs import common, full
 
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    config = full.get_config(variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = full.parse_arg(arg)
+    config = full.get_config(arg.variant)
     config.model.fusion = "concat"
-    return config
+    return common.with_size(config, arg.size)

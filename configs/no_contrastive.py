@@ -2,10 +2,11 @@
 
 import ml_collections
 
-from configs import full
+from configs import common, full
 
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    config = full.get_config(variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = full.parse_arg(arg)
+    config = full.get_config(arg.variant)
     config.loss.contrastive_weight = 0.0
-    return config
+    return common.with_size(config, arg.size)

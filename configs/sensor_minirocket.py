@@ -14,13 +14,14 @@ the recordings as they are.
 
 import ml_collections
 
-from configs import sensor_small
+from configs import common, full, sensor_small
 
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    config = sensor_small.get_config(variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = full.parse_arg(arg)
+    config = sensor_small.get_config(arg.variant)
     config.data.validation_fraction = 0.0
     config.data.augment.update(jitter=0.0, scale=0.0, magnitude_warp=0.0, time_warp=0.0, crop=1.0)
     config.model.update(encoder="minirocket", head="ridge", ensemble_size=1)
     config.train.update(num_steps=1, min_epochs=0, warmup_steps=0, eval_every=1, checkpoint_every=1, log_every=1)
-    return config
+    return common.with_size(config, arg.size)

@@ -24,11 +24,12 @@ Bring the data as npz files:
 
 import ml_collections
 
-from configs import sensor_only
+from configs import common, full, sensor_only
 
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    config = sensor_only.get_config(variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = full.parse_arg(arg)
+    config = sensor_only.get_config(arg.variant)
     config.data.sensor_normalization = "recording_level"
     config.data.validation_fraction = 0.2
     config.data.augment.update(jitter=0.05, scale=0.1, magnitude_warp=0.1, time_warp=0.1, crop=0.9)
@@ -57,4 +58,4 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         log_every=25,
         keep_checkpoints=2,
     )
-    return config
+    return common.with_size(config, arg.size)

@@ -17,11 +17,12 @@ usual range, not tuned here.
 
 import ml_collections
 
-from configs import sensor_small
+from configs import common, full, sensor_small
 
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    config = sensor_small.get_config(variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = full.parse_arg(arg)
+    config = sensor_small.get_config(arg.variant)
     config.model.update(ensemble_size=1, model_dim=32, mlp_dim=64, head_dim=32)
     config.model.inception.update(depth=3, filters=16, bottleneck=16, residual_every=3, stride=4)
-    return config
+    return common.with_size(config, arg.size)

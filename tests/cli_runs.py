@@ -11,24 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = {
-    "data.synthetic.num_train": 512,
-    "data.synthetic.num_eval": 100,
-    "data.synthetic.seq_len": 32,
-    "data.synthetic.video_dim": 32,
-    "data.synthetic.num_classes": 6,
-    "model.encoder_channels": "(16,32)",
-    "model.encoder_strides": "(1,2)",
-    "model.model_dim": 32,
-    "model.num_layers": 1,
-    "model.num_heads": 2,
-    "model.mlp_dim": 64,
-    "model.head_dim": 32,
-    "model.projection_dim": 16,
-    "train.batch_size": 32,
-    "train.eval_batch_size": 32,
-    "train.warmup_steps": 10,
-}
 
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
@@ -48,9 +30,9 @@ def command(workdir: str, overrides: Mapping[str, Any], *flags: str) -> list[str
         sys.executable,
         "-m",
         "harjax.main",
-        "--config=configs/full.py:synthetic",
+        "--config=configs/full.py:synthetic,size=tiny",  # the tests' size (configs/common.py)
         f"--workdir={workdir}",
-        *(f"--config.{key}={value}" for key, value in (SMALL | overrides).items()),
+        *(f"--config.{key}={value}" for key, value in overrides.items()),
         *flags,
     ]
 

@@ -114,7 +114,8 @@ def test_command_line_overrides_reach_every_run_and_are_checked():
 
 
 def test_layered_overrides_give_one_value_per_key_the_last_winning():
-    smoke = paper.get_config("smoke")  # its sizes set model.encoder_channels=(16,32) and train.num_steps=4
+    smoke = paper.get_config("smoke")  # its overrides set train.num_steps=4
+    smoke.overrides["model.encoder_channels"] = (16, 32)  # a tuple in the suite's layer too
     suite = _load(smoke, command_line=["model.encoder_channels=(8,16)", "train.num_steps=7"])
     assert {tuple(config.model.encoder_channels) for config in suite.configs.values()} == {(8, 16)}  # not (16,32,8,16)
     command = suites.trials(suite, seeds=1)[0].command(suite, "/tmp/suite")

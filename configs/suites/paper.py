@@ -1,14 +1,16 @@
 """The paper's study: the full model against its baselines, every ablation, prompt sets, sweeps and protocols.
 
-    python -m harjax.experiments --suite=configs/suites/paper.py[:VARIANT] --workdir=DIR [--seeds=3]
+    python -m harjax.experiments --suite=configs/suites/paper.py[:VARIANT][,size=SIZE] --workdir=DIR [--seeds=3]
 
-Variants:
+The argument reads as a config file's (configs/common.py): a variant, and the size every run's config file is read
+at ('full', the default, or 'tiny': a model that trains in seconds, to see a variant's whole path quickly; the
+variant's own step counts still apply). Variants:
   mmact      (default) MMAct through the TFDS dataset: add --config.data.data_dir=D (built with the prompt sets
-             and embedding kinds the 'prompts' group reads; see the README's "Reproducing the paper")
+             and embedding kinds the 'prompts' group reads; see docs/reproducing.md)
   synthetic  the 'bursts' synthetic task, in memory, anywhere; the groups that need MMAct are skipped
   demo       every group on the demo's generated MMAct release with tiny Video-LLaVA embeddings (built once, in
              DIR/data)
-  smoke      every group on a 24-trial generated release, a few steps each, thinned to one run of each kind
+  smoke      every group on a 24-trial generated release, size tiny, a few steps each, thinned to one run of each kind
              (one fixed temperature, segment count, embedding kind and other protocol; no other prompt set): the
              suite's own test (it checks every group's path, not its table)
   utd_mhad   UTD-MHAD's 27 actions (configs/full.py:utd_mhad): cross_subject for every group, and the
@@ -26,6 +28,8 @@ names) trains once per fold and is reported over them.
 from __future__ import annotations
 
 import ml_collections
+
+from configs import common
 
 VARIANTS = ("mmact", "synthetic", "demo", "smoke", "utd_mhad")
 BASELINES = ("full", "video_only", "sensor_only", "concat_fusion", "late_fusion")
@@ -54,12 +58,12 @@ FIXED_PROMPTS_LEFT_OUT = {  # variants without some of the fixed prompt sets' ro
 LEARNED_PROMPTS = {  # variants without the learned-prompt rows, and why
     "smoke": "prompt tuning is checked by tests/test_prompt_tuning.py; the smoke suite keeps to one run per path",
     "utd_mhad": "learn one with python -m data_builders.prompt_tuning --manifest=... and build learned_<protocol> "
-    "(README, 'Learned prompts'); the generated UTD-MHAD release is extracted with fixed prompts only",
+    "(docs/workflows/learned_prompts.md); the generated UTD-MHAD release is extracted with fixed prompts only",
 }
 UTD_MHAD_SUBJECTS = range(1, 9)
 LOSO_RUNS = ("full", "video_only", "sensor_only")  # does fusion carry over to a subject never seen?
 
-SIZES = {
+VARIANT_OVERRIDES = {  # each variant's overrides of every run
     # 'bursts' (harjax/data/synthetic.py): the video must find the one burst that names the class. 12 classes,
     # so that its 4096 training recordings teach every motion; 300 steps keep 3 seeds well under an hour on 2 cores.
     "synthetic": {
@@ -77,27 +81,14 @@ SIZES = {
     "utd_mhad": {},  # configs/full.py:utd_mhad's own
     # The demo's release is small (480 trials): 300 steps show every group end to end in about half an hour.
     "demo": {"train.num_steps": 300, "train.warmup_steps": 30, "train.eval_every": 100, "train.checkpoint_every": 100},
+    # configs/full.py:demo,size=tiny: 4 steps, one evaluation and checkpoint, in batches of 8 (the 24-trial release's
+    # training split is smaller than the tiny size's 32)
     "smoke": {
-        "data.demo_tree": "tiny",
-        "data.max_length": 64,
         "train.batch_size": 8,
-        "train.eval_batch_size": 32,
         "train.num_steps": 4,
         "train.warmup_steps": 1,
         "train.eval_every": 4,
         "train.checkpoint_every": 4,
-        "train.log_every": 1,
-        "model.encoder_channels": (16, 32),
-        "model.encoder_strides": (1, 2),
-        "model.model_dim": 32,
-        "model.num_layers": 1,
-        "model.num_heads": 2,
-        "model.mlp_dim": 64,
-        "model.head_dim": 32,
-        "model.projection_dim": 16,
-        "model.inception.depth": 3,
-        "model.inception.filters": 8,
-        "model.inception.bottleneck": 8,
     },
 }
 
@@ -155,23 +146,25 @@ def _distillation_group(protocols: tuple[str, ...], protocol_runs: tuple[str, ..
     }
 
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    variant = variant or "mmact"
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown suite variant {variant!r}; choose one of {VARIANTS} (configs/suites/paper.py:VARIANT)"
-        )
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, "suite", variant=VARIANTS, size=common.SIZES)
+    variant = arg.variant
+    size = "tiny" if variant == "smoke" else arg.size  # smoke is tiny whatever size says
     suite = ml_collections.ConfigDict()
-    suite.title = f"The paper's study ({variant})"
+    shown_size = "" if size == "full" or variant == "smoke" else f", size {size}"
+    suite.title = f"The paper's study ({variant}{shown_size})"
     suite.base_config = "configs/full.py"  # what each run's difference is shown against
-    # Each run's config file is read with this variant (configs/full.py:VARIANT); smoke is the demo's data, tiny.
-    suite.config_variant = "demo" if variant == "smoke" else variant
+    # Each run's config file is read with this argument (configs/full.py:VARIANT,size=SIZE); smoke is the demo's
+    # data, tiny.
+    suite.config_variant = ("demo" if variant == "smoke" else variant) + ("" if size == "full" else f",size={size}")
     suite.seeds = 1 if variant in ("demo", "smoke") else 3  # demo and smoke show the path, not a result
     # demo, smoke and utd_mhad runs build their data on first use; the suite's runs share it in DIR/<shared_data_dir>.
     suite.shared_data_dir = "data" if variant in ("demo", "smoke", "utd_mhad") else ""
     suite.reference = "main/full"
     # Every run evaluates its untrained model first: the curves' chance line and the retrieval chance line.
-    suite.overrides = ml_collections.ConfigDict({"train.eval_at_start": True, **SIZES[variant]}, allow_dotted_keys=True)
+    suite.overrides = ml_collections.ConfigDict(
+        {"train.eval_at_start": True, **VARIANT_OVERRIDES[variant]}, allow_dotted_keys=True
+    )
     mmact_only = variant == "synthetic"
     smoke = variant == "smoke"
     # smoke runs one of each kind of run: one fixed temperature (a lambda sweep runs the full model with another
