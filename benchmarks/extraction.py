@@ -16,14 +16,13 @@ prepared inputs, on --model_threads torch threads; and `extract_embeddings.extra
 atomic npz writes). On a 2-core CPU the defaults split the cores: one decode worker, one model thread; the target
 is end to end >= 0.8x the slower of the two alone (printed as `overlap`). --model=random-7b builds the 7B
 model from its published configuration with random weights in bfloat16 on the device (data_builders/mmact/
-tiny_model.py), so its cost can be measured where the hub cannot be reached; --model=random-qwen2-vl-7b does the
+tiny_models.py), so its cost can be measured where the hub cannot be reached; --model=random-qwen2-vl-7b does the
 same for Qwen2-VL-7B, random-tiny and random-tiny-qwen2-vl at the tiny sizes (the --smoke path of
 benchmarks/accelerator.sh). Prints a table and, last, one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -32,44 +31,57 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags  # noqa: E402
+
 from data_builders import extraction
-from data_builders.mmact import extract_embeddings, layout, prompts, synthetic_tree, tiny_model  # noqa: E402
+from data_builders.mmact import extract_embeddings, layout, prompts, synthetic_tree  # noqa: E402
+from harjax import cli  # noqa: E402
+from harjax.video import (
+    decoding,  # noqa: E402
+    extractor as extractor_lib,  # noqa: E402
+    tiny_models,  # noqa: E402
+)
 
 RANDOM = {  # --model name -> (family, sizes) of a model built with random weights, nothing loaded
-    "random-7b": ("video_llava", tiny_model.VIDEO_LLAVA_7B),
-    "random-qwen2-vl-7b": ("qwen2_vl", tiny_model.QWEN2_VL_7B),
-    "random-tiny": ("video_llava", tiny_model.TINY),
-    "random-tiny-qwen2-vl": ("qwen2_vl", tiny_model.QWEN2_VL_TINY),
+    "random-7b": ("video_llava", tiny_models.VIDEO_LLAVA_7B),
+    "random-qwen2-vl-7b": ("qwen2_vl", tiny_models.QWEN2_VL_7B),
+    "random-tiny": ("video_llava", tiny_models.TINY),
+    "random-tiny-qwen2-vl": ("qwen2_vl", tiny_models.QWEN2_VL_TINY),
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--model",
-        default="",
-        help="HF id or folder; empty: the tiny offline model of --family; "
-        f"{', '.join(RANDOM)}: built from sizes with random weights, nothing loaded",
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--batch_size",
-        default="8",
-        help="clips per forward; several, comma-separated, are timed one after the other on one model and one tree",
-    )
-    parser.add_argument("--frame_width", type=int, default=640)
-    parser.add_argument("--frame_height", type=int, default=360)
-    parser.add_argument("--clip_frames", type=int, default=90)
-    parser.add_argument(
-        "--gop_size", type=int, default=0, help="frames per keyframe interval (0: libx264's default, 250)"
-    )
-    parser.add_argument("--prompt_set", default="context")
-    parser.add_argument("--family", default="video_llava", choices=sorted(tiny_model.TINY_FAMILIES))
-    parser.add_argument("--subjects", type=int, default=2, help="subjects of the synthetic tree (31 clips per 2)")
-    parser.add_argument("--decode_workers", type=int, default=1)
-    parser.add_argument("--model_threads", type=int, default=1, help="torch threads of the forward (0: torch's own)")
-    args = parser.parse_args()
-    batch_sizes = [int(size) for size in args.batch_size.split(",")]
+flags.DEFINE_string(
+    "model",
+    "",
+    "HF id or folder; empty: the tiny offline model of --family; "
+    f"{', '.join(RANDOM)}: built from sizes with random weights, nothing loaded",
+)
+flags.DEFINE_string("device", "cpu", "where the model runs: cpu, cuda, cuda:1")
+flags.DEFINE_list(
+    "batch_size",
+    "8",
+    "clips per forward; several, comma-separated, are timed one after the other on one model and one tree",
+)
+flags.register_validator(
+    "batch_size",
+    lambda sizes: bool(sizes) and all(size.strip().isdigit() and int(size) >= 1 for size in sizes),
+    "--batch_size: expected comma-separated positive integers",
+)
+flags.DEFINE_integer("frame_width", 640, "the synthetic clips' width")
+flags.DEFINE_integer("frame_height", 360, "the synthetic clips' height")
+flags.DEFINE_integer("clip_frames", 90, "the synthetic clips' length in frames")
+flags.DEFINE_integer("gop_size", 0, "frames per keyframe interval (0: libx264's default, 250)")
+flags.DEFINE_enum("prompt_set", "context", sorted(prompts.PROMPT_SETS), "MMAct's prompts the clips are read with")
+flags.DEFINE_enum("family", "video_llava", sorted(tiny_models.TINY_FAMILIES), "the tiny offline model's family")
+flags.DEFINE_integer("subjects", 2, "subjects of the synthetic tree (31 clips per 2)")
+flags.DEFINE_integer("decode_workers", 1, "processes decoding and preparing the model inputs")
+flags.DEFINE_integer("model_threads", 1, "torch threads of the forward (0: torch's own)")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS  # the flags' values
+    batch_sizes = [int(size) for size in args.batch_size]
 
     import torch
 
@@ -91,11 +103,13 @@ def main() -> None:
         if args.model in RANDOM:
             dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
             family, sizes = RANDOM[args.model]
-            built = tiny_model.random_model(sizes, args.device, dtype, family=family)
+            built = tiny_models.random_model(sizes, args.device, dtype, family=family)
             model = args.model
         else:
             built = None
-            model = args.model or tiny_model.save_tiny_model(os.path.join(scratch, "tiny"), family=args.family)
+            model = args.model or tiny_models.save_tiny_model(
+                os.path.join(scratch, "tiny"), extra_words=prompts.vocabulary(), family=args.family
+            )
 
         manifest = synthetic_tree.write_tree(manual_dir, spec)
         broken = {os.path.normpath(path) for path in manifest["quirks"]["undecodable_clip"]}
@@ -105,23 +119,22 @@ def main() -> None:
             if os.path.normpath(clip.path) not in broken
         ]
         # The 8 sampled frames, reached by seeking (the extractor's way) and decoding in order from the start.
-        sampled = [extraction.positions_in_span(clip.path, None, None) for clip in clips]
-        sampled = [positions[extraction.frame_indices(len(positions))] for positions in sampled]
+        sampled = [decoding.positions_in_span(clip.path, None, None) for clip in clips]
+        sampled = [positions[decoding.frame_indices(len(positions))] for positions in sampled]
         frames_decoded, decode_rates = {}, {}
         for way, seek in (("in_order", False), ("seek", True)):
             start = time.perf_counter()
             pairs = zip(clips, sampled, strict=True)
-            counts = [extraction.decode_frames(clip.path, indices, seek)[1] for clip, indices in pairs]
+            counts = [decoding.decode_frames(clip.path, indices, seek)[1] for clip, indices in pairs]
             decode_rates[way] = len(clips) / (time.perf_counter() - start)
             frames_decoded[way] = sum(counts)
         decode_rate, in_order_rate = decode_rates["seek"], decode_rates["in_order"]
         jobs = [
-            extraction.ClipJob(clip.name, clip.path, prompts.context(args.prompt_set, clip.trial.scene))
-            for clip in clips
+            decoding.ClipJob(clip.name, clip.path, prompts.context(args.prompt_set, clip.trial.scene)) for clip in clips
         ]
 
         for batch_size in batch_sizes:
-            extractor = extraction.Extractor(model, args.device, built)
+            extractor = extractor_lib.Extractor(model, args.device, built)
             start = time.perf_counter()
             prepared = [
                 inputs
@@ -157,7 +170,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x {os.cpu_count()}"
     print(
         f"{len(clips)} clips of {args.clip_frames} frames at {args.frame_width}x{args.frame_height}, "
-        f"model {args.model or f'tiny {args.family} (data_builders/mmact/tiny_model.py)'} on {device}"
+        f"model {args.model or f'tiny {args.family} (harjax/video/tiny_models.py)'} on {device}"
     )
     per_clip = {way: count / len(clips) for way, count in frames_decoded.items()}
     for way, rate in (("seek", decode_rate), ("in_order", in_order_rate)):
@@ -204,4 +217,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -10,7 +10,6 @@ sensors-only build. Prints a line per stage and, last, one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -19,24 +18,27 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_builders import extraction  # noqa: E402
-from data_builders.mmact import tiny_model  # noqa: E402
-from data_builders.recordings import build, extract_embeddings, synthetic  # noqa: E402
+from absl import flags  # noqa: E402
+
+from data_builders.recordings import build, extract_embeddings, synthetic
+from harjax import cli  # noqa: E402
+from harjax.video import families, tiny_models
+
+flags.DEFINE_integer("subjects", 25, "subjects of the generated set (each 4 classes x --trials recordings)")
+flags.DEFINE_integer("trials", 10, "recordings per subject and class")
+flags.DEFINE_integer("batch_size", 16, "clips per forward of the extraction")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subjects", type=int, default=25)
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--batch_size", type=int, default=16)
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS  # the flags' values
     with tempfile.TemporaryDirectory() as scratch:
         written = synthetic.write_recordings(
             os.path.join(scratch, "tree"), synthetic.RecordingsSpec(subjects=args.subjects, trials=args.trials)
         )
         rows = sum(1 for _ in open(written["manifest"]))
-        words = extraction.words(synthetic.CONTEXTS)
-        model = tiny_model.save_tiny_model(os.path.join(scratch, "model"), extra_words=words)
+        words = families.words(synthetic.CONTEXTS)
+        model = tiny_models.save_tiny_model(os.path.join(scratch, "model"), extra_words=words)
         seconds = {}
         started = time.perf_counter()
         extract_embeddings.extract(
@@ -67,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
