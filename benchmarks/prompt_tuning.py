@@ -6,14 +6,13 @@
 Writes a small synthetic MMAct tree (1920x1080 clips: what MMAct's decoding costs) and runs
 data_builders.prompt_tuning.train on its cross_subject training split for --steps steps per batch size, each from a
 fresh folder; the first step (warm-up) is left out of the rate. --model=random-7b builds Video-LLaVA-7B from its
-published configuration with random weights in bfloat16 on the device (data_builders/mmact/tiny_model.py), with
-gradient checkpointing as prompt tuning uses on CUDA; peak memory is torch.cuda.max_memory_allocated (the README's
-estimate is about 21 GB at batch 8). Prints a table and, last, one JSON line.
+published configuration with random weights in bfloat16 on the device (harjax/video/tiny_models.py), with
+gradient checkpointing as prompt tuning uses on CUDA; peak memory is torch.cuda.max_memory_allocated
+(docs/workflows/learned_prompts.md estimates about 21 GB at batch 8). Prints a table and, last, one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,22 +21,38 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_builders import extraction, prompt_tuning  # noqa: E402
-from data_builders.mmact import synthetic_tree, tiny_model  # noqa: E402
+from absl import flags  # noqa: E402
+
+from data_builders import prompt_tuning  # noqa: E402
+from data_builders.mmact import (
+    prompts,  # noqa: E402
+    synthetic_tree,  # noqa: E402
+)
+from harjax import cli  # noqa: E402
+from harjax.video import (
+    extractor as extractor_lib,  # noqa: E402
+    tiny_models,  # noqa: E402
+)
+
+flags.DEFINE_string("model", "", "empty: the tiny offline model; random-7b: the 7B's architecture")
+flags.DEFINE_string("device", "cpu", "where the model runs: cpu, cuda, cuda:1")
+flags.DEFINE_list("batch_size", "8", "comma-separated: each timed on the same model")
+flags.register_validator(
+    "batch_size",
+    lambda sizes: bool(sizes) and all(size.strip().isdigit() and int(size) >= 1 for size in sizes),
+    "--batch_size: expected comma-separated positive integers",
+)
+flags.DEFINE_integer("steps", 4, "timed steps per batch size, after one warm-up step")
+flags.DEFINE_integer("frame_width", 1920, "the synthetic clips' width")
+flags.DEFINE_integer("frame_height", 1080, "the synthetic clips' height")
+flags.DEFINE_integer("clip_frames", 60, "the synthetic clips' length in frames")
+flags.DEFINE_integer("decode_workers", None, "as prompt tuning's --decode_workers (default: its own)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="", help="empty: the tiny offline model; random-7b: the 7B's architecture")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch_size", default="8", help="comma-separated: each timed on the same model")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--frame_width", type=int, default=1920)
-    parser.add_argument("--frame_height", type=int, default=1080)
-    parser.add_argument("--clip_frames", type=int, default=60)
-    parser.add_argument("--decode_workers", type=int, default=None)
-    args = parser.parse_args()
-    batch_sizes = [int(size) for size in args.batch_size.split(",")]
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS  # the flags' values
+    batch_sizes = [int(size) for size in args.batch_size]
 
     import torch
 
@@ -55,11 +70,14 @@ def main() -> None:
         manual_dir = os.path.join(scratch, "mmact")
         synthetic_tree.write_tree(manual_dir, spec)
         if args.model == "random-7b":
-            built = tiny_model.random_model(tiny_model.VIDEO_LLAVA_7B, args.device, "bfloat16" if cuda else "float32")
+            built = tiny_models.random_model(tiny_models.VIDEO_LLAVA_7B, args.device, "bfloat16" if cuda else "float32")
             model = args.model
         else:
-            built, model = None, tiny_model.save_tiny_model(os.path.join(scratch, "tiny"))
-        extractor = extraction.Extractor(model, args.device, built)
+            built, model = (
+                None,
+                tiny_models.save_tiny_model(os.path.join(scratch, "tiny"), extra_words=prompts.vocabulary()),
+            )
+        extractor = extractor_lib.Extractor(model, args.device, built)
         examples, classes = prompt_tuning.mmact_training_clips(manual_dir, "cross_subject", "context")
         for batch_size in batch_sizes:
             settings = prompt_tuning.Settings(
@@ -98,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -42,9 +42,9 @@ import tqdm
 
 from harjax import errors
 from harjax.data import tfds_format
-from harjax.video import families, soft_prompt
+from harjax.video import extractor as extractor_lib, families, soft_prompt
 from harjax.video.decoding import ClipJob, DecodedClip, decode, same_file
-from harjax.video.extractor import DEFAULT_MODEL, EMBEDDING_KINDS, Extractor, Preprocess
+from harjax.video.extractor import DEFAULT_MODEL, EMBEDDING_KINDS, Preprocess
 
 METADATA = "metadata.json"
 SOURCE = "source"  # the stored array (JSON text) of what an embedding was made from
@@ -379,7 +379,7 @@ def extract(
     num_shards: int = 1,
     shard_index: int = 0,
     device: str = "cpu",
-    extractor: Extractor | None = None,
+    extractor: extractor_lib.Extractor | None = None,
     decode_workers: int | None = None,
     learned_prompt: str | None = None,
 ) -> dict[str, Any]:
@@ -430,7 +430,7 @@ def extract(
     }
     if not todo:
         return summary | {"extracted": 0}  # the failures file already lists the known failures
-    extractor = extractor or Extractor(model_id, device)
+    extractor = extractor or extractor_lib.Extractor(model_id, device)
     decode_workers = default_decode_workers() if decode_workers is None else decode_workers
     if learned_prompt:
         extractor.attach_prompt(*soft_prompt.load(learned_prompt))

@@ -102,7 +102,7 @@ def test_a_config_of_the_old_shape_names_the_new_keys(tmp_path):
 
 
 def test_the_readme_example_evaluator_is_one_file_and_one_config_line(trained_full, tmp_path, monkeypatch):
-    readme = open(os.path.join(REPO, "README.md")).read()
+    readme = open(os.path.join(REPO, "docs", "evaluators.md")).read()
     module = re.search(r"```python\n# my_evaluators/balanced_accuracy.py\n(.*?)```", readme, re.S).group(1)
     line = re.search(r"```python\n(config\.evals\.balanced = .*?)\n```", readme, re.S).group(1)
     (tmp_path / "my_evaluators").mkdir()

@@ -45,8 +45,8 @@ def test_no_harjax_module_imports_data_builders():
 
 def test_the_check_sees_an_import_inside_a_function(tmp_path):
     path = tmp_path / "module.py"
-    path.write_text("def f():\n    from data_builders.mmact import demo\n    importlib.import_module('data_builders.x')\n")
-    assert [module for _, module in _imported_modules(str(path))] == ["data_builders.mmact", "data_builders.x"]
+    path.write_text("def f():\n    from data_builders.a import b\n    importlib.import_module('data_builders.b')")
+    assert [module for _, module in _imported_modules(str(path))] == ["data_builders.a", "data_builders.b"]
 
 
 def test_the_demos_are_found_through_the_registry():

@@ -131,7 +131,7 @@ def test_a_prompt_for_another_model_family_or_width_is_refused(tree, learned, tm
     extractor = extractor_lib.Extractor(tree[2], "cpu")
     with pytest.raises(ValueError, match="made for hidden_size 64"):
         extractor.attach_prompt(vectors, metadata | {"hidden_size": 64})
-    qwen = tiny_models.save_tiny_model(str(tmp_path / "qwen"), prompts.vocabulary(), family="qwen2_vl")
+    qwen = tiny_models.save_tiny_model(str(tmp_path / "qwen"), extra_words=prompts.vocabulary(), family="qwen2_vl")
     with pytest.raises(ValueError, match="made for model"):
         extractor_lib.Extractor(qwen, "cpu").attach_prompt(vectors, metadata)
     with pytest.raises(ValueError, match="made for family 'video_llava'"):
@@ -215,7 +215,7 @@ def test_bad_flags_and_protocols_fail_in_one_line_before_any_model_is_loaded(
     recordings, tmp_path, monkeypatch, capsys, args, message
 ):
     """F4-F6: each refusal is one line naming the flag, exit status 2; nothing is written."""
-    monkeypatch.setattr(extraction, "Extractor", _no_model)
+    monkeypatch.setattr(extractor_lib, "Extractor", _no_model)
     flags = _manifest_flags(recordings, *args)
     if not any(flag.startswith("--output") for flag in args):
         flags.append(f"--output={tmp_path / 'prompt'}")
@@ -226,7 +226,7 @@ def test_bad_flags_and_protocols_fail_in_one_line_before_any_model_is_loaded(
 
 
 def test_mmact_flags_fail_in_one_line_before_any_model_is_loaded(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(extraction, "Extractor", _no_model)
+    monkeypatch.setattr(extractor_lib, "Extractor", _no_model)
     common = [f"--manual_dir={tmp_path}", f"--output={tmp_path / 'prompt'}", "--model=no/such-model", "--device=cpu"]
     for args, message in [
         (["--protocol=cross_moon"], "--protocol must be one of MMAct's"),
@@ -255,7 +255,7 @@ def test_a_manifest_prompt_is_learned_only_for_a_protocol_its_build_makes(record
 
 def test_output_holding_what_it_did_not_write_is_refused_and_left_alone(recordings, tmp_path, monkeypatch, capsys):
     """F7, F8: a file, or a folder with a user's files (even under this command's names), is refused in one line."""
-    monkeypatch.setattr(extraction, "Extractor", _no_model)
+    monkeypatch.setattr(extractor_lib, "Extractor", _no_model)
     user = tmp_path / "user"
     user.mkdir()
     (user / prompt_tuning.LOG_FILE).write_text('{"my": "own notes"}\n')
@@ -294,7 +294,7 @@ def test_ctrl_c_ends_in_one_line_with_status_130(recordings, tmp_path, monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(extraction, "Extractor", interrupted)
+    monkeypatch.setattr(extractor_lib, "Extractor", interrupted)
     output = tmp_path / "prompt"
     status, lines = _command(
         monkeypatch, capsys, *_manifest_flags(recordings, "--protocol=manifest", f"--output={output}")
@@ -312,7 +312,7 @@ def test_the_command_resumes_its_own_folder_and_refuses_other_settings_in_one_li
     flags = [f"--manual_dir={tree[1]}", "--protocol=cross_subject", f"--model={tree[2]}", "--device=cpu"]
     flags += ["--decode_workers=0", f"--steps={STEPS}", "--learning_rate=0.03", "--checkpoint_every=4"]
     with monkeypatch.context() as patched:
-        patched.setattr(extraction, "Extractor", _no_model)
+        patched.setattr(extractor_lib, "Extractor", _no_model)
         status, lines = _command(monkeypatch, capsys, *flags, "--num_tokens=8", f"--output={output}")
     assert status == 2 and len(lines) == 1, lines
     assert "state.pt was learned with other settings (num_tokens: 4 there, 8 now)" in lines[0]
@@ -320,7 +320,7 @@ def test_the_command_resumes_its_own_folder_and_refuses_other_settings_in_one_li
     shutil.copytree(output, annotated)
     (annotated / "notes.txt").write_text("mine\n")
     with monkeypatch.context() as patched:
-        patched.setattr(extraction, "Extractor", _no_model)
+        patched.setattr(extractor_lib, "Extractor", _no_model)
         status, lines = _command(monkeypatch, capsys, *flags, "--num_tokens=4", f"--output={annotated}")
     assert status == 2 and f"--output {annotated} holds notes.txt, which prompt tuning did not write" in lines[0]
     status, _ = _command(monkeypatch, capsys, *flags, "--num_tokens=4", f"--output={output}")

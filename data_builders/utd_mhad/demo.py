@@ -34,7 +34,7 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
         raise errors.ConfigError(
             "the UTD-MHAD demo extracts the plain and context prompts; learn a prompt with python -m "
             "data_builders.prompt_tuning --manifest=<data_dir>/manifest.jsonl, extract with --prompt_set=learned "
-            "and build learned_<protocol> (README, 'Learned prompts')"
+            "and build learned_<protocol> (docs/workflows/learned_prompts.md)"
         )
     tfds_config = f"{prompt_set}-{embedding}"
     with demo_data.exclusive(data_dir):
@@ -46,7 +46,7 @@ def prepare(data_dir: str, prompt_set: str = "context", embedding: str = "video_
             raise errors.UserError(
                 f"{data_dir} holds a utd_mhad dataset without the config {tfds_config!r}: build it from the release "
                 f"(python -m data_builders.utd_mhad.build ... --prompt_set={prompt_set} --embedding={embedding}; "
-                "see the README's UTD-MHAD section)"
+                "see docs/workflows/utd_mhad.md)"
             )
         demo_data.generated_release(release, lambda root: synthetic_tree.write_tree(root, TREES[tree]))
         manifest_path = os.path.join(data_dir, "manifest.jsonl")
