@@ -17,18 +17,32 @@ model; the student's int8 model at most 500 KB and 1 ms p99 for a 5 s window at 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import flags  # noqa: E402
+
+from harjax import cli  # noqa: E402
+
 RUNTIMES = ("flax", "stablehlo", "onnx", "onnx_int8", "onnx_fp16")
 _SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+flags.DEFINE_integer("window_steps", 256, "sensor steps per window (5 s at 50 Hz)")
+flags.DEFINE_integer("calls", 300, "timed calls of one window, after warm-up")
+flags.DEFINE_integer("batch_size", 256, "windows per call for examples/s")
+flags.DEFINE_bool("smoke", False, "a tiny model and a few calls: checks it runs")
+flags.DEFINE_string("config", "configs/full.py", "the model's config file")
+flags.DEFINE_integer("channels", 12, "sensor channels (a phone or watch: 6)")
+flags.DEFINE_enum("runtime", None, RUNTIMES, "internal: measure one runtime in this process")
+flags.DEFINE_integer("threads", 1, "internal: --runtime's thread count")
+flags.DEFINE_string("bundle", None, "internal: --runtime's bundle")
 
 
 def _inputs(bundle, rows: int, steps: int):
@@ -86,7 +100,7 @@ def _size_kb(bundle_dir: str, runtime: str) -> float:
     return round(os.path.getsize(os.path.join(bundle_dir, path)) / 1024, 1)
 
 
-def measure(args: argparse.Namespace) -> dict:
+def measure(args: types.SimpleNamespace) -> dict:
     """In a fresh process: one runtime at one thread count."""
     import numpy as np
 
@@ -159,18 +173,10 @@ def build_bundle(directory: str, smoke: bool, window_steps: int, config: str, ch
     return bundle
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--window_steps", type=int, default=256, help="sensor steps per window (5 s at 50 Hz)")
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--smoke", action="store_true", help="a tiny model and a few calls: checks it runs")
-    parser.add_argument("--config", default="configs/full.py", help="the model's config file")
-    parser.add_argument("--channels", type=int, default=12, help="sensor channels (a phone or watch: 6)")
-    parser.add_argument("--runtime", choices=RUNTIMES, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--bundle", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
+    names = ("window_steps", "calls", "batch_size", "smoke", "config", "channels", "runtime", "threads", "bundle")
+    args = types.SimpleNamespace(**{name: flags.FLAGS[name].value for name in names})
     if args.runtime:
         print(json.dumps(measure(args)))
         return
@@ -225,4 +231,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
