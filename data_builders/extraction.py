@@ -21,7 +21,6 @@ embedding of an earlier version of a row is never built as the row's.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import fcntl
@@ -44,7 +43,7 @@ from harjax import errors
 from harjax.data import tfds_format
 from harjax.video import extractor as extractor_lib, families, soft_prompt
 from harjax.video.decoding import ClipJob, DecodedClip, decode, same_file
-from harjax.video.extractor import DEFAULT_MODEL, EMBEDDING_KINDS, Preprocess
+from harjax.video.extractor import EMBEDDING_KINDS, Preprocess
 
 METADATA = "metadata.json"
 SOURCE = "source"  # the stored array (JSON text) of what an embedding was made from
@@ -506,23 +505,3 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  changed since extracted: {entry['clip']}: {entry['changed']}")
     for failure in summary["failed"]:
         print(f"  could not decode {failure['path']}: {failure['error']}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every dataset's extractor shares: where to write, which model, batches, shards, device."""
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local path")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--num_shards", type=int, default=1)
-    parser.add_argument("--shard_index", type=int, default=0)
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu")
-    parser.add_argument(
-        "--learned_prompt", default=None, help="with --prompt_set=learned: a soft prompt (data_builders.prompt_tuning)"
-    )
-    parser.add_argument(
-        "--decode_workers",
-        type=int,
-        default=None,
-        help="processes decoding the next batches while the model runs (default: every core but one, 1 to 8; "
-        "0: decode between forwards)",
-    )

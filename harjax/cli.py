@@ -1,7 +1,8 @@
 """How every harjax command line runs: absl's app.run, with its flags checked and input errors on one line.
 
 - A flag given twice is refused (absl would keep the last silently, and ml_collections concatenates a repeated
-  tuple override: `--config.model.encoder_channels=(16,32) --config.model.encoder_channels=(8,16)`).
+  tuple override: `--config.model.encoder_channels=(16,32) --config.model.encoder_channels=(8,16)`), unless it
+  collects every value it is given (absl's DEFINE_multi_*: `--override=A --override=B`).
 - Config keys that moved are refused, naming where they went (harjax/evaluators/common.py: MOVED_KEYS).
 - An error about the user's input (errors.UserError, absl's flag errors, an override of a key the config lacks)
   prints one line, `<program>: error: <message>`, and exits with status 2; any other exception keeps its traceback.
@@ -53,6 +54,11 @@ def _flag_name(argument: str) -> str | None:
     return name
 
 
+def _accumulates(name: str) -> bool:
+    """Whether a flag collects every value it is given (absl's multi flags): repeating it is how it is used."""
+    return name in flags.FLAGS and isinstance(flags.FLAGS[name], flags.MultiFlag)
+
+
 def check_arguments(argv: list[str]) -> None:
     """Refuses a repeated flag and a config key that moved, before absl parses anything."""
     seen: dict[str, str] = {}
@@ -63,7 +69,7 @@ def check_arguments(argv: list[str]) -> None:
         name = _flag_name(argument)
         if name is None:
             continue
-        if name in seen:
+        if name in seen and not _accumulates(name):
             fail(f"--{name} is given twice ({seen[name]} and {argument}); give each flag once")
         seen[name] = argument
 

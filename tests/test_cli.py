@@ -139,3 +139,21 @@ def test_join_cluster_leaves_the_detection_to_jax(monkeypatch):
     assert calls == []
     parallel.initialize_distributed(None, None, None, join_cluster=True)
     assert calls == [{}]
+
+
+def test_only_a_flag_that_collects_its_values_may_be_given_twice(capsys):
+    from absl import flags
+
+    from harjax import cli
+
+    flags.DEFINE_multi_string("collected_for_test", [], "values that add up, as benchmarks' --override")
+    flags.DEFINE_string("single_for_test", None, "one value")
+    try:
+        cli.check_arguments(["prog", "--collected_for_test=a", "--collected_for_test=b"])
+        with pytest.raises(SystemExit) as exited:
+            cli.check_arguments(["prog", "--single_for_test=a", "--single_for_test=b"])
+        assert exited.value.code == cli.USAGE_STATUS
+        assert "--single_for_test is given twice" in capsys.readouterr().err
+    finally:
+        delattr(flags.FLAGS, "collected_for_test")
+        delattr(flags.FLAGS, "single_for_test")
