@@ -71,7 +71,7 @@ if $smoke; then
   item prompt_tuning 180 "$python" benchmarks/prompt_tuning.py --batch_size=2 --steps=1 --clip_frames=8 \
     --frame_width=96 --frame_height=64
   item encoder_backward 180 "$python" benchmarks/encoder_backward.py --sizes=tiny --batch_size=8 --steps=1 --rounds=1
-  # The small-data recipe's ensemble only: the full model's ensemble step compiles in tests/test_ensemble.py.
+  # The small-data recipe's ensemble only: the full model's ensemble step compiles in tests/integration/test_ensemble.py.
   item ensemble_step 180 "$python" benchmarks/ensemble_step.py --sizes=tiny --members=1,2 --steps=1 --rounds=1 \
     --models=sensor_small
 else

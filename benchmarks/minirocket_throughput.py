@@ -1,6 +1,6 @@
 """MiniRocket's transform in harjax (JAX, jitted) against aeon's (numba) on the same recordings: recordings per second.
 
-Both compute the same 10,000 features (tests/test_minirocket.py checks them equal); both are timed after a first
+Both compute the same 10,000 features (tests/unit/test_minirocket.py checks them equal); both are timed after a first
 call that compiles (XLA's program, numba's functions), on the recordings of one set, best of `--repeats`:
 
   long     100 recordings of 1,000-2,600 steps at 50 Hz, 6 channels (accelerometer and gyroscope), generated: the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several harjax processes on one machine, as a multi-host job would run (what tests/test_multihost.py does).
+# Several harjax processes on one machine, as a multi-host job would run (what tests/integration/test_multihost.py does).
 # On CPU each process gets DEVICES_PER_PROCESS fake devices and collectives go through gloo.
 #
 #   launch/local.sh WORKDIR [--config=configs/full.py:synthetic] [--config.key=value ...]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO
 
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:

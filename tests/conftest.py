@@ -1,11 +1,22 @@
-"""Tests run on 8 fake CPU devices so every sharded path is exercised on one machine (even where a GPU exists)."""
+"""Tests run on 8 fake CPU devices so every sharded path is exercised on one machine (even where a GPU exists).
+
+Two tiers, by folder:
+- tests/unit: in-process and quick (a tiny model trained a few steps at most, shared through fixtures here): the
+  fast tier, `python -m pytest -n 2 -m "not slow"`.
+- tests/integration: what runs the commands in subprocesses, trains or builds whole fixtures of its own, or runs a
+  suite. Every test there is marked `slow` by its folder; a `slow` mark in tests/unit is refused, so the fast tier
+  is what tests/unit holds.
+A test marked `gpu` needs a CUDA GPU; elsewhere it is skipped, saying so in the summary (-ra).
+"""
 
 import atexit
 import collections
 import dataclasses
 import json
 import os
+import pathlib
 import shutil
+import subprocess
 import tempfile
 
 import jax
@@ -40,6 +51,7 @@ from configs import (
     video_only,
 )
 
+REPO = str(pathlib.Path(__file__).resolve().parent.parent)
 NUM_DEVICES = 8
 ALL_CONFIGS = [
     full,
@@ -64,15 +76,31 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The modules with the most slow tests first, each module's tests in their own order.
+    """Marks the tiers by folder, then orders the modules with the most slow tests first.
 
     xdist hands out whole modules in this order (pyproject's --no-loadscope-reorder): the two workers take the
     minutes-long modules early and end together on the many short ones, instead of one worker finishing a
     3-minute module while the other idles (its default order, by test count, put the one-test GPU-script module
     last).
     """
+    for item in items:
+        folder = pathlib.Path(str(item.path)).parent.name
+        if folder == "integration":
+            item.add_marker(pytest.mark.slow)
+        elif item.get_closest_marker("slow"):
+            raise pytest.UsageError(f"{item.nodeid} is marked slow: a slow test belongs in tests/integration")
+        if item.get_closest_marker("gpu") and not _has_gpu():
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (nvidia-smi finds none)"))
     slow_tests = collections.Counter(_module(item) for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow_tests[_module(item)])  # a stable sort: modules stay contiguous
+
+
+def _has_gpu() -> bool:
+    """Whether this machine has a CUDA GPU (asked of nvidia-smi: this process's JAX is held to the CPU)."""
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _module(item) -> str:

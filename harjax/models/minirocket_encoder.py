@@ -2,7 +2,7 @@
 
 On small real motion sets a transform that trains in seconds (Dempster, Schmidt and Webb, KDD 2021) beats every
 learned encoder on some sets (benchmarks/RESULTS.md); this is that transform, computed as aeon's MiniRocket computes
-it (tests/test_minirocket.py checks the features against aeon's on the same input and parameters):
+it (tests/unit/test_minirocket.py checks the features against aeon's on the same input and parameters):
 - 84 kernels of length 9: every choice of three taps weighted 2, the other six -1;
 - dilations spread exponentially from 1 to (length - 1) / 8 of the reference length (the training input's
   config.data.max_length), at most `max_dilations` of them, about num_features / 84 features per kernel shared

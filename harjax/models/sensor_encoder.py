@@ -9,7 +9,7 @@ Each block is conv -> LayerNorm over channels -> tanh-GELU, in two implementatio
   The backward below keeps the natural layout: LayerNorm and GELU in closed form, the kernel gradient as one
   product per tap over all (batch, step) rows (157 -> 132 ms per step there; benchmarks/RESULTS.md).
 config.model.encoder_backward chooses; 'auto' takes the hand-written one on CPU, where it was measured faster, and
-autodiff elsewhere until a measurement (benchmarks/accelerator.sh) says otherwise. tests/test_models.py checks
+autodiff elsewhere until a measurement (benchmarks/accelerator.sh) says otherwise. tests/unit/test_models.py checks
 values and gradients of the two against each other. Checkpoints written before ConvBlock existed (Conv_i /
 LayerNorm_i) do not restore.
 """

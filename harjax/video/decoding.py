@@ -2,7 +2,7 @@
 
 A clip is a file and an optional span in seconds (ClipJob). Its NUM_FRAMES frames are sampled evenly over the
 span (`frame_indices`) and decoded by seeking to the keyframe before each where the container's packets give a
-trustworthy index, else in order (both give the same frames: tests/test_mmact_extract.py). The bytes a clip's path
+trustworthy index, else in order (both give the same frames: tests/unit/test_mmact_extract.py). The bytes a clip's path
 held are recorded with it (`file_identity`), so a stored embedding can be compared with the file on a rerun.
 PyAV is imported on first use (the `build` extra); nothing here needs torch.
 """
