@@ -6,8 +6,9 @@ tanh-GELU sensor blocks with masking, keyless attention per segment (v^T W once 
 [v || a_k] W with v's share once per example (harjax's two algorithmic savings, so the benchmark compares
 frameworks, not algorithms), pre-LN Transformer with a class token, MLP head, projection heads, CE + lambda *
 symmetric InfoNCE with a learnable, capped temperature, global-norm clipping and AdamW with weight decay on
-matrices only. `load_flax_variables` copies a harjax model's weights in, and tests/integration/test_torch_reference.py checks
-that both give the same logits and loss, so the benchmark compares two implementations of one model.
+matrices only. `load_flax_variables` copies a harjax model's weights in, and
+tests/integration/test_torch_reference.py checks that both give the same logits and loss, so the benchmark compares
+two implementations of one model.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ FIXED_PROMPTS_LEFT_OUT = {  # variants without some of the fixed prompt sets' ro
     },
 }
 LEARNED_PROMPTS = {  # variants without the learned-prompt rows, and why
-    "smoke": "prompt tuning is checked by tests/integration/test_prompt_tuning.py; the smoke suite keeps to one run per path",
+    "smoke": "prompt tuning is checked by tests/integration/test_prompt_tuning.py; the smoke suite keeps to one run "
+    "per path",
     "utd_mhad": "learn one with python -m data_builders.prompt_tuning --manifest=... and build learned_<protocol> "
     "(docs/workflows/learned_prompts.md); the generated UTD-MHAD release is extracted with fixed prompts only",
 }

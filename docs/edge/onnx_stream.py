@@ -11,7 +11,8 @@ does before the model: resample onto the model's rate, cut windows, standardise 
 The CSV's header is 'time,<channel>,...' (time in seconds; the bundle's channel names, in any order). Prints one CSV
 row per window: start and end (seconds, the recording's clock), the predicted class and its probability.
 For a recording with gaps or a clock that jumps back, harjax.predict --stream masks and splits where this plain
-resampling interpolates; on a clean recording both give the same windows and predictions (tests/integration/test_edge.py).
+resampling interpolates; on a clean recording both give the same windows and predictions
+(tests/integration/test_edge.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ accelerator N small models batched together should cost about one (not yet measu
 config.model.ensemble_size = N trains N copies of the model side by side: the train step updates every member on
 the same batch (harjax/training/step.py; vmapped or one after another, ENSEMBLE_STEPS), so parameters, optimizer
 state and the dropout and augmentation keys carry a leading member axis [N, ...]. Member m starts from
-fold_in(key(seed), m) and is the model trained alone from that key, to float rounding (tests/integration/test_ensemble.py).
+fold_in(key(seed), m) and is the model trained alone from that key, to float rounding
+(tests/integration/test_ensemble.py).
 N = 1 is the plain model: no member axis and key(seed), so checkpoints and bundles written before ensembles
 existed restore unchanged.
 

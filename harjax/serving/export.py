@@ -529,6 +529,27 @@ INT8_OPS = ("Conv", "Gemm", "MatMul")  # where a model's weights and time are
 INT8_DOMINANT_ERROR = 0.5
 
 
+def _with_vector_gemm_biases(model: Any) -> Any:
+    """The model with each Gemm's [1, N] bias initializer stored as [N] (the same broadcast).
+
+    onnxruntime's per-channel quantizer indexes a bias by output channel and fails on a [1, N] one (jax2onnx writes
+    some; the tiny size's model has one).
+    """
+    from onnx import numpy_helper
+
+    initializers = {initializer.name: initializer for initializer in model.graph.initializer}
+    flattened = set()
+    for node in model.graph.node:
+        bias = initializers.get(node.input[2]) if node.op_type == "Gemm" and len(node.input) > 2 else None
+        if bias is not None and len(bias.dims) == 2 and bias.dims[0] == 1:
+            bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias).reshape(-1), bias.name))
+            flattened.add(bias.name)
+    kept = [info for info in model.graph.value_info if info.name not in flattened]  # their old shapes, inferred anew
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return model
+
+
 def export_onnx_int8(bundle: bundle_lib.Bundle, directory: str, steps: int) -> str:
     """The ONNX model statically quantized to int8 (onnxruntime, QDQ), calibrated on the bundle's training windows.
 
@@ -570,6 +591,7 @@ def export_onnx_int8(bundle: bundle_lib.Bundle, directory: str, steps: int) -> s
         with open(float_path, "wb") as f:
             f.write(model.SerializeToString())
         quant_pre_process(float_path, prepared, skip_symbolic_shape=True)  # its symbolic pass fails on jax2onnx graphs
+        onnx.save(_with_vector_gemm_biases(onnx.load(prepared)), prepared)
         reference = logits(prepared)
 
         def quantized(kept_float: list[str], name: str) -> tuple[str, float]:

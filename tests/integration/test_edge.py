@@ -134,3 +134,14 @@ def test_the_standalone_example_predicts_what_harjax_streams_without_jax(edge_bu
         assert float(row["start_s"]) == pytest.approx(want["start_s"])
         assert row["predicted"] == want["predicted"]
         assert float(row["probability"]) == pytest.approx(want["top"][0][1], abs=1e-4)
+
+
+def test_the_fused_model_quantizes_to_int8_too(trained_full, tmp_path):
+    """Its fusion layers' [1, N] Gemm biases (as jax2onnx writes them) are ones onnxruntime's quantizer cannot index."""
+    bundle = export.bundle_from_workdir(trained_full.workdir, str(tmp_path / "bundle"), "latest")
+    directory = os.path.join(bundle.directory, "onnx_int8")
+    export.EXPORTERS["onnx_int8"](bundle, directory, STEPS)
+    bundle = export.record_formats(
+        bundle, export.measure_formats(bundle, export.workdir_splits(trained_full.workdir)[1], STEPS)
+    )
+    assert bundle.meta["formats"]["onnx_int8"]["agreement_with_jax"] >= 0.9
