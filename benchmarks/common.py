@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from configs import full
+from configs import common as config_sizes, full
 from harjax.data import synthetic
 from harjax.models import ensemble, har_model
 from harjax.training import parallel, step as step_lib
@@ -18,7 +18,12 @@ from harjax.training import parallel, step as step_lib
 # Issue 4's reference sizes: Video-LLaVA's hidden size, 256 sensor steps (5 s at 50 Hz), 4 devices x 3 axes.
 MMACT_SIZES = dict(video_dim=4096, seq_len=256, channels=12, num_classes=37)
 # --sizes=tiny: a batch that compiles and steps in moments, for the --smoke runs of benchmarks/accelerator.sh.
-SIZES = {"mmact": MMACT_SIZES, "tiny": dict(video_dim=32, seq_len=32, channels=12, num_classes=6)}
+TINY_SIZES = {  # the synthetic data of the tiny size (configs/common.py), at MMAct's 12 channels
+    key.rsplit(".", 1)[1]: value
+    for key, value in config_sizes.SIZES["tiny"].items()
+    if key.startswith("data.synthetic.") and key.rsplit(".", 1)[1] in MMACT_SIZES
+} | {"channels": MMACT_SIZES["channels"]}
+SIZES = {"mmact": MMACT_SIZES, "tiny": TINY_SIZES}
 
 
 def synthetic_batch(batch_size: int, **sizes: int) -> tuple[ml_collections.ConfigDict, dict[str, np.ndarray], int]:

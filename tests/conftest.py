@@ -67,6 +67,20 @@ ALL_CONFIGS = [
 ]
 
 
+# config.data.augment with every augmentation on (harjax/training/augment.py)
+EVERY_AUGMENTATION = {
+    "jitter": 0.1,
+    "scale": 0.2,
+    "magnitude_warp": 0.2,
+    "time_warp": 0.2,
+    "crop": 0.7,
+    "shift": True,
+    "stream_drop": 0.3,
+    "video_noise": 0.1,
+    "video_drop": 0.5,
+}
+
+
 def config_id(module) -> str:
     return module.__name__.split(".")[-1]
 

@@ -10,25 +10,13 @@ import pytest
 from harjax.data import pipeline
 from harjax.serving import export
 from harjax.training import checkpointing, loop
-from tests.conftest import read_metrics, small_config
-
-EVERY = {
-    "jitter": 0.1,
-    "scale": 0.2,
-    "magnitude_warp": 0.2,
-    "time_warp": 0.2,
-    "crop": 0.7,
-    "shift": True,
-    "stream_drop": 0.3,
-    "video_noise": 0.1,
-    "video_drop": 0.5,
-}
+from tests.conftest import EVERY_AUGMENTATION, read_metrics, small_config
 
 
 @pytest.fixture(scope="module")
 def augmented_run(tmp_path_factory):
     config = small_config()
-    config.data.augment.update(EVERY)
+    config.data.augment.update(EVERY_AUGMENTATION)
     config.train.log_every = 1
     workdir = str(tmp_path_factory.mktemp("augmented"))
     loop.train_and_evaluate(config, workdir)
@@ -48,7 +36,7 @@ def test_evaluation_is_never_augmented(augmented_run):
     """The augmented run's own evaluations equal those of its checkpoint evaluated with augmentation off."""
     config, workdir, _ = augmented_run
     plain = config.copy_and_resolve_references()
-    plain.data.augment.update({name: 0.0 for name in EVERY} | {"shift": False})
+    plain.data.augment.update({name: 0.0 for name in EVERY_AUGMENTATION} | {"shift": False})
     evaluated = loop.evaluate(plain, workdir)  # the augmented run's checkpoint, evaluated with augmentation off
     logged = [line for line in read_metrics(workdir) if line["step"] == 6 and "eval/accuracy" in line][0]
     assert evaluated["eval/accuracy"] == logged["eval/accuracy"]

@@ -10,7 +10,7 @@ import pytest
 from configs import full, sensor_only
 from harjax.data import batch as batch_lib, normalization, npz, pipeline, synthetic
 from harjax.training import augment
-from tests.conftest import small_config
+from tests.conftest import EVERY_AUGMENTATION, small_config
 
 STREAMS = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11))
 
@@ -33,22 +33,9 @@ def _batch(rows=8, steps=40, seed=0):
     }
 
 
-EVERY = {
-    "jitter": 0.1,
-    "scale": 0.2,
-    "magnitude_warp": 0.2,
-    "time_warp": 0.2,
-    "crop": 0.7,
-    "shift": True,
-    "stream_drop": 0.3,
-    "video_noise": 0.1,
-    "video_drop": 0.5,
-}
-
-
-@pytest.mark.parametrize("name, value", list(EVERY.items()) + [("all", None)])
+@pytest.mark.parametrize("name, value", list(EVERY_AUGMENTATION.items()) + [("all", None)])
 def test_each_augmentation_keeps_shapes_masks_and_zero_padding(name, value):
-    settings = _settings(**(EVERY if name == "all" else {name: value}))
+    settings = _settings(**(EVERY_AUGMENTATION if name == "all" else {name: value}))
     batch = _batch()
     out = jax.device_get(jax.jit(lambda b, k: augment.augment(b, k, settings, STREAMS))(batch, jax.random.key(3)))
     mask = batch[batch_lib.SENSOR_MASK]
