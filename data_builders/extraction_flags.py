@@ -2,7 +2,7 @@
 
 Importing this module defines them, once per process: absl's flags are process-wide and a name is defined once.
 data_builders/mmact/extract_embeddings.py and data_builders/recordings/extract_embeddings.py import it from their
-define_flags(), never at their top, because they are libraries too: harjax.predict, the demos and the benchmarks
+define_flags(), never at their top, because they are libraries too: the demos harjax.main runs and the benchmarks
 import them, with flags of these names of their own. Each command reads the values with flags.FLAGS and hands them
 to data_builders/extraction.py's `extract`, which checks them (its errors name the flag).
 """

@@ -65,7 +65,7 @@ def extract(
 def define_flags() -> None:
     """The command's flags, defined once (cached) when it runs: this module is a library too, never defining flags.
 
-    Its importers (harjax.predict, the demos, the benchmarks) have flags of these names, and absl's flags are
+    Its importers (the demos harjax.main runs, the benchmarks) have flags of these names, and absl's flags are
     process-wide. The flags both extraction commands take are data_builders/extraction_flags.py's.
     """
     from data_builders import extraction_flags
