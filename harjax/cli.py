@@ -20,7 +20,6 @@ from collections.abc import Callable
 from absl import app, flags
 
 from harjax import errors
-from harjax.evaluators import common as evaluators
 
 USAGE_STATUS = 2  # absl's and argparse's status for a usage error
 INTERRUPTED_STATUS = 130  # a shell's status after Ctrl-C
@@ -63,9 +62,12 @@ def check_arguments(argv: list[str]) -> None:
     """Refuses a repeated flag and a config key that moved, before absl parses anything."""
     seen: dict[str, str] = {}
     for argument in argv[1:]:
-        moved = evaluators.moved_key_message(argument)
-        if moved:
-            fail(moved)
+        if argument.startswith("--config."):  # imported here: a command's bad flag is refused before JAX loads
+            from harjax.evaluators import common as evaluators
+
+            moved = evaluators.moved_key_message(argument)
+            if moved:
+                fail(moved)
         name = _flag_name(argument)
         if name is None:
             continue
