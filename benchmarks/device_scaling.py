@@ -22,15 +22,10 @@ from absl import flags  # noqa: E402
 
 from harjax import cli  # noqa: E402
 
-_DEVICES = flags.DEFINE_list("devices", "1,2,4,8", "device counts, each measured in its own process")
+_DEVICES = cli.define_positive_integers("devices", "1,2,4,8", "device counts, each measured in its own process")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "the global batch")
 _STEPS = flags.DEFINE_integer("steps", 20, "steps per measurement")
 _CHILD = flags.DEFINE_bool("child", False, "internal: measure in this process (its device count set by XLA_FLAGS)")
-flags.register_validator(
-    "devices",
-    lambda values: all(value.strip().isdigit() and int(value) >= 1 for value in values),
-    "--devices: expected comma-separated device counts",
-)
 
 
 def measure(batch_size: int, steps: int) -> dict[str, float]:

@@ -57,15 +57,10 @@ flags.DEFINE_string(
     f"{', '.join(RANDOM)}: built from sizes with random weights, nothing loaded",
 )
 flags.DEFINE_string("device", "cpu", "where the model runs: cpu, cuda, cuda:1")
-flags.DEFINE_list(
+cli.define_positive_integers(
     "batch_size",
     "8",
     "clips per forward; several, comma-separated, are timed one after the other on one model and one tree",
-)
-flags.register_validator(
-    "batch_size",
-    lambda sizes: bool(sizes) and all(size.strip().isdigit() and int(size) >= 1 for size in sizes),
-    "--batch_size: expected comma-separated positive integers",
 )
 flags.DEFINE_integer("frame_width", 640, "the synthetic clips' width")
 flags.DEFINE_integer("frame_height", 360, "the synthetic clips' height")

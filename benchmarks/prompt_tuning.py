@@ -36,12 +36,7 @@ from harjax.video import (
 
 flags.DEFINE_string("model", "", "empty: the tiny offline model; random-7b: the 7B's architecture")
 flags.DEFINE_string("device", "cpu", "where the model runs: cpu, cuda, cuda:1")
-flags.DEFINE_list("batch_size", "8", "comma-separated: each timed on the same model")
-flags.register_validator(
-    "batch_size",
-    lambda sizes: bool(sizes) and all(size.strip().isdigit() and int(size) >= 1 for size in sizes),
-    "--batch_size: expected comma-separated positive integers",
-)
+cli.define_positive_integers("batch_size", "8", "comma-separated: each timed on the same model")
 flags.DEFINE_integer("steps", 4, "timed steps per batch size, after one warm-up step")
 flags.DEFINE_integer("frame_width", 1920, "the synthetic clips' width")
 flags.DEFINE_integer("frame_height", 1080, "the synthetic clips' height")

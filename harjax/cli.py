@@ -109,6 +109,17 @@ def parse_flags(argv: list[str], parser: Callable[[list[str]], list[str]] | None
         fail(str(error))
 
 
+def define_positive_integers(name: str, default: str, help_text: str) -> flags.FlagHolder[list[str]]:
+    """A flag of comma-separated positive integers (--batch_size=8,16), refused at parsing otherwise."""
+    holder = flags.DEFINE_list(name, default, help_text)
+    flags.register_validator(
+        name,
+        lambda values: bool(values) and all(value.strip().isdigit() and int(value) >= 1 for value in values),
+        f"--{name}: expected comma-separated positive integers",
+    )
+    return holder
+
+
 def run(main: Callable[[list[str]], None], parser: Callable[[list[str]], list[str]] | None = None) -> None:
     """app.run(main) with checked flags, one-line input errors (status 2) and a one-line Ctrl-C (status 130)."""
 

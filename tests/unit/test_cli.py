@@ -6,6 +6,16 @@ from harjax import errors
 from harjax.training import loop, parallel
 from tests.conftest import small_config
 
+# What the launchers set; cleared first, so a test sees only its own.
+LAUNCHER_VARIABLES = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "TPU_WORKER_HOSTNAMES",
+)
+
 
 def test_eval_mode_without_checkpoint_says_train_first(tmp_path):
     with pytest.raises(errors.UserError, match="holds no checkpoint to evaluate; train first"):
@@ -49,14 +59,7 @@ def test_bad_train_settings_name_the_flag(tmp_path, key, value):
     ],
 )
 def test_multi_process_launchers_are_recognised(monkeypatch, env, expected):
-    for name in (
-        "SLURM_JOB_ID",
-        "SLURM_STEP_NODELIST",
-        "SLURM_NTASKS",
-        "SLURM_PROCID",
-        "SLURM_LOCALID",
-        "TPU_WORKER_HOSTNAMES",
-    ):
+    for name in LAUNCHER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -68,14 +71,7 @@ def test_join_cluster_leaves_the_detection_to_jax(monkeypatch):
 
     A lone process outside any launcher must not start jax.distributed at all.
     """
-    for name in (
-        "SLURM_JOB_ID",
-        "SLURM_STEP_NODELIST",
-        "SLURM_NTASKS",
-        "SLURM_PROCID",
-        "SLURM_LOCALID",
-        "TPU_WORKER_HOSTNAMES",
-    ):
+    for name in LAUNCHER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     calls = []
     monkeypatch.setattr(parallel.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
@@ -101,3 +97,20 @@ def test_only_a_flag_that_collects_its_values_may_be_given_twice(capsys):
     finally:
         delattr(flags.FLAGS, "collected_for_test")
         delattr(flags.FLAGS, "single_for_test")
+
+
+def test_a_list_of_positive_integers_is_checked_when_parsed():
+    from absl import flags
+
+    from harjax import cli
+
+    holder = cli.define_positive_integers("sizes_for_test", "8", "sizes")
+    try:
+        flags.FLAGS(["prog", "--sizes_for_test=2,16"])
+        assert holder.value == ["2", "16"]
+        for bad in ("--sizes_for_test=0", "--sizes_for_test=2,x", "--sizes_for_test="):
+            with pytest.raises(flags.IllegalFlagValueError, match="expected comma-separated positive integers"):
+                flags.FLAGS(["prog", bad])
+    finally:
+        delattr(flags.FLAGS, "sizes_for_test")
+        flags.FLAGS.unparse_flags()
