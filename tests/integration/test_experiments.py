@@ -8,22 +8,12 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 
 from configs.suites import paper
 from harjax.study import report, runner as runner_lib, suites
 from tests.conftest import REPO
-
-
-def _suite_config(**changes) -> ml_collections.ConfigDict:
-    config = paper.get_config("synthetic")
-    config.unlock()
-    for key, value in changes.items():
-        config[key] = value
-    return config
-
 
 GROUPS = ("main", "ablations", "encoders", "prompts", "sweeps", "protocols", "distillation")  # the paper suite's
 
