@@ -27,6 +27,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from flax import traverse_util
+from orbax.checkpoint._src.metadata import array_metadata_store  # what Orbax's default jax.Array handler keeps
 
 from harjax import errors
 
@@ -83,6 +84,22 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: s
     ]
 
 
+def save_arrays_whole() -> None:
+    """Makes Orbax write each replicated array from one replica, not a slice from every replica.
+
+    Replica-parallel saving (Orbax's default but on GPU) slices every array into one piece per replica with an eager
+    jax op, compiled once per shape and offset. harjax's train states are tens of MB, so the slices only cost: on 8
+    CPU devices at configs/full.py's size (24.5 MB, 196 arrays) a process's first save took 6-7 s instead of 0.45 s
+    and each later one 0.6-0.7 s instead of 0.3 s (benchmarks/RESULTS.md, "checkpoint_save.py"). Orbax reads the handler
+    from a process-wide registry, so this replaces its jax.Array handler there, with its settings but this one.
+    """
+    ocp.type_handlers.register_type_handler(
+        jax.Array,
+        ocp.type_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(), use_replica_parallel=False),
+        override=True,
+    )
+
+
 class Checkpointer:
     """Keeps the last `keep` checkpoints plus the best by `best_metric`; saves are asynchronous.
 
@@ -90,6 +107,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str, keep: int, signature: dict[str, Any], best_metric: str = BEST_METRIC):
+        save_arrays_whole()
         self.directory = directory
         self._signature = signature
         score = lambda metrics: metrics[best_metric]  # noqa: E731

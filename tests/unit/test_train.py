@@ -135,6 +135,35 @@ def test_checkpointer_keeps_the_latest_and_the_best(tmp_path, config):
     assert sorted(int(name) for name in os.listdir(tmp_path) if name.isdigit()) == [2, 5, 6]  # best, last two
 
 
+def test_a_replicated_state_saves_without_compiling_and_restores_equal(tmp_path, config, caplog):
+    """Each array is written whole from one replica: a save runs no jax op (no slice per replica and shape)."""
+    mesh = parallel.make_mesh()
+    params = {f"w{n}": jnp.arange(8 * n, dtype=jnp.float32).reshape(8, n) for n in range(1, 6)}  # 8 rows: divisible
+    state = jax.device_put(
+        step_lib.TrainState.create(
+            apply_fn=None,
+            params=params,
+            tx=optax.adam(0.1),
+            batch_stats={},
+            dropout_key=jax.random.key(0),
+            nonfinite_steps=jnp.zeros((), jnp.int32),
+        ),
+        parallel.replicated(mesh),
+    )
+    abstract = parallel.replicated_abstract(jax.eval_shape(lambda: state), mesh)
+    checkpointer = checkpointing.Checkpointer(
+        str(tmp_path), keep=1, signature=checkpointing.model_signature(config, abstract)
+    )
+    with caplog.at_level("WARNING"), jax.log_compiles():
+        checkpointer.save(1, state, {}, None)
+        checkpointer.manager.wait_until_finished()
+    assert jax.device_count() == 8 and not [r.message for r in caplog.records if "Compiling" in r.message]
+    restored, _ = checkpointer.restore(1, abstract)
+    checkpointer.close()
+    for name, value in params.items():
+        np.testing.assert_array_equal(restored.params[name], value)
+
+
 @pytest.fixture(scope="module")
 def streamed_run(tmp_path_factory):
     """The metrics of an uninterrupted run that reads its batches record by record (cache 'none')."""
