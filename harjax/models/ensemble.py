@@ -35,7 +35,7 @@ T = TypeVar("T")
 # config.model.ensemble_step: how the train step runs the members. 'vmap' batches them into one program of
 # N-times-wider operations (meant for accelerators, where N small models should cost about one); 'sequential' runs
 # the single model's update once per member inside the same jitted step. On CPU the vmapped convolutions become
-# grouped ones, which XLA's CPU backend ran 15-43% slower than N plain ones (benchmarks/ensemble_step.py,
+# grouped ones, which XLA's CPU backend ran 15-25% slower than N plain ones (benchmarks/ensemble_step.py,
 # RESULTS.md), so 'auto' is sequential there and vmap elsewhere. Both give every member the update it would get
 # alone.
 ENSEMBLE_STEPS = ("auto", "vmap", "sequential")
