@@ -84,18 +84,21 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: s
     ]
 
 
-def save_arrays_whole() -> None:
-    """Makes Orbax write each replicated array from one replica, not a slice from every replica.
+def register_array_handler(replica_parallel: bool = False) -> None:
+    """Sets how Orbax writes a replicated jax.Array: whole from one replica (harjax's way), or a slice from each.
 
-    Replica-parallel saving (Orbax's default but on GPU) slices every array into one piece per replica with an eager
+    Replica-parallel saving (Orbax's default except on GPU) cuts every array into one slice per replica with an eager
     jax op, compiled once per shape and offset. harjax's train states are tens of MB, so the slices only cost: on 8
     CPU devices at configs/full.py's size (24.5 MB, 196 arrays) a process's first save took 6-7 s instead of 0.45 s
-    and each later one 0.6-0.7 s instead of 0.3 s (benchmarks/RESULTS.md, "checkpoint_save.py"). Orbax reads the handler
-    from a process-wide registry, so this replaces its jax.Array handler there, with its settings but this one.
+    and each later one 0.6-0.7 s instead of 0.3 s (benchmarks/RESULTS.md, "checkpoint_save.py", which passes True to
+    measure Orbax's way). Orbax reads the handler from a process-wide registry, so this replaces its jax.Array handler
+    there, with its default settings but this one.
     """
     ocp.type_handlers.register_type_handler(
         jax.Array,
-        ocp.type_handlers.ArrayHandler(array_metadata_store=array_metadata_store.Store(), use_replica_parallel=False),
+        ocp.type_handlers.ArrayHandler(
+            array_metadata_store=array_metadata_store.Store(), use_replica_parallel=replica_parallel
+        ),
         override=True,
     )
 
@@ -107,7 +110,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str, keep: int, signature: dict[str, Any], best_metric: str = BEST_METRIC):
-        save_arrays_whole()
+        register_array_handler()
         self.directory = directory
         self._signature = signature
         score = lambda metrics: metrics[best_metric]  # noqa: E731
