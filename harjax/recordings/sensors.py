@@ -17,6 +17,7 @@ spreadsheet's byte-order mark.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import itertools
@@ -139,10 +140,8 @@ def _table(path: str, suffix: str, origin: str) -> dict[str, np.ndarray]:
     cells = np.full((len(rows), len(header)), np.nan)
     for index, row in enumerate(rows):
         for column, cell in enumerate(row[: len(header)]):
-            try:
+            with contextlib.suppress(ValueError):  # an unparsable cell stays NaN: resampling drops the row, counted
                 cells[index, column] = float(cell)
-            except ValueError:
-                pass  # NaN: resampling drops the row and counts it
     return dict(zip(header, cells.T, strict=True))
 
 

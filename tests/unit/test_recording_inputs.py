@@ -110,6 +110,21 @@ def test_a_sensor_csv_with_a_byte_order_mark_reads_as_without(tmp_path):
     np.testing.assert_array_equal(bom.sensor, plain.sensor)
 
 
+def test_a_sensor_csv_cell_that_is_no_number_drops_its_row_and_counts_it(tmp_path):
+    time = np.arange(0, 2, 0.02)
+    _wrist_csv(tmp_path / "w.csv", time)
+    lines = (tmp_path / "w.csv").read_text().splitlines()
+    cells = lines[50].split(",")
+    lines[50] = ",".join([*cells[:2], "n/a", *cells[3:]])  # the 50th sample's y
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    (clean, damaged) = (
+        sensors.align(row) for row in manifest.read(_jsonl(tmp_path / "m.jsonl", [_row("a"), _row("b", "bad.csv")]))
+    )
+    assert damaged.report["rows_with_nan_dropped"] == 1 and clean.report["rows_with_nan_dropped"] == 0
+    assert damaged.mask.all() and np.isfinite(damaged.sensor).all()  # the grid interpolated across the row
+    np.testing.assert_allclose(damaged.sensor, clean.sensor, atol=1e-3)
+
+
 def test_a_sensor_csv_naming_a_column_twice_is_refused_naming_the_column(tmp_path):
     _wrist_csv(tmp_path / "w.csv", np.arange(0, 2, 0.02), header="t,x,x,z")
     (recording,) = manifest.read(_jsonl(tmp_path / "m.jsonl", [_row()]))
